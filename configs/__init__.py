@@ -1,0 +1,1 @@
+"""Config files (each defines ``cfg``); a derived config imports its base from this package."""

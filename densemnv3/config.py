@@ -1,0 +1,335 @@
+"""Python configs: plain dataclasses in a ``.py`` file, with dotted ``--set`` overrides.
+
+A config file defines ``cfg``, a :class:`Config`. A derived config imports its base and edits it::
+
+    from configs.lraspp_cityscapes import cfg
+    cfg.schedule.iters = 2000
+
+:func:`load_config` runs the file with the config's folder and its parent importable, gives every
+load fresh module objects (so a base edited by one derived config is not seen by the next),
+applies overrides such as ``"optim.lr=0.02"`` with type conversion, and checks every value against
+its field's type. Unknown keys fail with the closest valid key.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import dataclasses
+import importlib.util
+import sys
+import traceback
+import types
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from densemnv3.errors import ConfigError
+from densemnv3.models.backbones.base import did_you_mean
+
+
+@dataclass
+class ModelConfig:
+    """Which model to build: ``name`` is a builder in :mod:`densemnv3.models`."""
+
+    name: str = "lraspp_mobilenet_v3_large"
+    num_classes: int = 19
+    #: Extra keyword arguments of the builder (``pool``, ``width_mult``, ``output_stride``, ...).
+    options: dict[str, Any] = field(default_factory=dict)
+    #: A torchvision ImageNet checkpoint for the backbone (a local file), or None.
+    backbone_weights: str | None = None
+    #: A torchvision checkpoint of the whole model to start from (a local file), or None.
+    weights: str | None = None
+
+
+@dataclass
+class SyntheticConfig:
+    """Generate the synthetic dataset at ``data.root`` if it is not there yet."""
+
+    train: int = 200
+    val: int = 50
+    size: tuple[int, int] = (256, 512)
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    """Dataset location and augmentation. Segmentation reads a Cityscapes layout under ``root``;
+    detection reads COCO json + images (``*_ann``/``*_images`` relative to ``root``)."""
+
+    root: str = "data/cityscapes"
+    train_split: str = "train"
+    val_split: str = "val"
+    synthetic: SyntheticConfig | None = None
+    batch_size: int = 8
+    eval_batch_size: int = 1
+    workers: int = 4
+    skip_bad: bool = False
+    # segmentation
+    crop_size: tuple[int, int] = (512, 1024)
+    scale_range: tuple[float, float] = (0.5, 2.0)
+    eval_resize: tuple[int, int] | None = None
+    # detection
+    image_size: int = 320
+    train_images: str = "train2017"
+    train_ann: str = "annotations/instances_train2017.json"
+    val_images: str = "val2017"
+    val_ann: str = "annotations/instances_val2017.json"
+    label_mapping: str = "category_id"
+
+
+@dataclass
+class OptimConfig:
+    """SGD with momentum; ``norm_weight_decay`` applies to norm layers and biases."""
+
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-6
+    norm_weight_decay: float | None = None
+    nesterov: bool = False
+    clip_grad_norm: float | None = None
+
+
+@dataclass
+class ScheduleConfig:
+    """Length in iterations (or epochs) and the lr policy (``poly`` or ``cosine``) with warmup."""
+
+    iters: int | None = None
+    epochs: int | None = None
+    policy: str = "poly"
+    power: float = 0.9
+    warmup_iters: int = 0
+    warmup_factor: float = 0.001
+    min_lr: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    """Engine options: intervals are in iterations."""
+
+    device: str = "auto"
+    amp: bool = True
+    sync_bn: bool = False
+    deterministic: bool = False
+    seed: int = 0
+    log_interval: int = 20
+    eval_interval: int = 1000
+    checkpoint_interval: int = 1000
+    channels_last: bool = False
+
+
+@dataclass
+class Config:
+    """A whole run: task (``segmentation`` or ``detection``), model, data, optimizer, schedule."""
+
+    task: str = "segmentation"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    work_dir: str = "work_dirs/run"
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
+    """Run the config file at ``path``, apply ``key=value`` overrides and validate the result."""
+    path = Path(path)
+    if not path.is_file():
+        hint = ""
+        if path.parent.is_dir():
+            hint = did_you_mean(path.name, [p.name for p in path.parent.glob("*.py")])
+        raise ConfigError(f"{path}: config file not found{hint}")
+    cfg = getattr(_exec_config(path), "cfg", None)
+    if not isinstance(cfg, Config):
+        raise ConfigError(f"{path}: a config must define `cfg = Config(...)` (densemnv3.config)")
+    for override in overrides:
+        apply_override(cfg, override)
+    validate(cfg)
+    return cfg
+
+
+def _exec_config(path: Path) -> types.ModuleType:
+    folder = path.resolve().parent
+    roots = [str(folder), str(folder.parent)]
+    before = set(sys.modules)
+    sys.path[:0] = roots
+    try:
+        spec = importlib.util.spec_from_file_location(f"_densemnv3_config_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    except ConfigError:
+        raise
+    except Exception as err:
+        frames = [f for f in traceback.extract_tb(err.__traceback__) if f.filename.endswith(".py")]
+        where = next((f for f in reversed(frames) if Path(f.filename).parent == folder), None)
+        line = f"{where.filename}:{where.lineno}" if where else str(path)
+        raise ConfigError(f"{line}: error in config: {type(err).__name__}: {err}") from None
+    finally:
+        for root in roots:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(root)
+        for name in set(sys.modules) - before:  # config modules are re-run on every load
+            file = getattr(sys.modules[name], "__file__", None) or ""
+            if name.startswith("_densemnv3_config_") or file.startswith(str(folder)):
+                del sys.modules[name]
+
+
+def apply_override(cfg: Config, override: str) -> None:
+    """Apply one ``"a.b.c=value"``; the value is parsed as a Python literal when it is one."""
+    key, sep, text = override.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"override {override!r}: expected KEY=VALUE, e.g. optim.lr=0.02")
+    parts = key.split(".")
+    node: Any = cfg
+    for depth, part in enumerate(parts):
+        done = ".".join(parts[:depth])
+        last = depth == len(parts) - 1
+        if dataclasses.is_dataclass(node):
+            names = [f.name for f in dataclasses.fields(node)]
+            if part not in names:
+                valid = [f"{done}.{n}" if done else n for n in names]
+                raise ConfigError(
+                    f"unknown config key {key!r}{did_you_mean('.'.join(parts[: depth + 1]), valid)}"
+                    f"; valid keys here: {', '.join(valid)}"
+                )
+            if last:
+                hint = typing.get_type_hints(type(node))[part]
+                setattr(node, part, _convert(key, text.strip(), hint))
+            else:
+                node = getattr(node, part)
+                if node is None:
+                    hint = typing.get_type_hints(type(_parent(cfg, parts[: depth])))[part]
+                    node = _default_of(hint)
+                    setattr(_parent(cfg, parts[:depth]), part, node)
+        elif isinstance(node, dict):
+            if last:
+                node[part] = _literal(text.strip())
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise ConfigError(f"config key {key!r}: {done!r} is a value, not a section")
+
+
+def _parent(cfg: Config, parts: list[str]) -> Any:
+    node: Any = cfg
+    for part in parts:
+        node = getattr(node, part)
+    return node
+
+
+def _default_of(hint: Any) -> Any:
+    for arg in typing.get_args(hint) or (hint,):
+        if dataclasses.is_dataclass(arg):
+            return arg()
+    raise ConfigError(f"cannot create a section of type {hint}")
+
+
+def _literal(text: str) -> Any:
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    if text.lower() in ("none", "null"):
+        return None
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _convert(key: str, text: str, hint: Any) -> Any:
+    value = _literal(text)
+    if _matches(value, hint):
+        return value
+    if isinstance(value, (list, int)) and _matches(tuple(value) if isinstance(value, list) else (value,), hint):
+        return tuple(value) if isinstance(value, list) else (value,)
+    if _matches(text, hint):  # e.g. a str field given "123"
+        return text
+    raise ConfigError(f"config key {key!r}: expected {_type_name(hint)}, got {text!r}")
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is None and hasattr(hint, "__name__"):
+        return hint.__name__
+    return str(hint).replace("typing.", "")
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in args)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_matches(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args))
+    if origin in (list, dict):
+        return isinstance(value, origin)
+    if dataclasses.is_dataclass(hint):
+        return isinstance(value, hint)
+    return isinstance(value, hint)
+
+
+def validate(node: Any, prefix: str = "") -> None:
+    """Check every field of a config tree against its type annotation."""
+    hints = typing.get_type_hints(type(node))
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        key = f"{prefix}{f.name}"
+        if isinstance(value, list) and typing.get_origin(hints[f.name]) is tuple:
+            value = tuple(value)
+            setattr(node, f.name, value)
+        if not _matches(value, hints[f.name]):
+            raise ConfigError(
+                f"config key {key!r}: expected {_type_name(hints[f.name])}, got {value!r}"
+            )
+        if dataclasses.is_dataclass(value):
+            validate(value, f"{key}.")
+
+
+def config_to_python(cfg: Config) -> str:
+    """Python source of a config file that rebuilds ``cfg`` (saved as ``config.py`` in a run)."""
+    return (
+        "# Resolved config written by densemnv3; load it with densemnv3.config.load_config.\n"
+        "from densemnv3.config import *  # noqa: F403\n\n"
+        f"cfg = {cfg!r}\n"
+    )
+
+
+def save_config(cfg: Config, path: str | Path) -> Path:
+    """Write the resolved config as a loadable Python file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(config_to_python(cfg))
+    return path
+
+
+__all__ = [
+    "Config",
+    "DataConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "ScheduleConfig",
+    "SyntheticConfig",
+    "TrainConfig",
+    "apply_override",
+    "config_to_python",
+    "load_config",
+    "save_config",
+    "validate",
+]

@@ -1,0 +1,97 @@
+"""The Cityscapes label table (label ids, train ids, colours), as in the official cityscapesScripts.
+
+Train ids 0-18 are the 19 evaluated classes; every other label id maps to :data:`IGNORE_INDEX`.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+IGNORE_INDEX = 255
+
+
+class Label(NamedTuple):
+    name: str
+    id: int
+    train_id: int
+    category: str
+    has_instances: bool
+    color: tuple[int, int, int]  # RGB
+
+
+LABELS: tuple[Label, ...] = (
+    Label("unlabeled", 0, 255, "void", False, (0, 0, 0)),
+    Label("ego vehicle", 1, 255, "void", False, (0, 0, 0)),
+    Label("rectification border", 2, 255, "void", False, (0, 0, 0)),
+    Label("out of roi", 3, 255, "void", False, (0, 0, 0)),
+    Label("static", 4, 255, "void", False, (0, 0, 0)),
+    Label("dynamic", 5, 255, "void", False, (111, 74, 0)),
+    Label("ground", 6, 255, "void", False, (81, 0, 81)),
+    Label("road", 7, 0, "flat", False, (128, 64, 128)),
+    Label("sidewalk", 8, 1, "flat", False, (244, 35, 232)),
+    Label("parking", 9, 255, "flat", False, (250, 170, 160)),
+    Label("rail track", 10, 255, "flat", False, (230, 150, 140)),
+    Label("building", 11, 2, "construction", False, (70, 70, 70)),
+    Label("wall", 12, 3, "construction", False, (102, 102, 156)),
+    Label("fence", 13, 4, "construction", False, (190, 153, 153)),
+    Label("guard rail", 14, 255, "construction", False, (180, 165, 180)),
+    Label("bridge", 15, 255, "construction", False, (150, 100, 100)),
+    Label("tunnel", 16, 255, "construction", False, (150, 120, 90)),
+    Label("pole", 17, 5, "object", False, (153, 153, 153)),
+    Label("polegroup", 18, 255, "object", False, (153, 153, 153)),
+    Label("traffic light", 19, 6, "object", False, (250, 170, 30)),
+    Label("traffic sign", 20, 7, "object", False, (220, 220, 0)),
+    Label("vegetation", 21, 8, "nature", False, (107, 142, 35)),
+    Label("terrain", 22, 9, "nature", False, (152, 251, 152)),
+    Label("sky", 23, 10, "sky", False, (70, 130, 180)),
+    Label("person", 24, 11, "human", True, (220, 20, 60)),
+    Label("rider", 25, 12, "human", True, (255, 0, 0)),
+    Label("car", 26, 13, "vehicle", True, (0, 0, 142)),
+    Label("truck", 27, 14, "vehicle", True, (0, 0, 70)),
+    Label("bus", 28, 15, "vehicle", True, (0, 60, 100)),
+    Label("caravan", 29, 255, "vehicle", True, (0, 0, 90)),
+    Label("trailer", 30, 255, "vehicle", True, (0, 0, 110)),
+    Label("train", 31, 16, "vehicle", True, (0, 80, 100)),
+    Label("motorcycle", 32, 17, "vehicle", True, (0, 0, 230)),
+    Label("bicycle", 33, 18, "vehicle", True, (119, 11, 32)),
+    Label("license plate", -1, -1, "vehicle", False, (0, 0, 142)),
+)
+
+#: The 19 evaluated classes, in train-id order.
+TRAIN_LABELS: tuple[Label, ...] = tuple(
+    sorted((lab for lab in LABELS if 0 <= lab.train_id < IGNORE_INDEX), key=lambda lab: lab.train_id)
+)
+CLASS_NAMES: tuple[str, ...] = tuple(lab.name for lab in TRAIN_LABELS)
+NUM_CLASSES = len(TRAIN_LABELS)
+
+#: label id (0-33) -> train id; ids outside the table are *invalid* (see VALID_LABEL_IDS).
+ID_TO_TRAIN_ID = np.full(256, IGNORE_INDEX, dtype=np.uint8)
+for _lab in LABELS:
+    if _lab.id >= 0:
+        ID_TO_TRAIN_ID[_lab.id] = _lab.train_id
+#: True for the label ids that appear in the official table (0-33).
+VALID_LABEL_IDS = np.zeros(256, dtype=bool)
+VALID_LABEL_IDS[[lab.id for lab in LABELS if lab.id >= 0]] = True
+
+#: train id -> label id (what the official evaluation script reads); 255 -> 0 (unlabeled).
+TRAIN_ID_TO_ID = np.zeros(256, dtype=np.uint8)
+for _lab in TRAIN_LABELS:
+    TRAIN_ID_TO_ID[_lab.train_id] = _lab.id
+
+#: train id -> RGB colour; 255 -> black.
+TRAIN_ID_PALETTE = np.zeros((256, 3), dtype=np.uint8)
+for _lab in TRAIN_LABELS:
+    TRAIN_ID_PALETTE[_lab.train_id] = _lab.color
+
+#: label id -> RGB colour (for ``*_gtFine_color.png``).
+ID_PALETTE = np.zeros((256, 3), dtype=np.uint8)
+for _lab in LABELS:
+    if _lab.id >= 0:
+        ID_PALETTE[_lab.id] = _lab.color
+
+#: The thing classes that carry instances and a COCO category in the synthetic set.
+THING_NAMES: tuple[str, ...] = tuple(
+    lab.name for lab in TRAIN_LABELS if lab.has_instances
+)  # person, rider, car, truck, bus, train, motorcycle, bicycle

@@ -1,0 +1,338 @@
+"""The training loop: iterations, AMP, DDP, evaluation, checkpoints, resume, signals.
+
+The loop is task-agnostic; a :class:`Task` (segmentation or detection, see :mod:`densemnv3.tasks`)
+builds the model and data, computes the losses of a batch and evaluates. Hooks get
+``before_step``/``after_step``/``after_train`` calls with the trainer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from densemnv3.config import Config, save_config
+from densemnv3.errors import CheckpointError, UserError
+
+from . import distributed as dist_utils
+from .checkpoint import atomic_save, get_rng_state, load_checkpoint, set_rng_state
+from .results import ResultsLog
+from .sampler import ResumableBatchSampler, SeededDataset
+
+
+class TrainingError(UserError):
+    """Training cannot go on (e.g. the loss became NaN)."""
+
+
+class Task(Protocol):
+    metric: str  # the metric that decides best.pt (higher is better)
+
+    def build_model(self) -> nn.Module: ...
+    def train_dataset(self) -> Dataset: ...
+    def val_dataset(self) -> Dataset: ...
+    def collate(self, batch: list) -> Any: ...
+    def losses(self, model: nn.Module, batch: Any, device: torch.device) -> dict[str, Tensor]: ...
+    def evaluate(self, model: nn.Module, dataset: Dataset, device: torch.device, *,
+                 progress: bool = True) -> dict[str, Any]: ...
+    def report(self, metrics: dict[str, Any]) -> str: ...
+
+
+def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    """SGD; norm layers and biases get ``optim.norm_weight_decay`` when it is set."""
+    o = cfg.optim
+    decay, no_decay = [], []
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad:
+                continue
+            is_norm = isinstance(module, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm))
+            (no_decay if (is_norm or name == "bias") and o.norm_weight_decay is not None else decay).append(p)
+    groups = [{"params": decay, "weight_decay": o.weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": o.norm_weight_decay})
+    return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
+
+
+def lr_factor(it: int, total: int, cfg: Config) -> float:
+    """Multiplier of ``optim.lr`` at iteration ``it``: linear warmup, then poly or cosine."""
+    s = cfg.schedule
+    progress = min(it / max(total, 1), 1.0)
+    if s.policy == "poly":
+        factor = (1.0 - progress) ** s.power
+    elif s.policy == "cosine":
+        factor = 0.5 * (1.0 + math.cos(math.pi * progress))
+    else:
+        raise UserError(f"schedule.policy must be 'poly' or 'cosine', got {s.policy!r}")
+    floor = s.min_lr / cfg.optim.lr if cfg.optim.lr else 0.0
+    factor = floor + (1.0 - floor) * factor
+    if it < s.warmup_iters:
+        alpha = it / s.warmup_iters
+        factor *= s.warmup_factor * (1 - alpha) + alpha
+    return factor
+
+
+class Trainer:
+    """Trains ``task``'s model as ``cfg`` says, writing everything under ``work_dir`` (rank 0)."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        task: Task,
+        *,
+        device: str,
+        resume: str | Path | None = None,
+        progress: bool = True,
+        hooks: Sequence[Any] = (),
+    ) -> None:
+        self.cfg, self.task, self.hooks = cfg, task, list(hooks)
+        self.work_dir = Path(cfg.work_dir)
+        self.rank, self.local_rank, self.world_size = dist_utils.init_distributed(device)
+        self.is_main = self.rank == 0
+        self.device = torch.device(f"cuda:{self.local_rank}" if device == "cuda" else device)
+        self.progress = progress and self.is_main
+        if cfg.train.deterministic:
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark = False
+        torch.manual_seed(cfg.train.seed)
+
+        self.train_set = task.train_dataset()
+        self.val_set = task.val_dataset()
+        model = task.build_model().to(self.device)
+        if cfg.train.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if self.world_size > 1 and cfg.train.sync_bn:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.model = model
+        self.ddp = (
+            nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.local_rank] if self.device.type == "cuda" else None
+            )
+            if self.world_size > 1
+            else model
+        )
+        self.batch_sampler = ResumableBatchSampler(
+            len(self.train_set), cfg.data.batch_size, seed=cfg.train.seed,
+            rank=self.rank, world_size=self.world_size,
+        )
+        self.iters_per_epoch = len(self.batch_sampler)
+        s = cfg.schedule
+        if (s.iters is None) == (s.epochs is None):
+            raise UserError("set exactly one of schedule.iters and schedule.epochs")
+        self.total_iters = s.iters if s.iters is not None else s.epochs * self.iters_per_epoch
+        self.optimizer = build_optimizer(model, cfg)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda it: lr_factor(it, self.total_iters, cfg)
+        )
+        self.amp = cfg.train.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.iter = 0
+        self.best_metric: float | None = None
+        self.metrics: dict[str, Any] = {}
+        self._stop_signal: int | None = None
+        self.results = ResultsLog(self.work_dir) if self.is_main else None
+        if resume is not None:
+            self._resume(Path(resume))
+        if self.is_main:
+            save_config(cfg, self.work_dir / "config.py")
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "iter": self.iter,
+            "epoch": self.iter // self.iters_per_epoch,
+            "best_metric": self.best_metric,
+            "metrics": self.metrics,
+            "rng": get_rng_state(),
+            "arch": self.cfg.model.name,
+            "config": asdict(self.cfg),
+        }
+
+    def save(self, name: str = "last.pt") -> Path | None:
+        if not self.is_main:
+            return None
+        return atomic_save(self.state_dict(), self.work_dir / name)
+
+    def _resume(self, path: Path) -> None:
+        state = load_checkpoint(path)
+        if state.get("arch") not in (None, self.cfg.model.name):
+            raise CheckpointError(
+                f"{path}: checkpoint is for {state['arch']!r}, the config builds {self.cfg.model.name!r}"
+            )
+        from densemnv3.models import load_torchvision_weights
+
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError:
+            load_torchvision_weights(self.model, state["model"])  # raises a readable mismatch
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.iter = int(state["iter"])
+        self.best_metric = state.get("best_metric")
+        self.metrics = state.get("metrics") or {}
+        set_rng_state(state["rng"])
+        if self.results is not None:
+            self.results.truncate_after(self.iter)
+        self._log(f"resumed from {path} at iteration {self.iter}/{self.total_iters}")
+
+    # ------------------------------------------------------------------ loop
+
+    def _loader(self, epoch: int, start_batch: int) -> DataLoader:
+        self.batch_sampler.set_epoch(epoch, start_batch)
+        workers = self.cfg.data.workers
+        return DataLoader(
+            SeededDataset(self.train_set),
+            batch_sampler=self.batch_sampler,
+            num_workers=workers,
+            collate_fn=self.task.collate,
+            pin_memory=self.device.type == "cuda",
+            worker_init_fn=_ignore_sigint,
+            persistent_workers=False,
+            prefetch_factor=4 if workers > 0 else None,
+        )
+
+    def _on_signal(self, signum, frame) -> None:
+        if self._stop_signal is not None:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self._stop_signal = signum
+        self._log(f"\n{signal.Signals(signum).name} received: saving a checkpoint after this step")
+
+    def _log(self, message: str) -> None:
+        if self.is_main:
+            tqdm.write(message, file=sys.stderr)
+
+    def fit(self) -> dict[str, Any]:
+        """Train to ``total_iters``; returns the last evaluation's metrics."""
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            return self._fit()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            if self.results is not None:
+                self.results.close()
+
+    def _fit(self) -> dict[str, Any]:
+        cfg = self.cfg
+        self.ddp.train()
+        bar = tqdm(
+            total=self.total_iters, initial=self.iter, disable=not self.progress, desc="train",
+            dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0,
+        )
+        window: dict[str, float] = {}
+        window_n, skipped, t0 = 0, 0, time.time()
+        while self.iter < self.total_iters:
+            epoch, start = divmod(self.iter, self.iters_per_epoch)
+            for batch in self._loader(epoch, start):
+                for hook in self.hooks:
+                    getattr(hook, "before_step", lambda t: None)(self)
+                with torch.autocast(self.device.type, dtype=torch.float16) if self.amp else nullcontext():
+                    losses = self.task.losses(self.ddp, batch, self.device)
+                loss = sum(losses.values())
+                if not self._all_finite(loss):
+                    if self.amp and skipped < 20:
+                        skipped += 1
+                        self.optimizer.zero_grad(set_to_none=True)
+                        self.scaler.update(self.scaler.get_scale() / 2)
+                        self._log(f"iteration {self.iter + 1}: non-finite loss under AMP, step skipped")
+                        continue
+                    raise TrainingError(
+                        f"loss became {loss.item()} at iteration {self.iter + 1} "
+                        f"({', '.join(f'{k}={v.item():.4g}' for k, v in losses.items())}); "
+                        f"lower optim.lr or set optim.clip_grad_norm. The last good checkpoint is "
+                        f"{self.work_dir / 'last.pt'}; best.pt was not touched."
+                    )
+                skipped = 0
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(loss).backward()
+                if cfg.optim.clip_grad_norm:
+                    self.scaler.unscale_(self.optimizer)
+                    nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.clip_grad_norm)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.scheduler.step()
+                self.iter += 1
+                for k, v in losses.items():
+                    window[k] = window.get(k, 0.0) + float(v.detach())
+                window["loss"] = window.get("loss", 0.0) + float(loss.detach())
+                window_n += 1
+                lr = self.optimizer.param_groups[0]["lr"]
+                bar.update(1)
+                if self.iter % cfg.train.log_interval == 0 or self.iter == self.total_iters:
+                    bar.set_postfix(loss=f"{window['loss'] / window_n:.4f}", lr=f"{lr:.2e}",
+                                    epoch=self.iter // self.iters_per_epoch, refresh=False)
+                    if self.results is not None:
+                        self.results.scalars({f"train/{k}": v / window_n for k, v in window.items()}
+                                             | {"train/lr": lr}, self.iter)
+                for hook in self.hooks:
+                    getattr(hook, "after_step", lambda t: None)(self)
+                done = self.iter == self.total_iters
+                if self.iter % cfg.train.eval_interval == 0 or done:
+                    train_means = {f"train/{k}": v / window_n for k, v in window.items()}
+                    self._evaluate_and_record(train_means, lr, time.time() - t0)
+                    window, window_n = {}, 0
+                    self.ddp.train()
+                if self.iter % cfg.train.checkpoint_interval == 0 or done:
+                    self.save()
+                if self._stop_signal is not None:
+                    bar.close()
+                    path = self.save()
+                    dist_utils.barrier()
+                    self._log(f"stopped at iteration {self.iter}: saved {path or self.work_dir / 'last.pt'}; "
+                              f"continue with --resume")
+                    raise SystemExit(0 if self._stop_signal == signal.SIGTERM else 130)
+                if done:
+                    break
+        bar.close()
+        for hook in self.hooks:
+            getattr(hook, "after_train", lambda t: None)(self)
+        return self.metrics
+
+    def _all_finite(self, loss: Tensor) -> bool:
+        bad = torch.tensor([0.0 if torch.isfinite(loss).item() else 1.0], device=self.device)
+        if self.world_size > 1:
+            torch.distributed.all_reduce(bad)
+        return bad.item() == 0
+
+    def _evaluate_and_record(self, train_means: dict[str, float], lr: float, elapsed: float) -> None:
+        self.model.eval()
+        metrics = self.task.evaluate(self.model, self.val_set, self.device, progress=self.progress)
+        self.metrics = metrics
+        value = float(metrics[self.task.metric])
+        if not self.is_main:
+            return
+        self._log(self.task.report(metrics))
+        row = {"iter": self.iter, "epoch": self.iter // self.iters_per_epoch, "lr": lr, **train_means}
+        row |= {f"val/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
+        row["time"] = round(elapsed, 1)
+        self.results.row(row)
+        self.results.scalars({f"val/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
+                             self.iter)
+        with open(self.work_dir / "metrics.json", "w") as f:
+            json.dump({"iter": self.iter, **metrics}, f, indent=2)
+        if math.isfinite(value) and (self.best_metric is None or value > self.best_metric):
+            self.best_metric = value
+            self.save("best.pt")
+            self._log(f"new best {self.task.metric} {value:.4f}: saved {self.work_dir / 'best.pt'}")
+
+
+def _ignore_sigint(worker_id: int) -> None:
+    # Ctrl-C is handled by the main process, which saves a checkpoint and stops the workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

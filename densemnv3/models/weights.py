@@ -1,0 +1,97 @@
+"""Loading torchvision checkpoints (from local files) into densemnv3 models."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from densemnv3.errors import CheckpointError
+
+
+@dataclass
+class LoadResult:
+    """Checkpoint keys that were present but deliberately not used."""
+
+    ignored_keys: list[str] = field(default_factory=list)
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """``torch.load(path, weights_only=True)`` with errors that say what is wrong with the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found; check the path (--weights / --resume)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (EOFError, RuntimeError, zipfile.BadZipFile, pickle.UnpicklingError) as err:
+        size = path.stat().st_size
+        raise CheckpointError(
+            f"{path}: cannot read checkpoint ({size} bytes; the file is truncated or not a "
+            f"PyTorch checkpoint: {str(err).splitlines()[0]}); use another checkpoint, e.g. last.pt"
+        ) from None
+
+
+def _unwrap(state: Mapping) -> Mapping[str, Tensor]:
+    for key in ("model", "state_dict"):
+        if key in state and isinstance(state[key], Mapping):
+            return state[key]
+    return state
+
+
+def load_torchvision_weights(
+    module: nn.Module, state_dict_or_path: Mapping[str, Tensor] | str | os.PathLike
+) -> LoadResult:
+    """Load a torchvision checkpoint of the matching architecture into ``module``.
+
+    Checkpoints written by densemnv3 (``last.pt``/``best.pt``, whose ``model`` entry already has
+    ``module``'s keys) load through the same function.
+
+    ``module`` may define ``convert_torchvision_state_dict(sd) -> sd`` to rename torchvision's keys
+    to its own, and ``torchvision_ignored_prefixes`` for keys it does not use (a backbone ignores
+    the ``classifier.``). Every parameter and buffer of ``module`` must be in the checkpoint with
+    the same shape; otherwise :class:`CheckpointError` names the first mismatched keys.
+    """
+    source = state_dict_or_path
+    if isinstance(source, (str, os.PathLike)):
+        source = read_checkpoint(source)
+    state = dict(_unwrap(source))
+    own = module.state_dict()
+    convert = getattr(module, "convert_torchvision_state_dict", None)
+    if convert is not None and not own.keys() <= state.keys():  # a densemnv3 checkpoint needs none
+        state = convert(state)
+    ignored_prefixes = tuple(getattr(module, "torchvision_ignored_prefixes", ()))
+
+    def skippable(key: str) -> bool:
+        return key.endswith("num_batches_tracked")
+
+    missing = [k for k in own if k not in state and not skippable(k)]
+    unexpected = [k for k in state if k not in own and not skippable(k)]
+    ignored = [k for k in unexpected if k.startswith(ignored_prefixes)]
+    unexpected = [k for k in unexpected if not k.startswith(ignored_prefixes)]
+    mismatched = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    if missing or unexpected or mismatched:
+        parts = []
+        if mismatched:
+            parts.append(f"{len(mismatched)} shape mismatches, first: " + "; ".join(mismatched[:3]))
+        if missing:
+            parts.append(f"{len(missing)} keys missing from the checkpoint, first: {missing[:3]}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys, first: {unexpected[:3]}")
+        name = type(module).__name__
+        raise CheckpointError(
+            f"checkpoint does not match {name}: " + " | ".join(parts)
+            + ". Is it for another architecture or options (width_mult, reduced_tail, num_classes)?"
+        )
+    state = {k: v for k, v in state.items() if k in own}
+    module.load_state_dict(state, strict=False)
+    return LoadResult(ignored_keys=ignored)

@@ -1,0 +1,52 @@
+"""Builders shared by the tasks: the model named in the config, and the synthetic dataset."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+from torch import nn
+
+from densemnv3 import models
+from densemnv3.config import Config, ModelConfig
+from densemnv3.engine import distributed as dist_utils
+from densemnv3.errors import ConfigError
+from densemnv3.models.backbones.base import did_you_mean
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    """``densemnv3.models.<cfg.name>(num_classes=..., **cfg.options)`` with checked options, then
+    the optional torchvision backbone / whole-model checkpoints."""
+    builders = {name for name in getattr(models, "__all__", ()) if name.startswith(("lraspp", "ssdlite"))}
+    if cfg.name not in builders:
+        raise ConfigError(f"model.name {cfg.name!r} is not a model{did_you_mean(cfg.name, builders)}; "
+                          f"available: {', '.join(sorted(builders))}")
+    builder = getattr(models, cfg.name)
+    params = inspect.signature(builder).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        for key in cfg.options:
+            if key not in params:
+                raise ConfigError(
+                    f"model.options.{key}: {cfg.name} has no option {key!r}{did_you_mean(key, params)}"
+                )
+    model = builder(num_classes=cfg.num_classes, **cfg.options)
+    if cfg.backbone_weights:
+        models.load_torchvision_weights(model.backbone, cfg.backbone_weights)
+    if cfg.weights:
+        models.load_torchvision_weights(model, cfg.weights)
+    return model
+
+
+def ensure_synthetic(cfg: Config) -> None:
+    """Generate the synthetic set at ``data.root`` on first use (rank 0; the others wait)."""
+    spec = cfg.data.synthetic
+    if spec is None:
+        return
+    from densemnv3.data.synthetic import make_synthetic, synthetic_exists
+
+    root = Path(cfg.data.root)
+    kwargs = dict(train=spec.train, val=spec.val, size=tuple(spec.size), seed=spec.seed)
+    if dist_utils.is_main_process() and not synthetic_exists(root, **kwargs):
+        print(f"generating the synthetic dataset at {root} (first use) ...", flush=True)
+        make_synthetic(root, **kwargs)
+    dist_utils.barrier()

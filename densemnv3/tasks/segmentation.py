@@ -1,0 +1,97 @@
+"""Semantic segmentation on a Cityscapes-layout dataset with an LR-ASPP model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Subset, default_collate
+from tqdm import tqdm
+
+from densemnv3.config import Config
+from densemnv3.data.cityscapes import CityscapesSegmentation
+from densemnv3.data.cityscapes_labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
+from densemnv3.data.transforms import seg_eval_transform, seg_train_transform
+from densemnv3.engine import distributed as dist_utils
+from densemnv3.engine.sampler import shard_indices
+from densemnv3.evaluation.segmentation import ConfusionMatrix, format_iou_table
+
+from .common import build_model, ensure_synthetic
+
+
+class SegmentationTask:
+    """Cross-entropy training and confusion-matrix evaluation (mIoU over the 19 train ids)."""
+
+    metric = "mIoU"
+    class_names = CLASS_NAMES
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        ensure_synthetic(cfg)
+
+    def build_model(self) -> nn.Module:
+        return build_model(self.cfg.model)
+
+    def dataset(self, split: str, *, train: bool) -> CityscapesSegmentation:
+        d = self.cfg.data
+        transform = (
+            seg_train_transform(tuple(d.crop_size), scale_range=tuple(d.scale_range))
+            if train
+            else seg_eval_transform(resize=tuple(d.eval_resize) if d.eval_resize else None)
+        )
+        return CityscapesSegmentation(d.root, split, transform, skip_bad=d.skip_bad)
+
+    def train_dataset(self) -> Dataset:
+        return self.dataset(self.cfg.data.train_split, train=True)
+
+    def val_dataset(self) -> Dataset:
+        return self.dataset(self.cfg.data.val_split, train=False)
+
+    def collate(self, batch: list) -> Any:
+        return default_collate(batch)
+
+    def losses(self, model: nn.Module, batch: Any, device: torch.device) -> dict[str, Tensor]:
+        images, targets = batch
+        images = images.to(device, non_blocking=True)
+        if self.cfg.train.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        logits = model(images)
+        return {"ce": F.cross_entropy(logits, targets.to(device).long(), ignore_index=IGNORE_INDEX)}
+
+    @torch.inference_mode()
+    def evaluate(self, model: nn.Module, dataset: Dataset, device: torch.device, *,
+                 progress: bool = True, on_prediction=None) -> dict[str, Any]:
+        """mIoU etc. over ``dataset``, sharded across processes. ``on_prediction(index, pred)``
+        receives each train-id prediction at label resolution (for saving PNGs)."""
+        model.eval()
+        rank, world = dist_utils.get_rank(), dist_utils.get_world_size()
+        indices = shard_indices(len(dataset), rank, world)
+        loader = DataLoader(Subset(dataset, indices), batch_size=self.cfg.data.eval_batch_size,
+                            num_workers=min(self.cfg.data.workers, 2), collate_fn=default_collate)
+        confmat = ConfusionMatrix(NUM_CLASSES, IGNORE_INDEX, device=device)
+        position = 0
+        for images, targets in tqdm(loader, desc="eval", disable=not progress, dynamic_ncols=True,
+                                    leave=False):
+            images, targets = images.to(device), targets.to(device)
+            logits = model(images)
+            if logits.shape[-2:] != targets.shape[-2:]:
+                logits = F.interpolate(logits, size=targets.shape[-2:], mode="bilinear",
+                                       align_corners=False)
+            pred = logits.argmax(1)
+            confmat.update(pred, targets)
+            if on_prediction is not None:
+                for p in pred:
+                    on_prediction(indices[position], p)
+                    position += 1
+        confmat.reduce_from_all_processes()
+        return confmat.compute().to_dict(self.class_names)
+
+    def report(self, metrics: dict[str, Any]) -> str:
+        from densemnv3.evaluation.segmentation import SegMetrics
+
+        iou = [metrics["per_class_iou"][name] for name in self.class_names]
+        m = SegMetrics(miou=metrics["mIoU"], iou=iou, pixel_accuracy=metrics["pixel_accuracy"],
+                       mean_accuracy=metrics["mean_accuracy"])
+        return format_iou_table(m, self.class_names)

@@ -1,0 +1,43 @@
+"""Entry-point plumbing shared by the tools: one readable line for user errors."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from densemnv3.errors import UserError
+
+
+def run_main(main: Callable[[], int | None]) -> None:
+    """Run ``main`` and exit with its code; a :class:`UserError` prints ``error: ...`` (no
+    traceback) and exits 2; Ctrl-C exits 130."""
+    try:
+        code = main()
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code or 0)
+
+
+def add_set_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set", dest="overrides", metavar="KEY=VALUE", nargs="+", action="extend", default=[],
+        help="override config values, e.g. --set optim.lr=0.02 data.batch_size=4",
+    )
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; asking for CUDA without one is an error."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but no CUDA device is available; use --device cpu")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise UserError(f"unknown device {device!r}; use cpu, cuda or auto")
+    return device

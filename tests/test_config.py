@@ -1,0 +1,107 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from densemnv3.config import Config, load_config, save_config
+from densemnv3.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def base(tmp_path):
+    write(tmp_path / "base.py", "from densemnv3.config import Config\ncfg = Config()\ncfg.optim.lr = 0.1\n")
+    return tmp_path / "base.py"
+
+
+def test_overrides_convert_types(base):
+    cfg = load_config(base, ["optim.lr=0.02", "data.crop_size=[64,128]", "train.amp=false",
+                             "data.eval_resize=None", "model.options.pool=paper",
+                             "data.synthetic.train=7", "work_dir=/tmp/x"])
+    assert cfg.optim.lr == 0.02 and isinstance(cfg.optim.lr, float)
+    assert cfg.data.crop_size == (64, 128)
+    assert cfg.train.amp is False
+    assert cfg.data.eval_resize is None
+    assert cfg.model.options == {"pool": "paper"}
+    assert cfg.data.synthetic.train == 7  # a None section is created on demand
+    assert cfg.work_dir == "/tmp/x"
+
+
+def test_int_is_accepted_for_float(base):
+    assert load_config(base, ["optim.lr=1"]).optim.lr == 1
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("optim.lrr=1", "unknown config key 'optim.lrr' (did you mean 'optim.lr'?)"),
+        ("schedul.iters=3", "did you mean 'schedule'?"),
+        ("optim.lr=fast", "config key 'optim.lr': expected float, got 'fast'"),
+        ("train.seed=1.5", "expected int"),
+        ("data.crop_size=5", "expected tuple[int, int]"),
+        ("optim.lr", "expected KEY=VALUE"),
+        ("optim.lr.x=1", "is a value, not a section"),
+    ],
+)
+def test_bad_overrides(base, override, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(base, [override])
+    assert message in str(info.value)
+
+
+def test_derived_config_edits_a_fresh_copy_of_its_base(tmp_path, base):
+    write(tmp_path / "derived.py", "from base import cfg\ncfg.optim.lr = 0.5\n")
+    assert load_config(tmp_path / "derived.py").optim.lr == 0.5
+    assert load_config(base).optim.lr == 0.1  # the base is re-run, not the edited module object
+
+
+def test_repo_configs_load():
+    for name in ("lraspp_cityscapes", "lraspp_mnv3small_cityscapes", "lraspp_synthetic"):
+        cfg = load_config(ROOT / "configs" / f"{name}.py")
+        assert cfg.task == "segmentation"
+    assert load_config(ROOT / "configs/lraspp_mnv3small_cityscapes.py").model.name == "lraspp_mobilenet_v3_small"
+    # the derived small config did not leak into the base
+    assert load_config(ROOT / "configs/lraspp_cityscapes.py").model.name == "lraspp_mobilenet_v3_large"
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.py")
+    write(tmp_path / "nocfg.py", "x = 1\n")
+    with pytest.raises(ConfigError, match="must define `cfg"):
+        load_config(tmp_path / "nocfg.py")
+    write(tmp_path / "broken.py", "from densemnv3.config import Config\n\ncfg = Config(\n  tsk='x')\n")
+    with pytest.raises(ConfigError, match=r"broken.py:\d+: error in config: TypeError"):
+        load_config(tmp_path / "broken.py")
+    write(tmp_path / "wrongtype.py", "from densemnv3.config import Config\ncfg = Config()\ncfg.data.batch_size = '8'\n")
+    with pytest.raises(ConfigError, match="'data.batch_size': expected int, got '8'"):
+        load_config(tmp_path / "wrongtype.py")
+
+
+def test_saved_config_round_trips(tmp_path, base):
+    cfg = load_config(base, ["data.crop_size=[32,64]", "model.options.pool=paper"])
+    path = save_config(cfg, tmp_path / "run" / "config.py")
+    assert load_config(path) == cfg
+    assert isinstance(cfg, Config)
+
+
+def test_cli_misspelled_key_gives_did_you_mean_not_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tools/train_seg.py"), str(ROOT / "configs/lraspp_synthetic.py"),
+         "--set", "optim.lrr=0.1"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "error: unknown config key 'optim.lrr' (did you mean 'optim.lr'?); valid keys here: "
+        "optim.lr, optim.momentum, optim.weight_decay, optim.norm_weight_decay, optim.nesterov, "
+        "optim.clip_grad_norm"
+    )
+    assert "Traceback" not in proc.stderr
