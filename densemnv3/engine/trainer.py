@@ -109,6 +109,8 @@ class Trainer:
 
         self.train_set = task.train_dataset()
         self.val_set = task.val_dataset()
+        if cfg.data.skip_bad:
+            self._skip_bad_files()
         model = task.build_model().to(self.device)
         if cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -147,6 +149,18 @@ class Trainer:
         if self.is_main:
             save_config(cfg, self.work_dir / "config.py")
 
+    def _skip_bad_files(self) -> None:
+        """Find bad samples up front (workers cannot report them) and list them in the run dir."""
+        bad = []
+        for dataset in (self.train_set, self.val_set):
+            if hasattr(dataset, "validate"):
+                bad += dataset.validate(progress=self.progress)
+        if bad and self.is_main:
+            path = self.work_dir / "skipped_files.txt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("".join(f"{file}\t{reason}\n" for file, reason in bad))
+            self._log(f"data.skip_bad: skipped {len(bad)} bad files, listed in {path}")
+
     # ------------------------------------------------------------------ checkpoints
 
     def state_dict(self) -> dict:
@@ -161,6 +175,7 @@ class Trainer:
             "metrics": self.metrics,
             "rng": get_rng_state(),
             "arch": self.cfg.model.name,
+            "world_size": self.world_size,
             "config": asdict(self.cfg),
         }
 
@@ -336,3 +351,6 @@ class Trainer:
 def _ignore_sigint(worker_id: int) -> None:
     # Ctrl-C is handled by the main process, which saves a checkpoint and stops the workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import cv2
+
+    cv2.setNumThreads(1)  # parallelism comes from the workers; nested threads only contend

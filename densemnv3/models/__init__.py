@@ -7,15 +7,30 @@ from .backbones import (
     list_backbones,
     register_backbone,
 )
+from .detection import (
+    SSDLite,
+    ssdlite,
+    ssdlite320_mobilenet_v3_large,
+    ssdlite320_mobilenet_v3_small,
+)
+from .segmentation import LRASPP, lraspp, lraspp_mobilenet_v3_large, lraspp_mobilenet_v3_small
 from .weights import LoadResult, load_torchvision_weights, read_checkpoint
 
 __all__ = [
+    "LRASPP",
+    "SSDLite",
     "FeatureBackbone",
     "FeatureInfo",
     "LoadResult",
     "create_backbone",
     "list_backbones",
     "load_torchvision_weights",
+    "lraspp",
+    "lraspp_mobilenet_v3_large",
+    "lraspp_mobilenet_v3_small",
     "read_checkpoint",
     "register_backbone",
+    "ssdlite",
+    "ssdlite320_mobilenet_v3_large",
+    "ssdlite320_mobilenet_v3_small",
 ]

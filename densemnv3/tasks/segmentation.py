@@ -16,7 +16,7 @@ from densemnv3.data.cityscapes_labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLAS
 from densemnv3.data.transforms import seg_eval_transform, seg_train_transform
 from densemnv3.engine import distributed as dist_utils
 from densemnv3.engine.sampler import shard_indices
-from densemnv3.evaluation.segmentation import ConfusionMatrix, format_iou_table
+from densemnv3.evaluation.segmentation import ConfusionMatrix, SegMetrics, format_iou_table
 
 from .common import build_model, ensure_synthetic
 
@@ -29,6 +29,7 @@ class SegmentationTask:
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
+        self.last_metrics: SegMetrics | None = None
         ensure_synthetic(cfg)
 
     def build_model(self) -> nn.Module:
@@ -86,12 +87,9 @@ class SegmentationTask:
                     on_prediction(indices[position], p)
                     position += 1
         confmat.reduce_from_all_processes()
-        return confmat.compute().to_dict(self.class_names)
+        self.last_metrics = confmat.compute()
+        return self.last_metrics.to_dict(self.class_names)
 
     def report(self, metrics: dict[str, Any]) -> str:
-        from densemnv3.evaluation.segmentation import SegMetrics
-
-        iou = [metrics["per_class_iou"][name] for name in self.class_names]
-        m = SegMetrics(miou=metrics["mIoU"], iou=iou, pixel_accuracy=metrics["pixel_accuracy"],
-                       mean_accuracy=metrics["mean_accuracy"])
-        return format_iou_table(m, self.class_names)
+        """The per-class IoU table of the last evaluation."""
+        return format_iou_table(self.last_metrics, self.class_names) if self.last_metrics else ""

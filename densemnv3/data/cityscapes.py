@@ -1,0 +1,157 @@
+"""Cityscapes semantic segmentation: ``leftImg8bit`` images paired with ``gtFine`` label ids."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from densemnv3.data.cityscapes_labels import ID_TO_TRAIN_ID, VALID_LABEL_IDS
+from densemnv3.data.io import read_image, read_label
+from densemnv3.errors import DataError
+
+IMAGE_SUFFIX = "_leftImg8bit.png"
+LABEL_SUFFIX = "_gtFine_labelIds.png"
+LAYOUT = (
+    "expected ROOT/leftImg8bit/{split}/{city}/{city}_{seq}_{frame}_leftImg8bit.png and "
+    "ROOT/gtFine/{split}/{city}/{city}_{seq}_{frame}_gtFine_labelIds.png"
+)
+_INVALID = (~VALID_LABEL_IDS).astype(np.uint8)  # cv2.LUT table: 1 for ids outside the table
+
+
+class CityscapesSegmentation(Dataset):
+    """Cityscapes images with train-id targets (0-18, 255 = ignore).
+
+    With ``transform`` (an albumentations pipeline called as ``transform(image=, mask=)``) an
+    item is a float32 CHW image tensor and an int64 HW target tensor; without it, the uint8 HWC
+    RGB image and the uint8 HW train ids at the original size. With ``skip_bad`` an unreadable
+    or invalid pair is recorded in :attr:`bad_files` and another sample is returned instead.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str = "train",
+        transform: Callable | None = None,
+        *,
+        skip_bad: bool = False,
+    ):
+        self.root = Path(root)
+        self.split = split
+        self.transform = transform
+        self.skip_bad = skip_bad
+        self.bad_files: list[tuple[str, str]] = []
+        self.samples: list[tuple[str, str]] = self._scan()
+
+    def _scan(self) -> list[tuple[str, str]]:
+        if not self.root.is_dir():
+            raise DataError(
+                f"{self.root}: Cityscapes root not found ({LAYOUT}); point the config at it with "
+                "--set data.root=PATH, or make a synthetic set with "
+                "python tools/make_synthetic.py --out PATH"
+            )
+        image_dir = self.root / "leftImg8bit" / self.split
+        if not image_dir.is_dir():
+            raise DataError(f"{image_dir}: split folder not found; {LAYOUT}")
+        images = sorted(image_dir.glob(f"*/*{IMAGE_SUFFIX}"))
+        if not images:
+            raise DataError(f"{image_dir}: no *{IMAGE_SUFFIX} images in the split; {LAYOUT}")
+        samples = []
+        for image in images:
+            stem = image.name[: -len(IMAGE_SUFFIX)]
+            label = self.root / "gtFine" / self.split / image.parent.name / (stem + LABEL_SUFFIX)
+            if label.is_file():
+                samples.append((str(image), str(label)))
+                continue
+            reason = f"{label}: label missing for {image}; {LAYOUT}"
+            if not self.skip_bad:
+                raise DataError(reason)
+            self.bad_files.append((str(image), reason))
+        if not samples:
+            raise DataError(f"{image_dir}: no image of the split has a label; {LAYOUT}")
+        return samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def sample_id(self, index: int) -> str:
+        """``{city}_{seq}_{frame}`` of a sample, as the official evaluation expects in file names."""
+        return os.path.basename(self.samples[index][0])[: -len(IMAGE_SUFFIX)]
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Decode and check one pair: uint8 HWC RGB image and uint8 HW train ids."""
+        image_path, label_path = self.samples[index]
+        image = read_image(image_path)
+        label = read_label(label_path)
+        if label.shape != image.shape[:2]:
+            raise DataError(
+                f"{label_path}: label is {label.shape[1]}x{label.shape[0]} (WxH) but its image "
+                f"{image_path} is {image.shape[1]}x{image.shape[0]}; regenerate the label"
+            )
+        if cv2.countNonZero(cv2.LUT(label, _INVALID)):
+            invalid = np.unique(label[~VALID_LABEL_IDS[label]])
+            raise DataError(
+                f"{label_path}: label ids {invalid.tolist()} are not Cityscapes label ids (0-33); "
+                "use the *_gtFine_labelIds.png files (not *_labelTrainIds.png or *_color.png)"
+            )
+        return image, cv2.LUT(label, ID_TO_TRAIN_ID)
+
+    def __getitem__(self, index: int):
+        if not self.skip_bad:
+            return self._item(index)
+        for offset in range(len(self)):
+            i = (index + offset) % len(self)
+            try:
+                return self._item(i)
+            except DataError as error:
+                self._record(i, error)
+        raise DataError(f"{self.root}: every sample of split {self.split!r} is unreadable")
+
+    def _item(self, index: int):
+        image, target = self.load(index)
+        if self.transform is None:
+            return image, target
+        out = self.transform(image=image, mask=target)
+        return out["image"], torch.as_tensor(out["mask"], dtype=torch.int64)
+
+    def _record(self, index: int, error: DataError) -> None:
+        path = self.samples[index][0]
+        if all(recorded != path for recorded, _ in self.bad_files):
+            self.bad_files.append((path, str(error)))
+
+    def validate(self, progress: bool = True) -> list[tuple[str, str]]:
+        """Decode and check every pair; drop the bad ones from :attr:`samples` and return them
+        as (image path, reason). Reads only."""
+
+        def problem(index: int) -> str | None:
+            try:
+                self.load(index)
+            except DataError as error:
+                return str(error)
+            return None
+
+        # OpenCV releases the GIL while decoding, so threads scale with the cores.
+        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+            problems = list(
+                tqdm(
+                    pool.map(problem, range(len(self))),
+                    total=len(self),
+                    desc=f"checking {self.split}",
+                    disable=not progress,
+                )
+            )
+        pairs = list(zip(self.samples, problems))
+        bad = [(sample[0], reason) for sample, reason in pairs if reason is not None]
+        good = [sample for sample, reason in pairs if reason is None]
+        if not good:
+            raise DataError(f"{self.root}: every sample of split {self.split!r} is unreadable")
+        self.samples = good
+        self.bad_files += [entry for entry in bad if entry not in self.bad_files]
+        return bad

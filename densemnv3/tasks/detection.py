@@ -1,0 +1,96 @@
+"""Object detection on COCO-format data with an SSDLite model, evaluated by pycocotools."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm import tqdm
+
+from densemnv3.config import Config
+from densemnv3.data.coco import CocoDetection, detection_collate
+from densemnv3.data.transforms import det_eval_transform, det_train_transform
+from densemnv3.engine import distributed as dist_utils
+from densemnv3.engine.sampler import shard_indices
+from densemnv3.evaluation.coco import CocoEvaluator, DetMetrics, format_ap_table
+
+from .common import build_model, ensure_synthetic
+
+
+class DetectionTask:
+    """SSD losses for training; COCO AP (pycocotools) for evaluation."""
+
+    metric = "AP"
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        ensure_synthetic(cfg)
+        self.last_metrics: DetMetrics | None = None
+
+    def build_model(self) -> nn.Module:
+        return build_model(self.cfg.model)
+
+    def dataset(self, split: str, *, train: bool) -> CocoDetection:
+        d = self.cfg.data
+        images, ann = (d.train_images, d.train_ann) if split == d.train_split else (d.val_images, d.val_ann)
+        root = Path(d.root)
+        transform = det_train_transform(d.image_size) if train else det_eval_transform(d.image_size)
+        return CocoDetection(root / images, root / ann, transform, label_mapping=d.label_mapping,
+                             skip_bad=d.skip_bad)
+
+    def train_dataset(self) -> Dataset:
+        return self.dataset(self.cfg.data.train_split, train=True)
+
+    def val_dataset(self) -> Dataset:
+        return self.dataset(self.cfg.data.val_split, train=False)
+
+    def collate(self, batch: list) -> Any:
+        return detection_collate(batch)
+
+    def losses(self, model: nn.Module, batch: Any, device: torch.device) -> dict[str, Tensor]:
+        images, targets = batch
+        images = images.to(device, non_blocking=True)
+        targets = [{"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)} for t in targets]
+        return model(images, targets)
+
+    @torch.inference_mode()
+    def evaluate(self, model: nn.Module, dataset: CocoDetection, device: torch.device, *,
+                 progress: bool = True, results_path: str | Path | None = None) -> dict[str, Any]:
+        """COCO metrics over ``dataset``; detections go back to original pixels and category ids."""
+        model.eval()
+        rank, world = dist_utils.get_rank(), dist_utils.get_world_size()
+        loader = DataLoader(Subset(dataset, shard_indices(len(dataset), rank, world)),
+                            batch_size=max(self.cfg.data.eval_batch_size, 1),
+                            num_workers=min(self.cfg.data.workers, 2), collate_fn=detection_collate)
+        evaluator = CocoEvaluator(dataset.coco)
+        to_category = torch.tensor(
+            [dataset.label_to_category_id.get(i, -1) for i in range(max(dataset.label_to_category_id) + 1)]
+        )
+        size = self.cfg.data.image_size
+        for images, targets in tqdm(loader, desc="eval", disable=not progress, dynamic_ncols=True,
+                                    leave=False):
+            detections = model(images.to(device))
+            for det, target in zip(detections, targets):
+                h, w = target["orig_size"]
+                scale = torch.tensor([w / size, h / size, w / size, h / size])
+                boxes = det["boxes"].float().cpu() * scale
+                labels = det["labels"].cpu()
+                keep = labels < len(to_category)
+                evaluator.add(target["image_id"], boxes[keep], det["scores"].float().cpu()[keep],
+                              to_category[labels[keep]])
+        evaluator.gather()
+        metrics = None
+        if dist_utils.is_main_process():
+            self.last_metrics = evaluator.evaluate()
+            metrics = self.last_metrics.to_dict()
+            if results_path is not None:
+                evaluator.write_results(results_path)
+        return dist_utils.broadcast_object(metrics)
+
+    def report(self, metrics: dict[str, Any]) -> str:
+        if self.last_metrics is None:
+            return ""
+        return self.last_metrics.summary_text.rstrip() + "\n\n" + format_ap_table(self.last_metrics)

@@ -1,0 +1,177 @@
+import json
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from densemnv3.data.coco import CocoDetection, detection_collate
+from densemnv3.data.transforms import det_eval_transform
+from densemnv3.errors import ConfigError, DataError
+
+H, W = 32, 64
+CATEGORIES = [
+    {"id": 24, "name": "person"},
+    {"id": 26, "name": "car"},
+    {"id": 33, "name": "bicycle"},
+]
+
+
+def ann(ann_id, image_id, bbox, category_id=26, iscrowd=0):
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "bbox": bbox,
+        "category_id": category_id,
+        "iscrowd": iscrowd,
+        "area": bbox[2] * bbox[3],
+    }
+
+
+def make_coco(root: Path, annotations=None, images=(1, 2), write=(1, 2)) -> Path:
+    """Images ``img{id}.png`` under root/leftImg8bit/train/x/ and root/annotations/instances_train.json."""
+    folder = root / "leftImg8bit" / "train" / "x"
+    folder.mkdir(parents=True, exist_ok=True)
+    for image_id in write:
+        cv2.imwrite(str(folder / f"img{image_id}.png"), np.full((H, W, 3), 10 * image_id, np.uint8))
+    if annotations is None:
+        annotations = [
+            ann(1, 1, [4, 2, 10, 6], 26),
+            ann(2, 1, [50, 20, 30, 30], 24),  # runs past the right and bottom edges: clipped
+            ann(3, 1, [0, 0, 64, 32], 33, iscrowd=1),  # crowd: excluded
+            ann(4, 1, [5, 5, 0, 8], 26),  # zero width: dropped and counted
+            ann(5, 1, [70, 5, 4, 4], 33),  # entirely right of the image: dropped and counted
+        ]
+    data = {
+        "images": [
+            {"id": i, "file_name": f"leftImg8bit/train/x/img{i}.png", "height": H, "width": W}
+            for i in images
+        ],
+        "annotations": annotations,
+        "categories": CATEGORIES,
+    }
+    ann_file = root / "annotations" / "instances_train.json"
+    ann_file.parent.mkdir(parents=True, exist_ok=True)
+    ann_file.write_text(json.dumps(data))
+    return ann_file
+
+
+def test_targets_exclude_crowd_clip_and_count_dropped(tmp_path, caplog):
+    ann_file = make_coco(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="densemnv3.data.coco"):
+        dataset = CocoDetection(tmp_path, ann_file)
+    assert dataset.num_dropped_boxes == 2
+    assert "dropped 2 boxes" in caplog.text
+    assert len(dataset) == 2
+
+    image, target = dataset[0]
+    assert image.shape == (H, W, 3) and image.dtype == np.uint8 and (image == 10).all()
+    assert target["boxes"].dtype == torch.float32 and target["labels"].dtype == torch.int64
+    torch.testing.assert_close(target["boxes"], torch.tensor([[4.0, 2, 14, 8], [50, 20, 64, 32]]))
+    assert target["labels"].tolist() == [26, 24]
+    assert target["image_id"] == 1 and target["orig_size"] == (H, W)
+
+
+def test_image_without_annotations_is_a_negative(tmp_path):
+    dataset = CocoDetection(tmp_path, make_coco(tmp_path))
+    _, target = dataset[1]
+    assert target["boxes"].shape == (0, 4) and target["boxes"].dtype == torch.float32
+    assert target["labels"].shape == (0,) and target["image_id"] == 2
+
+
+def test_category_id_mapping_keeps_ids_with_gaps(tmp_path):
+    dataset = CocoDetection(tmp_path, make_coco(tmp_path), label_mapping="category_id")
+    assert dataset.num_classes == 34
+    assert dataset.class_names[0] == "__background__" and dataset.class_names[1] == "N/A"
+    assert dataset.class_names[24] == "person" and dataset.class_names[33] == "bicycle"
+    assert dataset.label_to_category_id == {24: 24, 26: 26, 33: 33}
+
+
+def test_contiguous_mapping_round_trips(tmp_path):
+    dataset = CocoDetection(tmp_path, make_coco(tmp_path), label_mapping="contiguous")
+    assert dataset.category_id_to_label == {24: 1, 26: 2, 33: 3}
+    assert dataset.class_names == ["__background__", "person", "car", "bicycle"]
+    _, target = dataset[0]
+    assert target["labels"].tolist() == [2, 1]
+    categories = [dataset.label_to_category_id[label] for label in target["labels"].tolist()]
+    assert categories == [26, 24]
+    assert all(
+        dataset.category_id_to_label[dataset.label_to_category_id[k]] == k for k in (1, 2, 3)
+    )
+
+
+def test_unknown_label_mapping_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="label_mapping"):
+        CocoDetection(tmp_path, make_coco(tmp_path), label_mapping="dense")
+
+
+def test_transform_and_collate(tmp_path):
+    dataset = CocoDetection(tmp_path, make_coco(tmp_path), det_eval_transform(size=16))
+    image, target = dataset[0]
+    assert image.shape == (3, 16, 16) and image.dtype == torch.float32
+    # x * 16 / 64, y * 16 / 32
+    torch.testing.assert_close(
+        target["boxes"], torch.tensor([[1.0, 1, 3.5, 4], [12.5, 10, 16, 16]])
+    )
+    assert target["orig_size"] == (H, W)
+    images, targets = detection_collate([dataset[0], dataset[1]])
+    assert images.shape == (2, 3, 16, 16)
+    assert [t["image_id"] for t in targets] == [1, 2] and targets[1]["boxes"].shape == (0, 4)
+
+
+def test_missing_image_names_image_and_annotation_file(tmp_path):
+    ann_file = make_coco(tmp_path, write=(1,))
+    with pytest.raises(DataError) as info:
+        CocoDetection(tmp_path, ann_file)
+    assert "img2.png" in str(info.value) and str(ann_file) in str(info.value)
+
+    dataset = CocoDetection(tmp_path, ann_file, skip_bad=True)
+    assert len(dataset) == 1 and dataset[0][1]["image_id"] == 1
+    assert len(dataset.bad_files) == 1 and dataset.bad_files[0][0].endswith("img2.png")
+
+
+def test_skip_bad_skips_an_undecodable_image(tmp_path):
+    ann_file = make_coco(tmp_path)
+    bad = tmp_path / "leftImg8bit" / "train" / "x" / "img1.png"
+    bad.write_bytes(bad.read_bytes()[:30])
+    with pytest.raises(DataError, match="cannot decode image"):
+        CocoDetection(tmp_path, ann_file)[0]
+    dataset = CocoDetection(tmp_path, ann_file, skip_bad=True)
+    assert dataset[0][1]["image_id"] == 2
+    assert dataset.bad_files[0][0] == str(bad)
+
+
+def test_missing_files_and_empty_split(tmp_path):
+    with pytest.raises(DataError, match="annotation file not found.*make_synthetic"):
+        CocoDetection(tmp_path, tmp_path / "annotations" / "instances_val.json")
+    ann_file = make_coco(tmp_path)
+    with pytest.raises(DataError, match="images folder not found"):
+        CocoDetection(tmp_path / "nowhere", ann_file)
+    empty = make_coco(tmp_path / "empty", annotations=[], images=(), write=())
+    with pytest.raises(DataError, match="no images listed"):
+        CocoDetection(tmp_path / "empty", empty)
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(DataError, match="not a COCO instances file"):
+        CocoDetection(tmp_path, tmp_path / "bad.json")
+
+
+def test_image_size_disagreeing_with_annotations(tmp_path):
+    ann_file = make_coco(tmp_path)
+    cv2.imwrite(
+        str(tmp_path / "leftImg8bit" / "train" / "x" / "img1.png"), np.zeros((8, 8, 3), np.uint8)
+    )
+    with pytest.raises(DataError, match="8x8.*64x32"):
+        CocoDetection(tmp_path, ann_file)[0]
+
+
+def test_category_id_zero_needs_contiguous_mapping(tmp_path):
+    ann_file = make_coco(tmp_path, annotations=[ann(1, 1, [4, 2, 10, 6], 0)])
+    data = json.loads(ann_file.read_text())
+    data["categories"] = [{"id": 0, "name": "thing"}]
+    ann_file.write_text(json.dumps(data))
+    with pytest.raises(DataError, match="collides with the background"):
+        CocoDetection(tmp_path, ann_file)
+    dataset = CocoDetection(tmp_path, ann_file, label_mapping="contiguous")
+    assert dataset[0][1]["labels"].tolist() == [1] and dataset.label_to_category_id == {1: 0}

@@ -1,0 +1,16 @@
+#!/usr/bin/env python
+"""Train an SSDLite detector: ``python tools/train_det.py configs/ssdlite_synthetic.py``.
+
+Multi-GPU / multi-process: ``torchrun --nproc_per_node=N tools/train_det.py CONFIG``.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from densemnv3.engine.cli import train_from_cli  # noqa: E402
+from densemnv3.utils.cli import run_main  # noqa: E402
+
+if __name__ == "__main__":
+    run_main(lambda: train_from_cli("detection", __doc__))
