@@ -29,7 +29,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"{path}: checkpoint not found; check the path (--weights / --resume)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (EOFError, RuntimeError, zipfile.BadZipFile, pickle.UnpicklingError) as err:
+    except (EOFError, OSError, RuntimeError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError) as err:
         size = path.stat().st_size
         raise CheckpointError(
             f"{path}: cannot read checkpoint ({size} bytes; the file is truncated or not a "

@@ -15,12 +15,21 @@ def run_main(main: Callable[[], int | None]) -> None:
     try:
         code = main()
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {user_message(err)}", file=sys.stderr)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
     sys.exit(code or 0)
+
+
+def user_message(err: BaseException) -> str:
+    """The error's own one-line message, also when a DataLoader worker re-raised it (PyTorch then
+    prepends "Caught X in DataLoader worker process N" and the worker's traceback)."""
+    text = str(err).strip()
+    if "Original Traceback" in text:
+        text = text.splitlines()[-1].split(": ", 1)[-1]
+    return text
 
 
 def add_set_argument(parser: argparse.ArgumentParser) -> None:
