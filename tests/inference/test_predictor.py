@@ -1,0 +1,328 @@
+import copy
+import json
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from densemnv3.config import Config, DataConfig, ModelConfig
+from densemnv3.data.cityscapes_labels import TRAIN_ID_PALETTE
+from densemnv3.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from densemnv3.errors import CheckpointError, UserError
+from densemnv3.inference import (
+    COCO_CATEGORY_NAMES,
+    Predictor,
+    class_color,
+    detection_class_names,
+    draw_detections,
+    draw_fps,
+    overlay_segmentation,
+)
+from densemnv3.models import lraspp_mobilenet_v3_small, ssdlite320_mobilenet_v3_small
+
+SYNTHETIC_NAMES = ["person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle"]
+
+
+def seg_config(**data) -> Config:
+    return Config(task="segmentation", model=ModelConfig(name="lraspp_mobilenet_v3_small", num_classes=19),
+                  data=DataConfig(**data))
+
+
+def det_config(root: str = "/nonexistent", **data) -> Config:
+    return Config(task="detection", model=ModelConfig(name="ssdlite320_mobilenet_v3_small", num_classes=9),
+                  data=DataConfig(root=root, label_mapping="contiguous", **data))
+
+
+def calibrate_bn_(model, run, inputs):
+    """BatchNorm statistics measured on ``inputs``: an untrained model then gives varied outputs
+    (with its initial statistics the activations fade to nothing, and every output is a tie)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None
+    model.train()
+    with torch.no_grad():
+        run(inputs)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def seg_model():
+    torch.manual_seed(0)
+    model = lraspp_mobilenet_v3_small(num_classes=19)
+    return calibrate_bn_(model, model, torch.rand(2, 3, 48, 80) * 4 - 2)
+
+
+@pytest.fixture(scope="module")
+def det_model():
+    torch.manual_seed(0)
+    model = ssdlite320_mobilenet_v3_small(num_classes=9)
+    return calibrate_bn_(model, lambda x: model.head(model.features(x)), torch.rand(2, 3, 320, 320) * 2 - 1)
+
+
+# Predictor folds BatchNorm into the convs of the model it gets (in place): give it copies.
+@pytest.fixture(scope="module")
+def seg(seg_model):
+    return Predictor(copy.deepcopy(seg_model), seg_config(), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def det(det_model):
+    return Predictor(copy.deepcopy(det_model), det_config(), device="cpu")
+
+
+def frame(h=48, w=80, seed=0, channels=3):
+    shape = (h, w) if channels is None else (h, w, channels)
+    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+
+
+def normalized(image_bgr, mean, std, size=None):
+    """The network input computed by hand: RGB, [0, 1], optional resize, per-channel normalize."""
+    x = torch.from_numpy(image_bgr[:, :, ::-1].copy()).permute(2, 0, 1)[None].float()
+    if size is not None:
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    return (x / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+
+
+# ---------------------------------------------------------------------- segmentation
+
+
+def test_segmentation_is_argmax_of_the_models_logits(seg):
+    image = frame()
+    out = seg(image)
+    assert out.shape == (48, 80) and out.dtype == np.uint8
+    with torch.no_grad():
+        logits = seg.model(normalized(image, IMAGENET_MEAN, IMAGENET_STD))
+    assert np.array_equal(out, logits.argmax(1)[0].numpy().astype(np.uint8))
+    assert len(np.unique(out)) > 3  # random weights, but not a constant map
+
+
+def test_segmentation_agrees_with_the_unprepared_model(seg, seg_model):
+    image = frame(seed=5)
+    with torch.no_grad():
+        logits = seg_model(normalized(image, IMAGENET_MEAN, IMAGENET_STD))
+    assert (seg(image) == logits.argmax(1)[0].numpy()).mean() > 0.999  # BN folding rounds a little
+
+
+def test_segmentation_eval_resize_feeds_the_network_that_size(seg_model):
+    predictor = Predictor(copy.deepcopy(seg_model), seg_config(eval_resize=(48, 80)), device="cpu")
+    model = predictor.model
+    seen = []
+    hook = model.backbone.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape))
+    try:
+        out = predictor(frame(30, 50))
+    finally:
+        hook.remove()
+    assert seen == [torch.Size([1, 3, 48, 80])]
+    assert out.shape == (30, 50)
+    with torch.no_grad():  # head logits at stride 8, upsampled once to the frame
+        x = normalized(frame(30, 50), IMAGENET_MEAN, IMAGENET_STD, size=(48, 80))
+        feats = model.backbone(x)
+        logits = model.head(feats[model.low_tap], feats[model.high_tap])
+        logits = F.interpolate(logits, size=(30, 50), mode="bilinear", align_corners=False)
+    assert np.array_equal(out, logits.argmax(1)[0].numpy().astype(np.uint8))
+
+
+def test_batches_of_mixed_sizes_match_single_calls(seg):
+    frames = [frame(48, 80, 0), frame(1, 1, 1), frame(48, 80, 2)]
+    outs = seg(frames)
+    assert [o.shape for o in outs] == [(48, 80), (1, 1), (48, 80)]
+    for f, o in zip(frames, outs):
+        assert np.array_equal(o, seg(f))
+    stacked = seg(np.stack([frames[0], frames[2]]))  # an (N, H, W, 3) array is a batch too
+    assert np.array_equal(stacked[0], outs[0]) and np.array_equal(stacked[1], outs[2])
+
+
+def test_one_pixel_frame(seg, det):
+    out = seg(frame(1, 1))
+    assert out.shape == (1, 1) and out.dtype == np.uint8
+    dets = det(frame(1, 1), score_threshold=0.0)
+    assert dets["boxes"].shape[1:] == (4,)
+    assert (dets["boxes"] >= 0).all() and (dets["boxes"] <= 1).all()
+
+
+def test_grayscale_and_bgra_frames_are_converted(seg):
+    gray = frame(channels=None)
+    bgr = np.repeat(gray[:, :, None], 3, axis=2)
+    assert np.array_equal(seg(gray), seg(bgr))
+    assert np.array_equal(seg(gray[:, :, None]), seg(bgr))
+    image = frame()
+    bgra = np.concatenate([image, np.full((48, 80, 1), 7, np.uint8)], axis=2)
+    assert np.array_equal(seg(bgra), seg(image))
+    assert np.array_equal(seg(image[:, ::-1]), seg(np.ascontiguousarray(image[:, ::-1])))
+
+
+@pytest.mark.parametrize(
+    "bad, words",
+    [
+        (np.zeros((8, 8, 3), np.float32), ["float32", "(8, 8, 3)"]),
+        (np.zeros((8,), np.uint8), ["(8,)"]),
+        (np.zeros((1, 2, 8, 8, 3), np.uint8), ["(1, 2, 8, 8, 3)"]),
+        (np.zeros((8, 8, 2), np.uint8), ["(8, 8, 2)"]),
+        (np.zeros((0, 8, 3), np.uint8), ["(0, 8, 3)"]),
+        ("frame.png", ["str"]),
+    ],
+)
+def test_bad_inputs_raise_user_error_naming_shape_and_dtype(seg, bad, words):
+    with pytest.raises(UserError) as err:
+        seg(bad)
+    assert all(w in str(err.value) for w in words), str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_precision_options(seg_model):
+    with pytest.raises(UserError, match="CUDA"):
+        Predictor(seg_model, seg_config(), device="cpu", precision="fp16")
+    with pytest.raises(UserError, match="fp32, fp16, bf16"):
+        Predictor(seg_model, seg_config(), device="cpu", precision="int8")
+    out = Predictor(copy.deepcopy(seg_model), seg_config(), device="cpu", precision="bf16")(frame(8, 8))
+    assert out.shape == (8, 8) and out.dtype == np.uint8
+
+
+def test_channels_last_gives_the_same_labels(seg_model, seg):
+    predictor = Predictor(copy.deepcopy(seg_model), seg_config(), device="cpu", channels_last=True)
+    image = frame()
+    assert (predictor(image) == seg(image)).mean() > 0.999
+
+
+def test_prepare_for_inference_is_used_when_present(monkeypatch, seg_model):
+    calls = []
+
+    def prepare_for_inference(model, *, fuse_bn=True, channels_last=False):
+        calls.append((fuse_bn, channels_last))
+        return model.eval()
+
+    module = types.ModuleType("densemnv3.inference.optimize")
+    module.prepare_for_inference = prepare_for_inference
+    monkeypatch.setitem(sys.modules, "densemnv3.inference.optimize", module)
+    Predictor(copy.deepcopy(seg_model), seg_config(), device="cpu", fuse_bn=False)
+    assert calls == [(False, False)]
+
+
+# ---------------------------------------------------------------------- detection
+
+
+def test_detection_boxes_are_model_boxes_scaled_to_the_frame(det):
+    image = frame(64, 128, seed=3)
+    dets = det(image, score_threshold=0.0)
+    with torch.no_grad():
+        raw = det.model(normalized(image, (0.5,) * 3, (0.5,) * 3, size=(320, 320)))[0]
+    scale = torch.tensor([128 / 320, 64 / 320, 128 / 320, 64 / 320])
+    assert len(dets["boxes"]) == len(raw["boxes"]) > 0
+    np.testing.assert_allclose(dets["boxes"], (raw["boxes"] * scale).numpy(), atol=1e-4)
+    np.testing.assert_allclose(dets["scores"], raw["scores"].numpy(), atol=1e-6)
+    assert np.array_equal(dets["labels"], raw["labels"].numpy())
+    assert dets["boxes"].dtype == np.float32 and dets["scores"].dtype == np.float32
+    assert dets["labels"].dtype == np.int64
+    assert dets["class_names"] == [SYNTHETIC_NAMES[label - 1] for label in dets["labels"]]
+
+
+def test_score_threshold_keeps_exactly_the_higher_scored_detections(det):
+    image = frame(64, 128, seed=3)
+    everything = det(image, score_threshold=0.0)
+    threshold = float(np.sort(everything["scores"])[-10])  # the 10 best (ties aside)
+    kept = det(image, score_threshold=threshold)
+    expected = everything["scores"] >= threshold
+    assert len(kept["scores"]) == expected.sum() >= 10
+    np.testing.assert_allclose(kept["boxes"], everything["boxes"][expected], atol=1e-5)
+    assert np.array_equal(kept["labels"], everything["labels"][expected])
+    assert det.model.score_thresh == 0.001  # the model's own threshold is restored
+
+
+def test_no_detections_gives_empty_arrays_of_the_right_shapes(det):
+    dets = det(frame(), score_threshold=1.01)
+    assert dets["boxes"].shape == (0, 4) and dets["boxes"].dtype == np.float32
+    assert dets["scores"].shape == (0,) and dets["labels"].shape == (0,)
+    assert dets["class_names"] == []
+    assert det([frame(), frame(20, 20)], score_threshold=1.01)[1]["boxes"].shape == (0, 4)
+
+
+def test_detection_class_names(tmp_path, det_model):
+    assert detection_class_names(det_config(), 9) == ["__background__", *SYNTHETIC_NAMES]
+    ann = tmp_path / "annotations" / "instances_val2017.json"
+    ann.parent.mkdir()
+    ann.write_text(json.dumps({"categories": [{"id": 7, "name": "cat"}, {"id": 3, "name": "dog"}]}))
+    assert detection_class_names(det_config(root=str(tmp_path)), 3) == ["__background__", "dog", "cat"]
+    by_id = det_config(root=str(tmp_path))
+    by_id.data.label_mapping = "category_id"
+    assert detection_class_names(by_id, 8)[3] == "dog" and detection_class_names(by_id, 8)[7] == "cat"
+    coco = det_config()
+    coco.data.label_mapping = "category_id"
+    names = detection_class_names(coco, 91)
+    assert names[1] == "person" and names[90] == "toothbrush" and names[12] == "class 12"
+    assert detection_class_names(det_config(), 81)[80] == "toothbrush"
+    assert detection_class_names(det_config(), 5) == ["__background__"] + [f"class {i}" for i in range(1, 5)]
+    explicit = Predictor(copy.deepcopy(det_model), det_config(), device="cpu", class_names=["bg", *"abcdefgh"])
+    assert explicit.class_names[1] == "a"
+    assert len(COCO_CATEGORY_NAMES) == 91
+
+
+def test_from_config_loads_a_checkpoint(tmp_path, seg_model):
+    config = tmp_path / "seg.py"
+    config.write_text(
+        "from densemnv3.config import Config, ModelConfig\n"
+        "cfg = Config(task='segmentation', model=ModelConfig(name='lraspp_mobilenet_v3_small', num_classes=19))\n"
+    )
+    torch.save({"model": seg_model.state_dict()}, tmp_path / "last.pt")
+    predictor = Predictor.from_config(config, tmp_path / "last.pt", device="cpu",
+                                      overrides=["data.eval_resize=[48,80]"])
+    assert predictor.input_size == (48, 80)
+    assert predictor(frame()).shape == (48, 80)
+    torch.save({"model": lraspp_mobilenet_v3_small(num_classes=5).state_dict()}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="does not match"):
+        Predictor.from_config(config, tmp_path / "other.pt", device="cpu")
+    torch.save({"model": seg_model.state_dict(), "arch": "ssdlite320_mobilenet_v3_large"}, tmp_path / "det.pt")
+    with pytest.raises(CheckpointError, match="checkpoint is for 'ssdlite320_mobilenet_v3_large'"):
+        Predictor.from_config(config, tmp_path / "det.pt", device="cpu")
+
+
+# ---------------------------------------------------------------------- overlays
+
+
+def test_overlay_segmentation_blends_the_palette_in_bgr():
+    image = np.full((4, 6, 3), 100, np.uint8)
+    labels = np.zeros((4, 6), np.uint8)  # road: RGB (128, 64, 128)
+    labels[0, 0] = 13  # car: RGB (0, 0, 142)
+    labels[1, 1] = 255  # ignored
+    full = overlay_segmentation(image, labels, alpha=1.0)
+    assert tuple(full[2, 2]) == tuple(TRAIN_ID_PALETTE[0][::-1]) == (128, 64, 128)
+    assert tuple(full[0, 0]) == (142, 0, 0)  # BGR
+    assert tuple(full[1, 1]) == (100, 100, 100)
+    half = overlay_segmentation(image, labels, alpha=0.5)
+    assert tuple(half[0, 0]) == (121, 50, 50)
+    assert image.max() == 100  # the input is untouched
+    with pytest.raises(ValueError, match="does not match"):
+        overlay_segmentation(image, labels[:3])
+
+
+def test_draw_detections_boxes_labels_and_colours():
+    image = np.zeros((120, 160, 3), np.uint8)
+    dets = {
+        "boxes": np.array([[20, 40, 100, 110], [0, 0, 30, 30]], np.float32),
+        "scores": np.array([0.9, 0.5], np.float32),
+        "labels": np.array([3, 1]),
+        "class_names": ["car", "person"],
+    }
+    out = draw_detections(image, dets)
+    assert out is image
+    assert tuple(image[75, 20]) == class_color(3)  # left edge of the car box
+    assert tuple(image[110, 60]) == class_color(3)  # bottom edge
+    assert class_color(3) != class_color(1)
+    label_area = image[20:40, 22:60]  # the filled label box above the car box
+    assert (label_area == class_color(3)).all(axis=2).mean() > 0.4
+    assert (label_area != class_color(3)).any()  # with text on it
+    empty = {"boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0), "labels": np.zeros(0)}
+    blank = np.zeros((10, 10, 3), np.uint8)
+    assert not draw_detections(blank, empty).any()
+    tiny = np.zeros((1, 1, 3), np.uint8)
+    draw_detections(tiny, {"boxes": np.array([[0, 0, 1, 1]]), "scores": [0.5], "labels": [2]},
+                    class_names=["bg", "a", "b"])
+
+
+def test_draw_fps_writes_in_the_top_left_corner():
+    image = np.full((100, 200, 3), 255, np.uint8)
+    assert draw_fps(image, 12.34, "cpu fp32") is image
+    assert (image[:12, :40] != 255).any() and (image[60:, 150:] == 255).all()
