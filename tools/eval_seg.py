@@ -7,43 +7,27 @@
 Cityscapes' official ``evalPixelLevelSemanticLabeling`` can score.
 """
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from densemnv3.utils.cli import add_set_argument, resolve_device, run_main  # noqa: E402
+from densemnv3.engine.cli import eval_parser, load_for_eval, output_dir  # noqa: E402
+from densemnv3.utils.cli import run_main  # noqa: E402
 
 
 def main() -> int:
     import cv2
     import torch
 
-    from densemnv3.config import load_config
-    from densemnv3.engine.checkpoint import load_checkpoint
     from densemnv3.evaluation.segmentation import label_ids_from_train_ids
-    from densemnv3.models import load_torchvision_weights
-    from densemnv3.tasks import build_task
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config")
-    parser.add_argument("--weights", required=True, help="a checkpoint (last.pt / best.pt / torchvision)")
-    add_set_argument(parser)
-    parser.add_argument("--out", help="where metrics.json goes (default: the checkpoint's folder)")
+    parser = eval_parser(__doc__)
     parser.add_argument("--save-predictions", metavar="DIR", help="write label-id PNGs here")
-    parser.add_argument("--device", default=None)
     parser.add_argument("--split", default=None, help="dataset split (default: data.val_split)")
     args = parser.parse_args()
-
-    cfg = load_config(args.config, args.overrides)
-    device = torch.device(resolve_device(args.device or cfg.train.device))
-    task = build_task(cfg)
-    model = task.build_model()
-    state = load_checkpoint(args.weights)
-    load_torchvision_weights(model, state)
-    model.to(device).eval()
+    cfg, task, model, device = load_for_eval(args)
     dataset = task.dataset(args.split or cfg.data.val_split, train=False)
 
     on_prediction = None
@@ -57,12 +41,11 @@ def main() -> int:
 
     metrics = task.evaluate(model, dataset, device, on_prediction=on_prediction)
     print(task.report(metrics))
-    out = Path(args.out) if args.out else Path(args.weights).parent
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(args)
     with open(out / "metrics.json", "w") as f:
         json.dump(metrics, f, indent=2)
-    print(f"wrote {out / 'metrics.json'}" + (f" and {len(dataset)} PNGs to {args.save_predictions}"
-                                              if args.save_predictions else ""))
+    saved = f" and {len(dataset)} PNGs to {args.save_predictions}" if args.save_predictions else ""
+    print(f"wrote {out / 'metrics.json'}{saved}")
     return 0
 
 

@@ -52,3 +52,37 @@ def train_from_cli(task_name: str, description: str, argv: list[str] | None = No
         print(f"run directory: {work}  (last.pt, best.pt, results.csv, results.png, metrics.json, "
               f"config.py, tb/)")
     return 0
+
+
+def eval_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config")
+    parser.add_argument("--weights", required=True,
+                        help="a checkpoint: last.pt / best.pt, or a torchvision file")
+    add_set_argument(parser)
+    parser.add_argument("--out", help="output folder (default: the checkpoint's folder)")
+    parser.add_argument("--device", default=None, help="cpu, cuda or auto (default: the config's)")
+    return parser
+
+
+def load_for_eval(args: argparse.Namespace):
+    """(cfg, task, model in eval mode on its device, device) for an ``eval_*`` tool."""
+    import torch
+
+    from densemnv3.engine.checkpoint import load_checkpoint
+    from densemnv3.models import load_torchvision_weights
+    from densemnv3.tasks import build_task
+
+    cfg = load_config(args.config, args.overrides)
+    device = torch.device(resolve_device(args.device or cfg.train.device))
+    task = build_task(cfg)
+    model = task.build_model()
+    load_torchvision_weights(model, load_checkpoint(args.weights))
+    return cfg, task, model.to(device).eval(), device
+
+
+def output_dir(args: argparse.Namespace) -> Path:
+    out = Path(args.out) if args.out else Path(args.weights).parent
+    out.mkdir(parents=True, exist_ok=True)
+    return out
