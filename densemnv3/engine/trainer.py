@@ -155,6 +155,8 @@ class Trainer:
         for dataset in (self.train_set, self.val_set):
             if hasattr(dataset, "validate"):
                 bad += dataset.validate(progress=self.progress)
+            else:  # found while indexing (e.g. COCO images that are missing)
+                bad += getattr(dataset, "bad_files", [])
         if bad and self.is_main:
             path = self.work_dir / "skipped_files.txt"
             path.parent.mkdir(parents=True, exist_ok=True)

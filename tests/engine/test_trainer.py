@@ -174,3 +174,17 @@ def test_torchrun_two_processes_only_rank0_writes(tiny_synthetic, tmp_path, tiny
     assert sorted(p.name for p in work.iterdir()) == sorted(
         ["best.pt", "config.py", "last.pt", "metrics.json", "results.csv", "results.png", "tb"]
     )
+
+
+def test_image_smaller_than_the_crop_is_padded(tiny_synthetic, tmp_path, tiny_cfg):
+    """64x128 images, 96x160 crops: padded (label 255) rather than failing."""
+    cfg = tiny_cfg(tiny_synthetic, tmp_path / "run", data__crop_size="[96,160]", data__scale_range="[1.0,1.0]",
+                   schedule__iters=1, train__eval_interval=100)
+    task = build_task(cfg)
+    image, target = task.train_dataset()[0]
+    assert tuple(image.shape) == (3, 96, 160) and tuple(target.shape) == (96, 160)
+    assert (target[64:] == 255).all()
+    assert (target[:, 128:] == 255).all() or (target[:, :32] == 255).all()  # either flip
+    assert (target[:64] != 255).float().mean() > 0.5  # the image itself is labelled
+    Trainer(cfg, task, device="cpu", progress=False).fit()
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["iter"] == 1

@@ -135,3 +135,14 @@ def test_wrong_category_mapping_is_a_config_error(run_tool, tiny_synthetic, tmp_
     proc = run_tool("train_det.py", CONFIG, "--set",
                     *det_overrides(tiny_synthetic, tmp_path / "run", data__label_mapping="contigous"))
     assert proc.returncode == 2 and "contigous" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_skip_bad_lists_missing_coco_images(run_tool, synthetic_copy, tmp_path):
+    image = json.loads((synthetic_copy / "annotations/instances_train.json").read_text())["images"][0]
+    (synthetic_copy / image["file_name"]).unlink()
+    work = tmp_path / "run"
+    proc = run_tool("train_det.py", CONFIG, "--no-progress", "--set",
+                    *det_overrides(synthetic_copy, work, data__skip_bad=True, schedule__iters=1,
+                                   train__eval_interval=100))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert Path(image["file_name"]).name in (work / "skipped_files.txt").read_text()
