@@ -209,6 +209,8 @@ class SSDLite(nn.Module):
         ``detections_per_img`` of those survive: the same result, without decoding or comparing
         the thousands of low-scored candidates that cannot make the cut.
         """
+        # boxes and NMS in fp32: torchvision's nms has no bf16 kernel, and fp16 corners are coarse
+        cls_logits, bbox_regression, anchors = cls_logits.float(), bbox_regression.float(), anchors.float()
         batch, num_anchors, _ = cls_logits.shape
         scores = F.softmax(cls_logits, dim=-1)[..., 1:].transpose(1, 2)  # (N, C-1, A)
         k = min(self.topk_candidates, num_anchors)

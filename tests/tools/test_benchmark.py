@@ -1,0 +1,60 @@
+"""tools/benchmark.py --quick: every case runs and reports ours vs torchvision."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bench_tool():
+    spec = importlib.util.spec_from_file_location("benchmark_tool", ROOT / "tools" / "benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    threads = torch.get_num_threads()
+    yield module
+    torch.set_num_threads(threads)  # --threads sets it for the process
+
+
+def test_quick_run_writes_json_with_positive_ratios(bench_tool, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert bench_tool.main(["--quick", "--model", "lraspp_small", "ssdlite_small", "data_seg",
+                           "--channels-last", "--threads", "1", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert {"cpu", "threads", "torch", "device"} <= report["machine"].keys()
+    results = {r["case"]: r for r in report["results"]}
+    assert list(results) == ["lraspp_small", "ssdlite_small", "data_seg"]
+    for r in results.values():
+        assert {"input", "batch", "precision", "ours_ms", "tv_ms", "ours_img_s", "tv_img_s", "ratio"} <= r.keys()
+        assert r["ratio"] > 0 and r["ours_img_s"] > 0 and r["tv_img_s"] > 0
+        assert r["ratio"] == pytest.approx(r["ours_img_s"] / r["tv_img_s"])
+    for case in ("lraspp_small", "ssdlite_small"):  # same weights: fp32 outputs agree
+        r = results[case]
+        assert r["check_ok"] and r["max_abs_diff"] < 1e-3 * r["ref_max_abs"]
+        assert r["ours_options"]["channels_last"] and not r["tv_options"]["channels_last"]
+        assert r["params"] > 1e6 and r["gflops_per_image"] > 0
+    assert results["ssdlite_small"]["input"] == "320x320" and results["ssdlite_small"]["net_ratio"] > 0
+    table = capsys.readouterr().out
+    assert "| lraspp_small | 64x128 | 1 | fp32 |" in table and "ssdlite_small (network only)" in table
+
+
+def test_bad_size_is_a_user_error(bench_tool):
+    from densemnv3.errors import UserError
+
+    with pytest.raises(UserError, match="expected HxW"):
+        bench_tool.main(["--quick", "--sizes", "512by1024"])
+
+
+def test_config_model_is_compared_with_torchvision(bench_tool, tmp_path):
+    """--config: ours is the config's model (here the paper's pool), timed against torchvision's."""
+    out = tmp_path / "bench.json"
+    config = ROOT / "configs" / "lraspp_mnv3small_cityscapes.py"
+    assert bench_tool.main(["--quick", "--config", str(config), "--threads", "1", "--json", str(out)]) == 0
+    (result,) = json.loads(out.read_text())["results"]
+    assert result["case"] == "lraspp_small" and result["ratio"] > 0
+    assert result["same_weights"] and result["check_ok"] is None  # another gate: not comparable
+    assert result["ours_options"]["config"] == str(config)

@@ -1,0 +1,166 @@
+"""tools/export.py: ONNX and TorchScript files of both heads that match PyTorch at any batch size."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from densemnv3.models import lraspp_mobilenet_v3_small, ssdlite320_mobilenet_v3_small
+from densemnv3.utils.cli import run_main
+
+ROOT = Path(__file__).resolve().parents[2]
+SEG_CONFIG = ROOT / "configs" / "lraspp_mnv3small_cityscapes.py"
+DET_CONFIG = """
+from densemnv3.config import Config, ModelConfig
+
+cfg = Config(task="detection", model=ModelConfig(name="ssdlite320_mobilenet_v3_small", num_classes=4))
+cfg.data.image_size = 128
+"""
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine two OpenMP threads can run 5x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location("export_tool", ROOT / "tools" / "export.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tool():
+    return load_tool()
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    torch.manual_seed(0)
+    seg, det = lraspp_mobilenet_v3_small(num_classes=19), ssdlite320_mobilenet_v3_small(num_classes=4)
+    with torch.no_grad():
+        for model in (seg, det):  # random weights and BatchNorm statistics, so folding is exercised
+            for name, t in model.state_dict().items():
+                if name.endswith("running_var"):
+                    t.uniform_(0.5, 2.0)
+                elif t.is_floating_point():
+                    t.normal_(0, 0.1)
+    torch.save({"model": seg.state_dict()}, root / "seg.pt")
+    torch.save({"model": det.state_dict()}, root / "det.pt")
+    (root / "det_config.py").write_text(DET_CONFIG)
+    return root
+
+
+def run(tool, argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(lambda: tool.main(argv))
+    out = capsys.readouterr()
+    return exit_info.value.code, out.out, out.err
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.mark.parametrize("head", ["seg", "det"])
+def test_export_matches_pytorch_at_batch_1_and_3(tool, checkpoints, tmp_path, capsys, head, fmt):
+    config = SEG_CONFIG if head == "seg" else checkpoints / "det_config.py"
+    out = tmp_path / f"{head}.{fmt}"
+    argv = [str(config), "--weights", str(checkpoints / f"{head}.pt"), "--format", fmt, "--out", str(out)]
+    if head == "seg":
+        argv += ["--input-size", "64", "96"]
+    code, stdout, stderr = run(tool, argv, capsys)
+    assert code == 0, stderr
+    assert "batch 1:" in stdout and "batch 3:" in stdout and "-> OK" in stdout
+    assert out.is_file() and out.stat().st_size > 1e6 and f"{out.stat().st_size / 2**20:.2f} MiB" in stdout
+    assert list(tmp_path.iterdir()) == [out]  # one self-contained file, no temp left behind
+
+    images = torch.randn(2, 3, *((64, 96) if head == "seg" else (128, 128)))
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        assert [i.name for i in session.get_inputs()] == ["images"]
+        assert isinstance(session.get_inputs()[0].shape[0], str)  # a symbolic (dynamic) batch
+        names = [o.name for o in session.get_outputs()]
+        outputs = session.run(None, {"images": images.numpy()})
+    else:
+        outputs = torch.jit.load(str(out))(images)
+        outputs, names = (outputs if isinstance(outputs, tuple) else (outputs,)), None
+    if head == "seg":
+        assert names in (None, ["logits"]) and tuple(outputs[0].shape) == (2, 19, 64, 96)
+    else:
+        boxes, scores = (torch.as_tensor(o) for o in outputs)
+        assert names in (None, ["boxes", "scores"])
+        assert boxes.shape[:2] == scores.shape[:2] and boxes.shape[2] == 4 and scores.shape[2] == 4
+        assert torch.allclose(scores.sum(-1), torch.ones(1), atol=1e-5)
+        assert boxes.min() >= 0 and boxes.max() <= 128
+
+
+def test_exported_detector_reproduces_its_postprocess(checkpoints):
+    """boxes/scores of the export module + per-class NMS = SSDLite's own detections."""
+    from torchvision.ops import batched_nms
+
+    from densemnv3.inference.export import SSDLiteExport
+
+    model = ssdlite320_mobilenet_v3_small(num_classes=4, score_thresh=0.3, topk_candidates=10**4)
+    model.load_state_dict(torch.load(checkpoints / "det.pt")["model"])
+    model.eval()
+    images = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        expected = model(images)[0]
+        boxes, scores = SSDLiteExport(model)(images)
+    scores = scores[0, :, 1:]
+    anchor, label = (scores > model.score_thresh).nonzero(as_tuple=True)
+    keep = batched_nms(boxes[0, anchor], scores[anchor, label], label, model.nms_thresh)[:300]
+    assert len(keep) == len(expected["scores"]) > 0
+    got_scores, got_boxes, got_labels = scores[anchor, label][keep], boxes[0, anchor][keep], label[keep] + 1
+    assert torch.allclose(got_scores.sort().values, expected["scores"].sort().values, atol=1e-6)
+    for box, lab in zip(got_boxes, got_labels):  # same detections; order may differ among tied scores
+        assert (((expected["boxes"] - box).abs().amax(1) < 1e-3) & (expected["labels"] == lab)).any()
+
+
+def assert_one_line_error(code, stderr, expected_code, *needles):
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert code == expected_code and len(lines) == 1 and lines[0].startswith("error: "), stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def test_checkpoint_of_another_architecture_is_one_readable_line(tool, checkpoints, tmp_path, capsys):
+    argv = [str(SEG_CONFIG), "--weights", str(checkpoints / "det.pt"), "--format", "torchscript",
+            "--out", str(tmp_path / "m.pt")]
+    code, _, stderr = run(tool, argv, capsys)
+    assert_one_line_error(code, stderr, 2, "checkpoint does not match LRASPP", "another architecture")
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_missing_checkpoint_and_unwritable_out(tool, checkpoints, tmp_path, capsys):
+    argv = [str(SEG_CONFIG), "--weights", str(tmp_path / "nope.pt"), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]
+    assert_one_line_error(*run(tool, argv, capsys)[::2], 2, "nope.pt", "not found")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    argv = [str(SEG_CONFIG), "--weights", str(checkpoints / "seg.pt"), "--format", "onnx", "--out", str(blocker / "m.onnx")]
+    assert_one_line_error(*run(tool, argv, capsys)[::2], 2, "is a file, not a folder")
+
+
+def test_missing_onnx_packages_say_what_to_install(tool, checkpoints, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
+    argv = [str(SEG_CONFIG), "--weights", str(checkpoints / "seg.pt"), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]
+    assert_one_line_error(*run(tool, argv, capsys)[::2], 2, "onnxruntime", "pip install densemnv3[export]")
+
+
+def test_a_failed_check_exits_with_code_1(checkpoints, tmp_path):
+    from densemnv3.inference.export import ExportCheckError, export_model
+
+    model = lraspp_mobilenet_v3_small(num_classes=19)
+    model.load_state_dict(torch.load(checkpoints / "seg.pt")["model"])
+    with pytest.raises(ExportCheckError, match="disagrees with PyTorch") as error:
+        export_model(model, tmp_path / "m.pt", fmt="torchscript", input_size=(32, 32), tolerance=-1.0)
+    assert error.value.exit_code == 1
