@@ -110,7 +110,9 @@ def main(argv=None) -> int:
 
         stop_reason, code, fps, smoothed = None, 0, 0.0, None
         extra = f"{predictor.device.type} {predictor.precision}"
-        previous_handler = _set_sigterm(_raise_terminated)
+        previous_handler = _set_handler(signal.SIGTERM, _raise_terminated)
+        # Ctrl-C raises KeyboardInterrupt even when the shell started us with SIGINT ignored
+        previous_int = _set_handler(signal.SIGINT, signal.default_int_handler)
         last = last_progress = time.perf_counter()
         timings = Timings(start=last)
         try:
@@ -146,11 +148,13 @@ def main(argv=None) -> int:
         except Terminated:
             stop_reason, code = "terminated (SIGTERM)", 0
         finally:
-            _set_sigterm(signal.SIG_IGN)  # let the output be finalized
+            _set_handler(signal.SIGTERM, signal.SIG_IGN)  # let the output be finalized
             reader.stop()
             if writer is not None:
                 writer.close()
-            _set_sigterm(signal.SIG_DFL if previous_handler is None else previous_handler)
+            _set_handler(signal.SIGTERM, signal.SIG_DFL if previous_handler is None else previous_handler)
+            if previous_int is not None:
+                _set_handler(signal.SIGINT, previous_int)
             if display:
                 cv2.destroyAllWindows()
 
@@ -180,10 +184,10 @@ def _raise_terminated(signum, frame) -> None:
     raise Terminated()
 
 
-def _set_sigterm(handler):
-    """Install a SIGTERM handler (main thread only; elsewhere a no-op); the previous one."""
+def _set_handler(signum, handler):
+    """Install a signal handler (main thread only; elsewhere a no-op); the previous one."""
     try:
-        return signal.signal(signal.SIGTERM, handler)
+        return signal.signal(signum, handler)
     except ValueError:
         return None
 
