@@ -28,6 +28,15 @@ def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 
 
 @pytest.fixture
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine two OpenMP threads can run 5x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def rand_init():
     return randomize_
 

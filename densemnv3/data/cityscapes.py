@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from densemnv3.data.cityscapes_labels import ID_TO_TRAIN_ID, VALID_LABEL_IDS
-from densemnv3.data.io import read_image, read_label
+from densemnv3.data.io import first_good_sample, read_image, read_label
 from densemnv3.errors import DataError
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
@@ -106,13 +106,11 @@ class CityscapesSegmentation(Dataset):
     def __getitem__(self, index: int):
         if not self.skip_bad:
             return self._item(index)
-        for offset in range(len(self)):
-            i = (index + offset) % len(self)
-            try:
-                return self._item(i)
-            except DataError as error:
-                self._record(i, error)
-        raise DataError(f"{self.root}: every sample of split {self.split!r} is unreadable")
+        return first_good_sample(
+            self._item, index, len(self), path_of=lambda i: self.samples[i][0],
+            bad_files=self.bad_files,
+            nothing_left=f"{self.root}: every sample of split {self.split!r} is unreadable",
+        )
 
     def _item(self, index: int):
         image, target = self.load(index)
@@ -120,11 +118,6 @@ class CityscapesSegmentation(Dataset):
             return image, target
         out = self.transform(image=image, mask=target)
         return out["image"], torch.as_tensor(out["mask"], dtype=torch.int64)
-
-    def _record(self, index: int, error: DataError) -> None:
-        path = self.samples[index][0]
-        if all(recorded != path for recorded, _ in self.bad_files):
-            self.bad_files.append((path, str(error)))
 
     def validate(self, progress: bool = True) -> list[tuple[str, str]]:
         """Decode and check every pair; drop the bad ones from :attr:`samples` and return them

@@ -14,7 +14,7 @@ import torch
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
-from densemnv3.data.io import read_image
+from densemnv3.data.io import first_good_sample, read_image
 from densemnv3.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -153,15 +153,10 @@ class CocoDetection(Dataset):
     def __getitem__(self, index: int):
         if not self.skip_bad:
             return self._item(index)
-        for offset in range(len(self)):
-            i = (index + offset) % len(self)
-            try:
-                return self._item(i)
-            except DataError as error:
-                path = str(self.image_path(self.ids[i]))
-                if all(recorded != path for recorded, _ in self.bad_files):
-                    self.bad_files.append((path, str(error)))
-        raise DataError(f"{self.ann_file}: every image is unreadable")
+        return first_good_sample(
+            self._item, index, len(self), path_of=lambda i: str(self.image_path(self.ids[i])),
+            bad_files=self.bad_files, nothing_left=f"{self.ann_file}: every image is unreadable",
+        )
 
     def _item(self, index: int):
         image_id = self.ids[index]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -56,3 +58,28 @@ def read_label(path: str | os.PathLike) -> np.ndarray:
             f"{label.dtype} image; use the *_gtFine_labelIds.png files, not *_color.png"
         )
     return label
+
+
+T = TypeVar("T")
+
+
+def first_good_sample(
+    load: Callable[[int], T],
+    index: int,
+    size: int,
+    *,
+    path_of: Callable[[int], str],
+    bad_files: list[tuple[str, str]],
+    nothing_left: str,
+) -> T:
+    """``load(index)``, or if it raises :class:`DataError` the next loadable sample (wrapping
+    around); each bad one is recorded once in ``bad_files`` as (path, reason)."""
+    for offset in range(size):
+        i = (index + offset) % size
+        try:
+            return load(i)
+        except DataError as error:
+            path = path_of(i)
+            if all(recorded != path for recorded, _ in bad_files):
+                bad_files.append((path, str(error)))
+    raise DataError(nothing_left)

@@ -32,8 +32,10 @@ class ResultsLog:
                 self._tb.add_scalar(key, value, step)
 
     def row(self, values: dict[str, float]) -> None:
-        rows = self.read()
-        rows.append({k: _fmt(v) for k, v in values.items()})
+        self._write([*self.read(), {k: _fmt(v) for k, v in values.items()}])
+
+    def _write(self, rows: list[dict[str, str]]) -> None:
+        """Replace ``results.csv`` with ``rows`` (atomically) and redraw ``results.png``."""
         columns = list(dict.fromkeys(k for r in rows for k in r))
         tmp = self.csv_path.with_suffix(".csv.tmp")
         with open(tmp, "w", newline="") as f:
@@ -52,10 +54,10 @@ class ResultsLog:
     def truncate_after(self, iteration: int) -> None:
         """Drop rows past ``iteration`` (a resumed run re-does them)."""
         rows = [r for r in self.read() if int(float(r["iter"])) <= iteration]
-        if self.csv_path.is_file():
-            self.csv_path.unlink()
-        for r in rows:
-            self.row(r)
+        if rows:
+            self._write(rows)
+        else:
+            self.csv_path.unlink(missing_ok=True)
 
     def close(self) -> None:
         if self._tb is not None:

@@ -10,14 +10,7 @@ from torchvision.ops import FrozenBatchNorm2d
 from densemnv3.inference.optimize import fuse_conv_bn_, prepare_for_inference
 from densemnv3.models import lraspp_mobilenet_v3_small, ssdlite320_mobilenet_v3_small
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine two OpenMP threads can run 5x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def count(model: nn.Module, kind) -> int:
