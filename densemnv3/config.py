@@ -67,12 +67,16 @@ class DataConfig:
     eval_batch_size: int = 1
     workers: int = 4
     skip_bad: bool = False
+    # keep decoded images in RAM after the first epoch: small datasets only (one copy per worker)
+    cache_images: bool = False
     # segmentation
     crop_size: tuple[int, int] = (512, 1024)
     scale_range: tuple[float, float] = (0.5, 2.0)
     eval_resize: tuple[int, int] | None = None
     # detection
-    image_size: int = 320
+    image_size: int | tuple[int, int] = 320  # network input: a side (square) or (height, width)
+    zoom_out: bool = True  # SSD zoom-out (p=0.5) in training
+    iou_crop: bool = True  # SSD random IoU crop in training
     train_images: str = "train2017"
     train_ann: str = "annotations/instances_train2017.json"
     val_images: str = "val2017"
@@ -82,8 +86,10 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    """SGD with momentum; ``norm_weight_decay`` applies to norm layers and biases."""
+    """``sgd`` (with ``momentum``, optionally Nesterov) or ``adamw`` (betas ``(momentum, 0.999)``,
+    decoupled weight decay); ``norm_weight_decay`` applies to norm layers and biases."""
 
+    name: typing.Literal["sgd", "adamw"] = "sgd"
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 1e-6
@@ -254,6 +260,8 @@ def _convert(key: str, text: str, hint: Any) -> Any:
 
 
 def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
     if typing.get_origin(hint) is None and hasattr(hint, "__name__"):
         return hint.__name__
     return str(hint).replace("typing.", "")
@@ -266,6 +274,8 @@ def _matches(value: Any, hint: Any) -> bool:
         return True
     if hint is type(None):
         return value is None
+    if origin is typing.Literal:
+        return isinstance(value, str) and value in args
     if origin in (typing.Union, types.UnionType):
         return any(_matches(value, arg) for arg in args)
     if hint is float:

@@ -53,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.input_size:
         size = tuple(args.input_size)
     elif cfg.task == "detection":
-        size = (cfg.data.image_size, cfg.data.image_size)
+        from densemnv3.data.transforms import detector_input_size
+
+        size = detector_input_size(cfg.data.image_size)
     else:
         size = tuple(cfg.data.eval_resize or cfg.data.crop_size)
 

@@ -33,6 +33,8 @@ class CityscapesSegmentation(Dataset):
     item is a float32 CHW image tensor and an int64 HW target tensor; without it, the uint8 HWC
     RGB image and the uint8 HW train ids at the original size. With ``skip_bad`` an unreadable
     or invalid pair is recorded in :attr:`bad_files` and another sample is returned instead.
+    With ``cache`` each decoded pair is kept in RAM after its first read: for small
+    datasets (every loader worker holds its own copy).
     """
 
     def __init__(
@@ -42,11 +44,13 @@ class CityscapesSegmentation(Dataset):
         transform: Callable | None = None,
         *,
         skip_bad: bool = False,
+        cache: bool = False,
     ):
         self.root = Path(root)
         self.split = split
         self.transform = transform
         self.skip_bad = skip_bad
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if cache else None
         self.bad_files: list[tuple[str, str]] = []
         self.samples: list[tuple[str, str]] = self._scan()
 
@@ -87,6 +91,9 @@ class CityscapesSegmentation(Dataset):
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Decode and check one pair: uint8 HWC RGB image and uint8 HW train ids."""
+        if self._cache is not None and index in self._cache:
+            image, label = self._cache[index]
+            return image.copy(), label.copy()  # a copy (~0.1 ms) costs far less than a decode
         image_path, label_path = self.samples[index]
         image = read_image(image_path)
         label = read_label(label_path)
@@ -101,7 +108,10 @@ class CityscapesSegmentation(Dataset):
                 f"{label_path}: label ids {invalid.tolist()} are not Cityscapes label ids (0-33); "
                 "use the *_gtFine_labelIds.png files (not *_labelTrainIds.png or *_color.png)"
             )
-        return image, cv2.LUT(label, ID_TO_TRAIN_ID)
+        label = cv2.LUT(label, ID_TO_TRAIN_ID)
+        if self._cache is not None:
+            self._cache[index] = image.copy(), label.copy()
+        return image, label
 
     def __getitem__(self, index: int):
         if not self.skip_bad:
@@ -148,3 +158,4 @@ class CityscapesSegmentation(Dataset):
         self.samples = good
         self.bad_files += [entry for entry in bad if entry not in self.bad_files]
         return bad
+

@@ -33,7 +33,9 @@ class CocoDetection(Dataset):
     ``num_classes`` is the largest id + 1); ``"contiguous"`` numbers the sorted category ids
     1..K. Label 0 is the background either way. With ``transform`` (albumentations, called as
     ``transform(image=, bboxes=, labels=)``) the image is a float32 CHW tensor and the boxes are
-    in its pixels; without it, the uint8 HWC RGB image and boxes in original pixels.
+    in its pixels; without it, the uint8 HWC RGB image and boxes in original pixels. With
+    ``cache`` each decoded image is kept in RAM after its first read: for small
+    datasets (every loader worker holds its own copy).
     """
 
     def __init__(
@@ -44,6 +46,7 @@ class CocoDetection(Dataset):
         *,
         label_mapping: str = "category_id",
         skip_bad: bool = False,
+        cache: bool = False,
     ):
         if label_mapping not in LABEL_MAPPINGS:
             raise ConfigError(
@@ -53,6 +56,7 @@ class CocoDetection(Dataset):
         self.ann_file = Path(ann_file)
         self.transform = transform
         self.skip_bad = skip_bad
+        self._cache: dict[int, np.ndarray] | None = {} if cache else None
         self.bad_files: list[tuple[str, str]] = []
         self.coco = self._load_annotations()
 
@@ -161,13 +165,19 @@ class CocoDetection(Dataset):
     def _item(self, index: int):
         image_id = self.ids[index]
         info = self.coco.imgs[image_id]
-        path = self.image_path(image_id)
-        image = read_image(path)
-        if image.shape[:2] != (info["height"], info["width"]):
-            raise DataError(
-                f"{path}: image is {image.shape[1]}x{image.shape[0]} (WxH) but {self.ann_file} "
-                f"says {info['width']}x{info['height']}; fix the annotation file"
-            )
+        image = None if self._cache is None else self._cache.get(image_id)
+        if image is not None:
+            image = image.copy()  # transforms may write in place; a copy costs far less than a decode
+        else:
+            path = self.image_path(image_id)
+            image = read_image(path)
+            if image.shape[:2] != (info["height"], info["width"]):
+                raise DataError(
+                    f"{path}: image is {image.shape[1]}x{image.shape[0]} (WxH) but {self.ann_file} "
+                    f"says {info['width']}x{info['height']}; fix the annotation file"
+                )
+            if self._cache is not None:
+                self._cache[image_id] = image.copy()
         boxes, labels = self._targets[image_id]
         if self.transform is not None:
             out = self.transform(image=image, bboxes=boxes, labels=labels)

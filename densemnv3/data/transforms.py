@@ -7,15 +7,14 @@ tensor under ``"image"``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import albumentations as A
 import cv2
 import numpy as np
-import torch
 from albumentations.augmentations.crops.transforms import BaseCrop
 from albumentations.pytorch import ToTensorV2
-from torchvision.ops import box_iou
 
 from densemnv3.data.cityscapes_labels import IGNORE_INDEX
 
@@ -149,8 +148,10 @@ class RandomIoUCrop(BaseCrop):
         bboxes = np.asarray(data.get("bboxes", np.zeros((0, 4))))
         if len(bboxes) == 0:
             return {"crop_coords": whole}
-        boxes = torch.as_tensor(bboxes[:, :4] * [width, height, width, height], dtype=torch.float32)
+        # numpy, not torch: a few dozen trials on a handful of boxes are dominated by per-op cost
+        boxes = bboxes[:, :4].astype(np.float64) * [width, height, width, height]
         centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+        areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         for _ in range(50):  # rounds of (option, trials); torchvision loops until one succeeds
             min_iou = self.py_random.choice(self.options)
             if min_iou is None:
@@ -166,8 +167,7 @@ class RandomIoUCrop(BaseCrop):
                 top = int((height - new_h) * self.py_random.random())
                 crop = (left, top, left + new_w, top + new_h)
                 inside = _centres_inside(centres, crop)
-                crop_box = torch.tensor([crop], dtype=torch.float32)
-                if inside.any() and box_iou(boxes[inside], crop_box).max() >= min_iou:
+                if inside.any() and _iou_with(boxes[inside], areas[inside], crop).max() >= min_iou:
                     return {"crop_coords": crop}
         return {"crop_coords": whole}
 
@@ -176,20 +176,27 @@ class RandomIoUCrop(BaseCrop):
     ) -> np.ndarray:
         height, width = params["shape"][:2]
         if tuple(crop_coords) != (0, 0, width, height):
-            centres = torch.as_tensor(
-                (bboxes[:, :2] + bboxes[:, 2:4]) / 2 * [width, height], dtype=torch.float32
-            )
-            bboxes = bboxes[_centres_inside(centres, crop_coords).numpy()]
+            centres = (bboxes[:, :2] + bboxes[:, 2:4]) / 2 * [width, height]
+            bboxes = bboxes[_centres_inside(centres, crop_coords)]
         return super().apply_to_bboxes(bboxes, crop_coords, **params)
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ("scale_range", "aspect_range", "options", "trials")
 
 
-def _centres_inside(centres: torch.Tensor, crop: tuple[int, int, int, int]) -> torch.Tensor:
+def _centres_inside(centres: np.ndarray, crop: tuple[int, int, int, int]) -> np.ndarray:
     left, top, right, bottom = crop
     cx, cy = centres[:, 0], centres[:, 1]
     return (left < cx) & (cx < right) & (top < cy) & (cy < bottom)
+
+
+def _iou_with(boxes: np.ndarray, areas: np.ndarray, crop: tuple[int, int, int, int]) -> np.ndarray:
+    """IoU of each xyxy box (with its area) with the ``crop`` box."""
+    left, top, right, bottom = crop
+    w = np.clip(np.minimum(boxes[:, 2], right) - np.maximum(boxes[:, 0], left), 0, None)
+    h = np.clip(np.minimum(boxes[:, 3], bottom) - np.maximum(boxes[:, 1], top), 0, None)
+    inter = w * h
+    return inter / (areas + (right - left) * (bottom - top) - inter)
 
 
 class _ResizeImageOnly(A.ImageOnlyTransform):
@@ -256,8 +263,16 @@ def _det_bbox_params() -> A.BboxParams:
     )
 
 
+def detector_input_size(size: int | Sequence[int]) -> tuple[int, int]:
+    """``(height, width)`` of a detector input size: a side ``s`` (``s x s``) or ``(h, w)``."""
+    if isinstance(size, int):
+        return size, size
+    height, width = (int(v) for v in size)
+    return height, width
+
+
 def det_train_transform(
-    size: int = 320,
+    size: int | Sequence[int] = 320,
     mean: tuple[float, ...] = (0.5, 0.5, 0.5),
     std: tuple[float, ...] = (0.5, 0.5, 0.5),
     zoom_out: bool = True,
@@ -265,7 +280,8 @@ def det_train_transform(
     hflip: float = 0.5,
 ) -> A.Compose:
     """SSD augmentation: photometric jitter, zoom-out (p=0.5, canvas filled with ``mean``),
-    random IoU crop, horizontal flip, resize to ``size`` x ``size``, normalise, to tensor.
+    random IoU crop, horizontal flip, resize to ``size`` (a side, or ``(height, width)``),
+    normalise, to tensor.
 
     Boxes are pascal_voc ``[x1, y1, x2, y2]`` in pixels, with a ``labels`` field.
     """
@@ -279,7 +295,7 @@ def det_train_transform(
         transforms.append(RandomIoUCrop())
     transforms += [
         A.HorizontalFlip(p=hflip),
-        A.Resize(size, size, interpolation=cv2.INTER_LINEAR),
+        A.Resize(*detector_input_size(size), interpolation=cv2.INTER_LINEAR),
         A.Normalize(mean=mean, std=std),
         ToTensorV2(),
     ]
@@ -287,14 +303,15 @@ def det_train_transform(
 
 
 def det_eval_transform(
-    size: int = 320,
+    size: int | Sequence[int] = 320,
     mean: tuple[float, ...] = (0.5, 0.5, 0.5),
     std: tuple[float, ...] = (0.5, 0.5, 0.5),
 ) -> A.Compose:
-    """Resize to ``size`` x ``size``, normalise, to tensor; boxes (pascal_voc) follow the resize."""
+    """Resize to ``size`` (a side, or ``(height, width)``), normalise, to tensor; boxes
+    (pascal_voc) follow the resize."""
     return A.Compose(
         [
-            A.Resize(size, size, interpolation=cv2.INTER_LINEAR),
+            A.Resize(*detector_input_size(size), interpolation=cv2.INTER_LINEAR),
             A.Normalize(mean=mean, std=std),
             ToTensorV2(),
         ],

@@ -50,7 +50,8 @@ class Task(Protocol):
 
 
 def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
-    """SGD; norm layers and biases get ``optim.norm_weight_decay`` when it is set."""
+    """SGD or AdamW (``optim.name``); norm layers and biases get ``optim.norm_weight_decay`` when
+    it is set."""
     o = cfg.optim
     decay, no_decay = [], []
     for module in model.modules():
@@ -62,6 +63,8 @@ def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
     groups = [{"params": decay, "weight_decay": o.weight_decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": o.norm_weight_decay})
+    if o.name == "adamw":
+        return torch.optim.AdamW(groups, lr=o.lr, betas=(o.momentum, 0.999))
     return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
 
 
@@ -231,6 +234,18 @@ class Trainer:
         self._stop_signal = signum
         self._log(f"\n{signal.Signals(signum).name} received: saving a checkpoint after this step")
 
+    def _log_line(self, window: dict[str, float], window_n: int, lr: float, t0: float, start_iter: int) -> None:
+        """``iter 120/480  loss 9.145 (bbox_regression 3.329, classification 5.815)  lr 1.28e-01
+        1.35 s/it  eta 8m06s`` (means over the iterations since the last evaluation)."""
+        if not self.is_main:
+            return
+        means = {k: v / max(window_n, 1) for k, v in window.items()}
+        parts = ", ".join(f"{k} {v:.3f}" for k, v in means.items() if k != "loss")
+        per_it = (time.time() - t0) / max(self.iter - start_iter, 1)
+        eta = int(per_it * (self.total_iters - self.iter))
+        self._log(f"iter {self.iter}/{self.total_iters}  loss {means.get('loss', float('nan')):.3f} ({parts})  "
+                  f"lr {lr:.2e}  {per_it:.2f} s/it  eta {eta // 60}m{eta % 60:02d}s")
+
     def _log(self, message: str) -> None:
         if self.is_main:
             tqdm.write(message, file=sys.stderr)
@@ -254,7 +269,7 @@ class Trainer:
             dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0,
         )
         window: dict[str, float] = {}
-        window_n, skipped, t0 = 0, 0, time.time()
+        window_n, skipped, t0, start_iter = 0, 0, time.time(), self.iter
         while self.iter < self.total_iters:
             epoch, start = divmod(self.iter, self.iters_per_epoch)
             for batch in self._loader(epoch, start):
@@ -298,6 +313,8 @@ class Trainer:
                     if self.results is not None:
                         self.results.scalars({f"train/{k}": v / window_n for k, v in window.items()}
                                              | {"train/lr": lr}, self.iter)
+                    if not self.progress:  # no bar (--no-progress, logs to a file): one line instead
+                        self._log_line(window, window_n, lr, t0, start_iter)
                 for hook in self.hooks:
                     getattr(hook, "after_step", lambda t: None)(self)
                 done = self.iter == self.total_iters

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from densemnv3.config import Config, load_config
-from densemnv3.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from densemnv3.data.transforms import IMAGENET_MEAN, IMAGENET_STD, detector_input_size
 from densemnv3.errors import CheckpointError, UserError
 from densemnv3.models.segmentation import LRASPP
 
@@ -103,7 +103,7 @@ class Predictor:
             mean, std = IMAGENET_MEAN, IMAGENET_STD
             self.class_names = list(class_names) if class_names is not None else None
         else:
-            self.input_size = (int(cfg.data.image_size), int(cfg.data.image_size))
+            self.input_size = detector_input_size(cfg.data.image_size)
             mean, std = _DET_MEAN, _DET_STD
             self.class_names = (
                 list(class_names) if class_names is not None

@@ -40,6 +40,9 @@ class SSDLite(nn.Module):
         neg_to_pos_ratio: hard negatives kept per positive in the classification loss.
         nms_prefix: candidates per image whose NMS is computed at once (exactness does not depend
             on it: more are examined when fewer than ``detections_per_img`` survive).
+        anchor_scale_range: the smallest and largest default-box scale, as fractions of the input
+            side (torchvision's ``min_ratio``/``max_ratio``: 0.2-0.95, i.e. 64-304 px at 320).
+            Lower the first for data dominated by small objects.
 
     Attributes:
         cpu_channels_last: in eval mode on CPU, run the network on channels_last activations (same
@@ -64,6 +67,7 @@ class SSDLite(nn.Module):
         neg_to_pos_ratio: float = 3.0,
         nms_prefix: int = 512,
         input_size: tuple[int, int] = (320, 320),
+        anchor_scale_range: tuple[float, float] = (0.2, 0.95),
     ) -> None:
         super().__init__()
         taps = tuple(getattr(backbone, "out_features", ()))
@@ -72,7 +76,10 @@ class SSDLite(nn.Module):
         self.backbone = backbone
         c4, c5 = (backbone.feature_info[t].channels for t in taps)
         self.extra = build_extra(c5, width_mult)
-        self.anchors = DefaultBoxes([[2, 3]] * 6, min_ratio=0.2, max_ratio=0.95)
+        low, high = (float(v) for v in anchor_scale_range)
+        if not 0 < low < high <= 1:
+            raise ConfigError(f"anchor_scale_range must satisfy 0 < min < max <= 1, got {anchor_scale_range}")
+        self.anchors = DefaultBoxes([[2, 3]] * 6, min_ratio=low, max_ratio=high)
         channels = [c4, c5] + [block[-1].out_channels for block in self.extra]
         self.head = SSDLiteHead(channels, self.anchors.num_anchors_per_location(), num_classes)
         self.box_coder = BoxCoder((10.0, 10.0, 5.0, 5.0))
@@ -361,14 +368,20 @@ def ssdlite(
     reduced_tail: bool = False,
     frozen_bn: bool = False,
     backbone_weights: Mapping[str, Tensor] | str | os.PathLike | None = None,
+    bn_momentum: float = 0.03,
     **kwargs,
 ) -> SSDLite:
     """SSDLite on any registered backbone with a ``C4_expand`` tap (MobileNetV3, MobileNetV2).
 
     Without ``backbone_weights`` (a torchvision classification checkpoint of the backbone) the
     backbone is initialised normal(0, 0.03) as torchvision's SSDLite does when training from
-    scratch. All BatchNorms use momentum 0.03 (torchvision's SSDLite ``norm_layer``).
+    scratch. All BatchNorms use momentum ``bn_momentum``: 0.03 is torchvision's SSDLite
+    ``norm_layer``, made for 600-epoch schedules; a run of a few hundred iterations needs a higher
+    one (0.1), else the running statistics that eval mode uses trail the weights.
+    ``kwargs`` go to :class:`SSDLite`.
     """
+    if not 0 < bn_momentum <= 1:
+        raise ConfigError(f"bn_momentum must be in (0, 1], got {bn_momentum}")
     net = create_backbone(
         backbone,
         width_mult=width_mult,
@@ -387,7 +400,7 @@ def ssdlite(
     model = SSDLite(net, num_classes, width_mult=width_mult, **kwargs)
     for module in model.modules():
         if isinstance(module, nn.BatchNorm2d):
-            module.momentum = 0.03
+            module.momentum = bn_momentum
     return model
 
 

@@ -22,19 +22,34 @@ def build_model(cfg: ModelConfig) -> nn.Module:
         raise ConfigError(f"model.name {cfg.name!r} is not a model{did_you_mean(cfg.name, builders)}; "
                           f"available: {', '.join(sorted(builders))}")
     builder = getattr(models, cfg.name)
-    params = inspect.signature(builder).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        for key in cfg.options:
-            if key not in params:
-                raise ConfigError(
-                    f"model.options.{key}: {cfg.name} has no option {key!r}{did_you_mean(key, params)}"
-                )
+    accepted = _options_of(builder)
+    for key in cfg.options:
+        if key not in accepted:
+            raise ConfigError(
+                f"model.options.{key}: {cfg.name} has no option {key!r}{did_you_mean(key, accepted)}"
+            )
     model = builder(num_classes=cfg.num_classes, **cfg.options)
     if cfg.backbone_weights:
         models.load_torchvision_weights(model.backbone, cfg.backbone_weights)
     if cfg.weights:
         models.load_torchvision_weights(model, cfg.weights)
     return model
+
+
+def _options_of(builder) -> set[str]:
+    """Keyword options of ``builder``, following its ``**kwargs`` into what it forwards them to
+    (the SSDLite builders forward to :func:`~densemnv3.models.ssdlite` and
+    :class:`~densemnv3.models.SSDLite`)."""
+    forwards_to = {models.ssdlite320_mobilenet_v3_large: models.ssdlite,
+                   models.ssdlite320_mobilenet_v3_small: models.ssdlite,
+                   models.ssdlite: models.SSDLite.__init__}
+    names: set[str] = set()
+    while builder is not None:
+        params = inspect.signature(builder).parameters
+        names |= {n for n, p in params.items() if p.kind is p.KEYWORD_ONLY or
+                  (p.kind is p.POSITIONAL_OR_KEYWORD and n != "self")}
+        builder = forwards_to.get(builder) if any(p.kind is p.VAR_KEYWORD for p in params.values()) else None
+    return names - {"backbone", "num_classes"}
 
 
 def ensure_synthetic(cfg: Config) -> None:

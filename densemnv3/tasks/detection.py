@@ -37,9 +37,12 @@ class DetectionTask:
         d = self.cfg.data
         images, ann = (d.train_images, d.train_ann) if split == d.train_split else (d.val_images, d.val_ann)
         root = Path(d.root)
-        transform = det_train_transform(d.image_size) if train else det_eval_transform(d.image_size)
+        if train:
+            transform = det_train_transform(d.image_size, zoom_out=d.zoom_out, iou_crop=d.iou_crop)
+        else:
+            transform = det_eval_transform(d.image_size)
         return CocoDetection(root / images, root / ann, transform, label_mapping=d.label_mapping,
-                             skip_bad=d.skip_bad)
+                             skip_bad=d.skip_bad, cache=d.cache_images)
 
     def train_dataset(self) -> Dataset:
         return self.dataset(self.cfg.data.train_split, train=True)
@@ -53,6 +56,8 @@ class DetectionTask:
     def losses(self, model: nn.Module, batch: Any, device: torch.device) -> dict[str, Tensor]:
         images, targets = batch
         images = images.to(device, non_blocking=True)
+        if self.cfg.train.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         targets = [{"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)} for t in targets]
         return model(images, targets)
 
@@ -69,13 +74,13 @@ class DetectionTask:
         to_category = torch.tensor(
             [dataset.label_to_category_id.get(i, -1) for i in range(max(dataset.label_to_category_id) + 1)]
         )
-        size = self.cfg.data.image_size
         for images, targets in tqdm(loader, desc="eval", disable=not progress, dynamic_ncols=True,
                                     leave=False):
             detections = model(images.to(device))
             for det, target in zip(detections, targets):
                 h, w = target["orig_size"]
-                scale = torch.tensor([w / size, h / size, w / size, h / size])
+                in_h, in_w = images.shape[-2:]
+                scale = torch.tensor([w / in_w, h / in_h, w / in_w, h / in_h])
                 boxes = det["boxes"].float().cpu() * scale
                 labels = det["labels"].cpu()
                 keep = labels < len(to_category)

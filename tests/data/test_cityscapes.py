@@ -202,3 +202,22 @@ def test_skip_bad_drops_images_without_labels(tmp_path):
     dataset = CityscapesSegmentation(tmp_path, "train", skip_bad=True)
     assert len(dataset) == 1
     assert dataset.bad_files[0][0] == str(image_path)
+
+
+def test_cache_serves_decoded_pairs_after_the_first_read(tiny_synthetic, tmp_path):
+    import shutil
+
+    root = shutil.copytree(tiny_synthetic, tmp_path / "s")
+    cached, plain = CityscapesSegmentation(root, "train", cache=True), CityscapesSegmentation(root, "train")
+    image, target = plain[0]
+    got_image, got_target = cached[0]
+    got_image[:] = 0  # the caller owns what it gets: the cache keeps its own copy
+    got_target[:] = 0
+    for path in cached.samples[0]:
+        Path(path).unlink()  # from now on only the cache has the pair
+    for _ in range(2):
+        got_image, got_target = cached[0]
+        np.testing.assert_array_equal(got_image, image)
+        np.testing.assert_array_equal(got_target, target)
+    with pytest.raises(DataError):
+        plain[0]

@@ -175,3 +175,19 @@ def test_category_id_zero_needs_contiguous_mapping(tmp_path):
         CocoDetection(tmp_path, ann_file)
     dataset = CocoDetection(tmp_path, ann_file, label_mapping="contiguous")
     assert dataset[0][1]["labels"].tolist() == [1] and dataset.label_to_category_id == {1: 0}
+
+
+
+def test_cache_serves_decoded_images_after_the_first_read(tiny_synthetic, tmp_path):
+    import shutil
+
+    root = shutil.copytree(tiny_synthetic, tmp_path / "s")
+    ann = root / "annotations" / "instances_train.json"
+    cached, plain = CocoDetection(root, ann, cache=True), CocoDetection(root, ann)
+    expected = plain[0][0]
+    cached[0][0][:] = 0  # the caller owns what it gets: the cache keeps its own copy
+    cached.image_path(cached.ids[0]).unlink()  # from now on only the cache has the image
+    for _ in range(2):
+        np.testing.assert_array_equal(cached[0][0], expected)
+    with pytest.raises(DataError):
+        plain[0]

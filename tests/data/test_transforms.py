@@ -122,6 +122,16 @@ def test_det_eval_scales_boxes():
     np.testing.assert_allclose(out["bboxes"], [[2.5, 10, 7.5, 20]], atol=1e-4)
 
 
+def test_det_transforms_take_height_and_width():
+    image = np.zeros((100, 200, 3), np.uint8)
+    boxes = np.array([[10, 20, 30, 40]], np.float32)
+    out = det_eval_transform(size=(50, 100))(image=image, bboxes=boxes, labels=[1])
+    assert out["image"].shape == (3, 50, 100)
+    np.testing.assert_allclose(out["bboxes"], [[5, 10, 15, 20]], atol=1e-4)
+    out = det_train_transform((48, 96), zoom_out=False, iou_crop=False, hflip=0)(image=image, bboxes=boxes, labels=[1])
+    assert out["image"].shape == (3, 48, 96)
+
+
 def test_zoom_out_places_image_and_boxes_together():
     image = np.random.default_rng(0).integers(0, 256, (10, 20, 3), dtype=np.uint8)
     box = np.array([[2, 3, 12, 8]], np.float32)
@@ -175,3 +185,17 @@ def test_det_boxes_cropped_to_nothing_disappear():
     out = compose(image=np.zeros((100, 100, 3), np.uint8), bboxes=boxes, labels=[1, 2, 3])
     np.testing.assert_allclose(out["bboxes"], [[40, 10, 50, 20]])
     assert list(out["labels"]) == [2]
+
+
+def test_iou_with_crop_matches_torchvision_box_iou():
+    from torchvision.ops import box_iou
+
+    from densemnv3.data.transforms import _iou_with
+
+    rng = np.random.default_rng(0)
+    corners = rng.uniform(0, 200, (50, 2))
+    boxes = np.concatenate([corners, corners + rng.uniform(1, 80, (50, 2))], 1)
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    crop = (30, 40, 170, 150)
+    expected = box_iou(torch.as_tensor(boxes), torch.tensor([crop], dtype=torch.float64))[:, 0].numpy()
+    np.testing.assert_allclose(_iou_with(boxes, areas, crop), expected, rtol=1e-12)

@@ -188,3 +188,24 @@ def test_image_smaller_than_the_crop_is_padded(tiny_synthetic, tmp_path, tiny_cf
     assert (target[:64] != 255).float().mean() > 0.5  # the image itself is labelled
     Trainer(cfg, task, device="cpu", progress=False).fit()
     assert load_checkpoint(tmp_path / "run" / "last.pt")["iter"] == 1
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_build_optimizer_groups_and_kind(name):
+    from torch import nn
+
+    from densemnv3.engine.trainer import build_optimizer
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    cfg = load_config(CONFIG, [f"optim.name={name}", "optim.lr=0.003", "optim.weight_decay=0.01",
+                               "optim.norm_weight_decay=0.0", "optim.momentum=0.8"])
+    optimizer = build_optimizer(model, cfg)
+    assert type(optimizer) is {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}[name]
+    decay, no_decay = optimizer.param_groups
+    assert [p.shape for p in decay["params"]] == [(4, 3, 3, 3)]  # conv weight only
+    assert len(no_decay["params"]) == 3 and no_decay["weight_decay"] == 0.0  # conv bias, BN affine
+    assert decay["weight_decay"] == 0.01 and decay["lr"] == 0.003
+    if name == "adamw":
+        assert decay["betas"] == (0.8, 0.999)
+    else:
+        assert decay["momentum"] == 0.8

@@ -324,3 +324,32 @@ def test_is_a_module_with_expected_parts():
     assert model.backbone.out_features == ("C4_expand", "C5")
     assert [block[-1].out_channels for block in model.extra] == [512, 256, 256, 128]
     assert model.torchvision_ignored_prefixes == ()
+
+
+def test_anchor_scale_range_and_bn_momentum_options():
+    default = ssdlite320_mobilenet_v3_small(num_classes=3)
+    model = ssdlite320_mobilenet_v3_small(num_classes=3, anchor_scale_range=(0.1, 0.9), bn_momentum=0.1)
+    assert all(m.momentum == 0.1 for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    sizes = [(20, 20), (10, 10), (5, 5), (3, 3), (2, 2), (1, 1)]
+    boxes = model.anchors(sizes, (320, 320), device=torch.device("cpu"), dtype=torch.float32)
+    first = default.anchors(sizes, (320, 320), device=torch.device("cpu"), dtype=torch.float32)
+    assert boxes.shape == first.shape == (3234, 4)
+    # the first map's first default box is the square of the smallest scale, centred on cell (0, 0)
+    torch.testing.assert_close(boxes[0], torch.tensor([8 - 16.0, 8 - 16.0, 8 + 16.0, 8 + 16.0]))
+    torch.testing.assert_close(first[0], torch.tensor([8 - 32.0, 8 - 32.0, 8 + 32.0, 8 + 32.0]))
+    with pytest.raises(ConfigError, match="anchor_scale_range"):
+        ssdlite320_mobilenet_v3_small(num_classes=3, anchor_scale_range=(0.5, 0.2))
+    with pytest.raises(ConfigError, match="bn_momentum"):
+        ssdlite320_mobilenet_v3_small(num_classes=3, bn_momentum=0)
+
+
+def test_config_options_are_checked_through_the_builders_kwargs():
+    from densemnv3.config import ModelConfig
+    from densemnv3.tasks.common import build_model
+
+    model = build_model(ModelConfig(name="ssdlite320_mobilenet_v3_small", num_classes=3,
+                                    options={"anchor_scale_range": (0.1, 0.9), "score_thresh": 0.2}))
+    assert model.score_thresh == 0.2
+    with pytest.raises(ConfigError, match="did you mean 'anchor_scale_range'"):
+        build_model(ModelConfig(name="ssdlite320_mobilenet_v3_small", num_classes=3,
+                                options={"anchor_scale_rnage": (0.1, 0.9)}))

@@ -75,6 +75,10 @@ def test_train_and_eval_det_end_to_end(run_tool, tiny_synthetic, tmp_path):
     work = tmp_path / "run"
     proc = run_tool("train_det.py", CONFIG, "--no-progress", "--set", *det_overrides(tiny_synthetic, work))
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # without a progress bar, one log line per log_interval (1 here)
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("iter ")]
+    assert [line.split()[1] for line in lines] == ["1/4", "2/4", "3/4", "4/4"]
+    assert "loss " in lines[-1] and "bbox_regression " in lines[-1] and "s/it" in lines[-1]
     for name in ("last.pt", "best.pt", "results.csv", "results.png", "metrics.json", "config.py"):
         assert (work / name).is_file(), name
     rows = (work / "results.csv").read_text().splitlines()
@@ -87,6 +91,13 @@ def test_train_and_eval_det_end_to_end(run_tool, tiny_synthetic, tmp_path):
     detections = json.loads((tmp_path / "ev" / "detections.json").read_text())
     assert all(len(d["bbox"]) == 4 and d["category_id"] in {24, 25, 26, 27, 28, 31, 32, 33} for d in detections)
     # boxes are in original (64x128) image pixels, not the 320x320 network input
+    assert all(d["bbox"][0] + d["bbox"][2] <= 128.5 and d["bbox"][1] + d["bbox"][3] <= 64.5 for d in detections)
+    # a (height, width) input: the detections still come back in original pixels
+    proc = run_tool("eval_det.py", CONFIG, "--weights", str(work / "best.pt"), "--out", str(tmp_path / "ev2"),
+                    "--set", *det_overrides(tiny_synthetic, work, data__image_size="[96,192]"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    detections = json.loads((tmp_path / "ev2" / "detections.json").read_text())
+    assert detections
     assert all(d["bbox"][0] + d["bbox"][2] <= 128.5 and d["bbox"][1] + d["bbox"][3] <= 64.5 for d in detections)
 
 
@@ -146,3 +157,17 @@ def test_skip_bad_lists_missing_coco_images(run_tool, synthetic_copy, tmp_path):
                                    train__eval_interval=100))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert Path(image["file_name"]).name in (work / "skipped_files.txt").read_text()
+
+
+def test_det_augmentation_switches(tiny_synthetic):
+    from densemnv3.config import load_config
+    from densemnv3.data.transforms import RandomIoUCrop, RandomZoomOut
+    from densemnv3.tasks.detection import DetectionTask
+
+    def kinds(*overrides):
+        cfg = load_config(CONFIG, [f"data.root={tiny_synthetic}", "data.synthetic=None", *overrides])
+        transform = DetectionTask(cfg).train_dataset().transform
+        return {type(t) for t in transform.transforms}
+
+    assert {RandomZoomOut, RandomIoUCrop} <= kinds("data.zoom_out=True", "data.iou_crop=True")
+    assert not {RandomZoomOut, RandomIoUCrop} & kinds("data.zoom_out=False", "data.iou_crop=False")

@@ -1,0 +1,174 @@
+"""CUDA paths: graphs, compile, fp16, batched NMS, the Predictor and AMP training on a GPU.
+
+Skipped where there is no GPU (CI); run with ``python -m pytest -m gpu`` on a CUDA machine. The
+references are the same model in fp32 on the same device with TF32 off, so every tolerance below
+is the precision's own, not the hardware's.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from densemnv3 import models
+from densemnv3.inference.optimize import (
+    compile_for_inference,
+    cuda_graph_network,
+    prepare_for_inference,
+)
+from densemnv3.models.detection import _nms_prefix
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+
+@pytest.fixture(autouse=True)
+def exact_fp32():
+    """fp32 convolutions and matmuls in full fp32 (no TF32), restored afterwards."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).abs().max() / b.float().abs().max())
+
+
+def _lraspp(rand_init):
+    return rand_init(models.lraspp_mobilenet_v3_large(num_classes=19)).cuda().eval()
+
+
+@torch.inference_mode()
+def test_lraspp_on_cuda_matches_cpu(rand_init):
+    model = rand_init(models.lraspp_mobilenet_v3_large(num_classes=19)).eval()
+    x = torch.randn(1, 3, 256, 512, generator=torch.Generator().manual_seed(0))
+    cpu = model(x)
+    gpu = model.cuda()(x.cuda()).cpu()
+    assert _rel(gpu, cpu) < 1e-4
+
+
+@torch.inference_mode()
+def test_cuda_graph_replays_eager_result_for_new_inputs(rand_init):
+    model = prepare_for_inference(_lraspp(rand_init), channels_last=True)
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    first, second = (torch.randn(2, 3, 256, 512, device="cuda", generator=gen) for _ in range(2))
+    first, second = (x.contiguous(memory_format=torch.channels_last) for x in (first, second))
+    graphed = cuda_graph_network(model, first)
+    expected = model(second).clone()
+    got = graphed(second).clone()  # the static output of a replay on a new input
+    assert torch.allclose(got, expected, rtol=1e-5, atol=1e-5)
+    # another shape falls back to eager instead of replaying the wrong graph
+    small = torch.randn(1, 3, 128, 256, device="cuda", generator=gen)
+    assert graphed(small).shape == (1, 19, 128, 256)
+
+
+@torch.inference_mode()
+def test_fp16_channels_last_within_fp16_tolerance(rand_init):
+    reference_model = _lraspp(rand_init)
+    x = torch.randn(2, 3, 512, 1024, device="cuda", generator=torch.Generator(device="cuda").manual_seed(1))
+    reference = reference_model(x)
+    fast = prepare_for_inference(_lraspp(rand_init), channels_last=True, dtype=torch.float16)
+    got = fast(x.half().contiguous(memory_format=torch.channels_last))
+    assert got.dtype == torch.float16
+    assert _rel(got, reference) < 2e-2
+    agree = (got.argmax(1) == reference.argmax(1)).float().mean()
+    assert agree > 0.99
+
+
+@torch.inference_mode()
+def test_compiled_lraspp_matches_eager(rand_init):
+    model = prepare_for_inference(_lraspp(rand_init))
+    x = torch.randn(1, 3, 256, 512, device="cuda", generator=torch.Generator(device="cuda").manual_seed(2))
+    expected = model(x).clone()
+    compiled = compile_for_inference(model, mode="default")
+    assert _rel(compiled(x), expected) < 1e-4
+
+
+def _torchvision_and_ours_ssdlite(rand_init):
+    tv = torchvision.models.detection.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None)
+    rand_init(tv)
+    ours = models.ssdlite320_mobilenet_v3_large()
+    models.load_torchvision_weights(ours, tv.state_dict())
+    return tv.cuda().eval(), ours.cuda().eval()
+
+
+@torch.inference_mode()
+def test_ssdlite_detections_on_cuda_match_torchvision(rand_init):
+    tv, ours = _torchvision_and_ours_ssdlite(rand_init)
+    for model in (tv, ours):
+        model.score_thresh = 0.01  # random weights: many candidates per class, NMS does real work
+    images = torch.rand(4, 3, 320, 320, device="cuda", generator=torch.Generator(device="cuda").manual_seed(3))
+    expected = tv(list(images))
+    got = ours((images - 0.5) / 0.5)
+    for e, g in zip(expected, got):
+        assert len(g["boxes"]) == len(e["boxes"]) > 0
+        assert torch.equal(g["labels"], e["labels"])
+        assert torch.allclose(g["scores"], e["scores"], atol=1e-5)
+        assert torch.allclose(g["boxes"], e["boxes"], atol=1e-2)
+
+
+@torch.inference_mode()
+def test_ssdlite_cuda_graphs_give_eager_detections(rand_init):
+    _, ours = _torchvision_and_ours_ssdlite(rand_init)
+    ours.score_thresh = 0.01
+    gen = torch.Generator(device="cuda").manual_seed(4)
+    example, x = (torch.randn(8, 3, 320, 320, device="cuda", generator=gen) for _ in range(2))
+    expected = ours(x)
+    graphed = cuda_graph_network(ours, example)
+    for e, g in zip(expected, graphed(x)):
+        assert torch.equal(g["labels"], e["labels"])
+        assert torch.allclose(g["boxes"], e["boxes"], atol=1e-3)
+
+
+def test_batched_nms_on_cuda_equals_per_image():
+    gen = torch.Generator(device="cuda").manual_seed(5)
+    corners = torch.rand(6, 500, 2, device="cuda", generator=gen) * 300
+    boxes = torch.cat([corners, corners + 5 + torch.rand(6, 500, 2, device="cuda", generator=gen) * 60], -1)
+    scores = torch.rand(6, 500, device="cuda", generator=gen).sort(1, descending=True).values
+    labels = torch.randint(1, 5, (6, 500), device="cuda", generator=gen)
+    valid = [500, 0, 17, 300, 499, 1]
+    one_call = _nms_prefix(boxes, scores, labels, valid, 0.55)  # the CUDA default
+    per_image = _nms_prefix(boxes, scores, labels, valid, 0.55, one_call=False)
+    assert [k.tolist() for k in one_call] == [k.tolist() for k in per_image]
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_predictor_reduced_precision_agrees_with_fp32(precision, rand_init):
+    from densemnv3.config import load_config
+    from densemnv3.inference import Predictor
+
+    cfg = load_config(ROOT / "configs" / "lraspp_synthetic.py")
+    frames = np.random.default_rng(0).integers(0, 256, (3, 256, 512, 3), dtype=np.uint8)
+    fp32 = Predictor(_lraspp(rand_init), cfg, device="cuda")(list(frames))
+    fast = Predictor(_lraspp(rand_init), cfg, device="cuda", precision=precision, channels_last=True)
+    for a, b in zip(fp32, fast(list(frames))):
+        assert a.shape == b.shape == (256, 512)
+        assert (a == b).mean() > 0.98
+
+
+@pytest.mark.parametrize("tool", ["train_seg.py", "train_det.py"])
+def test_amp_training_on_cuda(tool, tiny_synthetic, tiny_overrides, run_tool, tmp_path):
+    work = tmp_path / "run"
+    if tool == "train_seg.py":
+        config, overrides = "lraspp_synthetic.py", tiny_overrides(tiny_synthetic, work, train__amp=True)
+    else:
+        config = "ssdlite_synthetic.py"
+        overrides = [
+            "model.name=ssdlite320_mobilenet_v3_small", f"data.root={tiny_synthetic}", "data.synthetic=None",
+            "data.batch_size=4", "data.eval_batch_size=2", "data.workers=0", "schedule.iters=6",
+            "schedule.warmup_iters=1", "train.eval_interval=3", "train.checkpoint_interval=3",
+            "train.amp=True", "train.channels_last=True", f"work_dir={work}",
+        ]
+    done = run_tool(tool, str(ROOT / "configs" / config), "--device", "cuda", "--no-progress", "--set", *overrides)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((work / "metrics.json").read_text())
+    header, *rows = (work / "results.csv").read_text().splitlines()
+    assert rows and "nan" not in rows[-1].lower()
