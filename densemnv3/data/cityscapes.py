@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from densemnv3.data.cityscapes_labels import ID_TO_TRAIN_ID, VALID_LABEL_IDS
-from densemnv3.data.io import first_good_sample, read_image, read_label
+from densemnv3.data.io import cached, first_good_sample, read_image, read_label
 from densemnv3.errors import DataError
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
@@ -91,9 +91,9 @@ class CityscapesSegmentation(Dataset):
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Decode and check one pair: uint8 HWC RGB image and uint8 HW train ids."""
-        if self._cache is not None and index in self._cache:
-            image, label = self._cache[index]
-            return image.copy(), label.copy()  # a copy (~0.1 ms) costs far less than a decode
+        return cached(self._cache, index, lambda: self._decode(index))
+
+    def _decode(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         image_path, label_path = self.samples[index]
         image = read_image(image_path)
         label = read_label(label_path)
@@ -108,10 +108,7 @@ class CityscapesSegmentation(Dataset):
                 f"{label_path}: label ids {invalid.tolist()} are not Cityscapes label ids (0-33); "
                 "use the *_gtFine_labelIds.png files (not *_labelTrainIds.png or *_color.png)"
             )
-        label = cv2.LUT(label, ID_TO_TRAIN_ID)
-        if self._cache is not None:
-            self._cache[index] = image.copy(), label.copy()
-        return image, label
+        return image, cv2.LUT(label, ID_TO_TRAIN_ID)
 
     def __getitem__(self, index: int):
         if not self.skip_bad:

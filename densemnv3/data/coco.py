@@ -14,7 +14,7 @@ import torch
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
-from densemnv3.data.io import first_good_sample, read_image
+from densemnv3.data.io import cached, first_good_sample, read_image
 from densemnv3.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -162,22 +162,22 @@ class CocoDetection(Dataset):
             bad_files=self.bad_files, nothing_left=f"{self.ann_file}: every image is unreadable",
         )
 
+    def _decode(self, image_id: int) -> np.ndarray:
+        """The uint8 HWC RGB image, checked against the size the annotations give."""
+        info = self.coco.imgs[image_id]
+        path = self.image_path(image_id)
+        image = read_image(path)
+        if image.shape[:2] != (info["height"], info["width"]):
+            raise DataError(
+                f"{path}: image is {image.shape[1]}x{image.shape[0]} (WxH) but {self.ann_file} "
+                f"says {info['width']}x{info['height']}; fix the annotation file"
+            )
+        return image
+
     def _item(self, index: int):
         image_id = self.ids[index]
         info = self.coco.imgs[image_id]
-        image = None if self._cache is None else self._cache.get(image_id)
-        if image is not None:
-            image = image.copy()  # transforms may write in place; a copy costs far less than a decode
-        else:
-            path = self.image_path(image_id)
-            image = read_image(path)
-            if image.shape[:2] != (info["height"], info["width"]):
-                raise DataError(
-                    f"{path}: image is {image.shape[1]}x{image.shape[0]} (WxH) but {self.ann_file} "
-                    f"says {info['width']}x{info['height']}; fix the annotation file"
-                )
-            if self._cache is not None:
-                self._cache[image_id] = image.copy()
+        image = cached(self._cache, image_id, lambda: self._decode(image_id))
         boxes, labels = self._targets[image_id]
         if self.transform is not None:
             out = self.transform(image=image, bboxes=boxes, labels=labels)

@@ -83,3 +83,15 @@ def first_good_sample(
             if all(recorded != path for recorded, _ in bad_files):
                 bad_files.append((path, str(error)))
     raise DataError(nothing_left)
+
+
+def cached(cache: dict | None, key, load: Callable[[], T]) -> T:
+    """``load()`` (an array or a tuple of arrays), decoded once per ``key`` when ``cache`` is a
+    dict (``None``: no caching). Every call gets its own copy, since transforms may write in
+    place; a copy costs far less than a decode."""
+    if cache is None:
+        return load()
+    if key not in cache:
+        cache[key] = load()
+    value = cache[key]
+    return tuple(a.copy() for a in value) if isinstance(value, tuple) else value.copy()

@@ -77,9 +77,9 @@ class DetectionTask:
         for images, targets in tqdm(loader, desc="eval", disable=not progress, dynamic_ncols=True,
                                     leave=False):
             detections = model(images.to(device))
+            in_h, in_w = images.shape[-2:]
             for det, target in zip(detections, targets):
                 h, w = target["orig_size"]
-                in_h, in_w = images.shape[-2:]
                 scale = torch.tensor([w / in_w, h / in_h, w / in_w, h / in_h])
                 boxes = det["boxes"].float().cpu() * scale
                 labels = det["labels"].cpu()
