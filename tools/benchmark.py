@@ -4,7 +4,14 @@
 ``python tools/benchmark.py [--model lraspp_large|lraspp_small|ssdlite_large|ssdlite_small|
 data_seg|data_det|all] [--device cpu|cuda] [--batch-sizes 1 8] [--sizes 512x1024 1024x2048]
 [--precision fp32 fp16 bf16] [--threads 2] [--iters N] [--warmup N] [--json out.json]
-[--channels-last] [--compile [--compile-mode MODE]] [--cuda-graphs] [--tv-same-options] [--quick]``
+[--memory-format nchw|channels_last] [--compile [--compile-mode MODE]] [--cuda-graphs]
+[--variants default fp16+graphs bf16+compile ...] [--tv-same-options] [--quick]``
+
+Ours runs with the device's inference defaults (``densemnv3.inference.settings``: CUDA fp16 NCHW,
+CPU fp32 NCHW) unless the options say otherwise; ``--variants`` times several combinations in one
+run (each ``+``-joined from a precision, ``nchw``/``channels_last``, ``compile``, ``graphs``;
+``default`` is the device's defaults), each against torchvision eager fp32 and each checked against
+torchvision's fp32 output within its precision's tolerance (exit code 1 if one is outside).
 
 Model cases: torchvision's model (``lraspp_mobilenet_v3_large``, ``ssdlite320_mobilenet_v3_large``
 and the Small equivalents assembled the way torchvision assembles the Large ones) is built with
@@ -47,6 +54,11 @@ from densemnv3.inference.optimize import (  # noqa: E402
     compile_for_inference,
     cuda_graph_network,
     prepare_for_inference,
+)
+from densemnv3.inference.settings import (  # noqa: E402
+    InferenceSettings,
+    add_inference_arguments,
+    variants_from_args,
 )
 from densemnv3.models import load_torchvision_weights  # noqa: E402
 from densemnv3.utils.cli import add_set_argument, run_main  # noqa: E402
@@ -169,7 +181,7 @@ def optimize_ours(ours: nn.Module, x: Tensor, args, dtype: torch.dtype) -> tuple
     )
     seconds = 0.0
     with torch.inference_mode():
-        if args.cuda_graphs:
+        if args.cuda_graphs and not args.compile:  # with --compile, Inductor captures the graphs
             ours = cuda_graph_network(ours, x)
         if args.compile:
             ours = compile_for_inference(ours, mode=args.compile_mode)
@@ -242,6 +254,7 @@ def bench_model(case: str, size: tuple[int, int], batch: int, precision: str, ar
         rel_diff=diff / max(scale, 1e-12), tolerance=tolerance, compile_seconds=compile_seconds,
         ours_options={
             "fuse_bn": not args.no_fuse, "channels_last": args.channels_last, "precision": precision,
+            "memory_format": "channels_last" if args.channels_last else "nchw",
             "compile": (args.compile_mode if device.type == "cuda" else "freezing") if args.compile else None,
             "cuda_graphs": args.cuda_graphs,
         },
@@ -280,7 +293,7 @@ def _gflops_per_image(model: nn.Module, x: Tensor) -> float:
 
 
 def _step(args) -> None:
-    if args.compile and args.compile_mode == "reduce-overhead" and args.device.startswith("cuda"):
+    if args.compile and args.compile_mode in ("reduce-overhead", "max-autotune") and args.device.startswith("cuda"):
         torch.compiler.cudagraph_mark_step_begin()
 
 
@@ -522,18 +535,18 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=None, help="(default 1)")
     parser.add_argument("--sizes", nargs="+", default=None,
                         help="HxW of the LR-ASPP input (default 512x1024; SSDLite always runs at 320x320)")
-    parser.add_argument("--precision", nargs="+", default=["fp32"], choices=tuple(DTYPES))
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--iters", type=int, default=None, help="timed calls per model (default 10, CUDA 30)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed calls first (default 2, CUDA 10)")
     parser.add_argument("--json", help="also write the results here")
-    parser.add_argument("--channels-last", action="store_true", help="ours in NHWC")
+    add_inference_arguments(parser, multi_precision=True)
+    parser.add_argument("--variants", nargs="+", metavar="SPEC",
+                        help="combinations to time, e.g. default fp16+graphs fp16+compile bf16+compile+graphs")
     parser.add_argument("--no-fuse", action="store_true", help="ours without BatchNorm folding")
-    parser.add_argument("--compile", action="store_true", help="torch.compile ours' network")
-    parser.add_argument("--compile-mode", default="reduce-overhead",
+    parser.add_argument("--compile-mode", default=None,
                         choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
-                        help="torch.compile mode on CUDA (CPU uses Inductor freezing instead)")
-    parser.add_argument("--cuda-graphs", action="store_true", help="replay ours' network from CUDA graphs")
+                        help="torch.compile mode on CUDA (default: max-autotune with --cuda-graphs, else "
+                             "max-autotune-no-cudagraphs; CPU uses Inductor freezing instead)")
     parser.add_argument("--tv-same-options", action="store_true",
                         help="give torchvision ours' precision and memory format too")
     parser.add_argument(
@@ -559,8 +572,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     device = torch.device(resolve_device(args.device))
-    if args.cuda_graphs and (device.type != "cuda" or args.compile):
-        raise UserError("--cuda-graphs needs --device cuda and no --compile (use --compile-mode reduce-overhead)")
+    variants = variants_from_args(args, device)
     if args.threads:
         torch.set_num_threads(args.threads)
     if device.type == "cuda":
@@ -590,8 +602,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         for size in sizes if case.startswith("lraspp") else sizes[:1]:
             for batch in args.batch_sizes:
-                for precision in args.precision:
-                    results.append(bench_model(case, size, batch, precision, args, device))
+                for settings in variants:
+                    print(settings.describe(), flush=True)
+                    results.append(bench_model(case, size, batch, settings.precision,
+                                               _with_settings(args, settings), device))
                     print("\n".join(format_table(results[-1:]).splitlines()[2:]), flush=True)
     print()
     print(format_table(results))
@@ -601,7 +615,17 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=2))
         print(f"wrote {args.json}")
-    return 0
+    outside = [r for r in results if r.get("check_ok") is False]
+    if outside:
+        print(f"{len(outside)} configuration(s) outside their precision's tolerance of fp32 (MISMATCH above)")
+    return 1 if outside else 0
+
+
+def _with_settings(args, settings: InferenceSettings) -> argparse.Namespace:
+    """``args`` with one variant's precision, memory format, compile and CUDA graphs."""
+    mode = args.compile_mode or settings.compile_mode
+    return argparse.Namespace(**{**vars(args), "precision": [settings.precision], "channels_last": settings.channels_last,
+                                 "compile": settings.compile, "cuda_graphs": settings.cuda_graphs, "compile_mode": mode})
 
 
 if __name__ == "__main__":

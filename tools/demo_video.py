@@ -6,7 +6,10 @@
 SRC is a video file, a camera index (``0``) or a stream URL (``rtsp://``, ``http(s)://``). Each
 frame gets the segmentation overlay or the detection boxes and a smoothed FPS readout; the result
 is shown in a window (when a display and OpenCV GUI support are there and ``--no-display`` is not
-given) and written to ``--output`` (``.mp4`` or ``.avi``). Decoding runs in a background thread;
+given) and written to ``--output`` (``.mp4`` or ``.avi``). Precision, memory format, compile and
+CUDA graphs default to the device's fastest (CUDA: fp16, NCHW; CPU: fp32, NCHW); ``--precision``,
+``--memory-format``, ``--compile`` and ``--cuda-graphs`` override them, and the resolved choice is
+printed first (``inference: cuda, fp16, NCHW, compile off, cuda-graphs off``). Decoding runs in a background thread;
 from a camera or stream the oldest waiting frame is dropped when inference falls behind.
 
 At the end a table gives the frames, the dropped frames, the mean decode / inference / drawing /
@@ -26,6 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from densemnv3.inference.settings import add_inference_arguments  # noqa: E402
 from densemnv3.utils.cli import add_set_argument, run_main  # noqa: E402
 
 WINDOW = "densemnv3 demo"
@@ -45,8 +49,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no-display", action="store_true", help="never open a window")
     parser.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
-    parser.add_argument("--channels-last", action="store_true", help="channels-last memory format")
+    add_inference_arguments(parser)
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: torch's); 1 is often faster on a busy machine")
     parser.add_argument("--score-threshold", type=float, default=0.3, help="detection: lowest score shown")
@@ -98,9 +101,10 @@ def main(argv=None) -> int:
             torch.set_num_threads(args.threads)
         predictor = Predictor.from_config(
             args.config, args.weights, device=args.device, precision=args.precision,
-            channels_last=args.channels_last, overrides=args.overrides,
-            score_threshold=args.score_threshold,
+            memory_format=args.memory_format, compile=args.compile, cuda_graphs=args.cuda_graphs,
+            overrides=args.overrides, score_threshold=args.score_threshold,
         )
+        print(predictor.settings.describe(), flush=True)
         if writer is not None:
             writer.fps = source_fps(reader.capture)
         display, why = display_available(args.no_display)

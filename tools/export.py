@@ -9,7 +9,8 @@ Input ``images`` (N, 3, H, W), normalised as in training, N dynamic. Segmentatio
 (N, A, C) softmax, without NMS (run ``torchvision.ops.batched_nms`` on them; see
 ``densemnv3.inference.export.SSDLiteExport``). The file is run on random input at batch 1 and 3
 (onnxruntime / ``torch.jit.load``) and compared with PyTorch; above 1e-3 max abs difference the
-tool exits with code 1.
+tool exits with code 1. The file is fp32 NCHW whatever the device (the first line printed says
+so): reduced precision is chosen in the runtime that runs it (TensorRT ``--fp16``, ...).
 """
 
 import argparse
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     from densemnv3.config import load_config
     from densemnv3.engine.checkpoint import load_checkpoint
     from densemnv3.inference.export import check_output_path, export_model, require_onnx
+    from densemnv3.inference.settings import export_settings
     from densemnv3.models import load_torchvision_weights
     from densemnv3.tasks.common import build_model
 
@@ -59,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         size = tuple(cfg.data.eval_resize or cfg.data.crop_size)
 
+    print(f"{export_settings().describe()} (the file runs on any device; choose fp16 in its runtime)")
     print(f"exporting {cfg.model.name} ({args.format}, input (N, 3, {size[0]}, {size[1]})) to {args.out} ...")
     report = export_model(
         model, args.out, fmt=args.format, input_size=size, opset=args.opset,

@@ -1,5 +1,6 @@
 """Inference on OpenCV frames: :class:`Predictor` (pre/post-processing around a model), overlays,
-and video sources / sinks for the demo (``tools/demo_video.py``).
+video sources / sinks for the demo (``tools/demo_video.py``), and the per-device defaults every
+inference path resolves its options from (:func:`inference_defaults`, :func:`resolve_inference`).
 
 Names load on first use, so ``densemnv3.inference.video`` imports without torch: the demo reports
 a bad source at once.
@@ -11,8 +12,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
+    "InferenceSettings": "settings",
     "Predictor": "predictor",
-    "detection_class_names": "predictor",
+    "detection_class_names": "class_names",
+    "inference_defaults": "settings",
+    "resolve_inference": "settings",
     "FrameReader": "video",
     "VideoWriter": "video",
     "open_source": "video",
@@ -28,20 +32,25 @@ _EXPORTS = {
 __all__ = [
     "COCO_CATEGORY_NAMES",
     "FrameReader",
+    "InferenceSettings",
     "Predictor",
     "VideoWriter",
     "class_color",
     "detection_class_names",
     "draw_detections",
     "draw_fps",
+    "inference_defaults",
     "open_source",
     "overlay_segmentation",
+    "resolve_inference",
     "source_fps",
     "source_kind",
 ]
 
 if TYPE_CHECKING:
-    from .predictor import Predictor, detection_class_names
+    from .class_names import detection_class_names
+    from .predictor import Predictor
+    from .settings import InferenceSettings, inference_defaults, resolve_inference
     from .video import FrameReader, VideoWriter, open_source, source_fps, source_kind
     from .visualize import (
         COCO_CATEGORY_NAMES,

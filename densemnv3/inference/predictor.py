@@ -3,16 +3,15 @@
 :class:`Predictor` wraps a segmentation (LR-ASPP) or detection (SSDLite) model with the
 pre-processing its config trained it with. Frames go to the device as uint8 (a quarter of the
 bytes of float32); the BGR→RGB swap, the resize and the normalization run there, batched over the
-frames of equal size.
+frames of equal size. Precision, memory format, compile and CUDA graphs default to what runs
+fastest on the device (:mod:`densemnv3.inference.settings`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import cv2
@@ -26,9 +25,12 @@ from densemnv3.data.transforms import IMAGENET_MEAN, IMAGENET_STD, detector_inpu
 from densemnv3.errors import CheckpointError, UserError
 from densemnv3.models.segmentation import LRASPP
 
+from .class_names import detection_class_names
+from .optimize import CUDAGraphed, compile_for_inference, cuda_graph_network, prepare_for_inference
+from .settings import PRECISIONS, InferenceSettings, resolve_inference
+
 __all__ = ["PRECISIONS", "Predictor", "detection_class_names"]
 
-PRECISIONS = ("fp32", "fp16", "bf16")
 _DET_MEAN = (0.5, 0.5, 0.5)
 _DET_STD = (0.5, 0.5, 0.5)
 
@@ -49,17 +51,24 @@ class Predictor:
     - detection: ``{"boxes": (K, 4) float32 xyxy frame pixels, "scores": (K,) float32,
       "labels": (K,) int64, "class_names": [K names]}`` with ``scores >= score_threshold``.
 
+    The options left as ``None`` take the device's defaults (:func:`inference_defaults`): on
+    CUDA fp16, NCHW, no compile, no CUDA graphs; on CPU fp32, NCHW. ``predictor.settings`` holds
+    the resolved choice and ``predictor.settings.describe()`` says it in one line.
+
     Args:
-        model: the network; it is put in eval mode on ``device`` and, when
-            :mod:`densemnv3.inference.optimize` is available, prepared by its
+        model: the network; it is put in eval mode on ``device`` and prepared by
             ``prepare_for_inference`` (BatchNorm folded into the convolutions: the module is
             changed in place).
         cfg: the config the model was trained with (task, ``data.eval_resize``,
             ``data.image_size``, ``data.label_mapping``, ``data.root``).
         device: ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:N``.
-        precision: ``fp32``; ``fp16`` or ``bf16`` run under ``torch.autocast`` (``fp16`` needs
-            CUDA; ``bf16`` also works on CPU).
-        channels_last: run the network in channels-last memory format.
+        precision: ``fp32``, ``fp16`` (CUDA only) or ``bf16``. Segmentation casts the network
+            to it; detection runs it under ``torch.autocast``.
+        memory_format: ``nchw`` or ``channels_last``; ``channels_last=True/False`` says the same.
+        compile: ``torch.compile`` the network (the first frames of each size compile it).
+        cuda_graphs: replay the network from a CUDA graph captured on the first batch of each
+            input shape (segmentation, up to 4 shapes) or on the first batch (detection); other
+            shapes run eagerly.
         class_names: detection names indexed by label (0 = background). ``None`` finds them with
             :func:`detection_class_names`.
         score_threshold: detections scored lower are dropped (0.3 suits display).
@@ -72,8 +81,11 @@ class Predictor:
         cfg: Config,
         *,
         device: str | torch.device = "auto",
-        precision: str = "fp32",
-        channels_last: bool = False,
+        precision: str | None = None,
+        memory_format: str | None = None,
+        channels_last: bool | None = None,
+        compile: bool | None = None,
+        cuda_graphs: bool | None = None,
         class_names: Sequence[str] | None = None,
         score_threshold: float = 0.3,
         fuse_bn: bool = True,
@@ -82,20 +94,28 @@ class Predictor:
             raise UserError(f"task must be 'segmentation' or 'detection', got {cfg.task!r}")
         self.cfg = cfg
         self.task = cfg.task
-        self.device = _resolve_device(device)
-        self.precision = _check_precision(precision, self.device)
-        self.channels_last = channels_last
+        self.settings: InferenceSettings = resolve_inference(
+            device, precision=precision, memory_format=memory_format, channels_last=channels_last,
+            compile=compile, cuda_graphs=cuda_graphs,
+        )
+        self.settings.apply_backend_flags()
+        self.device = self.settings.device
+        self.precision = self.settings.precision
+        self.channels_last = self.settings.channels_last
         self.score_threshold = float(score_threshold)
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.memory_format = self.settings.torch_memory_format
 
-        model = model.to(self.device).eval()
-        prepare_for_inference = _optimizer()
-        if prepare_for_inference is not None:
-            model = prepare_for_inference(model, fuse_bn=fuse_bn, channels_last=channels_last)
-        elif channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        self.model = model.eval()
+        # segmentation casts the network (no per-call weight casts); detection keeps fp32 weights
+        # under autocast, so its postprocess sees what it always saw
+        cast = self.task == "segmentation" and self.precision != "fp32"
+        model = prepare_for_inference(model.to(self.device), fuse_bn=fuse_bn,
+                                      channels_last=self.channels_last,
+                                      dtype=self.settings.dtype if cast else None)
+        self.model = model
+        self._input_dtype = self.settings.dtype if cast else torch.float32
         self.num_classes = int(getattr(model, "num_classes", 0))
+        self._network = _accelerated(_SegmentationLogits(model) if self.task == "segmentation" else model,
+                                     self.settings)
 
         if self.task == "segmentation":
             resize = cfg.data.eval_resize
@@ -119,13 +139,12 @@ class Predictor:
         weights: str | os.PathLike,
         *,
         device: str | torch.device = "auto",
-        precision: str = "fp32",
-        channels_last: bool = False,
         overrides: Sequence[str] = (),
         **kwargs: Any,
     ) -> Predictor:
         """Build the config's model, load ``weights`` (``last.pt``/``best.pt`` or a torchvision
-        checkpoint) and wrap it; ``kwargs`` go to :class:`Predictor`."""
+        checkpoint) and wrap it; ``kwargs`` (``precision``, ``memory_format``, ...) go to
+        :class:`Predictor`."""
         from densemnv3.engine.checkpoint import load_checkpoint
         from densemnv3.models import load_torchvision_weights
         from densemnv3.tasks.common import build_model
@@ -140,8 +159,7 @@ class Predictor:
             )
         model = build_model(cfg.model)
         load_torchvision_weights(model, state)
-        return cls(model, cfg, device=device, precision=precision, channels_last=channels_last,
-                   **kwargs)
+        return cls(model, cfg, device=device, **kwargs)
 
     # ------------------------------------------------------------------ public
     @torch.inference_mode()
@@ -175,18 +193,13 @@ class Predictor:
         size = self.input_size or tuple(pixels.shape[1:3])
         if tuple(x.shape[-2:]) != size:
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-        x = x.div_(255).sub_(self._mean).div_(self._std)
+        x = x.div_(255).sub_(self._mean).div_(self._std).to(self._input_dtype)
         return x.contiguous(memory_format=self.memory_format)
 
     # ------------------------------------------------------------------ tasks
     def _segment(self, pixels: Tensor) -> list[np.ndarray]:
         frame_size = tuple(pixels.shape[1:3])
-        x = self.preprocess(pixels)
-        if isinstance(self.model, LRASPP):  # the head's stride-8 logits, upsampled once
-            features = self.model.backbone(x)
-            logits = self.model.head(features[self.model.low_tap], features[self.model.high_tap])
-        else:
-            logits = self.model(x)
+        logits = self._network(self.preprocess(pixels))
         if tuple(logits.shape[-2:]) != frame_size:
             # NHWC: the upsampling and the argmax over classes run ~4x faster on CPU (same values
             # up to float rounding)
@@ -223,11 +236,11 @@ class Predictor:
         """
         own = getattr(self.model, "score_thresh", None)
         if not isinstance(own, float) or threshold <= own:
-            return self.model(x)
+            return self._network(x)
         # the model keeps float32 scores > its threshold: the float32 just below ours keeps >= ours
         self.model.score_thresh = float(np.nextafter(np.float32(threshold), np.float32(-np.inf)))
         try:
-            return self.model(x)
+            return self._network(x)
         finally:
             self.model.score_thresh = own
 
@@ -236,15 +249,70 @@ class Predictor:
         return names[label] if names is not None and 0 <= label < len(names) else f"class {label}"
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision == "fp32":
+        if self.precision == "fp32" or self._input_dtype != torch.float32:
             return contextlib.nullcontext()
-        dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
+        return torch.autocast(device_type=self.device.type, dtype=self.settings.dtype)
 
     def __repr__(self) -> str:
         return (f"Predictor(task={self.task!r}, model={type(self.model).__name__}, "
                 f"device={str(self.device)!r}, precision={self.precision!r}, "
-                f"input_size={self.input_size})")
+                f"memory_format={self.settings.memory_format!r}, compile={self.settings.compile}, "
+                f"cuda_graphs={self.settings.cuda_graphs}, input_size={self.input_size})")
+
+
+# ---------------------------------------------------------------------- network
+
+
+class _SegmentationLogits(nn.Module):
+    """An LR-ASPP's stride-8 logits (the Predictor upsamples them once, to the frame size);
+    any other segmentation model's output as it is."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        if isinstance(self.model, LRASPP):
+            features = self.model.backbone(x)
+            return self.model.head(features[self.model.low_tap], features[self.model.high_tap])
+        return self.model(x)
+
+
+def _accelerated(network: nn.Module, settings: InferenceSettings) -> Callable[[Tensor], Any]:
+    """``network`` compiled and/or replayed from CUDA graphs as ``settings`` say."""
+    if settings.compile:
+        compiled = compile_for_inference(network, mode=settings.compile_mode)
+        if settings.cuda_graphs:  # Inductor's CUDA graphs: one step per call
+            def step(x: Tensor) -> Any:
+                torch.compiler.cudagraph_mark_step_begin()
+                return compiled(x)
+
+            return step
+        return compiled
+    if settings.cuda_graphs:
+        return _GraphPerShape(network)
+    return network
+
+
+class _GraphPerShape:
+    """Calls ``network`` replayed from a CUDA graph captured at the first input of each shape
+    (up to ``max_graphs`` shapes; an SSDLite gets one capture, see :func:`cuda_graph_network`)."""
+
+    def __init__(self, network: nn.Module, max_graphs: int = 4) -> None:
+        self.network, self.max_graphs = network, max_graphs
+        self.graphs: dict[tuple, Callable[[Tensor], Any]] = {}
+
+    def __call__(self, x: Tensor) -> Any:
+        key = (tuple(x.shape), x.dtype)
+        graph = self.graphs.get(key)
+        if graph is None:
+            if hasattr(self.network, "postprocess"):  # replaces its parts in place, once
+                graph = self.graphs.setdefault("detector", cuda_graph_network(self.network, x))
+            elif len(self.graphs) < self.max_graphs:
+                graph = self.graphs[key] = CUDAGraphed(self.network, x)
+            else:
+                return self.network(x)
+        return graph(x)
 
 
 # ---------------------------------------------------------------------- inputs
@@ -287,88 +355,3 @@ def _as_bgr(frame: Any, index: int | None) -> np.ndarray:
     if frame.shape[2] == 4:
         return cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
     return np.ascontiguousarray(frame)
-
-
-def _optimizer() -> Any:
-    """``densemnv3.inference.optimize.prepare_for_inference`` when that module exists."""
-    try:
-        from densemnv3.inference.optimize import prepare_for_inference
-    except ModuleNotFoundError as err:
-        if err.name != "densemnv3.inference.optimize":
-            raise
-        return None
-    return prepare_for_inference
-
-
-def _resolve_device(device: str | torch.device) -> torch.device:
-    from densemnv3.utils.cli import resolve_device
-
-    return torch.device(resolve_device(str(device)))
-
-
-def _check_precision(precision: str, device: torch.device) -> str:
-    if precision not in PRECISIONS:
-        raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if precision == "fp16" and device.type != "cuda":
-        raise UserError(
-            "precision fp16 needs a CUDA device (CPU kernels for half precision are slow or "
-            "missing); use --precision bf16 or fp32 on CPU"
-        )
-    return precision
-
-
-# ---------------------------------------------------------------------- class names
-
-
-def detection_class_names(cfg: Config, num_classes: int) -> list[str]:
-    """Names of a detector's labels ``0..num_classes-1`` (0 = ``__background__``).
-
-    In order: the categories of the config's COCO annotation file (``data.root`` /
-    ``data.val_ann``, then ``train_ann``) numbered by ``data.label_mapping``; else, by
-    ``num_classes``, the synthetic set's 8 Cityscapes thing classes (9 contiguous / 34 by
-    category id) or COCO's 80 (81 contiguous / 91 by category id); else ``"class <label>"``.
-    """
-    mapping = cfg.data.label_mapping
-    categories = _annotation_categories(cfg)
-    if categories is None:
-        categories = _default_categories(num_classes, mapping)
-    names = [f"class {i}" for i in range(num_classes)]
-    if num_classes:
-        names[0] = "__background__"
-    if mapping == "contiguous":
-        for label, cid in enumerate(sorted(categories), start=1):
-            if label < num_classes:
-                names[label] = categories[cid]
-    else:
-        for cid, name in categories.items():
-            if 0 < cid < num_classes:
-                names[cid] = name
-    return names
-
-
-def _annotation_categories(cfg: Config) -> dict[int, str] | None:
-    root = Path(cfg.data.root)
-    for ann in (cfg.data.val_ann, cfg.data.train_ann):
-        path = root / ann
-        if path.is_file():
-            try:
-                with open(path) as f:
-                    data = json.load(f)
-                return {int(c["id"]): str(c["name"]) for c in data["categories"]}
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
-    return None
-
-
-def _default_categories(num_classes: int, mapping: str) -> dict[int, str]:
-    from densemnv3.data.synthetic import THING_IDS
-
-    from .visualize import COCO_CATEGORY_NAMES
-
-    synthetic = {cid: name for name, cid in THING_IDS.items()}
-    coco = {cid: name for cid, name in enumerate(COCO_CATEGORY_NAMES) if cid and name != "N/A"}
-    for categories in (synthetic, coco):
-        size = len(categories) + 1 if mapping == "contiguous" else max(categories) + 1
-        if num_classes == size:
-            return categories
-    return {}

@@ -1,7 +1,5 @@
 import copy
 import json
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -14,6 +12,7 @@ from densemnv3.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from densemnv3.errors import CheckpointError, UserError
 from densemnv3.inference import (
     COCO_CATEGORY_NAMES,
+    InferenceSettings,
     Predictor,
     class_color,
     detection_class_names,
@@ -188,18 +187,31 @@ def test_channels_last_gives_the_same_labels(seg_model, seg):
     assert (predictor(image) == seg(image)).mean() > 0.999
 
 
-def test_prepare_for_inference_is_used_when_present(monkeypatch, seg_model):
-    calls = []
+def test_batchnorm_is_folded_unless_fuse_bn_is_off(seg_model):
+    def norms(predictor):
+        return sum(isinstance(m, torch.nn.BatchNorm2d) for m in predictor.model.modules())
 
-    def prepare_for_inference(model, *, fuse_bn=True, channels_last=False):
-        calls.append((fuse_bn, channels_last))
-        return model.eval()
+    assert norms(Predictor(copy.deepcopy(seg_model), seg_config(), device="cpu")) == 0
+    kept = Predictor(copy.deepcopy(seg_model), seg_config(), device="cpu", fuse_bn=False)
+    assert norms(kept) == sum(isinstance(m, torch.nn.BatchNorm2d) for m in seg_model.modules()) > 0
 
-    module = types.ModuleType("densemnv3.inference.optimize")
-    module.prepare_for_inference = prepare_for_inference
-    monkeypatch.setitem(sys.modules, "densemnv3.inference.optimize", module)
-    Predictor(copy.deepcopy(seg_model), seg_config(), device="cpu", fuse_bn=False)
-    assert calls == [(False, False)]
+
+def test_cpu_defaults_and_overrides(seg_model):
+    default = Predictor(copy.deepcopy(seg_model), seg_config(), device="cpu")
+    assert (default.precision, default.channels_last, default.settings.compile) == ("fp32", False, False)
+    assert default.settings.describe() == "inference: cpu, fp32, NCHW, compile off, cuda-graphs off"
+    nhwc = Predictor(copy.deepcopy(seg_model), seg_config(), device="cpu", memory_format="channels_last")
+    assert nhwc.memory_format == torch.channels_last
+    assert nhwc.settings == InferenceSettings(torch.device("cpu"), memory_format="channels_last")
+    with pytest.raises(UserError, match="CUDA graphs need a CUDA device"):
+        Predictor(seg_model, seg_config(), device="cpu", cuda_graphs=True)
+
+
+@pytest.mark.slow  # Inductor compiles the network: ~90 s on 2 cores
+def test_compiled_predictor_gives_the_same_labels(seg_model, seg):
+    compiled = Predictor(copy.deepcopy(seg_model), seg_config(), device="cpu", compile=True)
+    image = frame()
+    assert (compiled(image) == seg(image)).mean() > 0.999
 
 
 # ---------------------------------------------------------------------- detection

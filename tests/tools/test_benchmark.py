@@ -58,3 +58,25 @@ def test_config_model_is_compared_with_torchvision(bench_tool, tmp_path):
     assert result["case"] == "lraspp_small" and result["ratio"] > 0
     assert result["same_weights"] and result["check_ok"] is None  # another gate: not comparable
     assert result["ours_options"]["config"] == str(config)
+
+
+def test_variants_each_run_against_torchvision_fp32(bench_tool, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert bench_tool.main(["--quick", "--model", "lraspp_small", "--variants", "default", "fp32+channels_last",
+                            "bf16", "--threads", "1", "--json", str(out)]) == 0
+    results = json.loads(out.read_text())["results"]
+    assert [(r["precision"], r["ours_options"]["memory_format"]) for r in results] == [
+        ("fp32", "nchw"), ("fp32", "channels_last"), ("bf16", "nchw")]
+    for r in results:  # the baseline is torchvision eager fp32 every time, and ours is checked against it
+        assert r["tv_options"] == {"precision": "fp32", "channels_last": False}
+        assert r["check_ok"] and r["rel_diff"] <= r["tolerance"]
+    printed = capsys.readouterr().out
+    assert "inference: cpu, fp32, NCHW, compile off, cuda-graphs off" in printed
+    assert "inference: cpu, bf16, NCHW, compile off, cuda-graphs off" in printed
+
+
+def test_variants_exclude_the_single_options(bench_tool):
+    from densemnv3.errors import UserError
+
+    with pytest.raises(UserError, match="--variants names every option"):
+        bench_tool.main(["--quick", "--variants", "default", "--precision", "fp32"])

@@ -72,6 +72,7 @@ def test_export_matches_pytorch_at_batch_1_and_3(tool, checkpoints, tmp_path, ca
     code, stdout, stderr = run(tool, argv, capsys)
     assert code == 0, stderr
     assert "batch 1:" in stdout and "batch 3:" in stdout and "-> OK" in stdout
+    assert stdout.startswith("inference: cpu, fp32, NCHW, compile off, cuda-graphs off (the file runs on any")
     assert out.is_file() and out.stat().st_size > 1e6 and f"{out.stat().st_size / 2**20:.2f} MiB" in stdout
     assert list(tmp_path.iterdir()) == [out]  # one self-contained file, no temp left behind
 

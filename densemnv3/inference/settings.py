@@ -1,0 +1,216 @@
+"""Per-device inference defaults: precision, memory format, ``torch.compile``, CUDA graphs.
+
+The one place that says what runs fastest where; the Predictor, ``demo_video.py``, ``export.py``
+and ``benchmark.py`` all resolve their options here, and every choice can be overridden.
+
+- CUDA: fp16, NCHW, no compile, no CUDA graphs, cuDNN autotuning on. Measured on an H200
+  (torch 2.11, LR-ASPP-Large 1024×2048 batch 8, vs torchvision eager fp32 in the same run):
+  NCHW fp16 1.50×, NCHW fp32 1.14×, channels_last fp16 0.91×, channels_last fp32 0.69×
+  (channels_last slows CUDA's depthwise convolutions).
+- CPU: fp32, NCHW, no compile (SSDLite switches its own network to channels_last on CPU).
+
+Imports torch only when a device is resolved, so a tool parses its arguments (and reports a bad
+one) at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from densemnv3.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "MEMORY_FORMATS",
+    "PRECISIONS",
+    "InferenceSettings",
+    "add_inference_arguments",
+    "export_settings",
+    "inference_defaults",
+    "parse_variant",
+    "resolve_inference",
+    "settings_from_args",
+    "variants_from_args",
+]
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+MEMORY_FORMATS = ("nchw", "channels_last")
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """How a model runs for inference on ``device``.
+
+    ``compile`` and ``cuda_graphs`` together mean ``torch.compile(mode="max-autotune")`` (Inductor
+    replays CUDA graphs itself); ``compile`` alone ``max-autotune-no-cudagraphs`` on CUDA and
+    Inductor freezing on CPU; ``cuda_graphs`` alone a captured graph of the eager network.
+    """
+
+    device: torch.device
+    precision: str = "fp32"
+    memory_format: str = "nchw"
+    compile: bool = False
+    cuda_graphs: bool = False
+
+    @property
+    def dtype(self) -> torch.dtype:
+        import torch
+
+        return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[self.precision]
+
+    @property
+    def channels_last(self) -> bool:
+        return self.memory_format == "channels_last"
+
+    @property
+    def torch_memory_format(self) -> torch.memory_format:
+        import torch
+
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    @property
+    def compile_mode(self) -> str | None:
+        """The ``torch.compile`` mode on CUDA (None: not compiled)."""
+        if not self.compile:
+            return None
+        return "max-autotune" if self.cuda_graphs else "max-autotune-no-cudagraphs"
+
+    def describe(self) -> str:
+        """One line, e.g. ``inference: cuda, fp16, NCHW, compile off, cuda-graphs off``."""
+        fmt = "channels_last" if self.channels_last else "NCHW"
+        onoff = {True: "on", False: "off"}
+        return (f"inference: {self.device}, {self.precision}, {fmt}, compile {onoff[self.compile]}, "
+                f"cuda-graphs {onoff[self.cuda_graphs]}")
+
+    def apply_backend_flags(self) -> None:
+        """cuDNN autotuning on CUDA (the fastest convolution per shape), unless deterministic
+        algorithms were asked for."""
+        import torch
+
+        if self.device.type == "cuda" and not torch.are_deterministic_algorithms_enabled():
+            torch.backends.cudnn.benchmark = True
+
+
+def inference_defaults(device: str | torch.device) -> InferenceSettings:
+    """The fastest measured settings for ``device`` (see the module docstring)."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return InferenceSettings(device, precision="fp16", memory_format="nchw")
+    return InferenceSettings(device)
+
+
+def resolve_inference(
+    device: str | torch.device = "auto",
+    *,
+    precision: str | None = None,
+    memory_format: str | None = None,
+    channels_last: bool | None = None,
+    compile: bool | None = None,
+    cuda_graphs: bool | None = None,
+) -> InferenceSettings:
+    """``inference_defaults(device)`` with every option that is not None overriding it;
+    ``channels_last`` is a boolean spelling of ``memory_format``. Raises :class:`UserError` for
+    unknown values and combinations the device cannot run."""
+    import torch
+
+    from densemnv3.utils.cli import resolve_device
+
+    if channels_last is not None:
+        spelled = "channels_last" if channels_last else "nchw"
+        if memory_format is not None and memory_format != spelled:
+            raise UserError(f"memory_format={memory_format!r} contradicts channels_last={channels_last}; "
+                            f"give one of them")
+        memory_format = spelled
+    resolved = torch.device(resolve_device(str(device)))
+    given = {"precision": precision, "memory_format": memory_format, "compile": compile,
+             "cuda_graphs": cuda_graphs}
+    settings = replace(inference_defaults(resolved), **{k: v for k, v in given.items() if v is not None})
+    if settings.precision not in PRECISIONS:
+        raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {settings.precision!r}")
+    if settings.memory_format not in MEMORY_FORMATS:
+        raise UserError(f"memory format must be one of {', '.join(MEMORY_FORMATS)}, got "
+                        f"{settings.memory_format!r}")
+    if resolved.type != "cuda":
+        if settings.precision == "fp16":
+            raise UserError("precision fp16 needs a CUDA device (CPU kernels for half precision are slow "
+                            "or missing); use --precision bf16 or fp32 on CPU")
+        if settings.cuda_graphs:
+            raise UserError("CUDA graphs need a CUDA device; drop --cuda-graphs on CPU")
+    return settings
+
+
+def add_inference_arguments(parser: argparse.ArgumentParser, *, multi_precision: bool = False) -> None:
+    """``--precision``, ``--memory-format`` (``--channels-last`` for short), ``--compile`` and
+    ``--cuda-graphs`` (each with a ``--no-`` form); left out, each is the device's default.
+    ``multi_precision``: ``--precision`` takes several values (the benchmark)."""
+    parser.add_argument("--precision", choices=PRECISIONS, default=None, nargs="+" if multi_precision else None,
+                        help="default: fp16 on CUDA, fp32 on CPU")
+    parser.add_argument("--memory-format", choices=MEMORY_FORMATS, default=None,
+                        help="default: nchw (channels_last slows CUDA's depthwise convolutions)")
+    parser.add_argument("--channels-last", dest="memory_format", action="store_const", const="channels_last",
+                        help="same as --memory-format channels_last")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="torch.compile the network (default: off)")
+    parser.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
+                        help="replay the network from CUDA graphs (default: off)")
+
+
+def settings_from_args(args: argparse.Namespace, device: str | torch.device | None = None) -> InferenceSettings:
+    """The settings the options of :func:`add_inference_arguments` (and ``args.device``) ask for."""
+    precision = args.precision[0] if isinstance(args.precision, list) else args.precision
+    return resolve_inference(device if device is not None else args.device, precision=precision,
+                             memory_format=args.memory_format, compile=args.compile,
+                             cuda_graphs=args.cuda_graphs)
+
+
+def parse_variant(text: str, device: str | torch.device) -> InferenceSettings:
+    """Settings from a ``+``-joined spec, starting from the device's defaults: ``default``,
+    ``fp16+graphs``, ``bf16+compile``, ``fp32+channels_last``, ``fp16+nchw+compile+graphs``.
+
+    Tokens: a precision, ``nchw`` / ``channels_last``, ``compile``, ``graphs``.
+    """
+    options: dict[str, object] = {}
+    for token in filter(None, text.lower().split("+")):
+        if token == "default":
+            continue
+        if token in PRECISIONS:
+            options["precision"] = token
+        elif token in MEMORY_FORMATS:
+            options["memory_format"] = token
+        elif token == "compile":
+            options["compile"] = True
+        elif token in ("graphs", "cuda_graphs", "cuda-graphs"):
+            options["cuda_graphs"] = True
+        else:
+            raise UserError(f"variant {text!r}: unknown part {token!r}; use a precision "
+                            f"({', '.join(PRECISIONS)}), nchw, channels_last, compile or graphs, "
+                            f"joined by '+', e.g. fp16+graphs")
+    return resolve_inference(device, **options)
+
+
+def variants_from_args(args: argparse.Namespace, device: str | torch.device) -> list[InferenceSettings]:
+    """The combinations a benchmark times: ``args.variants`` (specs for :func:`parse_variant`)
+    when given, else one per ``--precision`` (the device's default precision when none) with the
+    other options of :func:`add_inference_arguments`."""
+    if getattr(args, "variants", None):
+        given = [a for a in ("memory_format", "compile", "cuda_graphs") if getattr(args, a) is not None]
+        if args.precision or given:
+            raise UserError("--variants names every option of each combination; drop --precision, "
+                            "--memory-format, --compile and --cuda-graphs, or drop --variants")
+        return [parse_variant(spec, device) for spec in args.variants]
+    precisions = args.precision or [None]
+    return [resolve_inference(device, precision=p, memory_format=args.memory_format, compile=args.compile,
+                              cuda_graphs=args.cuda_graphs) for p in precisions]
+
+
+def export_settings() -> InferenceSettings:
+    """What ``export.py`` writes on every device: an fp32 NCHW graph, traced and checked on CPU.
+    The file is device-neutral; reduced precision is the runtime's choice (TensorRT ``--fp16``,
+    onnxruntime's float16 conversion), made where it runs and checked against this fp32 file."""
+    return resolve_inference("cpu", precision="fp32", memory_format="nchw", compile=False, cuda_graphs=False)
