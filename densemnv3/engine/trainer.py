@@ -28,6 +28,7 @@ from densemnv3.errors import CheckpointError, UserError
 
 from . import distributed as dist_utils
 from .checkpoint import atomic_save, get_rng_state, load_checkpoint, set_rng_state
+from .determinism import enable_determinism, nondeterministic_op_is_a_user_error
 from .results import ResultsLog
 from .sampler import ResumableBatchSampler, SeededDataset
 
@@ -101,13 +102,12 @@ class Trainer:
     ) -> None:
         self.cfg, self.task, self.hooks = cfg, task, list(hooks)
         self.work_dir = Path(cfg.work_dir)
+        if cfg.train.deterministic:  # before anything starts CUDA (cuBLAS reads its workspace once)
+            enable_determinism(torch.device(device))
         self.rank, self.local_rank, self.world_size = dist_utils.init_distributed(device)
         self.is_main = self.rank == 0
         self.device = torch.device(f"cuda:{self.local_rank}" if device == "cuda" else device)
         self.progress = progress and self.is_main
-        if cfg.train.deterministic:
-            torch.use_deterministic_algorithms(True)
-            torch.backends.cudnn.benchmark = False
         torch.manual_seed(cfg.train.seed)
 
         self.train_set = task.train_dataset()
@@ -275,7 +275,8 @@ class Trainer:
             for batch in self._loader(epoch, start):
                 for hook in self.hooks:
                     getattr(hook, "before_step", lambda t: None)(self)
-                with torch.autocast(self.device.type, dtype=torch.float16) if self.amp else nullcontext():
+                with nondeterministic_op_is_a_user_error(cfg.train.deterministic, TrainingError), \
+                        torch.autocast(self.device.type, dtype=torch.float16) if self.amp else nullcontext():
                     losses = self.task.losses(self.ddp, batch, self.device)
                 loss = sum(losses.values())
                 if not self._all_finite(loss):
@@ -293,7 +294,8 @@ class Trainer:
                     )
                 skipped = 0
                 self.optimizer.zero_grad(set_to_none=True)
-                self.scaler.scale(loss).backward()
+                with nondeterministic_op_is_a_user_error(cfg.train.deterministic, TrainingError):
+                    self.scaler.scale(loss).backward()
                 if cfg.optim.clip_grad_norm:
                     self.scaler.unscale_(self.optimizer)
                     nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.clip_grad_norm)
@@ -347,7 +349,8 @@ class Trainer:
 
     def _evaluate_and_record(self, train_means: dict[str, float], lr: float, elapsed: float) -> None:
         self.model.eval()
-        metrics = self.task.evaluate(self.model, self.val_set, self.device, progress=self.progress)
+        with nondeterministic_op_is_a_user_error(self.cfg.train.deterministic, TrainingError):
+            metrics = self.task.evaluate(self.model, self.val_set, self.device, progress=self.progress)
         self.metrics = metrics
         value = float(metrics[self.task.metric])
         if not self.is_main:

@@ -11,11 +11,11 @@ import os
 import re
 from collections.abc import Mapping
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .backbones import create_backbone
 from .heads.lraspp import LRASPPHead, PoolMode
+from .resize import resize_bilinear
 from .weights import LoadResult, load_torchvision_weights
 
 Checkpoint = Mapping[str, Tensor] | str | os.PathLike
@@ -51,7 +51,7 @@ class LRASPP(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         features = self.backbone(x)
         logits = self.head(features[self.low_tap], features[self.high_tap])
-        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return resize_bilinear(logits, x.shape[-2:])
 
     def convert_torchvision_state_dict(self, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Rename torchvision's LR-ASPP keys: ``backbone.<i>.`` → ``backbone.features.<i>.``,

@@ -17,8 +17,29 @@ from densemnv3.data.transforms import seg_eval_transform, seg_train_transform
 from densemnv3.engine import distributed as dist_utils
 from densemnv3.engine.sampler import shard_indices
 from densemnv3.evaluation.segmentation import ConfusionMatrix, SegMetrics, format_iou_table
+from densemnv3.models.resize import deterministic_cuda
 
 from .common import build_model, ensure_synthetic
+
+
+def cross_entropy_2d(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
+    """``F.cross_entropy(logits, target, ignore_index=ignore_index)``, switching to
+    :func:`deterministic_cross_entropy` on CUDA under deterministic algorithms (where CUDA's
+    ``nll_loss2d``, which sums with atomics, refuses to run)."""
+    if deterministic_cuda(logits):
+        return deterministic_cross_entropy(logits, target, ignore_index)
+    return F.cross_entropy(logits, target, ignore_index=ignore_index)
+
+
+def deterministic_cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
+    """Mean cross entropy over the pixels whose target is not ``ignore_index``, from each pixel's
+    gathered target log-probability (fp32): the value of ``F.cross_entropy`` with
+    ``ignore_index``, with a deterministic reduction and a gather whose CUDA backward has a
+    deterministic path."""
+    valid = target != ignore_index
+    log_probs = F.log_softmax(logits.float(), dim=1)
+    picked = log_probs.gather(1, torch.where(valid, target, 0).unsqueeze(1)).squeeze(1)
+    return -torch.where(valid, picked, 0.0).sum() / valid.sum()
 
 
 class SegmentationTask:
@@ -59,7 +80,7 @@ class SegmentationTask:
         if self.cfg.train.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         logits = model(images)
-        return {"ce": F.cross_entropy(logits, targets.to(device).long(), ignore_index=IGNORE_INDEX)}
+        return {"ce": cross_entropy_2d(logits, targets.to(device).long(), IGNORE_INDEX)}
 
     @torch.inference_mode()
     def evaluate(self, model: nn.Module, dataset: Dataset, device: torch.device, *,

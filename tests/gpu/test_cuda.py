@@ -1,4 +1,5 @@
-"""CUDA paths: graphs, compile, fp16, batched NMS, the Predictor and AMP training on a GPU.
+"""CUDA paths: graphs, compile, fp16, batched NMS, the Predictor's CUDA defaults, and AMP training
+that is bit-identical run to run with ``train.deterministic=True``.
 
 Skipped where there is no GPU (CI); run with ``python -m pytest -m gpu`` on a CUDA machine. The
 references are the same model in fp32 on the same device with TF32 off, so every tolerance below
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 
 from densemnv3 import models
@@ -31,11 +33,14 @@ pytestmark = [
 
 @pytest.fixture(autouse=True)
 def exact_fp32():
-    """fp32 convolutions and matmuls in full fp32 (no TF32), restored afterwards."""
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    """fp32 convolutions and matmuls in full fp32 (no TF32), restored afterwards; so is cuDNN
+    autotuning, which a CUDA Predictor turns on."""
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
+             torch.backends.cudnn.benchmark)
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+    (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
+     torch.backends.cudnn.benchmark) = saved
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -56,11 +61,12 @@ def test_lraspp_on_cuda_matches_cpu(rand_init):
 
 
 @torch.inference_mode()
-def test_cuda_graph_replays_eager_result_for_new_inputs(rand_init):
-    model = prepare_for_inference(_lraspp(rand_init), channels_last=True)
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+def test_cuda_graph_replays_eager_result_for_new_inputs(rand_init, memory_format):
+    model = prepare_for_inference(_lraspp(rand_init), channels_last=memory_format == torch.channels_last)
     gen = torch.Generator(device="cuda").manual_seed(0)
     first, second = (torch.randn(2, 3, 256, 512, device="cuda", generator=gen) for _ in range(2))
-    first, second = (x.contiguous(memory_format=torch.channels_last) for x in (first, second))
+    first, second = (x.contiguous(memory_format=memory_format) for x in (first, second))
     graphed = cuda_graph_network(model, first)
     expected = model(second).clone()
     got = graphed(second).clone()  # the static output of a replay on a new input
@@ -71,12 +77,14 @@ def test_cuda_graph_replays_eager_result_for_new_inputs(rand_init):
 
 
 @torch.inference_mode()
-def test_fp16_channels_last_within_fp16_tolerance(rand_init):
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+def test_fp16_within_fp16_tolerance(rand_init, memory_format):
     reference_model = _lraspp(rand_init)
     x = torch.randn(2, 3, 512, 1024, device="cuda", generator=torch.Generator(device="cuda").manual_seed(1))
     reference = reference_model(x)
-    fast = prepare_for_inference(_lraspp(rand_init), channels_last=True, dtype=torch.float16)
-    got = fast(x.half().contiguous(memory_format=torch.channels_last))
+    fast = prepare_for_inference(_lraspp(rand_init), channels_last=memory_format == torch.channels_last,
+                                 dtype=torch.float16)
+    got = fast(x.half().contiguous(memory_format=memory_format))
     assert got.dtype == torch.float16
     assert _rel(got, reference) < 2e-2
     agree = (got.argmax(1) == reference.argmax(1)).float().mean()
@@ -140,35 +148,112 @@ def test_batched_nms_on_cuda_equals_per_image():
     assert [k.tolist() for k in one_call] == [k.tolist() for k in per_image]
 
 
-@pytest.mark.parametrize("precision", ["fp16", "bf16"])
-def test_predictor_reduced_precision_agrees_with_fp32(precision, rand_init):
+def _seg_config():
     from densemnv3.config import load_config
+
+    return load_config(ROOT / "configs" / "lraspp_synthetic.py")
+
+
+def _frames():
+    return list(np.random.default_rng(0).integers(0, 256, (3, 256, 512, 3), dtype=np.uint8))
+
+
+def test_predictor_defaults_on_cuda_are_nchw_fp16_and_agree_with_fp32(rand_init):
     from densemnv3.inference import Predictor
 
-    cfg = load_config(ROOT / "configs" / "lraspp_synthetic.py")
-    frames = np.random.default_rng(0).integers(0, 256, (3, 256, 512, 3), dtype=np.uint8)
-    fp32 = Predictor(_lraspp(rand_init), cfg, device="cuda")(list(frames))
-    fast = Predictor(_lraspp(rand_init), cfg, device="cuda", precision=precision, channels_last=True)
-    for a, b in zip(fp32, fast(list(frames))):
+    fast = Predictor(_lraspp(rand_init), _seg_config(), device="cuda")
+    assert (fast.precision, fast.memory_format, fast.settings.compile, fast.settings.cuda_graphs) == (
+        "fp16", torch.contiguous_format, False, False)
+    assert fast.settings.describe() == "inference: cuda, fp16, NCHW, compile off, cuda-graphs off"
+    assert next(fast.model.parameters()).dtype == torch.float16  # the network runs in fp16
+    assert fast.model.backbone.features[0][0].weight.is_contiguous()  # NCHW weights
+    fp32 = Predictor(_lraspp(rand_init), _seg_config(), device="cuda", precision="fp32")
+    for a, b in zip(fp32(_frames()), fast(_frames())):
         assert a.shape == b.shape == (256, 512)
         assert (a == b).mean() > 0.98
 
 
+@pytest.mark.parametrize("options", [{"precision": "bf16"}, {"memory_format": "channels_last"},
+                                     {"cuda_graphs": True}], ids=["bf16", "channels_last", "cuda_graphs"])
+def test_predictor_overrides_on_cuda_agree_with_fp32(options, rand_init):
+    from densemnv3.inference import Predictor
+
+    fp32 = Predictor(_lraspp(rand_init), _seg_config(), device="cuda", precision="fp32")
+    fast = Predictor(_lraspp(rand_init), _seg_config(), device="cuda", **options)
+    for _ in range(2):  # with CUDA graphs: the capture, then a replay
+        for a, b in zip(fp32(_frames()), fast(_frames())):
+            assert a.shape == b.shape == (256, 512)
+            assert (a == b).mean() > 0.98
+
+
+@pytest.mark.parametrize("options", [{}, {"cuda_graphs": True}], ids=["defaults", "cuda_graphs"])
+def test_detection_predictor_on_cuda_agrees_with_fp32(options, rand_init):
+    from densemnv3.config import Config, DataConfig, ModelConfig
+    from densemnv3.inference import Predictor
+
+    cfg = Config(task="detection", model=ModelConfig(name="ssdlite320_mobilenet_v3_large", num_classes=91),
+                 data=DataConfig(root="/nonexistent"))
+    state = rand_init(models.ssdlite320_mobilenet_v3_large()).state_dict()
+
+    def predictor(**kwargs):
+        model = models.ssdlite320_mobilenet_v3_large()
+        model.load_state_dict(state)
+        return Predictor(model, cfg, device="cuda", score_threshold=0.01, **kwargs)
+
+    fast = predictor(**options)
+    assert fast.settings.precision == "fp16" and not fast.channels_last
+    expected = predictor(precision="fp32")(_frames())
+    for _ in range(2):  # with CUDA graphs: the capture, then a replay
+        for a, b in zip(expected, fast(_frames())):
+            assert len(a["scores"]) > 0
+            assert abs(len(b["scores"]) - len(a["scores"])) <= max(3, 0.05 * len(a["scores"]))
+            top = min(len(a["scores"]), len(b["scores"]), 20)
+            np.testing.assert_allclose(np.sort(b["scores"])[::-1][:top], np.sort(a["scores"])[::-1][:top],
+                                       atol=1e-2)
+
+
+def test_deterministic_loss_and_resize_on_cuda_equal_the_ops_they_replace():
+    from densemnv3.models.resize import resize_bilinear_matmul
+    from densemnv3.tasks.segmentation import deterministic_cross_entropy
+
+    gen = torch.Generator(device="cuda").manual_seed(6)
+    logits = torch.randn(2, 19, 64, 128, device="cuda", generator=gen, requires_grad=True)
+    target = torch.randint(0, 19, (2, 64, 128), device="cuda", generator=gen)
+    target[:, :8] = 255
+    expected = F.cross_entropy(logits, target, ignore_index=255)
+    assert torch.allclose(deterministic_cross_entropy(logits, target, 255), expected, rtol=1e-5)
+    small = logits[:, :, ::8, ::8].detach().requires_grad_()
+    got = resize_bilinear_matmul(small, (64, 128))
+    assert torch.allclose(got, F.interpolate(small, size=(64, 128), mode="bilinear", align_corners=False),
+                          atol=1e-5)
+
+
+def _train_overrides(tool, tiny_synthetic, tiny_overrides, work):
+    if tool == "train_seg.py":  # tiny_overrides sets train.deterministic=True
+        return "lraspp_synthetic.py", tiny_overrides(tiny_synthetic, work, train__amp=True)
+    return "ssdlite_synthetic.py", [
+        "model.name=ssdlite320_mobilenet_v3_small", f"data.root={tiny_synthetic}", "data.synthetic=None",
+        "data.batch_size=4", "data.eval_batch_size=2", "data.workers=0", "schedule.iters=6",
+        "schedule.warmup_iters=1", "train.eval_interval=3", "train.checkpoint_interval=3",
+        "train.amp=True", "train.channels_last=True", "train.deterministic=True", f"work_dir={work}",
+    ]
+
+
 @pytest.mark.parametrize("tool", ["train_seg.py", "train_det.py"])
-def test_amp_training_on_cuda(tool, tiny_synthetic, tiny_overrides, run_tool, tmp_path):
-    work = tmp_path / "run"
-    if tool == "train_seg.py":
-        config, overrides = "lraspp_synthetic.py", tiny_overrides(tiny_synthetic, work, train__amp=True)
-    else:
-        config = "ssdlite_synthetic.py"
-        overrides = [
-            "model.name=ssdlite320_mobilenet_v3_small", f"data.root={tiny_synthetic}", "data.synthetic=None",
-            "data.batch_size=4", "data.eval_batch_size=2", "data.workers=0", "schedule.iters=6",
-            "schedule.warmup_iters=1", "train.eval_interval=3", "train.checkpoint_interval=3",
-            "train.amp=True", "train.channels_last=True", f"work_dir={work}",
-        ]
-    done = run_tool(tool, str(ROOT / "configs" / config), "--device", "cuda", "--no-progress", "--set", *overrides)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads((work / "metrics.json").read_text())
-    header, *rows = (work / "results.csv").read_text().splitlines()
-    assert rows and "nan" not in rows[-1].lower()
+def test_deterministic_amp_training_on_cuda_is_bit_identical(tool, tiny_synthetic, tiny_overrides, run_tool,
+                                                              tmp_path):
+    """train.deterministic=True with AMP on CUDA: it runs, and twice gives the same weights bit for bit."""
+    weights = []
+    for run in ("a", "b"):
+        work = tmp_path / run
+        config, overrides = _train_overrides(tool, tiny_synthetic, tiny_overrides, work)
+        done = run_tool(tool, str(ROOT / "configs" / config), "--device", "cuda", "--no-progress",
+                        "--set", *overrides)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert json.loads((work / "metrics.json").read_text())
+        header, *rows = (work / "results.csv").read_text().splitlines()
+        assert rows and "nan" not in rows[-1].lower()
+        weights.append(torch.load(work / "last.pt", map_location="cpu", weights_only=False)["model"])
+    assert weights[0].keys() == weights[1].keys()
+    different = [k for k in weights[0] if not torch.equal(weights[0][k], weights[1][k])]
+    assert not different, f"{len(different)} tensors differ between two deterministic runs, e.g. {different[:3]}"

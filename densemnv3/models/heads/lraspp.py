@@ -24,6 +24,8 @@ from torch import Tensor, nn
 
 from densemnv3.errors import ConfigError
 
+from ..resize import resize_bilinear
+
 PoolMode = Literal["global", "paper"]
 
 
@@ -103,7 +105,7 @@ class LRASPPHead(nn.Module):
         gate = self.scale(high)
         size = high.shape[-2:]
         if gate.shape[-2:] != size and gate.shape[-2] * gate.shape[-1] != 1:
-            gate = F.interpolate(gate, size=size, mode="bilinear", align_corners=False)
+            gate = resize_bilinear(gate, size)
         return gate
 
     def forward(self, low: Tensor, high: Tensor) -> Tensor:
@@ -112,5 +114,5 @@ class LRASPPHead(nn.Module):
         # and resize num_classes channels instead of inter_channels: same logits, less work.
         x = self.high_classifier(x)
         if x.shape[-2:] != low.shape[-2:]:
-            x = F.interpolate(x, size=low.shape[-2:], mode="bilinear", align_corners=False)
+            x = resize_bilinear(x, low.shape[-2:])
         return self.low_classifier(low) + x
