@@ -1,9 +1,14 @@
 """Inference-time rewrites of a trained model: BatchNorm folding, memory format, precision, compile.
 
 None of them changes what the model computes beyond floating-point rounding (fp16/bf16 change
-the precision, on purpose). ``prepare_for_inference`` is the one call a tool needs::
+the precision, on purpose). ``prepare_for_inference`` is the one call a tool needs, with the
+options :mod:`densemnv3.inference.settings` resolves for the device::
 
-    model = prepare_for_inference(model, channels_last=True)   # eval, folded BN, NHWC
+    settings = inference_defaults(device)          # CUDA: fp16, NCHW; CPU: fp32, NCHW
+    model = prepare_for_inference(model, channels_last=settings.channels_last,
+                                  dtype=settings.dtype)   # eval, folded BN
+
+(channels_last helps convolutions on CPU but slows MobileNetV3's depthwise ones on CUDA.)
 """
 
 from __future__ import annotations
