@@ -10,8 +10,7 @@ from torch import nn
 from densemnv3 import models
 from densemnv3.config import Config, ModelConfig
 from densemnv3.engine import distributed as dist_utils
-from densemnv3.errors import ConfigError
-from densemnv3.models.backbones.base import did_you_mean
+from densemnv3.errors import ConfigError, did_you_mean
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:

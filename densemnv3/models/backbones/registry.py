@@ -6,9 +6,8 @@ from collections.abc import Callable, Sequence
 
 from torch import nn
 
-from densemnv3.errors import ConfigError
+from densemnv3.errors import ConfigError, did_you_mean
 
-from .base import did_you_mean
 from .mobilenet_v1 import mobilenet_v1
 from .mobilenet_v2 import mobilenet_v2
 from .mobilenet_v3 import mobilenet_v3_large, mobilenet_v3_small
