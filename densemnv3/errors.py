@@ -36,6 +36,16 @@ class SourceError(UserError):
     """A video source cannot be opened or read."""
 
 
+class TrainingError(UserError):
+    """Training cannot go on (e.g. the loss became NaN)."""
+
+
+class ExportCheckError(UserError):
+    """The exported model disagrees with PyTorch (exit code 1: the export itself is wrong)."""
+
+    exit_code = 1
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` for the closest choice, or an empty string."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)

@@ -24,16 +24,12 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from densemnv3.config import Config, save_config
-from densemnv3.errors import CheckpointError, UserError
+from densemnv3.errors import CheckpointError, TrainingError, UserError
 
 from . import distributed as dist_utils
 from .checkpoint import atomic_save, get_rng_state, load_checkpoint, set_rng_state
 from .results import ResultsLog
 from .sampler import ResumableBatchSampler, SeededDataset
-
-
-class TrainingError(UserError):
-    """Training cannot go on (e.g. the loss became NaN)."""
 
 
 class Task(Protocol):
