@@ -19,8 +19,10 @@ from densemnv3.engine.sampler import shard_indices
 from densemnv3.evaluation.segmentation import ConfusionMatrix, SegMetrics, format_iou_table
 
 from .common import build_model, ensure_synthetic
+from .registry import register_task
 
 
+@register_task("segmentation")
 class SegmentationTask:
     """Cross-entropy training and confusion-matrix evaluation (mIoU over the 19 train ids)."""
 

@@ -14,6 +14,7 @@ from torchvision.models import MobileNetV2
 from torchvision.ops import Conv2dNormActivation
 
 from .base import BlockSpec, FeatureBackbone
+from .registry import register_backbone
 
 
 class InvertedResidual(nn.Module):
@@ -70,6 +71,7 @@ def _spec(layer: nn.Module) -> BlockSpec:
     return BlockSpec(convs[-1].out_channels, downsamples=downsamples, expand_channels=expand)
 
 
+@register_backbone("mobilenet_v2")
 def mobilenet_v2(
     *,
     width_mult: float = 1.0,

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torchvision.ops import Conv2dNormActivation, SqueezeExcitation
 
 from .base import BlockSpec, FeatureBackbone, make_divisible
+from .registry import register_backbone
 
 # (in, kernel, expanded, out, SE, activation, stride) per block: Tables 1 and 2 of the paper.
 LARGE = (
@@ -161,6 +162,7 @@ def _build(
     )
 
 
+@register_backbone("mobilenet_v3_large")
 def mobilenet_v3_large(
     *,
     width_mult: float = 1.0,
@@ -176,6 +178,7 @@ def mobilenet_v3_large(
     )
 
 
+@register_backbone("mobilenet_v3_small")
 def mobilenet_v3_small(
     *,
     width_mult: float = 1.0,
