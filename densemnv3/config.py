@@ -7,6 +7,7 @@ A config file defines ``cfg``, a :class:`Config`. A derived config imports its b
 
 :func:`load_config` runs the file with the config's folder and its parent importable, gives every
 load fresh module objects (so a base edited by one derived config is not seen by the next),
+makes the shipped ``configs`` package importable from a config in any folder,
 applies overrides such as ``"optim.lr=0.02"`` with type conversion, and checks every value against
 its field's type. Unknown keys fail with the closest valid key.
 """
@@ -26,8 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from densemnv3.errors import ConfigError
-from densemnv3.models.backbones.base import did_you_mean
+from densemnv3.errors import ConfigError, did_you_mean
 
 
 @dataclass
@@ -159,9 +159,17 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
     return cfg
 
 
+#: The checkout densemnv3 runs from, whose ``configs/`` package a config anywhere may import
+#: (``from configs.lraspp_synthetic import cfg``); absent in a non-editable install.
+SHIPPED_ROOT = Path(__file__).resolve().parents[1]
+
+
 def _exec_config(path: Path) -> types.ModuleType:
     folder = path.resolve().parent
     roots = [str(folder), str(folder.parent)]
+    if (SHIPPED_ROOT / "configs" / "__init__.py").is_file() and str(SHIPPED_ROOT) not in roots:
+        roots.append(str(SHIPPED_ROOT))  # after the user's folders: theirs win
+    fresh = (str(folder), str(SHIPPED_ROOT / "configs"))
     before = set(sys.modules)
     sys.path[:0] = roots
     try:
@@ -182,7 +190,7 @@ def _exec_config(path: Path) -> types.ModuleType:
                 sys.path.remove(root)
         for name in set(sys.modules) - before:  # config modules are re-run on every load
             file = getattr(sys.modules[name], "__file__", None) or ""
-            if name.startswith("_densemnv3_config_") or file.startswith(str(folder)):
+            if name.startswith("_densemnv3_config_") or file.startswith(fresh):
                 del sys.modules[name]
 
 

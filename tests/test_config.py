@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -105,3 +106,34 @@ def test_cli_misspelled_key_gives_did_you_mean_not_traceback(tmp_path):
         "optim.clip_grad_norm"
     )
     assert "Traceback" not in proc.stderr
+
+
+def test_importing_config_loads_no_torch():
+    code = "import sys, densemnv3.config, densemnv3.errors; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_config_outside_repo_derives_from_shipped_config(tmp_path):
+    """A user's config in their own folder imports a shipped one, run from elsewhere, with only
+    the package itself on the path (the checkout's root, which holds configs/, is not)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "densemnv3").symlink_to(ROOT / "densemnv3")
+    user = tmp_path / "my_project" / "my_seg.py"
+    user.parent.mkdir()
+    write(user, "from configs.lraspp_synthetic import cfg\ncfg.optim.lr = 0.123\n")
+    code = (
+        "import sys; from densemnv3.config import load_config; "
+        "a = load_config('my_project/my_seg.py'); "
+        f"b = load_config({str(ROOT / 'configs/lraspp_synthetic.py')!r}); "
+        "print(a.optim.lr, b.optim.lr, a.schedule.iters == b.schedule.iters, "
+        "any(m.split('.')[0] == 'configs' for m in sys.modules))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(site)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    lr, base_lr, same_schedule, leaked = out.stdout.split()
+    assert float(lr) == 0.123 and float(base_lr) != 0.123  # the edit does not leak into the base
+    assert same_schedule == "True" and leaked == "False"

@@ -24,17 +24,13 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from densemnv3.config import Config, save_config
-from densemnv3.errors import CheckpointError, UserError
+from densemnv3.errors import CheckpointError, TrainingError, UserError
 
 from . import distributed as dist_utils
 from .checkpoint import atomic_save, get_rng_state, load_checkpoint, set_rng_state
 from .determinism import enable_determinism, nondeterministic_op_is_a_user_error
 from .results import ResultsLog
 from .sampler import ResumableBatchSampler, SeededDataset
-
-
-class TrainingError(UserError):
-    """Training cannot go on (e.g. the loss became NaN)."""
 
 
 class Task(Protocol):
@@ -50,6 +46,14 @@ class Task(Protocol):
     def report(self, metrics: dict[str, Any]) -> str: ...
 
 
+#: Layers whose weights get ``optim.norm_weight_decay`` (torchvision's references test for the
+#: private ``_NormBase``; these are its public subclasses plus the other norms).
+NORM_LAYERS = (
+    nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
+    nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.GroupNorm, nn.LayerNorm,
+)
+
+
 def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
     """SGD or AdamW (``optim.name``); norm layers and biases get ``optim.norm_weight_decay`` when
     it is set."""
@@ -59,7 +63,7 @@ def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
         for name, p in module.named_parameters(recurse=False):
             if not p.requires_grad:
                 continue
-            is_norm = isinstance(module, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm))
+            is_norm = isinstance(module, NORM_LAYERS)
             (no_decay if (is_norm or name == "bias") and o.norm_weight_decay is not None else decay).append(p)
     groups = [{"params": decay, "weight_decay": o.weight_decay}]
     if no_decay:

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from densemnv3.errors import UserError
+from densemnv3.errors import ExportCheckError, UserError
 from densemnv3.models import SSDLite
 
 from .optimize import prepare_for_inference
@@ -49,12 +49,6 @@ Format = Literal["onnx", "torchscript"]
 #: Largest max-abs difference between the exported file and PyTorch that passes the check.
 TOLERANCE = 1e-3
 ONNX_INSTALL_HINT = "pip install densemnv3[export]"
-
-
-class ExportCheckError(UserError):
-    """The exported model disagrees with PyTorch (exit code 1: the export itself is wrong)."""
-
-    exit_code = 1
 
 
 class SSDLiteExport(nn.Module):

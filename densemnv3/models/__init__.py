@@ -13,6 +13,7 @@ from .detection import (
     ssdlite320_mobilenet_v3_large,
     ssdlite320_mobilenet_v3_small,
 )
+from .registry import MODELS, build_model, list_models, register_model
 from .segmentation import LRASPP, lraspp, lraspp_mobilenet_v3_large, lraspp_mobilenet_v3_small
 from .weights import LoadResult, load_torchvision_weights, read_checkpoint
 
@@ -22,14 +23,18 @@ __all__ = [
     "FeatureBackbone",
     "FeatureInfo",
     "LoadResult",
+    "MODELS",
+    "build_model",
     "create_backbone",
     "list_backbones",
+    "list_models",
     "load_torchvision_weights",
     "lraspp",
     "lraspp_mobilenet_v3_large",
     "lraspp_mobilenet_v3_small",
     "read_checkpoint",
     "register_backbone",
+    "register_model",
     "ssdlite",
     "ssdlite320_mobilenet_v3_large",
     "ssdlite320_mobilenet_v3_small",

@@ -21,6 +21,7 @@ from densemnv3.errors import ConfigError
 from .backbones import create_backbone
 from .heads.anchors import BoxCoder, DefaultBoxes
 from .heads.ssdlite import SSDLiteHead, build_extra, normal_init_
+from .registry import register_model
 from .weights import load_torchvision_weights
 
 Targets = Sequence[Mapping[str, Tensor]]
@@ -404,6 +405,7 @@ def ssdlite(
     return model
 
 
+@register_model(forwards_kwargs_to=(ssdlite, SSDLite.__init__))
 def ssdlite320_mobilenet_v3_large(
     *,
     num_classes: int = 91,
@@ -425,6 +427,7 @@ def ssdlite320_mobilenet_v3_large(
     )
 
 
+@register_model(forwards_kwargs_to=(ssdlite, SSDLite.__init__))
 def ssdlite320_mobilenet_v3_small(
     *,
     num_classes: int = 91,

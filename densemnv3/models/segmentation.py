@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from .backbones import create_backbone
 from .heads.lraspp import LRASPPHead, PoolMode
+from .registry import register_model
 from .resize import resize_bilinear
 from .weights import LoadResult, load_torchvision_weights
 
@@ -110,6 +111,7 @@ def lraspp(
     return model
 
 
+@register_model()
 def lraspp_mobilenet_v3_large(
     *,
     num_classes: int = 19,
@@ -130,6 +132,7 @@ def lraspp_mobilenet_v3_large(
     )
 
 
+@register_model()
 def lraspp_mobilenet_v3_small(
     *,
     num_classes: int = 19,

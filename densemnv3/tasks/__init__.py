@@ -1,18 +1,17 @@
 """Tasks tie a config to the engine: which model and data to build, the losses, the evaluation."""
 
+from .detection import DetectionTask
+from .registry import TASKS, register_task
 from .segmentation import SegmentationTask
 
-__all__ = ["SegmentationTask", "build_task"]
+__all__ = ["TASKS", "DetectionTask", "SegmentationTask", "build_task", "list_tasks", "register_task"]
 
 
 def build_task(cfg):
     """The task object for ``cfg.task``."""
-    if cfg.task == "segmentation":
-        return SegmentationTask(cfg)
-    if cfg.task == "detection":
-        from .detection import DetectionTask
+    return TASKS.get(cfg.task)(cfg)
 
-        return DetectionTask(cfg)
-    from densemnv3.errors import ConfigError
 
-    raise ConfigError(f"task must be 'segmentation' or 'detection', got {cfg.task!r}")
+def list_tasks() -> list[str]:
+    """Names accepted as ``task`` in a config."""
+    return TASKS.names()

@@ -1,55 +1,14 @@
-"""Builders shared by the tasks: the model named in the config, and the synthetic dataset."""
+"""What the tasks share: the model named in the config, and the synthetic dataset."""
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
-from torch import nn
-
-from densemnv3 import models
-from densemnv3.config import Config, ModelConfig
+from densemnv3.config import Config
 from densemnv3.engine import distributed as dist_utils
-from densemnv3.errors import ConfigError
-from densemnv3.models.backbones.base import did_you_mean
+from densemnv3.models.registry import build_model
 
-
-def build_model(cfg: ModelConfig) -> nn.Module:
-    """``densemnv3.models.<cfg.name>(num_classes=..., **cfg.options)`` with checked options, then
-    the optional torchvision backbone / whole-model checkpoints."""
-    builders = {name for name in getattr(models, "__all__", ()) if name.startswith(("lraspp", "ssdlite"))}
-    if cfg.name not in builders:
-        raise ConfigError(f"model.name {cfg.name!r} is not a model{did_you_mean(cfg.name, builders)}; "
-                          f"available: {', '.join(sorted(builders))}")
-    builder = getattr(models, cfg.name)
-    accepted = _options_of(builder)
-    for key in cfg.options:
-        if key not in accepted:
-            raise ConfigError(
-                f"model.options.{key}: {cfg.name} has no option {key!r}{did_you_mean(key, accepted)}"
-            )
-    model = builder(num_classes=cfg.num_classes, **cfg.options)
-    if cfg.backbone_weights:
-        models.load_torchvision_weights(model.backbone, cfg.backbone_weights)
-    if cfg.weights:
-        models.load_torchvision_weights(model, cfg.weights)
-    return model
-
-
-def _options_of(builder) -> set[str]:
-    """Keyword options of ``builder``, following its ``**kwargs`` into what it forwards them to
-    (the SSDLite builders forward to :func:`~densemnv3.models.ssdlite` and
-    :class:`~densemnv3.models.SSDLite`)."""
-    forwards_to = {models.ssdlite320_mobilenet_v3_large: models.ssdlite,
-                   models.ssdlite320_mobilenet_v3_small: models.ssdlite,
-                   models.ssdlite: models.SSDLite.__init__}
-    names: set[str] = set()
-    while builder is not None:
-        params = inspect.signature(builder).parameters
-        names |= {n for n, p in params.items() if p.kind is p.KEYWORD_ONLY or
-                  (p.kind is p.POSITIONAL_OR_KEYWORD and n != "self")}
-        builder = forwards_to.get(builder) if any(p.kind is p.VAR_KEYWORD for p in params.values()) else None
-    return names - {"backbone", "num_classes"}
+__all__ = ["build_model", "ensure_synthetic"]
 
 
 def ensure_synthetic(cfg: Config) -> None:

@@ -18,8 +18,10 @@ from densemnv3.engine.sampler import shard_indices
 from densemnv3.evaluation.coco import CocoEvaluator, DetMetrics, format_ap_table
 
 from .common import build_model, ensure_synthetic
+from .registry import register_task
 
 
+@register_task("detection")
 class DetectionTask:
     """SSD losses for training; COCO AP (pycocotools) for evaluation."""
 

@@ -20,6 +20,7 @@ from densemnv3.evaluation.segmentation import ConfusionMatrix, SegMetrics, forma
 from densemnv3.models.resize import deterministic_cuda
 
 from .common import build_model, ensure_synthetic
+from .registry import register_task
 
 
 def cross_entropy_2d(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
@@ -42,6 +43,7 @@ def deterministic_cross_entropy(logits: Tensor, target: Tensor, ignore_index: in
     return -torch.where(valid, picked, 0.0).sum() / valid.sum()
 
 
+@register_task("segmentation")
 class SegmentationTask:
     """Cross-entropy training and confusion-matrix evaluation (mIoU over the 19 train ids)."""
 

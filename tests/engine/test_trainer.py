@@ -14,7 +14,8 @@ import torch
 
 from densemnv3.config import load_config
 from densemnv3.engine.checkpoint import load_checkpoint
-from densemnv3.engine.trainer import Trainer, TrainingError
+from densemnv3.engine.trainer import Trainer
+from densemnv3.errors import TrainingError
 from densemnv3.tasks import build_task
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -180,9 +180,9 @@ def test_registry():
         with pytest.raises(ValueError, match="already registered"):
             register_backbone("tiny_test_backbone", tiny)
     finally:
-        from densemnv3.models.backbones import registry
+        from densemnv3.models.backbones.registry import BACKBONES
 
-        registry._BACKBONES.pop("tiny_test_backbone")
+        BACKBONES.unregister("tiny_test_backbone")
 
 
 def test_unknown_tap():

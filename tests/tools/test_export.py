@@ -152,7 +152,8 @@ def test_missing_onnx_packages_say_what_to_install(tool, checkpoints, tmp_path, 
 
 
 def test_a_failed_check_exits_with_code_1(checkpoints, tmp_path):
-    from densemnv3.inference.export import ExportCheckError, export_model
+    from densemnv3.errors import ExportCheckError
+    from densemnv3.inference.export import export_model
 
     model = lraspp_mobilenet_v3_small(num_classes=19)
     model.load_state_dict(torch.load(checkpoints / "seg.pt")["model"])

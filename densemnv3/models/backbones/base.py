@@ -16,15 +16,14 @@ Taps:
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 from torchvision.ops import FrozenBatchNorm2d
 
-from densemnv3.errors import ConfigError
+from densemnv3.errors import ConfigError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -78,12 +77,6 @@ def freeze_batchnorm_(module: nn.Module) -> nn.Module:
         else:
             freeze_batchnorm_(child)
     return module
-
-
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """`` (did you mean 'x'?)`` for the closest choice, or an empty string."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class FeatureBackbone(nn.Module):

@@ -12,6 +12,7 @@ from torch import nn
 from torchvision.ops import Conv2dNormActivation
 
 from .base import BlockSpec, FeatureBackbone, make_divisible
+from .registry import register_backbone
 
 # (out channels, stride) of each depthwise-separable block.
 BLOCKS = (
@@ -20,6 +21,7 @@ BLOCKS = (
 )
 
 
+@register_backbone("mobilenet_v1")
 def mobilenet_v1(
     *,
     width_mult: float = 1.0,

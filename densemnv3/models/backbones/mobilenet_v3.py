@@ -1,19 +1,21 @@
-"""MobileNetV3 Large/Small backbones, built from torchvision's public blocks.
+"""MobileNetV3 Large/Small backbones.
 
-``features`` matches torchvision's ``mobilenet_v3_*().features`` layer for layer, so its
-checkpoints load by key (see :func:`densemnv3.models.load_torchvision_weights`).
+``features`` matches torchvision's ``mobilenet_v3_*().features`` layer for layer and key for key,
+so its checkpoints load as they are (see :func:`densemnv3.models.load_torchvision_weights`). The
+blocks are written here from torchvision's public ops (``Conv2dNormActivation``,
+``SqueezeExcitation``) rather than imported from its private ``mobilenetv3`` module.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 
 from torch import Tensor, nn
-from torchvision.models.mobilenetv3 import InvertedResidual, InvertedResidualConfig
-from torchvision.ops import Conv2dNormActivation
+from torchvision.ops import Conv2dNormActivation, SqueezeExcitation
 
-from .base import BlockSpec, FeatureBackbone
+from .base import BlockSpec, FeatureBackbone, make_divisible
+from .registry import register_backbone
 
 # (in, kernel, expanded, out, SE, activation, stride) per block: Tables 1 and 2 of the paper.
 LARGE = (
@@ -61,12 +63,53 @@ def _reduce_tail(table: Sequence[tuple]) -> list[tuple]:
     return [tuple(row) for row in rows]
 
 
-def _split_expand(block: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
-    expanded = block.block[0](x)
-    out = block.block[1:](expanded)
-    if block.use_res_connect:
-        out = out + x
-    return expanded, out
+class InvertedResidual(nn.Module):
+    """MobileNetV3 block: 1×1 expand (omitted when ``expanded == in``) → k×k depthwise
+    (→ squeeze-excitation) → 1×1 linear projection, with a shortcut when shape allows.
+
+    Layer names (``block.0``, ``block.1``, ...) are torchvision's, so its weights load by key.
+    """
+
+    def __init__(
+        self, in_ch: int, kernel: int, expanded: int, out_ch: int, use_se: bool, activation: str,
+        stride: int, norm_layer: Callable[[int], nn.Module],
+    ):
+        super().__init__()
+        act = nn.Hardswish if activation == "HS" else nn.ReLU
+        layers: list[nn.Module] = []
+        if expanded != in_ch:
+            layers.append(Conv2dNormActivation(
+                in_ch, expanded, kernel_size=1, norm_layer=norm_layer, activation_layer=act
+            ))
+        layers.append(Conv2dNormActivation(
+            expanded, expanded, kernel_size=kernel, stride=stride, groups=expanded,
+            norm_layer=norm_layer, activation_layer=act,
+        ))
+        if use_se:
+            squeeze = make_divisible(expanded // 4, 8)
+            layers.append(SqueezeExcitation(expanded, squeeze, scale_activation=nn.Hardsigmoid))
+        layers.append(Conv2dNormActivation(
+            expanded, out_ch, kernel_size=1, norm_layer=norm_layer, activation_layer=None
+        ))
+        self.block = nn.Sequential(*layers)
+        self.has_expansion = expanded != in_ch
+        self.use_res_connect = stride == 1 and in_ch == out_ch
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.block(x)
+        return out + x if self.use_res_connect else out
+
+    def forward_with_expansion(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(expansion output, block output)``; the first is SSDLite's ``C4_expand`` map."""
+        if not self.has_expansion:
+            raise ValueError("this block has no expansion conv")
+        expanded = self.block[0](x)
+        out = self.block[1:](expanded)
+        return expanded, out + x if self.use_res_connect else out
+
+
+def _split_expand(block: InvertedResidual, x: Tensor) -> tuple[Tensor, Tensor]:
+    return block.forward_with_expansion(x)
 
 
 def _build(
@@ -81,9 +124,15 @@ def _build(
     if reduced_tail:
         table = _reduce_tail(table)
     norm_layer = partial(nn.BatchNorm2d, eps=0.001, momentum=0.01)
-    configs = [InvertedResidualConfig(*row, dilation=1, width_mult=width_mult) for row in table]
-    stem_channels = configs[0].input_channels
-    last_channels = 6 * configs[-1].out_channels
+    # channels scale with the width (torchvision's adjust_channels); kernel, SE, activation and
+    # stride do not
+    rows = [
+        (make_divisible(i * width_mult), k, make_divisible(e * width_mult),
+         make_divisible(o * width_mult), se, act, s)
+        for i, k, e, o, se, act, s in table
+    ]
+    stem_channels = rows[0][0]
+    last_channels = 6 * rows[-1][3]
     layers: list[nn.Module] = [
         Conv2dNormActivation(
             3, stem_channels, kernel_size=3, stride=2, norm_layer=norm_layer,
@@ -91,13 +140,14 @@ def _build(
         )
     ]
     specs = [BlockSpec(stem_channels, downsamples=True)]
-    for cnf in configs:
-        layers.append(InvertedResidual(cnf, norm_layer))
-        expand = cnf.expanded_channels if cnf.expanded_channels != cnf.input_channels else None
-        specs.append(BlockSpec(cnf.out_channels, downsamples=cnf.stride == 2, expand_channels=expand))
+    for row in rows:
+        in_ch, _, expanded, out_ch, _, _, stride = row
+        layers.append(InvertedResidual(*row, norm_layer=norm_layer))
+        expand = expanded if expanded != in_ch else None
+        specs.append(BlockSpec(out_ch, downsamples=stride == 2, expand_channels=expand))
     layers.append(
         Conv2dNormActivation(
-            configs[-1].out_channels, last_channels, kernel_size=1, norm_layer=norm_layer,
+            rows[-1][3], last_channels, kernel_size=1, norm_layer=norm_layer,
             activation_layer=nn.Hardswish,
         )
     )
@@ -112,6 +162,7 @@ def _build(
     )
 
 
+@register_backbone("mobilenet_v3_large")
 def mobilenet_v3_large(
     *,
     width_mult: float = 1.0,
@@ -127,6 +178,7 @@ def mobilenet_v3_large(
     )
 
 
+@register_backbone("mobilenet_v3_small")
 def mobilenet_v3_small(
     *,
     width_mult: float = 1.0,

@@ -7,20 +7,12 @@ from collections.abc import Callable, Sequence
 from torch import nn
 
 from densemnv3.errors import ConfigError
-
-from .base import did_you_mean
-from .mobilenet_v1 import mobilenet_v1
-from .mobilenet_v2 import mobilenet_v2
-from .mobilenet_v3 import mobilenet_v3_large, mobilenet_v3_small
+from densemnv3.utils.registry import Registry
 
 BackboneBuilder = Callable[..., nn.Module]
 
-_BACKBONES: dict[str, BackboneBuilder] = {
-    "mobilenet_v3_large": mobilenet_v3_large,
-    "mobilenet_v3_small": mobilenet_v3_small,
-    "mobilenet_v2": mobilenet_v2,
-    "mobilenet_v1": mobilenet_v1,
-}
+#: Every backbone by name; the families register themselves when ``backbones`` is imported.
+BACKBONES: Registry[BackboneBuilder] = Registry("backbone")
 
 
 def register_backbone(name: str, builder: BackboneBuilder | None = None, *, overwrite: bool = False):
@@ -31,19 +23,13 @@ def register_backbone(name: str, builder: BackboneBuilder | None = None, *, over
     ``feature_info[tap]`` has ``.channels`` and ``.stride`` — e.g. a
     :class:`~densemnv3.models.backbones.base.FeatureBackbone`.
     """
-
-    def add(fn: BackboneBuilder) -> BackboneBuilder:
-        if name in _BACKBONES and not overwrite:
-            raise ValueError(f"backbone {name!r} is already registered (pass overwrite=True)")
-        _BACKBONES[name] = fn
-        return fn
-
+    add = BACKBONES.register(name, overwrite=overwrite)
     return add if builder is None else add(builder)
 
 
 def list_backbones() -> list[str]:
     """Names accepted by :func:`create_backbone`."""
-    return sorted(_BACKBONES)
+    return BACKBONES.names()
 
 
 def create_backbone(
@@ -62,11 +48,7 @@ def create_backbone(
     ``dilated=True`` is torchvision's switch and means ``output_stride=16``; ``output_stride=8``
     also dilates the stride-8 → 16 stage. ``reduced_tail`` halves the last stage (MobileNetV3 only).
     """
-    if name not in _BACKBONES:
-        raise ConfigError(
-            f"unknown backbone {name!r}{did_you_mean(name, _BACKBONES)}; "
-            f"available: {', '.join(list_backbones())}"
-        )
+    builder = BACKBONES.get(name)
     if output_stride is None:
         output_stride = 16 if dilated else 32
     elif dilated and output_stride == 32:
@@ -76,7 +58,7 @@ def create_backbone(
     if width_mult != 1.0:
         kwargs["width_mult"] = width_mult
     try:
-        backbone = _BACKBONES[name](
+        backbone = builder(
             output_stride=output_stride, out_features=tuple(out_features), frozen_bn=frozen_bn,
             **kwargs,
         )
