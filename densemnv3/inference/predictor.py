@@ -146,8 +146,7 @@ class Predictor:
         checkpoint) and wrap it; ``kwargs`` (``precision``, ``memory_format``, ...) go to
         :class:`Predictor`."""
         from densemnv3.engine.checkpoint import load_checkpoint
-        from densemnv3.models import load_torchvision_weights
-        from densemnv3.tasks.common import build_model
+        from densemnv3.models import build_model, load_torchvision_weights
 
         cfg = load_config(config_path, overrides)
         state = load_checkpoint(weights)

@@ -7,7 +7,9 @@ and ``benchmark.py`` all resolve their options here, and every choice can be ove
   (torch 2.11, LR-ASPP-Large 1024×2048 batch 8, vs torchvision eager fp32 in the same run):
   NCHW fp16 1.50×, NCHW fp32 1.14×, channels_last fp16 0.91×, channels_last fp32 0.69×
   (channels_last slows CUDA's depthwise convolutions).
-- CPU: fp32, NCHW, no compile (SSDLite switches its own network to channels_last on CPU).
+- CPU: fp32, channels_last, no compile. With BatchNorm folded, NHWC halves oneDNN's
+  convolutions (LR-ASPP-Large 512×1024, 2 threads: 1.51× torchvision against 1.00× in NCHW;
+  BENCHMARKS.md); SSDLite's network also runs NHWC on CPU.
 
 Imports torch only when a device is resolved, so a tool parses its arguments (and reports a bad
 one) at once.
@@ -102,7 +104,7 @@ def inference_defaults(device: str | torch.device) -> InferenceSettings:
     device = torch.device(device)
     if device.type == "cuda":
         return InferenceSettings(device, precision="fp16", memory_format="nchw")
-    return InferenceSettings(device)
+    return InferenceSettings(device, precision="fp32", memory_format="channels_last")
 
 
 def resolve_inference(

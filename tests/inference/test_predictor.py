@@ -198,11 +198,12 @@ def test_batchnorm_is_folded_unless_fuse_bn_is_off(seg_model):
 
 def test_cpu_defaults_and_overrides(seg_model):
     default = Predictor(copy.deepcopy(seg_model), seg_config(), device="cpu")
-    assert (default.precision, default.channels_last, default.settings.compile) == ("fp32", False, False)
-    assert default.settings.describe() == "inference: cpu, fp32, NCHW, compile off, cuda-graphs off"
-    nhwc = Predictor(copy.deepcopy(seg_model), seg_config(), device="cpu", memory_format="channels_last")
-    assert nhwc.memory_format == torch.channels_last
-    assert nhwc.settings == InferenceSettings(torch.device("cpu"), memory_format="channels_last")
+    assert (default.precision, default.channels_last, default.settings.compile) == ("fp32", True, False)
+    assert default.memory_format == torch.channels_last
+    assert default.settings.describe() == "inference: cpu, fp32, channels_last, compile off, cuda-graphs off"
+    nchw = Predictor(copy.deepcopy(seg_model), seg_config(), device="cpu", memory_format="nchw")
+    assert nchw.memory_format == torch.contiguous_format
+    assert nchw.settings == InferenceSettings(torch.device("cpu"), memory_format="nchw")
     with pytest.raises(UserError, match="CUDA graphs need a CUDA device"):
         Predictor(seg_model, seg_config(), device="cpu", cuda_graphs=True)
 

@@ -22,8 +22,8 @@ def test_defaults_per_device():
     assert cuda.dtype == torch.float16 and cuda.torch_memory_format == torch.contiguous_format
     assert cuda.describe() == "inference: cuda, fp16, NCHW, compile off, cuda-graphs off"
     cpu = inference_defaults("cpu")
-    assert (cpu.precision, cpu.memory_format, cpu.compile, cpu.cuda_graphs) == ("fp32", "nchw", False, False)
-    assert cpu.describe() == "inference: cpu, fp32, NCHW, compile off, cuda-graphs off"
+    assert (cpu.precision, cpu.memory_format, cpu.compile, cpu.cuda_graphs) == ("fp32", "channels_last", False, False)
+    assert cpu.describe() == "inference: cpu, fp32, channels_last, compile off, cuda-graphs off"
 
 
 def test_overrides_replace_only_what_is_given():
@@ -31,7 +31,8 @@ def test_overrides_replace_only_what_is_given():
     assert s == InferenceSettings(torch.device("cpu"), "bf16", "channels_last", True, False)
     assert s.describe() == "inference: cpu, bf16, channels_last, compile on, cuda-graphs off"
     assert resolve_inference("cpu", memory_format="channels_last").channels_last
-    assert resolve_inference("cpu", channels_last=False) == inference_defaults("cpu")
+    assert resolve_inference("cpu", channels_last=True) == inference_defaults("cpu")
+    assert resolve_inference("cpu", channels_last=False).memory_format == "nchw"
 
 
 @pytest.mark.parametrize("options, words", [
@@ -66,8 +67,8 @@ def test_cli_arguments_resolve_to_settings():
     assert settings_from_args(parser.parse_args([])) == inference_defaults("cpu")
     args = parser.parse_args(["--precision", "bf16", "--channels-last", "--compile"])
     assert settings_from_args(args) == InferenceSettings(torch.device("cpu"), "bf16", "channels_last", True)
-    args = parser.parse_args(["--memory-format", "channels_last", "--no-compile", "--no-cuda-graphs"])
-    assert settings_from_args(args) == InferenceSettings(torch.device("cpu"), memory_format="channels_last")
+    args = parser.parse_args(["--memory-format", "nchw", "--no-compile", "--no-cuda-graphs"])
+    assert settings_from_args(args) == InferenceSettings(torch.device("cpu"), memory_format="nchw")
 
 
 def test_variants_start_from_the_device_defaults():

@@ -62,17 +62,18 @@ def test_config_model_is_compared_with_torchvision(bench_tool, tmp_path):
 
 def test_variants_each_run_against_torchvision_fp32(bench_tool, tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert bench_tool.main(["--quick", "--model", "lraspp_small", "--variants", "default", "fp32+channels_last",
+    assert bench_tool.main(["--quick", "--model", "lraspp_small", "--variants", "default", "fp32+nchw",
                             "bf16", "--threads", "1", "--json", str(out)]) == 0
     results = json.loads(out.read_text())["results"]
     assert [(r["precision"], r["ours_options"]["memory_format"]) for r in results] == [
-        ("fp32", "nchw"), ("fp32", "channels_last"), ("bf16", "nchw")]
+        ("fp32", "channels_last"), ("fp32", "nchw"), ("bf16", "channels_last")]
     for r in results:  # the baseline is torchvision eager fp32 every time, and ours is checked against it
         assert r["tv_options"] == {"precision": "fp32", "channels_last": False}
         assert r["check_ok"] and r["rel_diff"] <= r["tolerance"]
     printed = capsys.readouterr().out
+    assert "inference: cpu, fp32, channels_last, compile off, cuda-graphs off" in printed
     assert "inference: cpu, fp32, NCHW, compile off, cuda-graphs off" in printed
-    assert "inference: cpu, bf16, NCHW, compile off, cuda-graphs off" in printed
+    assert "inference: cpu, bf16, channels_last, compile off, cuda-graphs off" in printed
 
 
 def test_variants_exclude_the_single_options(bench_tool):

@@ -74,7 +74,7 @@ def test_headless_run_writes_every_frame(demo, work, tmp_path, capsys, task):
     assert frames[0].shape == (64, 128, 3)
     stdout = capsys.readouterr().out
     assert "display off: --no-display" in stdout
-    assert "inference: cpu, fp32, NCHW, compile off, cuda-graphs off" in stdout  # the CPU defaults
+    assert "inference: cpu, fp32, channels_last, compile off, cuda-graphs off" in stdout  # CPU defaults
     assert "frames: 12 processed, 0 dropped, 0 read failures" in stdout
     for stage in ("decode", "infer", "draw", "write", "end-to-end"):
         assert stage in stdout
@@ -84,12 +84,12 @@ def test_headless_run_writes_every_frame(demo, work, tmp_path, capsys, task):
 def test_max_frames(demo, work, tmp_path, capsys):
     out = tmp_path / "out.avi"
     assert demo.main(args(work, "segmentation", "--source", str(work / "clip.mp4"), "--output", str(out),
-                          "--memory-format", "channels_last",
+                          "--memory-format", "nchw",
                           "--no-display", "--max-frames", "5", "--threads", "2")) == 0
     assert len(read_back(out)) == 5
     stdout = capsys.readouterr().out
     assert "frames: 5 processed" in stdout
-    assert "inference: cpu, fp32, channels_last, compile off, cuda-graphs off" in stdout
+    assert "inference: cpu, fp32, NCHW, compile off, cuda-graphs off" in stdout
 
 
 def test_zero_frame_video_writes_nothing_and_succeeds(demo, work, tmp_path, capsys):
