@@ -28,7 +28,13 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
-from densemnv3.data.cityscapes_labels import ID_PALETTE, LABELS, THING_NAMES
+from densemnv3.data.cityscapes_labels import (
+    ID_PALETTE,
+    LABELS,
+    NAME_TO_ID,
+    THING_IDS,
+    THING_NAMES,
+)
 from densemnv3.errors import DataError, UserError
 
 __all__ = [
@@ -41,8 +47,6 @@ __all__ = [
     "synthetic_exists",
 ]
 
-#: COCO category id (= Cityscapes label id) of each thing class.
-THING_IDS: dict[str, int] = {lab.name: lab.id for lab in LABELS if lab.name in THING_NAMES}
 CITIES: dict[str, tuple[str, ...]] = {
     "train": ("synthA", "synthB", "synthC"),
     "val": ("synthD", "synthE"),
@@ -347,7 +351,7 @@ def _check_video(path: Path, frames: int, size: tuple[int, int]) -> None:
 # ---------------------------------------------------------------------------------------------
 # Scene geometry: a pinhole camera at ``height`` metres looking down +z; x right, y up, metres.
 
-_L = {lab.name: lab.id for lab in LABELS if lab.id >= 0}
+_L = NAME_TO_ID
 _Z_NEAR = 0.5  # near clipping plane (m)
 _FAR = 1e4  # "infinity" for ground strips (m)
 _MAX_SPEED = 9.0  # fastest camera in a video (m/s)
