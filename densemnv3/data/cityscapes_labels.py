@@ -95,3 +95,7 @@ for _lab in LABELS:
 THING_NAMES: tuple[str, ...] = tuple(
     lab.name for lab in TRAIN_LABELS if lab.has_instances
 )  # person, rider, car, truck, bus, train, motorcycle, bicycle
+#: Name -> label id of every label in the official table (0-33).
+NAME_TO_ID: dict[str, int] = {lab.name: lab.id for lab in LABELS if lab.id >= 0}
+#: Thing name -> label id, which is also its COCO category id in the synthetic set.
+THING_IDS: dict[str, int] = {lab.name: lab.id for lab in LABELS if lab.name in THING_NAMES}

@@ -51,7 +51,7 @@ def _annotation_categories(cfg: Config) -> dict[int, str] | None:
 
 
 def _default_categories(num_classes: int, mapping: str) -> dict[int, str]:
-    from densemnv3.data.synthetic import THING_IDS
+    from densemnv3.data.cityscapes_labels import THING_IDS
 
     from .visualize import COCO_CATEGORY_NAMES
 

@@ -1,0 +1,33 @@
+"""Synthetic street scenes in the Cityscapes layout, with COCO detection annotations.
+
+The toolkit's out-of-the-box data and its test data. A pinhole camera looks down a procedurally
+built street (sky, buildings with windows, trees, road with lane markings converging to the
+vanishing point, sidewalks, poles, signs and traffic lights) with things at many scales and
+occlusions: cars, trucks, buses, trams, pedestrians, cyclists and motorcyclists.
+
+- ``writer``: this public API; the Cityscapes PNGs, COCO json and videos on disk.
+- ``scene``: the typed description of a street; ``street`` and ``things`` draw one at random.
+- ``render``: paints a scene at time t (``draw_street``, ``draw_things``) on the ``camera``'s
+  canvas, in the colours of ``palette``.
+"""
+
+from densemnv3.data.cityscapes_labels import THING_IDS
+
+from .writer import (
+    CITIES,
+    MIN_AREA,
+    describe,
+    make_synthetic,
+    make_synthetic_video,
+    synthetic_exists,
+)
+
+__all__ = [
+    "CITIES",
+    "MIN_AREA",
+    "THING_IDS",
+    "describe",
+    "make_synthetic",
+    "make_synthetic_video",
+    "synthetic_exists",
+]
