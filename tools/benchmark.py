@@ -4,7 +4,8 @@
 ``python tools/benchmark.py [--model lraspp_large|lraspp_small|ssdlite_large|ssdlite_small|
 data_seg|data_det|all] [--device cpu|cuda] [--batch-sizes 1 8] [--sizes 512x1024 1024x2048]
 [--precision fp32 fp16 bf16] [--threads 2] [--iters N] [--warmup N] [--json out.json]
-[--channels-last] [--compile [--compile-mode MODE]] [--cuda-graphs] [--tv-same-options] [--quick]``
+[--channels-last] [--compile [--compile-mode MODE]] [--cuda-graphs] [--tv-same-options] [--quick]
+[--det-score-thresh T] [--det-nms auto|per_image|batched]``
 
 Model cases: torchvision's model (``lraspp_mobilenet_v3_large``, ``ssdlite320_mobilenet_v3_large``
 and the Small equivalents assembled the way torchvision assembles the Large ones) is built with
@@ -192,6 +193,7 @@ def bench_model(case: str, size: tuple[int, int], batch: int, precision: str, ar
     params = sum(p.numel() for p in ours.parameters())
     if detection:  # torchvision takes [0, 1] images and normalises them itself
         tv.score_thresh = ours.score_thresh = args.det_score_thresh
+        ours.nms_impl = args.det_nms
         images01 = torch.rand(batch, 3, *size, generator=gen).to(device)
         x = (images01 - 0.5) / 0.5
     else:
@@ -258,9 +260,16 @@ def bench_model(case: str, size: tuple[int, int], batch: int, precision: str, ar
         per_class = (probs > args.det_score_thresh).sum(1).clamp(max=tv.topk_candidates)
         record["candidates_per_image"] = float(per_class.sum(-1).float().mean())
         record["ours_options"]["score_thresh"] = record["tv_options"]["score_thresh"] = args.det_score_thresh
+        record["ours_options"]["nms_impl"] = _resolved_nms_impl(args.det_nms, device)
         record.update(ours_net_ms=seconds["ours_net"] * 1e3, tv_net_ms=seconds["tv_net"] * 1e3,
                       net_ratio=seconds["tv_net"] / seconds["ours_net"])
     return record
+
+
+def _resolved_nms_impl(impl: str, device: torch.device) -> str:
+    if impl != "auto":
+        return impl
+    return "per_image" if device.type == "cpu" else "batched"  # SSDLite's choice by device
 
 
 def _detect_fp32_postprocess(model: nn.Module, x: Tensor):
@@ -492,6 +501,8 @@ def _notes(r: dict) -> str:
         notes.append("torchvision: same options")
     if "candidates_per_image" in r:
         notes.append(f"{r['candidates_per_image']:.0f} candidates/img above {options['score_thresh']:g}")
+    if options.get("nms_impl"):
+        notes.append(f"{options['nms_impl']} NMS")
     return "; ".join(notes)
 
 
@@ -541,6 +552,8 @@ def parse_args(argv: list[str] | None):
         help="SSDLite score threshold of both models (torchvision's 0.001: with random weights every "
              "class of every box passes, the heaviest postprocess; 0.5: none does, the lightest)",
     )
+    parser.add_argument("--det-nms", default="auto", choices=("auto", "per_image", "batched"),
+                        help="ours' SSDLite NMS path (auto: per_image on CPU, batched on GPUs)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, 1 iteration (a smoke test)")
     args = parser.parse_args(argv)
     args.sizes = args.sizes or (["64x128"] if args.quick else ["512x1024"])
