@@ -46,7 +46,7 @@ class Candidates(NamedTuple):
 
     scores: Tensor  # (N, C-1, k) float32, best first within each class
     anchor: Tensor  # (N, C-1, k) int64
-    key: Tensor  # (N, C-1, k) int64: order across classes (score, class, rank); -1 = below threshold
+    key: Tensor  # (N, C-1, k) int64: order across classes (score, class, rank); < 0: below threshold
     boxes: Tensor  # (N, A, 4) xyxy pixels, clipped to the image
 
 
@@ -99,23 +99,23 @@ def candidates(
     scores = F.softmax(cls_logits, dim=-1)[..., 1:].transpose(1, 2)  # (N, C-1, A)
     k = min(topk_candidates, scores.shape[2])
     top, anchor = scores.topk(k, dim=2)
-    # non-negative floats order as their bits: score in the high word, (class, rank) in the low
-    flat = torch.arange(top.shape[1] * k, device=top.device).view(top.shape[1], k)
-    key = (top.contiguous().view(torch.int32).long() << 32) | (2**32 - 1 - flat)
-    key = key.masked_fill_(~(top > score_thresh), -1)
+    # non-negative floats order as their bits: score in the high word, (class, rank) in the low;
+    # a score at or below the threshold (or NaN) becomes -1.0, whose key is negative
+    low = 2**32 - 1 - torch.arange(top.shape[1] * k, device=top.device).view(top.shape[1], k)
+    bits = torch.where(top > score_thresh, top, -1.0).view(torch.int32)
+    key = bits.to(torch.int64).mul_(2**32).add_(low)
     # boxes depend on the anchor alone: decoding every anchor once gives each candidate the same
     # bits whichever path and prefix picks it (exp differs in the last bit across layouts)
     boxes = clip_boxes_to_image(box_coder.decode(bbox_regression, anchors), image_size)
     return Candidates(top, anchor, key, boxes)
 
 
-def _detection(cand: Candidates, image: int, pos: Tensor) -> dict[str, Tensor]:
-    k = cand.scores.shape[2]
-    return {
-        "boxes": cand.boxes[image, cand.anchor[image].flatten()[pos]],
-        "scores": cand.scores[image].flatten()[pos],
-        "labels": pos // k + 1,
-    }
+def _gather(cand: Candidates, pos: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Boxes ``(N, M, 4)``, scores and labels ``(N, M)`` of the candidates at flat positions
+    ``pos`` ``(N, M)`` (class-major over ``(C-1, k)``)."""
+    anchor = cand.anchor.flatten(1).gather(1, pos)
+    boxes = cand.boxes.gather(1, anchor[..., None].expand(*anchor.shape, 4))
+    return boxes, cand.scores.flatten(1).gather(1, pos), pos // cand.scores.shape[2] + 1
 
 
 def _per_image(
@@ -124,27 +124,27 @@ def _per_image(
     """torchvision's ``nms`` on each image's ``nms_prefix`` best candidates, on more when fewer
     than ``detections_per_img`` of those survive (greedy NMS decides a box from the boxes ranked
     above it alone, so a prefix gives the first survivors exactly)."""
-    batch, classes, k = cand.key.shape
     key = cand.key.flatten(1)
     num_cand = (key >= 0).sum(1).tolist()
     count = min(nms_prefix, key.shape[1])
-    prefix = key.topk(count, dim=1).indices
+    batch_boxes, batch_scores, batch_labels = _gather(cand, key.topk(count, dim=1).indices)
     detections = []
-    for i in range(batch):
-        n = min(count, num_cand[i])
-        pos = prefix[i, :n]
-        keep = _nms_shifted(cand, i, pos, offset, nms_thresh)
-        while len(keep) < detections_per_img and n < num_cand[i]:  # prefix too short
-            n = min(4 * n, num_cand[i])
-            pos = key[i].topk(n).indices
-            keep = _nms_shifted(cand, i, pos, offset, nms_thresh)
-        detections.append(_detection(cand, i, pos[keep[:detections_per_img]]))
+    for i, total in enumerate(num_cand):
+        n = min(count, total)
+        boxes, scores, labels = batch_boxes[i, :n], batch_scores[i, :n], batch_labels[i, :n]
+        keep = _nms_shifted(boxes, scores, labels, offset, nms_thresh)
+        while len(keep) < detections_per_img and n < total:  # prefix too short
+            n = min(4 * n, total)
+            row = Candidates(*(t[i : i + 1] for t in cand))
+            boxes, scores, labels = (t[0] for t in _gather(row, key[i : i + 1].topk(n, dim=1).indices))
+            keep = _nms_shifted(boxes, scores, labels, offset, nms_thresh)
+        keep = keep[:detections_per_img]
+        detections.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
     return detections
 
 
-def _nms_shifted(cand: Candidates, image: int, pos: Tensor, offset: int, nms_thresh: float) -> Tensor:
-    det = _detection(cand, image, pos)
-    return nms(det["boxes"] + (det["labels"] * offset).to(det["boxes"])[:, None], det["scores"], nms_thresh)
+def _nms_shifted(boxes: Tensor, scores: Tensor, labels: Tensor, offset: int, nms_thresh: float) -> Tensor:
+    return nms(boxes + (labels * offset).to(boxes)[:, None], scores, nms_thresh)
 
 
 def _batched(cand: Candidates, offset: int, nms_thresh: float, detections_per_img: int) -> Detections:
@@ -155,7 +155,8 @@ def _batched(cand: Candidates, offset: int, nms_thresh: float, detections_per_im
     groups = batch * classes
     key, anchor = cand.key.view(groups, k), cand.anchor.view(groups, k)
     if groups == 0 or k == 0 or detections_per_img <= 0:
-        return [_detection(cand, i, key.new_zeros(0)) for i in range(batch)]
+        boxes, scores, labels = _gather(cand, cand.key.new_zeros(batch, 0))
+        return [{"boxes": boxes[i], "scores": scores[i], "labels": labels[i]} for i in range(batch)]
     device = key.device
     image = torch.arange(groups, device=device) // classes
     shift = ((torch.arange(groups, device=device) % classes + 1) * offset).float()
@@ -176,9 +177,7 @@ def _batched(cand: Candidates, offset: int, nms_thresh: float, detections_per_im
             break
         prefix = min(prefix * PREFIX_GROWTH, k)  # every group in todo was examined to `prefix`
     counts = (top_key >= 0).sum(1).tolist()
-    anchor_of = cand.anchor.flatten(1).gather(1, top_pos)
-    boxes = cand.boxes.gather(1, anchor_of[..., None].expand(-1, -1, 4))
-    scores, labels = cand.scores.flatten(1).gather(1, top_pos), top_pos // k + 1
+    boxes, scores, labels = _gather(cand, top_pos)
     return [
         {"boxes": boxes[i, :n], "scores": scores[i, :n], "labels": labels[i, :n]}
         for i, n in enumerate(counts)
