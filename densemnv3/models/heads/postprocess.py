@@ -38,7 +38,7 @@ Detections = list[dict[str, Tensor]]
 FIRST_PREFIX, PREFIX_GROWTH = 32, 4
 #: batched NMS: most entries of (groups, P, P) suppression matrices held at once (2 bytes each on
 #: GPUs), and most pairwise IoUs computed at once (~16 bytes of temporaries each).
-MATRIX_BUDGET, IOU_CHUNK = 2**28, 2**23
+MATRIX_BUDGET, IOU_CHUNK = 2**28, 2**24
 
 
 class Candidates(NamedTuple):
