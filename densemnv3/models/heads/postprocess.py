@@ -14,7 +14,8 @@ detections (boxes, scores, labels and their order, bit for bit):
 Both order candidates by score, then by class and per-class rank (a total order, so ties break
 the same way on every device and prefix length), and run class-wise NMS as torchvision's
 ``batched_nms`` does on its fast path: on boxes shifted by ``label * (max(H, W) + 1)``, with its
-CPU kernel's test ``IoU > nms_thresh``.
+CPU kernel's test ``IoU > nms_thresh`` and IoU float ops (the batched path computes the same bits
+on any device; torchvision's CUDA nms kernel may round an IoU differently in the last bit).
 """
 
 from __future__ import annotations
