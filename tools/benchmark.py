@@ -5,10 +5,11 @@
 data_seg|data_det|all] [--device cpu|cuda] [--batch-sizes 1 8] [--sizes 512x1024 1024x2048]
 [--precision fp32 fp16 bf16] [--threads 2] [--iters N] [--warmup N] [--json out.json]
 [--memory-format nchw|channels_last] [--compile [--compile-mode MODE]] [--cuda-graphs]
-[--variants default fp16+graphs bf16+compile ...] [--tv-same-options] [--quick]``
+[--variants default fp16+graphs bf16+compile ...] [--tv-same-options] [--quick]
+[--det-score-thresh T] [--det-nms auto|per_image|batched]``
 
 Ours runs with the device's inference defaults (``densemnv3.inference.settings``: CUDA fp16 NCHW,
-CPU fp32 NCHW) unless the options say otherwise; ``--variants`` times several combinations in one
+CPU fp32 channels_last) unless the options say otherwise; ``--variants`` times several combinations in one
 run (each ``+``-joined from a precision, ``nchw``/``channels_last``, ``compile``, ``graphs``;
 ``default`` is the device's defaults), each against torchvision eager fp32 and each checked against
 torchvision's fp32 output within its precision's tolerance (exit code 1 if one is outside).
@@ -204,6 +205,7 @@ def bench_model(case: str, size: tuple[int, int], batch: int, precision: str, ar
     params = sum(p.numel() for p in ours.parameters())
     if detection:  # torchvision takes [0, 1] images and normalises them itself
         tv.score_thresh = ours.score_thresh = args.det_score_thresh
+        ours.nms_impl = args.det_nms
         images01 = torch.rand(batch, 3, *size, generator=gen).to(device)
         x = (images01 - 0.5) / 0.5
     else:
@@ -271,9 +273,16 @@ def bench_model(case: str, size: tuple[int, int], batch: int, precision: str, ar
         per_class = (probs > args.det_score_thresh).sum(1).clamp(max=tv.topk_candidates)
         record["candidates_per_image"] = float(per_class.sum(-1).float().mean())
         record["ours_options"]["score_thresh"] = record["tv_options"]["score_thresh"] = args.det_score_thresh
+        record["ours_options"]["nms_impl"] = _resolved_nms_impl(args.det_nms, device)
         record.update(ours_net_ms=seconds["ours_net"] * 1e3, tv_net_ms=seconds["tv_net"] * 1e3,
                       net_ratio=seconds["tv_net"] / seconds["ours_net"])
     return record
+
+
+def _resolved_nms_impl(impl: str, device: torch.device) -> str:
+    if impl != "auto":
+        return impl
+    return "per_image" if device.type == "cpu" else "batched"  # SSDLite's choice by device
 
 
 def _detect_fp32_postprocess(model: nn.Module, x: Tensor):
@@ -505,6 +514,8 @@ def _notes(r: dict) -> str:
         notes.append("torchvision: same options")
     if "candidates_per_image" in r:
         notes.append(f"{r['candidates_per_image']:.0f} candidates/img above {options['score_thresh']:g}")
+    if options.get("nms_impl"):
+        notes.append(f"{options['nms_impl']} NMS")
     return "; ".join(notes)
 
 
@@ -554,6 +565,8 @@ def parse_args(argv: list[str] | None):
         help="SSDLite score threshold of both models (torchvision's 0.001: with random weights every "
              "class of every box passes, the heaviest postprocess; 0.5: none does, the lightest)",
     )
+    parser.add_argument("--det-nms", default="auto", choices=("auto", "per_image", "batched"),
+                        help="ours' SSDLite NMS path (auto: per_image on CPU, batched on GPUs)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, 1 iteration (a smoke test)")
     args = parser.parse_args(argv)
     args.sizes = args.sizes or (["64x128"] if args.quick else ["512x1024"])

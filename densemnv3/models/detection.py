@@ -14,18 +14,18 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image
+from torchvision.ops import box_iou
 
 from densemnv3.errors import ConfigError
 
 from .backbones import create_backbone
 from .heads.anchors import BoxCoder, DefaultBoxes
+from .heads.postprocess import NMS_IMPLS, Detections, ssd_postprocess
 from .heads.ssdlite import SSDLiteHead, build_extra, normal_init_
 from .registry import register_model
 from .weights import load_torchvision_weights
 
 Targets = Sequence[Mapping[str, Tensor]]
-Detections = list[dict[str, Tensor]]
 
 
 class SSDLite(nn.Module):
@@ -39,8 +39,11 @@ class SSDLite(nn.Module):
             ``topk_candidates`` per class, as torchvision).
         iou_thresh: default boxes with IoU >= this with a ground-truth box are positives.
         neg_to_pos_ratio: hard negatives kept per positive in the classification loss.
-        nms_prefix: candidates per image whose NMS is computed at once (exactness does not depend
-            on it: more are examined when fewer than ``detections_per_img`` survive).
+        nms_prefix: candidates per image whose NMS the per-image path computes at once (exactness
+            does not depend on it: more are examined when fewer than ``detections_per_img`` survive).
+        nms_impl: ``"per_image"`` (torchvision's nms per image, fastest on CPU), ``"batched"``
+            (every image and class at once on the device, no per-image or per-class host
+            synchronisation, fastest on GPUs) or ``"auto"`` (by device); the same detections.
         anchor_scale_range: the smallest and largest default-box scale, as fractions of the input
             side (torchvision's ``min_ratio``/``max_ratio``: 0.2-0.95, i.e. 64-304 px at 320).
             Lower the first for data dominated by small objects.
@@ -67,6 +70,7 @@ class SSDLite(nn.Module):
         iou_thresh: float = 0.5,
         neg_to_pos_ratio: float = 3.0,
         nms_prefix: int = 512,
+        nms_impl: str = "auto",
         input_size: tuple[int, int] = (320, 320),
         anchor_scale_range: tuple[float, float] = (0.2, 0.95),
     ) -> None:
@@ -93,6 +97,9 @@ class SSDLite(nn.Module):
         self.iou_thresh = iou_thresh
         self.neg_to_pos_ratio = neg_to_pos_ratio
         self.nms_prefix = nms_prefix
+        if nms_impl not in NMS_IMPLS:
+            raise ConfigError(f"nms_impl must be one of {NMS_IMPLS}, got {nms_impl!r}")
+        self.nms_impl = nms_impl
 
     # ---------------------------------------------------------------- network
     def features(self, images: Tensor) -> list[Tensor]:
@@ -207,55 +214,25 @@ class SSDLite(nn.Module):
         bbox_regression: Tensor,
         anchors: Tensor,
         image_size: Sequence[int],
+        *,
+        nms_impl: str | None = None,
     ) -> Detections:
-        """torchvision's SSD postprocessing for the whole batch at once.
-
-        Candidates: per image and class the best ``topk_candidates`` scores > ``score_thresh``;
-        detections: the best ``detections_per_img`` survivors of class-wise NMS (IoU >
-        ``nms_thresh``). Greedy NMS keeps a box or not from the higher-scored boxes alone, so it is
-        run on each image's ``nms_prefix`` best candidates only, and on more when fewer than
-        ``detections_per_img`` of those survive: the same result, without decoding or comparing
-        the thousands of low-scored candidates that cannot make the cut.
-        """
-        # boxes and NMS in fp32: torchvision's nms has no bf16 kernel, and fp16 corners are coarse
-        cls_logits, bbox_regression, anchors = cls_logits.float(), bbox_regression.float(), anchors.float()
-        batch, num_anchors, _ = cls_logits.shape
-        scores = F.softmax(cls_logits, dim=-1)[..., 1:].transpose(1, 2)  # (N, C-1, A)
-        k = min(self.topk_candidates, num_anchors)
-        cand_scores, cand_anchor = scores.topk(k, dim=2)  # per class, sorted
-        above = cand_scores > self.score_thresh
-        num_cand = above.sum((1, 2)).tolist()
-        cand_scores = cand_scores.masked_fill_(~above, -float("inf")).flatten(1)
-        cand_anchor = cand_anchor.flatten(1)
-        size = (int(image_size[0]), int(image_size[1]))
-
-        def best(rows: Tensor, count: int) -> tuple[Tensor, Tensor, Tensor]:
-            """Scores, labels and decoded, clipped boxes of the ``count`` best candidates."""
-            top, pos = cand_scores[rows].topk(count, dim=1)
-            anchor = cand_anchor[rows].gather(1, pos)
-            boxes = self.box_coder.decode(bbox_regression[rows[:, None], anchor], anchors[anchor])
-            return top, pos // k + 1, clip_boxes_to_image(boxes, size)
-
-        count = min(self.nms_prefix, cand_scores.shape[1])
-        top, labels, boxes = best(torch.arange(batch, device=cls_logits.device), count)
-        keeps = _nms_prefix(boxes, top, labels, [min(n, count) for n in num_cand], self.nms_thresh)
-        detections = []
-        for i, keep in enumerate(keeps):
-            image_top, image_labels, image_boxes, n = top[i], labels[i], boxes[i], count
-            while len(keep) < self.detections_per_img and n < num_cand[i]:  # prefix too short
-                n = min(4 * n, num_cand[i])
-                row = torch.tensor([i], device=cls_logits.device)
-                image_top, image_labels, image_boxes = (t[0] for t in best(row, n))
-                keep = batched_nms(image_boxes, image_top, image_labels, self.nms_thresh)
-            keep = keep[: self.detections_per_img]
-            detections.append(
-                {
-                    "boxes": image_boxes[keep],
-                    "scores": image_top[keep],
-                    "labels": image_labels[keep],
-                }
-            )
-        return detections
+        """torchvision's SSD postprocessing for the whole batch at once (see
+        :func:`~densemnv3.models.heads.postprocess.ssd_postprocess`); ``nms_impl`` overrides
+        ``self.nms_impl`` for this call."""
+        return ssd_postprocess(
+            cls_logits,
+            bbox_regression,
+            anchors,
+            image_size,
+            self.box_coder,
+            score_thresh=self.score_thresh,
+            nms_thresh=self.nms_thresh,
+            detections_per_img=self.detections_per_img,
+            topk_candidates=self.topk_candidates,
+            nms_prefix=self.nms_prefix,
+            impl=self.nms_impl if nms_impl is None else nms_impl,
+        )
 
     # ---------------------------------------------------------------- checkpoints
     def convert_torchvision_state_dict(self, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -318,46 +295,6 @@ def _pad_targets(targets: Targets, anchors: Tensor) -> tuple[Tensor, Tensor, Ten
         labels[i, : len(b)] = t["labels"]
     valid = torch.arange(num_gt, device=anchors.device) < counts[:, None]
     return padded, labels, valid
-
-
-def _nms_prefix(
-    boxes: Tensor,
-    scores: Tensor,
-    labels: Tensor,
-    valid: Sequence[int],
-    iou_thresh: float,
-    one_call: bool | None = None,
-) -> list[Tensor]:
-    """Class-wise NMS of each image's first ``valid[i]`` boxes of ``(N, M, 4)``: kept indices,
-    best first.
-
-    On CPU one call per image: torchvision's CPU NMS compares every pair of boxes it is given
-    (coordinate trick) or scans all boxes once per class (its path past 1000 boxes), so one call
-    for the whole batch costs ~6x more. On GPU (or with ``one_call``) one call for the batch,
-    ``idxs = image * C + label``.
-    """
-    if one_call is None:
-        one_call = boxes.device.type != "cpu"
-    if not one_call:
-        return [
-            batched_nms(b[:n], s[:n], lab[:n], iou_thresh)
-            for b, s, lab, n in zip(boxes, scores, labels, valid)
-        ]
-    batch, m = scores.shape
-    image = torch.arange(batch, device=boxes.device)[:, None].expand(batch, m)
-    mask = torch.arange(m, device=boxes.device) < torch.tensor(valid, device=boxes.device)[:, None]
-    groups = image * (int(labels.max()) + 1) + labels
-    flat = mask.flatten().nonzero().squeeze(1)
-    keep = flat[
-        batched_nms(
-            boxes.flatten(0, 1)[flat], scores.flatten()[flat], groups.flatten()[flat], iou_thresh
-        )
-    ]
-    keep = keep[torch.argsort(keep // m, stable=True)]  # by image, still best first within each
-    return [
-        k - i * m
-        for i, k in enumerate(keep.split(torch.bincount(keep // m, minlength=batch).tolist()))
-    ]
 
 
 # -------------------------------------------------------------------- builders

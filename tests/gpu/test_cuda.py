@@ -21,7 +21,7 @@ from densemnv3.inference.optimize import (
     cuda_graph_network,
     prepare_for_inference,
 )
-from densemnv3.models.detection import _nms_prefix
+from densemnv3.models.heads import postprocess as pp
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -136,16 +136,65 @@ def test_ssdlite_cuda_graphs_give_eager_detections(rand_init):
         assert torch.allclose(g["boxes"], e["boxes"], atol=1e-3)
 
 
-def test_batched_nms_on_cuda_equals_per_image():
-    gen = torch.Generator(device="cuda").manual_seed(5)
-    corners = torch.rand(6, 500, 2, device="cuda", generator=gen) * 300
-    boxes = torch.cat([corners, corners + 5 + torch.rand(6, 500, 2, device="cuda", generator=gen) * 60], -1)
-    scores = torch.rand(6, 500, device="cuda", generator=gen).sort(1, descending=True).values
-    labels = torch.randint(1, 5, (6, 500), device="cuda", generator=gen)
-    valid = [500, 0, 17, 300, 499, 1]
-    one_call = _nms_prefix(boxes, scores, labels, valid, 0.55)  # the CUDA default
-    per_image = _nms_prefix(boxes, scores, labels, valid, 0.55, one_call=False)
-    assert [k.tolist() for k in one_call] == [k.tolist() for k in per_image]
+def _detector_outputs(batch: int, seed: int):
+    """Random SSDLite320 logits (91 classes), box deltas and default boxes, on the CPU."""
+    gen = torch.Generator().manual_seed(seed)
+    model = models.ssdlite320_mobilenet_v3_large()
+    grids = [(20, 20), (10, 10), (5, 5), (3, 3), (2, 2), (1, 1)]
+    anchors = model.anchors(grids, (320, 320), device=torch.device("cpu"), dtype=torch.float32)
+    cls_logits = torch.randn(batch, len(anchors), 91, generator=gen) * 3
+    cls_logits[0, :, 0] = 50.0  # an image without candidates
+    return model, cls_logits, torch.randn(batch, len(anchors), 4, generator=gen) * 0.5, anchors
+
+
+@pytest.mark.parametrize("score_thresh", [0.001, 0.01, 0.5])
+def test_batched_postprocess_on_cuda_equals_cpu(score_thresh):
+    """The batched NMS on CUDA keeps exactly what torchvision's CPU nms keeps from the same
+    candidates; from the same logits the detections agree to float rounding of softmax/exp."""
+    model, cls_logits, bbox_regression, anchors = _detector_outputs(8, 6)
+    cand = pp.candidates(cls_logits, bbox_regression, anchors, (320, 320), model.box_coder, score_thresh, 300)
+    expected = pp._per_image(cand, 321, 0.55, 300, 512)
+    got = pp._batched(pp.Candidates(*(t.cuda() for t in cand)), 321, 0.55, 300)
+    assert len(got) == len(expected) and len(expected[0]["scores"]) == 0
+    for e, g in zip(expected, got):
+        for name in e:
+            assert torch.equal(g[name].cpu(), e[name]), name
+    model.score_thresh = score_thresh
+    cpu = model.postprocess(cls_logits, bbox_regression, anchors, (320, 320))  # per image on CPU
+    cuda = model.cuda().postprocess(cls_logits.cuda(), bbox_regression.cuda(), anchors.cuda(), (320, 320))
+    for e, g in zip(cpu, cuda):  # the same detections; near-equal scores may swap places
+        g = {name: t.cpu() for name, t in g.items()}
+        assert len(g["scores"]) == len(e["scores"])
+        assert torch.allclose(g["scores"], e["scores"], atol=1e-6)
+        for box, score, label in zip(g["boxes"], g["scores"], g["labels"]):
+            same = (e["labels"] == label) & ((e["scores"] - score).abs() < 1e-6)
+            assert (same & ((e["boxes"] - box).abs().amax(1) < 1e-3)).any()
+
+
+def test_batched_postprocess_syncs_do_not_grow_with_the_batch():
+    """Host synchronisations of the CUDA postprocess: as many for 32 images as for 4 (the same 4,
+    repeated), a handful in all; the per-image path needs more per image."""
+    import warnings
+
+    model, cls_logits, bbox_regression, anchors = _detector_outputs(4, 7)
+    model.cuda()
+
+    def syncs(repeat: int, impl: str) -> int:
+        args = (cls_logits.repeat(repeat, 1, 1).cuda(), bbox_regression.repeat(repeat, 1, 1).cuda(), anchors.cuda())
+        torch.cuda.synchronize()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                out = model.postprocess(*args, (320, 320), nms_impl=impl)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        assert len(out) == 4 * repeat
+        return sum("synchronizing" in str(w.message) for w in caught)
+
+    few, many = syncs(1, "batched"), syncs(8, "batched")
+    assert few == many and 0 < many <= 20
+    assert syncs(8, "per_image") > 4 * 8
 
 
 def _seg_config():

@@ -10,7 +10,6 @@ from densemnv3.errors import CheckpointError, ConfigError
 from densemnv3.models import load_torchvision_weights
 from densemnv3.models.detection import (
     SSDLite,
-    _nms_prefix,
     ssdlite,
     ssdlite320_mobilenet_v3_large,
     ssdlite320_mobilenet_v3_small,
@@ -126,9 +125,10 @@ def test_detections_match_torchvision(pair):
     _assert_same_detections(expected, found)
 
 
+@pytest.mark.parametrize("nms_impl", ["per_image", "batched"])
 @pytest.mark.parametrize("score_thresh,nms_prefix", [(0.3, 512), (0.001, 16), (0.5, 8)])
-def test_postprocess_matches_torchvision(pair, score_thresh, nms_prefix):
-    """Other thresholds, and an NMS prefix far too short (it must grow to stay exact)."""
+def test_postprocess_matches_torchvision(pair, score_thresh, nms_prefix, nms_impl):
+    """Other thresholds, an NMS prefix far too short (it must grow to stay exact), both paths."""
     tv, ours, images = pair
     with torch.no_grad():
         image_list, _ = tv.transform(list(images))
@@ -140,23 +140,10 @@ def test_postprocess_matches_torchvision(pair, score_thresh, nms_prefix):
     ours.nms_prefix = nms_prefix
     try:
         expected = tv.postprocess_detections(head, tv_anchors, image_list.image_sizes)
-        found = ours.postprocess(cls_logits, bbox_regression, anchors, (320, 320))
+        found = ours.postprocess(cls_logits, bbox_regression, anchors, (320, 320), nms_impl=nms_impl)
     finally:
         tv.score_thresh, ours.score_thresh, ours.nms_prefix = 0.001, 0.001, 512
     _assert_same_detections(expected, found)
-
-
-def test_nms_prefix_one_call_equals_per_image():
-    g = torch.Generator().manual_seed(0)
-    xy = torch.rand(3, 40, 2, generator=g) * 50
-    boxes = torch.cat((xy, xy + 10 + torch.rand(3, 40, 2, generator=g) * 20), dim=-1)
-    scores = torch.rand(3, 40, generator=g).sort(dim=1, descending=True).values
-    labels = torch.randint(1, 4, (3, 40), generator=g)
-    valid = [40, 25, 0]
-    per_image = _nms_prefix(boxes, scores, labels, valid, 0.5, one_call=False)
-    one_call = _nms_prefix(boxes, scores, labels, valid, 0.5, one_call=True)
-    assert [k.tolist() for k in per_image] == [k.tolist() for k in one_call]
-    assert len(per_image[2]) == 0 and 0 < len(per_image[1]) < 25
 
 
 def _targets():

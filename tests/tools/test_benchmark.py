@@ -38,6 +38,7 @@ def test_quick_run_writes_json_with_positive_ratios(bench_tool, tmp_path, capsys
         assert r["ours_options"]["channels_last"] and not r["tv_options"]["channels_last"]
         assert r["params"] > 1e6 and r["gflops_per_image"] > 0
     assert results["ssdlite_small"]["input"] == "320x320" and results["ssdlite_small"]["net_ratio"] > 0
+    assert results["ssdlite_small"]["ours_options"]["nms_impl"] == "per_image"  # auto, on CPU
     table = capsys.readouterr().out
     assert "| lraspp_small | 64x128 | 1 | fp32 |" in table and "ssdlite_small (network only)" in table
 
@@ -81,3 +82,11 @@ def test_variants_exclude_the_single_options(bench_tool):
 
     with pytest.raises(UserError, match="--variants names every option"):
         bench_tool.main(["--quick", "--variants", "default", "--precision", "fp32"])
+
+
+def test_det_nms_selects_ours_nms_path(bench_tool, tmp_path):
+    out = tmp_path / "bench.json"
+    assert bench_tool.main(["--quick", "--model", "ssdlite_small", "--det-nms", "batched", "--threads", "1",
+                            "--json", str(out)]) == 0
+    (result,) = json.loads(out.read_text())["results"]
+    assert result["ours_options"]["nms_impl"] == "batched" and result["ratio"] > 0
