@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from densemnv3 import models
@@ -32,7 +33,8 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     if cfg.backbone_weights:
         models.load_torchvision_weights(model.backbone, cfg.backbone_weights)
     if cfg.weights:
-        models.load_torchvision_weights(model, cfg.weights)
+        task = "segmentation" if cfg.name.startswith("lraspp") else "detection"
+        models.load_weights(model, cfg.weights, task=task, model_name=cfg.name)
     return model
 
 
@@ -50,6 +52,24 @@ def _options_of(builder) -> set[str]:
                   (p.kind is p.POSITIONAL_OR_KEYWORD and n != "self")}
         builder = forwards_to.get(builder) if any(p.kind is p.VAR_KEYWORD for p in params.values()) else None
     return names - {"backbone", "num_classes"}
+
+
+def prepare_for_eval(model: nn.Module, cfg: Config) -> torch.memory_format:
+    """Put ``model`` in eval mode and in the memory format training uses (``train.channels_last``),
+    and return that format for the inputs: the eval tools and the evaluation inside training take
+    the same path, so the same checkpoint gives the same metrics in both."""
+    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    model.eval().to(memory_format=memory_format)
+    return memory_format
+
+
+def eval_progress(iterable, progress: bool):
+    """The evaluation's progress bar: shown on a terminal only, and erased when it ends or fails
+    (so an error line starts at the beginning of a line)."""
+    from tqdm import tqdm
+
+    return tqdm(iterable, desc="eval", disable=None if progress else True, dynamic_ncols=True,
+                leave=False)
 
 
 def ensure_synthetic(cfg: Config) -> None:

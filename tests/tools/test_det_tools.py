@@ -134,12 +134,17 @@ def test_degenerate_boxes_dropped_and_counted(run_tool, synthetic_copy, tmp_path
         data["annotations"][2]["bbox"] = [5000, 5000, 10, 10]  # outside the image
 
     edit_annotations(synthetic_copy, "train", degenerate)
+    ann = json.loads((synthetic_copy / "annotations/instances_train.json").read_text())["annotations"]
     ds = CocoDetection(synthetic_copy, synthetic_copy / "annotations/instances_train.json")
-    assert ds.num_dropped_boxes == 3
+    assert [ann_id for ann_id, _, _ in ds.dropped_boxes] == [a["id"] for a in ann[:3]]
+    work = tmp_path / "run"
     proc = run_tool("train_det.py", CONFIG, "--no-progress", "--set",
-                    *det_overrides(synthetic_copy, tmp_path / "run", schedule__iters=1, train__eval_interval=100))
+                    *det_overrides(synthetic_copy, work, schedule__iters=1, train__eval_interval=100))
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "dropped 3" in proc.stderr
+    line = next(line for line in proc.stderr.splitlines() if "dropped 3 boxes" in line)
+    assert f"annotation {ann[0]['id']} (" in line and str(work / "dropped_boxes.txt") in line
+    listed = (work / "dropped_boxes.txt").read_text().splitlines()
+    assert [int(row.split("\t")[0]) for row in listed] == [a["id"] for a in ann[:3]]
 
 
 def test_wrong_category_mapping_is_a_config_error(run_tool, tiny_synthetic, tmp_path):
