@@ -51,7 +51,13 @@ def load_torchvision_weights(
     own = module.state_dict()
     convert = getattr(module, "convert_torchvision_state_dict", None)
     if convert is not None and not own.keys() <= state.keys():  # a densemnv3 checkpoint needs none
-        state = convert(state)
+        try:
+            state = convert(state)
+        except (KeyError, ValueError, IndexError) as err:  # keys of some other model
+            raise CheckpointError(
+                f"checkpoint does not match {type(module).__name__}: its keys are not a torchvision "
+                f"{type(module).__name__}'s ({type(err).__name__}: {err}); is it of another model?"
+            ) from None
     ignored_prefixes = tuple(getattr(module, "torchvision_ignored_prefixes", ()))
 
     def skippable(key: str) -> bool:

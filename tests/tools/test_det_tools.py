@@ -88,6 +88,11 @@ def test_train_and_eval_det_end_to_end(run_tool, tiny_synthetic, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert {"AP", "AP50", "AP75", "APs", "APm", "APl", "per_class_ap"} <= metrics.keys()
+    # the config trains channels_last: the tool takes the same path as the evaluation inside
+    # training, so best.pt (saved by that evaluation) gives the same numbers to the last digit
+    in_training = json.loads((work / "metrics.json").read_text())
+    assert in_training.pop("iter") == 4 and in_training == metrics
+    assert metrics["images_evaluated"] == 2 and metrics["images_skipped"] == 0
     detections = json.loads((tmp_path / "ev" / "detections.json").read_text())
     assert all(len(d["bbox"]) == 4 and d["category_id"] in {24, 25, 26, 27, 28, 31, 32, 33} for d in detections)
     # boxes are in original (64x128) image pixels, not the 320x320 network input
