@@ -64,7 +64,7 @@ def prepare_for_eval(model: nn.Module, cfg: Config) -> torch.memory_format:
 
 
 def eval_progress(iterable, progress: bool):
-    """The evaluation's progress bar: shown on a terminal only, and erased when it ends or fails
+    """The evaluation's progress bar: shown on a terminal only, erased when it ends or its loader fails
     (so an error line starts at the beginning of a line)."""
     from tqdm import tqdm
 
