@@ -64,8 +64,8 @@ def prepare_for_eval(model: nn.Module, cfg: Config) -> torch.memory_format:
 
 
 def eval_progress(iterable, progress: bool):
-    """The evaluation's progress bar: shown on a terminal only, erased when it ends or its loader fails
-    (so an error line starts at the beginning of a line)."""
+    """The evaluation's progress bar: shown on a terminal only, erased when it ends or its
+    loader fails (so an error line starts at the beginning of a line)."""
     from tqdm import tqdm
 
     return tqdm(iterable, desc="eval", disable=None if progress else True, dynamic_ncols=True,
