@@ -163,7 +163,7 @@ def build_pair(
     if config is None:
         ours = our_model(case, num_classes)
     else:
-        from densemnv3.tasks.common import build_model  # needs the data extras (albumentations)
+        from densemnv3.models import build_model
 
         ours = build_model(config.model)
     try:

@@ -3,17 +3,18 @@
 
 ``python tools/eval_seg.py CONFIG --weights CKPT [--out DIR] [--save-predictions DIR]``
 
-``--save-predictions`` writes one label-id PNG per image (``{city}_{seq}_{frame}.png``) that
-Cityscapes' official ``evalPixelLevelSemanticLabeling`` can score.
+A bad sample stops the evaluation with its file name; with ``--set data.skip_bad=True`` it is
+left out of the metric instead and listed in ``DIR/skipped_files.txt``. ``--save-predictions``
+writes one label-id PNG per evaluated image (``{city}_{seq}_{frame}.png``) that Cityscapes'
+official ``evalPixelLevelSemanticLabeling`` can score.
 """
 
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from densemnv3.engine.cli import eval_parser, load_for_eval, output_dir  # noqa: E402
+from densemnv3.engine.cli import eval_parser, evaluate_and_write, load_for_eval  # noqa: E402
 from densemnv3.utils.cli import run_main  # noqa: E402
 
 
@@ -39,13 +40,9 @@ def main() -> int:
             ids = label_ids_from_train_ids(pred.to(torch.uint8).cpu().numpy())
             cv2.imwrite(str(pred_dir / f"{dataset.sample_id(index)}.png"), ids)
 
-    metrics = task.evaluate(model, dataset, device, on_prediction=on_prediction)
-    print(task.report(metrics))
-    out = output_dir(args)
-    with open(out / "metrics.json", "w") as f:
-        json.dump(metrics, f, indent=2)
-    saved = f" and {len(dataset)} PNGs to {args.save_predictions}" if args.save_predictions else ""
-    print(f"wrote {out / 'metrics.json'}{saved}")
+    metrics = evaluate_and_write(args, cfg, task, model, device, dataset, on_prediction=on_prediction)
+    if args.save_predictions:
+        print(f"wrote {metrics['images_evaluated']} PNGs to {args.save_predictions}")
     return 0
 
 

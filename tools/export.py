@@ -39,11 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from densemnv3.config import load_config
-    from densemnv3.engine.checkpoint import load_checkpoint
     from densemnv3.inference.export import check_output_path, export_model, require_onnx
     from densemnv3.inference.settings import export_settings
-    from densemnv3.models import load_torchvision_weights
-    from densemnv3.tasks.common import build_model
+    from densemnv3.models import build_model, load_weights
 
     cfg = load_config(args.config, args.overrides)
     check_output_path(args.out)
@@ -51,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         require_onnx()
     cfg.model.backbone_weights = cfg.model.weights = None  # --weights holds the whole model
     model = build_model(cfg.model)
-    load_torchvision_weights(model, load_checkpoint(args.weights))
+    load_weights(model, args.weights, task=cfg.task, model_name=cfg.model.name)
     if args.input_size:
         size = tuple(args.input_size)
     elif cfg.task == "detection":

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from tqdm import tqdm
 
+from densemnv3.data.checks import find_bad_samples
 from densemnv3.data.cityscapes_labels import ID_TO_TRAIN_ID, VALID_LABEL_IDS
-from densemnv3.data.io import cached, first_good_sample, read_image, read_label
+from densemnv3.data.io import cached, read_image, read_label
 from densemnv3.errors import DataError
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
@@ -31,9 +30,10 @@ class CityscapesSegmentation(Dataset):
 
     With ``transform`` (an albumentations pipeline called as ``transform(image=, mask=)``) an
     item is a float32 CHW image tensor and an int64 HW target tensor; without it, the uint8 HWC
-    RGB image and the uint8 HW train ids at the original size. With ``skip_bad`` an unreadable
-    or invalid pair is recorded in :attr:`bad_files` and another sample is returned instead.
-    With ``cache`` each decoded pair is kept in RAM after its first read: for small
+    RGB image and the uint8 HW train ids at the original size. An image without a label or a
+    label without an image stops the indexing with its file name, or with ``skip_bad`` is left
+    out and recorded in :attr:`bad_files`; :meth:`validate` does the same for pairs that do not
+    decode or check. A sample is never replaced by another. With ``cache`` each decoded pair is kept in RAM after its first read: for small
     datasets (every loader worker holds its own copy).
     """
 
@@ -50,7 +50,7 @@ class CityscapesSegmentation(Dataset):
         self.split = split
         self.transform = transform
         self.skip_bad = skip_bad
-        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if cache else None
+        self._cache: dict[str, tuple[np.ndarray, np.ndarray]] | None = {} if cache else None
         self.bad_files: list[tuple[str, str]] = []
         self.samples: list[tuple[str, str]] = self._scan()
 
@@ -64,23 +64,34 @@ class CityscapesSegmentation(Dataset):
         image_dir = self.root / "leftImg8bit" / self.split
         if not image_dir.is_dir():
             raise DataError(f"{image_dir}: split folder not found; {LAYOUT}")
-        images = sorted(image_dir.glob(f"*/*{IMAGE_SUFFIX}"))
+        images = {self._key(p, IMAGE_SUFFIX): p for p in image_dir.glob(f"*/*{IMAGE_SUFFIX}")}
         if not images:
             raise DataError(f"{image_dir}: no *{IMAGE_SUFFIX} images in the split; {LAYOUT}")
-        samples = []
-        for image in images:
-            stem = image.name[: -len(IMAGE_SUFFIX)]
-            label = self.root / "gtFine" / self.split / image.parent.name / (stem + LABEL_SUFFIX)
-            if label.is_file():
+        label_dir = self.root / "gtFine" / self.split
+        labels = {self._key(p, LABEL_SUFFIX): p for p in label_dir.glob(f"*/*{LABEL_SUFFIX}")}
+        samples, unpaired = [], []
+        for key in sorted(images.keys() | labels.keys()):
+            image, label = images.get(key), labels.get(key)
+            if image is not None and label is not None:
                 samples.append((str(image), str(label)))
-                continue
-            reason = f"{label}: label missing for {image}; {LAYOUT}"
-            if not self.skip_bad:
-                raise DataError(reason)
-            self.bad_files.append((str(image), reason))
+            elif label is None:
+                expected = label_dir / key[0] / f"{key[1]}{LABEL_SUFFIX}"
+                unpaired.append((str(image), f"{image}: image without a label ({expected} is missing)"))
+            else:
+                expected = image_dir / key[0] / f"{key[1]}{IMAGE_SUFFIX}"
+                unpaired.append((str(label), f"{label}: label without an image ({expected} is missing)"))
+        if unpaired and not self.skip_bad:
+            more = f" (and {len(unpaired) - 1} more)" if len(unpaired) > 1 else ""
+            raise DataError(f"{unpaired[0][1]}{more}; {LAYOUT}, or skip unpaired files with "
+                            "--set data.skip_bad=True")
+        self.bad_files += unpaired
         if not samples:
             raise DataError(f"{image_dir}: no image of the split has a label; {LAYOUT}")
         return samples
+
+    @staticmethod
+    def _key(path: Path, suffix: str) -> tuple[str, str]:
+        return path.parent.name, path.name[: -len(suffix)]
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -91,7 +102,7 @@ class CityscapesSegmentation(Dataset):
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Decode and check one pair: uint8 HWC RGB image and uint8 HW train ids."""
-        return cached(self._cache, index, lambda: self._decode(index))
+        return cached(self._cache, self.samples[index][0], lambda: self._decode(index))
 
     def _decode(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         image_path, label_path = self.samples[index]
@@ -111,15 +122,6 @@ class CityscapesSegmentation(Dataset):
         return image, cv2.LUT(label, ID_TO_TRAIN_ID)
 
     def __getitem__(self, index: int):
-        if not self.skip_bad:
-            return self._item(index)
-        return first_good_sample(
-            self._item, index, len(self), path_of=lambda i: self.samples[i][0],
-            bad_files=self.bad_files,
-            nothing_left=f"{self.root}: every sample of split {self.split!r} is unreadable",
-        )
-
-    def _item(self, index: int):
         image, target = self.load(index)
         if self.transform is None:
             return image, target
@@ -127,32 +129,14 @@ class CityscapesSegmentation(Dataset):
         return out["image"], torch.as_tensor(out["mask"], dtype=torch.int64)
 
     def validate(self, progress: bool = True) -> list[tuple[str, str]]:
-        """Decode and check every pair; drop the bad ones from :attr:`samples` and return them
-        as (image path, reason). Reads only."""
-
-        def problem(index: int) -> str | None:
-            try:
-                self.load(index)
-            except DataError as error:
-                return str(error)
-            return None
-
-        # OpenCV releases the GIL while decoding, so threads scale with the cores.
-        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-            problems = list(
-                tqdm(
-                    pool.map(problem, range(len(self))),
-                    total=len(self),
-                    desc=f"checking {self.split}",
-                    disable=not progress,
-                )
-            )
-        pairs = list(zip(self.samples, problems))
-        bad = [(sample[0], reason) for sample, reason in pairs if reason is not None]
-        good = [sample for sample, reason in pairs if reason is None]
-        if not good:
-            raise DataError(f"{self.root}: every sample of split {self.split!r} is unreadable")
-        self.samples = good
-        self.bad_files += [entry for entry in bad if entry not in self.bad_files]
+        """Decode and check every pair; drop the bad ones from :attr:`samples`, record them in
+        :attr:`bad_files` and return them as (image path, reason). Reads only."""
+        found = find_bad_samples(self.load, len(self), desc=f"checking {self.split}", progress=progress)
+        bad = [(self.samples[i][0], reason) for i, reason in found]
+        dropped = {i for i, _ in found}
+        if len(dropped) == len(self):
+            raise DataError(f"{self.root}: every sample of split {self.split!r} is unreadable; "
+                            f"the first: {bad[0][1]}")
+        self.samples = [sample for i, sample in enumerate(self.samples) if i not in dropped]
+        self.bad_files += bad
         return bad
-

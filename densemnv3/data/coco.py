@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -14,10 +13,9 @@ import torch
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
-from densemnv3.data.io import cached, first_good_sample, read_image
+from densemnv3.data.checks import find_bad_samples
+from densemnv3.data.io import cached, read_image
 from densemnv3.errors import ConfigError, DataError
-
-logger = logging.getLogger(__name__)
 
 LABEL_MAPPINGS = ("category_id", "contiguous")
 _FIX = (
@@ -33,7 +31,11 @@ class CocoDetection(Dataset):
     ``num_classes`` is the largest id + 1); ``"contiguous"`` numbers the sorted category ids
     1..K. Label 0 is the background either way. With ``transform`` (albumentations, called as
     ``transform(image=, bboxes=, labels=)``) the image is a float32 CHW tensor and the boxes are
-    in its pixels; without it, the uint8 HWC RGB image and boxes in original pixels. With
+    in its pixels; without it, the uint8 HWC RGB image and boxes in original pixels. Boxes with
+    no width or height after clipping to the image are dropped and listed in
+    :attr:`dropped_boxes`. An image listed but missing stops the indexing with its file name, or
+    with ``skip_bad`` is left out and recorded in :attr:`bad_files`; :meth:`validate` does the
+    same for images that do not decode or check. A sample is never replaced by another. With
     ``cache`` each decoded image is kept in RAM after its first read: for small
     datasets (every loader worker holds its own copy).
     """
@@ -77,14 +79,9 @@ class CocoDetection(Dataset):
             self.class_names[label] = self.coco.cats[cid]["name"]
 
         self.ids = self._existing_image_ids(sorted(self.coco.imgs))
-        self.num_dropped_boxes = 0
+        #: (annotation id, image file, box as given) of each box dropped for having no area
+        self.dropped_boxes: list[tuple[int, str, list[float]]] = []
         self._targets = {image_id: self._boxes_and_labels(image_id) for image_id in self.ids}
-        if self.num_dropped_boxes:
-            logger.warning(
-                "%s: dropped %d boxes with no width or height after clipping to the image",
-                self.ann_file,
-                self.num_dropped_boxes,
-            )
 
     @property
     def num_classes(self) -> int:
@@ -145,7 +142,8 @@ class CocoDetection(Dataset):
         boxes[:, 0::2] = boxes[:, 0::2].clip(0, info["width"])
         boxes[:, 1::2] = boxes[:, 1::2].clip(0, info["height"])
         keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        self.num_dropped_boxes += int((~keep).sum())
+        self.dropped_boxes += [(a["id"], str(self.image_path(image_id)), a["bbox"])
+                               for a, kept in zip(anns, keep) if not kept]
         labels = np.array(
             [self.category_id_to_label[a["category_id"]] for a in anns], dtype=np.int64
         )
@@ -154,13 +152,18 @@ class CocoDetection(Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, index: int):
-        if not self.skip_bad:
-            return self._item(index)
-        return first_good_sample(
-            self._item, index, len(self), path_of=lambda i: str(self.image_path(self.ids[i])),
-            bad_files=self.bad_files, nothing_left=f"{self.ann_file}: every image is unreadable",
-        )
+    def validate(self, progress: bool = True) -> list[tuple[str, str]]:
+        """Decode and check every image; drop the bad ones from :attr:`ids`, record them in
+        :attr:`bad_files` and return them as (image path, reason). Reads only."""
+        found = find_bad_samples(self._load, len(self), desc=f"checking {self.ann_file.name}",
+                                 progress=progress)
+        bad = [(str(self.image_path(self.ids[i])), reason) for i, reason in found]
+        dropped = {i for i, _ in found}
+        if len(dropped) == len(self):
+            raise DataError(f"{self.ann_file}: every image is unreadable; the first: {bad[0][1]}")
+        self.ids = [image_id for i, image_id in enumerate(self.ids) if i not in dropped]
+        self.bad_files += bad
+        return bad
 
     def _decode(self, image_id: int) -> np.ndarray:
         """The uint8 HWC RGB image, checked against the size the annotations give."""
@@ -174,10 +177,14 @@ class CocoDetection(Dataset):
             )
         return image
 
-    def _item(self, index: int):
+    def _load(self, index: int) -> np.ndarray:
+        image_id = self.ids[index]
+        return cached(self._cache, image_id, lambda: self._decode(image_id))
+
+    def __getitem__(self, index: int):
         image_id = self.ids[index]
         info = self.coco.imgs[image_id]
-        image = cached(self._cache, image_id, lambda: self._decode(image_id))
+        image = self._load(index)
         boxes, labels = self._targets[image_id]
         if self.transform is not None:
             out = self.transform(image=image, bboxes=boxes, labels=labels)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -14,18 +16,44 @@ from densemnv3.errors import DataError
 _BAD_FILE_HINT = (
     "re-download or regenerate it, or skip bad files with skip_bad (--set data.skip_bad=True)"
 )
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def _imread(path: str | os.PathLike) -> np.ndarray:
-    # cv2.imread returns None both for a missing file and for one it cannot decode.
+    # Decoded from bytes that passed a container check, so that a truncated file gets our message
+    # and not libpng's own "libpng error: Read Error" on stderr (OpenCV's log level does not reach it).
     if not os.path.isfile(path):
         raise DataError(f"{path}: no such file; check data.root and the dataset layout")
-    array = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)
-    if array is not None:
-        return array
-    raise DataError(
-        f"{path}: cannot decode image (file is truncated or not an image); {_BAD_FILE_HINT}"
-    )
+    with open(path, "rb") as f:
+        data = f.read()
+    problem = container_problem(data)
+    if problem is None:
+        array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if array is not None:
+            return array
+        problem = "not an image, or corrupt"
+    raise DataError(f"{path}: cannot decode image ({problem}); {_BAD_FILE_HINT}")
+
+
+def container_problem(data: bytes) -> str | None:
+    """What is structurally wrong with a PNG or JPEG file's bytes (truncated, bad chunk CRC), or
+    ``None``. Other formats are left to the decoder."""
+    if data.startswith(_PNG_SIGNATURE):
+        pos = len(_PNG_SIGNATURE)
+        while pos + 8 <= len(data):
+            length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+            end = pos + 8 + length + 4
+            if end > len(data):
+                break
+            if zlib.crc32(data[pos + 4:end - 4]) != struct.unpack(">I", data[end - 4:end])[0]:
+                return f"corrupt PNG: CRC mismatch in chunk {kind.decode('latin-1')!r} at byte {pos}"
+            if kind == b"IEND":
+                return None
+            pos = end
+        return f"truncated PNG: {len(data)} bytes, it ends before the image data does"
+    if data.startswith(b"\xff\xd8") and b"\xff\xd9" not in data.rstrip(b"\x00")[-64:]:
+        return f"truncated JPEG: {len(data)} bytes, no end-of-image marker"
+    return None
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -61,28 +89,6 @@ def read_label(path: str | os.PathLike) -> np.ndarray:
 
 
 T = TypeVar("T")
-
-
-def first_good_sample(
-    load: Callable[[int], T],
-    index: int,
-    size: int,
-    *,
-    path_of: Callable[[int], str],
-    bad_files: list[tuple[str, str]],
-    nothing_left: str,
-) -> T:
-    """``load(index)``, or if it raises :class:`DataError` the next loadable sample (wrapping
-    around); each bad one is recorded once in ``bad_files`` as (path, reason)."""
-    for offset in range(size):
-        i = (index + offset) % size
-        try:
-            return load(i)
-        except DataError as error:
-            path = path_of(i)
-            if all(recorded != path for recorded, _ in bad_files):
-                bad_files.append((path, str(error)))
-    raise DataError(nothing_left)
 
 
 def cached(cache: dict | None, key, load: Callable[[], T]) -> T:

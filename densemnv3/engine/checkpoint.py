@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from densemnv3.models.weights import read_checkpoint
+from densemnv3.models.identify import read_checkpoint
 
 __all__ = ["atomic_save", "get_rng_state", "load_checkpoint", "set_rng_state"]
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 from pathlib import Path
 
 from densemnv3.config import load_config
@@ -48,7 +50,7 @@ def train_from_cli(task_name: str, description: str, argv: list[str] | None = No
     if trainer.is_main:
         work = Path(cfg.work_dir)
         print(f"\nfinal {task.metric}: {metrics.get(task.metric, float('nan')):.4f} "
-              f"(best {trainer.best_metric:.4f})")
+              f"(best {trainer.best_metric:.4f}; fractions 0-1)")
         print(f"run directory: {work}  (last.pt, best.pt, results.csv, results.png, metrics.json, "
               f"config.py, tb/)")
     return 0
@@ -61,7 +63,7 @@ def eval_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--weights", required=True,
                         help="a checkpoint: last.pt / best.pt, or a torchvision file")
     add_set_argument(parser)
-    parser.add_argument("--out", help="output folder (default: the checkpoint's folder)")
+    parser.add_argument("--out", help="output folder for metrics.json (default: the checkpoint's folder)")
     parser.add_argument("--device", default=None, help="cpu, cuda or auto (default: the config's)")
     return parser
 
@@ -70,15 +72,15 @@ def load_for_eval(args: argparse.Namespace):
     """(cfg, task, model in eval mode on its device, device) for an ``eval_*`` tool."""
     import torch
 
-    from densemnv3.engine.checkpoint import load_checkpoint
-    from densemnv3.models import load_torchvision_weights
+    from densemnv3.models import load_weights
     from densemnv3.tasks import build_task
 
     cfg = load_config(args.config, args.overrides)
     device = torch.device(resolve_device(args.device or cfg.train.device))
     task = build_task(cfg)
+    cfg.model.backbone_weights = cfg.model.weights = None  # --weights holds the whole model
     model = task.build_model()
-    load_torchvision_weights(model, load_checkpoint(args.weights))
+    load_weights(model, args.weights, task=cfg.task, model_name=cfg.model.name)
     return cfg, task, model.to(device).eval(), device
 
 
@@ -86,3 +88,24 @@ def output_dir(args: argparse.Namespace) -> Path:
     out = Path(args.out) if args.out else Path(args.weights).parent
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def evaluate_and_write(args: argparse.Namespace, cfg, task, model, device, dataset, **kwargs) -> dict:
+    """The body of an ``eval_*`` tool: leave bad samples out (``data.skip_bad``, listed in
+    ``OUT/skipped_files.txt``) or stop at the first, evaluate, print the report and a summary,
+    and write ``OUT/metrics.json`` with ``images_evaluated`` / ``images_skipped``."""
+    from densemnv3.data.checks import report_bad_data, sample_counts
+
+    out = output_dir(args)
+    (out / "skipped_files.txt").unlink(missing_ok=True)  # a list from an earlier run would mislead
+    report_bad_data([dataset], out, skip_bad=cfg.data.skip_bad, log=print,
+                    progress=sys.stderr.isatty())
+    metrics = task.evaluate(model, dataset, device, **kwargs) | sample_counts(dataset)
+    print(task.report(metrics))
+    with open(out / "metrics.json", "w") as f:
+        json.dump(metrics, f, indent=2)
+    skipped = metrics["images_skipped"]
+    listed = f" (listed in {out / 'skipped_files.txt'})" if skipped else ""
+    print(f"evaluated {metrics['images_evaluated']} images, skipped {skipped}{listed}; "
+          f"{task.metric} {metrics[task.metric]:.4f} (fraction 0-1); wrote {out / 'metrics.json'}")
+    return metrics

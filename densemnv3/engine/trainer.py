@@ -24,10 +24,11 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from densemnv3.config import Config, save_config
+from densemnv3.data.checks import report_bad_data, sample_counts
 from densemnv3.errors import CheckpointError, TrainingError, UserError
 
 from . import distributed as dist_utils
-from .checkpoint import atomic_save, get_rng_state, load_checkpoint, set_rng_state
+from .checkpoint import atomic_save, get_rng_state, set_rng_state
 from .determinism import enable_determinism, nondeterministic_op_is_a_user_error
 from .results import ResultsLog
 from .sampler import ResumableBatchSampler, SeededDataset
@@ -116,8 +117,8 @@ class Trainer:
 
         self.train_set = task.train_dataset()
         self.val_set = task.val_dataset()
-        if cfg.data.skip_bad:
-            self._skip_bad_files()
+        report_bad_data([self.train_set, self.val_set], self.work_dir, skip_bad=cfg.data.skip_bad,
+                        log=self._log, write=self.is_main, progress=self.progress)
         model = task.build_model().to(self.device)
         if cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -149,26 +150,19 @@ class Trainer:
         self.iter = 0
         self.best_metric: float | None = None
         self.metrics: dict[str, Any] = {}
+        # sums of the losses since the last evaluation, and training seconds before this process:
+        # saved in checkpoints, so that results.csv after --resume equals an uninterrupted run's
+        self.window: dict[str, float] = {}
+        self.window_n = 0
+        self.elapsed_before = 0.0
+        self._t0 = time.time()
+        self._bar: tqdm | None = None
         self._stop_signal: int | None = None
         self.results = ResultsLog(self.work_dir) if self.is_main else None
         if resume is not None:
             self._resume(Path(resume))
         if self.is_main:
             save_config(cfg, self.work_dir / "config.py")
-
-    def _skip_bad_files(self) -> None:
-        """Find bad samples up front (workers cannot report them) and list them in the run dir."""
-        bad = []
-        for dataset in (self.train_set, self.val_set):
-            if hasattr(dataset, "validate"):
-                bad += dataset.validate(progress=self.progress)
-            else:  # found while indexing (e.g. COCO images that are missing)
-                bad += getattr(dataset, "bad_files", [])
-        if bad and self.is_main:
-            path = self.work_dir / "skipped_files.txt"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("".join(f"{file}\t{reason}\n" for file, reason in bad))
-            self._log(f"data.skip_bad: skipped {len(bad)} bad files, listed in {path}")
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -183,6 +177,8 @@ class Trainer:
             "best_metric": self.best_metric,
             "metrics": self.metrics,
             "rng": get_rng_state(),
+            "log": {"window": dict(self.window), "window_n": self.window_n,
+                    "elapsed": self.elapsed_before + time.time() - self._t0},
             "arch": self.cfg.model.name,
             "world_size": self.world_size,
             "config": asdict(self.cfg),
@@ -194,23 +190,24 @@ class Trainer:
         return atomic_save(self.state_dict(), self.work_dir / name)
 
     def _resume(self, path: Path) -> None:
-        state = load_checkpoint(path)
-        if state.get("arch") not in (None, self.cfg.model.name):
-            raise CheckpointError(
-                f"{path}: checkpoint is for {state['arch']!r}, the config builds {self.cfg.model.name!r}"
-            )
-        from densemnv3.models import load_torchvision_weights
+        from densemnv3.models import inspect_checkpoint, load_weights
 
-        try:
-            self.model.load_state_dict(state["model"])
-        except RuntimeError:
-            load_torchvision_weights(self.model, state["model"])  # raises a readable mismatch
+        info = inspect_checkpoint(path)
+        load_weights(self.model, info, task=self.cfg.task, model_name=self.cfg.model.name)
+        if not info.resumable:
+            raise CheckpointError(f"{path}: {info.description}, not a training checkpoint (no "
+                                  f"optimizer state) to resume; start a run from its weights with "
+                                  f"--set model.weights={path}")
+        state = info.state
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.iter = int(state["iter"])
         self.best_metric = state.get("best_metric")
         self.metrics = state.get("metrics") or {}
+        log = state.get("log") or {}
+        self.window, self.window_n = dict(log.get("window", {})), int(log.get("window_n", 0))
+        self.elapsed_before = float(log.get("elapsed", 0.0))
         set_rng_state(state["rng"])
         if self.results is not None:
             self.results.truncate_after(self.iter)
@@ -260,6 +257,8 @@ class Trainer:
         try:
             return self._fit()
         finally:
+            if self._bar is not None:
+                self._bar.close()  # so that an error message starts on a line of its own
             for s, handler in previous.items():
                 signal.signal(s, handler)
             if self.results is not None:
@@ -268,12 +267,13 @@ class Trainer:
     def _fit(self) -> dict[str, Any]:
         cfg = self.cfg
         self.ddp.train()
-        bar = tqdm(
+        self._bar = bar = tqdm(
             total=self.total_iters, initial=self.iter, disable=not self.progress, desc="train",
             dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0,
         )
-        window: dict[str, float] = {}
-        window_n, skipped, t0, start_iter = 0, 0, time.time(), self.iter
+        window = self.window
+        skipped, start_iter = 0, self.iter
+        t0 = self._t0 = time.time()
         while self.iter < self.total_iters:
             epoch, start = divmod(self.iter, self.iters_per_epoch)
             for batch in self._loader(epoch, start):
@@ -310,7 +310,8 @@ class Trainer:
                 for k, v in losses.items():
                     window[k] = window.get(k, 0.0) + float(v.detach())
                 window["loss"] = window.get("loss", 0.0) + float(loss.detach())
-                window_n += 1
+                self.window_n += 1
+                window_n = self.window_n
                 lr = self.optimizer.param_groups[0]["lr"]
                 bar.update(1)
                 if self.iter % cfg.train.log_interval == 0 or self.iter == self.total_iters:
@@ -326,8 +327,9 @@ class Trainer:
                 done = self.iter == self.total_iters
                 if self.iter % cfg.train.eval_interval == 0 or done:
                     train_means = {f"train/{k}": v / window_n for k, v in window.items()}
-                    self._evaluate_and_record(train_means, lr, time.time() - t0)
-                    window, window_n = {}, 0
+                    self._evaluate_and_record(train_means, lr, self.elapsed_before + time.time() - t0)
+                    window.clear()
+                    self.window_n = 0
                     self.ddp.train()
                 if self.iter % cfg.train.checkpoint_interval == 0 or done:
                     self.save()
@@ -367,11 +369,12 @@ class Trainer:
         self.results.scalars({f"val/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
                              self.iter)
         with open(self.work_dir / "metrics.json", "w") as f:
-            json.dump({"iter": self.iter, **metrics}, f, indent=2)
+            json.dump({"iter": self.iter, **metrics, **sample_counts(self.val_set)}, f, indent=2)
         if math.isfinite(value) and (self.best_metric is None or value > self.best_metric):
             self.best_metric = value
             self.save("best.pt")
-            self._log(f"new best {self.task.metric} {value:.4f}: saved {self.work_dir / 'best.pt'}")
+            self._log(f"new best {self.task.metric} {value:.4f} (fraction 0-1): saved "
+                      f"{self.work_dir / 'best.pt'}")
 
 
 def _ignore_sigint(worker_id: int) -> None:

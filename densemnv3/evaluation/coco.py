@@ -6,7 +6,6 @@ import contextlib
 import copy
 import io
 import json
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,8 @@ import torch
 import torch.distributed as dist
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+
+from densemnv3.evaluation.units import UNIT, fmt
 
 __all__ = ["STATS_NAMES", "CocoEvaluator", "DetMetrics", "format_ap_table"]
 
@@ -209,18 +210,19 @@ class CocoEvaluator:
 
 
 def format_ap_table(metrics: DetMetrics) -> str:
-    """Per-category AP / AP50 table (percent) followed by the headline numbers."""
+    """Per-category AP / AP50 table (fractions, like pycocotools' summary) followed by the
+    headline numbers."""
     names = list(metrics.per_class_ap)
     width = max([len("category"), *(len(n) for n in names)])
-    header = f"{'category':<{width}} | {'AP':>6} | {'AP50':>6}"
+    header = f"{'category':<{width}} | {'AP':>6} | {'AP50':>6}   ({UNIT})"
     rule = "-" * len(header)
     lines = [header, rule]
     for name in names:
         ap50 = metrics.per_class_ap50.get(name)
-        lines.append(f"{name:<{width}} | {_pct(metrics.per_class_ap[name]):>6} | {_pct(ap50):>6}")
+        lines.append(f"{name:<{width}} | {fmt(metrics.per_class_ap[name]):>6} | {fmt(ap50):>6}")
     lines.append(rule)
     for key in ("AP", "AP50", "AP75", "APs", "APm", "APl"):
-        lines.append(f"{key:<{width}} | {_pct(getattr(metrics, key)):>6}")
+        lines.append(f"{key:<{width}} | {fmt(getattr(metrics, key)):>6}")
     return "\n".join(lines)
 
 
@@ -242,6 +244,3 @@ def _valid_mean(values: np.ndarray) -> float | None:
     valid = values[values > -1]
     return float(valid.mean()) if valid.size else None
 
-
-def _pct(value: float | None) -> str:
-    return "—" if value is None or value < 0 or math.isnan(value) else f"{100.0 * value:.2f}"

@@ -11,6 +11,7 @@ import torch
 import torch.distributed as dist
 
 from densemnv3.data.cityscapes_labels import IGNORE_INDEX, TRAIN_ID_TO_ID
+from densemnv3.evaluation.units import UNIT, fmt
 
 __all__ = [
     "ConfusionMatrix",
@@ -117,20 +118,21 @@ class ConfusionMatrix:
 
 
 def format_iou_table(metrics: SegMetrics, class_names: Sequence[str]) -> str:
-    """Aligned per-class IoU / accuracy table (percent) followed by mIoU and accuracy lines."""
+    """Aligned per-class IoU / accuracy table (fractions, see :mod:`~densemnv3.evaluation.units`)
+    followed by mIoU and accuracy lines."""
     _check_names(class_names, len(metrics.iou))
     width = max([len("pixel accuracy"), *(len(n) for n in class_names)])
     accs = metrics.class_accuracy or [None] * len(metrics.iou)
-    header = f"{'class':<{width}} | {'IoU':>7} | {'Acc':>7}"
+    header = f"{'class':<{width}} | {'IoU':>7} | {'Acc':>7}   ({UNIT})"
     rule = "-" * len(header)
     lines = [header, rule]
     for name, iou, acc in zip(class_names, metrics.iou, accs, strict=True):
-        lines.append(f"{name:<{width}} | {_pct(iou):>7} | {_pct(acc):>7}")
+        lines.append(f"{name:<{width}} | {fmt(iou):>7} | {fmt(acc):>7}")
     lines += [
         rule,
-        f"{'mIoU':<{width}} | {_pct(metrics.miou):>7}",
-        f"{'mean accuracy':<{width}} | {_pct(metrics.mean_accuracy):>7}",
-        f"{'pixel accuracy':<{width}} | {_pct(metrics.pixel_accuracy):>7}",
+        f"{'mIoU':<{width}} | {fmt(metrics.miou):>7}",
+        f"{'mean accuracy':<{width}} | {fmt(metrics.mean_accuracy):>7}",
+        f"{'pixel accuracy':<{width}} | {fmt(metrics.pixel_accuracy):>7}",
     ]
     return "\n".join(lines)
 
@@ -148,10 +150,6 @@ def label_ids_from_train_ids(pred_train_ids: np.ndarray) -> np.ndarray:
 def _mean(values: list[float | None]) -> float:
     present = [v for v in values if v is not None]
     return sum(present) / len(present) if present else math.nan
-
-
-def _pct(value: float | None) -> str:
-    return "—" if value is None or math.isnan(value) else f"{100.0 * value:.2f}"
 
 
 def _json_float(value: float) -> float | None:

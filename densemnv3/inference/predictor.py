@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from densemnv3.config import Config, load_config
 from densemnv3.data.transforms import IMAGENET_MEAN, IMAGENET_STD, detector_input_size
-from densemnv3.errors import CheckpointError, UserError
+from densemnv3.errors import UserError
 from densemnv3.models.segmentation import LRASPP
 
 from .class_names import detection_class_names
@@ -145,19 +145,12 @@ class Predictor:
         """Build the config's model, load ``weights`` (``last.pt``/``best.pt`` or a torchvision
         checkpoint) and wrap it; ``kwargs`` (``precision``, ``memory_format``, ...) go to
         :class:`Predictor`."""
-        from densemnv3.engine.checkpoint import load_checkpoint
-        from densemnv3.models import build_model, load_torchvision_weights
+        from densemnv3.models import build_model, load_weights
 
         cfg = load_config(config_path, overrides)
-        state = load_checkpoint(weights)
-        arch = state.get("arch") if isinstance(state, dict) else None
-        if arch not in (None, cfg.model.name):  # a densemnv3 checkpoint names its model
-            raise CheckpointError(
-                f"{weights}: checkpoint is for {arch!r}, the config {config_path} builds "
-                f"{cfg.model.name!r}; pass the config the checkpoint was trained with"
-            )
+        cfg.model.backbone_weights = cfg.model.weights = None  # ``weights`` holds the whole model
         model = build_model(cfg.model)
-        load_torchvision_weights(model, state)
+        load_weights(model, weights, task=cfg.task, model_name=cfg.model.name)
         return cls(model, cfg, device=device, **kwargs)
 
     # ------------------------------------------------------------------ public

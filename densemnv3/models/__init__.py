@@ -13,22 +13,26 @@ from .detection import (
     ssdlite320_mobilenet_v3_large,
     ssdlite320_mobilenet_v3_small,
 )
+from .identify import CheckpointInfo, inspect_checkpoint, load_weights, read_checkpoint
 from .registry import MODELS, build_model, list_models, register_model
 from .segmentation import LRASPP, lraspp, lraspp_mobilenet_v3_large, lraspp_mobilenet_v3_small
-from .weights import LoadResult, load_torchvision_weights, read_checkpoint
+from .weights import LoadResult, load_torchvision_weights
 
 __all__ = [
     "LRASPP",
     "SSDLite",
+    "CheckpointInfo",
     "FeatureBackbone",
     "FeatureInfo",
     "LoadResult",
     "MODELS",
     "build_model",
     "create_backbone",
+    "inspect_checkpoint",
     "list_backbones",
     "list_models",
     "load_torchvision_weights",
+    "load_weights",
     "lraspp",
     "lraspp_mobilenet_v3_large",
     "lraspp_mobilenet_v3_small",

@@ -37,6 +37,8 @@ def list_models() -> list[str]:
 def build_model(cfg: ModelConfig) -> nn.Module:
     """``<cfg.name>(num_classes=..., **cfg.options)`` with checked options, then the optional
     backbone (``backbone_weights``) and whole-model (``weights``) checkpoints."""
+    from .identify import load_weights
+    from .segmentation import LRASPP
     from .weights import load_torchvision_weights
 
     if cfg.name not in MODELS:
@@ -54,5 +56,6 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     if cfg.backbone_weights:
         load_torchvision_weights(model.backbone, cfg.backbone_weights)
     if cfg.weights:
-        load_torchvision_weights(model, cfg.weights)
+        task = "segmentation" if isinstance(model, LRASPP) else "detection"
+        load_weights(model, cfg.weights, task=task, model_name=cfg.name)
     return model

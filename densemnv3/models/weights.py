@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
 from densemnv3.errors import CheckpointError
+
+from .identify import read_checkpoint
 
 
 @dataclass
@@ -20,21 +18,6 @@ class LoadResult:
     """Checkpoint keys that were present but deliberately not used."""
 
     ignored_keys: list[str] = field(default_factory=list)
-
-
-def read_checkpoint(path: str | os.PathLike) -> dict:
-    """``torch.load(path, weights_only=True)`` with errors that say what is wrong with the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found; check the path (--weights / --resume)")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (EOFError, OSError, RuntimeError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError) as err:
-        size = path.stat().st_size
-        raise CheckpointError(
-            f"{path}: cannot read checkpoint ({size} bytes; the file is truncated or not a "
-            f"PyTorch checkpoint: {str(err).splitlines()[0]}); use another checkpoint, e.g. last.pt"
-        ) from None
 
 
 def _unwrap(state: Mapping) -> Mapping[str, Tensor]:
@@ -59,12 +42,22 @@ def load_torchvision_weights(
     """
     source = state_dict_or_path
     if isinstance(source, (str, os.PathLike)):
-        source = read_checkpoint(source)
+        try:
+            return load_torchvision_weights(module, read_checkpoint(source))
+        except CheckpointError as err:
+            message = str(err)
+            raise CheckpointError(message if message.startswith(str(source)) else f"{source}: {message}") from None
     state = dict(_unwrap(source))
     own = module.state_dict()
     convert = getattr(module, "convert_torchvision_state_dict", None)
     if convert is not None and not own.keys() <= state.keys():  # a densemnv3 checkpoint needs none
-        state = convert(state)
+        try:
+            state = convert(state)
+        except (KeyError, ValueError, IndexError) as err:  # keys of some other model
+            raise CheckpointError(
+                f"checkpoint does not match {type(module).__name__}: its keys are not a torchvision "
+                f"{type(module).__name__}'s ({type(err).__name__}: {err}); is it of another model?"
+            ) from None
     ignored_prefixes = tuple(getattr(module, "torchvision_ignored_prefixes", ()))
 
     def skippable(key: str) -> bool:

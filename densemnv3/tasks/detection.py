@@ -8,7 +8,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
-from tqdm import tqdm
 
 from densemnv3.config import Config
 from densemnv3.data.coco import CocoDetection, detection_collate
@@ -17,7 +16,7 @@ from densemnv3.engine import distributed as dist_utils
 from densemnv3.engine.sampler import shard_indices
 from densemnv3.evaluation.coco import CocoEvaluator, DetMetrics, format_ap_table
 
-from .common import build_model, ensure_synthetic
+from .common import build_model, ensure_synthetic, eval_progress, prepare_for_eval
 from .registry import register_task
 
 
@@ -66,8 +65,9 @@ class DetectionTask:
     @torch.inference_mode()
     def evaluate(self, model: nn.Module, dataset: CocoDetection, device: torch.device, *,
                  progress: bool = True, results_path: str | Path | None = None) -> dict[str, Any]:
-        """COCO metrics over ``dataset``; detections go back to original pixels and category ids."""
-        model.eval()
+        """COCO metrics (fractions) over the images of ``dataset`` (and only those: COCOeval
+        scores no image left out as bad); detections go back to original pixels and category ids."""
+        memory_format = prepare_for_eval(model, self.cfg)
         rank, world = dist_utils.get_rank(), dist_utils.get_world_size()
         loader = DataLoader(Subset(dataset, shard_indices(len(dataset), rank, world)),
                             batch_size=max(self.cfg.data.eval_batch_size, 1),
@@ -76,9 +76,8 @@ class DetectionTask:
         to_category = torch.tensor(
             [dataset.label_to_category_id.get(i, -1) for i in range(max(dataset.label_to_category_id) + 1)]
         )
-        for images, targets in tqdm(loader, desc="eval", disable=not progress, dynamic_ncols=True,
-                                    leave=False):
-            detections = model(images.to(device))
+        for images, targets in eval_progress(loader, progress):
+            detections = model(images.to(device).contiguous(memory_format=memory_format))
             in_h, in_w = images.shape[-2:]
             for det, target in zip(detections, targets):
                 h, w = target["orig_size"]
@@ -91,7 +90,7 @@ class DetectionTask:
         evaluator.gather()
         metrics = None
         if dist_utils.is_main_process():
-            self.last_metrics = evaluator.evaluate()
+            self.last_metrics = evaluator.evaluate(img_ids=dataset.ids)
             metrics = self.last_metrics.to_dict()
             if results_path is not None:
                 evaluator.write_results(results_path)

@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate
-from tqdm import tqdm
 
 from densemnv3.config import Config
 from densemnv3.data.cityscapes import CityscapesSegmentation
@@ -19,7 +18,7 @@ from densemnv3.engine.sampler import shard_indices
 from densemnv3.evaluation.segmentation import ConfusionMatrix, SegMetrics, format_iou_table
 from densemnv3.models.resize import deterministic_cuda
 
-from .common import build_model, ensure_synthetic
+from .common import build_model, ensure_synthetic, eval_progress, prepare_for_eval
 from .registry import register_task
 
 
@@ -87,18 +86,19 @@ class SegmentationTask:
     @torch.inference_mode()
     def evaluate(self, model: nn.Module, dataset: Dataset, device: torch.device, *,
                  progress: bool = True, on_prediction=None) -> dict[str, Any]:
-        """mIoU etc. over ``dataset``, sharded across processes. ``on_prediction(index, pred)``
-        receives each train-id prediction at label resolution (for saving PNGs)."""
-        model.eval()
+        """mIoU etc. (fractions) over ``dataset``, sharded across processes.
+        ``on_prediction(index, pred)`` receives each train-id prediction at label resolution
+        (for saving PNGs)."""
+        memory_format = prepare_for_eval(model, self.cfg)
         rank, world = dist_utils.get_rank(), dist_utils.get_world_size()
         indices = shard_indices(len(dataset), rank, world)
         loader = DataLoader(Subset(dataset, indices), batch_size=self.cfg.data.eval_batch_size,
                             num_workers=min(self.cfg.data.workers, 2), collate_fn=default_collate)
         confmat = ConfusionMatrix(NUM_CLASSES, IGNORE_INDEX, device=device)
         position = 0
-        for images, targets in tqdm(loader, desc="eval", disable=not progress, dynamic_ncols=True,
-                                    leave=False):
-            images, targets = images.to(device), targets.to(device)
+        for images, targets in eval_progress(loader, progress):
+            images = images.to(device).contiguous(memory_format=memory_format)
+            targets = targets.to(device)
             logits = model(images)
             if logits.shape[-2:] != targets.shape[-2:]:
                 logits = F.interpolate(logits, size=targets.shape[-2:], mode="bilinear",

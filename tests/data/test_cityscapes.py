@@ -168,40 +168,47 @@ def test_layout_errors(tmp_path):
         CityscapesSegmentation(tmp_path, "test")
     _, label_path = write_pair(tmp_path, "b_000000_000000", rgb_image(), quadrant_label())
     label_path.unlink()
-    with pytest.raises(DataError, match="label missing") as info:
+    with pytest.raises(DataError, match="image without a label") as info:
         CityscapesSegmentation(tmp_path, "train")
     assert str(label_path) in str(info.value)
+    image_path, label_path = write_pair(tmp_path, "b_000000_000000", rgb_image(), quadrant_label())
+    image_path.unlink()
+    with pytest.raises(DataError, match="label without an image") as info:
+        CityscapesSegmentation(tmp_path, "train")
+    assert str(label_path) in str(info.value) and str(image_path) in str(info.value)
 
 
-def test_skip_bad_records_and_returns_a_valid_sample(tmp_path):
+def test_a_bad_sample_is_never_replaced_and_validate_drops_it(tmp_path):
     bad_path, _ = write_pair(tmp_path, "a_000000_000000", rgb_image(0), quadrant_label())
     good_image = rgb_image(1)
     write_pair(tmp_path, "a_000000_000001", good_image, quadrant_label((8, 8, 8, 8)))
     truncate(bad_path)
 
-    dataset = CityscapesSegmentation(tmp_path, "train", skip_bad=True)
+    dataset = CityscapesSegmentation(tmp_path, "train", skip_bad=True, cache=True)
+    with pytest.raises(DataError, match="truncated PNG"):
+        dataset[0]  # not another sample in its place
+    dataset[1]  # cached under its path, so the cache survives the re-indexing below
+    bad = dataset.validate(progress=False)
+    assert [path for path, _ in bad] == [str(bad_path)]
+    assert "cannot decode image" in bad[0][1]
+    assert len(dataset) == 1 and dataset.sample_id(0) == "a_000000_000001"
+    assert dataset.bad_files == bad
     image, target = dataset[0]
     np.testing.assert_array_equal(image, good_image)
     assert (target == 1).all()
-    assert [path for path, _ in dataset.bad_files] == [str(bad_path)]
-    assert "cannot decode image" in dataset.bad_files[0][1]
-    dataset[0]
-    assert len(dataset.bad_files) == 1  # recorded once
-
-    fresh = CityscapesSegmentation(tmp_path, "train", skip_bad=True)
-    bad = fresh.validate(progress=False)
-    assert [path for path, _ in bad] == [str(bad_path)]
-    assert len(fresh) == 1 and fresh.sample_id(0) == "a_000000_000001"
-    assert fresh.bad_files == bad
 
 
 def test_skip_bad_drops_images_without_labels(tmp_path):
     write_pair(tmp_path, "a_000000_000000", rgb_image(), quadrant_label())
     image_path, label_path = write_pair(tmp_path, "a_000000_000001", rgb_image(), quadrant_label())
     label_path.unlink()
+    lone_image, lone_label = write_pair(tmp_path, "a_000000_000002", rgb_image(), quadrant_label())
+    lone_image.unlink()
     dataset = CityscapesSegmentation(tmp_path, "train", skip_bad=True)
     assert len(dataset) == 1
-    assert dataset.bad_files[0][0] == str(image_path)
+    assert [path for path, _ in dataset.bad_files] == [str(image_path), str(lone_label)]
+    assert "image without a label" in dataset.bad_files[0][1]
+    assert "label without an image" in dataset.bad_files[1][1]
 
 
 def test_cache_serves_decoded_pairs_after_the_first_read(tiny_synthetic, tmp_path):

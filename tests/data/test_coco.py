@@ -1,5 +1,4 @@
 import json
-import logging
 from pathlib import Path
 
 import cv2
@@ -58,12 +57,11 @@ def make_coco(root: Path, annotations=None, images=(1, 2), write=(1, 2)) -> Path
     return ann_file
 
 
-def test_targets_exclude_crowd_clip_and_count_dropped(tmp_path, caplog):
+def test_targets_exclude_crowd_clip_and_name_dropped(tmp_path):
     ann_file = make_coco(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="densemnv3.data.coco"):
-        dataset = CocoDetection(tmp_path, ann_file)
-    assert dataset.num_dropped_boxes == 2
-    assert "dropped 2 boxes" in caplog.text
+    dataset = CocoDetection(tmp_path, ann_file)
+    image = str(tmp_path / "leftImg8bit/train/x/img1.png")
+    assert dataset.dropped_boxes == [(4, image, [5, 5, 0, 8]), (5, image, [70, 5, 4, 4])]
     assert len(dataset) == 2
 
     image, target = dataset[0]
@@ -139,7 +137,10 @@ def test_skip_bad_skips_an_undecodable_image(tmp_path):
     with pytest.raises(DataError, match="cannot decode image"):
         CocoDetection(tmp_path, ann_file)[0]
     dataset = CocoDetection(tmp_path, ann_file, skip_bad=True)
-    assert dataset[0][1]["image_id"] == 2
+    with pytest.raises(DataError, match="truncated PNG"):
+        dataset[0]  # never another image in its place
+    assert dataset.validate(progress=False) == dataset.bad_files
+    assert dataset.ids == [2] and dataset[0][1]["image_id"] == 2
     assert dataset.bad_files[0][0] == str(bad)
 
 

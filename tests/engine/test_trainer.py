@@ -61,8 +61,9 @@ def test_train_writes_run_directory(tiny_synthetic, tmp_path, tiny_overrides, ru
 
 @pytest.mark.slow
 def test_kill_9_then_resume_is_bit_exact(tiny_synthetic, tmp_path, tiny_overrides, run_tool):
-    """kill -9 mid-epoch, resume from last.pt: final weights equal an uninterrupted run's."""
-    extra = {"schedule__iters": 12, "train__eval_interval": 100, "train__checkpoint_interval": 2}
+    """kill -9 mid-epoch, resume from last.pt: final weights, and results.csv but for its
+    wall-clock column, equal an uninterrupted run's."""
+    extra = {"schedule__iters": 12, "train__eval_interval": 3, "train__checkpoint_interval": 2}
     ref = tmp_path / "reference"
     proc = run_tool("train_seg.py", CONFIG, "--no-progress", "--set", *tiny_overrides(tiny_synthetic, ref, **extra))
     assert proc.returncode == 0, proc.stderr
@@ -97,6 +98,12 @@ def test_kill_9_then_resume_is_bit_exact(tiny_synthetic, tmp_path, tiny_override
         {str(k): v["momentum_buffer"] for k, v in final_ref["optimizer"]["state"].items()},
         {str(k): v["momentum_buffer"] for k, v in final_resumed["optimizer"]["state"].items()},
     )
+    rows = {}
+    for run in (ref, crashed):
+        with open(run / "results.csv") as f:
+            rows[run] = [{k: v for k, v in row.items() if k != "time"} for row in csv.DictReader(f)]
+    assert [int(r["iter"]) for r in rows[ref]] == [3, 6, 9, 12]
+    assert rows[crashed] == rows[ref]  # the running loss means too, not only the weights
 
 
 @pytest.mark.slow

@@ -154,7 +154,8 @@ def test_to_dict_and_table(coco_gt):
     assert set(d) >= {"AP", "AP50", "AP75", "APs", "APm", "APl", "per_class_ap", "stats"}
     assert d["stats"] == pytest.approx(m.stats)
     table = format_ap_table(m)
-    assert "50.50" in next(line for line in table.splitlines() if line.startswith("person"))
+    assert "(fraction 0-1)" in table.splitlines()[0]  # the same unit as pycocotools' summary
+    assert "0.5050" in next(line for line in table.splitlines() if line.startswith("person"))
     assert "—" in next(line for line in table.splitlines() if line.startswith("APl"))
     assert DetMetrics(stats=[0.0] * 12, per_class_ap={}).AP == 0.0
 

@@ -123,11 +123,11 @@ def test_format_iou_table():
     _, m = _metrics(4)
     table = format_iou_table(m, ["road", "car", "sky", "bus"])
     lines = table.splitlines()
-    assert lines[0].split() == ["class", "|", "IoU", "|", "Acc"]
-    assert "66.67" in next(line for line in lines if line.startswith("car "))
+    assert lines[0].split() == ["class", "|", "IoU", "|", "Acc", "(fraction", "0-1)"]
+    assert "0.6667" in next(line for line in lines if line.startswith("car "))
     assert "—" in next(line for line in lines if line.startswith("bus "))
-    assert "55.56" in next(line for line in lines if line.startswith("mIoU"))
-    assert "71.43" in next(line for line in lines if line.startswith("pixel accuracy"))
+    assert "0.5556" in next(line for line in lines if line.startswith("mIoU"))
+    assert "0.7143" in next(line for line in lines if line.startswith("pixel accuracy"))
     assert len({line.index("|") for line in lines if "|" in line}) == 1  # aligned
 
 

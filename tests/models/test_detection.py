@@ -332,7 +332,7 @@ def test_anchor_scale_range_and_bn_momentum_options():
 
 def test_config_options_are_checked_through_the_builders_kwargs():
     from densemnv3.config import ModelConfig
-    from densemnv3.tasks.common import build_model
+    from densemnv3.models import build_model
 
     model = build_model(ModelConfig(name="ssdlite320_mobilenet_v3_small", num_classes=3,
                                     options={"anchor_scale_range": (0.1, 0.9), "score_thresh": 0.2}))

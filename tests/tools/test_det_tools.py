@@ -88,6 +88,11 @@ def test_train_and_eval_det_end_to_end(run_tool, tiny_synthetic, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert {"AP", "AP50", "AP75", "APs", "APm", "APl", "per_class_ap"} <= metrics.keys()
+    # the config trains channels_last: the tool takes the same path as the evaluation inside
+    # training, so best.pt (saved by that evaluation) gives the same numbers to the last digit
+    in_training = json.loads((work / "metrics.json").read_text())
+    assert in_training.pop("iter") == 4 and in_training == metrics
+    assert metrics["images_evaluated"] == 2 and metrics["images_skipped"] == 0
     detections = json.loads((tmp_path / "ev" / "detections.json").read_text())
     assert all(len(d["bbox"]) == 4 and d["category_id"] in {24, 25, 26, 27, 28, 31, 32, 33} for d in detections)
     # boxes are in original (64x128) image pixels, not the 320x320 network input
@@ -134,12 +139,17 @@ def test_degenerate_boxes_dropped_and_counted(run_tool, synthetic_copy, tmp_path
         data["annotations"][2]["bbox"] = [5000, 5000, 10, 10]  # outside the image
 
     edit_annotations(synthetic_copy, "train", degenerate)
+    ann = json.loads((synthetic_copy / "annotations/instances_train.json").read_text())["annotations"]
     ds = CocoDetection(synthetic_copy, synthetic_copy / "annotations/instances_train.json")
-    assert ds.num_dropped_boxes == 3
+    assert [ann_id for ann_id, _, _ in ds.dropped_boxes] == [a["id"] for a in ann[:3]]
+    work = tmp_path / "run"
     proc = run_tool("train_det.py", CONFIG, "--no-progress", "--set",
-                    *det_overrides(synthetic_copy, tmp_path / "run", schedule__iters=1, train__eval_interval=100))
+                    *det_overrides(synthetic_copy, work, schedule__iters=1, train__eval_interval=100))
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "dropped 3" in proc.stderr
+    line = next(line for line in proc.stderr.splitlines() if "dropped 3 boxes" in line)
+    assert f"annotation {ann[0]['id']} (" in line and str(work / "dropped_boxes.txt") in line
+    listed = (work / "dropped_boxes.txt").read_text().splitlines()
+    assert [int(row.split("\t")[0]) for row in listed] == [a["id"] for a in ann[:3]]
 
 
 def test_wrong_category_mapping_is_a_config_error(run_tool, tiny_synthetic, tmp_path):

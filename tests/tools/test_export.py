@@ -132,7 +132,8 @@ def test_checkpoint_of_another_architecture_is_one_readable_line(tool, checkpoin
     argv = [str(SEG_CONFIG), "--weights", str(checkpoints / "det.pt"), "--format", "torchscript",
             "--out", str(tmp_path / "m.pt")]
     code, _, stderr = run(tool, argv, capsys)
-    assert_one_line_error(code, stderr, 2, "checkpoint does not match LRASPP", "another architecture")
+    assert_one_line_error(code, stderr, 2, f"{checkpoints / 'det.pt'}: a detection checkpoint",
+                          "builds a segmentation model")
     assert not (tmp_path / "m.pt").exists()
 
 

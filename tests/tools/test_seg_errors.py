@@ -129,8 +129,8 @@ def test_bad_checkpoints(run_tool, tiny_synthetic, tmp_path, problem):
     proc = run_tool("eval_seg.py", CONFIG, "--weights", str(path), "--set",
                     f"data.root={tiny_synthetic}", "data.synthetic=None")
     expected = {"missing": "checkpoint not found", "truncated": "truncated",
-                "other_arch": "backbone.features"}[problem]
-    assert_one_line_error(proc, str(path) if problem != "other_arch" else "checkpoint", expected)
+                "other_arch": "segmentation checkpoint of MobileNetV3-Small"}[problem]
+    assert_one_line_error(proc, str(path), expected)
 
 
 def test_wrong_type_and_unknown_model_option(run_tool, tiny_overrides, tiny_synthetic, tmp_path):

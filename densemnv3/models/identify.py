@@ -1,0 +1,183 @@
+"""What a checkpoint file is, and whether it fits the model a config builds.
+
+The one place that classifies a file given as weights (``--weights``, ``--resume``,
+``Predictor.from_config``, ``model.weights``) — a densemnv3 training checkpoint, a torchvision
+model, something else, or no checkpoint at all — and words the one-line error when it does not
+fit. Every tool loads weights through :func:`load_weights`.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from densemnv3.errors import CheckpointError
+
+__all__ = ["CheckpointInfo", "backbone_family", "inspect_checkpoint", "load_weights",
+           "read_checkpoint"]
+
+_FIX = "use another checkpoint, e.g. last.pt or best.pt of a run"
+
+#: Blocks under ``features`` of each backbone family (width and dilation do not change them).
+_FAMILY_BY_BLOCKS = {13: "MobileNetV3-Small", 17: "MobileNetV3-Large", 19: "MobileNetV2",
+                     14: "MobileNetV1"}
+_FEATURE_INDEX = re.compile(r"^(?:backbone\.features|backbone|features)\.(\d+)\.")
+
+#: Key prefixes of torchvision models this toolkit does not build, and what they are.
+_OTHER_MODELS = (
+    ("rpn.", "a torchvision Faster/Mask R-CNN detector"),
+    ("roi_heads.", "a torchvision Faster/Mask R-CNN detector"),
+    ("backbone.body.", "a torchvision R-CNN/RetinaNet/FCOS detector"),
+    ("aux_classifier.", "a torchvision DeepLabV3/FCN segmentation model"),
+    ("classifier.4.", "a torchvision DeepLabV3 segmentation model"),
+    ("backbone.layer1.", "a torchvision ResNet-based model"),
+    ("layer1.", "a torchvision ResNet classifier"),
+    ("conv_proj.", "a torchvision Vision Transformer"),
+    ("features.0.0.block.", "a torchvision EfficientNet classifier"),
+)
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """A checkpoint file, read and classified."""
+
+    path: Path
+    state: dict  # what the file holds
+    weights: Mapping[str, Tensor]  # the model's state dict inside it
+    task: str | None  # "segmentation", "detection", "classification" or None (another model)
+    arch: str | None  # the densemnv3 model name, when the file records it
+    backbone: str | None  # the backbone family its layers show, e.g. "MobileNetV3-Small"
+    description: str  # "a detection checkpoint of ssdlite320_mobilenet_v3_small (densemnv3 training)"
+
+    @property
+    def resumable(self) -> bool:
+        """Written by the trainer, with the optimizer state that ``--resume`` needs."""
+        return all(k in self.state for k in ("model", "optimizer", "scheduler", "iter", "rng"))
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """``torch.load(path, weights_only=True)``; a file that is missing or is no PyTorch
+    checkpoint raises :class:`CheckpointError` saying what the file is."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found; check the path (--weights / --resume)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - arbitrary bytes make torch.load raise anything
+        raise CheckpointError(f"{path}: {_unreadable(path, err)}; {_FIX}") from None
+
+
+def _unreadable(path: Path, err: BaseException) -> str:
+    """What a file that ``torch.load`` refused is, in a few words."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(256)
+    if size == 0:
+        return "empty file (0 bytes), not a checkpoint"
+    if head.startswith(b"PK"):
+        if not zipfile.is_zipfile(path):
+            return f"truncated checkpoint ({size} bytes; the zip archive ends early)"
+        names = zipfile.ZipFile(path).namelist()
+        if any("/code/" in n for n in names):
+            return "a TorchScript model (as tools/export.py writes), not a checkpoint"
+    if "Weights only load failed" in str(err) and "Unsupported" in str(err):
+        return ("holds pickled Python objects (e.g. a whole nn.Module saved with torch.save(model)), "
+                "which are not loaded, for safety; save model.state_dict() instead")
+    if head.startswith(b"\x80") and isinstance(err, (EOFError, pickle.UnpicklingError)):
+        return f"truncated checkpoint ({size} bytes; the pickle stream ends early)"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"not a PyTorch checkpoint ({size} bytes of unknown binary data)"
+    first = text.strip().splitlines()[0][:40] if text.strip() else ""
+    return f"a text file, not a PyTorch checkpoint (it starts {first!r})"
+
+
+def backbone_family(weights: Mapping[str, Tensor]) -> str | None:
+    """The backbone family a state dict's ``features`` blocks show, or ``None``."""
+    blocks = {m.group(1) for k in weights if (m := _FEATURE_INDEX.match(k))}
+    return _FAMILY_BY_BLOCKS.get(len(blocks))
+
+
+def inspect_checkpoint(path: str | os.PathLike) -> CheckpointInfo:
+    """Read ``path`` and say what it is (see :class:`CheckpointInfo`)."""
+    path = Path(path)
+    state = read_checkpoint(path)
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{path}: holds a {type(state).__name__}, not a checkpoint "
+                              f"(a dict of tensors); {_FIX}")
+    weights = state
+    for key in ("model", "state_dict"):
+        if isinstance(state.get(key), Mapping):
+            weights = state[key]
+            break
+    tensors = {k: v for k, v in weights.items() if isinstance(v, Tensor)}
+    if not tensors:
+        keys = ", ".join(map(repr, list(state)[:4]))
+        raise CheckpointError(f"{path}: holds no weights (a dict with keys {keys}), not a "
+                              f"checkpoint; {_FIX}")
+    arch = state.get("arch") if isinstance(state.get("arch"), str) else None
+    task = _task(tensors, arch)
+    family = backbone_family(tensors)
+    if task is None:
+        what = next((d for prefix, d in _OTHER_MODELS if any(k.startswith(prefix) for k in tensors)),
+                    f"weights of an unknown model (first key {next(iter(tensors))!r})")
+    elif task == "classification":
+        what = f"an ImageNet classification checkpoint of {family} (torchvision)"
+    else:
+        torchvision = any(k.startswith("classifier.") or "classification_head" in k for k in tensors)
+        made_by = "densemnv3 training" if arch else "torchvision" if torchvision else "densemnv3"
+        of = arch or family
+        what = f"a {task} checkpoint" + (f" of {of}" if of else "") + f" ({made_by})"
+    return CheckpointInfo(path=path, state=dict(state), weights=tensors, task=task, arch=arch,
+                          backbone=family, description=what)
+
+
+def _task(weights: Mapping[str, Tensor], arch: str | None) -> str | None:
+    if arch is not None:
+        return "segmentation" if arch.startswith("lraspp") else "detection"
+    keys = list(weights)
+    if any(k.endswith("low_classifier.weight") for k in keys):
+        return "segmentation"  # LR-ASPP: densemnv3 "head." or torchvision "classifier."
+    if any(k.startswith(("head.classification", "head.regression")) for k in keys):
+        return "detection"  # SSDLite: densemnv3 or torchvision layout
+    if backbone_family(weights) and all(k.startswith(("features.", "classifier.")) for k in keys):
+        return "classification"  # a torchvision MobileNet trained on ImageNet
+    return None
+
+
+def load_weights(model: nn.Module, checkpoint: str | os.PathLike | CheckpointInfo, *,
+                 task: str, model_name: str) -> CheckpointInfo:
+    """Load a checkpoint into ``model`` (a ``model_name`` for ``task``); a file of another task,
+    architecture or model raises :class:`CheckpointError` naming the file and what it is."""
+    from .weights import load_torchvision_weights
+
+    info = checkpoint if isinstance(checkpoint, CheckpointInfo) else inspect_checkpoint(checkpoint)
+    builds = f"the config builds a {task} model, {model_name}"
+    if info.task == "classification":
+        raise CheckpointError(f"{info.path}: {info.description}, without the {task} head; use it "
+                              f"as model.backbone_weights, and give the whole model's checkpoint here")
+    if info.task is None:
+        raise CheckpointError(f"{info.path}: {info.description}, not an LR-ASPP or SSDLite "
+                              f"checkpoint; {builds}")
+    if info.task != task:
+        tool = {"segmentation": "seg", "detection": "det"}[info.task]
+        raise CheckpointError(f"{info.path}: {info.description}, but {builds}; use it with "
+                              f"tools/*_{tool}.py and the config it was trained with")
+    own = backbone_family(model.state_dict())
+    if info.arch not in (None, model_name) or (info.backbone and own and info.backbone != own):
+        raise CheckpointError(f"{info.path}: {info.description}, but {builds}"
+                              + (f" on {own}" if own else "") + "; pass the config it was trained with")
+    try:
+        load_torchvision_weights(model, info.weights)
+    except CheckpointError as err:
+        raise CheckpointError(f"{info.path}: {info.description}; {err}") from None
+    return info
