@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from densemnv3.data.cache import DecodedCache
 from densemnv3.data.cityscapes_labels import ID_TO_TRAIN_ID, VALID_LABEL_IDS
 from densemnv3.data.io import cached, first_good_sample, read_image, read_label
 from densemnv3.errors import DataError
@@ -34,7 +35,10 @@ class CityscapesSegmentation(Dataset):
     RGB image and the uint8 HW train ids at the original size. With ``skip_bad`` an unreadable
     or invalid pair is recorded in :attr:`bad_files` and another sample is returned instead.
     With ``cache`` each decoded pair is kept in RAM after its first read: for small
-    datasets (every loader worker holds its own copy).
+    datasets (every loader worker holds its own copy). With ``decoded_cache`` (a folder written by
+    ``tools/cache_dataset.py``, see :mod:`densemnv3.data.cache`) pairs are memory-mapped from the
+    cache instead of decoded: the same bytes, read-only, and only the pixels a transform touches
+    are read.
     """
 
     def __init__(
@@ -45,6 +49,7 @@ class CityscapesSegmentation(Dataset):
         *,
         skip_bad: bool = False,
         cache: bool = False,
+        decoded_cache: str | os.PathLike | None = None,
     ):
         self.root = Path(root)
         self.split = split
@@ -53,6 +58,10 @@ class CityscapesSegmentation(Dataset):
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if cache else None
         self.bad_files: list[tuple[str, str]] = []
         self.samples: list[tuple[str, str]] = self._scan()
+        self._decoded = (
+            None if decoded_cache is None
+            else DecodedCache(decoded_cache, self.root, split, self.samples)
+        )
 
     def _scan(self) -> list[tuple[str, str]]:
         if not self.root.is_dir():
@@ -90,7 +99,10 @@ class CityscapesSegmentation(Dataset):
         return os.path.basename(self.samples[index][0])[: -len(IMAGE_SUFFIX)]
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Decode and check one pair: uint8 HWC RGB image and uint8 HW train ids."""
+        """Decode and check one pair: uint8 HWC RGB image and uint8 HW train ids (read-only
+        memory maps when the decoded cache is on)."""
+        if self._decoded is not None:
+            return self._decoded.load(self.samples[index][0])
         return cached(self._cache, index, lambda: self._decode(index))
 
     def _decode(self, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -122,6 +134,8 @@ class CityscapesSegmentation(Dataset):
     def _item(self, index: int):
         image, target = self.load(index)
         if self.transform is None:
+            if self._decoded is not None:  # the caller owns what it gets, not a read-only map
+                image, target = np.array(image), np.array(target)
             return image, target
         out = self.transform(image=image, mask=target)
         return out["image"], torch.as_tensor(out["mask"], dtype=torch.int64)
