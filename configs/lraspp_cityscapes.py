@@ -4,6 +4,11 @@ Paper (from scratch): 72.36 mIoU on val; mmseg LR-ASPP M-V3-D8: 69.54 mIoU (512x
 16, 320k iterations). Point ``data.root`` at a folder with ``leftImg8bit/`` and ``gtFine/``:
 ``python tools/train_seg.py configs/lraspp_cityscapes.py --set data.root=/data/cityscapes``.
 Run on 4 GPUs with ``torchrun --nproc_per_node=4`` (4 x batch 4 = 16).
+
+PNG decoding is the loader's bottleneck on a GPU: write the decoded-sample cache once with
+``python tools/cache_dataset.py configs/lraspp_cityscapes.py --set data.root=/data/cityscapes
+data.decoded_cache=/fast/cache`` (~24 GB) and train with the same ``data.decoded_cache`` (and
+enough ``data.workers``); see the README. Off by default.
 """
 
 from densemnv3.config import (

@@ -69,6 +69,9 @@ class DataConfig:
     skip_bad: bool = False
     # keep decoded images in RAM after the first epoch: small datasets only (one copy per worker)
     cache_images: bool = False
+    # segmentation training split read from this decoded-sample cache (tools/cache_dataset.py)
+    # instead of decoding PNGs; None: off
+    decoded_cache: str | None = None
     # segmentation
     crop_size: tuple[int, int] = (512, 1024)
     scale_range: tuple[float, float] = (0.5, 2.0)

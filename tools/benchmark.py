@@ -26,7 +26,9 @@ vs torchvision fp32 on the same input (SSDLite: class logits and box deltas).
 
 Data cases: one sample of decode + training augmentation. ``data_seg``: a 1024x2048 PNG + label
 through ``seg_train_transform((512, 1024))`` vs a torchvision-references-style PIL pipeline
-(random resize 0.5-2, pad, crop, flip, ColorJitter, to tensor, normalise). ``data_det``: a
+(random resize 0.5-2, pad, crop, flip, ColorJitter, to tensor, normalise); ours reads the pair from
+the decoded-sample cache (``data.decoded_cache``), and the same pipeline decoding the PNGs is timed
+too (``ours_uncached_ms``). ``data_det``: a
 480x640 image + boxes through ``det_train_transform(320)`` vs torchvision references' SSDLite
 ``transforms.v2`` pipeline (+ resize 320, normalise). Both run one thread, as a loader worker.
 """
@@ -66,6 +68,8 @@ from densemnv3.utils.cli import add_set_argument, run_main  # noqa: E402
 
 MODEL_CASES = ("lraspp_large", "lraspp_small", "ssdlite_large", "ssdlite_small")
 DATA_CASES = ("data_seg", "data_det")
+TRAIN_CASES = ("train_seg",)
+TRAIN_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "lraspp_cityscapes.py"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 #: max abs difference / max |torchvision fp32 output| that passes, per precision of ours.
 REL_TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "bf16": 1e-1}
@@ -327,13 +331,17 @@ def bench_data(case: str, args) -> dict:
     cv2.setNumThreads(1)
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            ours, tv, size = (_seg_pipelines if case == "data_seg" else _det_pipelines)(Path(tmp), args.quick)
-            seconds = time_interleaved({"ours": ours, "tv": tv}, args.iters, args.warmup, torch.device("cpu"))
+            fns, size = (_seg_pipelines if case == "data_seg" else _det_pipelines)(Path(tmp), args.quick)
+            seconds = time_interleaved(fns, args.iters, args.warmup, torch.device("cpu"))
     finally:
         torch.set_num_threads(threads)
         cv2.setNumThreads(cv2_threads)
     record = _record(case, size, 1, "uint8->fp32", seconds)
     record.update(ours_options={"threads": 1}, tv_options={"threads": 1})
+    if "ours_uncached" in seconds:  # ours reads the decoded cache; the same pipeline decoding PNGs
+        record["ours_options"]["decoded_cache"] = True
+        record.update(ours_uncached_ms=seconds["ours_uncached"] * 1e3,
+                      ours_uncached_min_ms=seconds["ours_uncached_min"] * 1e3)
     return record
 
 
@@ -345,6 +353,7 @@ def _seg_pipelines(root: Path, quick: bool):
     from PIL import Image
     from torchvision import transforms as T
 
+    from densemnv3.data.cache import write_decoded_cache
     from densemnv3.data.cityscapes import CityscapesSegmentation
     from densemnv3.data.cityscapes_labels import ID_TO_TRAIN_ID
     from densemnv3.data.synthetic import make_synthetic
@@ -353,6 +362,8 @@ def _seg_pipelines(root: Path, quick: bool):
     full, crop = ((128, 256), (64, 128)) if quick else ((1024, 2048), (512, 1024))
     make_synthetic(root, train=2, val=1, size=full, progress=False)
     dataset = CityscapesSegmentation(root, "train", seg_train_transform(crop))
+    cache = write_decoded_cache(dataset, root / "decoded", progress=False)
+    cached = CityscapesSegmentation(root, "train", seg_train_transform(crop), decoded_cache=cache)
     jitter = T.ColorJitter(0.3, 0.3, 0.3, 0.05)
     lut = torch.as_tensor(ID_TO_TRAIN_ID.astype(np.int64))
     calls = iter(range(10**9))
@@ -378,7 +389,9 @@ def _seg_pipelines(root: Path, quick: bool):
         target = torch.as_tensor(np.array(target), dtype=torch.int64)
         return image, torch.where(target == 255, target, lut[target])
 
-    return (lambda: dataset[next(calls) % len(dataset)]), reference, f"{full[0]}x{full[1]}->{crop[0]}x{crop[1]}"
+    fns = {"ours": lambda: cached[next(calls) % len(cached)], "tv": reference,
+           "ours_uncached": lambda: dataset[next(calls) % len(dataset)]}
+    return fns, f"{full[0]}x{full[1]}->{crop[0]}x{crop[1]}"
 
 
 def _det_pipelines(root: Path, quick: bool):
@@ -418,7 +431,64 @@ def _det_pipelines(root: Path, quick: bool):
         }
         return pipeline(image, target)
 
-    return (lambda: dataset[next(calls) % len(dataset)]), reference, f"{full[0]}x{full[1]}->{out}x{out}"
+    return {"ours": lambda: dataset[next(calls) % len(dataset)], "tv": reference}, f"{full[0]}x{full[1]}->{out}x{out}"
+
+
+# --------------------------------------------------------------------------- training
+
+
+def bench_train(args, device: torch.device) -> dict:
+    """Training images/s of a segmentation config on the device alone vs fed by its loader."""
+    from densemnv3.config import load_config
+    from densemnv3.engine.throughput import training_throughput
+    from densemnv3.tasks import build_task
+
+    cfg = args.cfg or load_config(TRAIN_CONFIG, args.overrides)
+    cfg.data.synthetic = None
+    cfg.data.workers = cfg.data.workers if args.workers is None else args.workers
+    size = tuple(int(v) for v in args.synthetic_size.lower().split("x"))
+    if args.quick:
+        cfg.data.crop_size, cfg.data.batch_size = (size[0] // 2, size[1] // 2), 2
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg.data.root = args.data_root or _synthetic_root(Path(tmp), size, args.synthetic_images)
+        variants = {"loader": {}}
+        if args.decoded_cache:
+            variants["cached"] = {"decoded_cache": _decoded_cache(cfg, Path(tmp) / "decoded")}
+        rates = training_throughput(cfg, build_task, device=str(device), steps=args.iters,
+                                    warmup=args.warmup, loader_variants=variants)
+    amp = cfg.train.amp and device.type == "cuda"
+    crop = "x".join(str(v) for v in cfg.data.crop_size)
+    return {"case": "train_seg", "input": f"{'synthetic ' + args.synthetic_size if not args.data_root else args.data_root}"
+            f" -> {crop}", "precision": "amp fp16" if amp else "fp32", "config": str(args.config or TRAIN_CONFIG),
+            "channels_last": cfg.train.channels_last, "decoded_cache": cfg.data.decoded_cache, **rates}
+
+
+def _synthetic_root(tmp: Path, size: tuple[int, int], images: int) -> str:
+    from densemnv3.data.synthetic import make_synthetic
+
+    return str(make_synthetic(tmp / "synthetic", train=images, val=1, size=size, progress=False))
+
+
+def _decoded_cache(cfg, out: Path) -> str:
+    from densemnv3.data.cache import write_decoded_cache
+    from densemnv3.data.cityscapes import CityscapesSegmentation
+
+    dataset = CityscapesSegmentation(cfg.data.root, cfg.data.train_split, skip_bad=cfg.data.skip_bad)
+    return str(write_decoded_cache(dataset, out, progress=False))
+
+
+def format_train(r: dict) -> str:
+    """One line per loader variant: images/s on the device alone, fed by the loader, ratio."""
+    lines = []
+    for name in ("loader", "cached"):
+        if f"{name}_img_s" in r:
+            lines.append(
+                f"{r['case']} {r['input']} batch {r['batch']} {r['precision']}, {r['workers']} workers"
+                f"{', decoded cache' if name == 'cached' or r['decoded_cache'] else ''}: on-device step "
+                f"{r['device_img_s']:.1f} img/s, loader-fed {r[f'{name}_img_s']:.1f} img/s, "
+                f"ratio {r[f'{name}_ratio']:.2f}"
+            )
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- timing, report
@@ -506,6 +576,8 @@ def _notes(r: dict) -> str:
         on.append(f"compile={options['compile']} ({r['compile_seconds']:.0f} s)")
     if options.get("fuse_bn") is False:
         on.append("no BN folding")
+    if "ours_uncached_ms" in r:
+        on.append(f"decoded cache (decoding the PNGs: {r['ours_uncached_ms']:.1f} ms)")
     if options.get("config"):
         on.insert(0, f"{options['config']}" + ("" if r.get("same_weights") else " (own weights)"))
     if on:
@@ -539,7 +611,7 @@ def machine_info(device: torch.device) -> dict:
 
 def parse_args(argv: list[str] | None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", nargs="+", default=["lraspp_large"], choices=(*MODEL_CASES, *DATA_CASES, "all"))
+    parser.add_argument("--model", nargs="+", default=["lraspp_large"], choices=(*MODEL_CASES, *DATA_CASES, *TRAIN_CASES, "all"))
     parser.add_argument("--config", help="ours = this config's model (--model then names only data cases)")
     add_set_argument(parser)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -567,10 +639,19 @@ def parse_args(argv: list[str] | None):
     )
     parser.add_argument("--det-nms", default="auto", choices=("auto", "per_image", "batched"),
                         help="ours' SSDLite NMS path (auto: per_image on CPU, batched on GPUs)")
+    parser.add_argument("--data-root", help="train_seg: a Cityscapes root (default: a synthetic one)")
+    parser.add_argument("--synthetic-size", default=None, help="train_seg: HxW of the synthetic images "
+                        "(default 1024x2048)")
+    parser.add_argument("--synthetic-images", type=int, default=16, help="train_seg: synthetic train images")
+    parser.add_argument("--workers", type=int, default=None, help="train_seg: loader workers (default: config's)")
+    parser.add_argument("--decoded-cache", action="store_true",
+                        help="train_seg: also time the loader reading a decoded cache of the root, built in a "
+                             "temporary folder (~8 MB per 1024x2048 image)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, 1 iteration (a smoke test)")
     args = parser.parse_args(argv)
     args.sizes = args.sizes or (["64x128"] if args.quick else ["512x1024"])
     args.batch_sizes = args.batch_sizes or [1]
+    args.synthetic_size = args.synthetic_size or ("64x128" if args.quick else "1024x2048")
     if args.quick:
         args.iters = 1 if args.iters is None else args.iters
         args.warmup = 1 if args.warmup is None else args.warmup
@@ -603,12 +684,17 @@ def main(argv: list[str] | None = None) -> int:
         from densemnv3.config import load_config
 
         args.cfg = load_config(args.config, args.overrides)
-        cases = [case_of(args.cfg.model.name)] + [c for c in cases if c in DATA_CASES]
+        inference = [] if set(cases) <= set(TRAIN_CASES) else [case_of(args.cfg.model.name)]
+        cases = inference + [c for c in cases if c in (*DATA_CASES, *TRAIN_CASES)]
     info = machine_info(device)
     print(f"{info.get('gpu', info['cpu'])}, {info['threads']} threads, torch {info['torch']}; "
           f"{args.iters} timed calls after {args.warmup} warm-up, interleaved", flush=True)
     results = []
     for case in cases:
+        if case in TRAIN_CASES:
+            results.append(bench_train(args, device))
+            print(format_train(results[-1]), flush=True)
+            continue
         if case in DATA_CASES:
             results.append(bench_data(case, args))
             print(format_table(results[-1:]).splitlines()[-1], flush=True)
@@ -621,7 +707,9 @@ def main(argv: list[str] | None = None) -> int:
                                                _with_settings(args, settings), device))
                     print("\n".join(format_table(results[-1:]).splitlines()[2:]), flush=True)
     print()
-    print(format_table(results))
+    inference_and_data = [r for r in results if r["case"] not in TRAIN_CASES]
+    print("\n".join([format_table(inference_and_data)] * bool(inference_and_data)
+                    + [format_train(r) for r in results if r["case"] in TRAIN_CASES]))
     if args.json:
         options = {k: v for k, v in vars(args).items() if k != "cfg"}
         report = {"machine": info, "args": options, "results": results}

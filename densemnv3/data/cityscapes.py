@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from densemnv3.data.cache import DecodedCache
 from densemnv3.data.checks import find_bad_samples
 from densemnv3.data.cityscapes_labels import ID_TO_TRAIN_ID, VALID_LABEL_IDS
 from densemnv3.data.io import cached, read_image, read_label
@@ -33,8 +34,11 @@ class CityscapesSegmentation(Dataset):
     RGB image and the uint8 HW train ids at the original size. An image without a label or a
     label without an image stops the indexing with its file name, or with ``skip_bad`` is left
     out and recorded in :attr:`bad_files`; :meth:`validate` does the same for pairs that do not
-    decode or check. A sample is never replaced by another. With ``cache`` each decoded pair is kept in RAM after its first read: for small
-    datasets (every loader worker holds its own copy).
+    decode or check. A sample is never replaced by another. With ``cache`` each decoded pair is
+    kept in RAM after its first read: for small datasets (every loader worker holds its own
+    copy). With ``decoded_cache`` (a folder written by ``tools/cache_dataset.py``, see
+    :mod:`densemnv3.data.cache`) pairs are memory-mapped from the cache instead of decoded: the
+    same bytes, read-only, and only the pixels a transform touches are read.
     """
 
     def __init__(
@@ -45,6 +49,7 @@ class CityscapesSegmentation(Dataset):
         *,
         skip_bad: bool = False,
         cache: bool = False,
+        decoded_cache: str | os.PathLike | None = None,
     ):
         self.root = Path(root)
         self.split = split
@@ -53,6 +58,10 @@ class CityscapesSegmentation(Dataset):
         self._cache: dict[str, tuple[np.ndarray, np.ndarray]] | None = {} if cache else None
         self.bad_files: list[tuple[str, str]] = []
         self.samples: list[tuple[str, str]] = self._scan()
+        self._decoded = (
+            None if decoded_cache is None
+            else DecodedCache(decoded_cache, self.root, split, self.samples)
+        )
 
     def _scan(self) -> list[tuple[str, str]]:
         if not self.root.is_dir():
@@ -101,7 +110,10 @@ class CityscapesSegmentation(Dataset):
         return os.path.basename(self.samples[index][0])[: -len(IMAGE_SUFFIX)]
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Decode and check one pair: uint8 HWC RGB image and uint8 HW train ids."""
+        """Decode and check one pair: uint8 HWC RGB image and uint8 HW train ids (read-only
+        memory maps when the decoded cache is on)."""
+        if self._decoded is not None:
+            return self._decoded.load(self.samples[index][0])
         return cached(self._cache, self.samples[index][0], lambda: self._decode(index))
 
     def _decode(self, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -124,6 +136,8 @@ class CityscapesSegmentation(Dataset):
     def __getitem__(self, index: int):
         image, target = self.load(index)
         if self.transform is None:
+            if self._decoded is not None:  # the caller owns what it gets, not a read-only map
+                image, target = np.array(image), np.array(target)
             return image, target
         out = self.transform(image=image, mask=target)
         return out["image"], torch.as_tensor(out["mask"], dtype=torch.int64)

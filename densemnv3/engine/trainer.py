@@ -137,6 +137,7 @@ class Trainer:
             rank=self.rank, world_size=self.world_size,
         )
         self.iters_per_epoch = len(self.batch_sampler)
+        self._train_loader: DataLoader | None = None
         s = cfg.schedule
         if (s.iters is None) == (s.epochs is None):
             raise UserError("set exactly one of schedule.iters and schedule.epochs")
@@ -216,18 +217,30 @@ class Trainer:
     # ------------------------------------------------------------------ loop
 
     def _loader(self, epoch: int, start_batch: int) -> DataLoader:
+        """The training loader, set to ``epoch`` from batch ``start_batch``. Built once: its
+        workers persist across epochs (the sampler is iterated in this process, so each new
+        iteration picks up the epoch)."""
         self.batch_sampler.set_epoch(epoch, start_batch)
-        workers = self.cfg.data.workers
-        return DataLoader(
-            SeededDataset(self.train_set),
-            batch_sampler=self.batch_sampler,
-            num_workers=workers,
-            collate_fn=self.task.collate,
-            pin_memory=self.device.type == "cuda",
-            worker_init_fn=_ignore_sigint,
-            persistent_workers=False,
-            prefetch_factor=4 if workers > 0 else None,
-        )
+        if self._train_loader is None:
+            workers = self.cfg.data.workers
+            if workers > 0:
+                # Parallelism comes from the workers: OpenCV's own threads would only contend.
+                # Set here, before the workers fork: a forked worker that resizes OpenCV's pool
+                # deadlocks when this process has used the pool (e.g. checking files up front).
+                import cv2
+
+                cv2.setNumThreads(1)
+            self._train_loader = DataLoader(
+                SeededDataset(self.train_set),
+                batch_sampler=self.batch_sampler,
+                num_workers=workers,
+                collate_fn=self.task.collate,
+                pin_memory=self.device.type == "cuda",
+                worker_init_fn=_ignore_sigint,
+                persistent_workers=workers > 0,
+                prefetch_factor=4 if workers > 0 else None,
+            )
+        return self._train_loader
 
     def _on_signal(self, signum, frame) -> None:
         if self._stop_signal is not None:  # a second Ctrl-C: stop now
@@ -380,6 +393,3 @@ class Trainer:
 def _ignore_sigint(worker_id: int) -> None:
     # Ctrl-C is handled by the main process, which saves a checkpoint and stops the workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    import cv2
-
-    cv2.setNumThreads(1)  # parallelism comes from the workers; nested threads only contend

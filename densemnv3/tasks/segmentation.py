@@ -64,7 +64,8 @@ class SegmentationTask:
             if train
             else seg_eval_transform(resize=tuple(d.eval_resize) if d.eval_resize else None)
         )
-        return CityscapesSegmentation(d.root, split, transform, skip_bad=d.skip_bad, cache=d.cache_images)
+        return CityscapesSegmentation(d.root, split, transform, skip_bad=d.skip_bad, cache=d.cache_images,
+                                      decoded_cache=d.decoded_cache if train else None)
 
     def train_dataset(self) -> Dataset:
         return self.dataset(self.cfg.data.train_split, train=True)

@@ -199,3 +199,19 @@ def test_iou_with_crop_matches_torchvision_box_iou():
     crop = (30, 40, 170, 150)
     expected = box_iou(torch.as_tensor(boxes), torch.tensor([crop], dtype=torch.float64))[:, 0].numpy()
     np.testing.assert_allclose(_iou_with(boxes, areas, crop), expected, rtol=1e-12)
+
+
+def test_normalize_to_tensor_equals_albumentations_normalize_and_to_tensor(image, mask):
+    """Same float32 values as A.Normalize + ToTensorV2, but a contiguous CHW tensor."""
+    from albumentations.pytorch import ToTensorV2
+
+    from densemnv3.data.transforms import NormalizeToTensor
+
+    mean, std = (0.5, 0.25, 0.125), (0.2, 0.3, 0.4)
+    ref = A.Compose([A.Normalize(mean=mean, std=std), ToTensorV2()])(image=image, mask=mask)
+    got = A.Compose([NormalizeToTensor(mean=mean, std=std)])(image=image, mask=mask)
+    assert got["image"].is_contiguous() and got["image"].dtype == torch.float32
+    assert torch.equal(got["image"], ref["image"]) and torch.equal(got["mask"], ref["mask"])
+    floats = image.astype(np.float32) / 255  # a non-uint8 image takes albumentations' own path
+    ref = A.Compose([A.Normalize(mean=mean, std=std), ToTensorV2()])(image=floats)["image"]
+    assert torch.equal(A.Compose([NormalizeToTensor(mean=mean, std=std)])(image=floats)["image"], ref)

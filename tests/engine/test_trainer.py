@@ -217,3 +217,20 @@ def test_build_optimizer_groups_and_kind(name):
         assert decay["betas"] == (0.8, 0.999)
     else:
         assert decay["momentum"] == 0.8
+
+
+def test_loader_keeps_its_workers_across_epochs(tiny_synthetic, tmp_path, tiny_cfg):
+    """workers > 0: one DataLoader with persistent workers; each epoch still gets its own order."""
+    cfg = tiny_cfg(tiny_synthetic, tmp_path / "run", data__workers=1, train__eval_interval=100)
+    trainer = Trainer(cfg, build_task(cfg), device="cpu", progress=False)
+    loader = trainer._loader(0, 0)
+    assert loader.persistent_workers and loader.num_workers == 1
+    epochs = [[target.clone() for _, target in trainer._loader(epoch, 0)] for epoch in (0, 1)]
+    assert trainer._loader(1, 1) is loader
+    assert len(list(loader)) == len(epochs[1]) - 1  # resumed at batch 1 of epoch 1
+    assert len(epochs[0]) == len(epochs[1]) == trainer.iters_per_epoch
+    assert any(not a.equal(b) for a, b in zip(*epochs))
+    fresh = Trainer(cfg, build_task(cfg), device="cpu", progress=False)  # same batches as a new loader
+    assert all(a.equal(b) for a, (_, b) in zip(epochs[1], fresh._loader(1, 0), strict=True))
+    cfg0 = tiny_cfg(tiny_synthetic, tmp_path / "run0", data__workers=0)
+    assert not Trainer(cfg0, build_task(cfg0), device="cpu", progress=False)._loader(0, 0).persistent_workers

@@ -39,6 +39,8 @@ def test_quick_run_writes_json_with_positive_ratios(bench_tool, tmp_path, capsys
         assert r["params"] > 1e6 and r["gflops_per_image"] > 0
     assert results["ssdlite_small"]["input"] == "320x320" and results["ssdlite_small"]["net_ratio"] > 0
     assert results["ssdlite_small"]["ours_options"]["nms_impl"] == "per_image"  # auto, on CPU
+    data = results["data_seg"]  # ours reads the decoded cache; decoding the PNGs is timed beside it
+    assert data["ours_options"]["decoded_cache"] and data["ours_uncached_ms"] > 0
     table = capsys.readouterr().out
     assert "| lraspp_small | 64x128 | 1 | fp32 |" in table and "ssdlite_small (network only)" in table
 
@@ -90,3 +92,20 @@ def test_det_nms_selects_ours_nms_path(bench_tool, tmp_path):
                             "--json", str(out)]) == 0
     (result,) = json.loads(out.read_text())["results"]
     assert result["ours_options"]["nms_impl"] == "batched" and result["ratio"] > 0
+
+
+def test_train_seg_reports_device_and_loader_fed_rates(bench_tool, tmp_path, capsys):
+    out = tmp_path / "train.json"
+    assert bench_tool.main([
+        "--quick", "--model", "train_seg", "--workers", "1", "--decoded-cache", "--synthetic-images", "4",
+        "--iters", "2", "--set", "model.name=lraspp_mobilenet_v3_small", "model.options={}", "--json", str(out),
+    ]) == 0
+    (r,) = json.loads(out.read_text())["results"]
+    assert r["case"] == "train_seg" and r["input"] == "synthetic 64x128 -> 32x64"
+    assert (r["batch"], r["workers"], r["precision"], r["decoded_cache"]) == (2, 1, "fp32", None)
+    for rate in ("device_img_s", "loader_img_s", "cached_img_s"):
+        assert 0 < r[rate] < 1e4
+    for name in ("loader", "cached"):
+        assert r[f"{name}_ratio"] == pytest.approx(r[f"{name}_img_s"] / r["device_img_s"])
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.endswith(f"ratio {r['cached_ratio']:.2f}") and "decoded cache" in line for line in lines)
