@@ -84,7 +84,7 @@ def compile_for_inference(model: nn.Module, mode: CompileMode = "reduce-overhead
     """``torch.compile`` the network of ``model``, leaving data-dependent postprocessing eager.
 
     A model whose forward is pure tensor code (LR-ASPP) is compiled whole. One with a ``head``
-    and a postprocess that leaves the graph (SSDLite: ``.tolist()``, per-image NMS) gets its
+    and a data-dependent postprocess (SSDLite's candidate selection and NMS) gets its
     ``backbone``, ``extra`` blocks and ``head`` compiled in place, so postprocessing neither
     breaks the graph nor recompiles as the number of candidates changes.
 

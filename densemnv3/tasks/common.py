@@ -1,4 +1,4 @@
-"""What the tasks share: the model named in the config, and the synthetic dataset."""
+"""What the tasks share: the evaluation path and progress bar, and the synthetic dataset."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ from torch import nn
 
 from densemnv3.config import Config
 from densemnv3.engine import distributed as dist_utils
-from densemnv3.models.registry import build_model
 
-__all__ = ["build_model", "ensure_synthetic", "eval_progress", "prepare_for_eval"]
+__all__ = ["ensure_synthetic", "eval_progress", "prepare_for_eval"]
 
 
 def prepare_for_eval(model: nn.Module, cfg: Config) -> torch.memory_format:

@@ -15,8 +15,9 @@ from densemnv3.data.transforms import det_eval_transform, det_train_transform
 from densemnv3.engine import distributed as dist_utils
 from densemnv3.engine.sampler import shard_indices
 from densemnv3.evaluation.coco import CocoEvaluator, DetMetrics, format_ap_table
+from densemnv3.models import build_model
 
-from .common import build_model, ensure_synthetic, eval_progress, prepare_for_eval
+from .common import ensure_synthetic, eval_progress, prepare_for_eval
 from .registry import register_task
 
 

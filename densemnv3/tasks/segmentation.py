@@ -16,9 +16,10 @@ from densemnv3.data.transforms import seg_eval_transform, seg_train_transform
 from densemnv3.engine import distributed as dist_utils
 from densemnv3.engine.sampler import shard_indices
 from densemnv3.evaluation.segmentation import ConfusionMatrix, SegMetrics, format_iou_table
+from densemnv3.models import build_model
 from densemnv3.models.resize import deterministic_cuda
 
-from .common import build_model, ensure_synthetic, eval_progress, prepare_for_eval
+from .common import ensure_synthetic, eval_progress, prepare_for_eval
 from .registry import register_task
 
 
