@@ -114,13 +114,18 @@ def main(argv=None) -> int:
 
         stop_reason, code, fps, smoothed = None, 0, 0.0, None
         extra = f"{predictor.device.type} {predictor.precision}"
-        previous_handler = _set_handler(signal.SIGTERM, _raise_terminated)
-        # Ctrl-C raises KeyboardInterrupt even when the shell started us with SIGINT ignored
-        previous_int = _set_handler(signal.SIGINT, signal.default_int_handler)
+        # The first Ctrl-C / SIGTERM asks the loop to stop after the frame in hand (so the frame
+        # count and the file agree); a second one stops at once. Ctrl-C works even when the
+        # shell started us with SIGINT ignored.
+        stop = _StopRequest()
+        previous_handler = _set_handler(signal.SIGTERM, stop)
+        previous_int = _set_handler(signal.SIGINT, stop)
         last = last_progress = time.perf_counter()
         timings = Timings(start=last)
         try:
             for frame in reader:
+                if stop.signum is not None:
+                    break
                 t0 = time.perf_counter()
                 result = predictor(frame)
                 t1 = time.perf_counter()
@@ -147,6 +152,10 @@ def main(argv=None) -> int:
                 if t3 - last_progress >= PROGRESS_EVERY_S:
                     last_progress = t3
                     print(f"  {timings.frames} frames, {fps:.1f} FPS", flush=True)
+            if stop.signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            if stop.signum == signal.SIGTERM:
+                raise Terminated()
         except KeyboardInterrupt:
             stop_reason, code = "interrupted (Ctrl-C)", 130
         except Terminated:
@@ -184,8 +193,17 @@ def main(argv=None) -> int:
             writer.close()
 
 
-def _raise_terminated(signum, frame) -> None:
-    raise Terminated()
+class _StopRequest:
+    """Signal handler: the first signal is recorded for the loop to act on between frames; a
+    second raises at once (KeyboardInterrupt for SIGINT, :class:`Terminated` for SIGTERM)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def __call__(self, signum, frame) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt if signum == signal.SIGINT else Terminated()
+        self.signum = signum
 
 
 def _set_handler(signum, handler):
