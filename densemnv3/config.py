@@ -22,7 +22,7 @@ import sys
 import traceback
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -323,6 +323,29 @@ def validate(node: Any, prefix: str = "") -> None:
             validate(value, f"{key}.")
 
 
+def config_from_dict(data: Mapping[str, Any], source: str = "config") -> Config:
+    """The :class:`Config` that ``dataclasses.asdict`` turned into ``data`` (as checkpoints store
+    it), validated; an unknown key raises :class:`ConfigError` naming ``source`` and the key."""
+
+    def build(kind: type, values: Mapping[str, Any], prefix: str) -> Any:
+        hints = typing.get_type_hints(kind)
+        names = {f.name for f in dataclasses.fields(kind)}
+        kwargs = {}
+        for key, value in values.items():
+            if key not in names:
+                raise ConfigError(f"{source}: unknown config key {prefix + key!r} (written by another "
+                                  f"densemnv3 version?){did_you_mean(key, names)}")
+            section = next((a for a in typing.get_args(hints[key]) or (hints[key],)
+                            if dataclasses.is_dataclass(a)), None)
+            kwargs[key] = (build(section, value, f"{prefix}{key}.")
+                           if section is not None and isinstance(value, Mapping) else value)
+        return kind(**kwargs)
+
+    cfg = build(Config, data, "")
+    validate(cfg)
+    return cfg
+
+
 def config_to_python(cfg: Config) -> str:
     """Python source of a config file that rebuilds ``cfg`` (saved as ``config.py`` in a run)."""
     return (
@@ -349,6 +372,7 @@ __all__ = [
     "SyntheticConfig",
     "TrainConfig",
     "apply_override",
+    "config_from_dict",
     "config_to_python",
     "load_config",
     "save_config",

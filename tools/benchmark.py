@@ -63,7 +63,7 @@ from densemnv3.inference.settings import (  # noqa: E402
     add_inference_arguments,
     variants_from_args,
 )
-from densemnv3.models import load_torchvision_weights  # noqa: E402
+from densemnv3.models import load_state_dict_checked  # noqa: E402
 from densemnv3.utils.cli import add_set_argument, run_main  # noqa: E402
 
 MODEL_CASES = ("lraspp_large", "lraspp_small", "ssdlite_large", "ssdlite_small")
@@ -171,7 +171,7 @@ def build_pair(
 
         ours = build_model(config.model)
     try:
-        load_torchvision_weights(ours, tv.state_dict())
+        load_state_dict_checked(ours, tv.state_dict())
         same_weights = True
     except CheckpointError:
         same_weights = False
@@ -355,7 +355,7 @@ def _seg_pipelines(root: Path, quick: bool):
 
     from densemnv3.data.cache import write_decoded_cache
     from densemnv3.data.cityscapes import CityscapesSegmentation
-    from densemnv3.data.cityscapes_labels import ID_TO_TRAIN_ID
+    from densemnv3.data.labels import ID_TO_TRAIN_ID
     from densemnv3.data.synthetic import make_synthetic
     from densemnv3.data.transforms import IMAGENET_MEAN, IMAGENET_STD, seg_train_transform
 
@@ -662,7 +662,7 @@ def parse_args(argv: list[str] | None):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from densemnv3.utils.cli import resolve_device
+    from densemnv3.utils.device import resolve_device
 
     args = parse_args(argv)
     device = torch.device(resolve_device(args.device))

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Run a segmentation or detection model on a video file, a camera or a stream.
 
-``python tools/demo_video.py CONFIG --weights CKPT --source SRC [--output out.mp4] [--no-display]``
+``python tools/demo_video.py [CONFIG] --weights CKPT --source SRC [--output out.mp4] [--no-display]``
 
 SRC is a video file, a camera index (``0``) or a stream URL (``rtsp://``, ``http(s)://``). Each
 frame gets the segmentation overlay or the detection boxes and a smoothed FPS readout; the result
@@ -42,7 +42,8 @@ class Terminated(Exception):
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", help="the model's config, e.g. configs/lraspp_synthetic.py")
+    parser.add_argument("config", nargs="?", help="the model's config, e.g. configs/lraspp_synthetic.py "
+                        "(optional for last.pt / best.pt, which record theirs)")
     parser.add_argument("--weights", required=True, help="a checkpoint (last.pt / best.pt / torchvision)")
     parser.add_argument("--source", required=True, help="video file, camera index (0) or stream URL")
     parser.add_argument("--output", help="write the annotated video here (.mp4 or .avi)")
@@ -99,8 +100,8 @@ def main(argv=None) -> int:
 
         if args.threads is not None:
             torch.set_num_threads(args.threads)
-        predictor = Predictor.from_config(
-            args.config, args.weights, device=args.device, precision=args.precision,
+        predictor = Predictor.from_checkpoint(
+            args.weights, args.config, device=args.device, precision=args.precision,
             memory_format=args.memory_format, compile=args.compile, cuda_graphs=args.cuda_graphs,
             overrides=args.overrides, score_threshold=args.score_threshold,
         )

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from densemnv3.engine.cli import eval_parser, evaluate_and_write, load_for_eval, output_dir  # noqa: E402
+from densemnv3.commands import eval_parser, evaluate_and_write, load_for_eval, output_dir  # noqa: E402
 from densemnv3.utils.cli import run_main  # noqa: E402
 
 

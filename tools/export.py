@@ -1,8 +1,11 @@
 #!/usr/bin/env python
 """Export a checkpoint to ONNX or TorchScript and check the file against PyTorch.
 
-``python tools/export.py CONFIG --weights CKPT --format onnx|torchscript --out FILE
+``python tools/export.py [CONFIG] --weights CKPT --format onnx|torchscript --out FILE
 [--set KEY=VALUE ...] [--input-size H W] [--opset N]``
+
+CONFIG may be left out for ``last.pt`` / ``best.pt``, which record the config they were trained
+with; a torchvision file needs it.
 
 Input ``images`` (N, 3, H, W), normalised as in training, N dynamic. Segmentation outputs
 ``logits`` (N, C, H, W); detection outputs ``boxes`` (N, A, 4) xyxy pixels and ``scores``
@@ -24,7 +27,7 @@ from densemnv3.utils.cli import add_set_argument, run_main  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config")
+    parser.add_argument("config", nargs="?", help="the config (optional for last.pt / best.pt)")
     parser.add_argument("--weights", required=True, help="a checkpoint (last.pt / best.pt / torchvision)")
     parser.add_argument("--format", required=True, choices=("onnx", "torchscript"))
     parser.add_argument("--out", required=True, help="file to write, e.g. lraspp.onnx")
@@ -41,15 +44,14 @@ def main(argv: list[str] | None = None) -> int:
     from densemnv3.config import load_config
     from densemnv3.inference.export import check_output_path, export_model, require_onnx
     from densemnv3.inference.settings import export_settings
-    from densemnv3.models import build_model, load_weights
+    from densemnv3.models import load_model
 
-    cfg = load_config(args.config, args.overrides)
     check_output_path(args.out)
     if args.format == "onnx":
         require_onnx()
-    cfg.model.backbone_weights = cfg.model.weights = None  # --weights holds the whole model
-    model = build_model(cfg.model)
-    load_weights(model, args.weights, task=cfg.task, model_name=cfg.model.name)
+    loaded = load_model(load_config(args.config, args.overrides) if args.config else None,
+                        args.weights, overrides=args.overrides)
+    cfg, model = loaded.cfg, loaded.model
     if args.input_size:
         size = tuple(args.input_size)
     elif cfg.task == "detection":

@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from densemnv3.engine.cli import train_from_cli  # noqa: E402
+from densemnv3.commands import train_from_cli  # noqa: E402
 from densemnv3.utils.cli import run_main  # noqa: E402
 
 if __name__ == "__main__":

@@ -13,8 +13,8 @@ from torch.utils.data import Dataset
 
 from densemnv3.data.cache import DecodedCache
 from densemnv3.data.checks import find_bad_samples
-from densemnv3.data.cityscapes_labels import ID_TO_TRAIN_ID, VALID_LABEL_IDS
 from densemnv3.data.io import cached, read_image, read_label
+from densemnv3.data.labels import ID_TO_TRAIN_ID, VALID_LABEL_IDS
 from densemnv3.errors import DataError
 
 IMAGE_SUFFIX = "_leftImg8bit.png"

@@ -16,7 +16,7 @@ import numpy as np
 from albumentations.augmentations.crops.transforms import BaseCrop
 from albumentations.pytorch import ToTensorV2
 
-from densemnv3.data.cityscapes_labels import IGNORE_INDEX
+from densemnv3.data.labels import IGNORE_INDEX
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

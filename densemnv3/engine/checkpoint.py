@@ -11,9 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from densemnv3.models.identify import read_checkpoint
-
-__all__ = ["atomic_save", "get_rng_state", "load_checkpoint", "set_rng_state"]
+__all__ = ["atomic_save", "get_rng_state", "set_rng_state"]
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
@@ -36,11 +34,6 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     finally:
         os.close(dir_fd)
     return path
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a checkpoint with ``weights_only=True`` (no arbitrary unpickling)."""
-    return read_checkpoint(path)
 
 
 def get_rng_state() -> dict:

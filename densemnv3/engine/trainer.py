@@ -1,8 +1,8 @@
 """The training loop: iterations, AMP, DDP, evaluation, checkpoints, resume, signals.
 
 The loop is task-agnostic; a :class:`Task` (segmentation or detection, see :mod:`densemnv3.tasks`)
-builds the model and data, computes the losses of a batch and evaluates. Hooks get
-``before_step``/``after_step``/``after_train`` calls with the trainer.
+builds the model and data, computes the losses of a batch and evaluates. Checkpoints record the
+resolved config, so :func:`densemnv3.models.load_model` rebuilds the model from them alone.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import math
 import signal
 import sys
 import time
-from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
@@ -103,9 +102,8 @@ class Trainer:
         device: str,
         resume: str | Path | None = None,
         progress: bool = True,
-        hooks: Sequence[Any] = (),
     ) -> None:
-        self.cfg, self.task, self.hooks = cfg, task, list(hooks)
+        self.cfg, self.task = cfg, task
         self.work_dir = Path(cfg.work_dir)
         if cfg.train.deterministic:  # before anything starts CUDA (cuBLAS reads its workspace once)
             enable_determinism(torch.device(device))
@@ -192,8 +190,10 @@ class Trainer:
 
     def _resume(self, path: Path) -> None:
         from densemnv3.models import inspect_checkpoint, load_weights
+        from densemnv3.models.loader import reconcile_config
 
         info = inspect_checkpoint(path)
+        reconcile_config(self.cfg, info, inputs=False)  # the same model, or one clear error
         load_weights(self.model, info, task=self.cfg.task, model_name=self.cfg.model.name)
         if not info.resumable:
             raise CheckpointError(f"{path}: {info.description}, not a training checkpoint (no "
@@ -290,8 +290,6 @@ class Trainer:
         while self.iter < self.total_iters:
             epoch, start = divmod(self.iter, self.iters_per_epoch)
             for batch in self._loader(epoch, start):
-                for hook in self.hooks:
-                    getattr(hook, "before_step", lambda t: None)(self)
                 with nondeterministic_op_is_a_user_error(cfg.train.deterministic, TrainingError), \
                         torch.autocast(self.device.type, dtype=torch.float16) if self.amp else nullcontext():
                     losses = self.task.losses(self.ddp, batch, self.device)
@@ -335,8 +333,6 @@ class Trainer:
                                              | {"train/lr": lr}, self.iter)
                     if not self.progress:  # no bar (--no-progress, logs to a file): one line instead
                         self._log_line(window, window_n, lr, t0, start_iter)
-                for hook in self.hooks:
-                    getattr(hook, "after_step", lambda t: None)(self)
                 done = self.iter == self.total_iters
                 if self.iter % cfg.train.eval_interval == 0 or done:
                     train_means = {f"train/{k}": v / window_n for k, v in window.items()}
@@ -356,8 +352,6 @@ class Trainer:
                 if done:
                     break
         bar.close()
-        for hook in self.hooks:
-            getattr(hook, "after_train", lambda t: None)(self)
         return self.metrics
 
     def _all_finite(self, loss: Tensor) -> bool:

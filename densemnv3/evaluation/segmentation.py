@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from densemnv3.data.cityscapes_labels import IGNORE_INDEX, TRAIN_ID_TO_ID
+from densemnv3.data.labels import IGNORE_INDEX, TRAIN_ID_TO_ID
 from densemnv3.evaluation.units import UNIT, fmt
 
 __all__ = [

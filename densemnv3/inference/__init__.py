@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     "InferenceSettings": "settings",
     "Predictor": "predictor",
-    "detection_class_names": "class_names",
     "inference_defaults": "settings",
     "resolve_inference": "settings",
     "FrameReader": "video",
@@ -22,7 +21,6 @@ _EXPORTS = {
     "open_source": "video",
     "source_fps": "video",
     "source_kind": "video",
-    "COCO_CATEGORY_NAMES": "visualize",
     "class_color": "visualize",
     "draw_detections": "visualize",
     "draw_fps": "visualize",
@@ -30,13 +28,11 @@ _EXPORTS = {
 }
 
 __all__ = [
-    "COCO_CATEGORY_NAMES",
     "FrameReader",
     "InferenceSettings",
     "Predictor",
     "VideoWriter",
     "class_color",
-    "detection_class_names",
     "draw_detections",
     "draw_fps",
     "inference_defaults",
@@ -48,12 +44,10 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .class_names import detection_class_names
     from .predictor import Predictor
     from .settings import InferenceSettings, inference_defaults, resolve_inference
     from .video import FrameReader, VideoWriter, open_source, source_fps, source_kind
     from .visualize import (
-        COCO_CATEGORY_NAMES,
         class_color,
         draw_detections,
         draw_fps,

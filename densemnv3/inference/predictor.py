@@ -21,15 +21,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from densemnv3.config import Config, load_config
+from densemnv3.data.labels import detection_class_names
 from densemnv3.data.transforms import IMAGENET_MEAN, IMAGENET_STD, detector_input_size
 from densemnv3.errors import UserError
 from densemnv3.models.segmentation import LRASPP
 
-from .class_names import detection_class_names
 from .optimize import CUDAGraphed, compile_for_inference, cuda_graph_network, prepare_for_inference
 from .settings import PRECISIONS, InferenceSettings, resolve_inference
 
-__all__ = ["PRECISIONS", "Predictor", "detection_class_names"]
+__all__ = ["PRECISIONS", "Predictor"]
 
 _DET_MEAN = (0.5, 0.5, 0.5)
 _DET_STD = (0.5, 0.5, 0.5)
@@ -52,8 +52,9 @@ class Predictor:
       "labels": (K,) int64, "class_names": [K names]}`` with ``scores >= score_threshold``.
 
     The options left as ``None`` take the device's defaults (:func:`inference_defaults`): on
-    CUDA fp16, NCHW, no compile, no CUDA graphs; on CPU fp32, NCHW. ``predictor.settings`` holds
-    the resolved choice and ``predictor.settings.describe()`` says it in one line.
+    CUDA fp16, NCHW, no compile, no CUDA graphs; on CPU fp32, channels_last.
+    ``predictor.settings`` holds the resolved choice and ``predictor.settings.describe()`` says it
+    in one line. :meth:`from_checkpoint` builds one from a checkpoint alone.
 
     Args:
         model: the network; it is put in eval mode on ``device`` and prepared by
@@ -133,6 +134,27 @@ class Predictor:
         self._std = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
 
     @classmethod
+    def from_checkpoint(
+        cls,
+        weights: str | os.PathLike,
+        config: str | os.PathLike | Config | None = None,
+        *,
+        device: str | torch.device = "auto",
+        overrides: Sequence[str] = (),
+        **kwargs: Any,
+    ) -> Predictor:
+        """The model a checkpoint describes (``last.pt``/``best.pt`` record their config), with
+        its weights, wrapped; ``config`` is needed only for files that record none (torchvision
+        checkpoints) and is checked against the recorded one (see
+        :func:`densemnv3.models.load_model`). ``kwargs`` (``precision``, ``memory_format``, ...)
+        go to :class:`Predictor`."""
+        from densemnv3.models import load_model
+
+        cfg = load_config(config, overrides) if isinstance(config, (str, os.PathLike)) else config
+        loaded = load_model(cfg, weights, overrides=overrides)
+        return cls(loaded.model, loaded.cfg, device=device, **kwargs)
+
+    @classmethod
     def from_config(
         cls,
         config_path: str | os.PathLike,
@@ -142,16 +164,8 @@ class Predictor:
         overrides: Sequence[str] = (),
         **kwargs: Any,
     ) -> Predictor:
-        """Build the config's model, load ``weights`` (``last.pt``/``best.pt`` or a torchvision
-        checkpoint) and wrap it; ``kwargs`` (``precision``, ``memory_format``, ...) go to
-        :class:`Predictor`."""
-        from densemnv3.models import build_model, load_weights
-
-        cfg = load_config(config_path, overrides)
-        cfg.model.backbone_weights = cfg.model.weights = None  # ``weights`` holds the whole model
-        model = build_model(cfg.model)
-        load_weights(model, weights, task=cfg.task, model_name=cfg.model.name)
-        return cls(model, cfg, device=device, **kwargs)
+        """:meth:`from_checkpoint` with the config first, as the tools take them."""
+        return cls.from_checkpoint(weights, config_path, device=device, overrides=overrides, **kwargs)
 
     # ------------------------------------------------------------------ public
     @torch.inference_mode()

@@ -121,7 +121,7 @@ def resolve_inference(
     unknown values and combinations the device cannot run."""
     import torch
 
-    from densemnv3.utils.cli import resolve_device
+    from densemnv3.utils.device import resolve_device
 
     if channels_last is not None:
         spelled = "channels_last" if channels_last else "nchw"

@@ -12,24 +12,16 @@ from typing import Any
 
 import cv2
 import numpy as np
-from torchvision.models.detection import SSDLite320_MobileNet_V3_Large_Weights
 
-from densemnv3.data.cityscapes_labels import IGNORE_INDEX, TRAIN_ID_PALETTE
+from densemnv3.data.labels import IGNORE_INDEX, TRAIN_ID_PALETTE
 
 __all__ = [
-    "COCO_CATEGORY_NAMES",
     "class_color",
     "draw_detections",
     "draw_fps",
     "draw_label",
     "overlay_segmentation",
 ]
-
-#: COCO names indexed by category id (0 = background, "N/A" for the 11 unused ids up to 90):
-#: torchvision's list, the label order of its 91-class COCO detectors.
-COCO_CATEGORY_NAMES: tuple[str, ...] = tuple(
-    SSDLite320_MobileNet_V3_Large_Weights.COCO_V1.meta["categories"]
-)
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 

@@ -14,9 +14,10 @@ from .detection import (
     ssdlite320_mobilenet_v3_small,
 )
 from .identify import CheckpointInfo, inspect_checkpoint, load_weights, read_checkpoint
+from .loader import LoadedModel, load_model
 from .registry import MODELS, build_model, list_models, register_model
 from .segmentation import LRASPP, lraspp, lraspp_mobilenet_v3_large, lraspp_mobilenet_v3_small
-from .weights import LoadResult, load_torchvision_weights
+from .weights import LoadResult, load_state_dict_checked
 
 __all__ = [
     "LRASPP",
@@ -25,13 +26,15 @@ __all__ = [
     "FeatureBackbone",
     "FeatureInfo",
     "LoadResult",
+    "LoadedModel",
     "MODELS",
     "build_model",
     "create_backbone",
     "inspect_checkpoint",
     "list_backbones",
     "list_models",
-    "load_torchvision_weights",
+    "load_model",
+    "load_state_dict_checked",
     "load_weights",
     "lraspp",
     "lraspp_mobilenet_v3_large",

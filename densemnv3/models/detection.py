@@ -1,7 +1,7 @@
 """SSDLite detection: backbone + extra blocks + SSDLite head, SSD loss and batched postprocessing.
 
 Equivalent to torchvision's ``ssdlite320_mobilenet_v3_large`` (its checkpoints load with
-:func:`densemnv3.models.load_torchvision_weights`; logits, box deltas, losses and detections match)
+:func:`densemnv3.models.load_state_dict_checked`; logits, box deltas, losses and detections match)
 except that input normalisation (to [-1, 1]) and resizing belong to the data pipeline: ``forward``
 takes a normalised ``(N, 3, H, W)`` batch and returns boxes in its pixels.
 """
@@ -23,7 +23,7 @@ from .heads.anchors import BoxCoder, DefaultBoxes
 from .heads.postprocess import NMS_IMPLS, Detections, ssd_postprocess
 from .heads.ssdlite import SSDLiteHead, build_extra, normal_init_
 from .registry import register_model
-from .weights import load_torchvision_weights
+from .weights import load_state_dict_checked
 
 Targets = Sequence[Mapping[str, Tensor]]
 
@@ -334,7 +334,7 @@ def ssdlite(
     if backbone_weights is None:
         normal_init_(net)
     else:
-        load_torchvision_weights(net, backbone_weights)
+        load_state_dict_checked(net, backbone_weights)
     model = SSDLite(net, num_classes, width_mult=width_mult, **kwargs)
     for module in model.modules():
         if isinstance(module, nn.BatchNorm2d):

@@ -158,7 +158,7 @@ def load_weights(model: nn.Module, checkpoint: str | os.PathLike | CheckpointInf
                  task: str, model_name: str) -> CheckpointInfo:
     """Load a checkpoint into ``model`` (a ``model_name`` for ``task``); a file of another task,
     architecture or model raises :class:`CheckpointError` naming the file and what it is."""
-    from .weights import load_torchvision_weights
+    from .weights import load_state_dict_checked
 
     info = checkpoint if isinstance(checkpoint, CheckpointInfo) else inspect_checkpoint(checkpoint)
     builds = f"the config builds a {task} model, {model_name}"
@@ -177,7 +177,7 @@ def load_weights(model: nn.Module, checkpoint: str | os.PathLike | CheckpointInf
         raise CheckpointError(f"{info.path}: {info.description}, but {builds}"
                               + (f" on {own}" if own else "") + "; pass the config it was trained with")
     try:
-        load_torchvision_weights(model, info.weights)
+        load_state_dict_checked(model, info.weights)
     except CheckpointError as err:
         raise CheckpointError(f"{info.path}: {info.description}; {err}") from None
     return info

@@ -39,7 +39,7 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     backbone (``backbone_weights``) and whole-model (``weights``) checkpoints."""
     from .identify import load_weights
     from .segmentation import LRASPP
-    from .weights import load_torchvision_weights
+    from .weights import load_state_dict_checked
 
     if cfg.name not in MODELS:
         raise ConfigError(
@@ -54,7 +54,7 @@ def build_model(cfg: ModelConfig) -> nn.Module:
             )
     model = MODELS.get(cfg.name)(num_classes=cfg.num_classes, **cfg.options)
     if cfg.backbone_weights:
-        load_torchvision_weights(model.backbone, cfg.backbone_weights)
+        load_state_dict_checked(model.backbone, cfg.backbone_weights)
     if cfg.weights:
         task = "segmentation" if isinstance(model, LRASPP) else "detection"
         load_weights(model, cfg.weights, task=task, model_name=cfg.name)

@@ -17,7 +17,7 @@ from .backbones import create_backbone
 from .heads.lraspp import LRASPPHead, PoolMode
 from .registry import register_model
 from .resize import resize_bilinear
-from .weights import LoadResult, load_torchvision_weights
+from .weights import LoadResult, load_state_dict_checked
 
 Checkpoint = Mapping[str, Tensor] | str | os.PathLike
 
@@ -69,7 +69,7 @@ class LRASPP(nn.Module):
     def load_backbone_weights(self, checkpoint: Checkpoint) -> LoadResult:
         """Load a torchvision ImageNet classification checkpoint (e.g. ``mobilenet_v3_large``'s
         state dict, or a path to one) into the backbone; its classifier is ignored."""
-        return load_torchvision_weights(self.backbone, checkpoint)
+        return load_state_dict_checked(self.backbone, checkpoint)
 
 
 def lraspp(

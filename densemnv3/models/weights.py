@@ -1,4 +1,4 @@
-"""Loading torchvision checkpoints (from local files) into densemnv3 models."""
+"""Loading a state dict — torchvision's layout or densemnv3's — into a model, every key checked."""
 
 from __future__ import annotations
 
@@ -27,13 +27,12 @@ def _unwrap(state: Mapping) -> Mapping[str, Tensor]:
     return state
 
 
-def load_torchvision_weights(
+def load_state_dict_checked(
     module: nn.Module, state_dict_or_path: Mapping[str, Tensor] | str | os.PathLike
 ) -> LoadResult:
-    """Load a torchvision checkpoint of the matching architecture into ``module``.
-
-    Checkpoints written by densemnv3 (``last.pt``/``best.pt``, whose ``model`` entry already has
-    ``module``'s keys) load through the same function.
+    """Load a state dict (or a file holding one) of the matching architecture into ``module``:
+    a torchvision checkpoint, or a densemnv3 one (``last.pt``/``best.pt``, whose ``model`` entry
+    already has ``module``'s keys).
 
     ``module`` may define ``convert_torchvision_state_dict(sd) -> sd`` to rename torchvision's keys
     to its own, and ``torchvision_ignored_prefixes`` for keys it does not use (a backbone ignores
@@ -43,7 +42,7 @@ def load_torchvision_weights(
     source = state_dict_or_path
     if isinstance(source, (str, os.PathLike)):
         try:
-            return load_torchvision_weights(module, read_checkpoint(source))
+            return load_state_dict_checked(module, read_checkpoint(source))
         except CheckpointError as err:
             message = str(err)
             raise CheckpointError(message if message.startswith(str(source)) else f"{source}: {message}") from None

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
 from densemnv3.config import Config
 from densemnv3.data.cityscapes import CityscapesSegmentation
-from densemnv3.data.cityscapes_labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
+from densemnv3.data.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 from densemnv3.data.transforms import seg_eval_transform, seg_train_transform
 from densemnv3.engine import distributed as dist_utils
 from densemnv3.engine.sampler import shard_indices

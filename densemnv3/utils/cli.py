@@ -37,16 +37,3 @@ def add_set_argument(parser: argparse.ArgumentParser) -> None:
         "--set", dest="overrides", metavar="KEY=VALUE", nargs="+", action="extend", default=[],
         help="override config values, e.g. --set optim.lr=0.02 data.batch_size=4",
     )
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; asking for CUDA without one is an error."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for but no CUDA device is available; use --device cpu")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise UserError(f"unknown device {device!r}; use cpu, cuda or auto")
-    return device

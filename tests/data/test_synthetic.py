@@ -12,7 +12,7 @@ import pytest
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from densemnv3.data.cityscapes_labels import ID_PALETTE, VALID_LABEL_IDS
+from densemnv3.data.labels import ID_PALETTE, VALID_LABEL_IDS
 from densemnv3.data.synthetic import (
     CITIES,
     MIN_AREA,

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from densemnv3.config import load_config
-from densemnv3.engine.checkpoint import load_checkpoint
 from densemnv3.engine.trainer import Trainer
 from densemnv3.errors import TrainingError
+from densemnv3.models import read_checkpoint
 from densemnv3.tasks import build_task
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,7 +53,7 @@ def test_train_writes_run_directory(tiny_synthetic, tmp_path, tiny_overrides, ru
     assert metrics["iter"] == 6 and 0.0 <= metrics["mIoU"] <= 1.0
     assert set(metrics["per_class_iou"]) >= {"road", "car", "sky"}
     assert "mIoU" in proc.stderr and "road" in proc.stderr  # the IoU table was printed
-    state = load_checkpoint(work / "last.pt")
+    state = read_checkpoint(work / "last.pt")
     assert state["iter"] == 6 and state["arch"] == "lraspp_mobilenet_v3_small"
     # the saved config is loadable and equals what ran
     assert load_config(work / "config.py") == tiny_cfg(tiny_synthetic, work)
@@ -76,7 +76,7 @@ def test_kill_9_then_resume_is_bit_exact(tiny_synthetic, tmp_path, tiny_override
     killed_at = None
     while time.time() < deadline and child.poll() is None:
         if (crashed / "last.pt").is_file():
-            it = load_checkpoint(crashed / "last.pt")["iter"]
+            it = read_checkpoint(crashed / "last.pt")["iter"]
             if it >= 4:  # 4 iterations per epoch: 4..10 are inside an epoch or at its start
                 child.send_signal(signal.SIGKILL)
                 killed_at = it
@@ -90,8 +90,8 @@ def test_kill_9_then_resume_is_bit_exact(tiny_synthetic, tmp_path, tiny_override
                     *tiny_overrides(tiny_synthetic, crashed, **extra))
     assert proc.returncode == 0, proc.stderr
     assert "resumed from" in proc.stderr
-    final_ref = load_checkpoint(ref / "last.pt")
-    final_resumed = load_checkpoint(crashed / "last.pt")
+    final_ref = read_checkpoint(ref / "last.pt")
+    final_resumed = read_checkpoint(crashed / "last.pt")
     assert final_resumed["iter"] == final_ref["iter"] == 12
     assert_same_weights(final_ref["model"], final_resumed["model"])
     assert_same_weights(
@@ -123,7 +123,7 @@ def test_signal_saves_checkpoint_and_exits_cleanly(tiny_synthetic, tmp_path, sig
     assert child.returncode == code, stderr
     assert "Traceback" not in stderr
     assert f"saved {work / 'last.pt'}" in stderr and "--resume" in stderr
-    state = load_checkpoint(work / "last.pt")
+    state = read_checkpoint(work / "last.pt")
     assert 0 < state["iter"] < 400
 
 
@@ -149,7 +149,7 @@ def test_nan_loss_stops_with_iteration_and_keeps_best(tiny_synthetic, tmp_path, 
     trainer = Trainer(cfg, NaNAt(build_task(cfg), at=4), device="cpu", progress=False)
     with pytest.raises(TrainingError, match=r"loss became nan at iteration 4 \(ce=nan\)"):
         trainer.fit()
-    best = load_checkpoint(tmp_path / "run" / "best.pt")
+    best = read_checkpoint(tmp_path / "run" / "best.pt")
     assert best["iter"] == 2
     assert all(torch.isfinite(v).all() for v in best["model"].values() if v.is_floating_point())
 
@@ -177,7 +177,7 @@ def test_torchrun_two_processes_only_rank0_writes(tiny_synthetic, tmp_path, tiny
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(list((work / "tb").glob("events.out.tfevents.*"))) == 1  # one writer: rank 0
     assert proc.stdout.count("run directory:") == 1
-    state = load_checkpoint(work / "last.pt")
+    state = read_checkpoint(work / "last.pt")
     assert state["iter"] == 6 and state["world_size"] == 2
     assert sorted(p.name for p in work.iterdir()) == sorted(
         ["best.pt", "config.py", "last.pt", "metrics.json", "results.csv", "results.png", "tb"]
@@ -195,7 +195,7 @@ def test_image_smaller_than_the_crop_is_padded(tiny_synthetic, tmp_path, tiny_cf
     assert (target[:, 128:] == 255).all() or (target[:, :32] == 255).all()  # either flip
     assert (target[:64] != 255).float().mean() > 0.5  # the image itself is labelled
     Trainer(cfg, task, device="cpu", progress=False).fit()
-    assert load_checkpoint(tmp_path / "run" / "last.pt")["iter"] == 1
+    assert read_checkpoint(tmp_path / "run" / "last.pt")["iter"] == 1
 
 
 @pytest.mark.parametrize("name", ["sgd", "adamw"])

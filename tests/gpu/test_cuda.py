@@ -104,7 +104,7 @@ def _torchvision_and_ours_ssdlite(rand_init):
     tv = torchvision.models.detection.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None)
     rand_init(tv)
     ours = models.ssdlite320_mobilenet_v3_large()
-    models.load_torchvision_weights(ours, tv.state_dict())
+    models.load_state_dict_checked(ours, tv.state_dict())
     return tv.cuda().eval(), ours.cuda().eval()
 
 

@@ -7,15 +7,13 @@ import torch
 import torch.nn.functional as F
 
 from densemnv3.config import Config, DataConfig, ModelConfig
-from densemnv3.data.cityscapes_labels import TRAIN_ID_PALETTE
+from densemnv3.data.labels import COCO_CATEGORY_NAMES, TRAIN_ID_PALETTE, detection_class_names
 from densemnv3.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from densemnv3.errors import CheckpointError, UserError
 from densemnv3.inference import (
-    COCO_CATEGORY_NAMES,
     InferenceSettings,
     Predictor,
     class_color,
-    detection_class_names,
     draw_detections,
     draw_fps,
     overlay_segmentation,
@@ -271,6 +269,9 @@ def test_detection_class_names(tmp_path, det_model):
     explicit = Predictor(copy.deepcopy(det_model), det_config(), device="cpu", class_names=["bg", *"abcdefgh"])
     assert explicit.class_names[1] == "a"
     assert len(COCO_CATEGORY_NAMES) == 91
+    from torchvision.models.detection import SSDLite320_MobileNet_V3_Large_Weights
+
+    assert COCO_CATEGORY_NAMES == tuple(SSDLite320_MobileNet_V3_Large_Weights.COCO_V1.meta["categories"])
 
 
 def test_from_config_loads_a_checkpoint(tmp_path, seg_model):

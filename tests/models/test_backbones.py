@@ -7,7 +7,7 @@ from densemnv3.models import (
     FeatureBackbone,
     create_backbone,
     list_backbones,
-    load_torchvision_weights,
+    load_state_dict_checked,
     register_backbone,
 )
 from densemnv3.models.backbones import make_divisible
@@ -31,7 +31,7 @@ def test_mobilenet_v3_parity_with_torchvision(arch, dilated, reduced_tail, width
         f"mobilenet_v3_{arch}", dilated=dilated, reduced_tail=reduced_tail, width_mult=width,
         out_features=("C5",),
     ).eval()
-    result = load_torchvision_weights(ours, tv.state_dict())
+    result = load_state_dict_checked(ours, tv.state_dict())
     assert result.ignored_keys and all(k.startswith("classifier.") for k in result.ignored_keys)
     x = torch.randn(2, 3, 97, 131)
     with torch.no_grad():
@@ -47,7 +47,7 @@ def test_mobilenet_v2_parity_with_torchvision(rand_init):
     for width in (0.75, 1.0):
         tv = rand_init(torchvision.models.mobilenet_v2(width_mult=width)).eval()
         ours = create_backbone("mobilenet_v2", width_mult=width, out_features=("C5",)).eval()
-        load_torchvision_weights(ours, tv.state_dict())
+        load_state_dict_checked(ours, tv.state_dict())
         x = torch.randn(1, 3, 96, 80)
         with torch.no_grad():
             assert (ours(x)["C5"] - tv.features(x)).abs().max().item() <= 1e-5
@@ -90,7 +90,7 @@ def test_feature_info_matches_real_sizes(name, output_stride, size):
 def test_output_stride_8_dilates_c3_stage_and_loads_torchvision_weights(rand_init):
     tv = rand_init(torchvision.models.mobilenet_v3_large()).eval()
     backbone = create_backbone("mobilenet_v3_large", output_stride=8, out_features=("C3", "C4", "C5"))
-    load_torchvision_weights(backbone, tv.state_dict())
+    load_state_dict_checked(backbone, tv.state_dict())
     assert backbone.strides == {"C3": 8, "C4": 8, "C5": 8}
     backbone.eval()
     with torch.no_grad():
@@ -133,7 +133,7 @@ def test_forward_stops_after_last_tap():
 def test_frozen_bn_keeps_outputs(rand_init):
     tv = rand_init(torchvision.models.mobilenet_v3_small()).eval()
     frozen = create_backbone("mobilenet_v3_small", frozen_bn=True, out_features=("C5",))
-    load_torchvision_weights(frozen, tv.state_dict())
+    load_state_dict_checked(frozen, tv.state_dict())
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in frozen.modules())
     x = torch.randn(1, 3, 64, 64)
     frozen.train()  # frozen statistics ignore the mode
@@ -145,7 +145,7 @@ def test_mismatched_architecture_names_keys(rand_init):
     small = torchvision.models.mobilenet_v3_small().state_dict()
     backbone = create_backbone("mobilenet_v3_large")
     with pytest.raises(CheckpointError, match=r"features\.2\.block\.0\.0\.weight: checkpoint \(72, 16, 1, 1\) vs model \(64, 16, 1, 1\)"):
-        load_torchvision_weights(backbone, small)
+        load_state_dict_checked(backbone, small)
 
 
 def test_load_from_path_and_missing_path(tmp_path):
@@ -153,14 +153,14 @@ def test_load_from_path_and_missing_path(tmp_path):
     path = tmp_path / "mnv3.pth"
     torch.save(tv.state_dict(), path)
     backbone = create_backbone("mobilenet_v3_large")
-    load_torchvision_weights(backbone, path)
+    load_state_dict_checked(backbone, path)
     torch.testing.assert_close(backbone.features[5].block[0][0].weight, tv.features[5].block[0][0].weight)
     with pytest.raises(CheckpointError, match="not found"):
-        load_torchvision_weights(backbone, tmp_path / "nope.pth")
+        load_state_dict_checked(backbone, tmp_path / "nope.pth")
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(CheckpointError, match="truncated"):
-        load_torchvision_weights(backbone, truncated)
+        load_state_dict_checked(backbone, truncated)
 
 
 def test_registry():

@@ -7,7 +7,7 @@ from torch import nn
 from torchvision.models.detection import ssdlite320_mobilenet_v3_large as tv_ssdlite
 
 from densemnv3.errors import CheckpointError, ConfigError
-from densemnv3.models import load_torchvision_weights
+from densemnv3.models import load_state_dict_checked
 from densemnv3.models.detection import (
     SSDLite,
     ssdlite,
@@ -57,7 +57,7 @@ def pair():
     torch.manual_seed(0)
     tv = randomize_detector_(tv_ssdlite(weights=None, weights_backbone=None, num_classes=91))
     ours = ssdlite320_mobilenet_v3_large(num_classes=91).eval()
-    load_torchvision_weights(ours, tv.state_dict())
+    load_state_dict_checked(ours, tv.state_dict())
     ours.cpu_channels_last = False  # torchvision's kernels (NCHW): parity is exact
     images = torch.rand(2, 3, 320, 320, generator=torch.Generator().manual_seed(1))
     return tv, ours, images
@@ -300,7 +300,7 @@ def test_backbone_weights_and_wrong_checkpoint():
             num_classes=3, backbone_weights=torchvision.models.mobilenet_v3_large().state_dict()
         )
     with pytest.raises(CheckpointError):  # a 91-class checkpoint into a 3-class detector
-        load_torchvision_weights(
+        load_state_dict_checked(
             model, tv_ssdlite(weights=None, weights_backbone=None, num_classes=91).state_dict()
         )
 

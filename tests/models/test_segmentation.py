@@ -6,7 +6,7 @@ from torchvision.models.segmentation import lraspp_mobilenet_v3_large as tv_lras
 from torchvision.models.segmentation.lraspp import _lraspp_mobilenetv3
 
 from densemnv3.errors import CheckpointError, ConfigError
-from densemnv3.models import load_torchvision_weights
+from densemnv3.models import load_state_dict_checked
 from densemnv3.models.heads.lraspp import LRASPPHead, clamped_avg_pool2d
 from densemnv3.models.segmentation import (
     LRASPP,
@@ -53,7 +53,7 @@ def test_matches_torchvision_lraspp(reference, ours):
     torch.manual_seed(0)
     tv = _randomize_(reference())
     model = ours().eval()
-    result = load_torchvision_weights(model, tv.state_dict())
+    result = load_state_dict_checked(model, tv.state_dict())
     assert result.ignored_keys == []
     x = torch.randn(1, 3, 520, 520)
     with torch.no_grad():
@@ -77,7 +77,7 @@ def test_torchvision_keys_are_converted_and_own_keys_pass():
     assert set(converted) == set(model.state_dict())
     # a checkpoint saved from this model loads through the same path
     assert model.convert_torchvision_state_dict(model.state_dict()).keys() == model.state_dict().keys()
-    load_torchvision_weights(model, model.state_dict())
+    load_state_dict_checked(model, model.state_dict())
 
 
 @pytest.mark.parametrize("pool", ["global", "paper"])
@@ -149,7 +149,7 @@ def test_head_matches_resize_then_classify():
 def test_small_checkpoint_into_large_names_key_and_shapes():
     model = lraspp_mobilenet_v3_large(num_classes=21)
     with pytest.raises(CheckpointError, match=r"backbone\.features\.\S+: checkpoint \(\d+.*\) vs model \("):
-        load_torchvision_weights(model, _tv_lraspp_small(21).state_dict())
+        load_state_dict_checked(model, _tv_lraspp_small(21).state_dict())
 
 
 def test_backbone_weights_from_classification_checkpoint():

@@ -93,6 +93,10 @@ def test_train_and_eval_det_end_to_end(run_tool, tiny_synthetic, tmp_path):
     in_training = json.loads((work / "metrics.json").read_text())
     assert in_training.pop("iter") == 4 and in_training == metrics
     assert metrics["images_evaluated"] == 2 and metrics["images_skipped"] == 0
+    # the checkpoint describes itself: no config needed, same numbers
+    proc = run_tool("eval_det.py", "--weights", str(work / "best.pt"), "--out", str(tmp_path / "alone"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((tmp_path / "alone" / "metrics.json").read_text()) == metrics
     detections = json.loads((tmp_path / "ev" / "detections.json").read_text())
     assert all(len(d["bbox"]) == 4 and d["category_id"] in {24, 25, 26, 27, 28, 31, 32, 33} for d in detections)
     # boxes are in original (64x128) image pixels, not the 320x320 network input

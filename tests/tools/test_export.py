@@ -161,3 +161,17 @@ def test_a_failed_check_exits_with_code_1(checkpoints, tmp_path):
     with pytest.raises(ExportCheckError, match="disagrees with PyTorch") as error:
         export_model(model, tmp_path / "m.pt", fmt="torchscript", input_size=(32, 32), tolerance=-1.0)
     assert error.value.exit_code == 1
+
+
+def test_a_self_describing_checkpoint_exports_without_a_config(tool, tmp_path, capsys):
+    import dataclasses
+
+    from densemnv3.config import load_config
+
+    cfg = load_config(SEG_CONFIG, ["model.num_classes=3", "data.eval_resize=[64,96]"])
+    torch.save({"model": lraspp_mobilenet_v3_small(num_classes=3).state_dict(),
+                "arch": cfg.model.name, "config": dataclasses.asdict(cfg)}, tmp_path / "best.pt")
+    code, out, err = run(tool, ["--weights", str(tmp_path / "best.pt"), "--format", "onnx",
+                                "--out", str(tmp_path / "m.onnx")], capsys)
+    assert code == 0, err
+    assert "input (N, 3, 64, 96)" in out and (tmp_path / "m.onnx").is_file()

@@ -11,7 +11,7 @@ occlusions: cars, trucks, buses, trams, pedestrians, cyclists and motorcyclists.
   canvas, in the colours of ``palette``.
 """
 
-from densemnv3.data.cityscapes_labels import THING_IDS
+from densemnv3.data.labels import THING_IDS
 
 from .writer import (
     CITIES,

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from densemnv3.data.cityscapes_labels import NAME_TO_ID
+from densemnv3.data.labels import NAME_TO_ID
 
 from .camera import Z_NEAR, Camera, Canvas, face_quads, frontal
 from .palette import Color, shade

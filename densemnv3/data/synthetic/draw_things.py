@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from densemnv3.data.cityscapes_labels import NAME_TO_ID
+from densemnv3.data.labels import NAME_TO_ID
 
 from .camera import Camera, Canvas
 from .palette import HEAD_LIGHT, RED_LIGHT, TYRE, Color, shade

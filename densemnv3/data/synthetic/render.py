@@ -11,7 +11,7 @@ import math
 import cv2
 import numpy as np
 
-from densemnv3.data.cityscapes_labels import NAME_TO_ID
+from densemnv3.data.labels import NAME_TO_ID
 
 from .camera import FAR, Canvas, ground_quads
 from .draw_street import (

@@ -19,7 +19,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
-from densemnv3.data.cityscapes_labels import ID_PALETTE, LABELS, THING_NAMES
+from densemnv3.data.labels import ID_PALETTE, LABELS, THING_NAMES
 from densemnv3.errors import DataError, UserError
 
 from .render import render

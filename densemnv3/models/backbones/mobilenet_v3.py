@@ -1,7 +1,7 @@
 """MobileNetV3 Large/Small backbones.
 
 ``features`` matches torchvision's ``mobilenet_v3_*().features`` layer for layer and key for key,
-so its checkpoints load as they are (see :func:`densemnv3.models.load_torchvision_weights`). The
+so its checkpoints load as they are (see :func:`densemnv3.models.load_state_dict_checked`). The
 blocks are written here from torchvision's public ops (``Conv2dNormActivation``,
 ``SqueezeExcitation``) rather than imported from its private ``mobilenetv3`` module.
 """

@@ -1,4 +1,9 @@
-"""The ``train_*`` command line, shared by tools/train_seg.py and tools/train_det.py."""
+"""The application layer: the ``train_*`` and ``eval_*`` command lines the tools share.
+
+The top of the import graph: it builds tasks (:mod:`densemnv3.tasks`), the trainer
+(:mod:`densemnv3.engine`) and models (:func:`densemnv3.models.load_model`); nothing in the
+package imports it.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,8 @@ from pathlib import Path
 
 from densemnv3.config import load_config
 from densemnv3.errors import ConfigError
-from densemnv3.utils.cli import add_set_argument, resolve_device
+from densemnv3.utils.cli import add_set_argument
+from densemnv3.utils.device import resolve_device
 
 
 def train_parser(description: str) -> argparse.ArgumentParser:
@@ -59,7 +65,9 @@ def train_from_cli(task_name: str, description: str, argv: list[str] | None = No
 def eval_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config")
+    parser.add_argument("config", nargs="?",
+                        help="the config (optional for last.pt / best.pt, which record theirs; "
+                             "needed for a torchvision file)")
     parser.add_argument("--weights", required=True,
                         help="a checkpoint: last.pt / best.pt, or a torchvision file")
     add_set_argument(parser)
@@ -69,19 +77,18 @@ def eval_parser(description: str) -> argparse.ArgumentParser:
 
 
 def load_for_eval(args: argparse.Namespace):
-    """(cfg, task, model in eval mode on its device, device) for an ``eval_*`` tool."""
+    """(cfg, task, model in eval mode on its device, device) for an ``eval_*`` tool: the model
+    and config from ``--weights`` (checked against CONFIG when one is given)."""
     import torch
 
-    from densemnv3.models import load_weights
+    from densemnv3.models import load_model
     from densemnv3.tasks import build_task
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, args.overrides) if args.config else None
+    loaded = load_model(cfg, args.weights, overrides=args.overrides)
+    cfg = loaded.cfg
     device = torch.device(resolve_device(args.device or cfg.train.device))
-    task = build_task(cfg)
-    cfg.model.backbone_weights = cfg.model.weights = None  # --weights holds the whole model
-    model = task.build_model()
-    load_weights(model, args.weights, task=cfg.task, model_name=cfg.model.name)
-    return cfg, task, model.to(device).eval(), device
+    return cfg, build_task(cfg), loaded.model.to(device).eval(), device
 
 
 def output_dir(args: argparse.Namespace) -> Path:

@@ -1,13 +1,21 @@
-"""The Cityscapes label table (label ids, train ids, colours), as in the official cityscapesScripts.
+"""Every class name and palette of the toolkit, in one place.
 
-Train ids 0-18 are the 19 evaluated classes; every other label id maps to :data:`IGNORE_INDEX`.
+- Cityscapes: the label table (label ids, train ids, colours) as in the official cityscapesScripts.
+  Train ids 0-18 are the 19 evaluated classes; every other label id maps to :data:`IGNORE_INDEX`.
+  The synthetic set's detection classes are its thing classes (:data:`THING_IDS`).
+- COCO: :data:`COCO_CATEGORY_NAMES`, torchvision's 91-entry list.
+- :func:`detection_class_names`: the names of a detector's labels, from its config.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+
+from densemnv3.config import Config
 
 IGNORE_INDEX = 255
 
@@ -99,3 +107,70 @@ THING_NAMES: tuple[str, ...] = tuple(
 NAME_TO_ID: dict[str, int] = {lab.name: lab.id for lab in LABELS if lab.id >= 0}
 #: Thing name -> label id, which is also its COCO category id in the synthetic set.
 THING_IDS: dict[str, int] = {lab.name: lab.id for lab in LABELS if lab.name in THING_NAMES}
+
+
+#: COCO names indexed by category id (0 = background, "N/A" for the 11 unused ids up to 90):
+#: torchvision's list, the label order of its 91-class COCO detectors.
+COCO_CATEGORY_NAMES: tuple[str, ...] = (
+    '__background__', 'person', 'bicycle', 'car', 'motorcycle', 'airplane', 'bus', 'train', 'truck',
+    'boat', 'traffic light', 'fire hydrant', 'N/A', 'stop sign', 'parking meter', 'bench', 'bird',
+    'cat', 'dog', 'horse', 'sheep', 'cow', 'elephant', 'bear', 'zebra', 'giraffe', 'N/A',
+    'backpack', 'umbrella', 'N/A', 'N/A', 'handbag', 'tie', 'suitcase', 'frisbee', 'skis',
+    'snowboard', 'sports ball', 'kite', 'baseball bat', 'baseball glove', 'skateboard', 'surfboard',
+    'tennis racket', 'bottle', 'N/A', 'wine glass', 'cup', 'fork', 'knife', 'spoon', 'bowl',
+    'banana', 'apple', 'sandwich', 'orange', 'broccoli', 'carrot', 'hot dog', 'pizza', 'donut',
+    'cake', 'chair', 'couch', 'potted plant', 'bed', 'N/A', 'dining table', 'N/A', 'N/A', 'toilet',
+    'N/A', 'tv', 'laptop', 'mouse', 'remote', 'keyboard', 'cell phone', 'microwave', 'oven',
+    'toaster', 'sink', 'refrigerator', 'N/A', 'book', 'clock', 'vase', 'scissors', 'teddy bear',
+    'hair drier', 'toothbrush',
+)
+
+
+def detection_class_names(cfg: Config, num_classes: int) -> list[str]:
+    """Names of a detector's labels ``0..num_classes-1`` (0 = ``__background__``).
+
+    In order: the categories of the config's COCO annotation file (``data.root`` /
+    ``data.val_ann``, then ``train_ann``) numbered by ``data.label_mapping``; else, by
+    ``num_classes``, the synthetic set's 8 Cityscapes thing classes (9 contiguous / 34 by
+    category id) or COCO's 80 (81 contiguous / 91 by category id); else ``"class <label>"``.
+    """
+    mapping = cfg.data.label_mapping
+    categories = _annotation_categories(cfg)
+    if categories is None:
+        categories = _default_categories(num_classes, mapping)
+    names = [f"class {i}" for i in range(num_classes)]
+    if num_classes:
+        names[0] = "__background__"
+    if mapping == "contiguous":
+        for label, cid in enumerate(sorted(categories), start=1):
+            if label < num_classes:
+                names[label] = categories[cid]
+    else:
+        for cid, name in categories.items():
+            if 0 < cid < num_classes:
+                names[cid] = name
+    return names
+
+
+def _annotation_categories(cfg: Config) -> dict[int, str] | None:
+    root = Path(cfg.data.root)
+    for ann in (cfg.data.val_ann, cfg.data.train_ann):
+        path = root / ann
+        if path.is_file():
+            try:
+                with open(path) as f:
+                    data = json.load(f)
+                return {int(c["id"]): str(c["name"]) for c in data["categories"]}
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+    return None
+
+
+def _default_categories(num_classes: int, mapping: str) -> dict[int, str]:
+    synthetic = {cid: name for name, cid in THING_IDS.items()}
+    coco = {cid: name for cid, name in enumerate(COCO_CATEGORY_NAMES) if cid and name != "N/A"}
+    for categories in (synthetic, coco):
+        size = len(categories) + 1 if mapping == "contiguous" else max(categories) + 1
+        if num_classes == size:
+            return categories
+    return {}
