@@ -1,4 +1,4 @@
-"""The feature-tap machinery shared by every MobileNet backbone.
+"""The feature-tap machinery shared by the native backbones (MobileNets, ShuffleNetV2).
 
 A backbone is a ``features`` :class:`~torch.nn.Sequential` (index-compatible with torchvision's,
 so checkpoints load by key) plus a description of its blocks. From that description
@@ -12,11 +12,14 @@ Taps:
 - ``C4_expand``: the expansion (1×1 conv) output of the block that opens stride 32, before its
   strided depthwise conv (SSDLite's first map). Only for inverted-residual families.
 - ``features.<i>``: the output of ``features[i]`` (any block; LR-ASPP taps ``features.4``).
+
+:class:`FeatureInfoMap` (every backbone's ``feature_info``) and :func:`check_taps` are shared with
+the adapters of other libraries' models (``torchvision_models.py``, ``timm_models.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +36,71 @@ class FeatureInfo:
     channels: int
     stride: int
     module: str  # the layer it is read from, e.g. "features.12" or "features.13.block.0"
+
+
+#: The stage taps, in order; a backbone offers those its strides reach (ConvNeXt has no C1).
+LEVELS = ("C1", "C2", "C3", "C4", "C5")
+
+
+class FeatureInfoMap(dict):
+    """``feature_info``: tap name -> :class:`FeatureInfo`, in order, plus timm's list view.
+
+    ``channels()`` / ``reduction()`` / ``module_name()`` list the ``selected`` taps (default: the
+    stage taps ``C1``..``C5`` the backbone offers, i.e. timm's levels), so code written against
+    timm's ``feature_info.channels()`` runs unchanged.
+    """
+
+    def __init__(self, items=(), selected: Sequence[str] | None = None) -> None:
+        super().__init__(items)
+        self.selected = None if selected is None else tuple(selected)
+
+    def levels(self) -> list[str]:
+        """The stage taps this backbone offers, shallowest first."""
+        return [t for t in LEVELS if t in self]
+
+    def _taps(self, taps: Sequence[str] | None) -> Sequence[str]:
+        return taps if taps is not None else self.selected if self.selected is not None else self.levels()
+
+    def channels(self, taps: Sequence[str] | None = None) -> list[int]:
+        return [self[t].channels for t in self._taps(taps)]
+
+    def reduction(self, taps: Sequence[str] | None = None) -> list[int]:
+        return [self[t].stride for t in self._taps(taps)]
+
+    def module_name(self, taps: Sequence[str] | None = None) -> list[str]:
+        return [self[t].module for t in self._taps(taps)]
+
+
+def describe_taps(feature_info: Mapping[str, FeatureInfo]) -> str:
+    """``"C1, C2, C3, C4, C5, C4_expand, features.0 .. features.16"``: every tap, briefly."""
+    levels = [t for t in LEVELS if t in feature_info]
+    blocks = [t for t in feature_info if t.startswith("features.")]
+    others = [t for t in feature_info if t not in levels and t not in blocks]
+    span = [f"{blocks[0]} .. {blocks[-1]}"] if len(blocks) > 2 else blocks
+    return ", ".join([*levels, *others, *span])
+
+
+def check_taps(out_features: Sequence[str] | str | None, feature_info: Mapping[str, FeatureInfo],
+               backbone: str = "this backbone") -> tuple[str, ...]:
+    """``out_features`` as a tuple of known tap names (``None``: the stage taps); an integer or
+    unknown tap raises one :class:`ConfigError` listing the valid ones."""
+    if out_features is None:
+        return tuple(t for t in LEVELS if t in feature_info)
+    if isinstance(out_features, str | int):
+        out_features = (out_features,)
+    valid = describe_taps(feature_info)
+    for name in out_features:
+        if not isinstance(name, str):
+            raise ConfigError(
+                f"out_features takes tap names, got {name!r}; {backbone} offers {valid} (for timm-style "
+                f"level indices use create_backbone(..., features_only=True, out_indices=(...)))"
+            )
+        if name not in feature_info:
+            raise ConfigError(
+                f"unknown feature tap {name!r}{did_you_mean(name, feature_info)}; "
+                f"{backbone} offers {valid}"
+            )
+    return tuple(out_features)
 
 
 @dataclass(frozen=True)
@@ -121,7 +189,7 @@ class FeatureBackbone(nn.Module):
 
     def _build_feature_info(
         self, blocks: Sequence[BlockSpec], output_stride: int, has_expand: bool
-    ) -> dict[str, FeatureInfo]:
+    ) -> FeatureInfoMap:
         info: dict[str, FeatureInfo] = {}
         stride = dilation = 1
         level_end: dict[int, int] = {}  # log2(nominal stride) -> index of the last layer there
@@ -146,19 +214,11 @@ class FeatureBackbone(nn.Module):
             if expand is not None:
                 c4_stride = info["C4"].stride
                 info["C4_expand"] = FeatureInfo(expand, c4_stride, f"features.{opener}.expand")
-        return {k: info[k] for k in sorted(info, key=_tap_order)}
+        return FeatureInfoMap((k, info[k]) for k in sorted(info, key=_tap_order))
 
     def set_out_features(self, out_features: Sequence[str]) -> None:
         """Choose the taps ``forward`` returns (layers past the last one are skipped)."""
-        if isinstance(out_features, str):
-            out_features = (out_features,)
-        for name in out_features:
-            if name not in self.feature_info:
-                raise ConfigError(
-                    f"unknown feature tap {name!r}{did_you_mean(name, self.feature_info)}; "
-                    f"this backbone offers {', '.join(self.feature_info)}"
-                )
-        self.out_features = tuple(out_features)
+        self.out_features = check_taps(out_features, self.feature_info)
         self._taps_at: dict[int, list[str]] = {}
         self._expand_at = -1
         for name in self.out_features:
