@@ -38,6 +38,10 @@ class ModelConfig:
     num_classes: int = 19
     #: Extra keyword arguments of the builder (``pool``, ``width_mult``, ``output_stride``, ...).
     options: dict[str, Any] = field(default_factory=dict)
+    #: The backbone, replacing the one ``name`` fixes: a registry name (``"mobilenet_v2"``,
+    #: ``"tv:resnet18"``, ``"timm:efficientnet_b0"``) or a dict of it and its options
+    #: (``{"name": "tv:resnet18", "output_stride": 16}``); None: the model's own.
+    backbone: str | dict[str, Any] | None = None
     #: A torchvision ImageNet checkpoint for the backbone (a local file), or None.
     backbone_weights: str | None = None
     #: A torchvision checkpoint of the whole model to start from (a local file), or None.
@@ -221,9 +225,9 @@ def apply_override(cfg: Config, override: str) -> None:
                 setattr(node, part, _convert(key, text.strip(), hint))
             else:
                 node = getattr(node, part)
-                if node is None:
+                if node is None or (isinstance(node, str) and part == "backbone"):
                     hint = typing.get_type_hints(type(_parent(cfg, parts[: depth])))[part]
-                    node = _default_of(hint)
+                    node = _default_of(hint, node)
                     setattr(_parent(cfg, parts[:depth]), part, node)
         elif isinstance(node, dict):
             if last:
@@ -241,11 +245,27 @@ def _parent(cfg: Config, parts: list[str]) -> Any:
     return node
 
 
-def _default_of(hint: Any) -> Any:
+def _default_of(hint: Any, value: Any = None) -> Any:
+    """A section to set keys in where the config holds ``value`` (None, or a backbone's name)."""
     for arg in typing.get_args(hint) or (hint,):
         if dataclasses.is_dataclass(arg):
             return arg()
+        if arg is dict or typing.get_origin(arg) is dict:
+            return {} if value is None else {"name": value}
     raise ConfigError(f"cannot create a section of type {hint}")
+
+
+def backbone_spec(value: str | Mapping[str, Any] | None, key: str = "model.backbone"
+                  ) -> tuple[str, dict[str, Any]] | None:
+    """``(name, options)`` of a backbone given as a name or ``{"name": ..., **options}``."""
+    if value is None:
+        return None
+    options = {} if isinstance(value, str) else dict(value)
+    name = value if isinstance(value, str) else options.pop("name", None)
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{key}: expected a backbone name or a dict with 'name', e.g. "
+                          f"{{'name': 'tv:resnet18', 'output_stride': 16}}, got {value!r}")
+    return name, options
 
 
 def _literal(text: str) -> Any:
@@ -372,6 +392,7 @@ __all__ = [
     "SyntheticConfig",
     "TrainConfig",
     "apply_override",
+    "backbone_spec",
     "config_from_dict",
     "config_to_python",
     "load_config",

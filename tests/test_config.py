@@ -72,6 +72,20 @@ def test_repo_configs_load():
     assert load_config(ROOT / "configs/lraspp_cityscapes.py").model.name == "lraspp_mobilenet_v3_large"
 
 
+def test_model_backbone_from_a_config_or_set(base):
+    assert load_config(base).model.backbone is None
+    assert load_config(base, ["model.backbone=tv:resnet18"]).model.backbone == "tv:resnet18"
+    cfg = load_config(base, ["model.backbone=tv:resnet18", "model.backbone.output_stride=8"])
+    assert cfg.model.backbone == {"name": "tv:resnet18", "output_stride": 8}
+    cfg = load_config(base, ["model.backbone={'name': 'timm:resnet18', 'output_stride': 16}"])
+    assert cfg.model.backbone == {"name": "timm:resnet18", "output_stride": 16}
+    assert load_config(base, ["model.backbone.name=mobilenet_v2"]).model.backbone == {"name": "mobilenet_v2"}
+    seg = load_config(ROOT / "configs/lraspp_resnet18_synthetic.py")
+    assert (seg.model.name, seg.model.backbone) == ("lraspp", {"name": "tv:resnet18", "output_stride": 16})
+    det = load_config(ROOT / "configs/ssdlite_shufflenet_synthetic.py", ["model.backbone=timm:resnet18"])
+    assert (det.task, det.model.name, det.model.backbone) == ("detection", "ssdlite", "timm:resnet18")
+
+
 def test_bad_files(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.py")

@@ -159,7 +159,7 @@ def cuda_graph_network(model: nn.Module, example: Tensor) -> nn.Module:
     with torch.inference_mode():
         model.backbone = CUDAGraphed(model.backbone, example)
         taps = model.backbone(example)
-        maps = [taps[name] for name in taps]
+        maps = [taps[name] for name in getattr(model, "taps", taps)]
         x = maps[-1]
         blocks = []
         for block in model.extra:

@@ -3,6 +3,7 @@
 from .backbones import (
     FeatureBackbone,
     FeatureInfo,
+    FeatureInfoMap,
     create_backbone,
     list_backbones,
     register_backbone,
@@ -13,6 +14,7 @@ from .detection import (
     ssdlite320_mobilenet_v3_large,
     ssdlite320_mobilenet_v3_small,
 )
+from .frameworks import DetectionBackbone, torchvision_detection_backbone
 from .identify import CheckpointInfo, inspect_checkpoint, load_weights, read_checkpoint
 from .loader import LoadedModel, load_model
 from .registry import MODELS, build_model, list_models, register_model
@@ -23,8 +25,10 @@ __all__ = [
     "LRASPP",
     "SSDLite",
     "CheckpointInfo",
+    "DetectionBackbone",
     "FeatureBackbone",
     "FeatureInfo",
+    "FeatureInfoMap",
     "LoadResult",
     "LoadedModel",
     "MODELS",
@@ -45,4 +49,5 @@ __all__ = [
     "ssdlite",
     "ssdlite320_mobilenet_v3_large",
     "ssdlite320_mobilenet_v3_small",
+    "torchvision_detection_backbone",
 ]

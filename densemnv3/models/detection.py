@@ -16,24 +16,29 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import box_iou
 
+from densemnv3.config import backbone_spec
 from densemnv3.errors import ConfigError
 
-from .backbones import create_backbone
+from .backbones import FeatureBackbone, create_backbone
+from .backbones.registry import BackboneSpec, select_taps
 from .heads.anchors import BoxCoder, DefaultBoxes
 from .heads.postprocess import NMS_IMPLS, Detections, ssd_postprocess
 from .heads.ssdlite import SSDLiteHead, build_extra, normal_init_
 from .registry import register_model
+from .taps import ssdlite_taps
 from .weights import load_state_dict_checked
 
 Targets = Sequence[Mapping[str, Tensor]]
 
 
 class SSDLite(nn.Module):
-    """SSDLite on the ``C4_expand`` and ``C5`` taps of ``backbone`` plus four extra blocks.
+    """SSDLite on two taps of ``backbone`` (strides 16 and 32) plus four extra blocks.
 
     Args:
-        backbone: a feature backbone returning ``C4_expand`` and ``C5`` (see ``create_backbone``).
+        backbone: a feature backbone returning ``taps`` (see ``create_backbone``).
         num_classes: including the background (class 0).
+        taps: the stride-16 and stride-32 taps: ``("C4_expand", "C5")`` on the MobileNets,
+            ``("C4", "C5")`` on a backbone without an expansion output.
         width_mult: scales the extra blocks' channels (torchvision's rule, min 16).
         score_thresh, nms_thresh, detections_per_img, topk_candidates: inference (per image, and
             ``topk_candidates`` per class, as torchvision).
@@ -61,6 +66,7 @@ class SSDLite(nn.Module):
         self,
         backbone: nn.Module,
         num_classes: int,
+        taps: tuple[str, str] = ("C4_expand", "C5"),
         *,
         width_mult: float = 1.0,
         score_thresh: float = 0.001,
@@ -75,11 +81,12 @@ class SSDLite(nn.Module):
         anchor_scale_range: tuple[float, float] = (0.2, 0.95),
     ) -> None:
         super().__init__()
-        taps = tuple(getattr(backbone, "out_features", ()))
-        if taps != ("C4_expand", "C5"):
-            raise ConfigError(f"SSDLite needs backbone taps ('C4_expand', 'C5'), got {taps}")
+        self.taps = tuple(taps)
+        missing = [t for t in self.taps if t not in backbone.feature_info]
+        if len(self.taps) != 2 or missing:
+            raise ConfigError(f"SSDLite needs two taps of its backbone (strides 16, 32), got {taps}")
         self.backbone = backbone
-        c4, c5 = (backbone.feature_info[t].channels for t in taps)
+        c4, c5 = (backbone.feature_info[t].channels for t in self.taps)
         self.extra = build_extra(c5, width_mult)
         low, high = (float(v) for v in anchor_scale_range)
         if not 0 < low < high <= 1:
@@ -105,7 +112,7 @@ class SSDLite(nn.Module):
     def features(self, images: Tensor) -> list[Tensor]:
         """The six feature maps (strides 16, 32, 64, 128, 256, 512)."""
         taps = self.backbone(images)
-        maps = [taps["C4_expand"], taps["C5"]]
+        maps = [taps[t] for t in self.taps]
         x = maps[-1]
         for block in self.extra:
             x = block(x)
@@ -237,6 +244,8 @@ class SSDLite(nn.Module):
     # ---------------------------------------------------------------- checkpoints
     def convert_torchvision_state_dict(self, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Rename torchvision ``ssdlite320_mobilenet_v3_large`` keys to this model's."""
+        if self.taps[0] != "C4_expand" or not isinstance(self.backbone, FeatureBackbone):
+            return dict(state)  # torchvision has no SSDLite on other backbones
         c4_pos = int(self.backbone.feature_info["C4_expand"].module.split(".")[1])
         inner = next(
             n
@@ -298,51 +307,54 @@ def _pad_targets(targets: Targets, anchors: Tensor) -> tuple[Tensor, Tensor, Ten
 
 
 # -------------------------------------------------------------------- builders
+@register_model(forwards_kwargs_to=(SSDLite.__init__,))
 def ssdlite(
-    backbone: str,
+    backbone: BackboneSpec | None = None,
     *,
     num_classes: int,
     width_mult: float = 1.0,
-    reduced_tail: bool = False,
     frozen_bn: bool = False,
     backbone_weights: Mapping[str, Tensor] | str | os.PathLike | None = None,
     bn_momentum: float = 0.03,
     **kwargs,
 ) -> SSDLite:
-    """SSDLite on any registered backbone with a ``C4_expand`` tap (MobileNetV3, MobileNetV2).
+    """SSDLite on any backbone: a registered name, ``tv:<model>``, ``timm:<model>`` or
+    ``{"name": ..., **options}`` (``model.backbone`` in a config).
 
-    Without ``backbone_weights`` (a torchvision classification checkpoint of the backbone) the
-    backbone is initialised normal(0, 0.03) as torchvision's SSDLite does when training from
-    scratch. All BatchNorms use momentum ``bn_momentum``: 0.03 is torchvision's SSDLite
-    ``norm_layer``, made for 600-epoch schedules; a run of a few hundred iterations needs a higher
-    one (0.1), else the running statistics that eval mode uses trail the weights.
-    ``kwargs`` go to :class:`SSDLite`.
+    Its maps are ``C4_expand`` (or ``C4`` where the backbone has no expansion output) and ``C5``
+    (see :mod:`densemnv3.models.taps`); ``width_mult`` scales the extra blocks. Without
+    ``backbone_weights`` (a classification checkpoint of the backbone) a native backbone is
+    initialised normal(0, 0.03) as torchvision's SSDLite does when training from scratch; a
+    ``tv:``/``timm:`` one keeps its library's initialisation. All BatchNorms use momentum
+    ``bn_momentum``: 0.03 is torchvision's SSDLite ``norm_layer``, made for 600-epoch schedules;
+    a run of a few hundred iterations needs a higher one (0.1), else the running statistics that
+    eval mode uses trail the weights. ``kwargs`` go to :class:`SSDLite`.
     """
+    if backbone is None:
+        raise ConfigError("model.name 'ssdlite' is SSDLite on the backbone model.backbone names, "
+                          "and none is set: e.g. --set model.backbone=mobilenet_v3_large "
+                          "(or tv:resnet18, timm:efficientnet_b0)")
     if not 0 < bn_momentum <= 1:
         raise ConfigError(f"bn_momentum must be in (0, 1], got {bn_momentum}")
-    net = create_backbone(
-        backbone,
-        width_mult=width_mult,
-        reduced_tail=reduced_tail,
-        out_features=("C4_expand", "C5"),
-        frozen_bn=frozen_bn,
-    )
-    if "C4_expand" not in net.feature_info:
-        raise ConfigError(
-            f"backbone {backbone!r} has no C4_expand tap; SSDLite needs an inverted-residual family"
-        )
-    if backbone_weights is None:
-        normal_init_(net)
-    else:
+
+    def build(taps=None):
+        return create_backbone(backbone, out_features=taps, frozen_bn=frozen_bn)
+
+    net = build()
+    taps = ssdlite_taps(net, backbone_spec(backbone)[0])
+    net = select_taps(net, taps, build)
+    if backbone_weights is not None:
         load_state_dict_checked(net, backbone_weights)
-    model = SSDLite(net, num_classes, width_mult=width_mult, **kwargs)
+    elif isinstance(net, FeatureBackbone):
+        normal_init_(net)
+    model = SSDLite(net, num_classes, taps, width_mult=width_mult, **kwargs)
     for module in model.modules():
         if isinstance(module, nn.BatchNorm2d):
             module.momentum = bn_momentum
     return model
 
 
-@register_model(forwards_kwargs_to=(ssdlite, SSDLite.__init__))
+@register_model(forwards_kwargs_to=(ssdlite, SSDLite.__init__), head="ssdlite")
 def ssdlite320_mobilenet_v3_large(
     *,
     num_classes: int = 91,
@@ -354,17 +366,16 @@ def ssdlite320_mobilenet_v3_large(
 ) -> SSDLite:
     """torchvision's ``ssdlite320_mobilenet_v3_large`` (3,440,060 parameters at 91 classes)."""
     return ssdlite(
-        "mobilenet_v3_large",
+        {"name": "mobilenet_v3_large", "width_mult": width_mult, "reduced_tail": reduced_tail},
         num_classes=num_classes,
         width_mult=width_mult,
-        reduced_tail=reduced_tail,
         frozen_bn=frozen_bn,
         backbone_weights=backbone_weights,
         **kwargs,
     )
 
 
-@register_model(forwards_kwargs_to=(ssdlite, SSDLite.__init__))
+@register_model(forwards_kwargs_to=(ssdlite, SSDLite.__init__), head="ssdlite")
 def ssdlite320_mobilenet_v3_small(
     *,
     num_classes: int = 91,
@@ -376,10 +387,9 @@ def ssdlite320_mobilenet_v3_small(
 ) -> SSDLite:
     """SSDLite on MobileNetV3-Small (the paper's V3-Small† detector)."""
     return ssdlite(
-        "mobilenet_v3_small",
+        {"name": "mobilenet_v3_small", "width_mult": width_mult, "reduced_tail": reduced_tail},
         num_classes=num_classes,
         width_mult=width_mult,
-        reduced_tail=reduced_tail,
         frozen_bn=frozen_bn,
         backbone_weights=backbone_weights,
         **kwargs,

@@ -21,15 +21,23 @@ from torch import Tensor, nn
 
 from densemnv3.errors import CheckpointError
 
+from .registry import HEADS
+
 __all__ = ["CheckpointInfo", "backbone_family", "inspect_checkpoint", "load_weights",
            "read_checkpoint"]
 
 _FIX = "use another checkpoint, e.g. last.pt or best.pt of a run"
 
-#: Blocks under ``features`` of each backbone family (width and dilation do not change them).
+#: Blocks under ``features`` of each MobileNet family (width and dilation do not change them).
 _FAMILY_BY_BLOCKS = {13: "MobileNetV3-Small", 17: "MobileNetV3-Large", 19: "MobileNetV2",
                      14: "MobileNetV1"}
 _FEATURE_INDEX = re.compile(r"^(?:backbone\.features|backbone|features)\.(\d+)\.")
+#: Other families by a layer name only they have, behind any prefix (``backbone.body.``, ...).
+_FAMILY_BY_LAYER = (
+    (re.compile(r"(?:^|\.)(?:features\.\d+|stage[234]\.\d+)\.branch2\."), "ShuffleNetV2"),
+    (re.compile(r"(?:^|\.)layer1\.0\.conv1\."), "ResNet"),
+)
+
 
 #: Key prefixes of torchvision models this toolkit does not build, and what they are.
 _OTHER_MODELS = (
@@ -102,7 +110,11 @@ def _unreadable(path: Path, err: BaseException) -> str:
 
 
 def backbone_family(weights: Mapping[str, Tensor]) -> str | None:
-    """The backbone family a state dict's ``features`` blocks show, or ``None``."""
+    """The backbone family a state dict shows — a layer name only one family has (ShuffleNetV2,
+    ResNet), else the count of its MobileNet ``features`` blocks — or ``None`` (unknown)."""
+    for pattern, family in _FAMILY_BY_LAYER:
+        if any(pattern.search(k) for k in weights):
+            return family
     blocks = {m.group(1) for k in weights if (m := _FEATURE_INDEX.match(k))}
     return _FAMILY_BY_BLOCKS.get(len(blocks))
 
@@ -136,9 +148,22 @@ def inspect_checkpoint(path: str | os.PathLike) -> CheckpointInfo:
         torchvision = any(k.startswith("classifier.") or "classification_head" in k for k in tensors)
         made_by = "densemnv3 training" if arch else "torchvision" if torchvision else "densemnv3"
         of = arch or family
+        on = _recorded_backbone(state) or (family if arch in HEADS.values() else None)
+        if arch and on:
+            of = f"{arch} on backbone {on}"
         what = f"a {task} checkpoint" + (f" of {of}" if of else "") + f" ({made_by})"
     return CheckpointInfo(path=path, state=dict(state), weights=tensors, task=task, arch=arch,
                           backbone=family, description=what)
+
+
+def _recorded_backbone(state: Mapping) -> str | None:
+    """The ``model.backbone`` name a checkpoint's recorded config swapped in, if any."""
+    config = state.get("config")
+    model = config.get("model") if isinstance(config, Mapping) else None
+    backbone = model.get("backbone") if isinstance(model, Mapping) else None
+    if isinstance(backbone, Mapping):
+        backbone = backbone.get("name")
+    return backbone if isinstance(backbone, str) else None
 
 
 def _task(weights: Mapping[str, Tensor], arch: str | None) -> str | None:
@@ -149,8 +174,9 @@ def _task(weights: Mapping[str, Tensor], arch: str | None) -> str | None:
         return "segmentation"  # LR-ASPP: densemnv3 "head." or torchvision "classifier."
     if any(k.startswith(("head.classification", "head.regression")) for k in keys):
         return "detection"  # SSDLite: densemnv3 or torchvision layout
-    if backbone_family(weights) and all(k.startswith(("features.", "classifier.")) for k in keys):
-        return "classification"  # a torchvision MobileNet trained on ImageNet
+    if backbone_family(weights) and not any(k.startswith(("backbone.", "head.", "extra.", "rpn.",
+                                                            "roi_heads.")) for k in keys):
+        return "classification"  # a torchvision MobileNet, ShuffleNet or ResNet (ImageNet)
     return None
 
 

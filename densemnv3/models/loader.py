@@ -32,7 +32,7 @@ INPUT_KEYS: dict[str, tuple[str, ...]] = {
     "detection": ("data.image_size",),
 }
 
-_MODEL_KEYS = ("name", "num_classes", "options")
+_MODEL_KEYS = ("name", "num_classes", "options", "backbone")
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def reconcile_config(cfg: Config, info: CheckpointInfo, *, chosen: Sequence[str]
                      inputs: bool = True, warn: Callable[[str], None] = _warn) -> Config:
     """``cfg`` checked against the config ``info`` records (a copy; ``cfg`` is not changed).
 
-    A different model (name, classes, options) raises :class:`CheckpointError`; a different input
+    A different model (name, classes, options, backbone) raises :class:`CheckpointError`; a different input
     size (:data:`INPUT_KEYS`) takes the checkpoint's value with a warning, unless its key is in
     ``chosen`` (given with ``--set``). A checkpoint of another task is left to
     :func:`load_weights`, whose message names the tool to use. ``inputs=False`` checks the

@@ -3,6 +3,12 @@
 A model is added by decorating its builder with :func:`register_model`; :func:`list_models`
 names them; :func:`build_model` builds one from a :class:`~densemnv3.config.ModelConfig`,
 checking every option against what the builder accepts.
+
+``model.backbone`` swaps the backbone of any head: ``lraspp`` and ``ssdlite`` build their head on
+it; a named model (``lraspp_mobilenet_v3_large``) fixes its backbone unless ``model.backbone`` is
+set, in which case its head's generic builder is used with the same ``model.options`` — where an
+option of the backbone it no longer builds (``width_mult``, ``reduced_tail``) is an error that
+says to move it into ``model.backbone``.
 """
 
 from __future__ import annotations
@@ -11,22 +17,40 @@ from collections.abc import Callable, Iterable
 
 from torch import nn
 
-from densemnv3.config import ModelConfig
+from densemnv3.config import ModelConfig, backbone_spec
 from densemnv3.errors import ConfigError, did_you_mean
 from densemnv3.utils.registry import Registry
 
 #: Every whole model (backbone + head) by name; filled when :mod:`densemnv3.models` is imported.
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
+#: model name -> the generic builder of its head, used when ``model.backbone`` is set.
+HEADS: dict[str, str] = {}
+
 
 def register_model(
-    name: str | None = None, *, forwards_kwargs_to: Iterable[Callable] = ()
+    name: str | None = None, *, forwards_kwargs_to: Iterable[Callable] = (), head: str | None = None
 ) -> Callable:
     """Decorator registering a keyword-only model builder taking ``num_classes``.
 
     ``forwards_kwargs_to``: where the builder's ``**kwargs`` go, so configs can check them.
+    ``head``: the registered generic builder (taking the backbone as its first argument) that
+    builds this model's head on ``model.backbone`` when a config sets one.
     """
-    return MODELS.register(name, forwards_kwargs_to=forwards_kwargs_to)
+    add = MODELS.register(name, forwards_kwargs_to=forwards_kwargs_to)
+
+    def register(builder: Callable) -> Callable:
+        add(builder)
+        if head is not None:
+            HEADS[name or builder.__name__] = head
+        return builder
+
+    return register
+
+
+def generic(name: str) -> bool:
+    """Whether model ``name`` builds its head on the backbone it is given (``lraspp``, ``ssdlite``)."""
+    return name in MODELS and name in HEADS.values()
 
 
 def list_models() -> list[str]:
@@ -46,13 +70,30 @@ def build_model(cfg: ModelConfig) -> nn.Module:
             f"model.name {cfg.name!r} is not a model{did_you_mean(cfg.name, MODELS.names())}; "
             f"available: {', '.join(list_models())}"
         )
-    accepted = MODELS.options(cfg.name) - {"num_classes"}
+    spec = backbone_spec(cfg.backbone)
+    builder_name = HEADS.get(cfg.name, cfg.name) if spec is not None else cfg.name
+    if spec is not None and not generic(builder_name):
+        raise ConfigError(f"model.backbone: {cfg.name} does not take a backbone from the config; "
+                          f"use model.name 'lraspp' or 'ssdlite' (or a model built on them)")
+    accepted = MODELS.options(builder_name) - {"num_classes"}
+    own = MODELS.options(cfg.name) - accepted - {"num_classes"}
     for key in cfg.options:
+        if key == "backbone":
+            raise ConfigError("model.options.backbone: the backbone is model.backbone, e.g. "
+                              f"--set model.backbone={cfg.options[key]}")
+        if key in own:  # an option of the backbone the named model fixes, now swapped
+            raise ConfigError(f"model.options.{key}: an option of {cfg.name}'s own backbone, which "
+                              f"model.backbone={cfg.backbone!r} replaces; give it in model.backbone "
+                              f"instead, e.g. {{'name': {spec[0]!r}, {key!r}: {cfg.options[key]!r}}}")
         if key not in accepted:
-            raise ConfigError(
-                f"model.options.{key}: {cfg.name} has no option {key!r}{did_you_mean(key, accepted)}"
-            )
-    model = MODELS.get(cfg.name)(num_classes=cfg.num_classes, **cfg.options)
+            hint = " (a backbone option? give it in model.backbone)" if generic(builder_name) else ""
+            raise ConfigError(f"model.options.{key}: {builder_name} has no option {key!r}"
+                              f"{did_you_mean(key, accepted)}{hint}")
+    build = MODELS.get(builder_name)
+    if generic(builder_name):
+        model = build(cfg.backbone, num_classes=cfg.num_classes, **cfg.options)
+    else:
+        model = build(num_classes=cfg.num_classes, **cfg.options)
     if cfg.backbone_weights:
         load_state_dict_checked(model.backbone, cfg.backbone_weights)
     if cfg.weights:

@@ -1,8 +1,10 @@
 """LR-ASPP semantic segmentation: a feature backbone + :class:`LRASPPHead` → logits at input size.
 
-Channels and taps come from the backbone's ``feature_info``: the low feature is the block that
-opens the stride-8 stage (``backbone.first_block_at_stride(8)``, torchvision's choice), the high
-feature is ``C5``. Any registered backbone works: ``lraspp("mobilenet_v2")``.
+Channels and taps come from the backbone's ``feature_info`` (see :mod:`densemnv3.models.taps`):
+the low feature at stride 8 — the block that opens the stride-8 stage where the backbone names it
+(torchvision's choice), else ``C3`` — and the high feature ``C5``. Any backbone works:
+``lraspp("mobilenet_v2")``, ``lraspp("tv:resnet18")``, ``lraspp({"name": "timm:resnet18"})``;
+in a config, ``model.name = "lraspp"`` and ``model.backbone = ...``.
 """
 
 from __future__ import annotations
@@ -13,10 +15,15 @@ from collections.abc import Mapping
 
 from torch import Tensor, nn
 
+from densemnv3.config import backbone_spec
+from densemnv3.errors import ConfigError
+
 from .backbones import create_backbone
+from .backbones.registry import BackboneSpec, select_taps
 from .heads.lraspp import LRASPPHead, PoolMode
 from .registry import register_model
 from .resize import resize_bilinear
+from .taps import lraspp_taps
 from .weights import LoadResult, load_state_dict_checked
 
 Checkpoint = Mapping[str, Tensor] | str | os.PathLike
@@ -72,11 +79,12 @@ class LRASPP(nn.Module):
         return load_state_dict_checked(self.backbone, checkpoint)
 
 
+@register_model()
 def lraspp(
-    backbone: str,
+    backbone: BackboneSpec | None = None,
     *,
     num_classes: int = 19,
-    output_stride: int = 16,
+    output_stride: int | None = None,
     pool: PoolMode = "global",
     inter_channels: int = 128,
     frozen_bn: bool = False,
@@ -84,34 +92,48 @@ def lraspp(
     backbone_weights: Checkpoint | None = None,
     **backbone_kwargs,
 ) -> LRASPP:
-    """LR-ASPP on any registered backbone (``output_stride`` 8, 16 — the paper's — or 32).
+    """LR-ASPP on any backbone at ``output_stride`` 8, 16 (the paper's; the default unless the
+    backbone's options give one) or 32.
 
-    ``low_tap`` defaults to the block opening the stride-8 stage; ``backbone_kwargs`` (e.g.
-    ``width_mult``, ``reduced_tail``) go to :func:`create_backbone`; ``backbone_weights`` is a
-    torchvision classification checkpoint for the backbone. ``frozen_bn`` freezes the backbone's
-    BatchNorm only.
+    ``backbone``: a registered name, ``tv:<model>``, ``timm:<model>`` or ``{"name": ..., **options}``
+    (``model.backbone`` in a config). ``low_tap`` defaults to the stride-8 tap (see
+    :mod:`densemnv3.models.taps`); ``backbone_kwargs`` (e.g. ``width_mult``, ``reduced_tail``)
+    go to :func:`create_backbone`; ``backbone_weights`` is a classification checkpoint for the
+    backbone. ``frozen_bn`` freezes the backbone's BatchNorm only.
     """
-    net = create_backbone(
-        backbone, output_stride=output_stride, out_features=("C5",), frozen_bn=frozen_bn,
-        **backbone_kwargs,
-    )
-    if low_tap is None:
-        low_tap = net.first_block_at_stride(8)
-    net.set_out_features((low_tap, "C5"))
+    if backbone is None:
+        raise ConfigError("model.name 'lraspp' is LR-ASPP on the backbone model.backbone names, "
+                          "and none is set: e.g. --set model.backbone=mobilenet_v3_large "
+                          "(or tv:resnet18, timm:efficientnet_b0)")
+    name, options = backbone_spec(backbone)
+    if output_stride is None:
+        output_stride = options.get("output_stride", 16)
+
+    def build(taps=None):
+        try:
+            return create_backbone(backbone, output_stride=output_stride, out_features=taps,
+                                   frozen_bn=frozen_bn, **backbone_kwargs)
+        except ConfigError as err:
+            hint = " (for LR-ASPP: model.options.output_stride)" if "output_stride=" in str(err) else ""
+            raise ConfigError(f"{err}{hint}") from None
+
+    net = build()
+    low_tap, high_tap = lraspp_taps(net, name, low_tap)
+    net = select_taps(net, (low_tap, high_tap), build)
     head = LRASPPHead(
         net.feature_info[low_tap].channels,
-        net.feature_info["C5"].channels,
+        net.feature_info[high_tap].channels,
         num_classes,
         inter_channels=inter_channels,
         pool=pool,
     )
-    model = LRASPP(net, head, low_tap=low_tap, high_tap="C5")
+    model = LRASPP(net, head, low_tap=low_tap, high_tap=high_tap)
     if backbone_weights is not None:
         model.load_backbone_weights(backbone_weights)
     return model
 
 
-@register_model()
+@register_model(head="lraspp")
 def lraspp_mobilenet_v3_large(
     *,
     num_classes: int = 19,
@@ -132,7 +154,7 @@ def lraspp_mobilenet_v3_large(
     )
 
 
-@register_model()
+@register_model(head="lraspp")
 def lraspp_mobilenet_v3_small(
     *,
     num_classes: int = 19,

@@ -283,8 +283,14 @@ def test_generic_builder_and_eval_output():
         assert det["labels"].min() >= 1 and det["labels"].max() <= 6
         assert det["boxes"][:, 2].max() <= 256 and det["boxes"][:, 3].max() <= 192
         assert torch.all(det["scores"][:-1] >= det["scores"][1:])
-    with pytest.raises(ConfigError, match="C4_expand"):
-        ssdlite("mobilenet_v1", num_classes=3)
+    assert model.taps == ("C4_expand", "C5")
+    # no expansion output: the stage tap at stride 16 (C4) instead
+    v1 = ssdlite("mobilenet_v1", num_classes=3)
+    assert v1.taps == ("C4", "C5")
+    assert v1.head.classification[0][0][0].in_channels == 512
+    with pytest.raises(ConfigError, match=r"stride-32 tap .* backbone 'mobilenet_v1' has none; it "
+                                          r"offers C1 \(stride 2\).*C5 \(stride 16\)"):
+        ssdlite({"name": "mobilenet_v1", "output_stride": 16}, num_classes=3)
 
 
 def test_backbone_weights_and_wrong_checkpoint():

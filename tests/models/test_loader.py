@@ -93,3 +93,51 @@ def test_predictor_from_checkpoint_runs_at_the_trained_size(tmp_path):
     seg_path, _ = save(tmp_path, seg_config())
     seg = Predictor.from_checkpoint(seg_path, device="cpu")
     assert seg.input_size == (64, 128) and seg(np.zeros((50, 70, 3), np.uint8)).shape == (50, 70)
+
+
+def swapped_config(backbone, name="lraspp") -> Config:
+    cfg = seg_config()
+    cfg.model.name, cfg.model.backbone, cfg.model.options = name, backbone, {}
+    return cfg
+
+
+@pytest.mark.parametrize("backbone", ["shufflenet_v2", {"name": "tv:resnet18", "output_stride": 8}])
+def test_a_checkpoint_records_its_backbone(tmp_path, rand_init, backbone):
+    cfg = swapped_config(backbone)
+    path, model = save(tmp_path, cfg, rand_init=rand_init)
+    loaded = load_model(None, path)
+    assert loaded.cfg.model.backbone == backbone
+    assert type(loaded.model.backbone) is type(model.backbone)
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        assert torch.equal(loaded.model.eval()(x), model(x))
+    assert "lraspp on backbone" in loaded.checkpoint.description
+    # the same config loads it; another backbone is one line naming both
+    assert load_model(swapped_config(backbone), path).cfg.model.backbone == backbone
+    with pytest.raises(CheckpointError, match=r"trained with model\.backbone .* \(config: 'mobilenet_v2'\)"):
+        load_model(swapped_config("mobilenet_v2"), path)
+
+
+def test_weights_alone_are_checked_by_backbone_family(tmp_path, rand_init):
+    """A state dict without a config: its family (from its layer names) must match the model's."""
+    cases = {"resnet": swapped_config("tv:resnet18"), "shufflenet": swapped_config("shufflenet_v2"),
+             "mnv2": swapped_config("mobilenet_v2")}
+    paths = {}
+    for key, cfg in cases.items():
+        (tmp_path / key).mkdir()
+        path, _ = save(tmp_path / key, cfg, record_config=False, rand_init=rand_init)
+        paths[key] = path
+    # each loads into the model its config builds
+    for key, cfg in cases.items():
+        assert load_model(cfg, paths[key]).checkpoint.backbone == {
+            "resnet": "ResNet", "shufflenet": "ShuffleNetV2", "mnv2": "MobileNetV2"}[key]
+    # ShuffleNetV2 and MobileNetV2 both have 19 blocks: told apart by their layers
+    with pytest.raises(CheckpointError) as info:
+        load_model(cases["mnv2"], paths["shufflenet"])
+    message = str(info.value)
+    assert "segmentation checkpoint of lraspp on backbone ShuffleNetV2" in message
+    assert "config builds a segmentation model, lraspp on MobileNetV2" in message
+    assert "\n" not in message
+    with pytest.raises(CheckpointError, match=r"checkpoint of lraspp on backbone ResNet .* on "
+                                              r"ShuffleNetV2; pass the config"):
+        load_model(cases["shufflenet"], paths["resnet"])
