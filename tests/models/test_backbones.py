@@ -195,3 +195,60 @@ def test_unknown_tap():
 def test_make_divisible():
     assert [make_divisible(v) for v in (16 * 0.75, 960 * 0.75, 3, 90)] == [16, 720, 8, 88]
     assert make_divisible(72 * 0.75) == 56  # 54 -> 56
+
+
+@pytest.mark.parametrize("width", [0.5, 1.0])
+def test_shufflenet_v2_parity_with_torchvision(width, rand_init, one_thread):
+    suffix = {0.5: "x0_5", 1.0: "x1_0"}[width]
+    tv = rand_init(getattr(torchvision.models, f"shufflenet_v2_{suffix}")()).eval()
+    ours = create_backbone("shufflenet_v2", width_mult=width, out_features=("C3", "C5")).eval()
+    result = load_state_dict_checked(ours, tv.state_dict())
+    assert result.ignored_keys == ["fc.weight", "fc.bias"]
+    x = torch.randn(2, 3, 97, 131)
+    with torch.no_grad():
+        c3 = tv.stage2(tv.maxpool(tv.conv1(x)))
+        c5 = tv.conv5(tv.stage4(tv.stage3(c3)))
+        out = ours(x)
+    assert (out["C5"] - c5).abs().max().item() == 0  # the same layers in the same order
+    assert (out["C3"] - c3).abs().max().item() == 0
+    info = ours.feature_info
+    assert info.channels() == {0.5: [24, 24, 48, 96, 1024], 1.0: [24, 24, 116, 232, 1024]}[width]
+    assert info.reduction() == [2, 4, 8, 16, 32]
+    assert ours.first_block_at_stride(8) == "features.2"  # stage2's first block, as the MobileNets
+    with pytest.raises(ConfigError, match=r"width_mult must be one of \[0\.5, 1\.0, 1\.5, 2\.0\]"):
+        create_backbone("shufflenet_v2", width_mult=0.75)
+
+
+def test_shufflenet_v2_published_channels():
+    expected = {0.5: [24, 24, 48, 96, 192, 1024], 1.0: [24, 24, 116, 232, 464, 1024],
+                1.5: [24, 24, 176, 352, 704, 1024], 2.0: [24, 24, 244, 488, 976, 2048]}
+    for width, (c1, c2, c3, c4, stage4, c5) in expected.items():
+        info = create_backbone("shufflenet_v2", width_mult=width).feature_info
+        assert info.channels() == [c1, c2, c3, c4, c5]
+        assert info["features.17"].channels == stage4  # the last block, before conv5 (features.18)
+
+
+def test_features_only_returns_a_list_in_out_indices_order():
+    features = create_backbone("mobilenet_v3_large", features_only=True, out_indices=(4, 2, 3)).eval()
+    assert features.feature_info.channels() == [960, 40, 112]
+    assert features.feature_info.reduction() == [32, 8, 16]
+    with torch.no_grad():
+        out = features(torch.zeros(1, 3, 64, 96))
+    assert isinstance(out, list) and [tuple(o.shape[1:]) for o in out] == [(960, 2, 3), (40, 8, 12), (112, 4, 6)]
+    every = create_backbone("tv:resnet18", features_only=True)
+    assert every.feature_info.channels() == [64, 64, 128, 256, 512]
+    with pytest.raises(ConfigError, match=r"out_indices \(5,\): backbone 'mobilenet_v1' offers "
+                                          r"0=C1, 1=C2, 2=C3, 3=C4, 4=C5"):
+        create_backbone("mobilenet_v1", features_only=True, out_indices=(5,))
+    with pytest.raises(ConfigError, match="out_indices needs features_only=True"):
+        create_backbone("mobilenet_v1", out_indices=(1,))
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v3_large", "shufflenet_v2", "tv:resnet18"])
+def test_integer_and_unknown_taps_list_the_valid_ones(name):
+    with pytest.raises(ConfigError, match=rf"out_features takes tap names, got 2; backbone '{name}' "
+                                          r"offers C1, C2, C3, C4, C5.*features_only=True, out_indices"):
+        create_backbone(name, out_features=(2, 3, 4))
+    with pytest.raises(ConfigError, match=rf"unknown feature tap 'C6' \(did you mean 'C5'\?\); "
+                                          rf"backbone '{name}' offers C1, C2, C3, C4, C5"):
+        create_backbone(name, out_features=("C6",))
