@@ -19,7 +19,7 @@ cfg = Config(
     model=ModelConfig(
         name="ssdlite320_mobilenet_v3_large",
         num_classes=91,  # labels are COCO category ids, as in torchvision (0 = background)
-        options={},  # reduced_tail=True is this builder's default
+        options={"reduced_tail": True},
     ),
     data=DataConfig(
         root="data/coco",

@@ -27,8 +27,8 @@ from densemnv3.config import SyntheticConfig
 
 cfg.model.name = "ssdlite320_mobilenet_v3_small"
 cfg.model.num_classes = 9
-cfg.model.options = {  # head options only (reduced_tail=True is the model's own default), so
-    # that `--set model.backbone=...` swaps the backbone under the same head
+cfg.model.options = {
+    "reduced_tail": True,
     "anchor_scale_range": (0.1, 0.9),
     "bn_momentum": 0.1,
 }

@@ -255,9 +255,8 @@ def _default_of(hint: Any, value: Any = None) -> Any:
     raise ConfigError(f"cannot create a section of type {hint}")
 
 
-def backbone_spec(value: str | Mapping[str, Any] | None, key: str = "model.backbone"
-                  ) -> tuple[str, dict[str, Any]] | None:
-    """``(name, options)`` of a backbone given as a name or ``{"name": ..., **options}``."""
+def backbone_spec(value: str | Mapping | None, key: str = "model.backbone") -> tuple[str, dict] | None:
+    """``(name, options)`` of a backbone given as a name or ``{"name": ..., **options}``; None."""
     if value is None:
         return None
     options = {} if isinstance(value, str) else dict(value)

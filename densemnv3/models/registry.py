@@ -6,13 +6,14 @@ checking every option against what the builder accepts.
 
 ``model.backbone`` swaps the backbone of any head: ``lraspp`` and ``ssdlite`` build their head on
 it; a named model (``lraspp_mobilenet_v3_large``) fixes its backbone unless ``model.backbone`` is
-set, in which case its head's generic builder is used with the same ``model.options`` — where an
-option of the backbone it no longer builds (``width_mult``, ``reduced_tail``) is an error that
-says to move it into ``model.backbone``.
+set, in which case its head's generic builder is used with the head options of ``model.options``.
+Its options for the backbone it no longer builds (``width_mult``, ``reduced_tail``) are left out
+with a printed warning: the swapped backbone's options are in ``model.backbone``.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable
 
 from torch import nn
@@ -77,23 +78,25 @@ def build_model(cfg: ModelConfig) -> nn.Module:
                           f"use model.name 'lraspp' or 'ssdlite' (or a model built on them)")
     accepted = MODELS.options(builder_name) - {"num_classes"}
     own = MODELS.options(cfg.name) - accepted - {"num_classes"}
-    for key in cfg.options:
+    options = {k: v for k, v in cfg.options.items() if k not in own}
+    if len(options) < len(cfg.options):  # options of the backbone the named model fixes, swapped
+        left_out = ", ".join(f"{k}={v!r}" for k, v in cfg.options.items() if k in own)
+        print(f"warning: model.options {left_out}: for {cfg.name}'s own backbone, which "
+              f"model.backbone={cfg.backbone!r} replaces; left out (options of the new backbone go "
+              f"in model.backbone, e.g. {{'name': {spec[0]!r}, ...}})", file=sys.stderr)
+    for key in options:
         if key == "backbone":
             raise ConfigError("model.options.backbone: the backbone is model.backbone, e.g. "
                               f"--set model.backbone={cfg.options[key]}")
-        if key in own:  # an option of the backbone the named model fixes, now swapped
-            raise ConfigError(f"model.options.{key}: an option of {cfg.name}'s own backbone, which "
-                              f"model.backbone={cfg.backbone!r} replaces; give it in model.backbone "
-                              f"instead, e.g. {{'name': {spec[0]!r}, {key!r}: {cfg.options[key]!r}}}")
         if key not in accepted:
             hint = " (a backbone option? give it in model.backbone)" if generic(builder_name) else ""
             raise ConfigError(f"model.options.{key}: {builder_name} has no option {key!r}"
                               f"{did_you_mean(key, accepted)}{hint}")
     build = MODELS.get(builder_name)
     if generic(builder_name):
-        model = build(cfg.backbone, num_classes=cfg.num_classes, **cfg.options)
+        model = build(cfg.backbone, num_classes=cfg.num_classes, **options)
     else:
-        model = build(num_classes=cfg.num_classes, **cfg.options)
+        model = build(num_classes=cfg.num_classes, **options)
     if cfg.backbone_weights:
         load_state_dict_checked(model.backbone, cfg.backbone_weights)
     if cfg.weights:

@@ -121,6 +121,17 @@ def test_model_backbone_swaps_the_backbone_of_any_head(name, backbone, options, 
     assert out.shape == (1, 4, 64, 96) if isinstance(model, LRASPP) else len(out) == 1
 
 
+def test_a_named_models_own_backbone_options_are_left_out_with_a_warning(capsys):
+    """lraspp_synthetic sets reduced_tail for its MobileNetV3; --set model.backbone=mobilenet_v2
+    replaces that backbone, and with it that option (said once, on stderr)."""
+    model = build_model(ModelConfig(name="lraspp_mobilenet_v3_large", backbone="mobilenet_v2",
+                                    options={"output_stride": 16, "reduced_tail": True, "width_mult": 0.75}))
+    assert model.backbone.feature_info["C5"].channels == 1280  # MobileNetV2 at width 1.0
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 1 and "reduced_tail=True, width_mult=0.75" in err
+    assert "left out (options of the new backbone go in model.backbone, e.g. {'name': 'mobilenet_v2'" in err
+
+
 def test_backbone_options_and_missing_backbones_get_one_line():
     def error(**model) -> str:
         with pytest.raises(ConfigError) as info:
@@ -132,9 +143,6 @@ def test_backbone_options_and_missing_backbones_get_one_line():
     assert "model.backbone names, and none is set" in error(name="ssdlite", num_classes=3)
     assert error(name="lraspp_mobilenet_v3_large", options={"backbone": "mobilenet_v2"}) == (
         "model.options.backbone: the backbone is model.backbone, e.g. --set model.backbone=mobilenet_v2")
-    message = error(name="ssdlite320_mobilenet_v3_small", backbone="tv:resnet18", options={"reduced_tail": True})
-    assert message.startswith("model.options.reduced_tail: an option of ssdlite320_mobilenet_v3_small's "
-                              "own backbone") and "{'name': 'tv:resnet18', 'reduced_tail': True}" in message
     assert "a backbone option? give it in model.backbone" in error(
         name="lraspp", backbone="mobilenet_v2", options={"width_mult": 0.5})
     assert "expected a backbone name or a dict with 'name'" in error(name="lraspp", backbone={"os": 8})

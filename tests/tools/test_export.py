@@ -175,3 +175,26 @@ def test_a_self_describing_checkpoint_exports_without_a_config(tool, tmp_path, c
                                 "--out", str(tmp_path / "m.onnx")], capsys)
     assert code == 0, err
     assert "input (N, 3, 64, 96)" in out and (tmp_path / "m.onnx").is_file()
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+@pytest.mark.parametrize("task,backbone", [("segmentation", "tv:resnet18"), ("detection", "shufflenet_v2")])
+def test_a_swapped_backbone_exports_from_its_checkpoint_alone(tool, tmp_path, capsys, task, backbone):
+    """The checkpoint records model.backbone: export rebuilds LR-ASPP on a torchvision ResNet
+    (an FX graph module) or SSDLite on ShuffleNetV2, and the file matches PyTorch."""
+    import dataclasses
+
+    from densemnv3.config import Config, DataConfig, ModelConfig
+    from densemnv3.models import build_model
+
+    name = "lraspp" if task == "segmentation" else "ssdlite"
+    cfg = Config(task=task, model=ModelConfig(name=name, num_classes=3, backbone=backbone),
+                 data=DataConfig(eval_resize=(64, 96), image_size=(64, 96)))
+    torch.manual_seed(0)
+    model = build_model(cfg.model)
+    torch.save({"model": model.state_dict(), "arch": name, "config": dataclasses.asdict(cfg)},
+               tmp_path / "best.pt")
+    code, out, err = run(tool, ["--weights", str(tmp_path / "best.pt"), "--format", "torchscript",
+                                "--out", str(tmp_path / "m.pt")], capsys)
+    assert code == 0, err
+    assert f"exporting {name} (torchscript, input (N, 3, 64, 96))" in out and "-> OK" in out

@@ -10,6 +10,7 @@ Wrong checkpoints get one line naming the file and what it is, in every tool.
 import json
 import re
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import cv2
@@ -69,7 +70,7 @@ def base(tmp_path_factory) -> Path:
         torch.manual_seed(0)
         cfg = load_config(config, extra)
         model = build_model(cfg.model)
-        state = {"model": model.state_dict(), "arch": cfg.model.name, "config": {"task": cfg.task}}
+        state = {"model": model.state_dict(), "arch": cfg.model.name, "config": asdict(cfg)}
         torch.save(state, root.parent / f"{name}.pt")
     _add_boxes_the_detector_finds(root, model)
     return root
