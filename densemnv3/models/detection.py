@@ -108,6 +108,9 @@ class SSDLite(nn.Module):
             raise ConfigError(f"nms_impl must be one of {NMS_IMPLS}, got {nms_impl!r}")
         self.nms_impl = nms_impl
 
+    def extra_repr(self) -> str:
+        return f"taps={self.taps} (strides 16, 32), num_classes={self.num_classes}"
+
     # ---------------------------------------------------------------- network
     def features(self, images: Tensor) -> list[Tensor]:
         """The six feature maps (strides 16, 32, 64, 128, 256, 512)."""

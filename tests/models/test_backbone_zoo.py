@@ -89,8 +89,8 @@ def test_tv_weights_load_from_a_local_file_and_never_download(tmp_path, rand_ini
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(ours(x)["C5"], tv.features(x))
-    with pytest.raises(ConfigError, match="never downloaded; give a local torchvision file as "
-                                          "model.backbone_weights"):
+    with pytest.raises(ConfigError, match="tv:resnet18': weights are never downloaded; give a local "
+                                          "file of the classification model as model.backbone_weights"):
         create_backbone({"name": "tv:resnet18", "weights": "IMAGENET1K_V1"})
 
 

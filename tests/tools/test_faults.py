@@ -66,7 +66,7 @@ def base(tmp_path_factory) -> Path:
     root = make_synthetic(tmp_path_factory.mktemp("faults") / "data", train=4, val=8, size=SIZE,
                           seed=3, progress=False)
     for name, config, extra in (("seg", SEG_CONFIG, ["model.name=lraspp_mobilenet_v3_small"]),
-                                ("det", DET_CONFIG, [])):
+                                ("det", DET_CONFIG, [f"data.image_size={list(SIZE)}"])):
         torch.manual_seed(0)
         cfg = load_config(config, extra)
         model = build_model(cfg.model)

@@ -71,6 +71,16 @@ class FeatureInfoMap(dict):
         return [self[t].module for t in self._taps(taps)]
 
 
+def check_adapter_options(label: str, output_stride: int, wants_download: bool) -> None:
+    """What a backbone from another library (``tv:``, ``timm:``) checks first: ``output_stride``
+    is 8, 16 or 32, and no pretrained weights are asked for (nothing is downloaded)."""
+    if output_stride not in (8, 16, 32):
+        raise ConfigError(f"output_stride must be 8, 16 or 32, got {output_stride!r}")
+    if wants_download:
+        raise ConfigError(f"backbone {label!r}: weights are never downloaded; give a local file of "
+                          f"the classification model as model.backbone_weights instead")
+
+
 def describe_taps(feature_info: Mapping[str, FeatureInfo]) -> str:
     """``"C1, C2, C3, C4, C5, C4_expand, features.0 .. features.16"``: every tap, briefly."""
     levels = [t for t in LEVELS if t in feature_info]
@@ -258,6 +268,31 @@ class FeatureBackbone(nn.Module):
             for name in self._taps_at.get(i, ()):
                 out[name] = x
         return {name: out[name] for name in self.out_features}
+
+
+class LibraryBackbone(nn.Module):
+    """Another library's model (``body``) behind the tap interface: the base of the ``tv:`` and
+    ``timm:`` adapters. Subclasses say how ``body`` yields every stage tap (:meth:`stage_maps`)."""
+
+    def __init__(self, name: str, body: nn.Module, feature_info: FeatureInfoMap, *,
+                 output_stride: int, out_features: Sequence[str] | None) -> None:
+        super().__init__()
+        self.name = name
+        self.body = body
+        self.feature_info = feature_info
+        self.output_stride = output_stride
+        self.set_out_features(out_features)
+
+    def set_out_features(self, out_features: Sequence[str] | None) -> None:
+        """Choose the taps ``forward`` returns (``None``: every stage tap)."""
+        self.out_features = check_taps(out_features, self.feature_info, f"backbone {self.name!r}")
+
+    def stage_maps(self, x: Tensor) -> Mapping[str, Tensor]:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        maps = self.stage_maps(x)
+        return {tap: maps[tap] for tap in self.out_features}
 
 
 def _tap_order(name: str) -> tuple[int, int]:

@@ -19,7 +19,14 @@ from torch import Tensor, nn
 
 from densemnv3.errors import ConfigError
 
-from .base import LEVELS, FeatureInfo, FeatureInfoMap, check_taps, freeze_batchnorm_
+from .base import (
+    LEVELS,
+    FeatureInfo,
+    FeatureInfoMap,
+    LibraryBackbone,
+    check_adapter_options,
+    freeze_batchnorm_,
+)
 
 PREFIX = "timm:"
 PROBE_SIZE = (64, 96)
@@ -35,29 +42,15 @@ def import_timm():
     return timm
 
 
-class TimmBackbone(nn.Module):
+class TimmBackbone(LibraryBackbone):
     """A timm ``features_only`` model (``body``) returning taps ``C<k>`` as a dict."""
 
     #: What a timm classification checkpoint holds past the features (its head), not loaded.
     torchvision_ignored_prefixes = ("fc.", "head.", "head_", "classifier.", "conv_head.", "bn2.",
                                     "global_pool.")
 
-    def __init__(self, name: str, body: nn.Module, feature_info: FeatureInfoMap, *,
-                 output_stride: int, out_features: Sequence[str] | None) -> None:
-        super().__init__()
-        self.name = name
-        self.body = body
-        self.feature_info = feature_info
-        self.output_stride = output_stride
-        self.set_out_features(out_features)
-
-    def set_out_features(self, out_features: Sequence[str] | None) -> None:
-        """Choose the taps ``forward`` returns (``None``: every level)."""
-        self.out_features = check_taps(out_features, self.feature_info, f"backbone {self.name!r}")
-
-    def forward(self, x: Tensor) -> dict[str, Tensor]:
-        out = dict(zip(self.feature_info, self.body(x)))
-        return {tap: out[tap] for tap in self.out_features}
+    def stage_maps(self, x: Tensor) -> dict[str, Tensor]:
+        return dict(zip(self.feature_info, self.body(x)))
 
     def convert_torchvision_state_dict(self, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """A timm classification checkpoint's keys under ``body.`` (with the first ``.`` turned
@@ -84,11 +77,8 @@ def timm_backbone(
 ) -> TimmBackbone:
     """``timm.create_model(name, pretrained=False, features_only=True, ...)`` with taps by stride."""
     label = f"{PREFIX}{name}"
-    if output_stride not in (8, 16, 32):
-        raise ConfigError(f"output_stride must be 8, 16 or 32, got {output_stride!r}")
-    if model_kwargs.pop("pretrained", False) or model_kwargs.get("pretrained_cfg_overlay"):
-        raise ConfigError(f"backbone {label!r}: weights are never downloaded; give a local file as "
-                          f"model.backbone_weights instead")
+    check_adapter_options(label, output_stride, bool(model_kwargs.pop("pretrained", False)
+                                                    or model_kwargs.get("pretrained_cfg_overlay")))
     timm = import_timm()
     if not timm.is_model(name):
         close = timm.list_models(f"*{name[:4]}*")[:5]

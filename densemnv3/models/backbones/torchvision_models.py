@@ -31,7 +31,14 @@ from torchvision.models.feature_extraction import create_feature_extractor, get_
 
 from densemnv3.errors import ConfigError, did_you_mean
 
-from .base import LEVELS, FeatureInfo, FeatureInfoMap, check_taps, freeze_batchnorm_
+from .base import (
+    LEVELS,
+    FeatureInfo,
+    FeatureInfoMap,
+    LibraryBackbone,
+    check_adapter_options,
+    freeze_batchnorm_,
+)
 
 PREFIX = "tv:"
 #: The probe inputs (height, width): every stride up to 32 divides each side; a global pool (1×1)
@@ -40,28 +47,16 @@ PROBE_SIZES = ((64, 96), (96, 64))
 _FUNCTIONAL_RESAMPLING = (F.max_pool2d, F.avg_pool2d, F.conv2d, F.interpolate)
 
 
-class TorchvisionBackbone(nn.Module):
+class TorchvisionBackbone(LibraryBackbone):
     """A torchvision model's trunk (``body``, an FX graph module) returning taps ``C1``..``C5``."""
 
-    def __init__(self, name: str, body: nn.Module, nodes: Mapping[str, str], feature_info: FeatureInfoMap,
-                 *, output_stride: int, out_features: Sequence[str] | None,
-                 ignored: Sequence[str]) -> None:
-        super().__init__()
-        self.name = name
-        self.body = body
-        self.nodes = dict(nodes)  # tap -> the module whose output it is
-        self.feature_info = feature_info
-        self.output_stride = output_stride
+    def __init__(self, name: str, body: nn.Module, feature_info: FeatureInfoMap, *,
+                 output_stride: int, out_features: Sequence[str] | None, ignored: Sequence[str]) -> None:
+        super().__init__(name, body, feature_info, output_stride=output_stride, out_features=out_features)
         self.torchvision_ignored_prefixes = tuple(f"body.{p}." for p in ignored)
-        self.set_out_features(out_features)
 
-    def set_out_features(self, out_features: Sequence[str] | None) -> None:
-        """Choose the taps ``forward`` returns (``None``: every level)."""
-        self.out_features = check_taps(out_features, self.feature_info, f"backbone {self.name!r}")
-
-    def forward(self, x: Tensor) -> dict[str, Tensor]:
-        out = self.body(x)
-        return {tap: out[tap] for tap in self.out_features}
+    def stage_maps(self, x: Tensor) -> dict[str, Tensor]:
+        return self.body(x)
 
     def convert_torchvision_state_dict(self, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """A torchvision classification checkpoint's keys under ``body.``."""
@@ -78,11 +73,8 @@ def torchvision_backbone(
 ) -> TorchvisionBackbone:
     """The trunk of ``torchvision.models.get_model(name, weights=None, **model_kwargs)``."""
     label = f"{PREFIX}{name}"
-    if output_stride not in (8, 16, 32):
-        raise ConfigError(f"output_stride must be 8, 16 or 32, got {output_stride!r}")
-    if model_kwargs.get("weights") is not None or model_kwargs.get("pretrained"):
-        raise ConfigError(f"backbone {label!r}: weights are never downloaded; give a local torchvision "
-                          f"file as model.backbone_weights instead")
+    check_adapter_options(label, output_stride, model_kwargs.get("weights") is not None
+                          or bool(model_kwargs.get("pretrained")))
     model_kwargs.pop("weights", None)
     model = _classification_model(name, label, model_kwargs).eval()
     if frozen_bn:
@@ -105,7 +97,7 @@ def torchvision_backbone(
     )
     ignored = sorted({k.split(".")[0] for k in model.state_dict()}
                      - {k.split(".")[0] for k in body.state_dict()})
-    return TorchvisionBackbone(label, body.train(), nominal, info, output_stride=output_stride,
+    return TorchvisionBackbone(label, body.train(), info, output_stride=output_stride,
                                out_features=out_features, ignored=ignored)
 
 
