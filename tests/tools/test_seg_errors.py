@@ -14,6 +14,11 @@ ROOT = Path(__file__).resolve().parents[2]
 CONFIG = str(ROOT / "configs" / "lraspp_synthetic.py")
 
 
+def config_model():
+    """The model CONFIG builds (MobileNetV3-Large with the reduced tail), random weights."""
+    return lraspp_mobilenet_v3_large(reduced_tail=True)
+
+
 def assert_one_line_error(proc, *needles):
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [line for line in proc.stderr.splitlines() if line.strip() and "%|" not in line]
@@ -78,7 +83,7 @@ def test_invalid_label_id_names_file_and_id(run_tool, tiny_overrides, synthetic_
     label[:2, :2] = 200
     cv2.imwrite(str(label_of(image)), label)
     weights = tmp_path / "w.pt"
-    torch.save({"model": lraspp_mobilenet_v3_large().state_dict()}, weights)
+    torch.save({"model": config_model().state_dict()}, weights)
     proc = run_tool("eval_seg.py", CONFIG, "--weights", str(weights), "--set",
                     f"data.root={synthetic_copy}", "data.synthetic=None")
     assert_one_line_error(proc, label_of(image).name, "200")
@@ -88,7 +93,7 @@ def test_label_of_another_size(run_tool, tiny_overrides, synthetic_copy, tmp_pat
     image = first_image(synthetic_copy, "val")
     cv2.imwrite(str(label_of(image)), np.full((10, 10), 7, np.uint8))
     weights = tmp_path / "w.pt"
-    torch.save({"model": lraspp_mobilenet_v3_large().state_dict()}, weights)
+    torch.save({"model": config_model().state_dict()}, weights)
     proc = run_tool("eval_seg.py", CONFIG, "--weights", str(weights), "--set",
                     f"data.root={synthetic_copy}", "data.synthetic=None")
     assert_one_line_error(proc, label_of(image).name, "10")
@@ -120,7 +125,7 @@ def test_empty_split(run_tool, tiny_overrides, synthetic_copy, tmp_path):
 def test_bad_checkpoints(run_tool, tiny_synthetic, tmp_path, problem):
     path = tmp_path / "ckpt.pt"
     if problem == "truncated":
-        torch.save({"model": lraspp_mobilenet_v3_large().state_dict()}, path)
+        torch.save({"model": config_model().state_dict()}, path)
         path.write_bytes(path.read_bytes()[:5000])
     elif problem == "other_arch":
         from densemnv3.models import lraspp_mobilenet_v3_small
@@ -144,7 +149,7 @@ def test_wrong_type_and_unknown_model_option(run_tool, tiny_overrides, tiny_synt
 @pytest.mark.slow
 def test_eval_writes_official_label_id_pngs(run_tool, tiny_synthetic, tmp_path):
     weights = tmp_path / "w.pt"
-    torch.save({"model": lraspp_mobilenet_v3_large().state_dict()}, weights)
+    torch.save({"model": config_model().state_dict()}, weights)
     out, preds = tmp_path / "out", tmp_path / "preds"
     proc = run_tool("eval_seg.py", CONFIG, "--weights", str(weights), "--out", str(out),
                     "--save-predictions", str(preds), "--set", f"data.root={tiny_synthetic}",
