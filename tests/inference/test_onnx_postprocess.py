@@ -5,7 +5,6 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import clip_boxes_to_image
 
-from densemnv3.inference.export_check import unmatched
 from densemnv3.models.heads.anchors import BoxCoder
 from densemnv3.models.heads.postprocess import ssd_postprocess
 
@@ -18,7 +17,8 @@ SETTINGS = dict(score_thresh=0.05, nms_thresh=0.5, detections_per_img=50, topk_c
 
 @pytest.fixture(scope="module")
 def pp_session(tmp_path_factory):
-    """A graph that passes (boxes, scores) through, with the postprocess appended."""
+    """A graph that passes (boxes, scores) through, with the postprocess appended (the image size
+    comes from the shape of its first input, as in an exported detector)."""
     from onnx import TensorProto, helper
 
     from densemnv3.inference.onnx_postprocess import append_ssd_postprocess
@@ -26,7 +26,8 @@ def pp_session(tmp_path_factory):
     graph = helper.make_graph(
         [helper.make_node("Identity", ["in_boxes"], ["boxes"]), helper.make_node("Identity", ["in_scores"], ["scores"])],
         "passthrough",
-        [helper.make_tensor_value_info("in_boxes", TensorProto.FLOAT, ["batch", "anchors", 4]),
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, "height", "width"]),
+         helper.make_tensor_value_info("in_boxes", TensorProto.FLOAT, ["batch", "anchors", 4]),
          helper.make_tensor_value_info("in_scores", TensorProto.FLOAT, ["batch", "anchors", CLASSES])],
         [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["batch", "anchors", 4]),
          helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", "anchors", CLASSES])],
@@ -55,14 +56,14 @@ def test_onnx_postprocess_gives_ssd_postprocess_detections(pp_session, anchors):
     expected = ssd_postprocess(cls_logits, bbox_regression, anchor_boxes, SIZE, coder, **SETTINGS)
     boxes = clip_boxes_to_image(coder.decode(bbox_regression, anchor_boxes), SIZE)
     count, got_boxes, got_scores, got_labels = (torch.from_numpy(o) for o in pp_session.run(
-        None, {"in_boxes": boxes.numpy(), "in_scores": F.softmax(cls_logits, -1).numpy()}))
+        None, {"images": torch.zeros(3, 3, *SIZE).numpy(), "in_boxes": boxes.numpy(),
+               "in_scores": F.softmax(cls_logits, -1).numpy()}))
     assert got_labels.dtype == torch.int64 and got_boxes.shape[1:] == (min(50, 4 * min(40, anchors)), 4)
     for i, exp in enumerate(expected):
         n = int(count[i])
         assert n == len(exp["scores"]) > 10
         got = {"boxes": got_boxes[i, :n], "scores": got_scores[i, :n], "labels": got_labels[i, :n]}
-        assert unmatched(exp, got, box_tol=1e-4, score_tol=1e-6) == 0
-        assert torch.equal(got["labels"], exp["labels"])  # same order: by score, class, rank
+        assert all(torch.equal(got[k], exp[k]) for k in ("boxes", "scores", "labels"))  # same order, bits
         assert not got_scores[i, n:].any() and not got_labels[i, n:].any() and not got_boxes[i, n:].any()
 
 
@@ -71,5 +72,6 @@ def test_onnx_postprocess_with_nothing_above_the_threshold(pp_session):
     cls_logits[..., 0] = 30.0  # every box is background
     boxes = BoxCoder().decode(bbox_regression, anchor_boxes).clamp(min=0)
     count, boxes, scores, labels = pp_session.run(
-        None, {"in_boxes": boxes.numpy(), "in_scores": F.softmax(cls_logits, -1).numpy()})
+        None, {"images": torch.zeros(2, 3, *SIZE).numpy(), "in_boxes": boxes.numpy(),
+               "in_scores": F.softmax(cls_logits, -1).numpy()})
     assert count.tolist() == [0, 0] and not scores.any() and not labels.any()
