@@ -149,7 +149,9 @@ def resolve_inference(
                        **{k: v for k, v in given.items() if v is not None})
     if settings.precision not in ALL_PRECISIONS:
         raise UserError(f"precision must be one of {', '.join(ALL_PRECISIONS)}, got {settings.precision!r}")
-    if settings.precision == "int8" or runtime == "onnxruntime":
+    if settings.precision == "int8":
+        settings = replace(settings, runtime="onnxruntime")  # int8 is an onnxruntime file
+    if settings.runtime == "onnxruntime":
         what = "int8 (a quantized ONNX file)" if settings.precision == "int8" else "an ONNX file"
         if resolved.type != "cpu" or settings.compile or settings.cuda_graphs:
             raise UserError(f"{what} runs in onnxruntime on the CPU: use --device cpu, without "

@@ -57,6 +57,7 @@ def test_cuda_without_a_gpu_is_a_user_error():
 def test_int8_is_an_onnxruntime_precision_on_the_cpu():
     int8 = parse_variant("int8", "cpu")
     assert int8.precision == "int8" and int8.dtype == torch.float32  # int8 files take float inputs
+    assert int8.describe() == "inference: cpu, int8, onnxruntime"
     onnx = resolve_inference("cpu", precision="int8", runtime="onnxruntime")
     assert onnx.describe() == "inference: cpu, int8, onnxruntime"
     with pytest.raises(UserError, match="an ONNX file runs in onnxruntime on the CPU"):

@@ -2,7 +2,6 @@
 --weights, and one-line errors for what an ONNX file cannot do."""
 
 import dataclasses
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -21,16 +20,10 @@ SEG_CONFIG = ROOT / "configs" / "lraspp_synthetic.py"
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_tool", ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def run(tool, argv, capsys):
+def run(tool_main, argv, capsys):
+    """``tool_main(argv)`` through the tools' entry point: (exit code, stdout, stderr)."""
     with pytest.raises(SystemExit) as exit_info:
-        run_main(lambda: tool.main(argv))
+        run_main(lambda: tool_main(argv))
     out = capsys.readouterr()
     return exit_info.value.code, out.out, out.err
 
@@ -66,10 +59,11 @@ def checkpoint(tiny_synthetic, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def int8_file(checkpoint):
+    from tools.quantize import main
+
     torch.set_num_threads(1)
-    tool = load_tool("quantize")
     out = checkpoint.with_suffix(".int8.onnx")
-    code = tool.main(["--weights", str(checkpoint), "--calib-images", "3", "--no-progress"])
+    code = main(["--weights", str(checkpoint), "--calib-images", "3", "--no-progress"])
     assert code == 0 and out.is_file()
     return out
 
@@ -104,6 +98,17 @@ def test_predictor_runs_the_int8_file(int8_file, checkpoint, tiny_synthetic):
         Predictor.from_checkpoint(checkpoint, precision="int8")
 
 
+def test_demo_runs_the_int8_file(int8_file, tmp_path, capsys):
+    from densemnv3.data.synthetic import make_synthetic_video
+    from tools.demo_video import main
+
+    video = make_synthetic_video(tmp_path / "clip.mp4", frames=3, size=(64, 128))
+    assert main(["--weights", str(int8_file), "--source", str(video), "--output", str(tmp_path / "out.mp4"),
+                 "--no-display"]) == 0
+    stdout = capsys.readouterr().out
+    assert "inference: cpu, int8, onnxruntime" in stdout and "frames: 3 processed" in stdout
+
+
 def test_eval_seg_scores_the_int8_file(int8_file, run_tool, tmp_path):
     proc = run_tool("eval_seg.py", "--weights", str(int8_file), "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
@@ -121,12 +126,14 @@ def assert_one_line_error(code, stderr, *needles):
 def test_what_an_onnx_file_cannot_do_is_one_line(int8_file, capsys, tmp_path):
     from densemnv3.errors import CheckpointError
     from densemnv3.models import inspect_checkpoint, load_weights, lraspp_mobilenet_v3_small
+    from tools.export import main as export
+    from tools.quantize import main as quantize
 
-    code, _, err = run(load_tool("export"), ["--weights", str(int8_file), "--format", "onnx",
-                                             "--out", str(tmp_path / "m.onnx")], capsys)
+    code, _, err = run(export, ["--weights", str(int8_file), "--format", "onnx", "--out", str(tmp_path / "m.onnx")],
+                       capsys)
     assert_one_line_error(code, err, str(int8_file), "an int8 ONNX segmentation model", "holds no PyTorch "
                           "weights for export", "give the checkpoint it was made from")
-    code, _, err = run(load_tool("quantize"), ["--weights", str(int8_file)], capsys)
+    code, _, err = run(quantize, ["--weights", str(int8_file)], capsys)
     assert_one_line_error(code, err, "holds no PyTorch weights for quantization")
     with pytest.raises(CheckpointError, match="holds no PyTorch weights for a PyTorch model"):
         load_weights(lraspp_mobilenet_v3_small(), inspect_checkpoint(int8_file), task="segmentation",
@@ -143,8 +150,9 @@ def test_what_an_onnx_file_cannot_do_is_one_line(int8_file, capsys, tmp_path):
 
 
 def test_missing_onnxruntime_says_what_to_install(checkpoint, capsys, monkeypatch, tmp_path):
+    from tools.quantize import main
+
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
-    code, _, err = run(load_tool("quantize"), ["--weights", str(checkpoint), "--out", str(tmp_path / "q.onnx")],
-                       capsys)
+    code, _, err = run(main, ["--weights", str(checkpoint), "--out", str(tmp_path / "q.onnx")], capsys)
     assert_one_line_error(code, err, "int8 quantization needs the 'onnxruntime' package",
                           "pip install densemnv3[export]")
