@@ -7,10 +7,10 @@ CONFIG may be left out for ``last.pt`` / ``best.pt``, which record the config th
 with. Weights are quantized per output channel, activations per tensor from their range on N
 training images (default 32) through the eval transform — a seeded choice of images, so the same
 N gives the same file. The file records the config: ``eval_seg.py`` / ``eval_det.py``, the
-Predictor, ``demo_video.py`` and ``benchmark.py --int8-file`` run it with ``--weights FILE``. It
-takes any input size (LR-ASPP with ``pool='paper'``: from 784x784 up, or only the size it was
-calibrated at when that is smaller). SSDLite's
-postprocess (decode, threshold, NMS) and LR-ASPP's final upsampling stay in float.
+Predictor and ``demo_video.py`` run it with ``--weights FILE`` (``benchmark.py --variants int8``
+times this route). It takes any input size (LR-ASPP with ``pool='paper'``: from 784x784 up, or
+only the size it was calibrated at when that is smaller). SSDLite's postprocess (decode,
+threshold, NMS) and LR-ASPP's classifiers and final upsampling stay in float.
 
 The file is compared with the fp32 model on 4 validation images; below 0.9 pixel agreement or
 above 0.35 relative RMS error the tool exits with code 1 (the file is kept, for inspection).
@@ -41,6 +41,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import dataclasses
 
+    from densemnv3.errors import UserError
+
+    if args.calib_images < 1:
+        raise UserError(f"--calib-images must be at least 1, got {args.calib_images}")
+
     from densemnv3.config import load_config
     from densemnv3.inference.export import check_output_path, min_input_size, require_onnx
     from densemnv3.inference.quantize import calibration_order, quantize_model
@@ -56,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     task = build_task(cfg)
     train = task.dataset(cfg.data.train_split, train=False)  # training images, eval transform
     n = min(args.calib_images, len(train))
+    if n == 0:
+        raise UserError(f"{cfg.data.root}: split {cfg.data.train_split!r} has no images to calibrate on")
     order = calibration_order(len(train), n)
     size = tuple(train[order[0]][0].shape[-2:])
     if min_input_size(model, size) is None and cfg.task == "segmentation":
