@@ -69,7 +69,8 @@ def eval_parser(description: str) -> argparse.ArgumentParser:
                         help="the config (optional for last.pt / best.pt, which record theirs; "
                              "needed for a torchvision file)")
     parser.add_argument("--weights", required=True,
-                        help="a checkpoint: last.pt / best.pt, or a torchvision file")
+                        help="a checkpoint: last.pt / best.pt, a torchvision file, or an ONNX file of "
+                             "tools/export.py / tools/quantize.py (run by onnxruntime)")
     add_set_argument(parser)
     parser.add_argument("--out", help="output folder for metrics.json (default: the checkpoint's folder)")
     parser.add_argument("--device", default=None, help="cpu, cuda or auto (default: the config's)")

@@ -13,6 +13,9 @@ CPU fp32 channels_last) unless the options say otherwise; ``--variants`` times s
 run (each ``+``-joined from a precision, ``nchw``/``channels_last``, ``compile``, ``graphs``;
 ``default`` is the device's defaults), each against torchvision eager fp32 and each checked against
 torchvision's fp32 output within its precision's tolerance (exit code 1 if one is outside).
+``int8`` (CPU) quantizes ours as ``tools/quantize.py`` does (onnxruntime, calibrated on a few
+random images) and times it against our fp32 inference path and torchvision fp32, interleaved:
+``--model lraspp_large --variants int8`` (``BENCHMARKS.md``).
 
 Model cases: torchvision's model (``lraspp_mobilenet_v3_large``, ``ssdlite320_mobilenet_v3_large``
 and the Small equivalents assembled the way torchvision assembles the Large ones) is built with
@@ -45,6 +48,7 @@ import torch  # noqa: E402
 
 from densemnv3.benchmark.data import DATA_CASES, bench_data  # noqa: E402
 from densemnv3.benchmark.models import bench_model, case_of, parse_sizes, with_settings  # noqa: E402
+from densemnv3.benchmark.quantized import bench_int8  # noqa: E402
 from densemnv3.benchmark.reference import MODEL_CASES  # noqa: E402
 from densemnv3.benchmark.report import (  # noqa: E402
     format_summary,
@@ -144,8 +148,11 @@ def main(argv: list[str] | None = None) -> int:
             for batch in args.batch_sizes:
                 for settings in variants:
                     print(settings.describe(), flush=True)
-                    results.append(bench_model(case, size, batch, settings.precision,
-                                               with_settings(args, settings), device))
+                    if settings.precision == "int8":
+                        results.append(bench_int8(case, size, batch, with_settings(args, settings), device))
+                    else:
+                        results.append(bench_model(case, size, batch, settings.precision,
+                                                   with_settings(args, settings), device))
                     print("\n".join(format_table(results[-1:]).splitlines()[2:]), flush=True)
     print()
     print(format_summary(results))

@@ -44,7 +44,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", nargs="?", help="the model's config, e.g. configs/lraspp_synthetic.py "
                         "(optional for last.pt / best.pt, which record theirs)")
-    parser.add_argument("--weights", required=True, help="a checkpoint (last.pt / best.pt / torchvision)")
+    parser.add_argument("--weights", required=True,
+                        help="a checkpoint (last.pt / best.pt / torchvision) or an ONNX file (e.g. best.int8.onnx)")
     parser.add_argument("--source", required=True, help="video file, camera index (0) or stream URL")
     parser.add_argument("--output", help="write the annotated video here (.mp4 or .avi)")
     parser.add_argument("--no-display", action="store_true", help="never open a window")

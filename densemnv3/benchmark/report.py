@@ -25,6 +25,8 @@ def format_table(results: list[dict]) -> str:
         if "max_abs_diff" in r:
             flag = {True: "", False: " MISMATCH", None: " not the same model"}[r["check_ok"]]
             diff = f"{r['max_abs_diff']:.1e} ({r['rel_diff']:.1e}{flag})"
+            if "rel_rms" in r:
+                diff = f"{r['max_abs_diff']:.1e} (rel RMS {r['rel_rms']:.1e}{flag})"
         lines.append(
             f"| {r['case']} | {r['input']} | {r['batch']} | {r['precision']} | {r['ours_ms']:.1f} | {r['tv_ms']:.1f} "
             f"| {r['ours_img_s']:.2f} | {r['tv_img_s']:.2f} | {r['ratio']:.2f}x | {gflops} | {params} | {diff} "
@@ -42,6 +44,9 @@ def format_table(results: list[dict]) -> str:
 def _notes(r: dict) -> str:
     notes = []
     options = r.get("ours_options", {})
+    if "int8_speedup" in r:
+        notes.append(f"ours: int8 in onnxruntime (quantized in {r['quantize_seconds']:.0f} s); our fp32 path "
+                     f"{r['ours_fp32_ms']:.1f} ms, int8 {r['int8_speedup']:.2f}x faster")
     on = [k for k in ("channels_last", "cuda_graphs") if options.get(k)]
     if options.get("compile"):
         on.append(f"compile={options['compile']} ({r['compile_seconds']:.0f} s)")

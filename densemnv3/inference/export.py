@@ -3,12 +3,17 @@
 What is exported (input ``images``: a normalised ``(N, 3, H, W)`` float batch, N dynamic):
 
 - LR-ASPP: ``logits`` ``(N, num_classes, H, W)``.
-- SSDLite: the network without NMS (:class:`SSDLiteExport`): ``boxes`` ``(N, A, 4)`` decoded xyxy
-  in input pixels, clipped to the image, and ``scores`` ``(N, A, num_classes)`` softmax (column 0
-  is the background). NMS runs outside the exported graph; see :class:`SSDLiteExport`.
+- SSDLite (:class:`SSDLiteExport`): ``boxes`` ``(N, A, 4)`` decoded xyxy in input pixels, clipped
+  to the image, and ``scores`` ``(N, A, num_classes)`` softmax (column 0 is the background), for
+  an NMS outside the graph; or, with ``postprocess=True`` (ONNX), the detections themselves:
+  ``num_detections``, ``boxes``, ``scores``, ``labels`` (:mod:`.onnx_postprocess`).
 
-``H`` and ``W`` are fixed at export time (SSDLite's default boxes and the LR-ASPP paper pool
-depend on them): export at the size you will run.
+ONNX files take any height and width (``H``, ``W`` dynamic; SSDLite's default boxes are computed
+in the graph from its feature-map sizes); an LR-ASPP with the paper's pool takes any size from
+784×784 up, where its window is fixed, or is exported at the given size when that is smaller
+(:func:`min_input_size`). TorchScript files are traced at the
+given size. An ONNX file records the model's config in its metadata (``metadata=``), so the tools
+load it with ``--weights`` (:mod:`densemnv3.models.onnx_model`).
 """
 
 from __future__ import annotations
@@ -18,81 +23,154 @@ import copy
 import importlib
 import os
 import tempfile
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from densemnv3.errors import ExportCheckError, UserError
-from densemnv3.models import SSDLite
+from densemnv3.models import LRASPP, SSDLite
+from densemnv3.models.onnx_model import ONNX_INSTALL_HINT, OUTPUT_NAMES, write_metadata
 
+from .export_check import (
+    BOX_TOLERANCE,
+    SCORE_TOLERANCE,
+    Format,
+    check_detections,
+    check_exported,
+    quiet,
+)
 from .optimize import prepare_for_inference
 
 __all__ = [
     "ExportCheckError",
     "ExportReport",
     "SSDLiteExport",
-    "check_exported",
+    "atomic_path",
     "check_output_path",
+    "dynamic_size",
     "export_model",
     "exportable",
+    "min_input_size",
+    "quiet",
     "require_onnx",
+    "second_size",
+    "size_metadata",
+    "trace_size",
 ]
 
-Format = Literal["onnx", "torchscript"]
 
 #: Largest max-abs difference between the exported file and PyTorch that passes the check.
 TOLERANCE = 1e-3
-ONNX_INSTALL_HINT = "pip install densemnv3[export]"
-
-
 class SSDLiteExport(nn.Module):
     """An :class:`~densemnv3.models.SSDLite` network without NMS, for export.
 
-    ``forward(images)`` returns ``(boxes, scores)``: every default box decoded (xyxy input pixels,
-    clipped to the image) and the softmax over classes, exactly what ``SSDLite.postprocess``
-    starts from. A deployment then does, per image, what ``SSDLite.postprocess`` does: drop the
-    background column, keep the ``topk_candidates`` (300) best scores above ``score_thresh``
-    (0.001) per class, ``torchvision.ops.batched_nms(boxes, scores, labels, nms_thresh=0.55)``
-    and keep the ``detections_per_img`` (300) best.
+    ``outputs="decoded"``: ``forward(images)`` returns ``(boxes, scores)``: every default box
+    decoded (xyxy input pixels, clipped to the image) and the softmax over classes, exactly what
+    ``SSDLite.postprocess`` starts from. A deployment then does, per image, what
+    ``SSDLite.postprocess`` does: drop the background column, keep the ``topk_candidates`` (300)
+    best scores above ``score_thresh`` (0.001) per class,
+    ``torchvision.ops.batched_nms(boxes, scores, labels, nms_thresh=0.55)`` and keep the
+    ``detections_per_img`` (300) best — or export with ``postprocess=True``.
 
-    The default boxes come from ``SSDLite.predict_raw`` (computed once per input size, so a
-    constant of the exported graph).
+    ``outputs="raw"``: ``(cls_logits, bbox_regression, anchors)``, as ``SSDLite.predict_raw``
+    (the int8 files, whose postprocess runs in float in PyTorch).
+
+    The default boxes are computed in the graph from the feature-map sizes
+    (``DefaultBoxes.generate``), so one file serves every input size.
     """
 
-    def __init__(self, model: SSDLite) -> None:
+    def __init__(self, model: SSDLite, outputs: str = "decoded") -> None:
         super().__init__()
+        if outputs not in ("decoded", "raw"):
+            raise ValueError(f"outputs must be 'decoded' or 'raw', got {outputs!r}")
         self.model = model
+        self.outputs = outputs
 
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        cls_logits, bbox_regression, anchors = self.model.predict_raw(images)
+    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
+        maps = self.model.features(images)
+        cls_logits, bbox_regression = self.model.head(maps)
+        anchors = self.model.anchors.generate([m.shape[-2:] for m in maps], images.shape[-2:])
+        if self.outputs == "raw":
+            return cls_logits, bbox_regression, anchors
         boxes = self.model.box_coder.decode(bbox_regression, anchors)
         height, width = images.shape[-2:]
-        limits = torch.tensor([width, height, width, height], dtype=boxes.dtype, device=boxes.device)
+        limits = torch.where(torch.arange(4) % 2 == 0, width, height).to(boxes.dtype)
         boxes = torch.minimum(boxes.clamp(min=0), limits)
         return boxes, F.softmax(cls_logits, dim=-1)
 
 
-def exportable(model: nn.Module) -> tuple[nn.Module, list[str]]:
-    """The module to export for ``model`` and its output names (``SSDLite`` → :class:`SSDLiteExport`)."""
+def exportable(model: nn.Module, outputs: str | None = None) -> tuple[nn.Module, str]:
+    """The module to export for ``model`` and what it outputs (a key of ``OUTPUT_NAMES``):
+    ``SSDLite`` → :class:`SSDLiteExport` (``outputs``: ``"decoded"`` or ``"raw"``), else the model."""
     if isinstance(model, SSDLite):
-        return SSDLiteExport(model), ["boxes", "scores"]
-    return model, ["logits"]
+        form = outputs or "decoded"
+        return SSDLiteExport(model, form), form
+    return model, "logits"
+
+
+def min_input_size(model: nn.Module, input_size: Sequence[int]) -> tuple[int, int] | None:
+    """The smallest height and width an ONNX file of ``model`` traced at ``input_size`` takes
+    (it then takes every larger size), or ``None``: the file takes ``input_size`` only.
+
+    Dynamic sizes need the same operations at every size. The paper's LR-ASPP pool averages a
+    49×49 window, clamped to maps smaller than that: a fixed window (one ``AveragePool``) for
+    inputs whose stride-16 map is at least 49×49 (784×784 px, Cityscapes' 1024×2048 frames
+    included), a different one below. So it is dynamic from there up when traced there, and
+    fixed at ``input_size`` when traced below. Every other model takes any size from 32×32.
+    """
+    if isinstance(model, LRASPP) and model.head.pool == "paper":
+        stride = model.backbone.feature_info[model.high_tap].stride
+        low = tuple(k * stride for k in model.head.scale[0].kernel_size)
+        return low if all(s >= m for s, m in zip(input_size, low)) else None
+    return (32, 32)
+
+
+def dynamic_size(model: nn.Module, input_size: Sequence[int] = (10**4, 10**4)) -> bool:
+    """Whether an ONNX file of ``model`` traced at ``input_size`` takes other sizes too."""
+    return min_input_size(model, input_size) is not None
+
+
+def trace_size(model: nn.Module, input_size: Sequence[int]) -> tuple[int, int]:
+    """The size to trace a dynamic export at: ``input_size`` or larger, so that every feature map
+    (down to SSDLite's stride 512) and the paper pool's output have >= 2 cells (``torch.export``
+    specialises dimensions of size 1, which would fix the size)."""
+    low = (576, 576)
+    if isinstance(model, LRASPP) and model.head.pool == "paper":
+        stride = model.backbone.feature_info[model.high_tap].stride
+        pool = model.head.scale[0]
+        low = tuple((k + s) * stride for k, s in zip(pool.kernel_size, pool.stride))
+    return max(int(input_size[0]), low[0]), max(int(input_size[1]), low[1])
+
+
+def second_size(size: Sequence[int], min_size: Sequence[int] = (32, 32)) -> tuple[int, int]:
+    """Another input size to check a dynamic file at: 3/4 of the height, 5/4 of the width (at
+    least ``min_size``)."""
+    return (max(int(min_size[0]), int(size[0]) * 3 // 4 // 16 * 16),
+            max(int(min_size[1]), int(size[1]) * 5 // 4 // 16 * 16))
+
+
+def size_metadata(input_size: Sequence[int], min_size: Sequence[int] | None) -> dict[str, Any]:
+    """What an ONNX file records about the sizes it takes (read by ``OnnxModel``)."""
+    if min_size is None:
+        return {"input_size": tuple(int(s) for s in input_size)}
+    return {"input_size": "dynamic", "min_input_size": tuple(int(s) for s in min_size)}
 
 
 @dataclass
 class ExportReport:
-    """What :func:`export_model` wrote and how far the file is from PyTorch, per batch size."""
+    """What :func:`export_model` wrote and how far the file is from PyTorch, per input."""
 
     path: Path
     size_bytes: int
     opset: int | None = None
-    max_abs_diff: dict[int, float] = field(default_factory=dict)
+    dynamic: bool = False
+    outputs: str = "logits"
+    max_abs_diff: dict[str, float] = field(default_factory=dict)
     tolerance: float = TOLERANCE
 
     @property
@@ -100,7 +178,11 @@ class ExportReport:
         return all(d <= self.tolerance for d in self.max_abs_diff.values())
 
     def summary(self) -> str:
-        diffs = ", ".join(f"batch {b}: {d:.2e}" for b, d in self.max_abs_diff.items())
+        if self.outputs == "detections":
+            what = f"detections vs PyTorch's (boxes within {BOX_TOLERANCE:g} px, scores within {SCORE_TOLERANCE:g}, same labels: "
+            found = ", ".join(f"{k}: {'same' if d == 0 else f'{d:g} differ'}" for k, d in self.max_abs_diff.items())
+            return what + found + ") -> " + ("OK" if self.ok else "FAILED")
+        diffs = ", ".join(f"{k}: {d:.2e}" for k, d in self.max_abs_diff.items())
         verdict = "OK" if self.ok else "FAILED"
         return f"max abs diff vs PyTorch ({diffs}) -> {verdict} (tolerance {self.tolerance:g})"
 
@@ -115,126 +197,115 @@ def export_model(
     fuse_bn: bool = True,
     check_batches: Sequence[int] = (1, 3),
     tolerance: float = TOLERANCE,
+    postprocess: bool = False,
+    metadata: Mapping[str, Any] | None = None,
 ) -> ExportReport:
     """Export ``model`` (an LR-ASPP or SSDLite in PyTorch) to ``path`` and check the file.
 
     Runs on CPU (``model`` is moved there). A copy is put in eval mode with BatchNorm folded
-    (``fuse_bn``) and exported; the check runs
-    the written file (onnxruntime / ``torch.jit.load``) on random input at each of
-    ``check_batches`` and compares with the *unfolded* model, so it covers folding and export.
+    (``fuse_bn``) and exported; the check runs the written file (onnxruntime /
+    ``torch.jit.load``) on random input at ``input_size`` and each of ``check_batches`` (and, for
+    a dynamic ONNX file, at batch 2 at :func:`second_size`) and compares with the *unfolded*
+    model, so it covers folding and export. ``postprocess`` (SSDLite, ONNX): the graph outputs
+    detections, compared with the model's own. ``metadata`` (ONNX): recorded in the file
+    (``config``, ``task``, ``arch`` make it loadable with ``--weights``).
+
     Raises :class:`ExportCheckError` if a difference exceeds ``tolerance``, :class:`UserError`
-    if ``path`` cannot be written or the ONNX packages are missing.
+    if ``path`` cannot be written, the ONNX packages are missing or ``postprocess`` does not apply.
     """
     if fmt == "onnx":
         require_onnx()
     elif fmt != "torchscript":
         raise UserError(f"unknown export format {fmt!r}; use onnx or torchscript")
+    if postprocess and not (fmt == "onnx" and isinstance(model, SSDLite)):
+        raise UserError("--postprocess puts SSDLite's NMS in an ONNX graph; it applies to a detection "
+                        "model exported with --format onnx")
     path = check_output_path(path)
     reference = model.eval().cpu()
     module = prepare_for_inference(copy.deepcopy(model), fuse_bn=fuse_bn)
-    net, output_names = exportable(module)
+    net, form = exportable(module)
     ref_net, _ = exportable(reference)
-    # Export at batch 2: torch.export specialises dimensions of size 1, which would fix the batch.
-    example = torch.randn(2, 3, *input_size, generator=torch.Generator().manual_seed(0))
-    with _atomic_path(path) as tmp, _quiet():
+    min_size = min_input_size(model, input_size) if fmt == "onnx" else None
+    dynamic = min_size is not None
+    with atomic_path(path) as tmp, quiet():
         if fmt == "onnx":
-            _export_onnx(net, example, tmp, output_names, opset)
+            export_onnx(net, tmp, input_size, OUTPUT_NAMES[form], opset=opset, min_size=min_size)
+            if postprocess or metadata:
+                import onnx
+
+                proto = onnx.load(str(tmp))
+                if postprocess:
+                    _append_postprocess(proto, model)
+                    form = "detections"
+                write_metadata(proto, {**(metadata or {}), "outputs": form, "precision": "fp32",
+                                       **size_metadata(input_size, min_size)})
+                onnx.save(proto, str(tmp))
         else:
+            example = torch.randn(2, 3, *input_size, generator=torch.Generator().manual_seed(0))
             # Frozen: weights become constants; unfrozen, the traced SSDLite runs ~50x slower
             # under the default TorchScript executor (torch 2.14).
             traced = torch.jit.trace(net, example, check_trace=False)
             torch.jit.save(torch.jit.freeze(traced.eval()), str(tmp))
-    report = ExportReport(path, path.stat().st_size, tolerance=tolerance)
+    report = ExportReport(path, path.stat().st_size, dynamic=dynamic, outputs=form, tolerance=tolerance)
     if fmt == "onnx":
         import onnx
 
         proto = onnx.load(str(path), load_external_data=False)
         report.opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
-    report.max_abs_diff = check_exported(path, fmt, ref_net, input_size, check_batches)
+    inputs = [(tuple(input_size), b) for b in check_batches]
+    if dynamic:
+        inputs.append((second_size(input_size, min_size), 2))
+    if form == "detections":
+        report.tolerance = 0
+        report.max_abs_diff = check_detections(path, reference, inputs)
+    else:
+        report.max_abs_diff = check_exported(path, fmt, ref_net, inputs)
     if not report.ok:
         raise ExportCheckError(f"{path}: exported model disagrees with PyTorch: {report.summary()}")
     return report
 
 
-def check_exported(
-    path: str | os.PathLike,
-    fmt: Format,
-    reference: nn.Module,
-    input_size: Sequence[int],
-    batches: Sequence[int] = (1, 3),
-) -> dict[int, float]:
-    """Max abs difference of every output of the file at ``path`` vs ``reference``, per batch size."""
-    run = _onnx_runner(path) if fmt == "onnx" else _torchscript_runner(path)
-    generator = torch.Generator().manual_seed(1)
-    diffs = {}
-    for batch in batches:
-        images = torch.randn(batch, 3, *input_size, generator=generator)
-        with torch.no_grad():
-            expected = reference(images)
-        expected = expected if isinstance(expected, tuple) else (expected,)
-        got = run(images)
-        if len(got) != len(expected):
-            raise ExportCheckError(f"{path}: {len(got)} outputs, expected {len(expected)}")
-        diff = 0.0
-        for g, e in zip(got, expected):
-            if tuple(g.shape) != tuple(e.shape):
-                raise ExportCheckError(
-                    f"{path}: at batch {batch} an output has shape {tuple(g.shape)}, expected "
-                    f"{tuple(e.shape)} (is the batch axis dynamic?)"
-                )
-            diff = max(diff, float((g.float() - e.float()).abs().max()))
-        diffs[batch] = diff
-    return diffs
+def _append_postprocess(proto: Any, model: SSDLite) -> None:
+    from .onnx_postprocess import append_ssd_postprocess
+
+    append_ssd_postprocess(proto, num_classes=model.num_classes, score_thresh=model.score_thresh,
+                           nms_thresh=model.nms_thresh, topk_candidates=model.topk_candidates,
+                           detections_per_img=model.detections_per_img)
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def require_onnx() -> None:
+def require_onnx(what: str = "ONNX export") -> None:
     """A :class:`UserError` naming the install command if an ONNX package is missing."""
     for name in ("onnx", "onnxscript", "onnxruntime"):
         try:
             importlib.import_module(name)
         except ImportError:
             raise UserError(
-                f"ONNX export needs the {name!r} package, which is not installed: {ONNX_INSTALL_HINT}"
+                f"{what} needs the {name!r} package, which is not installed: {ONNX_INSTALL_HINT}"
             ) from None
 
 
-def _export_onnx(net: nn.Module, example: Tensor, path: Path, output_names: list[str], opset: int | None) -> None:
+def export_onnx(net: nn.Module, path: str | os.PathLike, input_size: Sequence[int], output_names: Sequence[str],
+                *, opset: int | None = None, min_size: Sequence[int] | None = (32, 32)) -> None:
     """``torch.onnx.export`` (torch.export-based; the older TorchScript-based exporter mis-traces
-    SSDLite's in-place flattening at some sizes) with a dynamic batch axis, weights in the file."""
+    SSDLite's in-place flattening at some sizes) with a dynamic batch axis, and a dynamic height
+    and width from ``min_size`` up (``None``: fixed at ``input_size``); weights in the file."""
     batch = torch.export.Dim("batch")
+    axes: dict[int, Any] = {0: batch}
+    size = tuple(input_size)
+    if min_size is not None:
+        axes.update({2: torch.export.Dim("height", min=int(min_size[0]), max=16384),
+                     3: torch.export.Dim("width", min=int(min_size[1]), max=16384)})
+        model = net.model if isinstance(net, SSDLiteExport) else net
+        size = trace_size(model, size)
+    # batch 2: torch.export specialises dimensions of size 1, which would fix the batch
+    example = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(0))
     torch.onnx.export(
-        net, (example,), str(path), input_names=["images"], output_names=output_names,
-        dynamic_shapes=({0: batch},), opset_version=opset, dynamo=True, external_data=False,
+        net, (example,), str(path), input_names=["images"], output_names=list(output_names),
+        dynamic_shapes=(axes,), opset_version=opset, dynamo=True, external_data=False,
     )
-
-
-def _onnx_runner(path: str | os.PathLike):
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-
-    def run(images: Tensor) -> tuple[Tensor, ...]:
-        return tuple(torch.from_numpy(o) for o in session.run(None, {name: images.numpy()}))
-
-    return run
-
-
-def _torchscript_runner(path: str | os.PathLike):
-    with _quiet():
-        module = torch.jit.load(str(path), map_location="cpu")
-
-    def run(images: Tensor) -> tuple[Tensor, ...]:
-        # The graph as saved, without the executor's per-shape profiling and re-optimisation
-        # (seconds per new batch size on CPU); the numbers are the same.
-        with torch.no_grad(), torch.jit.optimized_execution(False):
-            out = module(images)
-        return out if isinstance(out, tuple) else (out,)
-
-    return run
 
 
 def check_output_path(path: str | os.PathLike) -> Path:
@@ -255,7 +326,7 @@ def check_output_path(path: str | os.PathLike) -> Path:
 
 
 @contextlib.contextmanager
-def _atomic_path(path: Path) -> Iterator[Path]:
+def atomic_path(path: Path) -> Iterator[Path]:
     """A temp file next to ``path`` that replaces it when the block succeeds."""
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -267,14 +338,3 @@ def _atomic_path(path: Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence the tracer's and exporters' warnings and progress lines (the check is the judge)."""
-    with warnings.catch_warnings(), contextlib.redirect_stdout(open(os.devnull, "w")) as devnull:
-        warnings.simplefilter("ignore")
-        try:
-            yield
-        finally:
-            devnull.close()

@@ -64,7 +64,8 @@ class Predictor:
             ``data.image_size``, ``data.label_mapping``, ``data.root``).
         device: ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:N``.
         precision: ``fp32``, ``fp16`` (CUDA only) or ``bf16``. Segmentation casts the network
-            to it; detection runs it under ``torch.autocast``.
+            to it; detection runs it under ``torch.autocast``. An ONNX ``model`` (``--weights
+            model.int8.onnx``) runs in onnxruntime on the CPU, in the file's precision.
         memory_format: ``nchw`` or ``channels_last``; ``channels_last=True/False`` says the same.
         compile: ``torch.compile`` the network (the first frames of each size compile it).
         cuda_graphs: replay the network from a CUDA graph captured on the first batch of each
@@ -95,9 +96,17 @@ class Predictor:
             raise UserError(f"task must be 'segmentation' or 'detection', got {cfg.task!r}")
         self.cfg = cfg
         self.task = cfg.task
+        runtime = getattr(model, "runtime", "torch")
+        if runtime == "onnxruntime":  # an ONNX file (int8 from tools/quantize.py): its own precision
+            if precision not in (None, model.precision):
+                raise UserError(f"{model.path} is an {model.precision} ONNX file; drop --precision {precision}")
+            precision, device = model.precision, "cpu" if str(device) == "auto" else device
+        elif precision == "int8":
+            raise UserError("int8 runs a quantized file: python tools/quantize.py --weights CKPT, then "
+                            "--weights CKPT.int8.onnx (without --precision)")
         self.settings: InferenceSettings = resolve_inference(
             device, precision=precision, memory_format=memory_format, channels_last=channels_last,
-            compile=compile, cuda_graphs=cuda_graphs,
+            compile=compile, cuda_graphs=cuda_graphs, runtime=runtime,
         )
         self.settings.apply_backend_flags()
         self.device = self.settings.device
@@ -108,7 +117,7 @@ class Predictor:
 
         # segmentation casts the network (no per-call weight casts); detection keeps fp32 weights
         # under autocast, so its postprocess sees what it always saw
-        cast = self.task == "segmentation" and self.precision != "fp32"
+        cast = self.task == "segmentation" and self.settings.dtype != torch.float32
         model = prepare_for_inference(model.to(self.device), fuse_bn=fuse_bn,
                                       channels_last=self.channels_last,
                                       dtype=self.settings.dtype if cast else None)
@@ -255,7 +264,7 @@ class Predictor:
         return names[label] if names is not None and 0 <= label < len(names) else f"class {label}"
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision == "fp32" or self._input_dtype != torch.float32:
+        if self.settings.dtype == torch.float32 or self._input_dtype != torch.float32:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.settings.dtype)
 

@@ -11,6 +11,10 @@ and ``benchmark.py`` all resolve their options here, and every choice can be ove
   convolutions (LR-ASPP-Large 512×1024, 2 threads: 1.51× torchvision against 1.00× in NCHW;
   BENCHMARKS.md); SSDLite's network also runs NHWC on CPU.
 
+``int8`` is the precision of a quantized ONNX file (``tools/quantize.py``), run by onnxruntime
+on the CPU without compile or CUDA graphs; the Predictor takes it from the file, and the
+benchmark times it with ``--precision int8`` / ``--variants int8``.
+
 Imports torch only when a device is resolved, so a tool parses its arguments (and reports a bad
 one) at once.
 """
@@ -27,6 +31,7 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "ALL_PRECISIONS",
     "MEMORY_FORMATS",
     "PRECISIONS",
     "InferenceSettings",
@@ -40,6 +45,8 @@ __all__ = [
 ]
 
 PRECISIONS = ("fp32", "fp16", "bf16")
+#: Precisions of the PyTorch model, plus int8: a quantized ONNX file run by onnxruntime.
+ALL_PRECISIONS = (*PRECISIONS, "int8")
 MEMORY_FORMATS = ("nchw", "channels_last")
 
 
@@ -57,12 +64,14 @@ class InferenceSettings:
     memory_format: str = "nchw"
     compile: bool = False
     cuda_graphs: bool = False
+    runtime: str = "torch"  # or "onnxruntime": an ONNX file (int8 from tools/quantize.py, or fp32)
 
     @property
     def dtype(self) -> torch.dtype:
+        """The dtype of the network's inputs (and weights): int8 files take float32 inputs."""
         import torch
 
-        return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[self.precision]
+        return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision, torch.float32)
 
     @property
     def channels_last(self) -> bool:
@@ -83,6 +92,8 @@ class InferenceSettings:
 
     def describe(self) -> str:
         """One line, e.g. ``inference: cuda, fp16, NCHW, compile off, cuda-graphs off``."""
+        if self.runtime == "onnxruntime":
+            return f"inference: {self.device}, {self.precision}, onnxruntime"
         fmt = "channels_last" if self.channels_last else "NCHW"
         onoff = {True: "on", False: "off"}
         return (f"inference: {self.device}, {self.precision}, {fmt}, compile {onoff[self.compile]}, "
@@ -115,10 +126,12 @@ def resolve_inference(
     channels_last: bool | None = None,
     compile: bool | None = None,
     cuda_graphs: bool | None = None,
+    runtime: str = "torch",
 ) -> InferenceSettings:
     """``inference_defaults(device)`` with every option that is not None overriding it;
     ``channels_last`` is a boolean spelling of ``memory_format``. Raises :class:`UserError` for
-    unknown values and combinations the device cannot run."""
+    unknown values and combinations the device cannot run. ``runtime="onnxruntime"``: an ONNX
+    file, on the CPU, in the file's precision, without compile or CUDA graphs."""
     import torch
 
     from densemnv3.utils.device import resolve_device
@@ -132,9 +145,17 @@ def resolve_inference(
     resolved = torch.device(resolve_device(str(device)))
     given = {"precision": precision, "memory_format": memory_format, "compile": compile,
              "cuda_graphs": cuda_graphs}
-    settings = replace(inference_defaults(resolved), **{k: v for k, v in given.items() if v is not None})
-    if settings.precision not in PRECISIONS:
-        raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {settings.precision!r}")
+    settings = replace(inference_defaults(resolved), runtime=runtime,
+                       **{k: v for k, v in given.items() if v is not None})
+    if settings.precision not in ALL_PRECISIONS:
+        raise UserError(f"precision must be one of {', '.join(ALL_PRECISIONS)}, got {settings.precision!r}")
+    if settings.precision == "int8":
+        settings = replace(settings, runtime="onnxruntime")  # int8 is an onnxruntime file
+    if settings.runtime == "onnxruntime":
+        what = "int8 (a quantized ONNX file)" if settings.precision == "int8" else "an ONNX file"
+        if resolved.type != "cpu" or settings.compile or settings.cuda_graphs:
+            raise UserError(f"{what} runs in onnxruntime on the CPU: use --device cpu, without "
+                            f"--compile and --cuda-graphs")
     if settings.memory_format not in MEMORY_FORMATS:
         raise UserError(f"memory format must be one of {', '.join(MEMORY_FORMATS)}, got "
                         f"{settings.memory_format!r}")
@@ -151,8 +172,10 @@ def add_inference_arguments(parser: argparse.ArgumentParser, *, multi_precision:
     """``--precision``, ``--memory-format`` (``--channels-last`` for short), ``--compile`` and
     ``--cuda-graphs`` (each with a ``--no-`` form); left out, each is the device's default.
     ``multi_precision``: ``--precision`` takes several values (the benchmark)."""
-    parser.add_argument("--precision", choices=PRECISIONS, default=None, nargs="+" if multi_precision else None,
-                        help="default: fp16 on CUDA, fp32 on CPU")
+    parser.add_argument("--precision", choices=ALL_PRECISIONS if multi_precision else PRECISIONS, default=None,
+                        nargs="+" if multi_precision else None,
+                        help="default: fp16 on CUDA, fp32 on CPU" + ("; int8: the model quantized by "
+                             "onnxruntime (CPU)" if multi_precision else "; an int8 file sets its own"))
     parser.add_argument("--memory-format", choices=MEMORY_FORMATS, default=None,
                         help="default: nchw (channels_last slows CUDA's depthwise convolutions)")
     parser.add_argument("--channels-last", dest="memory_format", action="store_const", const="channels_last",
@@ -181,7 +204,7 @@ def parse_variant(text: str, device: str | torch.device) -> InferenceSettings:
     for token in filter(None, text.lower().split("+")):
         if token == "default":
             continue
-        if token in PRECISIONS:
+        if token in ALL_PRECISIONS:
             options["precision"] = token
         elif token in MEMORY_FORMATS:
             options["memory_format"] = token
@@ -191,7 +214,7 @@ def parse_variant(text: str, device: str | torch.device) -> InferenceSettings:
             options["cuda_graphs"] = True
         else:
             raise UserError(f"variant {text!r}: unknown part {token!r}; use a precision "
-                            f"({', '.join(PRECISIONS)}), nchw, channels_last, compile or graphs, "
+                            f"({', '.join(ALL_PRECISIONS)}), nchw, channels_last, compile or graphs, "
                             f"joined by '+', e.g. fp16+graphs")
     return resolve_inference(device, **options)
 

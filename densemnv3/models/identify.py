@@ -2,8 +2,9 @@
 
 The one place that classifies a file given as weights (``--weights``, ``--resume``,
 ``Predictor.from_config``, ``model.weights``) — a densemnv3 training checkpoint, a torchvision
-model, something else, or no checkpoint at all — and words the one-line error when it does not
-fit. Every tool loads weights through :func:`load_weights`.
+model, a densemnv3 ONNX file (int8 from ``tools/quantize.py``, fp32 from ``tools/export.py``),
+something else, or no checkpoint at all — and words the one-line error when it does not fit.
+Every tool loads weights through :func:`load_weights`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from densemnv3.errors import CheckpointError
 from .registry import HEADS
 
 __all__ = ["CheckpointInfo", "backbone_family", "inspect_checkpoint", "load_weights",
-           "read_checkpoint"]
+           "pytorch_only", "read_checkpoint"]
 
 _FIX = "use another checkpoint, e.g. last.pt or best.pt of a run"
 
@@ -64,6 +65,7 @@ class CheckpointInfo:
     arch: str | None  # the densemnv3 model name, when the file records it
     backbone: str | None  # the backbone family its layers show, e.g. "MobileNetV3-Small"
     description: str  # "a detection checkpoint of ssdlite320_mobilenet_v3_small (densemnv3 training)"
+    runtime: str = "torch"  # "onnxruntime": an ONNX file, run by onnxruntime (state: its metadata)
 
     @property
     def resumable(self) -> bool:
@@ -122,6 +124,8 @@ def backbone_family(weights: Mapping[str, Tensor]) -> str | None:
 def inspect_checkpoint(path: str | os.PathLike) -> CheckpointInfo:
     """Read ``path`` and say what it is (see :class:`CheckpointInfo`)."""
     path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        return _inspect_onnx(path)
     state = read_checkpoint(path)
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{path}: holds a {type(state).__name__}, not a checkpoint "
@@ -166,6 +170,38 @@ def _recorded_backbone(state: Mapping) -> str | None:
     return backbone if isinstance(backbone, str) else None
 
 
+def _inspect_onnx(path: Path) -> CheckpointInfo:
+    """A densemnv3 ONNX file: its metadata records the config, the task and what it outputs."""
+    from .onnx_model import ONNX_INSTALL_HINT, read_metadata
+
+    if not path.is_file():
+        raise CheckpointError(f"{path}: ONNX file not found; check the path (--weights)")
+    try:
+        metadata = read_metadata(path)
+    except ImportError:
+        raise CheckpointError(f"{path}: reading an ONNX file needs the 'onnx' package, which is not "
+                              f"installed: {ONNX_INSTALL_HINT}") from None
+    except Exception:  # noqa: BLE001 - protobuf raises its own errors for arbitrary bytes
+        raise CheckpointError(f"{path}: not a readable ONNX model ({path.stat().st_size} bytes); "
+                              f"write one with tools/export.py or tools/quantize.py") from None
+    if not isinstance(metadata.get("config"), Mapping) or metadata.get("task") not in ("segmentation", "detection"):
+        raise CheckpointError(f"{path}: an ONNX model not written by densemnv3 (its metadata records no "
+                              f"config); the tools run the files of tools/export.py and tools/quantize.py")
+    arch = str(metadata.get("arch"))
+    made_by = "tools/quantize.py" if metadata.get("precision") == "int8" else "tools/export.py"
+    what = f"an {metadata.get('precision', 'fp32')} ONNX {metadata['task']} model of {arch} ({made_by})"
+    return CheckpointInfo(path=path, state=metadata, weights={}, task=metadata["task"], arch=arch,
+                          backbone=None, description=what, runtime="onnxruntime")
+
+
+def pytorch_only(info: CheckpointInfo, use: str) -> None:
+    """Raise the one :class:`CheckpointError` for an ONNX file where ``use`` needs PyTorch weights."""
+    if info.runtime != "torch":
+        raise CheckpointError(f"{info.path}: {info.description}, which runs in onnxruntime (eval tools, "
+                              f"Predictor, demo, benchmark) but holds no PyTorch weights for {use}; "
+                              f"give the checkpoint it was made from (best.pt)")
+
+
 def _task(weights: Mapping[str, Tensor], arch: str | None) -> str | None:
     if arch is not None:
         return "segmentation" if arch.startswith("lraspp") else "detection"
@@ -187,6 +223,7 @@ def load_weights(model: nn.Module, checkpoint: str | os.PathLike | CheckpointInf
     from .weights import load_state_dict_checked
 
     info = checkpoint if isinstance(checkpoint, CheckpointInfo) else inspect_checkpoint(checkpoint)
+    pytorch_only(info, "a PyTorch model (training, --resume, model.weights, export, quantization)")
     builds = f"the config builds a {task} model, {model_name}"
     if info.task == "classification":
         raise CheckpointError(f"{info.path}: {info.description}, without the {task} head; use it "

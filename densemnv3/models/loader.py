@@ -6,6 +6,9 @@ must agree on the model; where it disagrees on the input size the checkpoint's w
 printed warning, unless ``--set`` chose the size. Torchvision files and older checkpoints record
 no config and need one. Every tool, the Predictor, export and the trainer's ``--resume`` load
 through here and :func:`~densemnv3.models.identify.load_weights`.
+
+A densemnv3 ONNX file (``tools/quantize.py``'s int8, ``tools/export.py``'s fp32) records its config
+too; it loads as an :class:`~densemnv3.models.onnx_model.OnnxModel`, run by onnxruntime.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from torch import nn
 from densemnv3.config import Config, apply_override, config_from_dict, validate
 from densemnv3.errors import CheckpointError, ConfigError, UserError
 
-from .identify import CheckpointInfo, inspect_checkpoint, load_weights
+from .identify import CheckpointInfo, inspect_checkpoint, load_weights, pytorch_only
+from .onnx_model import onnx_model
 from .registry import build_model
 
 __all__ = ["INPUT_KEYS", "LoadedModel", "checkpoint_config", "load_model", "reconcile_config"]
@@ -102,7 +106,8 @@ def reconcile_config(cfg: Config, info: CheckpointInfo, *, chosen: Sequence[str]
 
 
 def load_model(cfg: Config | None, weights: str | os.PathLike | None = None, *,
-               overrides: Sequence[str] = (), warn: Callable[[str], None] = _warn) -> LoadedModel:
+               overrides: Sequence[str] = (), warn: Callable[[str], None] = _warn,
+               pytorch: str | None = None) -> LoadedModel:
     """Build the model ``cfg`` describes and load ``weights`` into it.
 
     - ``weights=None``: the model as ``cfg`` builds it (with its ``model.backbone_weights`` /
@@ -111,15 +116,19 @@ def load_model(cfg: Config | None, weights: str | os.PathLike | None = None, *,
       strings) applied to it; a file that records none raises :class:`CheckpointError`.
     - both: ``cfg`` (already holding ``overrides``) checked by :func:`reconcile_config`.
 
-    ``weights`` may be a training checkpoint (``last.pt``/``best.pt``) or a torchvision file of
-    the same model; a file of another task, model or architecture raises one
-    :class:`CheckpointError` naming the file and what it is.
+    ``weights`` may be a training checkpoint (``last.pt``/``best.pt``), a torchvision file of
+    the same model, or a densemnv3 ONNX file (the model is then an ``OnnxModel``, unless
+    ``pytorch`` names the use that needs PyTorch weights, e.g. ``"export"``: then it is an
+    error); a file of another task, model or architecture raises one :class:`CheckpointError`
+    naming the file and what it is.
     """
     if weights is None:
         if cfg is None:
             raise UserError("load_model needs a config, weights, or both")
         return LoadedModel(build_model(cfg.model), cfg, None)
     info = inspect_checkpoint(weights)
+    if pytorch is not None:
+        pytorch_only(info, pytorch)
     if cfg is None:
         cfg = checkpoint_config(info)
         if cfg is None:
@@ -134,5 +143,10 @@ def load_model(cfg: Config | None, weights: str | os.PathLike | None = None, *,
         cfg = reconcile_config(cfg, info, chosen=chosen, warn=warn)
     cfg.model.backbone_weights = cfg.model.weights = None  # the checkpoint holds the whole model
     model = build_model(cfg.model)
+    if info.runtime == "onnxruntime":
+        if info.task != cfg.task:
+            raise CheckpointError(f"{info.path}: {info.description}, but the config builds a {cfg.task} "
+                                  f"model; use it with the config it was made from, or none")
+        return LoadedModel(onnx_model(info.path, info.state, template=model), cfg, info)
     load_weights(model, info, task=cfg.task, model_name=cfg.model.name)
     return LoadedModel(model, cfg, info)

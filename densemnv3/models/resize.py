@@ -28,10 +28,15 @@ def deterministic_cuda(x: Tensor) -> bool:
 def resize_bilinear(x: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
     """``F.interpolate(x, size, mode="bilinear", align_corners=False)``, with a deterministic
     backward on CUDA when deterministic algorithms are on."""
-    size = (int(size[0]), int(size[1]))
+    size = (_dim(size[0]), _dim(size[1]))
     if not (x.requires_grad and torch.is_grad_enabled() and deterministic_cuda(x)):
         return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
     return resize_bilinear_matmul(x, size)
+
+
+def _dim(value) -> int:
+    """``value`` as an int, left symbolic while ``torch.export`` traces dynamic sizes."""
+    return value if isinstance(value, torch.SymInt) else int(value)
 
 
 def resize_bilinear_matmul(x: Tensor, size: tuple[int, int]) -> Tensor:

@@ -173,7 +173,9 @@ def test_bad_inputs_raise_user_error_naming_shape_and_dtype(seg, bad, words):
 def test_precision_options(seg_model):
     with pytest.raises(UserError, match="CUDA"):
         Predictor(seg_model, seg_config(), device="cpu", precision="fp16")
-    with pytest.raises(UserError, match="fp32, fp16, bf16"):
+    with pytest.raises(UserError, match="fp32, fp16, bf16, int8"):
+        Predictor(seg_model, seg_config(), device="cpu", precision="int4")
+    with pytest.raises(UserError, match="int8 runs a quantized file: python tools/quantize.py"):
         Predictor(seg_model, seg_config(), device="cpu", precision="int8")
     out = Predictor(copy.deepcopy(seg_model), seg_config(), device="cpu", precision="bf16")(frame(8, 8))
     assert out.shape == (8, 8) and out.dtype == np.uint8

@@ -37,7 +37,8 @@ def test_overrides_replace_only_what_is_given():
 
 @pytest.mark.parametrize("options, words", [
     ({"precision": "fp16"}, "fp16 needs a CUDA device"),
-    ({"precision": "int8"}, "fp32, fp16, bf16"),
+    ({"precision": "int4"}, "fp32, fp16, bf16, int8"),
+    ({"precision": "int8", "compile": True}, "int8 .a quantized ONNX file. runs in onnxruntime on the CPU"),
     ({"memory_format": "nhwc"}, "nchw, channels_last"),
     ({"cuda_graphs": True}, "CUDA graphs need a CUDA device"),
     ({"memory_format": "nchw", "channels_last": True}, "contradicts"),
@@ -51,6 +52,16 @@ def test_bad_options_on_cpu_are_user_errors(options, words):
 def test_cuda_without_a_gpu_is_a_user_error():
     with pytest.raises(UserError, match="no CUDA device"):
         resolve_inference("cuda")
+
+
+def test_int8_is_an_onnxruntime_precision_on_the_cpu():
+    int8 = parse_variant("int8", "cpu")
+    assert int8.precision == "int8" and int8.dtype == torch.float32  # int8 files take float inputs
+    assert int8.describe() == "inference: cpu, int8, onnxruntime"
+    onnx = resolve_inference("cpu", precision="int8", runtime="onnxruntime")
+    assert onnx.describe() == "inference: cpu, int8, onnxruntime"
+    with pytest.raises(UserError, match="an ONNX file runs in onnxruntime on the CPU"):
+        resolve_inference("cpu", cuda_graphs=False, compile=True, runtime="onnxruntime")
 
 
 def test_compile_modes():

@@ -79,6 +79,19 @@ def test_variants_each_run_against_torchvision_fp32(bench_tool, tmp_path, capsys
     assert "inference: cpu, bf16, channels_last, compile off, cuda-graphs off" in printed
 
 
+def test_int8_is_timed_against_our_fp32_path_and_torchvision(bench_tool, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "bench.json"
+    assert bench_tool.main(["--quick", "--model", "lraspp_small", "--variants", "int8", "--threads", "1",
+                            "--json", str(out)]) == 0
+    (r,) = json.loads(out.read_text())["results"]
+    assert r["precision"] == "int8" and r["ours_options"]["runtime"] == "onnxruntime"
+    assert r["ours_ms"] > 0 and r["ours_fp32_ms"] > 0 and r["tv_ms"] > 0  # all three, one run
+    assert r["int8_speedup"] == pytest.approx(r["ours_fp32_ms"] / r["ours_ms"])
+    assert r["check_ok"] and r["rel_rms"] <= r["tolerance"]
+    assert "ours: int8 in onnxruntime" in capsys.readouterr().out
+
+
 def test_variants_exclude_the_single_options(bench_tool):
     from densemnv3.errors import UserError
 

@@ -1,4 +1,5 @@
-"""tools/export.py: ONNX and TorchScript files of both heads that match PyTorch at any batch size."""
+"""tools/export.py: ONNX and TorchScript files of both heads that match PyTorch at any batch size;
+ONNX files at any height and width too, SSDLite's with its postprocess inside."""
 
 import importlib.util
 import sys
@@ -7,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from densemnv3.inference.export_check import unmatched
 from densemnv3.models import lraspp_mobilenet_v3_small, ssdlite320_mobilenet_v3_small
 from densemnv3.utils.cli import run_main
 
@@ -47,6 +49,9 @@ def checkpoints(tmp_path_factory):
                     t.uniform_(0.5, 2.0)
                 elif t.is_floating_point():
                     t.normal_(0, 0.1)
+        for module in det.modules():  # spread-out scores: with ties either of two equal boxes may win
+            if isinstance(module, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(module.weight)
     torch.save({"model": seg.state_dict()}, root / "seg.pt")
     torch.save({"model": det.state_dict()}, root / "det.pt")
     (root / "det_config.py").write_text(DET_CONFIG)
@@ -69,9 +74,15 @@ def test_export_matches_pytorch_at_batch_1_and_3(tool, checkpoints, tmp_path, ca
     argv = [str(config), "--weights", str(checkpoints / f"{head}.pt"), "--format", fmt, "--out", str(out)]
     if head == "seg":
         argv += ["--input-size", "64", "96"]
+    if head == "det" and fmt == "onnx":  # the graph's own postprocess, checked against SSDLite's
+        argv += ["--postprocess"]
     code, stdout, stderr = run(tool, argv, capsys)
     assert code == 0, stderr
     assert "batch 1:" in stdout and "batch 3:" in stdout and "-> OK" in stdout
+    if fmt == "onnx" and head == "det":  # one file for every size: checked at a second one too
+        assert "128x128 batch 1: same, 128x128 batch 3: same, 96x160 batch 2: same) -> OK" in stdout
+    if fmt == "onnx" and head == "seg":  # pool='paper' at 64x96: below its fixed window, so fixed
+        assert "note: pool='paper'" in stdout and "takes that size only" in stdout
     assert stdout.startswith("inference: cpu, fp32, NCHW, compile off, cuda-graphs off (the file runs on any")
     assert out.is_file() and out.stat().st_size > 1e6 and f"{out.stat().st_size / 2**20:.2f} MiB" in stdout
     assert list(tmp_path.iterdir()) == [out]  # one self-contained file, no temp left behind
@@ -82,7 +93,8 @@ def test_export_matches_pytorch_at_batch_1_and_3(tool, checkpoints, tmp_path, ca
 
         session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
         assert [i.name for i in session.get_inputs()] == ["images"]
-        assert isinstance(session.get_inputs()[0].shape[0], str)  # a symbolic (dynamic) batch
+        dynamic = [str, int, int, int] if head == "seg" else [str, int, str, str]  # N (and H, W) dynamic
+        assert [type(d) for d in session.get_inputs()[0].shape] == dynamic
         names = [o.name for o in session.get_outputs()]
         outputs = session.run(None, {"images": images.numpy()})
     else:
@@ -90,6 +102,18 @@ def test_export_matches_pytorch_at_batch_1_and_3(tool, checkpoints, tmp_path, ca
         outputs, names = (outputs if isinstance(outputs, tuple) else (outputs,)), None
     if head == "seg":
         assert names in (None, ["logits"]) and tuple(outputs[0].shape) == (2, 19, 64, 96)
+    elif fmt == "onnx":
+        assert names == ["num_detections", "boxes", "scores", "labels"]
+        count, boxes, scores, labels = (torch.as_tensor(o) for o in outputs)
+        assert count.shape == (2,) and boxes.shape[:2] == scores.shape == labels.shape and boxes.shape[2] == 4
+        from densemnv3.models import load_model
+
+        detector, model = load_model(None, out).model, ssdlite320_mobilenet_v3_small(num_classes=4)
+        model.load_state_dict(torch.load(checkpoints / "det.pt")["model"])
+        images = torch.randn(2, 3, 160, 96)  # a third size, through the file's loader
+        with torch.no_grad():
+            expected, got = model.eval()(images), detector(images)
+        assert all(unmatched(e, g) == 0 and len(g["scores"]) > 0 for e, g in zip(expected, got))
     else:
         boxes, scores = (torch.as_tensor(o) for o in outputs)
         assert names in (None, ["boxes", "scores"])
@@ -119,6 +143,12 @@ def test_exported_detector_reproduces_its_postprocess(checkpoints):
     assert torch.allclose(got_scores.sort().values, expected["scores"].sort().values, atol=1e-6)
     for box, lab in zip(got_boxes, got_labels):  # same detections; order may differ among tied scores
         assert (((expected["boxes"] - box).abs().amax(1) < 1e-3) & (expected["labels"] == lab)).any()
+
+
+def test_postprocess_is_for_an_onnx_detector(tool, checkpoints, tmp_path, capsys):
+    argv = [str(SEG_CONFIG), "--weights", str(checkpoints / "seg.pt"), "--format", "onnx", "--postprocess",
+            "--out", str(tmp_path / "m.onnx")]
+    assert_one_line_error(*run(tool, argv, capsys)[::2], 2, "--postprocess", "detection model")
 
 
 def assert_one_line_error(code, stderr, expected_code, *needles):
@@ -168,13 +198,29 @@ def test_a_self_describing_checkpoint_exports_without_a_config(tool, tmp_path, c
 
     from densemnv3.config import load_config
 
-    cfg = load_config(SEG_CONFIG, ["model.num_classes=3", "data.eval_resize=[64,96]"])
-    torch.save({"model": lraspp_mobilenet_v3_small(num_classes=3).state_dict(),
+    cfg = load_config(SEG_CONFIG, ["model.num_classes=3", "data.eval_resize=[800,800]"])
+    torch.save({"model": lraspp_mobilenet_v3_small(num_classes=3, pool="paper").state_dict(),
                 "arch": cfg.model.name, "config": dataclasses.asdict(cfg)}, tmp_path / "best.pt")
     code, out, err = run(tool, ["--weights", str(tmp_path / "best.pt"), "--format", "onnx",
                                 "--out", str(tmp_path / "m.onnx")], capsys)
     assert code == 0, err
-    assert "input (N, 3, 64, 96)" in out and (tmp_path / "m.onnx").is_file()
+    # the paper pool's window is fixed from 784x784 up: one file for all those sizes
+    assert "input (N, 3, 800, 800), H and W dynamic from 784x784 up" in out and "784x992 batch 2" in out
+
+    from densemnv3.errors import UserError
+    from densemnv3.inference.export import dynamic_size
+    from densemnv3.models import load_model
+    from densemnv3.models.onnx_model import OnnxSegmenter
+
+    onnx_file, checkpoint = load_model(None, tmp_path / "m.onnx"), load_model(None, tmp_path / "best.pt")
+    assert isinstance(onnx_file.model, OnnxSegmenter) and onnx_file.cfg == checkpoint.cfg
+    for size in ((784, 784), (800, 1056)):
+        images = torch.randn(1, 3, *size)
+        with torch.no_grad():
+            assert torch.allclose(onnx_file.model(images), checkpoint.model.eval()(images), atol=1e-3)
+    with pytest.raises(UserError, match="takes inputs of at least 784x784"):
+        onnx_file.model(torch.randn(1, 3, 400, 800))
+    assert dynamic_size(lraspp_mobilenet_v3_small()) and not dynamic_size(checkpoint.model, (512, 1024))
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")

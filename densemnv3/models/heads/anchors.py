@@ -100,32 +100,37 @@ class DefaultBoxes(nn.Module):
         if boxes is None:
             if len(self._cache) >= 32:  # many input sizes (multi-scale): forget the oldest
                 del self._cache[next(iter(self._cache))]
-            boxes = self._cache[key] = self._generate(grids, height, width).to(device, dtype)
+            boxes = self._cache[key] = self.generate(grids, (height, width)).to(device, dtype)
         return boxes
 
-    def _generate(self, grids: tuple[tuple[int, int], ...], height: int, width: int) -> Tensor:
+    def generate(self, grid_sizes: Sequence[Sequence[int]], image_size: Sequence[int]) -> Tensor:
+        """``(A, 4)`` float32 boxes (xyxy pixels), not cached. The sizes may be symbolic
+        (``torch.export`` with dynamic height and width), so an exported graph computes the boxes
+        for the size it is given, with the same float32 ops as the eager path."""
+        if len(grid_sizes) != len(self._wh):
+            raise ValueError(f"expected {len(self._wh)} feature maps, got {len(grid_sizes)}")
+        height, width = image_size
         per_map = []
-        for k, (h, w) in enumerate(grids):
+        for k, (h, w) in enumerate(grid_sizes):
             cells_x, cells_y = (
                 (w, h) if self.steps is None else (width / self.steps[k], height / self.steps[k])
             )
             # same float32 ops as torchvision, so the boxes are equal, not just close
-            cx = (torch.arange(w) + 0.5) / cells_x
-            cy = (torch.arange(h) + 0.5) / cells_y
+            cx = (torch.arange(w, dtype=torch.float32) + 0.5) / cells_x
+            cy = (torch.arange(h, dtype=torch.float32) + 0.5) / cells_y
             wh = self._wh[k]
             centers = torch.stack(torch.meshgrid(cy, cx, indexing="ij")[::-1], dim=-1)  # (h, w, 2)
             centers = centers.reshape(-1, 1, 2).expand(-1, len(wh), 2)
             sizes = wh.expand(h * w, -1, -1)
             per_map.append(torch.cat((centers, sizes), dim=-1).reshape(-1, 4))
         cxcywh = torch.cat(per_map)
-        scale = torch.tensor([width, height])
-        return torch.cat(
-            (
-                (cxcywh[:, :2] - 0.5 * cxcywh[:, 2:]) * scale,
-                (cxcywh[:, :2] + 0.5 * cxcywh[:, 2:]) * scale,
-            ),
-            dim=-1,
-        )
+        xy_min = cxcywh[:, :2] - 0.5 * cxcywh[:, 2:]
+        xy_max = cxcywh[:, :2] + 0.5 * cxcywh[:, 2:]
+        # x columns times the width, y columns times the height (torchvision multiplies by an
+        # int64 tensor [width, height]: the same float32 products)
+        x_scale = torch.arange(2) == 0
+        scale = torch.where(x_scale, width, height).to(torch.float32)
+        return torch.cat((xy_min * scale, xy_max * scale), dim=-1)
 
 
 class BoxCoder:

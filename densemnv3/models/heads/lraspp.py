@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -103,9 +104,13 @@ class LRASPPHead(nn.Module):
     def gate(self, high: Tensor) -> Tensor:
         """The sigmoid gate, shaped to broadcast over ``cbr(high)``."""
         gate = self.scale(high)
-        size = high.shape[-2:]
-        if gate.shape[-2:] != size and gate.shape[-2] * gate.shape[-1] != 1:
-            gate = resize_bilinear(gate, size)
+        if self.pool == "global":
+            return gate  # (N, C, 1, 1)
+        if torch.compiler.is_exporting() or (gate.shape[-2] * gate.shape[-1] != 1
+                                             and gate.shape[-2:] != high.shape[-2:]):
+            # exported, the sizes are symbolic: always resize (a 1x1 gate resizes to a constant,
+            # the same as broadcasting it)
+            gate = resize_bilinear(gate, high.shape[-2:])
         return gate
 
     def forward(self, low: Tensor, high: Tensor) -> Tensor:
@@ -113,6 +118,6 @@ class LRASPPHead(nn.Module):
         # A 1×1 conv commutes with bilinear resizing (whose weights sum to 1), so classify first
         # and resize num_classes channels instead of inter_channels: same logits, less work.
         x = self.high_classifier(x)
-        if x.shape[-2:] != low.shape[-2:]:
-            x = resize_bilinear(x, low.shape[-2:])
+        if torch.compiler.is_exporting() or x.shape[-2:] != low.shape[-2:]:
+            x = resize_bilinear(x, low.shape[-2:])  # exported: sizes are symbolic, always resize
         return self.low_classifier(low) + x

@@ -1,0 +1,333 @@
+"""Post-training static int8 quantization: an LR-ASPP or SSDLite as an ONNX QDQ file for onnxruntime.
+
+The route (measured against torchao's PT2E + Inductor flow on LR-ASPP-Large 512×1024, 2 CPU
+threads; see BENCHMARKS.md): the fp32 network is exported to ONNX with a dynamic height and
+width, rewritten where int8 kernels need it (below), and quantized by onnxruntime's
+``quantize_static`` in the QDQ format — weights int8 per output channel (per-tensor weights
+collapse MobileNetV3), activations uint8 per tensor, their ranges the 99.999th percentile of
+their values over the calibration images (the rare outliers left out: on the synthetic
+checkpoints, half the error of min/max ranges; BENCHMARKS.md) —
+so the file runs in any ONNX runtime and, in onnxruntime, on int8 kernels (``QLinearConv``
+with fused ReLU, ``QLinearMul``/``Add``/``GlobalAveragePool``). What stays in float:
+
+- the final upsampling of the LR-ASPP logits (quantizing it costs accuracy and saves nothing:
+  its output is float anyway);
+- SSDLite's default boxes and its whole postprocess (decode, score threshold, NMS): the file
+  outputs ``cls_logits``, ``bbox_regression`` and ``anchors``, and
+  :class:`~densemnv3.models.onnx_model.OnnxDetector` runs ``ssd_postprocess`` on them in fp32,
+  the same code as the PyTorch model;
+- the squeeze-excitation gates' hard-sigmoid (on ``(N, C, 1, 1)`` tensors: free).
+
+Rewrites, each exact in real arithmetic:
+
+- ``HardSwish(x)`` → ``x * Clip(DepthwiseConv1x1(x; 1/6, 0.5), 0, 1)``: onnxruntime has no
+  quantized hard-swish, so it would run in float between a dequantize and a quantize on the
+  largest tensors of the network; as a 1×1 depthwise conv with a fused clip and a ``QLinearMul``
+  it stays in int8 (in float it took about a third of the int8 graph's time in onnxruntime's
+  profile of LR-ASPP-Large 512×1024).
+- ``ReduceMean`` over H, W (squeeze-excitation's pool, as the exporter writes
+  ``AdaptiveAvgPool2d(1)``) → ``GlobalAveragePool``, which has an int8 kernel.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from densemnv3.errors import ExportCheckError, UserError
+from densemnv3.models import LRASPP, SSDLite
+from densemnv3.models.onnx_model import OUTPUT_NAMES, onnx_model, read_metadata, write_metadata
+
+from .export import (
+    atomic_path,
+    check_output_path,
+    export_onnx,
+    exportable,
+    min_input_size,
+    require_onnx,
+    size_metadata,
+)
+from .export_check import quiet
+from .optimize import prepare_for_inference
+
+__all__ = ["QuantizeReport", "agreement", "calibration_order", "export_for_quantization", "float_nodes",
+           "int8_friendly", "quantize_model", "quantize_onnx"]
+
+#: The int8 file passes its check when, on the check images, its segmentation labels agree with
+#: fp32's on at least this fraction of pixels, and its outputs' relative RMS error is at most
+#: ``REL_RMS_TOLERANCE`` (||int8 - fp32|| / ||fp32||: logits; SSDLite: class logits and box deltas).
+PIXEL_AGREEMENT, REL_RMS_TOLERANCE = 0.9, 0.35
+#: Activation ranges: this percentile of the calibration values; images histogrammed at once.
+PERCENTILE, CHUNK = 99.999, 8
+
+
+@dataclass
+class QuantizeReport:
+    """What :func:`quantize_model` wrote and how close the int8 file is to the fp32 model."""
+
+    path: Path
+    size_bytes: int
+    calibration_images: int
+    min_size: tuple[int, int] | None  # the file takes every size from this up; None: input_size only
+    check: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return (self.check.get("pixel_agreement", 1.0) >= PIXEL_AGREEMENT
+                and all(v <= REL_RMS_TOLERANCE for k, v in self.check.items() if k.startswith("rel_rms")))
+
+    def summary(self) -> str:
+        parts = [f"{k} {v:.4f}" for k, v in self.check.items()]
+        bars = f"pixel agreement >= {PIXEL_AGREEMENT:g}, rel RMS <= {REL_RMS_TOLERANCE:g}"
+        return f"int8 vs fp32 PyTorch: {', '.join(parts)} -> {'OK' if self.ok else 'FAILED'} ({bars})"
+
+
+def quantize_model(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    calibration: Iterable[Tensor],
+    num_images: int,
+    input_size: Sequence[int],
+    check_images: Sequence[Tensor] = (),
+    metadata: Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> QuantizeReport:
+    """Quantize ``model`` (an LR-ASPP or SSDLite in PyTorch, fp32) to an int8 ONNX file at ``path``.
+
+    ``calibration`` yields ``num_images`` normalised images ``(3, H, W)`` or ``(1, 3, H, W)``
+    (the data pipeline's eval transform: what the model will see), in a fixed order, so the file
+    is the same for the same images; a progress bar counts them. ``input_size`` is the size the
+    graph is traced at (other sizes run when the model exports with a dynamic size, see
+    :func:`~densemnv3.inference.export.min_input_size`). ``check_images`` (``(1, 3, H, W)``) are run
+    through the int8 file and the fp32 model and compared (:func:`agreement`); outside the
+    tolerance :class:`ExportCheckError` is raised after the file is written. ``metadata`` (config,
+    task, arch) is recorded so the tools load the file with ``--weights``.
+    """
+    if num_images < 1:
+        raise UserError(f"--calib-images must be at least 1, got {num_images}")
+    path = check_output_path(path)
+    reference = model.eval().cpu()
+    with tempfile.TemporaryDirectory(prefix="densemnv3-quantize-") as tmp:
+        prepared, int8 = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
+        form = export_for_quantization(reference, prepared, input_size)
+        quantize_onnx(prepared, int8, calibration, num_images, progress=progress)
+        import onnx
+
+        proto = onnx.load(str(int8))
+        min_size = min_input_size(reference, input_size)
+        write_metadata(proto, {**(metadata or {}), "outputs": form, "precision": "int8",
+                               **size_metadata(input_size, min_size), "calibration_images": num_images})
+        with atomic_path(path) as out:
+            onnx.save(proto, str(out))
+    report = QuantizeReport(path, path.stat().st_size, num_images, min_size)
+    if check_images:
+        quantized = onnx_model(path, {"task": "detection" if form == "raw" else "segmentation",
+                                      **read_metadata(path)}, template=reference)
+        report.check = agreement(quantized, reference, check_images)
+        if not report.ok:
+            raise ExportCheckError(f"{path}: the int8 model is too far from fp32: {report.summary()}")
+    return report
+
+
+def export_for_quantization(model: nn.Module, path: str | os.PathLike, input_size: Sequence[int]) -> str:
+    """Write ``model``'s fp32 graph to ``path`` as :func:`quantize_onnx` takes it (BatchNorm folded,
+    SSDLite with raw outputs, dynamic height and width where the model allows, rewritten by
+    :func:`int8_friendly`); return what it outputs (``"logits"`` or ``"raw"``)."""
+    if not isinstance(model, (LRASPP, SSDLite)):
+        raise UserError(f"int8 quantization supports LR-ASPP and SSDLite models, not {type(model).__name__}")
+    require_onnx("int8 quantization")
+    import onnx
+
+    net, form = exportable(prepare_for_inference(copy.deepcopy(model).eval().cpu()), outputs="raw")
+    with quiet():
+        export_onnx(net, path, input_size, OUTPUT_NAMES[form], min_size=min_input_size(model, input_size))
+    proto = onnx.load(str(path))
+    int8_friendly(proto)
+    onnx.save(proto, str(path))
+    return form
+
+
+def quantize_onnx(source: str | os.PathLike, target: str | os.PathLike, calibration: Iterable[Tensor],
+                  num_images: int, *, progress: bool = True) -> None:
+    """Quantize the fp32 graph at ``source`` (from :func:`export_for_quantization`) to ``target``:
+    QDQ, int8 weights per channel, uint8 activations with ranges from ``num_images`` images of
+    ``calibration`` (the same images in the same order give the same file); the nodes of
+    :func:`float_nodes` stay in float."""
+    import onnx
+
+    keep_float = float_nodes(onnx.load(str(source), load_external_data=False))
+    _quantize_static(Path(source), Path(target), _Reader(calibration, num_images, progress), keep_float)
+
+
+class _Reader:
+    """onnxruntime's ``CalibrationDataReader`` protocol over ``images``, with a progress bar."""
+
+    def __init__(self, images: Iterable[Tensor], total: int, progress: bool) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=total, desc="calibration", unit="img", disable=None if progress else True,
+                         dynamic_ncols=True, leave=False)
+        self._images = iter(images)
+        self._total = self._left = total
+
+    def __len__(self) -> int:
+        return self._total
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        """The next chunk of images (chunks come in order: the images are read once)."""
+        self._left = end_index - start_index
+
+    def get_next(self) -> dict | None:
+        image = next(self._images, None) if self._left > 0 else None
+        if image is None:
+            self._bar.close()
+            return None
+        self._left -= 1
+        self._bar.update()
+        image = image if image.dim() == 4 else image[None]
+        return {"images": image.to("cpu", torch.float32).contiguous().numpy()}
+
+
+def _quantize_static(source: Path, target: Path, reader: _Reader, keep_float: list[str]) -> None:
+    import onnxruntime
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    # The percentile calibrator keeps every intermediate tensor of the images it is given until
+    # it histograms them: give it chunks of at most CHUNK images (ORT's option for chunks is
+    # named after MinMax but drives any calibrator; the chunks must divide the image count).
+    chunk = max(d for d in range(1, CHUNK + 1) if len(reader) % d == 0)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # "consider pre-processing": int8_friendly is this model's
+    onnxruntime.set_default_logger_severity(3)
+    try:
+        with quiet():  # the calibrator prints its histogram settings
+            quantize_static(
+                str(source), str(target), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.Percentile, nodes_to_exclude=keep_float,
+                extra_options={"CalibStridedMinMax": chunk, "CalibPercentile": PERCENTILE},
+            )
+    finally:
+        root.setLevel(level)
+        onnxruntime.set_default_logger_severity(2)
+
+
+def int8_friendly(proto: Any) -> None:
+    """Rewrite ``proto`` (in place) so onnxruntime keeps it in int8: ``HardSwish`` as a 1×1
+    depthwise conv + clip + mul, ``ReduceMean`` over H and W as ``GlobalAveragePool``."""
+    import numpy as np
+    from onnx import helper, numpy_helper, shape_inference
+
+    graph = proto.graph
+    inferred = shape_inference.infer_shapes(proto).graph
+    channels = {v.name: v.type.tensor_type.shape.dim[1].dim_value
+                for v in [*inferred.value_info, *inferred.input, *inferred.output]
+                if len(v.type.tensor_type.shape.dim) == 4}
+    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    graph.initializer.extend([numpy_helper.from_array(np.array(0, np.float32), "int8_hs_low"),
+                              numpy_helper.from_array(np.array(1, np.float32), "int8_hs_high")])
+    nodes = []
+    for i, node in enumerate(graph.node):
+        x = node.input[0] if node.input else ""
+        if node.op_type == "HardSwish" and channels.get(x):
+            c = channels[x]
+            weight, bias, gate, clipped = (f"int8_hs{i}_{s}" for s in ("w", "b", "gate", "clip"))
+            graph.initializer.extend([numpy_helper.from_array(np.full((c, 1, 1, 1), 1 / 6, np.float32), weight),
+                                      numpy_helper.from_array(np.full((c,), 0.5, np.float32), bias)])
+            nodes += [helper.make_node("Conv", [x, weight, bias], [gate], name=gate, group=c, kernel_shape=[1, 1]),
+                      helper.make_node("Clip", [gate, "int8_hs_low", "int8_hs_high"], [clipped], name=clipped),
+                      helper.make_node("Mul", [x, clipped], list(node.output), name=node.name or f"int8_hs{i}")]
+        elif node.op_type == "ReduceMean" and _pools_spatially(node, constants):
+            nodes.append(helper.make_node("GlobalAveragePool", [x], list(node.output), name=node.name))
+        else:
+            nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
+def _pools_spatially(node: Any, constants: Mapping[str, Any]) -> bool:
+    """Whether a ``ReduceMean`` averages a 4-d tensor over H and W, keeping the dims."""
+    from onnx import helper
+
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    axes = attrs.get("axes")
+    if axes is None and len(node.input) > 1:
+        axes = constants.get(node.input[1])
+    return attrs.get("keepdims", 1) == 1 and axes is not None and sorted(int(a) % 4 for a in axes) == [2, 3]
+
+
+def float_nodes(proto: Any) -> list[str]:
+    """Names of the nodes to leave in float: the last convolutions (the classifiers, SSDLite's
+    class and box predictors) and everything after them, and the nodes that only compute
+    SSDLite's anchors."""
+    graph = proto.graph
+    producer = {out: node for node in graph.node for out in node.output}
+    network = [o.name for o in graph.output if o.name != "anchors"]
+    keep = [node.name for node in graph.node if node.name not in _ancestors(producer, network)]
+    stack, seen = list(network), set()
+    while stack:  # from the outputs up to the first convolution on each path
+        node = producer.get(stack.pop())
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        keep.append(node.name)
+        if node.op_type != "Conv":
+            stack.extend(node.input)
+    return keep
+
+
+def _ancestors(producer: Mapping[str, Any], outputs: Sequence[str]) -> set[str]:
+    seen: set[str] = set()
+    stack = list(outputs)
+    while stack:
+        node = producer.get(stack.pop())
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        stack.extend(node.input)
+    return seen
+
+
+def calibration_order(total: int, count: int, seed: int = 0) -> list[int]:
+    """``count`` indices of ``range(total)`` in a seeded random order: the calibration images. The
+    same count gives the same images; a larger count adds images to a smaller one's."""
+    order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
+    return order[:count].tolist()
+
+
+@torch.no_grad()
+def agreement(quantized: nn.Module, reference: nn.Module, images: Sequence[Tensor]) -> dict[str, float]:
+    """How close ``quantized`` (an int8 ``OnnxModel``) is to ``reference`` (the fp32 model) on
+    ``images``: segmentation ``pixel_agreement`` (argmax) and ``rel_rms`` of the logits;
+    detection ``rel_rms_cls`` and ``rel_rms_box`` (class logits, box deltas)."""
+    errors: dict[str, list[float]] = {}
+    agree, pixels = 0, 0
+    for image in images:
+        image = image if image.dim() == 4 else image[None]
+        if isinstance(reference, SSDLite):
+            pairs = zip(("cls", "box"), quantized.predict_raw(image)[:2], reference.predict_raw(image)[:2])
+        else:
+            got, expected = quantized(image), reference(image)
+            agree += int((got.argmax(1) == expected.argmax(1)).sum())
+            pixels += expected[:, 0].numel()
+            pairs = [("", got, expected)]
+        for name, got, expected in pairs:
+            num, den = float(((got - expected) ** 2).sum()), float((expected ** 2).sum())
+            errors.setdefault(name, []).extend([num, den])
+    check = {f"rel_rms{'_' + name if name else ''}": (sum(v[::2]) / max(sum(v[1::2]), 1e-30)) ** 0.5
+             for name, v in errors.items()}
+    if pixels:
+        check = {"pixel_agreement": agree / pixels, **check}
+    return check
+

@@ -1,0 +1,119 @@
+"""int8 quantization (onnxruntime QDQ): agreement with fp32 on fixed inputs, deterministic
+calibration, a graph that onnxruntime runs in int8 at any size, float postprocess for SSDLite."""
+
+import pytest
+import torch
+
+from densemnv3.benchmark.models import calibrate_bn_
+from densemnv3.inference.quantize import (
+    PIXEL_AGREEMENT,
+    REL_RMS_TOLERANCE,
+    agreement,
+    calibration_order,
+    export_for_quantization,
+    quantize_onnx,
+)
+from densemnv3.models import lraspp_mobilenet_v3_small, ssdlite320_mobilenet_v3_small
+from densemnv3.models.onnx_model import OnnxDetector, OnnxSegmenter, onnx_model
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SEG_SIZE, DET_SIZE = (64, 96), (128, 128)
+
+
+def fixed_images(count: int, size, seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(1, 3, *size, generator=g) for _ in range(count)]
+
+
+def realistic(model, images):
+    """Default init with BatchNorm statistics of ``images``: activations of a realistic scale."""
+    torch.manual_seed(0)
+    batch = torch.cat(images)
+    calibrate_bn_(model, lambda: model.predict_raw(batch) if hasattr(model, "predict_raw") else model(batch))
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def seg(tmp_path_factory):
+    """(fp32 model, prepared fp32 graph, int8 file, images) for a small LR-ASPP."""
+    root = tmp_path_factory.mktemp("quantize")
+    torch.set_num_threads(1)
+    images = fixed_images(6, SEG_SIZE)
+    model = realistic(lraspp_mobilenet_v3_small(num_classes=5), images)
+    prepared = root / "prepared.onnx"
+    assert export_for_quantization(model, prepared, SEG_SIZE) == "logits"
+    quantize_onnx(prepared, root / "int8.onnx", iter(images[:4]), 4, progress=False)
+    return model, prepared, root / "int8.onnx", images
+
+
+def test_int8_agrees_with_fp32_on_fixed_inputs(seg):
+    model, _, int8, images = seg
+    quantized = onnx_model(int8, {"task": "segmentation", "outputs": "logits", "precision": "int8"}, model)
+    assert isinstance(quantized, OnnxSegmenter)
+    check = agreement(quantized, model, images[4:])  # two images the calibration did not see
+    # stated tolerance: argmax equal on >= 90 % of pixels, ||int8 - fp32|| <= 0.35 ||fp32||
+    assert check["pixel_agreement"] >= PIXEL_AGREEMENT and check["rel_rms"] <= REL_RMS_TOLERANCE, check
+    assert check["pixel_agreement"] > 0.93 and check["rel_rms"] < 0.12, check  # measured: 0.967, 0.058
+
+
+def test_calibration_is_deterministic(seg, tmp_path):
+    _, prepared, int8, images = seg
+    quantize_onnx(prepared, tmp_path / "again.onnx", iter(images[:4]), 4, progress=False)
+    assert (tmp_path / "again.onnx").read_bytes() == int8.read_bytes()
+    quantize_onnx(prepared, tmp_path / "other.onnx", iter(images[2:6]), 4, progress=False)
+    assert (tmp_path / "other.onnx").read_bytes() != int8.read_bytes()
+    assert calibration_order(100, 8) == calibration_order(100, 8)
+    assert calibration_order(100, 16)[:8] == calibration_order(100, 8)  # more images extend fewer
+    assert sorted(calibration_order(5, 9)) == list(range(5))
+
+
+def test_int8_graph_runs_in_onnxruntime_at_any_size(seg):
+    model, prepared, int8, _ = seg
+    ops = {node.op_type for node in onnx.load(str(int8)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv", "GlobalAveragePool"} <= ops
+    assert "HardSwish" not in ops and "ReduceMean" not in ops  # rewritten for int8 kernels
+    session = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"])
+    fp32 = ort.InferenceSession(str(prepared), providers=["CPUExecutionProvider"])
+    for size in (SEG_SIZE, (48, 112)):
+        x = fixed_images(1, size, seed=5)[0]
+        (logits,) = session.run(None, {"images": x.numpy()})
+        assert logits.shape == (1, 5, *size)
+        with torch.no_grad():  # the rewritten fp32 graph computes what PyTorch does
+            expected = model(x)
+        assert torch.allclose(torch.from_numpy(fp32.run(None, {"images": x.numpy()})[0]), expected, atol=1e-4)
+
+
+def test_the_classifiers_and_the_final_upsampling_stay_in_float(seg):
+    graph = onnx.load(str(seg[2])).graph
+    producer = {out: node for node in graph.node for out in node.output}
+    weights = {t.name for t in graph.initializer}
+    resize = producer[graph.output[0].name]
+    total = producer[resize.input[0]]  # low_classifier(low) + upsampled high_classifier(high)
+    assert resize.op_type == "Resize" and total.op_type == "Add"
+    assert {producer[i].op_type for i in total.input} == {"Conv", "Resize"}
+    classifiers = [producer[i] for i in total.input if producer[i].op_type == "Conv"]
+    assert all(conv.input[1] in weights for conv in classifiers)  # float weights, no DequantizeLinear
+
+
+@pytest.mark.slow
+def test_int8_detector_postprocesses_in_float(tmp_path):
+    images = fixed_images(6, DET_SIZE, seed=3)
+    model = realistic(ssdlite320_mobilenet_v3_small(num_classes=4, score_thresh=0.2), images)
+    assert export_for_quantization(model, tmp_path / "prepared.onnx", DET_SIZE) == "raw"
+    quantize_onnx(tmp_path / "prepared.onnx", tmp_path / "int8.onnx", iter(images[:4]), 4, progress=False)
+    detector = onnx_model(tmp_path / "int8.onnx", {"task": "detection", "outputs": "raw", "precision": "int8"},
+                          model)
+    assert isinstance(detector, OnnxDetector) and detector.score_thresh == 0.2
+    check = agreement(detector, model, images[4:])
+    assert check["rel_rms_cls"] <= REL_RMS_TOLERANCE and check["rel_rms_box"] <= REL_RMS_TOLERANCE, check
+    for size in (DET_SIZE, (96, 160)):  # default boxes in float, computed in the graph for the size
+        x = fixed_images(2, size, seed=7)[0]
+        cls_logits, bbox_regression, anchors = detector.predict_raw(x)
+        with torch.no_grad():
+            assert torch.equal(anchors, model.predict_raw(x)[2])
+            expected = model.postprocess(cls_logits, bbox_regression, anchors, size)  # the same code
+        for got, exp in zip(detector(x), expected):
+            assert all(torch.equal(got[k], exp[k]) for k in ("boxes", "scores", "labels"))
