@@ -76,10 +76,10 @@ class SSDLite(nn.Module):
     ) -> None:
         super().__init__()
         taps = tuple(getattr(backbone, "out_features", ()))
-        if taps != ("C4_expand", "C5"):
+        if not {"C4_expand", "C5"} <= set(taps):
             raise ConfigError(f"SSDLite needs backbone taps ('C4_expand', 'C5'), got {taps}")
         self.backbone = backbone
-        c4, c5 = (backbone.feature_info[t].channels for t in taps)
+        c4, c5 = (backbone.feature_info[t].channels for t in ("C4_expand", "C5"))
         self.extra = build_extra(c5, width_mult)
         low, high = (float(v) for v in anchor_scale_range)
         if not 0 < low < high <= 1:
@@ -104,7 +104,10 @@ class SSDLite(nn.Module):
     # ---------------------------------------------------------------- network
     def features(self, images: Tensor) -> list[Tensor]:
         """The six feature maps (strides 16, 32, 64, 128, 256, 512)."""
-        taps = self.backbone(images)
+        return self.feature_maps(self.backbone(images))
+
+    def feature_maps(self, taps: Mapping[str, Tensor]) -> list[Tensor]:
+        """The six feature maps from the backbone's taps: ``C4_expand``, ``C5`` and the extras."""
         maps = [taps["C4_expand"], taps["C5"]]
         x = maps[-1]
         for block in self.extra:
@@ -119,12 +122,19 @@ class SSDLite(nn.Module):
         if self.cpu_channels_last and not self.training and images.device.type == "cpu":
             # oneDNN's depthwise/1x1 convs are ~1.3-1.5x faster on NHWC activations on CPU
             images = images.contiguous(memory_format=torch.channels_last)
-        maps = self.features(images)
+        return self.predict_from_taps(self.backbone(images), images.shape[-2:])
+
+    def predict_from_taps(
+        self, taps: Mapping[str, Tensor], image_size: Sequence[int]
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`predict_raw` from the backbone's taps of an ``image_size`` ``(H, W)`` batch (a
+        backbone shared with another head runs once)."""
+        maps = self.feature_maps(taps)
         cls_logits, bbox_regression = self.head(maps)
         # boxes, losses and scores in float32 at least (also under autocast)
         dtype = torch.promote_types(bbox_regression.dtype, torch.float32)
         anchors = self.anchors(
-            [m.shape[-2:] for m in maps], images.shape[-2:], device=images.device, dtype=dtype
+            [m.shape[-2:] for m in maps], image_size, device=bbox_regression.device, dtype=dtype
         )
         return cls_logits.to(dtype), bbox_regression.to(dtype), anchors
 
@@ -304,6 +314,7 @@ def ssdlite(
     num_classes: int,
     width_mult: float = 1.0,
     reduced_tail: bool = False,
+    output_stride: int = 32,
     frozen_bn: bool = False,
     backbone_weights: Mapping[str, Tensor] | str | os.PathLike | None = None,
     bn_momentum: float = 0.03,
@@ -316,7 +327,9 @@ def ssdlite(
     scratch. All BatchNorms use momentum ``bn_momentum``: 0.03 is torchvision's SSDLite
     ``norm_layer``, made for 600-epoch schedules; a run of a few hundred iterations needs a higher
     one (0.1), else the running statistics that eval mode uses trail the weights.
-    ``kwargs`` go to :class:`SSDLite`.
+    ``output_stride`` 16 dilates the last stage (``C5`` at stride 16, so the six maps have strides
+    16, 16, 32, ... 256): a backbone shared with LR-ASPP's dilated one. ``kwargs`` go to
+    :class:`SSDLite`.
     """
     if not 0 < bn_momentum <= 1:
         raise ConfigError(f"bn_momentum must be in (0, 1], got {bn_momentum}")
@@ -324,6 +337,7 @@ def ssdlite(
         backbone,
         width_mult=width_mult,
         reduced_tail=reduced_tail,
+        output_stride=output_stride,
         out_features=("C4_expand", "C5"),
         frozen_bn=frozen_bn,
     )
