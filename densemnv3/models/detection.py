@@ -47,6 +47,9 @@ class SSDLite(nn.Module):
         anchor_scale_range: the smallest and largest default-box scale, as fractions of the input
             side (torchvision's ``min_ratio``/``max_ratio``: 0.2-0.95, i.e. 64-304 px at 320).
             Lower the first for data dominated by small objects.
+        anchor_size: ``(H, W)`` in pixels the default-box scales refer to, fixed (a model trained
+            on crops smaller than the images it runs on keeps its boxes' pixel sizes); None
+            (torchvision's): each input's own size.
 
     Attributes:
         cpu_channels_last: in eval mode on CPU, run the network on channels_last activations (same
@@ -73,6 +76,7 @@ class SSDLite(nn.Module):
         nms_impl: str = "auto",
         input_size: tuple[int, int] = (320, 320),
         anchor_scale_range: tuple[float, float] = (0.2, 0.95),
+        anchor_size: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         taps = tuple(getattr(backbone, "out_features", ()))
@@ -84,7 +88,7 @@ class SSDLite(nn.Module):
         low, high = (float(v) for v in anchor_scale_range)
         if not 0 < low < high <= 1:
             raise ConfigError(f"anchor_scale_range must satisfy 0 < min < max <= 1, got {anchor_scale_range}")
-        self.anchors = DefaultBoxes([[2, 3]] * 6, min_ratio=low, max_ratio=high)
+        self.anchors = DefaultBoxes([[2, 3]] * 6, min_ratio=low, max_ratio=high, box_size=anchor_size)
         channels = [c4, c5] + [block[-1].out_channels for block in self.extra]
         self.head = SSDLiteHead(channels, self.anchors.num_anchors_per_location(), num_classes)
         self.box_coder = BoxCoder((10.0, 10.0, 5.0, 5.0))
