@@ -10,7 +10,8 @@ with; a torchvision file needs it.
 Input ``images`` (N, 3, H, W), normalised as in training, N dynamic. Segmentation outputs
 ``logits`` (N, C, H, W); detection outputs ``boxes`` (N, A, 4) xyxy pixels and ``scores``
 (N, A, C) softmax, without NMS (run ``torchvision.ops.batched_nms`` on them; see
-``densemnv3.inference.export.SSDLiteExport``). The file is run on random input at batch 1 and 3
+``densemnv3.inference.export.SSDLiteExport``); the multi-task model outputs all three, from one
+graph and one backbone pass. The file is run on random input at batch 1 and 3
 (onnxruntime / ``torch.jit.load``) and compared with PyTorch; above 1e-3 max abs difference the
 tool exits with code 1. The file is fp32 NCHW whatever the device (the first line printed says
 so): reduced precision is chosen in the runtime that runs it (TensorRT ``--fp16``, ...).
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--input-size", nargs=2, type=int, metavar=("H", "W"),
         help="input size (default: data.image_size for detection, data.eval_resize or data.crop_size "
-             "for segmentation)",
+             "for segmentation and multi-task)",
     )
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
     parser.add_argument("--no-fuse", action="store_true", help="keep BatchNorm layers (no folding)")

@@ -6,6 +6,8 @@ What is exported (input ``images``: a normalised ``(N, 3, H, W)`` float batch, N
 - SSDLite: the network without NMS (:class:`SSDLiteExport`): ``boxes`` ``(N, A, 4)`` decoded xyxy
   in input pixels, clipped to the image, and ``scores`` ``(N, A, num_classes)`` softmax (column 0
   is the background). NMS runs outside the exported graph; see :class:`SSDLiteExport`.
+- Multi-task (LR-ASPP + SSDLite, :class:`MultiTaskExport`): ``logits``, ``boxes`` and ``scores``
+  as above, from one backbone pass.
 
 ``H`` and ``W`` are fixed at export time (SSDLite's default boxes and the LR-ASPP paper pool
 depend on them): export at the size you will run.
@@ -29,13 +31,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from densemnv3.errors import ExportCheckError, UserError
-from densemnv3.models import SSDLite
+from densemnv3.models import LRASPPSSDLite, SSDLite
+from densemnv3.models.resize import resize_bilinear
 
 from .optimize import prepare_for_inference
 
 __all__ = [
     "ExportCheckError",
     "ExportReport",
+    "MultiTaskExport",
     "SSDLiteExport",
     "check_exported",
     "check_output_path",
@@ -70,16 +74,39 @@ class SSDLiteExport(nn.Module):
         self.model = model
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        cls_logits, bbox_regression, anchors = self.model.predict_raw(images)
-        boxes = self.model.box_coder.decode(bbox_regression, anchors)
-        height, width = images.shape[-2:]
-        limits = torch.tensor([width, height, width, height], dtype=boxes.dtype, device=boxes.device)
-        boxes = torch.minimum(boxes.clamp(min=0), limits)
-        return boxes, F.softmax(cls_logits, dim=-1)
+        return boxes_and_scores(self.model, *self.model.predict_raw(images), images.shape[-2:])
+
+
+class MultiTaskExport(nn.Module):
+    """A multi-task model for export: ``(logits, boxes, scores)`` of one backbone pass — the
+    logits at the input size, the detector's outputs as :class:`SSDLiteExport`'s."""
+
+    def __init__(self, model: LRASPPSSDLite) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        logits, *raw = self.model.network(images)
+        size = images.shape[-2:]
+        return (resize_bilinear(logits, size), *boxes_and_scores(self.model.det, *raw, size))
+
+
+def boxes_and_scores(model: SSDLite, cls_logits: Tensor, bbox_regression: Tensor, anchors: Tensor,
+                     image_size) -> tuple[Tensor, Tensor]:
+    """Every default box decoded (xyxy, clipped to the ``image_size`` input) and the softmax
+    over classes: what ``SSDLite.postprocess`` starts from."""
+    boxes = model.box_coder.decode(bbox_regression, anchors)
+    height, width = image_size
+    limits = torch.tensor([width, height, width, height], dtype=boxes.dtype, device=boxes.device)
+    boxes = torch.minimum(boxes.clamp(min=0), limits)
+    return boxes, F.softmax(cls_logits, dim=-1)
 
 
 def exportable(model: nn.Module) -> tuple[nn.Module, list[str]]:
-    """The module to export for ``model`` and its output names (``SSDLite`` → :class:`SSDLiteExport`)."""
+    """The module to export for ``model`` and its output names (``SSDLite`` → :class:`SSDLiteExport`,
+    the multi-task model → :class:`MultiTaskExport`)."""
+    if isinstance(model, LRASPPSSDLite):
+        return MultiTaskExport(model), ["logits", "boxes", "scores"]
     if isinstance(model, SSDLite):
         return SSDLiteExport(model), ["boxes", "scores"]
     return model, ["logits"]
@@ -116,7 +143,8 @@ def export_model(
     check_batches: Sequence[int] = (1, 3),
     tolerance: float = TOLERANCE,
 ) -> ExportReport:
-    """Export ``model`` (an LR-ASPP or SSDLite in PyTorch) to ``path`` and check the file.
+    """Export ``model`` (an LR-ASPP, SSDLite or multi-task model in PyTorch) to ``path`` and check
+    the file.
 
     Runs on CPU (``model`` is moved there). A copy is put in eval mode with BatchNorm folded
     (``fuse_bn``) and exported; the check runs
