@@ -15,37 +15,35 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Subset
 
 from densemnv3.config import Config
 from densemnv3.data.coco import detection_collate
-from densemnv3.data.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
+from densemnv3.data.labels import IGNORE_INDEX, NUM_CLASSES
 from densemnv3.data.multitask import THING_LABEL_IDS, CityscapesMultiTask
 from densemnv3.data.transforms import seg_eval_transform, seg_train_transform
 from densemnv3.engine import distributed as dist_utils
 from densemnv3.engine.sampler import shard_indices
 from densemnv3.errors import ConfigError
 from densemnv3.evaluation.coco import CocoEvaluator, DetMetrics, format_ap_table
-from densemnv3.evaluation.segmentation import ConfusionMatrix, SegMetrics, format_iou_table
+from densemnv3.evaluation.segmentation import ConfusionMatrix, format_iou_table
 from densemnv3.models import build_model
 
-from .common import ensure_synthetic, eval_progress, prepare_for_eval
+from .common import eval_progress, prepare_for_eval
 from .detection import add_detections, category_table, coco_metrics
 from .registry import register_task
-from .segmentation import update_confusion
+from .segmentation import SegmentationTask, update_confusion
 
 
 @register_task("multitask")
-class MultiTaskTask:
-    """Weighted joint losses for training; mIoU and COCO AP from one evaluation pass."""
+class MultiTaskTask(SegmentationTask):
+    """Weighted joint losses for training; mIoU and COCO AP from one evaluation pass. The
+    splits, class names and input keys are the segmentation task's."""
 
     metric = "mIoU_AP_mean"
-    class_names = CLASS_NAMES
 
     def __init__(self, cfg: Config) -> None:
-        self.cfg = cfg
-        ensure_synthetic(cfg)
-        self.last_seg: SegMetrics | None = None
+        super().__init__(cfg)
         self.last_det: DetMetrics | None = None
 
     def build_model(self) -> nn.Module:
@@ -58,29 +56,19 @@ class MultiTaskTask:
 
     def dataset(self, split: str, *, train: bool) -> CityscapesMultiTask:
         d = self.cfg.data
-        if train:
-            transform = seg_train_transform(tuple(d.crop_size), scale_range=tuple(d.scale_range), boxes=True)
-        else:
-            transform = seg_eval_transform(resize=tuple(d.eval_resize) if d.eval_resize else None)
+        transform = (seg_train_transform(tuple(d.crop_size), scale_range=tuple(d.scale_range), boxes=True)
+                     if train else seg_eval_transform(resize=tuple(d.eval_resize) if d.eval_resize else None))
         return CityscapesMultiTask(d.root, split, transform, skip_bad=d.skip_bad, cache=d.cache_images,
                                    decoded_cache=d.decoded_cache if train else None)
-
-    def train_dataset(self) -> Dataset:
-        return self.dataset(self.cfg.data.train_split, train=True)
-
-    def val_dataset(self) -> Dataset:
-        return self.dataset(self.cfg.data.val_split, train=False)
 
     def collate(self, batch: list) -> Any:
         return detection_collate(batch)
 
     def losses(self, model: nn.Module, batch: Any, device: torch.device) -> dict[str, Tensor]:
         images, targets = batch
-        images = images.to(device, non_blocking=True)
-        if self.cfg.train.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        targets = [{key: t[key].to(device) for key in ("mask", "boxes", "labels")} for t in targets]
-        losses = model(images, targets)
+        memory_format = torch.channels_last if self.cfg.train.channels_last else torch.contiguous_format
+        losses = model(images.to(device, non_blocking=True).contiguous(memory_format=memory_format),
+                       [{key: t[key].to(device) for key in ("mask", "boxes", "labels")} for t in targets])
         weights = {"ce": self.cfg.loss.seg_weight, "bbox_regression": self.cfg.loss.det_weight,
                    "classification": self.cfg.loss.det_weight}
         return {name: weights[name] * value for name, value in losses.items()}
@@ -100,30 +88,28 @@ class MultiTaskTask:
         confmat = ConfusionMatrix(NUM_CLASSES, IGNORE_INDEX, device=device)
         evaluator = CocoEvaluator(dataset.coco)
         to_category = category_table(dataset)
-        position = 0
-        for images, targets in eval_progress(loader, progress):
+        for step, (images, targets) in enumerate(eval_progress(loader, progress)):
             logits, detections = model(images.to(device).contiguous(memory_format=memory_format))
             masks = torch.stack([t["mask"] for t in targets]).to(device)
             pred = update_confusion(confmat, logits, masks)
             add_detections(evaluator, detections, targets, images.shape[-2:], to_category)
-            if on_prediction is not None:
-                for p in pred:
-                    on_prediction(indices[position], p)
-                    position += 1
+            first = step * loader.batch_size
+            for index, labels in zip(indices[first:first + len(pred)], pred) if on_prediction else ():
+                on_prediction(index, labels)
         confmat.reduce_from_all_processes()
-        self.last_seg = confmat.compute()
+        self.last_metrics = confmat.compute()
         self.last_det = coco_metrics(evaluator, dataset, results_path)
         metrics = None
         if self.last_det is not None:
-            metrics = self.last_seg.to_dict(self.class_names) | self.last_det.to_dict()
+            metrics = self.last_metrics.to_dict(self.class_names) | self.last_det.to_dict()
             miou = metrics["mIoU"] if metrics["mIoU"] is not None else float("nan")
             metrics[self.metric] = (miou + metrics["AP"]) / 2
         return dist_utils.broadcast_object(metrics)
 
     def report(self, metrics: dict[str, Any]) -> str:
         """The per-class IoU table, pycocotools' summary and the per-class AP table."""
-        if self.last_seg is None or self.last_det is None:
+        if self.last_metrics is None or self.last_det is None:
             return ""
-        return "\n\n".join([format_iou_table(self.last_seg, self.class_names),
+        return "\n\n".join([format_iou_table(self.last_metrics, self.class_names),
                             self.last_det.summary_text.rstrip(), format_ap_table(self.last_det),
                             f"{self.metric} {metrics[self.metric]:.4f} = (mIoU + AP) / 2"])

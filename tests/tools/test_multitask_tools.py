@@ -11,30 +11,16 @@ ROOT = Path(__file__).resolve().parents[2]
 CONFIG = str(ROOT / "configs" / "multitask_synthetic.py")
 
 
-def mt_overrides(root: Path, work: Path, **extra) -> list[str]:
-    values = {
-        "model.name": "multitask_mobilenet_v3_small",
-        "data.root": str(root),
-        "data.synthetic": "None",
-        "data.crop_size": "[48,96]",
-        "data.batch_size": "2",
-        "data.eval_batch_size": "2",
-        "data.workers": "0",
-        "schedule.iters": "4",
-        "schedule.warmup_iters": "1",
-        "train.eval_interval": "4",
-        "train.checkpoint_interval": "4",
-        "train.log_interval": "1",
-        "work_dir": str(work),
-    }
-    values.update({k.replace("__", "."): str(v) for k, v in extra.items()})
-    return [f"{k}={v}" for k, v in values.items()]
+#: tiny_overrides' segmentation run, made multi-task: the Small model, 4 iterations, one evaluation.
+MULTITASK = {"model__name": "multitask_mobilenet_v3_small", "model__options": "{}", "data__crop_size": "[48,96]",
+             "data__eval_batch_size": 2, "schedule__iters": 4, "schedule__warmup_iters": 1,
+             "train__eval_interval": 4, "train__checkpoint_interval": 4}
 
 
 @pytest.mark.slow
-def test_train_eval_export_and_demo(run_tool, tiny_synthetic, tmp_path):
+def test_train_eval_export_and_demo(run_tool, tiny_overrides, tiny_synthetic, tmp_path):
     work = tmp_path / "run"
-    proc = run_tool("train.py", CONFIG, "--no-progress", "--set", *mt_overrides(tiny_synthetic, work))
+    proc = run_tool("train.py", CONFIG, "--no-progress", "--set", *tiny_overrides(tiny_synthetic, work, **MULTITASK))
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [line for line in proc.stderr.splitlines() if line.startswith("iter ")]
     assert len(lines) == 4 and all(f"{k} " in lines[-1] for k in ("ce", "bbox_regression", "classification"))
