@@ -19,7 +19,7 @@ cfg.data.crop_size, cfg.data.scale_range, cfg.data.eval_resize = (192, 384), (0.
 cfg.data.batch_size, cfg.data.eval_batch_size = 8, 8
 cfg.data.workers, cfg.data.cache_images = 0, True  # on 2 cores loader processes only compete
 cfg.optim = OptimConfig(name="adamw", lr=0.003, weight_decay=4e-5)
-cfg.schedule = ScheduleConfig(iters=1400, policy="poly", warmup_iters=50)
-cfg.train = TrainConfig(sync_bn=False, channels_last=True, eval_interval=700, checkpoint_interval=700,
+cfg.schedule = ScheduleConfig(iters=1000, policy="poly", warmup_iters=50)
+cfg.train = TrainConfig(sync_bn=False, channels_last=True, eval_interval=500, checkpoint_interval=500,
                         log_interval=10)
 cfg.work_dir = "work_dirs/multitask_synthetic"
