@@ -67,7 +67,8 @@ def test_segmentation_checkpoint_gives_the_lraspp_logits(tmp_path, rand_init):
     """A single-task LR-ASPP (dilated) in a multi-task model with the same backbone option."""
     seg = rand_init(lraspp_mobilenet_v3_small(num_classes=19), seed=1).eval()
     model = build_model(ModelConfig(name="multitask_mobilenet_v3_small", num_classes=19,
-                                    weights=str(_save(tmp_path / "seg.pt", seg)), options={"output_stride": 16}))
+                                    weights=str(_save(tmp_path / "seg.pt", seg)),
+                                    options={"output_stride": 16, "reduced_tail": False}))
     view = model.single_task_view("segmentation")
     assert isinstance(view, LRASPP) and view.backbone is model.backbone and view.head is model.seg
     with torch.no_grad():
@@ -113,7 +114,7 @@ def test_torchvision_checkpoints_load_into_their_parts(tmp_path, rand_init):
     tv_det = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=91)
     torch.save(tv_seg.state_dict(), tmp_path / "tv_seg.pth")
     torch.save(tv_det.state_dict(), tmp_path / "tv_det.pth")
-    model = multitask_mobilenet_v3_large(num_classes=21, output_stride=16).eval()
+    model = multitask_mobilenet_v3_large(num_classes=21, output_stride=16, reduced_tail=False).eval()
     load_weights(model, tmp_path / "tv_seg.pth", task="multitask", model_name="multitask_mobilenet_v3_large")
     x = torch.randn(1, 3, 96, 128)
     with torch.no_grad():
