@@ -8,7 +8,11 @@ from the ``_instanceIds`` files of the same images. Recipe (draft, being measure
 from configs.multitask_cityscapes import cfg
 from densemnv3.config import OptimConfig, ScheduleConfig, SyntheticConfig, TrainConfig
 
-cfg.model.options |= {
+cfg.model.options = {
+    "output_stride": 32,
+    "reduced_tail": True,
+    "det_num_classes": 9,
+    "pool": "global",
     "anchor_scale_range": (0.1, 0.9),  # synthetic things are small: as configs/ssdlite_synthetic.py
     "anchor_size": (256, 512),  # default boxes sized for the whole image, also on training crops
     "bn_momentum": 0.1,
