@@ -7,9 +7,9 @@ backbone: the block that opens stride 8 and ``C5``. A forward runs the backbone 
 
 How the backbone serves both heads (``output_stride``):
 
-- ``32`` (the default, with ``reduced_tail``): the MobileNetV3 as SSDLite has it. SSDLite reads ``C4_expand`` (stride
+- ``32`` (the default): the MobileNetV3 as SSDLite has it. SSDLite reads ``C4_expand`` (stride
   16) and ``C5`` (stride 32); LR-ASPP reads ``C5`` at stride 32 and upsamples its gated branch 4×
-  to the stride-8 feature. No dilated convolution anywhere, the cheapest on CPUs (BENCHMARKS.md).
+  to the stride-8 feature. No dilated convolution anywhere.
 - ``16``: the last stage dilated, as the single-task LR-ASPP; SSDLite then reads ``C5`` at stride
   16 too (its six maps have strides 16, 16, 32, ... 256). LR-ASPP's receptive field, at the
   dilated stage's price. A single-task LR-ASPP checkpoint gives the same logits only here.
@@ -18,7 +18,8 @@ How the backbone serves both heads (``output_stride``):
 torchvision's SSDLite). Measured on a 2-core CPU, the default is the cheapest way in training and
 inference (a forward at 512×1024 costs 0.50× the single-task LR-ASPP + SSDLite; 0.61× dilated with
 the reduced tail, 0.75× dilated without) and trained as well as the dilated one over a short
-run: README, "the multi-task model".
+run (README, "the multi-task model"; BENCHMARKS.md).
+
 Single-task checkpoints load into their part: :meth:`LRASPPSSDLite.single_task_view` is the
 LR-ASPP or SSDLite made of this model's own modules, which is what
 :func:`~densemnv3.models.load_weights` loads them into.
