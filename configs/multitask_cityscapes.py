@@ -15,8 +15,9 @@ this project's sessions; the synthetic config is what was measured):
   reduced tail too. Train from scratch as the paper, or start the backbone from a local
   torchvision ImageNet checkpoint (``model.backbone_weights``), or the heads from single-task
   checkpoints (``model.weights=[lraspp.pt, ssdlite.pt]``).
-- Segmentation as ``configs/lraspp_cityscapes.py``: 512x1024 crops of the image scaled 0.5-2.0,
-  flip, colour jitter; the paper's 49x49 gate pool (tuned for 1024x2048 input).
+- Data and engine from ``configs/lraspp_cityscapes.py`` (this config derives from it): 512x1024
+  crops of the image scaled 0.5-2.0, flip, colour jitter, batch 4 per GPU, AMP, SyncBN; the
+  paper's 49x49 gate pool (tuned for 1024x2048 input).
 - Detection: the crops are half the evaluated image, so the default boxes keep the pixel size of
   a 1024x2048 image (``anchor_size``); their scales 0.02-0.5 of it (20-512 px high) span
   Cityscapes' things, which are far smaller than COCO's relative to the image.
@@ -28,43 +29,26 @@ this project's sessions; the synthetic config is what was measured):
 - Loss: cross entropy + SSD loss with weights 1 and 1 (``loss.seg_weight``, ``loss.det_weight``).
 """
 
-from densemnv3.config import (
-    Config,
-    DataConfig,
-    LossConfig,
-    ModelConfig,
-    OptimConfig,
-    ScheduleConfig,
-    TrainConfig,
-)
+from configs.lraspp_cityscapes import cfg
+from densemnv3.config import LossConfig, ModelConfig, OptimConfig, ScheduleConfig
 
-cfg = Config(
-    task="multitask",
-    model=ModelConfig(
-        name="multitask_mobilenet_v3_large",
-        num_classes=19,
-        options={
-            "output_stride": 32,
-            "reduced_tail": True,
-            "det_num_classes": 9,  # 8 thing classes + background
-            "pool": "paper",
-            "anchor_size": (1024, 2048),
-            "anchor_scale_range": (0.02, 0.5),
-            "bn_momentum": 0.01,
-        },
-        backbone_weights=None,  # e.g. a local torchvision mobilenet_v3_large ImageNet checkpoint
-    ),
-    data=DataConfig(
-        root="data/cityscapes",
-        batch_size=4,
-        eval_batch_size=1,
-        workers=4,
-        crop_size=(512, 1024),
-        scale_range=(0.5, 2.0),
-    ),
-    optim=OptimConfig(name="adamw", lr=1e-3, weight_decay=4e-5),
-    schedule=ScheduleConfig(iters=160_000, policy="poly", power=0.9, warmup_iters=1000, min_lr=1e-5),
-    train=TrainConfig(amp=True, sync_bn=True, eval_interval=16_000, checkpoint_interval=4000, log_interval=50),
-    loss=LossConfig(seg_weight=1.0, det_weight=1.0),
-    work_dir="work_dirs/multitask_cityscapes",
+# data (512x1024 crops, batch 4 per GPU) and engine (AMP, SyncBN, intervals): LR-ASPP's
+cfg.task = "multitask"
+cfg.model = ModelConfig(
+    name="multitask_mobilenet_v3_large",
+    num_classes=19,
+    options={
+        "output_stride": 32,
+        "reduced_tail": True,
+        "det_num_classes": 9,  # 8 thing classes + background
+        "pool": "paper",
+        "anchor_size": (1024, 2048),
+        "anchor_scale_range": (0.02, 0.5),
+        "bn_momentum": 0.01,
+    },
+    backbone_weights=None,  # e.g. a local torchvision mobilenet_v3_large ImageNet checkpoint
 )
+cfg.optim = OptimConfig(name="adamw", lr=1e-3, weight_decay=4e-5)
+cfg.schedule = ScheduleConfig(iters=160_000, policy="poly", power=0.9, warmup_iters=1000, min_lr=1e-5)
+cfg.loss = LossConfig(seg_weight=1.0, det_weight=1.0)
+cfg.work_dir = "work_dirs/multitask_cityscapes"
