@@ -1,4 +1,4 @@
-"""The application layer: the ``train_*`` and ``eval_*`` command lines the tools share.
+"""The application layer: the ``train*`` and ``eval*`` command lines the tools share.
 
 The top of the import graph: it builds tasks (:mod:`densemnv3.tasks`), the trainer
 (:mod:`densemnv3.engine`) and models (:func:`densemnv3.models.load_model`); nothing in the
@@ -30,17 +30,28 @@ def train_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def train_from_cli(task_name: str, description: str, argv: list[str] | None = None) -> int:
-    """Parse the command line, train, and print where the results are."""
+#: The task-specific tools of each task (``tools/train.py`` and ``tools/eval.py`` take any).
+TOOL_SUFFIX = {"segmentation": "_seg", "detection": "_det", "multitask": ""}
+
+
+def _check_task(task_name: str | None, task: str, what: str, tool: str) -> None:
+    if task_name is not None and task != task_name:
+        own = f"tools/{tool}{TOOL_SUFFIX.get(task, '')}.py"
+        also = "" if own == f"tools/{tool}.py" else f" (or tools/{tool}.py, for every task)"
+        raise ConfigError(f"{what}: this is a {task} {'config' if tool == 'train' else 'model'}; "
+                          f"use {own}{also}")
+
+
+def train_from_cli(task_name: str | None, description: str, argv: list[str] | None = None) -> int:
+    """Parse the command line, train, and print where the results are. ``task_name``: the task
+    the tool is for, or None for any (``tools/train.py``)."""
     from densemnv3.engine import distributed as dist_utils
     from densemnv3.engine.trainer import Trainer
     from densemnv3.tasks import build_task
 
     args = train_parser(description).parse_args(argv)
     cfg = load_config(args.config, args.overrides)
-    if cfg.task != task_name:
-        raise ConfigError(f"{args.config}: this is a {cfg.task} config; use tools/train_"
-                          f"{'seg' if cfg.task == 'segmentation' else 'det'}.py")
+    _check_task(task_name, cfg.task, args.config, "train")
     if args.work_dir:
         cfg.work_dir = args.work_dir
     device = resolve_device(args.device or cfg.train.device)
@@ -55,8 +66,10 @@ def train_from_cli(task_name: str, description: str, argv: list[str] | None = No
         dist_utils.cleanup()
     if trainer.is_main:
         work = Path(cfg.work_dir)
+        others = "".join(f", {k} {metrics[k]:.4f}" for k in ("mIoU", "AP", "AP50")
+                         if k != task.metric and isinstance(metrics.get(k), float))
         print(f"\nfinal {task.metric}: {metrics.get(task.metric, float('nan')):.4f} "
-              f"(best {trainer.best_metric:.4f}; fractions 0-1)")
+              f"(best {trainer.best_metric:.4f}{others}; fractions 0-1)")
         print(f"run directory: {work}  (last.pt, best.pt, results.csv, results.png, metrics.json, "
               f"config.py, tb/)")
     return 0
@@ -117,3 +130,49 @@ def evaluate_and_write(args: argparse.Namespace, cfg, task, model, device, datas
     print(f"evaluated {metrics['images_evaluated']} images, skipped {skipped}{listed}; "
           f"{task.metric} {metrics[task.metric]:.4f} (fraction 0-1); wrote {out / 'metrics.json'}")
     return metrics
+
+
+def eval_from_cli(task_name: str | None, description: str, argv: list[str] | None = None) -> int:
+    """The ``eval*`` tools: ``--save-predictions`` (label-id PNGs of models that segment) and
+    ``detections.json`` (models that detect) beside ``metrics.json``. ``task_name``: the task
+    the tool is for, or None for any (``tools/eval.py``)."""
+    parser = eval_parser(description)
+    if task_name != "detection":
+        parser.add_argument("--save-predictions", metavar="DIR",
+                            help="write label-id PNGs here (models that segment)")
+        parser.add_argument("--split", default=None, help="dataset split (default: data.val_split)")
+    args = parser.parse_args(argv)
+    cfg, task, model, device = load_for_eval(args)
+    _check_task(task_name, cfg.task, args.weights, "eval")
+    kwargs = {}
+    save = getattr(args, "save_predictions", None)
+    if save and cfg.task == "detection":
+        raise ConfigError(f"--save-predictions: {args.weights} is a detection model, with no label map to save")
+    dataset = task.dataset(getattr(args, "split", None) or cfg.data.val_split, train=False)
+    if save:
+        kwargs["on_prediction"] = _png_writer(Path(save), dataset)
+    if cfg.task != "segmentation":
+        kwargs["results_path"] = output_dir(args) / "detections.json"
+    metrics = evaluate_and_write(args, cfg, task, model, device, dataset, **kwargs)
+    if save:
+        print(f"wrote {metrics['images_evaluated']} PNGs to {save}")
+    if "results_path" in kwargs:
+        print(f"wrote {kwargs['results_path']}")
+    return 0
+
+
+def _png_writer(folder: Path, dataset):
+    """``on_prediction(index, pred)`` writing each prediction as a label-id PNG named as the
+    official Cityscapes evaluation expects."""
+    import cv2
+    import torch
+
+    from densemnv3.evaluation.segmentation import label_ids_from_train_ids
+
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def on_prediction(index: int, pred: torch.Tensor) -> None:
+        ids = label_ids_from_train_ids(pred.to(torch.uint8).cpu().numpy())
+        cv2.imwrite(str(folder / f"{dataset.sample_id(index)}.png"), ids)
+
+    return on_prediction

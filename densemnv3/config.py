@@ -44,8 +44,10 @@ class ModelConfig:
     backbone: str | dict[str, Any] | None = None
     #: A torchvision ImageNet checkpoint for the backbone (a local file), or None.
     backbone_weights: str | None = None
-    #: A torchvision checkpoint of the whole model to start from (a local file), or None.
-    weights: str | None = None
+    #: A checkpoint of the whole model to start from (a local file: torchvision's or a run's), or
+    #: None. The multi-task model also takes single-task checkpoints, each loading into its part:
+    #: give a tuple of files (an LR-ASPP's and an SSDLite's) to start both heads.
+    weights: str | tuple[str, ...] | None = None
 
 
 @dataclass
@@ -61,7 +63,9 @@ class SyntheticConfig:
 @dataclass
 class DataConfig:
     """Dataset location and augmentation. Segmentation reads a Cityscapes layout under ``root``;
-    detection reads COCO json + images (``*_ann``/``*_images`` relative to ``root``)."""
+    detection reads COCO json + images (``*_ann``/``*_images`` relative to ``root``); multi-task
+    reads the Cityscapes layout, its boxes from ``gtFine``'s ``_instanceIds``, and takes the
+    segmentation keys (``crop_size``, ``scale_range``, ``eval_resize``) for its one input."""
 
     root: str = "data/cityscapes"
     train_split: str = "train"
@@ -134,8 +138,20 @@ class TrainConfig:
 
 
 @dataclass
+class LossConfig:
+    """The training loss. Multi-task: ``seg_weight`` × the segmentation cross entropy +
+    ``det_weight`` × (SSD box regression + classification); the weighted terms are what
+    ``results.csv`` and TensorBoard log (``train/ce``, ``train/bbox_regression``,
+    ``train/classification``) and what ``train/loss`` sums."""
+
+    seg_weight: float = 1.0
+    det_weight: float = 1.0
+
+
+@dataclass
 class Config:
-    """A whole run: task (``segmentation`` or ``detection``), model, data, optimizer, schedule."""
+    """A whole run: task (``segmentation``, ``detection`` or ``multitask``), model, data,
+    optimizer, schedule, engine and loss."""
 
     task: str = "segmentation"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -143,6 +159,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     work_dir: str = "work_dirs/run"
 
 
@@ -385,6 +402,7 @@ def save_config(cfg: Config, path: str | Path) -> Path:
 __all__ = [
     "Config",
     "DataConfig",
+    "LossConfig",
     "ModelConfig",
     "OptimConfig",
     "ScheduleConfig",

@@ -48,6 +48,12 @@ import torch  # noqa: E402
 
 from densemnv3.benchmark.data import DATA_CASES, bench_data  # noqa: E402
 from densemnv3.benchmark.models import bench_model, case_of, parse_sizes, with_settings  # noqa: E402
+from densemnv3.benchmark.multitask import (  # noqa: E402
+    MULTITASK_CASES,
+    bench_multitask,
+    format_multitask,
+    multitask_case_of,
+)
 from densemnv3.benchmark.quantized import bench_int8  # noqa: E402
 from densemnv3.benchmark.reference import MODEL_CASES  # noqa: E402
 from densemnv3.benchmark.report import (  # noqa: E402
@@ -67,7 +73,7 @@ from densemnv3.utils.device import resolve_device  # noqa: E402
 
 def parse_args(argv: list[str] | None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", nargs="+", default=["lraspp_large"], choices=(*MODEL_CASES, *DATA_CASES, *TRAIN_CASES, "all"))
+    parser.add_argument("--model", nargs="+", default=["lraspp_large"], choices=(*MODEL_CASES, *MULTITASK_CASES, *DATA_CASES, *TRAIN_CASES, "all"))
     parser.add_argument("--config", help="ours = this config's model (--model then names only data cases)")
     add_set_argument(parser)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -126,11 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     sizes = parse_sizes(args.sizes)
-    cases = [*MODEL_CASES, *DATA_CASES] if "all" in args.model else list(dict.fromkeys(args.model))
+    cases = [*MODEL_CASES, *MULTITASK_CASES, *DATA_CASES] if "all" in args.model else list(dict.fromkeys(args.model))
     args.cfg = None
     if args.config:  # ours is the config's model: its model case, then the data and train cases asked for
         args.cfg = load_config(args.config, args.overrides)
-        inference = [] if set(cases) <= set(TRAIN_CASES) else [case_of(args.cfg.model.name)]
+        case = multitask_case_of(args.cfg.model.name) or case_of(args.cfg.model.name)
+        inference = [] if set(cases) <= set(TRAIN_CASES) else [case]
         cases = inference + [c for c in cases if c in (*DATA_CASES, *TRAIN_CASES)]
     info = machine_info(device)
     print(machine_line(info, args), flush=True)
@@ -144,10 +151,18 @@ def main(argv: list[str] | None = None) -> int:
             results.append(bench_data(case, args))
             print(format_table(results[-1:]).splitlines()[-1], flush=True)
             continue
-        for size in sizes if case.startswith("lraspp") else sizes[:1]:
+        for size in sizes if case.startswith(("lraspp", "multitask")) else sizes[:1]:
             for batch in args.batch_sizes:
                 for settings in variants:
                     print(settings.describe(), flush=True)
+                    if case in MULTITASK_CASES:
+                        if settings.precision == "int8":
+                            print(f"  {case}: skipped (int8 is timed for the single-task models)", flush=True)
+                            continue
+                        results.append(bench_multitask(case, size, batch, settings.precision,
+                                                       with_settings(args, settings), device))
+                        print(format_multitask(results[-1]), flush=True)
+                        continue
                     if settings.precision == "int8":
                         results.append(bench_int8(case, size, batch, with_settings(args, settings), device))
                     else:

@@ -1,10 +1,11 @@
 #!/usr/bin/env python
-"""Run a segmentation or detection model on a video file, a camera or a stream.
+"""Run a segmentation, detection or multi-task model on a video file, a camera or a stream.
 
 ``python tools/demo_video.py [CONFIG] --weights CKPT --source SRC [--output out.mp4] [--no-display]``
 
 SRC is a video file, a camera index (``0``) or a stream URL (``rtsp://``, ``http(s)://``). Each
-frame gets the segmentation overlay or the detection boxes and a smoothed FPS readout; the result
+frame gets the segmentation overlay, the detection boxes, or both (a multi-task model: one network
+pass per frame) and a smoothed FPS readout; the result
 is shown in a window (when a display and OpenCV GUI support are there and ``--no-display`` is not
 given) and written to ``--output`` (``.mp4`` or ``.avi``). Precision, memory format, compile and
 CUDA graphs default to the device's fastest (CUDA: fp16, NCHW; CPU: fp32, NCHW); ``--precision``,
@@ -55,7 +56,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: torch's); 1 is often faster on a busy machine")
     parser.add_argument("--score-threshold", type=float, default=0.3, help="detection: lowest score shown")
-    parser.add_argument("--alpha", type=float, default=0.5, help="segmentation: overlay opacity")
+    parser.add_argument("--alpha", type=float, default=0.5, help="segmentation and multi-task: overlay opacity")
     add_set_argument(parser)
     args = parser.parse_args(argv)
     if args.max_frames is not None and args.max_frames < 1:
@@ -133,8 +134,11 @@ def main(argv=None) -> int:
                 t1 = time.perf_counter()
                 if predictor.task == "segmentation":
                     drawn = overlay_segmentation(frame, result, alpha=args.alpha)
-                else:
+                elif predictor.task == "detection":
                     drawn = draw_detections(frame, result)
+                else:  # multitask: the label map under the boxes, from the same pass
+                    drawn = overlay_segmentation(frame, result["segmentation"], alpha=args.alpha)
+                    draw_detections(drawn, result["detections"])
                 if timings.frames:  # frame-to-frame time, smoothed; the first frame is warm-up
                     smoothed = t1 - last if smoothed is None else 0.9 * smoothed + 0.1 * (t1 - last)
                 fps = 1.0 / max(smoothed if smoothed is not None else t1 - t0, 1e-6)

@@ -18,18 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from densemnv3.commands import eval_parser, evaluate_and_write, load_for_eval, output_dir  # noqa: E402
+from densemnv3.commands import eval_from_cli  # noqa: E402
 from densemnv3.utils.cli import run_main  # noqa: E402
 
-
-def main() -> int:
-    args = eval_parser(__doc__).parse_args()
-    cfg, task, model, device = load_for_eval(args)
-    results = output_dir(args) / "detections.json"
-    evaluate_and_write(args, cfg, task, model, device, task.val_dataset(), results_path=results)
-    print(f"wrote {results}")
-    return 0
-
-
 if __name__ == "__main__":
-    run_main(main)
+    run_main(lambda: eval_from_cli("detection", __doc__))

@@ -14,7 +14,8 @@ Segmentation outputs ``logits`` (N, C, H, W). Detection outputs ``boxes`` (N, A,
 and ``scores`` (N, A, C) softmax, without NMS (see ``densemnv3.inference.export.SSDLiteExport``),
 or with ``--postprocess`` (ONNX) the detections: ``num_detections`` (N,), ``boxes`` (N, D, 4),
 ``scores`` (N, D), ``labels`` (N, D) after the score threshold, per-class top-k and NMS
-(ONNX ``NonMaxSuppression``) of the model's settings.
+(ONNX ``NonMaxSuppression``) of the model's settings. The multi-task model outputs
+``logits``, ``boxes`` and ``scores`` as above, from one graph and one backbone pass.
 
 The file is run (onnxruntime / ``torch.jit.load``) on random input at batch 1 and 3 (and, when
 dynamic, at a second size) and compared with PyTorch: above 1e-3 max abs difference, or with
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--input-size", nargs=2, type=int, metavar=("H", "W"),
         help="input size (default: data.image_size for detection, data.eval_resize or data.crop_size "
-             "for segmentation)",
+             "for segmentation and multi-task)",
     )
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
     parser.add_argument("--no-fuse", action="store_true", help="keep BatchNorm layers (no folding)")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from .multitask import MULTITASK_CASES, format_multitask
 from .train import TRAIN_CASES
 
 
@@ -99,10 +100,12 @@ def format_train(r: dict) -> str:
 
 
 def format_summary(results: list[dict]) -> str:
-    """The table of the inference and data cases, then the lines of the ``train_seg`` ones."""
-    inference_and_data = [r for r in results if r["case"] not in TRAIN_CASES]
+    """The table of the inference and data cases, then the lines of the ``train_seg`` and the
+    multi-task ones."""
+    inference_and_data = [r for r in results if r["case"] not in (*TRAIN_CASES, *MULTITASK_CASES)]
     return "\n".join([format_table(inference_and_data)] * bool(inference_and_data)
-                     + [format_train(r) for r in results if r["case"] in TRAIN_CASES])
+                     + [format_train(r) for r in results if r["case"] in TRAIN_CASES]
+                     + [format_multitask(r) for r in results if r["case"] in MULTITASK_CASES])
 
 
 def machine_line(info: dict, args) -> str:

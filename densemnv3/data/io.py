@@ -88,6 +88,19 @@ def read_label(path: str | os.PathLike) -> np.ndarray:
     return label
 
 
+def read_instance_ids(path: str | os.PathLike) -> np.ndarray:
+    """Decode a Cityscapes ``*_gtFine_instanceIds.png`` to an (H, W) array of ids (uint16:
+    ``label_id * 1000 + k`` for thing instances, plain label ids elsewhere)."""
+    ids = _imread(path)
+    if ids.ndim == 3 and ids.shape[2] == 1:
+        ids = ids[:, :, 0]
+    if ids.ndim != 2 or ids.dtype not in (np.uint16, np.uint8):
+        channels = 1 if ids.ndim == 2 else ids.shape[2]
+        raise DataError(f"{path}: expected a single-channel 16-bit instance-id map, found a "
+                        f"{channels}-channel {ids.dtype} image; use the *_gtFine_instanceIds.png files")
+    return ids.astype(np.uint16, copy=False)
+
+
 T = TypeVar("T")
 
 

@@ -78,6 +78,17 @@ class RandomScaleCrop(A.DualTransform):
     def apply_to_mask(self, mask: np.ndarray, matrix, valid, **params: Any) -> np.ndarray:
         return self._warp(mask, matrix, valid, cv2.INTER_NEAREST, self.fill_mask)
 
+    def apply_to_bboxes(self, bboxes: np.ndarray, matrix, **params: Any) -> np.ndarray:
+        # Pixel edges map as x' = s * x - left (the centres' map above, shifted by half a pixel);
+        # boxes come normalised to the input size and leave normalised to the crop's.
+        height, width = params["shape"][:2]
+        crop_h, crop_w = self.size
+        (sx, _, tx), (_, sy, ty) = matrix
+        out = bboxes.copy()
+        out[:, [0, 2]] = (out[:, [0, 2]] * width * sx + tx + 0.5 * (1 - sx)) / crop_w
+        out[:, [1, 3]] = (out[:, [1, 3]] * height * sy + ty + 0.5 * (1 - sy)) / crop_h
+        return out
+
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ("size", "scale_range", "fill", "fill_mask")
 
@@ -241,6 +252,9 @@ class NormalizeToTensor(A.DualTransform):
 
         return torch.from_numpy(mask)
 
+    def apply_to_bboxes(self, bboxes: np.ndarray, **params: Any) -> np.ndarray:
+        return bboxes
+
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ("mean", "std")
 
@@ -253,11 +267,15 @@ def seg_train_transform(
     ignore_index: int = IGNORE_INDEX,
     hflip: float = 0.5,
     color_jitter: bool = True,
+    boxes: bool = False,
 ) -> A.Compose:
     """Random scale, pad (image 0, mask ``ignore_index``), random ``crop_size`` (H, W) crop,
     horizontal flip, photometric jitter (p=0.5), normalise, to tensor.
 
-    Everything after the crop runs on the crop only, on uint8 pixels.
+    Everything after the crop runs on the crop only, on uint8 pixels. With ``boxes`` the
+    pipeline also takes ``bboxes`` (pascal_voc pixels) and ``labels``, moved with the image and
+    mask, clipped to the crop, and dropped when less than a pixel wide or high is left (the
+    multi-task pipeline).
     """
     brightness, contrast, saturation, hue = SEG_JITTER
     transforms = [
@@ -267,7 +285,8 @@ def seg_train_transform(
     if color_jitter:
         transforms.append(A.ColorJitter(brightness, contrast, saturation, hue, p=0.5))
     transforms.append(NormalizeToTensor(mean=mean, std=std))
-    return A.Compose(transforms)
+    # boxes of the mask's own instances: one under a pixel wide covers no mask pixel, so it goes
+    return A.Compose(transforms, bbox_params=_det_bbox_params(min_size=1.0) if boxes else None)
 
 
 def seg_eval_transform(
@@ -287,11 +306,11 @@ def seg_eval_transform(
     )
 
 
-def _det_bbox_params() -> A.BboxParams:
+def _det_bbox_params(min_size: float = 0.01) -> A.BboxParams:
     # min_width/min_height drop boxes that a crop left without width or height (albumentations
     # keeps zero-area boxes at its defaults); clip guards against float round-off at the edges.
     return A.BboxParams(
-        format="pascal_voc", label_fields=["labels"], min_width=0.01, min_height=0.01, clip=True
+        format="pascal_voc", label_fields=["labels"], min_width=min_size, min_height=min_size, clip=True
     )
 
 

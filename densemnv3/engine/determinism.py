@@ -4,7 +4,7 @@
 ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` unless already set, which must happen before the first cuBLAS
 call). The ops of the LR-ASPP and SSDLite training steps that have no deterministic CUDA kernel
 are routed around where they are used: the segmentation cross entropy
-(:func:`densemnv3.tasks.segmentation.cross_entropy_2d`) and the bilinear upsampling
+(:func:`densemnv3.models.losses.cross_entropy_2d`) and the bilinear upsampling
 (:func:`densemnv3.models.resize.resize_bilinear`). Any other op that PyTorch refuses in this mode
 (a custom model's, say) stops the run with one message naming it
 (:func:`nondeterministic_op_is_a_user_error`).

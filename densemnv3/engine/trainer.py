@@ -193,6 +193,9 @@ class Trainer:
         from densemnv3.models.loader import reconcile_config
 
         info = inspect_checkpoint(path)
+        if info.task in ("segmentation", "detection") and self.cfg.task == "multitask":
+            raise CheckpointError(f"{path}: {info.description}, not a checkpoint of this multitask "
+                                  f"run to resume; start from its weights with --set model.weights={path}")
         reconcile_config(self.cfg, info, inputs=False)  # the same model, or one clear error
         load_weights(self.model, info, task=self.cfg.task, model_name=self.cfg.model.name)
         if not info.resumable:

@@ -7,6 +7,8 @@ What is exported (input ``images``: a normalised ``(N, 3, H, W)`` float batch, N
   to the image, and ``scores`` ``(N, A, num_classes)`` softmax (column 0 is the background), for
   an NMS outside the graph; or, with ``postprocess=True`` (ONNX), the detections themselves:
   ``num_detections``, ``boxes``, ``scores``, ``labels`` (:mod:`.onnx_postprocess`).
+- Multi-task (LR-ASPP + SSDLite, :class:`MultiTaskExport`): ``logits``, ``boxes`` and ``scores``
+  as above, from one backbone pass.
 
 ONNX files take any height and width (``H``, ``W`` dynamic; SSDLite's default boxes are computed
 in the graph from its feature-map sizes); an LR-ASPP with the paper's pool takes any size from
@@ -33,8 +35,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from densemnv3.errors import ExportCheckError, UserError
-from densemnv3.models import LRASPP, SSDLite
+from densemnv3.models import LRASPP, LRASPPSSDLite, SSDLite
 from densemnv3.models.onnx_model import ONNX_INSTALL_HINT, OUTPUT_NAMES, write_metadata
+from densemnv3.models.resize import resize_bilinear
 
 from .export_check import (
     BOX_TOLERANCE,
@@ -49,6 +52,7 @@ from .optimize import prepare_for_inference
 __all__ = [
     "ExportCheckError",
     "ExportReport",
+    "MultiTaskExport",
     "SSDLiteExport",
     "atomic_path",
     "check_output_path",
@@ -97,16 +101,44 @@ class SSDLiteExport(nn.Module):
         anchors = self.model.anchors.generate([m.shape[-2:] for m in maps], images.shape[-2:])
         if self.outputs == "raw":
             return cls_logits, bbox_regression, anchors
-        boxes = self.model.box_coder.decode(bbox_regression, anchors)
-        height, width = images.shape[-2:]
-        limits = torch.where(torch.arange(4) % 2 == 0, width, height).to(boxes.dtype)
-        boxes = torch.minimum(boxes.clamp(min=0), limits)
-        return boxes, F.softmax(cls_logits, dim=-1)
+        return boxes_and_scores(self.model, cls_logits, bbox_regression, anchors, images.shape[-2:])
+
+
+class MultiTaskExport(nn.Module):
+    """A multi-task model for export: ``(logits, boxes, scores)`` of one backbone pass — the
+    logits at the input size, the detector's outputs as :class:`SSDLiteExport`'s."""
+
+    def __init__(self, model: LRASPPSSDLite) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        model, size = self.model, images.shape[-2:]
+        taps = model.backbone(images)
+        logits = resize_bilinear(model.seg(taps[model.low_tap], taps[model.high_tap]), size)
+        maps = model.det.feature_maps(taps)
+        cls_logits, bbox_regression = model.det.head(maps)
+        anchors = model.det.anchors.generate([m.shape[-2:] for m in maps], size)
+        return (logits, *boxes_and_scores(model.det, cls_logits, bbox_regression, anchors, size))
+
+
+def boxes_and_scores(model: SSDLite, cls_logits: Tensor, bbox_regression: Tensor, anchors: Tensor,
+                     image_size: Sequence) -> tuple[Tensor, Tensor]:
+    """Every default box decoded (xyxy, clipped to the ``image_size`` input) and the softmax
+    over classes: what ``SSDLite.postprocess`` starts from."""
+    boxes = model.box_coder.decode(bbox_regression, anchors)
+    height, width = image_size
+    limits = torch.where(torch.arange(4) % 2 == 0, width, height).to(boxes.dtype)
+    boxes = torch.minimum(boxes.clamp(min=0), limits)
+    return boxes, F.softmax(cls_logits, dim=-1)
 
 
 def exportable(model: nn.Module, outputs: str | None = None) -> tuple[nn.Module, str]:
     """The module to export for ``model`` and what it outputs (a key of ``OUTPUT_NAMES``):
-    ``SSDLite`` → :class:`SSDLiteExport` (``outputs``: ``"decoded"`` or ``"raw"``), else the model."""
+    ``SSDLite`` → :class:`SSDLiteExport` (``outputs``: ``"decoded"`` or ``"raw"``), the multi-task
+    model → :class:`MultiTaskExport`, else the model."""
+    if isinstance(model, LRASPPSSDLite):
+        return MultiTaskExport(model), "multitask"
     if isinstance(model, SSDLite):
         form = outputs or "decoded"
         return SSDLiteExport(model, form), form
@@ -123,11 +155,21 @@ def min_input_size(model: nn.Module, input_size: Sequence[int]) -> tuple[int, in
     included), a different one below. So it is dynamic from there up when traced there, and
     fixed at ``input_size`` when traced below. Every other model takes any size from 32×32.
     """
-    if isinstance(model, LRASPP) and model.head.pool == "paper":
-        stride = model.backbone.feature_info[model.high_tap].stride
-        low = tuple(k * stride for k in model.head.scale[0].kernel_size)
+    paper = _paper_pool(model)
+    if paper is not None:
+        pool, stride = paper
+        low = tuple(k * stride for k in pool.kernel_size)
         return low if all(s >= m for s, m in zip(input_size, low)) else None
     return (32, 32)
+
+
+def _paper_pool(model: nn.Module) -> tuple[nn.AvgPool2d, int] | None:
+    """The paper pool of an LR-ASPP head (alone or in the multi-task model) and the stride of the
+    map it pools, or ``None``."""
+    head = model.head if isinstance(model, LRASPP) else model.seg if isinstance(model, LRASPPSSDLite) else None
+    if head is None or head.pool != "paper":
+        return None
+    return head.scale[0], model.backbone.feature_info[model.high_tap].stride
 
 
 def dynamic_size(model: nn.Module, input_size: Sequence[int] = (10**4, 10**4)) -> bool:
@@ -140,9 +182,9 @@ def trace_size(model: nn.Module, input_size: Sequence[int]) -> tuple[int, int]:
     (down to SSDLite's stride 512) and the paper pool's output have >= 2 cells (``torch.export``
     specialises dimensions of size 1, which would fix the size)."""
     low = (576, 576)
-    if isinstance(model, LRASPP) and model.head.pool == "paper":
-        stride = model.backbone.feature_info[model.high_tap].stride
-        pool = model.head.scale[0]
+    paper = _paper_pool(model)
+    if paper is not None:
+        pool, stride = paper
         low = tuple((k + s) * stride for k, s in zip(pool.kernel_size, pool.stride))
     return max(int(input_size[0]), low[0]), max(int(input_size[1]), low[1])
 
@@ -200,7 +242,8 @@ def export_model(
     postprocess: bool = False,
     metadata: Mapping[str, Any] | None = None,
 ) -> ExportReport:
-    """Export ``model`` (an LR-ASPP or SSDLite in PyTorch) to ``path`` and check the file.
+    """Export ``model`` (an LR-ASPP, SSDLite or multi-task model in PyTorch) to ``path`` and check
+    the file.
 
     Runs on CPU (``model`` is moved there). A copy is put in eval mode with BatchNorm folded
     (``fuse_bn``) and exported; the check runs the written file (onnxruntime /
@@ -298,7 +341,7 @@ def export_onnx(net: nn.Module, path: str | os.PathLike, input_size: Sequence[in
     if min_size is not None:
         axes.update({2: torch.export.Dim("height", min=int(min_size[0]), max=16384),
                      3: torch.export.Dim("width", min=int(min_size[1]), max=16384)})
-        model = net.model if isinstance(net, SSDLiteExport) else net
+        model = net.model if isinstance(net, (SSDLiteExport, MultiTaskExport)) else net
         size = trace_size(model, size)
     # batch 2: torch.export specialises dimensions of size 1, which would fix the batch
     example = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(0))

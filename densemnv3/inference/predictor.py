@@ -1,7 +1,7 @@
 """One call from OpenCV frames to predictions at frame resolution.
 
-:class:`Predictor` wraps a segmentation (LR-ASPP) or detection (SSDLite) model with the
-pre-processing its config trained it with. Frames go to the device as uint8 (a quarter of the
+:class:`Predictor` wraps a segmentation (LR-ASPP), detection (SSDLite) or multi-task (both on
+one backbone pass) model with the pre-processing its config trained it with. Frames go to the device as uint8 (a quarter of the
 bytes of float32); the BGR→RGB swap, the resize and the normalization run there, batched over the
 frames of equal size. Precision, memory format, compile and CUDA graphs default to what runs
 fastest on the device (:mod:`densemnv3.inference.settings`).
@@ -14,18 +14,19 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from densemnv3.config import Config, load_config
-from densemnv3.data.labels import detection_class_names
+from densemnv3.data.labels import THING_NAMES, detection_class_names
 from densemnv3.data.transforms import IMAGENET_MEAN, IMAGENET_STD, detector_input_size
 from densemnv3.errors import UserError
+from densemnv3.models.multitask import LRASPPSSDLite
 from densemnv3.models.segmentation import LRASPP
 
+from .frames import as_frame_list
 from .optimize import CUDAGraphed, compile_for_inference, cuda_graph_network, prepare_for_inference
 from .settings import PRECISIONS, InferenceSettings, resolve_inference
 
@@ -37,10 +38,12 @@ _DET_STD = (0.5, 0.5, 0.5)
 Frame = np.ndarray
 SegResult = np.ndarray
 DetResult = dict[str, Any]
+MultiTaskResult = dict[str, Any]
+TASKS = ("segmentation", "detection", "multitask")
 
 
 class Predictor:
-    """Predictions for OpenCV BGR uint8 frames with a segmentation or detection model.
+    """Predictions for OpenCV BGR uint8 frames with a segmentation, detection or multi-task model.
 
     ``predictor(frame)`` takes one frame ``(H, W, 3)`` (also ``(H, W)`` grayscale or ``(H, W, 4)``
     BGRA) or a list / ``(N, H, W, 3)`` batch of them (any sizes) and returns, per frame:
@@ -50,6 +53,9 @@ class Predictor:
       the logits are upsampled once, to the frame size.
     - detection: ``{"boxes": (K, 4) float32 xyxy frame pixels, "scores": (K,) float32,
       "labels": (K,) int64, "class_names": [K names]}`` with ``scores >= score_threshold``.
+    - multi-task: ``{"segmentation": <as segmentation>, "detections": <as detection>}`` from one
+      network pass on the frame at ``cfg.data.eval_resize`` (else the full frame), normalised
+      as the segmentation model's (ImageNet mean/std).
 
     The options left as ``None`` take the device's defaults (:func:`inference_defaults`): on
     CUDA fp16, NCHW, no compile, no CUDA graphs; on CPU fp32, channels_last.
@@ -92,8 +98,8 @@ class Predictor:
         score_threshold: float = 0.3,
         fuse_bn: bool = True,
     ) -> None:
-        if cfg.task not in ("segmentation", "detection"):
-            raise UserError(f"task must be 'segmentation' or 'detection', got {cfg.task!r}")
+        if cfg.task not in TASKS:
+            raise UserError(f"task must be one of {', '.join(TASKS)}, got {cfg.task!r}")
         self.cfg = cfg
         self.task = cfg.task
         runtime = getattr(model, "runtime", "torch")
@@ -124,14 +130,16 @@ class Predictor:
         self.model = model
         self._input_dtype = self.settings.dtype if cast else torch.float32
         self.num_classes = int(getattr(model, "num_classes", 0))
-        self._network = _accelerated(_SegmentationLogits(model) if self.task == "segmentation" else model,
-                                     self.settings)
+        network = {"segmentation": _SegmentationLogits, "multitask": _MultiTaskNetwork}.get(self.task)
+        self._network = _accelerated(network(model) if network else model, self.settings)
 
-        if self.task == "segmentation":
+        if self.task != "detection":
             resize = cfg.data.eval_resize
             self.input_size = tuple(int(s) for s in resize) if resize else None
             mean, std = IMAGENET_MEAN, IMAGENET_STD
             self.class_names = list(class_names) if class_names is not None else None
+            if self.task == "multitask" and class_names is None:
+                self.class_names = ["__background__", *THING_NAMES]  # CityscapesMultiTask's labels
         else:
             self.input_size = detector_input_size(cfg.data.image_size)
             mean, std = _DET_MEAN, _DET_STD
@@ -180,10 +188,10 @@ class Predictor:
     @torch.inference_mode()
     def __call__(
         self, frames: Frame | Sequence[Frame], *, score_threshold: float | None = None
-    ) -> SegResult | DetResult | list[SegResult] | list[DetResult]:
+    ) -> SegResult | DetResult | MultiTaskResult | list:
         """Predictions for one frame, or a list for a list / batch of frames;
         ``score_threshold`` (detection) overrides the predictor's for this call."""
-        batch, single = _as_frame_list(frames)
+        batch, single = as_frame_list(frames)
         threshold = self.score_threshold if score_threshold is None else float(score_threshold)
         results: list[Any] = [None] * len(batch)
         groups: dict[tuple[int, int], list[int]] = {}
@@ -195,8 +203,10 @@ class Predictor:
             with self._autocast():
                 if self.task == "segmentation":
                     out = self._segment(pixels)
-                else:
+                elif self.task == "detection":
                     out = self._detect(pixels, threshold)
+                else:
+                    out = self._segment_and_detect(pixels, threshold)
             for i, result in zip(indices, out):
                 results[i] = result
         return results[0] if single else results
@@ -213,8 +223,9 @@ class Predictor:
 
     # ------------------------------------------------------------------ tasks
     def _segment(self, pixels: Tensor) -> list[np.ndarray]:
-        frame_size = tuple(pixels.shape[1:3])
-        logits = self._network(self.preprocess(pixels))
+        return self._label_maps(self._network(self.preprocess(pixels)), tuple(pixels.shape[1:3]))
+
+    def _label_maps(self, logits: Tensor, frame_size: tuple[int, int]) -> list[np.ndarray]:
         if tuple(logits.shape[-2:]) != frame_size:
             # NHWC: the upsampling and the argmax over classes run ~4x faster on CPU (same values
             # up to float rounding)
@@ -224,13 +235,29 @@ class Predictor:
         return list(labels)
 
     def _detect(self, pixels: Tensor, threshold: float) -> list[DetResult]:
-        height, width = pixels.shape[1:3]
         x = self.preprocess(pixels)
+        return self._in_frame(self._thresholded(self.model, threshold, lambda: self._network(x)),
+                              pixels, x, threshold)
+
+    def _segment_and_detect(self, pixels: Tensor, threshold: float) -> list[MultiTaskResult]:
+        x = self.preprocess(pixels)
+        logits, cls_logits, bbox_regression, anchors = self._network(x)
+        det = self.model.det
+        detections = self._thresholded(det, threshold, lambda: det.postprocess(
+            cls_logits.float(), bbox_regression.float(), anchors.float(), x.shape[-2:]))
+        label_maps = self._label_maps(logits, tuple(pixels.shape[1:3]))
+        return [{"segmentation": labels, "detections": boxes}
+                for labels, boxes in zip(label_maps, self._in_frame(detections, pixels, x, threshold))]
+
+    def _in_frame(self, detections: list[dict[str, Tensor]], pixels: Tensor, x: Tensor,
+                  threshold: float) -> list[DetResult]:
+        """The detections at or above ``threshold``, in frame pixels, with class names."""
+        height, width = pixels.shape[1:3]
         in_h, in_w = x.shape[-2:]
         scale = torch.tensor([width / in_w, height / in_h] * 2, device=self.device)
         limit = torch.tensor([width, height] * 2, device=self.device, dtype=torch.float32)
         results = []
-        for det in self._run_detector(x, threshold):
+        for det in detections:
             keep = det["scores"] >= threshold
             boxes = (det["boxes"][keep].float() * scale).clamp_(min=0)
             boxes = torch.minimum(boxes, limit)
@@ -243,21 +270,23 @@ class Predictor:
             })
         return results
 
-    def _run_detector(self, x: Tensor, threshold: float) -> list[dict[str, Tensor]]:
-        """The model's detections; candidates under ``threshold`` are dropped before NMS.
+    @staticmethod
+    def _thresholded(detector: nn.Module, threshold: float, run: Callable[[], Any]) -> Any:
+        """``run()`` (the detector's detections) with candidates under ``threshold`` dropped
+        before NMS.
 
         Greedy NMS keeps a box or not from higher-scored boxes only, so the detections at or
         above ``threshold`` are the same, without decoding and suppressing the rest.
         """
-        own = getattr(self.model, "score_thresh", None)
+        own = getattr(detector, "score_thresh", None)
         if not isinstance(own, float) or threshold <= own:
-            return self._network(x)
+            return run()
         # the model keeps float32 scores > its threshold: the float32 just below ours keeps >= ours
-        self.model.score_thresh = float(np.nextafter(np.float32(threshold), np.float32(-np.inf)))
+        detector.score_thresh = float(np.nextafter(np.float32(threshold), np.float32(-np.inf)))
         try:
-            return self._network(x)
+            return run()
         finally:
-            self.model.score_thresh = own
+            detector.score_thresh = own
 
     def _name(self, label: int) -> str:
         names = self.class_names
@@ -291,6 +320,18 @@ class _SegmentationLogits(nn.Module):
             features = self.model.backbone(x)
             return self.model.head(features[self.model.low_tap], features[self.model.high_tap])
         return self.model(x)
+
+
+class _MultiTaskNetwork(nn.Module):
+    """A multi-task model's tensors of one pass: stride-8 logits (upsampled once, by the
+    Predictor), class logits, box deltas and default boxes; the postprocess runs apart."""
+
+    def __init__(self, model: LRASPPSSDLite) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        return self.model.network(x)
 
 
 def _accelerated(network: nn.Module, settings: InferenceSettings) -> Callable[[Tensor], Any]:
@@ -328,45 +369,3 @@ class _GraphPerShape:
             else:
                 return self.network(x)
         return graph(x)
-
-
-# ---------------------------------------------------------------------- inputs
-
-
-def _as_frame_list(frames: Any) -> tuple[list[np.ndarray], bool]:
-    """Frames as a list of contiguous (H, W, 3) uint8 BGR arrays, and whether one was given."""
-    if isinstance(frames, np.ndarray):
-        if frames.ndim == 4:
-            return [_as_bgr(f, i) for i, f in enumerate(frames)], False
-        return [_as_bgr(frames, None)], True
-    if isinstance(frames, (list, tuple)):
-        return [_as_bgr(f, i) for i, f in enumerate(frames)], False
-    raise UserError(
-        f"expected an OpenCV frame (numpy uint8 array of shape (H, W, 3)) or a list of them, "
-        f"got {type(frames).__name__}"
-    )
-
-
-def _as_bgr(frame: Any, index: int | None) -> np.ndarray:
-    where = "frame" if index is None else f"frame {index}"
-    if not isinstance(frame, np.ndarray):
-        raise UserError(f"{where}: expected a numpy uint8 array, got {type(frame).__name__}")
-    if frame.dtype != np.uint8:
-        raise UserError(
-            f"{where}: expected uint8 pixels (as cv2.imread / VideoCapture.read return), got "
-            f"dtype {frame.dtype} with shape {frame.shape}; convert with np.clip(x, 0, 255).astype(np.uint8)"
-        )
-    if frame.ndim == 3 and frame.shape[2] == 1:
-        frame = frame[:, :, 0]
-    if frame.ndim not in (2, 3) or (frame.ndim == 3 and frame.shape[2] not in (3, 4)):
-        raise UserError(
-            f"{where}: expected an (H, W, 3) BGR, (H, W, 4) BGRA or (H, W) grayscale image, got "
-            f"shape {frame.shape}"
-        )
-    if frame.shape[0] == 0 or frame.shape[1] == 0:
-        raise UserError(f"{where}: empty image of shape {frame.shape}")
-    if frame.ndim == 2:
-        return cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
-    if frame.shape[2] == 4:
-        return cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
-    return np.ascontiguousarray(frame)

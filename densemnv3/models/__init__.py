@@ -1,4 +1,5 @@
-"""Models: backbones with feature taps, LR-ASPP segmentation, SSDLite detection."""
+"""Models: backbones with feature taps, LR-ASPP segmentation, SSDLite detection, and both on one
+backbone pass (the multi-task model)."""
 
 from .backbones import (
     FeatureBackbone,
@@ -17,12 +18,20 @@ from .detection import (
 from .frameworks import DetectionBackbone, torchvision_detection_backbone
 from .identify import CheckpointInfo, inspect_checkpoint, load_weights, read_checkpoint
 from .loader import LoadedModel, load_model
+from .multitask import (
+    LRASPPSSDLite,
+    MultiTaskOutput,
+    lraspp_ssdlite,
+    multitask_mobilenet_v3_large,
+    multitask_mobilenet_v3_small,
+)
 from .registry import MODELS, build_model, list_models, register_model
 from .segmentation import LRASPP, lraspp, lraspp_mobilenet_v3_large, lraspp_mobilenet_v3_small
 from .weights import LoadResult, load_state_dict_checked
 
 __all__ = [
     "LRASPP",
+    "LRASPPSSDLite",
     "SSDLite",
     "CheckpointInfo",
     "DetectionBackbone",
@@ -32,6 +41,7 @@ __all__ = [
     "LoadResult",
     "LoadedModel",
     "MODELS",
+    "MultiTaskOutput",
     "build_model",
     "create_backbone",
     "inspect_checkpoint",
@@ -43,6 +53,9 @@ __all__ = [
     "lraspp",
     "lraspp_mobilenet_v3_large",
     "lraspp_mobilenet_v3_small",
+    "lraspp_ssdlite",
+    "multitask_mobilenet_v3_large",
+    "multitask_mobilenet_v3_small",
     "read_checkpoint",
     "register_backbone",
     "register_model",

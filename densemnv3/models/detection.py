@@ -52,6 +52,9 @@ class SSDLite(nn.Module):
         anchor_scale_range: the smallest and largest default-box scale, as fractions of the input
             side (torchvision's ``min_ratio``/``max_ratio``: 0.2-0.95, i.e. 64-304 px at 320).
             Lower the first for data dominated by small objects.
+        anchor_size: ``(H, W)`` in pixels the default-box scales refer to, fixed (a model trained
+            on crops smaller than the images it runs on keeps its boxes' pixel sizes); None
+            (torchvision's): each input's own size.
 
     Attributes:
         cpu_channels_last: in eval mode on CPU, run the network on channels_last activations (same
@@ -79,6 +82,7 @@ class SSDLite(nn.Module):
         nms_impl: str = "auto",
         input_size: tuple[int, int] = (320, 320),
         anchor_scale_range: tuple[float, float] = (0.2, 0.95),
+        anchor_size: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         self.taps = tuple(taps)
@@ -91,7 +95,7 @@ class SSDLite(nn.Module):
         low, high = (float(v) for v in anchor_scale_range)
         if not 0 < low < high <= 1:
             raise ConfigError(f"anchor_scale_range must satisfy 0 < min < max <= 1, got {anchor_scale_range}")
-        self.anchors = DefaultBoxes([[2, 3]] * 6, min_ratio=low, max_ratio=high)
+        self.anchors = DefaultBoxes([[2, 3]] * 6, min_ratio=low, max_ratio=high, box_size=anchor_size)
         channels = [c4, c5] + [block[-1].out_channels for block in self.extra]
         self.head = SSDLiteHead(channels, self.anchors.num_anchors_per_location(), num_classes)
         self.box_coder = BoxCoder((10.0, 10.0, 5.0, 5.0))
@@ -114,7 +118,10 @@ class SSDLite(nn.Module):
     # ---------------------------------------------------------------- network
     def features(self, images: Tensor) -> list[Tensor]:
         """The six feature maps (strides 16, 32, 64, 128, 256, 512)."""
-        taps = self.backbone(images)
+        return self.feature_maps(self.backbone(images))
+
+    def feature_maps(self, taps: Mapping[str, Tensor]) -> list[Tensor]:
+        """The six feature maps from the backbone's taps: its two maps and the extras."""
         maps = [taps[t] for t in self.taps]
         x = maps[-1]
         for block in self.extra:
@@ -129,12 +136,19 @@ class SSDLite(nn.Module):
         if self.cpu_channels_last and not self.training and images.device.type == "cpu":
             # oneDNN's depthwise/1x1 convs are ~1.3-1.5x faster on NHWC activations on CPU
             images = images.contiguous(memory_format=torch.channels_last)
-        maps = self.features(images)
+        return self.predict_from_taps(self.backbone(images), images.shape[-2:])
+
+    def predict_from_taps(
+        self, taps: Mapping[str, Tensor], image_size: Sequence[int]
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`predict_raw` from the backbone's taps of an ``image_size`` ``(H, W)`` batch (a
+        backbone shared with another head runs once)."""
+        maps = self.feature_maps(taps)
         cls_logits, bbox_regression = self.head(maps)
         # boxes, losses and scores in float32 at least (also under autocast)
         dtype = torch.promote_types(bbox_regression.dtype, torch.float32)
         anchors = self.anchors(
-            [m.shape[-2:] for m in maps], images.shape[-2:], device=images.device, dtype=dtype
+            [m.shape[-2:] for m in maps], image_size, device=bbox_regression.device, dtype=dtype
         )
         return cls_logits.to(dtype), bbox_regression.to(dtype), anchors
 
@@ -316,6 +330,7 @@ def ssdlite(
     *,
     num_classes: int,
     width_mult: float = 1.0,
+    taps: tuple[str, str] | None = None,
     frozen_bn: bool = False,
     backbone_weights: Mapping[str, Tensor] | str | os.PathLike | None = None,
     bn_momentum: float = 0.03,
@@ -331,7 +346,10 @@ def ssdlite(
     ``tv:``/``timm:`` one keeps its library's initialisation. All BatchNorms use momentum
     ``bn_momentum``: 0.03 is torchvision's SSDLite ``norm_layer``, made for 600-epoch schedules;
     a run of a few hundred iterations needs a higher one (0.1), else the running statistics that
-    eval mode uses trail the weights. ``kwargs`` go to :class:`SSDLite`.
+    eval mode uses trail the weights. ``taps`` names the two maps instead of
+    :func:`~densemnv3.models.taps.ssdlite_taps`: ``("C4_expand", "C5")`` of a backbone dilated to
+    ``output_stride=16`` reads ``C5`` at stride 16 too (maps at strides 16, 16, 32, ... 256), as
+    the multi-task model's dilated option does. ``kwargs`` go to :class:`SSDLite`.
     """
     if backbone is None:
         raise ConfigError("model.name 'ssdlite' is SSDLite on the backbone model.backbone names, "
@@ -340,11 +358,11 @@ def ssdlite(
     if not 0 < bn_momentum <= 1:
         raise ConfigError(f"bn_momentum must be in (0, 1], got {bn_momentum}")
 
-    def build(taps=None):
-        return create_backbone(backbone, out_features=taps, frozen_bn=frozen_bn)
+    def build(out_features=None):
+        return create_backbone(backbone, out_features=out_features, frozen_bn=frozen_bn)
 
     net = build()
-    taps = ssdlite_taps(net, backbone_spec(backbone)[0])
+    taps = tuple(taps) if taps is not None else ssdlite_taps(net, backbone_spec(backbone)[0])
     net = select_taps(net, taps, build)
     if backbone_weights is not None:
         load_state_dict_checked(net, backbone_weights)

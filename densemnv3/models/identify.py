@@ -32,12 +32,15 @@ _FIX = "use another checkpoint, e.g. last.pt or best.pt of a run"
 #: Blocks under ``features`` of each MobileNet family (width and dilation do not change them).
 _FAMILY_BY_BLOCKS = {13: "MobileNetV3-Small", 17: "MobileNetV3-Large", 19: "MobileNetV2",
                      14: "MobileNetV1"}
-_FEATURE_INDEX = re.compile(r"^(?:backbone\.features|backbone|features)\.(\d+)\.")
+_FEATURE_INDEX = re.compile(r"^(?:det\.)?(?:backbone\.features|backbone|features)\.(\d+)\.")
 #: Other families by a layer name only they have, behind any prefix (``backbone.body.``, ...).
 _FAMILY_BY_LAYER = (
     (re.compile(r"(?:^|\.)(?:features\.\d+|stage[234]\.\d+)\.branch2\."), "ShuffleNetV2"),
     (re.compile(r"(?:^|\.)layer1\.0\.conv1\."), "ResNet"),
 )
+#: The tools that take a checkpoint of each task.
+_TOOLS = {"segmentation": "tools/*_seg.py", "detection": "tools/*_det.py",
+          "multitask": "tools/train.py and tools/eval.py"}
 
 
 #: Key prefixes of torchvision models this toolkit does not build, and what they are.
@@ -61,7 +64,7 @@ class CheckpointInfo:
     path: Path
     state: dict  # what the file holds
     weights: Mapping[str, Tensor]  # the model's state dict inside it
-    task: str | None  # "segmentation", "detection", "classification" or None (another model)
+    task: str | None  # "segmentation", "detection", "multitask", "classification" or None
     arch: str | None  # the densemnv3 model name, when the file records it
     backbone: str | None  # the backbone family its layers show, e.g. "MobileNetV3-Small"
     description: str  # "a detection checkpoint of ssdlite320_mobilenet_v3_small (densemnv3 training)"
@@ -184,6 +187,10 @@ def _inspect_onnx(path: Path) -> CheckpointInfo:
     except Exception:  # noqa: BLE001 - protobuf raises its own errors for arbitrary bytes
         raise CheckpointError(f"{path}: not a readable ONNX model ({path.stat().st_size} bytes); "
                               f"write one with tools/export.py or tools/quantize.py") from None
+    if metadata.get("task") == "multitask":
+        raise CheckpointError(f"{path}: a multi-task ONNX file (logits, boxes and scores without NMS), which "
+                              f"the tools do not run; run it in onnxruntime, and give the tools the "
+                              f"checkpoint it was exported from (best.pt)")
     if not isinstance(metadata.get("config"), Mapping) or metadata.get("task") not in ("segmentation", "detection"):
         raise CheckpointError(f"{path}: an ONNX model not written by densemnv3 (its metadata records no "
                               f"config); the tools run the files of tools/export.py and tools/quantize.py")
@@ -203,9 +210,11 @@ def pytorch_only(info: CheckpointInfo, use: str) -> None:
 
 
 def _task(weights: Mapping[str, Tensor], arch: str | None) -> str | None:
+    keys = list(weights)
+    if any(k.startswith("seg.") for k in keys) and any(k.startswith("det.head.") for k in keys):
+        return "multitask"  # LRASPPSSDLite: an SSDLite ("det.") and an LR-ASPP head ("seg.")
     if arch is not None:
         return "segmentation" if arch.startswith("lraspp") else "detection"
-    keys = list(weights)
     if any(k.endswith("low_classifier.weight") for k in keys):
         return "segmentation"  # LR-ASPP: densemnv3 "head." or torchvision "classifier."
     if any(k.startswith(("head.classification", "head.regression")) for k in keys):
@@ -219,28 +228,36 @@ def _task(weights: Mapping[str, Tensor], arch: str | None) -> str | None:
 def load_weights(model: nn.Module, checkpoint: str | os.PathLike | CheckpointInfo, *,
                  task: str, model_name: str) -> CheckpointInfo:
     """Load a checkpoint into ``model`` (a ``model_name`` for ``task``); a file of another task,
-    architecture or model raises :class:`CheckpointError` naming the file and what it is."""
+    architecture or model raises :class:`CheckpointError` naming the file and what it is.
+
+    A multi-task model also takes a segmentation or detection checkpoint: it loads into that
+    part (:meth:`~densemnv3.models.LRASPPSSDLite.single_task_view`), backbone included."""
     from .weights import load_state_dict_checked
 
     info = checkpoint if isinstance(checkpoint, CheckpointInfo) else inspect_checkpoint(checkpoint)
     pytorch_only(info, "a PyTorch model (training, --resume, model.weights, export, quantization)")
     builds = f"the config builds a {task} model, {model_name}"
+    part = None
+    if task == "multitask" and info.task in ("segmentation", "detection"):
+        model = part = model.single_task_view(info.task)  # an architecture of its own: any arch
+        builds += f" (loading its {info.task} part)"
     if info.task == "classification":
         raise CheckpointError(f"{info.path}: {info.description}, without the {task} head; use it "
                               f"as model.backbone_weights, and give the whole model's checkpoint here")
     if info.task is None:
         raise CheckpointError(f"{info.path}: {info.description}, not an LR-ASPP or SSDLite "
                               f"checkpoint; {builds}")
-    if info.task != task:
-        tool = {"segmentation": "seg", "detection": "det"}[info.task]
+    if info.task != task and part is None:
         raise CheckpointError(f"{info.path}: {info.description}, but {builds}; use it with "
-                              f"tools/*_{tool}.py and the config it was trained with")
+                              f"{_TOOLS[info.task]} and the config it was trained with")
     own = backbone_family(model.state_dict())
-    if info.arch not in (None, model_name) or (info.backbone and own and info.backbone != own):
+    other_arch = part is None and info.arch not in (None, model_name)
+    if other_arch or (info.backbone and own and info.backbone != own):
         raise CheckpointError(f"{info.path}: {info.description}, but {builds}"
                               + (f" on {own}" if own else "") + "; pass the config it was trained with")
     try:
         load_state_dict_checked(model, info.weights)
     except CheckpointError as err:
-        raise CheckpointError(f"{info.path}: {info.description}; {err}") from None
+        into = f" into the {info.task} part of the multi-task model" if part is not None else ""
+        raise CheckpointError(f"{info.path}: {info.description}{into}; {err}") from None
     return info

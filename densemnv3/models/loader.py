@@ -34,6 +34,7 @@ __all__ = ["INPUT_KEYS", "LoadedModel", "checkpoint_config", "load_model", "reco
 INPUT_KEYS: dict[str, tuple[str, ...]] = {
     "segmentation": ("data.eval_resize",),
     "detection": ("data.image_size",),
+    "multitask": ("data.eval_resize",),
 }
 
 _MODEL_KEYS = ("name", "num_classes", "options", "backbone")

@@ -41,6 +41,7 @@ OUTPUT_NAMES = {
     "decoded": ("boxes", "scores"),
     "raw": ("cls_logits", "bbox_regression", "anchors"),
     "detections": ("num_detections", "boxes", "scores", "labels"),
+    "multitask": ("logits", "boxes", "scores"),
 }
 
 

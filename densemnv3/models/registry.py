@@ -61,7 +61,8 @@ def list_models() -> list[str]:
 
 def build_model(cfg: ModelConfig) -> nn.Module:
     """``<cfg.name>(num_classes=..., **cfg.options)`` with checked options, then the optional
-    backbone (``backbone_weights``) and whole-model (``weights``) checkpoints."""
+    backbone (``backbone_weights``) and whole-model (``weights``, one file or several: see
+    :class:`~densemnv3.config.ModelConfig`) checkpoints."""
     from .identify import load_weights
     from .segmentation import LRASPP
     from .weights import load_state_dict_checked
@@ -99,7 +100,7 @@ def build_model(cfg: ModelConfig) -> nn.Module:
         model = build(num_classes=cfg.num_classes, **options)
     if cfg.backbone_weights:
         load_state_dict_checked(model.backbone, cfg.backbone_weights)
-    if cfg.weights:
-        task = "segmentation" if isinstance(model, LRASPP) else "detection"
-        load_weights(model, cfg.weights, task=task, model_name=cfg.name)
+    task = getattr(model, "task", "segmentation" if isinstance(model, LRASPP) else "detection")
+    for path in (cfg.weights,) if isinstance(cfg.weights, str) else cfg.weights or ():
+        load_weights(model, path, task=task, model_name=cfg.name)
     return model

@@ -1,10 +1,11 @@
 """Tasks tie a config to the engine: which model and data to build, the losses, the evaluation."""
 
 from .detection import DetectionTask
+from .multitask import MultiTaskTask
 from .registry import TASKS, register_task
 from .segmentation import SegmentationTask
 
-__all__ = ["TASKS", "DetectionTask", "SegmentationTask", "build_task", "list_tasks", "register_task"]
+__all__ = ["TASKS", "DetectionTask", "MultiTaskTask", "SegmentationTask", "build_task", "list_tasks", "register_task"]
 
 
 def build_task(cfg):

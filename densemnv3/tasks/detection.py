@@ -21,6 +21,38 @@ from .common import ensure_synthetic, eval_progress, prepare_for_eval
 from .registry import register_task
 
 
+def category_table(dataset) -> Tensor:
+    """COCO category id of each label of ``dataset`` (``label_to_category_id``), -1 for none."""
+    mapping = dataset.label_to_category_id
+    return torch.tensor([mapping.get(i, -1) for i in range(max(mapping) + 1)])
+
+
+def add_detections(evaluator: CocoEvaluator, detections, targets, input_size, to_category: Tensor) -> None:
+    """Record a batch's detections (boxes in pixels of the ``input_size`` network input) with
+    ``evaluator``, in each image's original pixels (``orig_size``) and COCO category ids."""
+    in_h, in_w = input_size
+    for det, target in zip(detections, targets):
+        h, w = target["orig_size"]
+        scale = torch.tensor([w / in_w, h / in_h, w / in_w, h / in_h])
+        boxes = det["boxes"].float().cpu() * scale
+        labels = det["labels"].cpu()
+        keep = labels < len(to_category)
+        evaluator.add(target["image_id"], boxes[keep], det["scores"].float().cpu()[keep],
+                      to_category[labels[keep]])
+
+
+def coco_metrics(evaluator: CocoEvaluator, dataset, results_path: str | Path | None) -> DetMetrics | None:
+    """COCOeval over exactly ``dataset.ids`` after gathering every rank's detections (on the main
+    process; None elsewhere), and the results file when ``results_path`` is given."""
+    evaluator.gather()
+    if not dist_utils.is_main_process():
+        return None
+    metrics = evaluator.evaluate(img_ids=dataset.ids)
+    if results_path is not None:
+        evaluator.write_results(results_path)
+    return metrics
+
+
 @register_task("detection")
 class DetectionTask:
     """SSD losses for training; COCO AP (pycocotools) for evaluation."""
@@ -74,28 +106,12 @@ class DetectionTask:
                             batch_size=max(self.cfg.data.eval_batch_size, 1),
                             num_workers=min(self.cfg.data.workers, 2), collate_fn=detection_collate)
         evaluator = CocoEvaluator(dataset.coco)
-        to_category = torch.tensor(
-            [dataset.label_to_category_id.get(i, -1) for i in range(max(dataset.label_to_category_id) + 1)]
-        )
+        to_category = category_table(dataset)
         for images, targets in eval_progress(loader, progress):
             detections = model(images.to(device).contiguous(memory_format=memory_format))
-            in_h, in_w = images.shape[-2:]
-            for det, target in zip(detections, targets):
-                h, w = target["orig_size"]
-                scale = torch.tensor([w / in_w, h / in_h, w / in_w, h / in_h])
-                boxes = det["boxes"].float().cpu() * scale
-                labels = det["labels"].cpu()
-                keep = labels < len(to_category)
-                evaluator.add(target["image_id"], boxes[keep], det["scores"].float().cpu()[keep],
-                              to_category[labels[keep]])
-        evaluator.gather()
-        metrics = None
-        if dist_utils.is_main_process():
-            self.last_metrics = evaluator.evaluate(img_ids=dataset.ids)
-            metrics = self.last_metrics.to_dict()
-            if results_path is not None:
-                evaluator.write_results(results_path)
-        return dist_utils.broadcast_object(metrics)
+            add_detections(evaluator, detections, targets, images.shape[-2:], to_category)
+        self.last_metrics = coco_metrics(evaluator, dataset, results_path)
+        return dist_utils.broadcast_object(self.last_metrics and self.last_metrics.to_dict())
 
     def report(self, metrics: dict[str, Any]) -> str:
         if self.last_metrics is None:

@@ -17,30 +17,23 @@ from densemnv3.engine import distributed as dist_utils
 from densemnv3.engine.sampler import shard_indices
 from densemnv3.evaluation.segmentation import ConfusionMatrix, SegMetrics, format_iou_table
 from densemnv3.models import build_model
-from densemnv3.models.resize import deterministic_cuda
+from densemnv3.models.losses import (  # noqa: F401 - also importable from here, their former home
+    cross_entropy_2d,
+    deterministic_cross_entropy,
+)
 
 from .common import ensure_synthetic, eval_progress, prepare_for_eval
 from .registry import register_task
 
 
-def cross_entropy_2d(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
-    """``F.cross_entropy(logits, target, ignore_index=ignore_index)``, switching to
-    :func:`deterministic_cross_entropy` on CUDA under deterministic algorithms (where CUDA's
-    ``nll_loss2d``, which sums with atomics, refuses to run)."""
-    if deterministic_cuda(logits):
-        return deterministic_cross_entropy(logits, target, ignore_index)
-    return F.cross_entropy(logits, target, ignore_index=ignore_index)
-
-
-def deterministic_cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
-    """Mean cross entropy over the pixels whose target is not ``ignore_index``, from each pixel's
-    gathered target log-probability (fp32): the value of ``F.cross_entropy`` with
-    ``ignore_index``, with a deterministic reduction and a gather whose CUDA backward has a
-    deterministic path."""
-    valid = target != ignore_index
-    log_probs = F.log_softmax(logits.float(), dim=1)
-    picked = log_probs.gather(1, torch.where(valid, target, 0).unsqueeze(1)).squeeze(1)
-    return -torch.where(valid, picked, 0.0).sum() / valid.sum()
+def update_confusion(confmat: ConfusionMatrix, logits: Tensor, targets: Tensor) -> Tensor:
+    """Count a batch in ``confmat``: logits upsampled to the labels' size, argmax; returns the
+    predicted train ids (N, H, W)."""
+    if logits.shape[-2:] != targets.shape[-2:]:
+        logits = F.interpolate(logits, size=targets.shape[-2:], mode="bilinear", align_corners=False)
+    pred = logits.argmax(1)
+    confmat.update(pred, targets)
+    return pred
 
 
 @register_task("segmentation")
@@ -100,13 +93,7 @@ class SegmentationTask:
         position = 0
         for images, targets in eval_progress(loader, progress):
             images = images.to(device).contiguous(memory_format=memory_format)
-            targets = targets.to(device)
-            logits = model(images)
-            if logits.shape[-2:] != targets.shape[-2:]:
-                logits = F.interpolate(logits, size=targets.shape[-2:], mode="bilinear",
-                                       align_corners=False)
-            pred = logits.argmax(1)
-            confmat.update(pred, targets)
+            pred = update_confusion(confmat, model(images), targets.to(device))
             if on_prediction is not None:
                 for p in pred:
                     on_prediction(indices[position], p)

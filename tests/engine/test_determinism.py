@@ -10,9 +10,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from densemnv3 import models
 from densemnv3.engine.determinism import nondeterministic_op_is_a_user_error
 from densemnv3.engine.trainer import TrainingError
-from densemnv3.models import resize
+from densemnv3.models import losses, resize
 from densemnv3.models.resize import resize_bilinear_matmul
-from densemnv3.tasks import segmentation
 from densemnv3.tasks.segmentation import cross_entropy_2d, deterministic_cross_entropy
 
 #: aten ops whose CUDA kernels raise under torch.use_deterministic_algorithms(True) (the torch
@@ -41,7 +40,7 @@ class OpNames(TorchDispatchMode):
 def cuda_deterministic_paths(monkeypatch):
     """The paths the model and the loss take on CUDA in deterministic mode, taken on CPU."""
     monkeypatch.setattr(resize, "deterministic_cuda", lambda x: True)
-    monkeypatch.setattr(segmentation, "deterministic_cuda", lambda x: True)
+    monkeypatch.setattr(losses, "deterministic_cuda", lambda x: True)  # cross_entropy_2d's module
 
 
 def test_deterministic_cross_entropy_equals_cross_entropy_with_ignore_index():

@@ -67,6 +67,20 @@ def test_default_boxes_known_values_and_cache():
     assert half.dtype == torch.float64 and half is not first
 
 
+def test_box_size_fixes_the_boxes_pixel_size():
+    """With box_size the boxes are those of that input size, tiled over any other input's grid."""
+    grids = [(16, 32), (8, 16), (4, 8), (2, 4), (1, 2), (1, 1)]
+    half = [(8, 16), (4, 8), (2, 4), (1, 2), (1, 1), (1, 1)]
+    relative = DefaultBoxes([[2, 3]] * 6, min_ratio=0.1, max_ratio=0.9)
+    fixed = DefaultBoxes([[2, 3]] * 6, min_ratio=0.1, max_ratio=0.9, box_size=(256, 512))
+    assert torch.equal(fixed(grids, (256, 512)), relative(grids, (256, 512)))
+    crop, whole = fixed(half, (128, 256)), fixed(grids, (256, 512))
+    sizes = lambda b: b[:, 2:] - b[:, :2]  # noqa: E731
+    torch.testing.assert_close(sizes(crop)[:6], sizes(whole)[:6])  # the first map's boxes: same pixels
+    torch.testing.assert_close(sizes(crop)[:6], 2 * sizes(relative(half, (128, 256)))[:6])  # not halved
+    torch.testing.assert_close((crop[0, :2] + crop[0, 2:]) / 2, torch.tensor([8.0, 8.0]))  # centres: its grid
+
+
 def test_default_boxes_rejects_wrong_number_of_maps():
     with pytest.raises(ValueError, match="6 feature maps"):
         DefaultBoxes([[2, 3]] * 6)(SSDLITE_GRIDS[:5], (320, 320))

@@ -6,7 +6,7 @@ import torch
 
 from densemnv3.config import Config, ModelConfig
 from densemnv3.errors import ConfigError
-from densemnv3.models import LRASPP, MODELS, SSDLite, build_model, list_models
+from densemnv3.models import LRASPP, MODELS, LRASPPSSDLite, SSDLite, build_model, list_models
 from densemnv3.tasks import TASKS, build_task, list_tasks
 from densemnv3.utils.registry import Registry
 
@@ -16,9 +16,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_shipped_models_and_tasks_are_registered():
     assert list_models() == [
         "lraspp", "lraspp_mobilenet_v3_large", "lraspp_mobilenet_v3_small",
+        "multitask_mobilenet_v3_large", "multitask_mobilenet_v3_small",
         "ssdlite", "ssdlite320_mobilenet_v3_large", "ssdlite320_mobilenet_v3_small",
     ]
-    assert list_tasks() == ["detection", "segmentation"]
+    assert list_tasks() == ["detection", "multitask", "segmentation"]
 
 
 #: The generic builders need a backbone; the named ones build their own.
@@ -34,7 +35,13 @@ def test_every_model_builds_runs_and_reads_published_taps(name):
     x = torch.rand(2, 3, 96, 128)
     with torch.no_grad():
         out = model(x)
-    if isinstance(model, LRASPP):
+    if isinstance(model, LRASPPSSDLite):  # both heads, on one backbone's taps
+        assert out.logits.shape == (2, 5, 96, 128) and len(out.detections) == 2
+        taps = (model.low_tap, "C4_expand", "C5")
+        reads = (model.seg.low_classifier.in_channels, model.det.head.classification[0][0][0].in_channels,
+                 model.seg.cbr[0].in_channels)
+        assert [info[t].stride for t in taps] == [8, 16, 32]
+    elif isinstance(model, LRASPP):
         assert out.shape == (2, 5, 96, 128) and torch.isfinite(out).all()
         taps = (model.low_tap, model.high_tap)
         reads = (model.head.low_classifier.in_channels, model.head.cbr[0].in_channels)

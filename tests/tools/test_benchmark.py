@@ -122,3 +122,16 @@ def test_train_seg_reports_device_and_loader_fed_rates(bench_tool, tmp_path, cap
         assert r[f"{name}_ratio"] == pytest.approx(r[f"{name}_img_s"] / r["device_img_s"])
     lines = capsys.readouterr().out.splitlines()
     assert any(line.endswith(f"ratio {r['cached_ratio']:.2f}") and "decoded cache" in line for line in lines)
+
+
+def test_multitask_is_timed_against_seg_and_det_one_after_the_other(bench_tool, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert bench_tool.main(["--quick", "--model", "multitask_small", "--threads", "1", "--json", str(out)]) == 0
+    (r,) = json.loads(out.read_text())["results"]
+    assert (r["case"], r["input"], r["batch"], r["precision"]) == ("multitask_small", "64x128", 1, "fp32")
+    assert r["ratio"] == pytest.approx(r["multitask_ms"] / r["separate_ms"]) and r["ratio"] > 0
+    assert {m["model"] for m in r["models"].values()} == {
+        "multitask_mobilenet_v3_small", "lraspp_mobilenet_v3_small", "ssdlite320_mobilenet_v3_small"}
+    assert r["models"]["multitask"]["params"] < r["models"]["seg"]["params"] + r["models"]["det"]["params"]
+    assert r["ours_options"]["channels_last"]  # the CPU inference path
+    assert f"ratio {r['ratio']:.2f} (multi-task / both)" in capsys.readouterr().out

@@ -30,6 +30,9 @@ class DefaultBoxes(nn.Module):
         scales: explicit scales (one per map plus one), instead of ``min_ratio``/``max_ratio``.
         steps: pixels per cell per map; by default the cell is image size / map size.
         clip: clip widths and heights to the image (torchvision's ``clip=True``).
+        box_size: ``(H, W)`` in pixels that the scales are fractions of, whatever the input size
+            (boxes keep their pixel size: a model trained on crops runs on whole images); None
+            (torchvision's): each input's own size.
     """
 
     def __init__(
@@ -41,6 +44,7 @@ class DefaultBoxes(nn.Module):
         scales: Sequence[float] | None = None,
         steps: Sequence[int] | None = None,
         clip: bool = True,
+        box_size: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         num_maps = len(aspect_ratios)
@@ -60,6 +64,7 @@ class DefaultBoxes(nn.Module):
         self.scales = list(scales)
         self.steps = None if steps is None else list(steps)
         self.clip = clip
+        self.box_size = None if box_size is None else (int(box_size[0]), int(box_size[1]))
         self._wh = [self._wh_pairs(k) for k in range(num_maps)]
         self._cache: dict[tuple, Tensor] = {}
 
@@ -77,7 +82,8 @@ class DefaultBoxes(nn.Module):
         return [2 + 2 * len(r) for r in self.aspect_ratios]
 
     def extra_repr(self) -> str:
-        return f"aspect_ratios={self.aspect_ratios}, scales={self.scales}, clip={self.clip}"
+        size = "" if self.box_size is None else f", box_size={self.box_size}"
+        return f"aspect_ratios={self.aspect_ratios}, scales={self.scales}, clip={self.clip}{size}"
 
     def forward(
         self,
@@ -124,12 +130,16 @@ class DefaultBoxes(nn.Module):
             sizes = wh.expand(h * w, -1, -1)
             per_map.append(torch.cat((centers, sizes), dim=-1).reshape(-1, 4))
         cxcywh = torch.cat(per_map)
-        xy_min = cxcywh[:, :2] - 0.5 * cxcywh[:, 2:]
-        xy_max = cxcywh[:, :2] + 0.5 * cxcywh[:, 2:]
         # x columns times the width, y columns times the height (torchvision multiplies by an
         # int64 tensor [width, height]: the same float32 products)
         x_scale = torch.arange(2) == 0
         scale = torch.where(x_scale, width, height).to(torch.float32)
+        if self.box_size is not None:
+            centres = cxcywh[:, :2] * scale
+            half = 0.5 * cxcywh[:, 2:] * torch.tensor([self.box_size[1], self.box_size[0]], dtype=torch.float32)
+            return torch.cat((centres - half, centres + half), dim=-1)
+        xy_min = cxcywh[:, :2] - 0.5 * cxcywh[:, 2:]
+        xy_max = cxcywh[:, :2] + 0.5 * cxcywh[:, 2:]
         return torch.cat((xy_min * scale, xy_max * scale), dim=-1)
 
 

@@ -1,0 +1,115 @@
+"""Segmentation and detection of the same frames with one multi-task model (LR-ASPP + SSDLite).
+
+Data: a Cityscapes layout, masks from ``_labelIds`` and boxes from ``_instanceIds``
+(:class:`~densemnv3.data.multitask.CityscapesMultiTask`), one albumentations pipeline for both.
+Training: ``loss.seg_weight`` × cross entropy + ``loss.det_weight`` × the SSD losses, each
+logged. Evaluation: one pass gives the per-class IoU (the segmentation task's confusion matrix)
+and pycocotools' AP (the detection task's evaluator); ``best.pt`` follows
+``mIoU_AP_mean = (mIoU + AP) / 2``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Subset
+
+from densemnv3.config import Config
+from densemnv3.data.coco import detection_collate
+from densemnv3.data.labels import IGNORE_INDEX, NUM_CLASSES
+from densemnv3.data.multitask import THING_LABEL_IDS, CityscapesMultiTask
+from densemnv3.data.transforms import seg_eval_transform, seg_train_transform
+from densemnv3.engine import distributed as dist_utils
+from densemnv3.engine.sampler import shard_indices
+from densemnv3.errors import ConfigError
+from densemnv3.evaluation.coco import CocoEvaluator, DetMetrics, format_ap_table
+from densemnv3.evaluation.segmentation import ConfusionMatrix, format_iou_table
+from densemnv3.models import build_model
+
+from .common import eval_progress, prepare_for_eval
+from .detection import add_detections, category_table, coco_metrics
+from .registry import register_task
+from .segmentation import SegmentationTask, update_confusion
+
+
+@register_task("multitask")
+class MultiTaskTask(SegmentationTask):
+    """Weighted joint losses for training; mIoU and COCO AP from one evaluation pass. The
+    splits, class names and input keys are the segmentation task's."""
+
+    metric = "mIoU_AP_mean"
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__(cfg)
+        self.last_det: DetMetrics | None = None
+
+    def build_model(self) -> nn.Module:
+        model = build_model(self.cfg.model)
+        needed = len(THING_LABEL_IDS) + 1
+        if getattr(model, "det_num_classes", needed) < needed:
+            raise ConfigError(f"model.options.det_num_classes: the multi-task data has {needed - 1} thing "
+                              f"classes plus the background; set it to {needed}")
+        return model
+
+    def dataset(self, split: str, *, train: bool) -> CityscapesMultiTask:
+        d = self.cfg.data
+        transform = (seg_train_transform(tuple(d.crop_size), scale_range=tuple(d.scale_range), boxes=True)
+                     if train else seg_eval_transform(resize=tuple(d.eval_resize) if d.eval_resize else None))
+        return CityscapesMultiTask(d.root, split, transform, skip_bad=d.skip_bad, cache=d.cache_images,
+                                   decoded_cache=d.decoded_cache if train else None)
+
+    def collate(self, batch: list) -> Any:
+        return detection_collate(batch)
+
+    def losses(self, model: nn.Module, batch: Any, device: torch.device) -> dict[str, Tensor]:
+        images, targets = batch
+        memory_format = torch.channels_last if self.cfg.train.channels_last else torch.contiguous_format
+        losses = model(images.to(device, non_blocking=True).contiguous(memory_format=memory_format),
+                       [{key: t[key].to(device) for key in ("mask", "boxes", "labels")} for t in targets])
+        weights = {"ce": self.cfg.loss.seg_weight, "bbox_regression": self.cfg.loss.det_weight,
+                   "classification": self.cfg.loss.det_weight}
+        return {name: weights[name] * value for name, value in losses.items()}
+
+    @torch.inference_mode()
+    def evaluate(self, model: nn.Module, dataset: CityscapesMultiTask, device: torch.device, *,
+                 progress: bool = True, on_prediction=None,
+                 results_path: str | Path | None = None) -> dict[str, Any]:
+        """Segmentation metrics (as the segmentation task) and COCO metrics (as the detection
+        task) of ``dataset`` in one pass, plus ``mIoU_AP_mean``. ``on_prediction(index, pred)``
+        receives each train-id prediction; ``results_path`` gets the COCO results file."""
+        memory_format = prepare_for_eval(model, self.cfg)
+        rank, world = dist_utils.get_rank(), dist_utils.get_world_size()
+        indices = shard_indices(len(dataset), rank, world)
+        loader = DataLoader(Subset(dataset, indices), batch_size=max(self.cfg.data.eval_batch_size, 1),
+                            num_workers=min(self.cfg.data.workers, 2), collate_fn=detection_collate)
+        confmat = ConfusionMatrix(NUM_CLASSES, IGNORE_INDEX, device=device)
+        evaluator = CocoEvaluator(dataset.coco)
+        to_category = category_table(dataset)
+        for step, (images, targets) in enumerate(eval_progress(loader, progress)):
+            logits, detections = model(images.to(device).contiguous(memory_format=memory_format))
+            masks = torch.stack([t["mask"] for t in targets]).to(device)
+            pred = update_confusion(confmat, logits, masks)
+            add_detections(evaluator, detections, targets, images.shape[-2:], to_category)
+            first = step * loader.batch_size
+            for index, labels in zip(indices[first:first + len(pred)], pred) if on_prediction else ():
+                on_prediction(index, labels)
+        confmat.reduce_from_all_processes()
+        self.last_metrics = confmat.compute()
+        self.last_det = coco_metrics(evaluator, dataset, results_path)
+        metrics = None
+        if self.last_det is not None:
+            metrics = self.last_metrics.to_dict(self.class_names) | self.last_det.to_dict()
+            miou = metrics["mIoU"] if metrics["mIoU"] is not None else float("nan")
+            metrics[self.metric] = (miou + metrics["AP"]) / 2
+        return dist_utils.broadcast_object(metrics)
+
+    def report(self, metrics: dict[str, Any]) -> str:
+        """The per-class IoU table, pycocotools' summary and the per-class AP table."""
+        if self.last_metrics is None or self.last_det is None:
+            return ""
+        return "\n\n".join([format_iou_table(self.last_metrics, self.class_names),
+                            self.last_det.summary_text.rstrip(), format_ap_table(self.last_det),
+                            f"{self.metric} {metrics[self.metric]:.4f} = (mIoU + AP) / 2"])
