@@ -14,5 +14,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from densemnv3.commands import train_from_cli  # noqa: E402
 from densemnv3.utils.cli import run_main  # noqa: E402
 
+
+def main(argv: list[str] | None = None) -> int:
+    return train_from_cli(None, __doc__, argv)
+
+
 if __name__ == "__main__":
-    run_main(lambda: train_from_cli(None, __doc__))
+    run_main(main)
