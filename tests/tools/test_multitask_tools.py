@@ -54,7 +54,10 @@ def test_train_eval_export_and_demo(run_tool, tiny_overrides, tiny_synthetic, tm
     onnx_file = tmp_path / "mt.onnx"
     proc = run_tool("export.py", "--weights", str(work / "last.pt"), "--format", "onnx", "--out", str(onnx_file))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "input (N, 3, 48, 96)" in proc.stdout and "-> OK" in proc.stdout
+    assert "input (N, 3, 48, 96), H and W dynamic" in proc.stdout and "-> OK" in proc.stdout
+    # (checked at a second size too); the tools run seg/det ONNX files, and say so for this one
+    proc = run_tool("eval.py", "--weights", str(onnx_file))
+    assert proc.returncode == 2 and "a multi-task ONNX file" in proc.stderr and "best.pt" in proc.stderr
 
     # the demo draws mask and boxes of one pass per frame
     from densemnv3.data.synthetic import make_synthetic_video
