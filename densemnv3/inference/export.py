@@ -84,7 +84,7 @@ class SSDLiteExport(nn.Module):
     ``outputs="raw"``: ``(cls_logits, bbox_regression, anchors)``, as ``SSDLite.predict_raw``
     (the int8 files, whose postprocess runs in float in PyTorch).
 
-    The default boxes are computed in the graph from the feature-map sizes
+    Under ``torch.export`` the default boxes are computed in the graph from the feature-map sizes
     (``DefaultBoxes.generate``), so one file serves every input size.
     """
 
@@ -96,12 +96,10 @@ class SSDLiteExport(nn.Module):
         self.outputs = outputs
 
     def forward(self, images: Tensor) -> tuple[Tensor, ...]:
-        maps = self.model.features(images)
-        cls_logits, bbox_regression = self.model.head(maps)
-        anchors = self.model.anchors.generate([m.shape[-2:] for m in maps], images.shape[-2:])
+        raw = self.model.predict_raw(images)
         if self.outputs == "raw":
-            return cls_logits, bbox_regression, anchors
-        return boxes_and_scores(self.model, cls_logits, bbox_regression, anchors, images.shape[-2:])
+            return raw
+        return boxes_and_scores(self.model, *raw, images.shape[-2:])
 
 
 class MultiTaskExport(nn.Module):
@@ -113,13 +111,9 @@ class MultiTaskExport(nn.Module):
         self.model = model
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        model, size = self.model, images.shape[-2:]
-        taps = model.backbone(images)
-        logits = resize_bilinear(model.seg(taps[model.low_tap], taps[model.high_tap]), size)
-        maps = model.det.feature_maps(taps)
-        cls_logits, bbox_regression = model.det.head(maps)
-        anchors = model.det.anchors.generate([m.shape[-2:] for m in maps], size)
-        return (logits, *boxes_and_scores(model.det, cls_logits, bbox_regression, anchors, size))
+        logits, *raw = self.model.network(images)
+        size = images.shape[-2:]
+        return (resize_bilinear(logits, size), *boxes_and_scores(self.model.det, *raw, size))
 
 
 def boxes_and_scores(model: SSDLite, cls_logits: Tensor, bbox_regression: Tensor, anchors: Tensor,

@@ -96,6 +96,8 @@ class DefaultBoxes(nn.Module):
         """``(A, 4)`` boxes (xyxy pixels) for maps of ``grid_sizes`` ``(h, w)`` on an image of
         ``image_size`` ``(h, w)``; computed once per sizes, device and dtype (a cached tensor:
         do not modify it in place)."""
+        if _is_exporting():  # symbolic sizes: the boxes are computed in the exported graph
+            return self.generate(grid_sizes, image_size).to(device, dtype)
         grids = tuple((int(h), int(w)) for h, w in grid_sizes)
         if len(grids) != len(self._wh):
             raise ValueError(f"expected {len(self._wh)} feature maps, got {len(grids)}")
@@ -141,6 +143,12 @@ class DefaultBoxes(nn.Module):
         xy_min = cxcywh[:, :2] - 0.5 * cxcywh[:, 2:]
         xy_max = cxcywh[:, :2] + 0.5 * cxcywh[:, 2:]
         return torch.cat((xy_min * scale, xy_max * scale), dim=-1)
+
+
+def _is_exporting() -> bool:
+    """Inside ``torch.export`` (``torch.onnx.export(dynamo=True)``); False on a torch without it."""
+    is_exporting = getattr(torch.compiler, "is_exporting", None)
+    return bool(is_exporting and is_exporting())
 
 
 class BoxCoder:
