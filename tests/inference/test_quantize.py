@@ -28,9 +28,11 @@ def fixed_images(count: int, size, seed: int = 0) -> list[torch.Tensor]:
     return [torch.randn(1, 3, *size, generator=g) for _ in range(count)]
 
 
-def realistic(model, images):
-    """Default init with BatchNorm statistics of ``images``: activations of a realistic scale."""
+def realistic(build, images):
+    """``build()``'s model, default init from seed 0 (whatever ran before), with BatchNorm
+    statistics of ``images``: activations of a realistic scale."""
     torch.manual_seed(0)
+    model = build()
     batch = torch.cat(images)
     calibrate_bn_(model, lambda: model.predict_raw(batch) if hasattr(model, "predict_raw") else model(batch))
     return model.eval()
@@ -42,7 +44,7 @@ def seg(tmp_path_factory):
     root = tmp_path_factory.mktemp("quantize")
     torch.set_num_threads(1)
     images = fixed_images(6, SEG_SIZE)
-    model = realistic(lraspp_mobilenet_v3_small(num_classes=5), images)
+    model = realistic(lambda: lraspp_mobilenet_v3_small(num_classes=5), images)
     prepared = root / "prepared.onnx"
     assert export_for_quantization(model, prepared, SEG_SIZE) == "logits"
     quantize_onnx(prepared, root / "int8.onnx", iter(images[:4]), 4, progress=False)
@@ -56,7 +58,7 @@ def test_int8_agrees_with_fp32_on_fixed_inputs(seg):
     check = agreement(quantized, model, images[4:])  # two images the calibration did not see
     # stated tolerance: argmax equal on >= 90 % of pixels, ||int8 - fp32|| <= 0.35 ||fp32||
     assert check["pixel_agreement"] >= PIXEL_AGREEMENT and check["rel_rms"] <= REL_RMS_TOLERANCE, check
-    assert check["pixel_agreement"] > 0.93 and check["rel_rms"] < 0.12, check  # measured: 0.967, 0.058
+    assert check["pixel_agreement"] > 0.93 and check["rel_rms"] < 0.12, check  # measured: 0.951, 0.063
 
 
 def test_calibration_is_deterministic(seg, tmp_path):
@@ -101,7 +103,7 @@ def test_the_classifiers_and_the_final_upsampling_stay_in_float(seg):
 @pytest.mark.slow
 def test_int8_detector_postprocesses_in_float(tmp_path):
     images = fixed_images(6, DET_SIZE, seed=3)
-    model = realistic(ssdlite320_mobilenet_v3_small(num_classes=4, score_thresh=0.2), images)
+    model = realistic(lambda: ssdlite320_mobilenet_v3_small(num_classes=4, score_thresh=0.2), images)
     assert export_for_quantization(model, tmp_path / "prepared.onnx", DET_SIZE) == "raw"
     quantize_onnx(tmp_path / "prepared.onnx", tmp_path / "int8.onnx", iter(images[:4]), 4, progress=False)
     detector = onnx_model(tmp_path / "int8.onnx", {"task": "detection", "outputs": "raw", "precision": "int8"},
