@@ -146,6 +146,11 @@ class LossConfig:
 
     seg_weight: float = 1.0
     det_weight: float = 1.0
+    #: Online hard example mining for the segmentation cross entropy (as mmsegmentation's
+    #: ``OHEMPixelSampler``): when set, only the pixels whose target-class probability is below
+    #: ``ohem_thresh`` count, and at least the ``ohem_min_kept`` hardest pixels of each batch.
+    ohem_thresh: float | None = None
+    ohem_min_kept: int = 100_000
 
 
 @dataclass

@@ -39,7 +39,7 @@ from densemnv3.errors import ConfigError
 from .detection import SSDLite, Targets, ssdlite
 from .heads.lraspp import LRASPPHead, PoolMode
 from .heads.postprocess import Detections
-from .losses import cross_entropy_2d
+from .losses import SegmentationLoss, cross_entropy_2d
 from .registry import register_model
 from .resize import resize_bilinear
 from .segmentation import LRASPP
@@ -68,7 +68,9 @@ class LRASPPSSDLite(nn.Module):
     ``forward(images)`` in eval mode returns a :class:`MultiTaskOutput`; in training mode
     ``forward(images, targets)`` (per image: ``mask`` (H, W) int64 train ids with 255 ignored,
     ``boxes`` xyxy pixels and ``labels``, 0 = background) returns the losses ``ce``,
-    ``bbox_regression`` and ``classification`` (unweighted; the task weighs them).
+    ``bbox_regression`` and ``classification`` (unweighted; the task weighs them). ``ce`` is
+    ``seg_loss(logits, masks)``: :func:`cross_entropy_2d` unless the task sets another
+    (:func:`densemnv3.models.losses.segmentation_loss`).
     """
 
     task = "multitask"
@@ -83,6 +85,7 @@ class LRASPPSSDLite(nn.Module):
         self.seg = seg
         self.low_tap = low_tap
         self.high_tap = high_tap
+        self.seg_loss: SegmentationLoss = cross_entropy_2d
 
     @property
     def backbone(self) -> nn.Module:
@@ -117,7 +120,7 @@ class LRASPPSSDLite(nn.Module):
             masks = [t.get("mask") for t in targets]
             if any(m is None or tuple(m.shape) != tuple(images.shape[-2:]) for m in masks):
                 raise ValueError(f"each target needs a 'mask' of the input size {tuple(images.shape[-2:])}")
-            ce = cross_entropy_2d(logits, torch.stack([m.long() for m in masks]))
+            ce = self.seg_loss(logits, torch.stack([m.long() for m in masks]))
             return {"ce": ce} | self.det.compute_loss(cls_logits, bbox_regression, anchors, targets)
         detections = self.det.postprocess(cls_logits, bbox_regression, anchors, images.shape[-2:])
         return MultiTaskOutput(logits, detections)

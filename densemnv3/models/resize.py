@@ -1,11 +1,15 @@
-"""Bilinear resizing whose backward is deterministic on CUDA.
+"""Bilinear resizing as ``F.interpolate`` computes it, taking the faster or the deterministic
+path where ``F.interpolate``'s backward is slow or nondeterministic.
 
-``F.interpolate(mode="bilinear")`` has no deterministic CUDA backward (its kernel accumulates
-gradients with atomics), so under ``torch.use_deterministic_algorithms(True)`` training on a GPU
-would stop at the first upsampling. :func:`resize_bilinear` computes the same resize as two
-matrix products with the interpolation weights (``rows @ x @ cols.T``), whose backward is plain
-matrix products, and uses it only there: on CUDA, with gradients, in deterministic mode.
-Elsewhere it is ``F.interpolate``.
+:func:`resize_bilinear` can compute the resize as two matrix products with the interpolation
+weights (``rows @ x @ cols.T``), whose backward is two more. It does so only with gradients:
+- on CUDA under ``torch.use_deterministic_algorithms(True)``, where ``F.interpolate``'s backward
+  (which accumulates with atomics) refuses to run;
+- on CPU for small inputs (at most 32x64 cells, e.g. logits at stride 8 of a 256x512 crop), where
+  the products cost less than ``upsample_bilinear2d``'s backward: the LR-ASPP training step at
+  128x256 takes ~6 % less time (BENCHMARKS.md). At larger inputs the dense products do more work
+  than the kernel and lose, so the kernel runs.
+Without gradients (evaluation, export) it is always ``F.interpolate``.
 """
 
 from __future__ import annotations
@@ -25,13 +29,21 @@ def deterministic_cuda(x: Tensor) -> bool:
     return x.is_cuda and torch.are_deterministic_algorithms_enabled()
 
 
+#: Input cells (H x W) up to which the matrix products beat ``upsample_bilinear2d``'s backward on
+#: CPU: 1.5x at 16x32 -> 128x256, 1.1x at 32x64 -> 256x512, 0.9x at 64x128 -> 512x1024
+#: (channels_last, batch 8, 19 channels, 2 threads; BENCHMARKS.md).
+CPU_MATMUL_MAX_CELLS = 32 * 64
+
+
 def resize_bilinear(x: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
-    """``F.interpolate(x, size, mode="bilinear", align_corners=False)``, with a deterministic
-    backward on CUDA when deterministic algorithms are on."""
+    """``F.interpolate(x, size, mode="bilinear", align_corners=False)``; with gradients, as
+    matrix products on CUDA in deterministic mode and on CPU for small inputs (module doc)."""
     size = (_dim(size[0]), _dim(size[1]))
-    if not (x.requires_grad and torch.is_grad_enabled() and deterministic_cuda(x)):
-        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-    return resize_bilinear_matmul(x, size)
+    if x.requires_grad and torch.is_grad_enabled() and (
+        deterministic_cuda(x) or (x.device.type == "cpu" and x.shape[-2] * x.shape[-1] <= CPU_MATMUL_MAX_CELLS)
+    ):
+        return resize_bilinear_matmul(x, size)
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 def _dim(value) -> int:

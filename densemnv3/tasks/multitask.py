@@ -52,6 +52,7 @@ class MultiTaskTask(SegmentationTask):
         if getattr(model, "det_num_classes", needed) < needed:
             raise ConfigError(f"model.options.det_num_classes: the multi-task data has {needed - 1} thing "
                               f"classes plus the background; set it to {needed}")
+        model.seg_loss = self.seg_loss
         return model
 
     def dataset(self, split: str, *, train: bool) -> CityscapesMultiTask:

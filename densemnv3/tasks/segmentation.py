@@ -20,6 +20,7 @@ from densemnv3.models import build_model
 from densemnv3.models.losses import (  # noqa: F401 - also importable from here, their former home
     cross_entropy_2d,
     deterministic_cross_entropy,
+    segmentation_loss,
 )
 
 from .common import ensure_synthetic, eval_progress, prepare_for_eval
@@ -38,7 +39,8 @@ def update_confusion(confmat: ConfusionMatrix, logits: Tensor, targets: Tensor) 
 
 @register_task("segmentation")
 class SegmentationTask:
-    """Cross-entropy training and confusion-matrix evaluation (mIoU over the 19 train ids)."""
+    """Cross-entropy training (over the hard pixels only with ``loss.ohem_thresh``) and
+    confusion-matrix evaluation (mIoU over the 19 train ids)."""
 
     metric = "mIoU"
     class_names = CLASS_NAMES
@@ -46,6 +48,7 @@ class SegmentationTask:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.last_metrics: SegMetrics | None = None
+        self.seg_loss = segmentation_loss(cfg.loss)
         ensure_synthetic(cfg)
 
     def build_model(self) -> nn.Module:
@@ -76,7 +79,7 @@ class SegmentationTask:
         if self.cfg.train.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         logits = model(images)
-        return {"ce": cross_entropy_2d(logits, targets.to(device).long(), IGNORE_INDEX)}
+        return {"ce": self.seg_loss(logits, targets.to(device).long())}
 
     @torch.inference_mode()
     def evaluate(self, model: nn.Module, dataset: Dataset, device: torch.device, *,

@@ -11,6 +11,7 @@ from densemnv3 import models
 from densemnv3.engine.determinism import nondeterministic_op_is_a_user_error
 from densemnv3.engine.trainer import TrainingError
 from densemnv3.models import losses, resize
+from densemnv3.models.losses import ohem_cross_entropy
 from densemnv3.models.resize import resize_bilinear_matmul
 from densemnv3.tasks.segmentation import cross_entropy_2d, deterministic_cross_entropy
 
@@ -90,6 +91,13 @@ def _seg_step():
     cross_entropy_2d(model(x), target, 255).backward()
 
 
+def _ohem_step():
+    torch.manual_seed(0)
+    model = models.lraspp_mobilenet_v3_small(num_classes=19).train()
+    target = torch.randint(0, 19, (2, 64, 96))
+    ohem_cross_entropy(model(torch.randn(2, 3, 64, 96)), target, thresh=0.7, min_kept=1000).backward()
+
+
 def _det_step():
     torch.manual_seed(0)
     model = models.ssdlite320_mobilenet_v3_small(num_classes=4).train()
@@ -98,14 +106,15 @@ def _det_step():
     sum(model(torch.randn(2, 3, 128, 128), targets).values()).backward()
 
 
-def test_plain_lraspp_step_uses_ops_that_cuda_refuses():
+def test_plain_lraspp_step_uses_ops_that_cuda_refuses(monkeypatch):
     """The inventory sees them: without the deterministic paths the LR-ASPP step would stop."""
+    monkeypatch.setattr(resize, "CPU_MATMUL_MAX_CELLS", 0)  # CUDA's path: the interpolate kernel
     with OpNames() as ops:
         _seg_step()
     assert {"nll_loss2d_forward", "upsample_bilinear2d_backward"} <= ops.names
 
 
-@pytest.mark.parametrize("step", [_seg_step, _det_step], ids=["lraspp", "ssdlite"])
+@pytest.mark.parametrize("step", [_seg_step, _ohem_step, _det_step], ids=["lraspp", "lraspp-ohem", "ssdlite"])
 def test_training_step_avoids_ops_cuda_refuses_in_deterministic_mode(step, cuda_deterministic_paths):
     with OpNames() as ops:
         step()

@@ -277,6 +277,26 @@ def test_deterministic_loss_and_resize_on_cuda_equal_the_ops_they_replace():
                           atol=1e-5)
 
 
+def test_ohem_on_cuda_equals_cpu_and_runs_in_deterministic_mode():
+    from densemnv3.models.losses import ohem_cross_entropy
+
+    gen = torch.Generator().manual_seed(7)
+    logits = torch.randn(2, 19, 64, 128, generator=gen) * 4
+    target = torch.randint(0, 19, (2, 64, 128), generator=gen)
+    target[:, :8] = 255
+    for thresh, min_kept in ((0.7, 0), (1e-3, 5000)):  # the threshold; the min_kept hardest (topk)
+        expected = ohem_cross_entropy(logits, target, thresh=thresh, min_kept=min_kept)
+        got = ohem_cross_entropy(logits.cuda(), target.cuda(), thresh=thresh, min_kept=min_kept)
+        assert torch.allclose(got.cpu(), expected, rtol=1e-5)
+    x = logits.cuda().requires_grad_()
+    torch.use_deterministic_algorithms(True)
+    try:
+        ohem_cross_entropy(x, target.cuda(), thresh=1e-3, min_kept=5000).backward()
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert torch.isfinite(x.grad).all()
+
+
 def _train_overrides(tool, tiny_synthetic, tiny_overrides, work):
     if tool == "train_seg.py":  # tiny_overrides sets train.deterministic=True
         return "lraspp_synthetic.py", tiny_overrides(tiny_synthetic, work, train__amp=True)
