@@ -64,7 +64,7 @@ from densemnv3.benchmark.report import (  # noqa: E402
     machine_line,
     write_report,
 )
-from densemnv3.benchmark.train import TRAIN_CASES, bench_train  # noqa: E402
+from densemnv3.benchmark.train import TRAIN_CASES, bench_train, bench_train_step  # noqa: E402
 from densemnv3.config import load_config  # noqa: E402
 from densemnv3.inference.settings import add_inference_arguments, variants_from_args  # noqa: E402
 from densemnv3.utils.cli import add_set_argument, run_main  # noqa: E402
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for case in cases:
         if case in TRAIN_CASES:
-            results.append(bench_train(args, device))
+            results.append(bench_train_step(args, device) if case == "train_step_lraspp" else bench_train(args, device))
             print(format_train(results[-1]), flush=True)
             continue
         if case in DATA_CASES:

@@ -124,6 +124,16 @@ def test_train_seg_reports_device_and_loader_fed_rates(bench_tool, tmp_path, cap
     assert any(line.endswith(f"ratio {r['cached_ratio']:.2f}") and "decoded cache" in line for line in lines)
 
 
+def test_train_step_is_timed_against_torchvisions_on_the_same_weights(bench_tool, tmp_path, capsys):
+    out = tmp_path / "step.json"
+    assert bench_tool.main(["--quick", "--model", "train_step_lraspp", "--threads", "1", "--json", str(out)]) == 0
+    (r,) = json.loads(out.read_text())["results"]
+    assert (r["case"], r["input"], r["batch"]) == ("train_step_lraspp", "64x128", 2)
+    assert r["ours_ms"] > 0 and r["tv_ms"] > 0 and r["ratio"] == pytest.approx(r["tv_ms"] / r["ours_ms"])
+    assert r["ours_loss"] == pytest.approx(r["tv_loss"], rel=1e-5) and r["ours_loss"] > 1.0
+    assert f"ratio {r['ratio']:.2f}x (torchvision / ours)" in capsys.readouterr().out
+
+
 def test_multitask_is_timed_against_seg_and_det_one_after_the_other(bench_tool, tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert bench_tool.main(["--quick", "--model", "multitask_small", "--threads", "1", "--json", str(out)]) == 0
