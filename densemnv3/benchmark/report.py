@@ -87,7 +87,7 @@ def machine_info(device: torch.device) -> dict:
 def format_train(r: dict) -> str:
     """``train_seg``: one line per loader variant (images/s on the device alone, fed by the
     loader, ratio); ``train_step_lraspp``: our step against torchvision's."""
-    if "tv_ms" in r:
+    if r["case"] == "train_step_lraspp":
         return (f"{r['case']} {r['input']} batch {r['batch']} {r['precision']}: ours {r['ours_ms']:.1f} ms, "
                 f"torchvision {r['tv_ms']:.1f} ms per step, ratio {r['ratio']:.2f}x (torchvision / ours)")
     lines = []

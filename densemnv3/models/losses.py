@@ -54,10 +54,17 @@ def deterministic_cross_entropy(logits: Tensor, target: Tensor, ignore_index: in
     gathered target log-probability (fp32): the value of ``F.cross_entropy`` with
     ``ignore_index``, with a deterministic reduction and a gather whose CUDA backward has a
     deterministic path."""
+    return _deterministic_nll(F.log_softmax(logits.float(), dim=1), target, ignore_index)
+
+
+def _deterministic_nll(log_probs: Tensor, target: Tensor, ignore_index: int) -> Tensor:
     valid = target != ignore_index
-    log_probs = F.log_softmax(logits.float(), dim=1)
-    picked = log_probs.gather(1, torch.where(valid, target, 0).unsqueeze(1)).squeeze(1)
-    return -torch.where(valid, picked, 0.0).sum() / valid.sum()
+    return -torch.where(valid, _target_log_probs(log_probs, target, valid), 0.0).sum() / valid.sum()
+
+
+def _target_log_probs(log_probs: Tensor, target: Tensor, valid: Tensor) -> Tensor:
+    """Each pixel's log-probability of its target class (of class 0 where ``valid`` is False)."""
+    return log_probs.gather(1, torch.where(valid, target, 0).unsqueeze(1)).squeeze(1)
 
 
 def ohem_cross_entropy(logits: Tensor, target: Tensor, *, thresh: float, min_kept: int,
@@ -72,10 +79,10 @@ def ohem_cross_entropy(logits: Tensor, target: Tensor, *, thresh: float, min_kep
     log_probs = F.log_softmax(logits.float(), dim=1)
     with torch.no_grad():
         valid = target != ignore_index
-        nll = -log_probs.gather(1, torch.where(valid, target, 0).unsqueeze(1)).squeeze(1)
-        ranked = nll.masked_fill(~valid, -1.0)  # ignored pixels rank below every valid one
+        # the target-class loss of each pixel; ignored pixels rank below every valid one
+        ranked = (-_target_log_probs(log_probs, target, valid)).masked_fill(~valid, -1.0)
         keep = ranked > -math.log(thresh)
-        least = min(min_kept, int(valid.sum()))
+        least = min(min_kept, int(valid.sum())) if min_kept else 0
         if int(keep.sum()) < least:  # the least-th largest: topk on CUDA (kthvalue is not
             ranked = ranked.flatten()  # deterministic there), kthvalue on CPU (10x faster)
             bar = (ranked.topk(least).values[-1] if ranked.is_cuda
@@ -83,5 +90,5 @@ def ohem_cross_entropy(logits: Tensor, target: Tensor, *, thresh: float, min_kep
             keep = (ranked >= bar).view_as(target)
         kept_target = torch.where(keep, target, ignore_index)
     if deterministic_cuda(logits):
-        return deterministic_cross_entropy(logits, kept_target, ignore_index)
+        return _deterministic_nll(log_probs, kept_target, ignore_index)
     return F.nll_loss(log_probs, kept_target, ignore_index=ignore_index)
