@@ -20,6 +20,7 @@ from densemnv3.data.synthetic import (
     make_synthetic,
     make_synthetic_video,
     synthetic_exists,
+    synthetic_video_frames,
 )
 from densemnv3.errors import UserError
 
@@ -204,22 +205,69 @@ def test_cli_writes_a_summary_and_reports_errors(tmp_path):
     assert failed.stderr.startswith("error: ") and len(failed.stderr.strip().splitlines()) == 1
 
 
-def _sha256(root: Path) -> str:
-    """One digest over every file below ``root``: sorted relative paths and their bytes."""
+def _digest(root: Path, videos: dict[str, dict]) -> str:
+    """One digest over what the generator drew, not over how a codec stored it.
+
+    Every file below ``root`` by sorted relative path: PNGs by their decoded pixels (lossless, so a
+    libpng/zlib change in an OpenCV build cannot move it, but one changed pixel does), JSON by its
+    bytes (written by ``json`` alone). Then each video's frames as they go into the encoder.
+    """
     digest = hashlib.sha256()
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-        digest.update(path.read_bytes())
+        if path.suffix == ".png":
+            pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            digest.update(f"{pixels.dtype}{pixels.shape}".encode() + pixels.tobytes())
+        else:
+            digest.update(path.read_bytes())
+    for name, args in videos.items():
+        digest.update(name.encode() + b"\0")
+        for frame in synthetic_video_frames(**args):
+            digest.update(frame.tobytes())
     return digest.hexdigest()
 
 
-def test_output_is_byte_identical_to_the_reference(tmp_path):
+#: The two videos of the reference: (MJPG .avi, mp4v .mp4) with their arguments.
+VIDEOS = {
+    "drive.avi": {"frames": 8, "size": (64, 96), "fps": 4.0, "seed": 3},
+    "drive.mp4": {"frames": 5, "size": (48, 80), "fps": 10.0, "seed": 1},
+}
+
+
+DRAWING_DIGEST = "02b35567baddd582fa7a80c8690d03aaa3afae396b4d36d43a4e0398fb0c8c3e"
+
+
+def test_drawing_is_identical_to_the_reference(tmp_path):
     make_synthetic(tmp_path / "a", train=6, val=3, size=(64, 128), seed=0, progress=False)
     make_synthetic(tmp_path / "b", train=3, val=2, size=(96, 160), seed=1, progress=False)
-    make_synthetic_video(tmp_path / "drive.avi", frames=8, size=(64, 96), fps=4.0, seed=3)
-    make_synthetic_video(tmp_path / "drive.mp4", frames=5, size=(48, 80), fps=10.0, seed=1)
-    # Taken from the one-file generator before the package split, at commit 01b6f79 (with this
-    # OpenCV build, 5.0.0: PNG, MJPG and mp4v encoding are deterministic for one build). Seed 1 of
-    # set b draws riders seen from the side, so every drawing function runs. A change that
-    # alters the drawing must bump _VERSION and this digest together.
-    assert _sha256(tmp_path) == "06af93c3749961ce9cd2f614ee843247b99759e13a73f84cc4fd6afd4561b8e3"
+    # The pixels the generator draws, as written (PNGs decoded) and as handed to the video encoder:
+    # an OpenCV build with other PNG, MJPG or mp4v encoders cannot change it, a drawing change
+    # does. Taken with the drawing of commit 01b6f79 (opencv-python-headless 5.0.0.93 and 5.1.0.95
+    # agree). Seed 1 of set b draws riders seen from the side, so every drawing function runs. A
+    # change that alters the drawing must bump _VERSION and this digest together.
+    assert _digest(tmp_path, VIDEOS) == DRAWING_DIGEST
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(10 * np.log10(255**2 / np.mean((a.astype(float) - b.astype(float)) ** 2)))
+
+
+@pytest.mark.parametrize("name", VIDEOS)
+def test_video_file_holds_the_drawn_frames(tmp_path, name):
+    """The encoded file decodes to the frames digested above, within what a lossy codec loses.
+
+    MJPG and mp4v keep ~30 dB here, a neighbouring frame of the drive is at ~18 dB: a codec
+    change keeps the first above 24 dB, a wrong or shifted frame fails it.
+    """
+    path = make_synthetic_video(tmp_path / name, **VIDEOS[name])
+    capture = cv2.VideoCapture(str(path))
+    decoded = []
+    while (frame := capture.read()[1]) is not None:
+        decoded.append(frame)
+    capture.release()
+    drawn = list(synthetic_video_frames(**VIDEOS[name]))
+    assert len(decoded) == len(drawn)
+    for k, got in enumerate(decoded):
+        assert _psnr(got, drawn[k]) > 24
+        if k + 1 < len(drawn):
+            assert _psnr(got, drawn[k + 1]) < 24

@@ -20,6 +20,7 @@ from .writer import (
     make_synthetic,
     make_synthetic_video,
     synthetic_exists,
+    synthetic_video_frames,
 )
 
 __all__ = [
@@ -30,4 +31,5 @@ __all__ = [
     "make_synthetic",
     "make_synthetic_video",
     "synthetic_exists",
+    "synthetic_video_frames",
 ]

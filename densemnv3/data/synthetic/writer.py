@@ -115,6 +115,24 @@ def describe(out: str | os.PathLike) -> dict:
     return summary
 
 
+def synthetic_video_frames(
+    *, frames: int = 120, size: tuple[int, int] = (256, 512), fps: float = 10.0, seed: int = 0
+) -> Iterator[np.ndarray]:
+    """The BGR frames of a synthetic drive, as :func:`make_synthetic_video` encodes them."""
+    height, width = _check_size(size)
+    if not isinstance(frames, numbers.Integral) or frames < 1:
+        raise UserError(f"frames must be a positive integer, got {frames!r}")
+    if not fps > 0:
+        raise UserError(f"fps must be positive, got {fps!r}")
+    seed = _check_seed(seed)
+    street = make_scene(
+        np.random.default_rng([seed, _VIDEO_KEY]), (height, width), travel=frames / fps * MAX_SPEED
+    )
+    for k in range(int(frames)):
+        rgb, _ = render(street, k / fps, np.random.default_rng([seed, _VIDEO_KEY, k]))
+        yield cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+
+
 def make_synthetic_video(
     path: str | os.PathLike,
     *,
@@ -129,28 +147,22 @@ def make_synthetic_video(
     frames counted; :class:`DataError` if OpenCV cannot write or read it back.
     """
     path = Path(path)
-    height, width = _check_size(size)
-    if not isinstance(frames, numbers.Integral) or frames < 1:
-        raise UserError(f"frames must be a positive integer, got {frames!r}")
-    if not fps > 0:
-        raise UserError(f"fps must be positive, got {fps!r}")
     fourcc = _FOURCC.get(path.suffix.lower())
     if fourcc is None:
         raise UserError(f"{path}: unsupported video extension; use one of {', '.join(_FOURCC)}")
+    drive = synthetic_video_frames(frames=frames, size=size, fps=fps, seed=seed)
+    first = next(drive)  # checks the arguments before a file is created
     path.parent.mkdir(parents=True, exist_ok=True)
+    height, width = first.shape[:2]
     writer = cv2.VideoWriter(
         str(path), cv2.VideoWriter_fourcc(*fourcc), float(fps), (width, height)
     )
     if not writer.isOpened():
         raise DataError(f"{path}: OpenCV cannot open a {fourcc} video writer; try an .avi file")
-    seed = _check_seed(seed)
-    street = make_scene(
-        np.random.default_rng([seed, _VIDEO_KEY]), (height, width), travel=frames / fps * MAX_SPEED
-    )
     try:
-        for k in range(int(frames)):
-            rgb, _ = render(street, k / fps, np.random.default_rng([seed, _VIDEO_KEY, k]))
-            writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        writer.write(first)
+        for frame in drive:
+            writer.write(frame)
     finally:
         writer.release()
     _check_video(path, frames, (height, width))
