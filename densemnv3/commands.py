@@ -13,9 +13,10 @@ import sys
 from pathlib import Path
 
 from densemnv3.config import load_config
-from densemnv3.errors import ConfigError
+from densemnv3.errors import ConfigError, UserError
 from densemnv3.utils.cli import add_set_argument
 from densemnv3.utils.device import resolve_device
+from densemnv3.utils.files import WriteError, write_text
 
 
 def train_parser(description: str) -> argparse.ArgumentParser:
@@ -68,8 +69,12 @@ def train_from_cli(task_name: str | None, description: str, argv: list[str] | No
         work = Path(cfg.work_dir)
         others = "".join(f", {k} {metrics[k]:.4f}" for k in ("mIoU", "AP", "AP50")
                          if k != task.metric and isinstance(metrics.get(k), float))
-        print(f"\nfinal {task.metric}: {metrics.get(task.metric, float('nan')):.4f} "
-              f"(best {trainer.best_metric:.4f}{others}; fractions 0-1)")
+        if trainer.best_metric is None:  # resumed at the end of its schedule, or every value NaN
+            print(f"\nno {task.metric} to report: no evaluation gave one (iteration "
+                  f"{trainer.iter} of {trainer.total_iters})")
+        else:
+            print(f"\nfinal {task.metric}: {metrics.get(task.metric, float('nan')):.4f} "
+                  f"(best {trainer.best_metric:.4f}{others}; fractions 0-1)")
         print(f"run directory: {work}  (last.pt, best.pt, results.csv, results.png, metrics.json, "
               f"config.py, tb/)")
     return 0
@@ -107,7 +112,11 @@ def load_for_eval(args: argparse.Namespace):
 
 def output_dir(args: argparse.Namespace) -> Path:
     out = Path(args.out) if args.out else Path(args.weights).parent
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # an existing file, a read-only place, ...
+        raise UserError(f"{out}: cannot use as the output folder ({err.strerror}); --out takes "
+                        "a folder (metrics.json and the other results go in it)") from None
     return out
 
 
@@ -123,8 +132,7 @@ def evaluate_and_write(args: argparse.Namespace, cfg, task, model, device, datas
                     progress=sys.stderr.isatty())
     metrics = task.evaluate(model, dataset, device, **kwargs) | sample_counts(dataset)
     print(task.report(metrics))
-    with open(out / "metrics.json", "w") as f:
-        json.dump(metrics, f, indent=2)
+    write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     skipped = metrics["images_skipped"]
     listed = f" (listed in {out / 'skipped_files.txt'})" if skipped else ""
     print(f"evaluated {metrics['images_evaluated']} images, skipped {skipped}{listed}; "
@@ -173,6 +181,9 @@ def _png_writer(folder: Path, dataset):
 
     def on_prediction(index: int, pred: torch.Tensor) -> None:
         ids = label_ids_from_train_ids(pred.to(torch.uint8).cpu().numpy())
-        cv2.imwrite(str(folder / f"{dataset.sample_id(index)}.png"), ids)
+        path = folder / f"{dataset.sample_id(index)}.png"
+        if not cv2.imwrite(str(path), ids):  # OpenCV says False, not why: a full disk, most likely
+            raise WriteError(f"{path}: OpenCV could not write this prediction; check the free "
+                             f"space and permissions of {folder}")
 
     return on_prediction

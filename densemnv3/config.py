@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from densemnv3.errors import ConfigError, did_you_mean
+from densemnv3.utils.files import write_text
 
 
 @dataclass
@@ -398,10 +399,7 @@ def config_to_python(cfg: Config) -> str:
 
 def save_config(cfg: Config, path: str | Path) -> Path:
     """Write the resolved config as a loadable Python file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(config_to_python(cfg))
-    return path
+    return write_text(path, config_to_python(cfg))
 
 
 __all__ = [

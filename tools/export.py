@@ -40,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config", nargs="?", help="the config (optional for last.pt / best.pt)")
     parser.add_argument("--weights", required=True, help="a checkpoint (last.pt / best.pt / torchvision)")
     parser.add_argument("--format", required=True, choices=("onnx", "torchscript"))
-    parser.add_argument("--out", required=True, help="file to write, e.g. lraspp.onnx")
+    parser.add_argument("--out", required=True,
+                        help="file to write, e.g. lraspp.onnx; a name without a suffix gets the format's "
+                             "(.onnx, or .pt for torchscript), another format's suffix is an error")
     add_set_argument(parser)
     parser.add_argument(
         "--input-size", nargs=2, type=int, metavar=("H", "W"),
@@ -56,16 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     import dataclasses
 
     from densemnv3.config import load_config
-    from densemnv3.inference.export import (
-        check_output_path,
-        export_model,
-        min_input_size,
-        require_onnx,
-    )
+    from densemnv3.inference.export import export_model, min_input_size, output_file, require_onnx
     from densemnv3.inference.settings import export_settings
     from densemnv3.models import load_model
 
-    check_output_path(args.out)
+    out = output_file(args.out, args.format)
+    if out != Path(args.out):
+        print(f"writing {out} (--out {args.out} does not end in {out.suffix})")
     if args.format == "onnx":
         require_onnx()
     loaded = load_model(load_config(args.config, args.overrides) if args.config else None,
@@ -91,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     shape = f"(N, 3, {size[0]}, {size[1]})" + (", H and W dynamic" if dynamic else "")
     if dynamic and low != (32, 32):
         shape += f" from {low[0]}x{low[1]} up"
-    print(f"exporting {cfg.model.name} ({args.format}, input {shape}) to {args.out} ...")
+    print(f"exporting {cfg.model.name} ({args.format}, input {shape}) to {out} ...")
     if args.format == "onnx" and not dynamic:
         print(f"note: pool='paper' averages a window clamped to maps smaller than it, so a file traced "
               f"at {size[0]}x{size[1]} takes that size only (from 784x784 up its window is fixed and "
@@ -100,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg.data.eval_resize = size  # the file takes this size only: the tools resize frames to it
     metadata = {"config": dataclasses.asdict(cfg), "task": cfg.task, "arch": cfg.model.name}
     report = export_model(
-        model, args.out, fmt=args.format, input_size=size, opset=args.opset,
+        model, out, fmt=args.format, input_size=size, opset=args.opset,
         fuse_bn=not args.no_fuse, postprocess=args.postprocess, metadata=metadata,
     )
     opset = f", opset {report.opset}" if report.opset else ""

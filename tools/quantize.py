@@ -14,7 +14,8 @@ threshold, NMS) and LR-ASPP's classifiers and final upsampling stay in float.
 
 The file is compared with the fp32 model on 4 validation images; below 0.9 pixel agreement or
 above 0.35 relative RMS error the tool exits with code 1 (the file is kept, for inspection).
-Default output: ``CKPT`` with the suffix ``.int8.onnx`` (``best.pt`` -> ``best.int8.onnx``).
+Default output: ``CKPT`` with the suffix ``.int8.onnx`` (``best.pt`` -> ``best.int8.onnx``); an
+``--out`` name without ``.onnx`` gets it (``model_int8`` -> ``model_int8.onnx``).
 """
 
 import argparse
@@ -34,7 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", required=True, help="a checkpoint (last.pt / best.pt / torchvision)")
     parser.add_argument("--calib-images", type=int, default=32, metavar="N",
                         help="training images to calibrate the activation ranges on (default 32)")
-    parser.add_argument("--out", help="file to write (default: CKPT with the suffix .int8.onnx)")
+    parser.add_argument("--out", help="file to write (default: CKPT with the suffix .int8.onnx); a name "
+                                      "without .onnx gets it (model_int8 -> model_int8.onnx), one ending "
+                                      "in another model format's suffix (.pt) is an error")
     add_set_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -47,13 +50,14 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--calib-images must be at least 1, got {args.calib_images}")
 
     from densemnv3.config import load_config
-    from densemnv3.inference.export import check_output_path, min_input_size, require_onnx
+    from densemnv3.inference.export import min_input_size, output_file, require_onnx
     from densemnv3.inference.quantize import calibration_order, quantize_model
     from densemnv3.models import load_model
     from densemnv3.tasks import build_task
 
-    out = Path(args.out) if args.out else Path(args.weights).with_suffix(".int8.onnx")
-    check_output_path(out)
+    out = output_file(args.out or Path(args.weights).with_suffix(".int8.onnx"), "onnx")
+    if args.out and out != Path(args.out):
+        print(f"writing {out} (--out {args.out} does not end in {out.suffix})")
     require_onnx("int8 quantization")
     loaded = load_model(load_config(args.config, args.overrides) if args.config else None,
                         args.weights, overrides=args.overrides, pytorch="quantization")

@@ -29,6 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from densemnv3.errors import DataError, UserError
+from densemnv3.utils.files import WriteError, disk_error, storage_problem, write_text
 
 FORMAT = "densemnv3-decoded-cityscapes"
 VERSION = 1
@@ -82,16 +83,23 @@ def write_decoded_cache(dataset: Any, out: str | os.PathLike, *, progress: bool 
         return entry | {"file": name, "shape": list(label.shape)}
 
     # OpenCV's decoder and numpy's file writes release the GIL, so threads scale with the cores.
-    with ThreadPoolExecutor(threads or min(8, os.cpu_count() or 1)) as pool:
-        entries = list(tqdm(pool.map(write, range(len(dataset))), total=len(dataset),
-                            desc=f"caching {dataset.split}", disable=not progress))
+    try:
+        with ThreadPoolExecutor(threads or min(8, os.cpu_count() or 1)) as pool:
+            entries = list(tqdm(pool.map(write, range(len(dataset))), total=len(dataset),
+                                desc=f"caching {dataset.split}", disable=not progress))
+    except OSError as err:
+        if disk_error(err) is None:
+            raise
+        for partial in (*out.glob("*_image.npy"), *out.glob("*_label.npy")):
+            partial.unlink(missing_ok=True)  # give the space back: without a manifest it is unused
+        raise WriteError(f"{out}: cannot write the decoded cache, {storage_problem(err)}; its "
+                         f"partial files were removed (a cache without {MANIFEST} is never read); "
+                         f"free space, then run tools/cache_dataset.py again") from None
     for (image, label), entry in zip(_relative(dataset.samples, root), entries):
         entry.update(image=image, label=label)
     manifest = {"format": FORMAT, "version": VERSION, "root": str(root), "split": dataset.split,
                 "samples": entries}
-    tmp = out / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    tmp.replace(out / MANIFEST)
+    write_text(out / MANIFEST, json.dumps(manifest, indent=1))
     return out
 
 

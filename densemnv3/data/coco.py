@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,120 @@ _FIX = (
     "point the config at the data (--set data.root=PATH), or make a synthetic set with "
     "python tools/make_synthetic.py --out PATH (it writes PATH/annotations/instances_{train,val}.json)"
 )
+#: The keys a COCO instances file needs, and those each entry of its lists needs.
+_FIELDS = {
+    "images": ("id", "file_name", "width", "height"),
+    "annotations": ("id", "image_id", "category_id", "bbox"),
+    "categories": ("id", "name"),
+}
+_LAYOUT = ("a COCO instances file is an object with the lists 'images', 'annotations' and "
+           "'categories'")
+_NUMBER = (int, float)
+
+
+def load_coco(ann_file: str | os.PathLike) -> COCO:
+    """Read a COCO instances file, check it with :func:`check_coco`, and index exactly what was
+    checked with pycocotools (its ``COCO(path)`` would re-read the file, unchecked)."""
+    try:
+        with open(ann_file, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError) as error:
+        raise DataError(f"{ann_file}: not a COCO instances file ({type(error).__name__}: {error}); "
+                        f"{_LAYOUT}") from error
+    try:
+        check_coco(data, ann_file)
+    except TypeError as error:  # an id that is a list or an object: unhashable
+        raise DataError(f"{ann_file}: not a COCO instances file ({error}); ids are integers") from error
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def check_coco(data: object, ann_file: str | os.PathLike) -> None:
+    """Raise one :class:`DataError` naming ``ann_file``, the id or key at fault and the fix for
+    the first problem of a parsed COCO instances file: a missing key or entry field, an id that
+    is not an integer or is listed twice (images, annotations, categories), an annotation whose
+    ``image_id`` or ``category_id`` is not listed, a ``bbox`` that is not 4 numbers, no images.
+    One pass over each list with sets: cheap beside reading the json. A box that is merely empty
+    or outside its image is not an error here (the dataset drops it)."""
+    if not isinstance(data, dict):
+        raise DataError(f"{ann_file}: not a COCO instances file (its top level is a "
+                        f"{type(data).__name__}); {_LAYOUT}")
+    for key, fields in _FIELDS.items():
+        entries = data.get(key)
+        if not isinstance(entries, list):
+            found = "is missing" if key not in data else f"is a {type(entries).__name__}"
+            raise DataError(f"{ann_file}: the '{key}' key {found}; {_LAYOUT}: fix the file or "
+                            "write it again")
+        need = frozenset(fields)
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, dict) or not entry.keys() >= need:
+                have = entry.keys() if isinstance(entry, dict) else ()
+                missing = [f for f in fields if f not in have]
+                raise DataError(f"{ann_file}: {key}[{i}] has no {', '.join(map(repr, missing))}; "
+                                f"each entry of '{key}' needs {', '.join(map(repr, fields))}")
+    images, annotations, categories = data["images"], data["annotations"], data["categories"]
+    if not images:
+        raise DataError(f"{ann_file}: no images listed; the split is empty")
+    image_ids = _unique_ids(ann_file, "image", images, "file_name ", lambda i, e: e["file_name"])
+    _unique_ids(ann_file, "annotation", annotations, "",
+                lambda i, e: f"annotations[{i}] on image id {e['image_id']}")
+    category_ids = _unique_ids(ann_file, "category", categories, "name ", lambda i, e: e["name"])
+    for image in images:
+        name, width, height = image["file_name"], image["width"], image["height"]
+        if not isinstance(name, str):
+            raise DataError(f"{ann_file}: image id {image['id']} has file_name {name!r}; a "
+                            "file_name is a string, the image's path under the images folder")
+        if not (type(width) in _NUMBER and type(height) in _NUMBER and width > 0 and height > 0):
+            raise DataError(f"{ann_file}: image id {image['id']} ({name}) has width {width!r} and "
+                            f"height {height!r}; both must be positive numbers, its size in pixels")
+    unknown = {a["image_id"] for a in annotations} - image_ids
+    if unknown:
+        ann = next(a for a in annotations if a["image_id"] in unknown)
+        raise DataError(f"{ann_file}: annotation id {ann['id']} refers to image id "
+                        f"{ann['image_id']!r}, which 'images' does not list{_in_all(unknown)}; "
+                        "list the image or remove its annotations")
+    unknown = {a["category_id"] for a in annotations} - category_ids
+    if unknown:
+        ann = next(a for a in annotations if a["category_id"] in unknown)
+        raise DataError(f"{ann_file}: annotation id {ann['id']} has category id "
+                        f"{ann['category_id']!r}, which 'categories' does not list (it lists "
+                        f"{sorted(category_ids)}){_in_all(unknown)}; add the category or fix the "
+                        "annotation")
+    for ann in annotations:
+        box = ann["bbox"]
+        if not (type(box) is list and len(box) == 4 and all(type(v) in _NUMBER for v in box)):
+            raise DataError(f"{ann_file}: annotation id {ann['id']} has bbox {box!r}; a bbox is "
+                            "[x, y, width, height], 4 numbers in pixels")
+
+
+def _in_all(unknown: set) -> str:
+    return f" ({len(unknown)} such ids in all)" if len(unknown) > 1 else ""
+
+
+def _unique_ids(ann_file: str | os.PathLike, what: str, entries: list[dict], label: str,
+                name: Callable[[int, dict], str]) -> set[int]:
+    """The set of the entries' integer ``id``s; a DataError for the first non-integer or repeat,
+    naming the entries with ``label`` and ``name(index, entry)``."""
+    ids = [entry["id"] for entry in entries]
+    unique = set(ids) if all(type(i) is int for i in ids) else None
+    if unique is not None and len(unique) == len(ids):
+        return unique
+    seen: dict[int, int] = {}
+    for index, entry in enumerate(entries):
+        key = entry["id"]
+        if type(key) is not int:
+            raise DataError(f"{ann_file}: {what} id {key!r} ({label}{name(index, entry)}) is not "
+                            "an integer; COCO ids are integers")
+        if key in seen:
+            first = seen[key]
+            raise DataError(f"{ann_file}: {what} id {key} is listed twice ({label}"
+                            f"{name(first, entries[first])} and {name(index, entry)}); give each "
+                            f"{what} its own id")
+        seen[key] = index
+    raise AssertionError("unreachable")
 
 
 class CocoDetection(Dataset):
@@ -33,9 +148,11 @@ class CocoDetection(Dataset):
     ``transform(image=, bboxes=, labels=)``) the image is a float32 CHW tensor and the boxes are
     in its pixels; without it, the uint8 HWC RGB image and boxes in original pixels. Boxes with
     no width or height after clipping to the image are dropped and listed in
-    :attr:`dropped_boxes`. An image listed but missing stops the indexing with its file name, or
-    with ``skip_bad`` is left out and recorded in :attr:`bad_files`; :meth:`validate` does the
-    same for images that do not decode or check. A sample is never replaced by another. With
+    :attr:`dropped_boxes`. The annotation file is checked first (:func:`check_coco`: a fault is
+    an error, ``skip_bad`` or not), and a split without a usable box is one too. An image listed
+    but missing stops the indexing with its file name, or with ``skip_bad`` is left out and
+    recorded in :attr:`bad_files`; :meth:`validate` does the same for images that do not decode
+    or check. A sample is never replaced by another. With
     ``cache`` each decoded image is kept in RAM after its first read: for small
     datasets (every loader worker holds its own copy).
     """
@@ -82,6 +199,7 @@ class CocoDetection(Dataset):
         #: (annotation id, image file, box as given) of each box dropped for having no area
         self.dropped_boxes: list[tuple[int, str, list[float]]] = []
         self._targets = {image_id: self._boxes_and_labels(image_id) for image_id in self.ids}
+        self._require_boxes()
 
     @property
     def num_classes(self) -> int:
@@ -93,23 +211,21 @@ class CocoDetection(Dataset):
             raise DataError(f"{self.ann_file}: annotation file not found; {_FIX}")
         if not self.images_root.is_dir():
             raise DataError(f"{self.images_root}: images folder not found; {_FIX}")
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):
-                coco = COCO(str(self.ann_file))
-        except (ValueError, KeyError, TypeError, AssertionError) as error:
-            raise DataError(
-                f"{self.ann_file}: not a COCO instances file ({type(error).__name__}: {error}); "
-                "it needs 'images', 'annotations' and 'categories'"
-            ) from error
-        if not coco.imgs:
-            raise DataError(f"{self.ann_file}: no images listed; the split is empty")
-        unknown = {a["category_id"] for a in coco.anns.values()} - set(coco.cats)
-        if unknown:
-            raise DataError(
-                f"{self.ann_file}: annotations use category ids {sorted(unknown)} that are not "
-                "in 'categories'"
-            )
-        return coco
+        return load_coco(self.ann_file)
+
+    def _require_boxes(self) -> None:
+        """A DataError when no image listed and found has a usable box: nothing to train on, and
+        AP is undefined (COCOeval's -1)."""
+        if any(len(self._targets[image_id][0]) for image_id in self.ids):
+            return
+        if not any(not a.get("iscrowd", 0) for a in self.coco.anns.values()):
+            reason = "no annotations"
+        else:
+            reason = ("no usable boxes (each non-crowd box has no width or height inside its image, "
+                      "or is on an image left out)")
+        raise DataError(f"{self.ann_file}: {reason}: nothing to train on, and AP is undefined "
+                        "without boxes; add boxes to 'annotations', or point the config "
+                        "(data.train_ann / data.val_ann) at a file that has them")
 
     def _existing_image_ids(self, image_ids: list[int]) -> list[int]:
         listings: dict[Path, set[str]] = {}

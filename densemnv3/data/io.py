@@ -28,7 +28,10 @@ def _imread(path: str | os.PathLike) -> np.ndarray:
         data = f.read()
     problem = container_problem(data)
     if problem is None:
-        array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        try:
+            array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        except cv2.error:  # OpenCV asserts on some inputs instead of returning None
+            array = None
         if array is not None:
             return array
         problem = "not an image, or corrupt"
@@ -38,6 +41,8 @@ def _imread(path: str | os.PathLike) -> np.ndarray:
 def container_problem(data: bytes) -> str | None:
     """What is structurally wrong with a PNG or JPEG file's bytes (truncated, bad chunk CRC), or
     ``None``. Other formats are left to the decoder."""
+    if not data:
+        return "empty file, 0 bytes"
     if data.startswith(_PNG_SIGNATURE):
         pos = len(_PNG_SIGNATURE)
         while pos + 8 <= len(data):

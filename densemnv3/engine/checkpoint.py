@@ -4,35 +4,23 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from densemnv3.utils.files import atomic_write
+
 __all__ = ["atomic_save", "get_rng_state", "set_rng_state"]
 
 
-def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temp file in the same folder, fsync, then rename over ``path``."""
+def atomic_save(obj: Any, path: str | os.PathLike, *, hint: str = "") -> Path:
+    """``torch.save`` through :func:`~densemnv3.utils.files.atomic_write`: the file is whole or,
+    on a full disk, the previous one is kept and :class:`WriteError` says so."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    with atomic_write(path, hint=hint) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)  # through Python's file: a failed write raises its OSError
     return path
 
 

@@ -6,6 +6,8 @@ import csv
 import math
 from pathlib import Path
 
+from densemnv3.utils.files import atomic_write
+
 __all__ = ["ResultsLog", "plot_results"]
 
 
@@ -37,12 +39,10 @@ class ResultsLog:
     def _write(self, rows: list[dict[str, str]]) -> None:
         """Replace ``results.csv`` with ``rows`` (atomically) and redraw ``results.png``."""
         columns = list(dict.fromkeys(k for r in rows for k in r))
-        tmp = self.csv_path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as f:
+        with atomic_write(self.csv_path) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=columns)
             writer.writeheader()
             writer.writerows(rows)
-        tmp.replace(self.csv_path)
         plot_results(self.csv_path, self.png_path)
 
     def read(self) -> list[dict[str, str]]:
@@ -97,5 +97,8 @@ def plot_results(csv_path: str | Path, png_path: str | Path) -> None:
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(png_path, dpi=100)
-    plt.close(fig)
+    try:
+        with atomic_write(png_path) as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
+    finally:
+        plt.close(fig)

@@ -25,12 +25,14 @@ from tqdm import tqdm
 from densemnv3.config import Config, save_config
 from densemnv3.data.checks import report_bad_data, sample_counts
 from densemnv3.errors import CheckpointError, TrainingError, UserError
+from densemnv3.utils.files import write_text
 
 from . import distributed as dist_utils
 from .checkpoint import atomic_save, get_rng_state, set_rng_state
 from .determinism import enable_determinism, nondeterministic_op_is_a_user_error
 from .results import ResultsLog
 from .sampler import ResumableBatchSampler, SeededDataset
+from .workdir import WorkDirLock, clean_interrupted_writes
 
 
 class Task(Protocol):
@@ -111,6 +113,9 @@ class Trainer:
         self.is_main = self.rank == 0
         self.device = torch.device(f"cuda:{self.local_rank}" if device == "cuda" else device)
         self.progress = progress and self.is_main
+        if self.is_main:  # before anything is written there
+            self.lock = WorkDirLock(self.work_dir, log=self._log)
+            clean_interrupted_writes(self.work_dir, log=self._log)
         torch.manual_seed(cfg.train.seed)
 
         self.train_set = task.train_dataset()
@@ -186,7 +191,8 @@ class Trainer:
     def save(self, name: str = "last.pt") -> Path | None:
         if not self.is_main:
             return None
-        return atomic_save(self.state_dict(), self.work_dir / name)
+        return atomic_save(self.state_dict(), self.work_dir / name,
+                           hint="free some space, then continue with --resume")
 
     def _resume(self, path: Path) -> None:
         from densemnv3.models import inspect_checkpoint, load_weights
@@ -216,6 +222,9 @@ class Trainer:
         if self.results is not None:
             self.results.truncate_after(self.iter)
         self._log(f"resumed from {path} at iteration {self.iter}/{self.total_iters}")
+        if self.iter >= self.total_iters:
+            self._log(f"nothing left to train: {path} is at or past the schedule's end; raise "
+                      f"schedule.iters (or schedule.epochs) to train further")
 
     # ------------------------------------------------------------------ loop
 
@@ -279,6 +288,8 @@ class Trainer:
                 signal.signal(s, handler)
             if self.results is not None:
                 self.results.close()
+            if self.is_main:
+                self.lock.release()
 
     def _fit(self) -> dict[str, Any]:
         cfg = self.cfg
@@ -378,8 +389,8 @@ class Trainer:
         self.results.row(row)
         self.results.scalars({f"val/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
                              self.iter)
-        with open(self.work_dir / "metrics.json", "w") as f:
-            json.dump({"iter": self.iter, **metrics, **sample_counts(self.val_set)}, f, indent=2)
+        write_text(self.work_dir / "metrics.json",
+                   json.dumps({"iter": self.iter, **metrics, **sample_counts(self.val_set)}, indent=2))
         if math.isfinite(value) and (self.best_metric is None or value > self.best_metric):
             self.best_metric = value
             self.save("best.pt")

@@ -20,12 +20,10 @@ load it with ``--weights`` (:mod:`densemnv3.models.onnx_model`).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import importlib
 import os
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +36,7 @@ from densemnv3.errors import ExportCheckError, UserError
 from densemnv3.models import LRASPP, LRASPPSSDLite, SSDLite
 from densemnv3.models.onnx_model import ONNX_INSTALL_HINT, OUTPUT_NAMES, write_metadata
 from densemnv3.models.resize import resize_bilinear
+from densemnv3.utils.files import atomic_write
 
 from .export_check import (
     BOX_TOLERANCE,
@@ -54,12 +53,12 @@ __all__ = [
     "ExportReport",
     "MultiTaskExport",
     "SSDLiteExport",
-    "atomic_path",
     "check_output_path",
     "dynamic_size",
     "export_model",
     "exportable",
     "min_input_size",
+    "output_file",
     "quiet",
     "require_onnx",
     "second_size",
@@ -264,7 +263,7 @@ def export_model(
     ref_net, _ = exportable(reference)
     min_size = min_input_size(model, input_size) if fmt == "onnx" else None
     dynamic = min_size is not None
-    with atomic_path(path) as tmp, quiet():
+    with atomic_write(path) as tmp, quiet():
         if fmt == "onnx":
             export_onnx(net, tmp, input_size, OUTPUT_NAMES[form], opset=opset, min_size=min_size)
             if postprocess or metadata:
@@ -362,16 +361,27 @@ def check_output_path(path: str | os.PathLike) -> Path:
     return path
 
 
-@contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temp file next to ``path`` that replaces it when the block succeeds."""
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as err:
-        raise UserError(f"{path}: cannot write ({err.strerror}); choose another --out") from None
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+#: File name suffixes of each format; the first is added to an ``--out`` name without one.
+SUFFIXES: dict[str, tuple[str, ...]] = {"onnx": (".onnx",),
+                                        "torchscript": (".pt", ".pth", ".ts", ".torchscript", ".ptl")}
+#: Suffixes that name a model format: an ``--out`` ending in another format's is an error.
+_MODEL_SUFFIXES = {*SUFFIXES["onnx"], *SUFFIXES["torchscript"], ".ckpt", ".bin", ".safetensors",
+                   ".tflite", ".engine", ".pb", ".xml"}
+
+
+def output_file(path: str | os.PathLike, fmt: Format) -> Path:
+    """The file ``--out path`` names for a ``fmt`` model, checked by :func:`check_output_path`:
+    ``path`` when it ends in one of the format's :data:`SUFFIXES`; ``path`` with the format's
+    suffix added when it ends in none or in one that names no model format (``model_int8`` ->
+    ``model_int8.onnx``); a :class:`UserError` when its suffix is another format's (``m.pt``)."""
+    path = Path(path)
+    suffix, own = path.suffix.lower(), SUFFIXES[fmt]
+    if path.is_dir():
+        return check_output_path(path)  # raises: a folder
+    if suffix in _MODEL_SUFFIXES and suffix not in own:
+        kind = "an ONNX" if fmt == "onnx" else "a TorchScript"
+        raise UserError(f"{path}: {kind} file's name ends in {' or '.join(own)}, not {path.suffix}; "
+                        f"choose --out {path.with_suffix(own[0])}")
+    if suffix not in own:
+        path = path.with_name(path.name + own[0])
+    return check_output_path(path)

@@ -46,9 +46,9 @@ from torch import Tensor, nn
 from densemnv3.errors import ExportCheckError, UserError
 from densemnv3.models import LRASPP, SSDLite
 from densemnv3.models.onnx_model import OUTPUT_NAMES, onnx_model, read_metadata, write_metadata
+from densemnv3.utils.files import atomic_write
 
 from .export import (
-    atomic_path,
     check_output_path,
     export_onnx,
     exportable,
@@ -127,7 +127,7 @@ def quantize_model(
         min_size = min_input_size(reference, input_size)
         write_metadata(proto, {**(metadata or {}), "outputs": form, "precision": "int8",
                                **size_metadata(input_size, min_size), "calibration_images": num_images})
-        with atomic_path(path) as out:
+        with atomic_write(path) as out:
             onnx.save(proto, str(out))
     report = QuantizeReport(path, path.stat().st_size, num_images, min_size)
     if check_images:
@@ -218,6 +218,13 @@ def _quantize_static(source: Path, target: Path, reader: _Reader, keep_float: li
                 calibrate_method=CalibrationMethod.Percentile, nodes_to_exclude=keep_float,
                 extra_options={"CalibStridedMinMax": chunk, "CalibPercentile": PERCENTILE},
             )
+    except ValueError as err:  # numpy.histogram, from the calibrator: a range it cannot bin
+        if "bins" not in str(err):
+            raise
+        raise UserError("int8 calibration found an activation whose values on the calibration "
+                        "images are all (almost) equal, which cannot be given an int8 range; "
+                        "quantize a trained checkpoint, or calibrate on more images "
+                        "(--calib-images)") from None
     finally:
         root.setLevel(level)
         onnxruntime.set_default_logger_severity(2)

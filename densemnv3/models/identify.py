@@ -3,31 +3,27 @@
 The one place that classifies a file given as weights (``--weights``, ``--resume``,
 ``Predictor.from_config``, ``model.weights``) — a densemnv3 training checkpoint, a torchvision
 model, a densemnv3 ONNX file (int8 from ``tools/quantize.py``, fp32 from ``tools/export.py``),
-something else, or no checkpoint at all — and words the one-line error when it does not fit.
-Every tool loads weights through :func:`load_weights`.
+something else, or no checkpoint at all (told by its content, in :mod:`.files`) — and words the
+one-line error when it does not fit. Every tool loads weights through :func:`load_weights`.
 """
 
 from __future__ import annotations
 
 import os
-import pickle
 import re
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
 from densemnv3.errors import CheckpointError
 
 from .registry import HEADS
+from .weight_files import FIX, TORCH_KINDS, file_kind, not_a_checkpoint, read_checkpoint
 
 __all__ = ["CheckpointInfo", "backbone_family", "inspect_checkpoint", "load_weights",
            "pytorch_only", "read_checkpoint"]
-
-_FIX = "use another checkpoint, e.g. last.pt or best.pt of a run"
 
 #: Blocks under ``features`` of each MobileNet family (width and dilation do not change them).
 _FAMILY_BY_BLOCKS = {13: "MobileNetV3-Small", 17: "MobileNetV3-Large", 19: "MobileNetV2",
@@ -76,44 +72,6 @@ class CheckpointInfo:
         return all(k in self.state for k in ("model", "optimizer", "scheduler", "iter", "rng"))
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict:
-    """``torch.load(path, weights_only=True)``; a file that is missing or is no PyTorch
-    checkpoint raises :class:`CheckpointError` saying what the file is."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found; check the path (--weights / --resume)")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - arbitrary bytes make torch.load raise anything
-        raise CheckpointError(f"{path}: {_unreadable(path, err)}; {_FIX}") from None
-
-
-def _unreadable(path: Path, err: BaseException) -> str:
-    """What a file that ``torch.load`` refused is, in a few words."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(256)
-    if size == 0:
-        return "empty file (0 bytes), not a checkpoint"
-    if head.startswith(b"PK"):
-        if not zipfile.is_zipfile(path):
-            return f"truncated checkpoint ({size} bytes; the zip archive ends early)"
-        names = zipfile.ZipFile(path).namelist()
-        if any("/code/" in n for n in names):
-            return "a TorchScript model (as tools/export.py writes), not a checkpoint"
-    if "Weights only load failed" in str(err) and "Unsupported" in str(err):
-        return ("holds pickled Python objects (e.g. a whole nn.Module saved with torch.save(model)), "
-                "which are not loaded, for safety; save model.state_dict() instead")
-    if head.startswith(b"\x80") and isinstance(err, (EOFError, pickle.UnpicklingError)):
-        return f"truncated checkpoint ({size} bytes; the pickle stream ends early)"
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError:
-        return f"not a PyTorch checkpoint ({size} bytes of unknown binary data)"
-    first = text.strip().splitlines()[0][:40] if text.strip() else ""
-    return f"a text file, not a PyTorch checkpoint (it starts {first!r})"
-
-
 def backbone_family(weights: Mapping[str, Tensor]) -> str | None:
     """The backbone family a state dict shows — a layer name only one family has (ShuffleNetV2,
     ResNet), else the count of its MobileNet ``features`` blocks — or ``None`` (unknown)."""
@@ -125,14 +83,25 @@ def backbone_family(weights: Mapping[str, Tensor]) -> str | None:
 
 
 def inspect_checkpoint(path: str | os.PathLike) -> CheckpointInfo:
-    """Read ``path`` and say what it is (see :class:`CheckpointInfo`)."""
+    """Read ``path`` and say what it is (see :class:`CheckpointInfo`): an ONNX model or a PyTorch
+    checkpoint by its content (:func:`~densemnv3.models.weight_files.sniff`), whatever its suffix."""
     path = Path(path)
-    if path.suffix.lower() == ".onnx":
+    onnx_name = path.suffix.lower() == ".onnx"
+    if not path.is_file() and onnx_name:
+        raise CheckpointError(f"{path}: ONNX file not found; check the path (--weights)")
+    kind = file_kind(path) if path.is_file() else None
+    if kind == "onnx":
         return _inspect_onnx(path)
+    if onnx_name and kind in ("empty", "unknown binary"):
+        what = "an empty file" if kind == "empty" else "unknown binary data"
+        raise CheckpointError(f"{path}: not a readable ONNX model ({path.stat().st_size} bytes, {what}); "
+                              f"write one with tools/export.py or tools/quantize.py")
+    if kind is not None and kind not in TORCH_KINDS:
+        raise CheckpointError(f"{path}: {not_a_checkpoint(path, kind)}")
     state = read_checkpoint(path)
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{path}: holds a {type(state).__name__}, not a checkpoint "
-                              f"(a dict of tensors); {_FIX}")
+                              f"(a dict of tensors); {FIX}")
     weights = state
     for key in ("model", "state_dict"):
         if isinstance(state.get(key), Mapping):
@@ -142,7 +111,7 @@ def inspect_checkpoint(path: str | os.PathLike) -> CheckpointInfo:
     if not tensors:
         keys = ", ".join(map(repr, list(state)[:4]))
         raise CheckpointError(f"{path}: holds no weights (a dict with keys {keys}), not a "
-                              f"checkpoint; {_FIX}")
+                              f"checkpoint; {FIX}")
     arch = state.get("arch") if isinstance(state.get("arch"), str) else None
     task = _task(tensors, arch)
     family = backbone_family(tensors)
@@ -177,15 +146,14 @@ def _inspect_onnx(path: Path) -> CheckpointInfo:
     """A densemnv3 ONNX file: its metadata records the config, the task and what it outputs."""
     from .onnx_model import ONNX_INSTALL_HINT, read_metadata
 
-    if not path.is_file():
-        raise CheckpointError(f"{path}: ONNX file not found; check the path (--weights)")
     try:
         metadata = read_metadata(path)
     except ImportError:
         raise CheckpointError(f"{path}: reading an ONNX file needs the 'onnx' package, which is not "
                               f"installed: {ONNX_INSTALL_HINT}") from None
     except Exception:  # noqa: BLE001 - protobuf raises its own errors for arbitrary bytes
-        raise CheckpointError(f"{path}: not a readable ONNX model ({path.stat().st_size} bytes); "
+        raise CheckpointError(f"{path}: not a readable ONNX model ({path.stat().st_size} bytes, "
+                              f"truncated or damaged); "
                               f"write one with tools/export.py or tools/quantize.py") from None
     if metadata.get("task") == "multitask":
         raise CheckpointError(f"{path}: a multi-task ONNX file (logits, boxes and scores without NMS), which "

@@ -7,11 +7,13 @@ import sys
 from collections.abc import Callable
 
 from densemnv3.errors import UserError
+from densemnv3.utils.files import WriteError, disk_error, storage_problem
 
 
 def run_main(main: Callable[[], int | None]) -> None:
     """Run ``main`` and exit with its code; a :class:`UserError` prints ``error: ...`` (no
-    traceback) and exits 2; Ctrl-C exits 130."""
+    traceback) and exits 2 (1 for a :class:`WriteError`), and so does a full disk anywhere; Ctrl-C
+    exits 130."""
     try:
         code = main()
     except UserError as err:
@@ -20,6 +22,13 @@ def run_main(main: Callable[[], int | None]) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except Exception as err:  # a write that did not go through atomic_write: one line if the disk refused
+        storage = disk_error(err)
+        if storage is None:
+            raise
+        where = f"{storage.filename}: " if storage.filename else ""
+        print(f"error: {where}cannot write, {storage_problem(storage)}", file=sys.stderr)
+        sys.exit(WriteError.exit_code)
     sys.exit(code or 0)
 
 

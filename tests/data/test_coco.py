@@ -192,3 +192,140 @@ def test_cache_serves_decoded_images_after_the_first_read(tiny_synthetic, tmp_pa
         np.testing.assert_array_equal(cached[0][0], expected)
     with pytest.raises(DataError):
         plain[0]
+
+
+# ---------------------------------------------------------------- annotation files that parse but are wrong
+
+def edited_coco(root: Path, edit) -> Path:
+    """``make_coco(root)`` with its json changed by ``edit(data)``."""
+    ann_file = make_coco(root)
+    data = json.loads(ann_file.read_text())
+    edit(data)
+    ann_file.write_text(json.dumps(data))
+    return ann_file
+
+
+def file_error(root: Path, edit, *needles: str) -> str:
+    """The one DataError of the dataset over an edited file: it names the file and ``needles``."""
+    ann_file = edited_coco(root, edit)
+    with pytest.raises(DataError) as info:
+        CocoDetection(root, ann_file, skip_bad=True)  # skip_bad is about images, not this file
+    message = str(info.value)
+    assert message.startswith(f"{ann_file}: ") and "\n" not in message, message
+    for needle in needles:
+        assert needle in message, (needle, message)
+    return message
+
+
+def test_duplicate_image_id(tmp_path):
+    def edit(data):
+        data["images"][1]["id"] = 1
+
+    file_error(tmp_path, edit, "image id 1 is listed twice (file_name leftImg8bit/train/x/img1.png "
+               "and leftImg8bit/train/x/img2.png)", "its own id")
+
+
+def test_duplicate_annotation_id(tmp_path):
+    def edit(data):
+        data["annotations"][2]["id"] = 1
+
+    file_error(tmp_path, edit, "annotation id 1 is listed twice (annotations[0] on image id 1 and "
+               "annotations[2] on image id 1)", "its own id")
+
+
+def test_duplicate_category_id(tmp_path):
+    def edit(data):
+        data["categories"][1]["id"] = 24
+
+    file_error(tmp_path, edit, "category id 24 is listed twice (name person and car)")
+
+
+@pytest.mark.parametrize("key", ["images", "annotations", "categories"])
+def test_missing_top_level_key(tmp_path, key):
+    file_error(tmp_path, lambda data: data.pop(key), f"the '{key}' key is missing")
+
+
+@pytest.mark.parametrize(("key", "field"), [
+    ("images", "id"), ("images", "file_name"), ("images", "width"), ("images", "height"),
+    ("annotations", "id"), ("annotations", "image_id"), ("annotations", "category_id"),
+    ("annotations", "bbox"), ("categories", "id"),
+])
+def test_missing_entry_field(tmp_path, key, field):
+    file_error(tmp_path, lambda data: data[key][1].pop(field), f"{key}[1] has no '{field}'")
+
+
+def test_annotation_of_an_unlisted_image(tmp_path):
+    def edit(data):
+        data["annotations"][1]["image_id"] = 42
+
+    file_error(tmp_path, edit, "annotation id 2 refers to image id 42", "'images' does not list")
+
+
+def test_annotation_of_an_unlisted_category(tmp_path):
+    def edit(data):
+        data["annotations"][0]["category_id"] = 99
+
+    file_error(tmp_path, edit, "annotation id 1 has category id 99", "'categories' does not list",
+               "[24, 26, 33]")
+
+
+@pytest.mark.parametrize("bbox", [[1, 2, 3], "1 2 3 4", [1, 2, "3", 4], None])
+def test_malformed_bbox(tmp_path, bbox):
+    def edit(data):
+        data["annotations"][0]["bbox"] = bbox
+
+    file_error(tmp_path, edit, "annotation id 1 has bbox", "4 numbers")
+
+
+def test_non_integer_id_and_bad_size(tmp_path):
+    def edit(data):
+        data["images"][0]["id"] = "1"
+
+    file_error(tmp_path, edit, "image id '1'", "not an integer")
+
+    def size(data):
+        data["images"][1]["width"] = 0
+
+    file_error(tmp_path / "size", size, "image id 2 (leftImg8bit/train/x/img2.png) has width 0")
+
+    def name(data):
+        data["images"][1]["file_name"] = 7
+
+    file_error(tmp_path / "name", name, "image id 2 has file_name 7")
+
+
+def test_top_level_not_an_object(tmp_path):
+    ann_file = make_coco(tmp_path)
+    ann_file.write_text("[]")
+    with pytest.raises(DataError, match="not a COCO instances file .*top level is a list"):
+        CocoDetection(tmp_path, ann_file)
+
+
+@pytest.mark.parametrize("annotations", [[], [ann(1, 1, [0, 0, 64, 32], 33, iscrowd=1)]])
+def test_no_boxes_at_all(tmp_path, annotations):
+    def edit(data):
+        data["annotations"] = annotations
+
+    file_error(tmp_path, edit, "no annotations: nothing to train on", "AP is undefined")
+
+
+def test_every_box_dropped_is_no_usable_box(tmp_path):
+    def edit(data):
+        data["annotations"] = [ann(4, 1, [5, 5, 0, 8], 26), ann(5, 1, [70, 5, 4, 4], 33)]
+
+    file_error(tmp_path, edit, "no usable boxes", "nothing to train on")
+
+
+def test_bad_boxes_are_dropped_not_a_file_error(tmp_path):
+    """Zero-width and outside-the-image boxes stay per-box problems (dropped_boxes.txt)."""
+    dataset = CocoDetection(tmp_path, make_coco(tmp_path))
+    assert [a for a, _, _ in dataset.dropped_boxes] == [4, 5]
+
+
+def test_the_checked_data_is_what_pycocotools_indexes(tmp_path):
+    from densemnv3.data.coco import load_coco
+
+    ann_file = make_coco(tmp_path)
+    coco = load_coco(ann_file)
+    assert coco.dataset == json.loads(ann_file.read_text())
+    assert sorted(coco.imgs) == [1, 2] and sorted(coco.anns) == [1, 2, 3, 4, 5]

@@ -133,6 +133,9 @@ def corrupt_seg(root: Path, kind: str, image: Path) -> tuple[str, list[Path]]:
     if kind == "truncated_image":
         truncate(image)
         named = image
+    elif kind == "empty_image":
+        image.write_bytes(b"")
+        named = image
     elif kind == "label_other_size":
         cv2.imwrite(str(label), np.full((10, 10), 7, np.uint8))
         named = label
@@ -154,6 +157,8 @@ def corrupt_det(root: Path, kind: str, image: Path, split: str) -> str:
     """Apply ``kind`` to one COCO image: the file name the error must name."""
     if kind == "truncated_image":
         truncate(image)
+    elif kind == "empty_image":
+        image.write_bytes(b"")
     elif kind == "missing_image":
         image.unlink()
     elif kind == "wrong_size":
@@ -165,8 +170,8 @@ def corrupt_det(root: Path, kind: str, image: Path, split: str) -> str:
 
 
 SEG_FAULTS = ["truncated_image", "label_other_size", "invalid_label_id", "missing_image",
-              "missing_label"]
-DET_FAULTS = ["truncated_image", "missing_image", "wrong_size"]
+              "missing_label", "empty_image"]
+DET_FAULTS = ["truncated_image", "missing_image", "wrong_size", "empty_image"]
 
 
 # ---------------------------------------------------------------- without skip_bad: one line
@@ -252,15 +257,15 @@ def eval_corrupted_and_reference(run_tool, base, tmp_path, task, corrupted, refe
 def test_eval_seg_skip_bad_scores_exactly_the_good_images(run_tool, base, tmp_path, seg_sets):
     corrupted, reference, bad = seg_sets
     _, out, ref_out = eval_corrupted_and_reference(
-        run_tool, base, tmp_path, "seg", corrupted, reference, evaluated=3, skipped=5,
+        run_tool, base, tmp_path, "seg", corrupted, reference, evaluated=2, skipped=6,
         extra=["--save-predictions", "OUT/preds"])
     preds = sorted((out / "preds").iterdir())
     assert [p.name for p in preds] == sorted(p.name for p in (ref_out / "preds").iterdir())
-    assert len(preds) == 3  # predictions for the good images only
+    assert len(preds) == 2  # predictions for the good images only
     for p in preds:
         assert p.read_bytes() == (ref_out / "preds" / p.name).read_bytes()
     listed = (out / "skipped_files.txt").read_text()
-    assert len(listed.splitlines()) == 5 and all(name in listed for name in bad)
+    assert len(listed.splitlines()) == 6 and all(name in listed for name in bad)
 
 
 @pytest.fixture
@@ -292,7 +297,7 @@ def det_sets(base, tmp_path):
 def test_eval_det_skip_bad_scores_exactly_the_good_images(run_tool, base, tmp_path, det_sets):
     corrupted, reference, bad = det_sets
     proc, out, ref_out = eval_corrupted_and_reference(
-        run_tool, base, tmp_path, "det", corrupted, reference, evaluated=5, skipped=3)
+        run_tool, base, tmp_path, "det", corrupted, reference, evaluated=4, skipped=4)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["AP"] > 0  # random weights, but not a trivially equal zero
     detections = json.loads((out / "detections.json").read_text())
@@ -300,7 +305,7 @@ def test_eval_det_skip_bad_scores_exactly_the_good_images(run_tool, base, tmp_pa
     good = {i["id"] for i in json.loads((reference / "annotations/instances_val.json").read_text())["images"]}
     assert {d["image_id"] for d in detections} == good  # only the good images, each of them
     listed = (out / "skipped_files.txt").read_text()
-    assert len(listed.splitlines()) == 3 and all(name in listed for name in bad)
+    assert len(listed.splitlines()) == 4 and all(name in listed for name in bad)
     assert "dropped 2 boxes" in proc.stdout and (out / "dropped_boxes.txt").is_file()
 
 
@@ -350,11 +355,20 @@ def write_checkpoint(kind: str, base: Path, path: Path, task: str) -> str:
     if kind == "truncated":
         path.write_bytes((base.parent / f"{task}.pt").read_bytes()[:5000])
         return "truncated"
+    if kind == "random_bytes":
+        import random
+
+        path.write_bytes(random.Random(0).randbytes(4096))
+        return "not a checkpoint at all (4096 bytes of unknown binary data)"
+    if kind == "python_config":
+        shutil.copy(SEG_CONFIG if task == "seg" else DET_CONFIG, path)
+        return "a densemnv3 config (Python that sets cfg), not a checkpoint"
     path.write_text("hello, I am not a checkpoint\n")
     return "text file"
 
 
-CHECKPOINT_FAULTS = ["other_task", "other_arch", "torchvision_resnet", "truncated", "text"]
+CHECKPOINT_FAULTS = ["other_task", "other_arch", "torchvision_resnet", "truncated", "text", "random_bytes",
+                     "python_config"]
 
 
 def checkpoint_command(tool: str, task: str, ckpt: Path, base: Path, tmp_path: Path) -> list[str]:

@@ -1,7 +1,6 @@
 """tools/quantize.py: an int8 file that the eval tools, the Predictor and the demo run with
 --weights, and one-line errors for what an ONNX file cannot do."""
 
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -10,51 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from densemnv3.utils.cli import run_main
-
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 ROOT = Path(__file__).resolve().parents[2]
-SEG_CONFIG = ROOT / "configs" / "lraspp_synthetic.py"
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def run(tool_main, argv, capsys):
-    """``tool_main(argv)`` through the tools' entry point: (exit code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as exit_info:
-        run_main(lambda: tool_main(argv))
-    out = capsys.readouterr()
-    return exit_info.value.code, out.out, out.err
-
-
 @pytest.fixture(scope="module")
-def checkpoint(tiny_synthetic, tmp_path_factory):
-    """A self-describing LR-ASPP-Small checkpoint, fitted for 20 steps to the tiny synthetic set
-    (an untrained network's logits are nearly flat, so any rounding flips its labels)."""
-    import torch.nn.functional as F
-
-    from densemnv3.config import load_config
-    from densemnv3.models import build_model
-    from densemnv3.tasks import build_task
-
-    root = tmp_path_factory.mktemp("quantize_tool")
-    cfg = load_config(SEG_CONFIG, ["model.name=lraspp_mobilenet_v3_small", f"data.root={tiny_synthetic}",
-                                   "data.synthetic=None", "data.cache_images=False", f"work_dir={root}"])
-    torch.manual_seed(0)
-    model = build_model(cfg.model)
-    train = build_task(cfg).dataset("train", train=False)
-    images, labels = (torch.stack(t) for t in zip(*(train[i] for i in range(len(train)))))
-    optimizer = torch.optim.Adam(model.parameters(), 3e-3)
-    for _ in range(20):
-        loss = F.cross_entropy(model(images), labels.long(), ignore_index=255)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    model.eval()
-    torch.save({"model": model.state_dict(), "arch": cfg.model.name, "config": dataclasses.asdict(cfg)},
-               root / "best.pt")
-    return root / "best.pt"
+def checkpoint(fitted_seg_checkpoint):
+    return fitted_seg_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -123,17 +87,17 @@ def assert_one_line_error(code, stderr, *needles):
         assert needle in lines[0], (needle, lines[0])
 
 
-def test_what_an_onnx_file_cannot_do_is_one_line(int8_file, capsys, tmp_path):
+def test_what_an_onnx_file_cannot_do_is_one_line(int8_file, run_in_process, tmp_path):
     from densemnv3.errors import CheckpointError
     from densemnv3.models import inspect_checkpoint, load_weights, lraspp_mobilenet_v3_small
     from tools.export import main as export
     from tools.quantize import main as quantize
 
-    code, _, err = run(export, ["--weights", str(int8_file), "--format", "onnx", "--out", str(tmp_path / "m.onnx")],
-                       capsys)
+    code, _, err = run_in_process(export, ["--weights", str(int8_file), "--format", "onnx", "--out",
+                                           str(tmp_path / "m.onnx")])
     assert_one_line_error(code, err, str(int8_file), "an int8 ONNX segmentation model", "holds no PyTorch "
                           "weights for export", "give the checkpoint it was made from")
-    code, _, err = run(quantize, ["--weights", str(int8_file)], capsys)
+    code, _, err = run_in_process(quantize, ["--weights", str(int8_file)])
     assert_one_line_error(code, err, "holds no PyTorch weights for quantization")
     with pytest.raises(CheckpointError, match="holds no PyTorch weights for a PyTorch model"):
         load_weights(lraspp_mobilenet_v3_small(), inspect_checkpoint(int8_file), task="segmentation",
@@ -149,10 +113,10 @@ def test_what_an_onnx_file_cannot_do_is_one_line(int8_file, capsys, tmp_path):
         inspect_checkpoint(tmp_path / "junk.onnx")
 
 
-def test_missing_onnxruntime_says_what_to_install(checkpoint, capsys, monkeypatch, tmp_path):
+def test_missing_onnxruntime_says_what_to_install(checkpoint, run_in_process, monkeypatch, tmp_path):
     from tools.quantize import main
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
-    code, _, err = run(main, ["--weights", str(checkpoint), "--out", str(tmp_path / "q.onnx")], capsys)
+    code, _, err = run_in_process(main, ["--weights", str(checkpoint), "--out", str(tmp_path / "q.onnx")])
     assert_one_line_error(code, err, "int8 quantization needs the 'onnxruntime' package",
                           "pip install densemnv3[export]")

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from densemnv3.data.labels import ID_PALETTE, LABELS, THING_NAMES
 from densemnv3.errors import DataError, UserError
+from densemnv3.utils.files import WriteError, write_text
 
 from .render import render
 from .street import MAX_SPEED, make_scene
@@ -215,9 +216,7 @@ def _prepare(out: Path, marker: dict) -> None:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(data))
 
 
 def _run(tasks: list[tuple], workers: int) -> Iterator[tuple]:
@@ -265,8 +264,10 @@ def _write_image(task: tuple) -> tuple[str, int, dict, list[dict]]:
 
 
 def _imwrite(path: Path, array: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), array):
-        raise OSError(f"cannot write {path}")
+    if not cv2.imwrite(str(path), array):  # OpenCV says False, not why: a full disk, most likely
+        raise WriteError(f"{path}: OpenCV could not write this image; check the free space of "
+                         f"{path.parent}; the set stays unfinished (no {_COMPLETE}) and is made "
+                         f"anew by the next run")
 
 
 def _instances(ids: np.ndarray) -> list[dict]:
