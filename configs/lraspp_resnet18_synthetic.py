@@ -9,7 +9,7 @@ and ``C5`` (``layer4``, 512 channels). Load ImageNet weights from a local torchv
 ``--set model.backbone_weights=/path/to/resnet18-f37072fd.pth``; none are downloaded.
 """
 
-from configs.lraspp_synthetic import cfg
+from densemnv3.configs.lraspp_synthetic import cfg
 
 cfg.model.name = "lraspp"
 cfg.model.backbone = {"name": "tv:resnet18", "output_stride": 16}

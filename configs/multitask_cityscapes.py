@@ -29,7 +29,7 @@ this project's sessions; the synthetic config is what was measured):
 - Loss: cross entropy + SSD loss with weights 1 and 1 (``loss.seg_weight``, ``loss.det_weight``).
 """
 
-from configs.lraspp_cityscapes import cfg
+from densemnv3.configs.lraspp_cityscapes import cfg
 from densemnv3.config import LossConfig, ModelConfig, OptimConfig, ScheduleConfig
 
 # data (512x1024 crops, batch 4 per GPU) and engine (AMP, SyncBN, intervals): LR-ASPP's

@@ -6,7 +6,7 @@ second ``C5`` (``conv5``, 1024 channels, stride 32). The head options (default-b
 BatchNorm momentum) are the MobileNetV3-Small config's.
 """
 
-from configs.ssdlite_synthetic import cfg
+from densemnv3.configs.ssdlite_synthetic import cfg
 
 cfg.model.name = "ssdlite"
 cfg.model.backbone = "shufflenet_v2"

@@ -2,12 +2,13 @@
 
 A config file defines ``cfg``, a :class:`Config`. A derived config imports its base and edits it::
 
-    from configs.lraspp_cityscapes import cfg
+    from densemnv3.configs.lraspp_cityscapes import cfg
     cfg.schedule.iters = 2000
 
+The shipped configs are the package ``densemnv3.configs`` (in a clone, a link to ``configs/``;
+there ``from configs.NAME import cfg`` works too) and load by name: ``load_config("lraspp_synthetic")``.
 :func:`load_config` runs the file with the config's folder and its parent importable, gives every
 load fresh module objects (so a base edited by one derived config is not seen by the next),
-makes the shipped ``configs`` package importable from a config in any folder,
 applies overrides such as ``"optim.lr=0.02"`` with type conversion, and checks every value against
 its field's type. Unknown keys fail with the closest valid key.
 """
@@ -172,14 +173,44 @@ class Config:
 # --------------------------------------------------------------------------- loading
 
 
+#: The shipped configs: the package ``densemnv3.configs`` (in a clone, a link to ``configs/``).
+SHIPPED_CONFIGS = Path(__file__).parent / "configs"
+
+
+def shipped_configs() -> dict[str, str]:
+    """The shipped configs' names, each with the first line of its docstring."""
+    found = {}
+    for path in sorted(SHIPPED_CONFIGS.glob("*.py")):
+        if path.name != "__init__.py":
+            doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+            found[path.stem] = doc.strip().splitlines()[0] if doc.strip() else ""
+    return found
+
+
+def resolve_config(config: str | Path) -> Path:
+    """The config file that ``config`` names: a path to a file, or a shipped config's name
+    (``lraspp_synthetic``, see :func:`shipped_configs`)."""
+    path = Path(config)
+    if path.is_file():
+        return path
+    names = shipped_configs()
+    if path.name == str(config) and path.suffix != ".py":  # a bare name
+        if str(config) in names:
+            return SHIPPED_CONFIGS / f"{config}.py"
+        raise ConfigError(f"unknown config {str(config)!r}{did_you_mean(str(config), names)}; the "
+                          f"shipped configs are {', '.join(names)}; or give a config file's path")
+    hint = ""
+    if path.parent.is_dir():
+        hint = did_you_mean(path.name, [p.name for p in path.parent.glob("*.py")])
+    if not hint and path.stem in names:
+        hint = f" (a shipped config: give its name, {path.stem})"
+    raise ConfigError(f"{path}: config file not found{hint}")
+
+
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
-    """Run the config file at ``path``, apply ``key=value`` overrides and validate the result."""
-    path = Path(path)
-    if not path.is_file():
-        hint = ""
-        if path.parent.is_dir():
-            hint = did_you_mean(path.name, [p.name for p in path.parent.glob("*.py")])
-        raise ConfigError(f"{path}: config file not found{hint}")
+    """Run the config file at ``path`` (or the shipped config of that name), apply ``key=value``
+    overrides and validate the result."""
+    path = resolve_config(path)
     cfg = getattr(_exec_config(path), "cfg", None)
     if not isinstance(cfg, Config):
         raise ConfigError(f"{path}: a config must define `cfg = Config(...)` (densemnv3.config)")
@@ -189,8 +220,7 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
     return cfg
 
 
-#: The checkout densemnv3 runs from, whose ``configs/`` package a config anywhere may import
-#: (``from configs.lraspp_synthetic import cfg``); absent in a non-editable install.
+#: A clone's root, whose ``configs/`` a config anywhere may import as ``configs`` (not installed).
 SHIPPED_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -199,7 +229,9 @@ def _exec_config(path: Path) -> types.ModuleType:
     roots = [str(folder), str(folder.parent)]
     if (SHIPPED_ROOT / "configs" / "__init__.py").is_file() and str(SHIPPED_ROOT) not in roots:
         roots.append(str(SHIPPED_ROOT))  # after the user's folders: theirs win
-    fresh = (str(folder), str(SHIPPED_ROOT / "configs"))
+    fresh = (str(folder), str(SHIPPED_ROOT / "configs"), str(SHIPPED_CONFIGS),
+             str(SHIPPED_CONFIGS.resolve()))
+    _forget_config_modules(fresh)  # imported before, e.g. by a user's own code: not shared
     before = set(sys.modules)
     sys.path[:0] = roots
     try:
@@ -213,15 +245,24 @@ def _exec_config(path: Path) -> types.ModuleType:
         frames = [f for f in traceback.extract_tb(err.__traceback__) if f.filename.endswith(".py")]
         where = next((f for f in reversed(frames) if Path(f.filename).parent == folder), None)
         line = f"{where.filename}:{where.lineno}" if where else str(path)
-        raise ConfigError(f"{line}: error in config: {type(err).__name__}: {err}") from None
+        hint = ""
+        if isinstance(err, ModuleNotFoundError) and (err.name or "").split(".")[0] == "configs":
+            hint = ("; the shipped configs are the package densemnv3.configs (a clone also has "
+                    "configs/): write `from densemnv3.configs.NAME import cfg`")
+        raise ConfigError(f"{line}: error in config: {type(err).__name__}: {err}{hint}") from None
     finally:
         for root in roots:
             with contextlib.suppress(ValueError):
                 sys.path.remove(root)
-        for name in set(sys.modules) - before:  # config modules are re-run on every load
-            file = getattr(sys.modules[name], "__file__", None) or ""
-            if name.startswith("_densemnv3_config_") or file.startswith(fresh):
-                del sys.modules[name]
+        _forget_config_modules(fresh, set(sys.modules) - before)  # re-run on every load
+
+
+def _forget_config_modules(folders: tuple[str, ...], names: set[str] | None = None) -> None:
+    """Drop config modules (from ``folders``) from ``sys.modules``, so the next import runs them."""
+    for name in list(sys.modules if names is None else names):
+        file = getattr(sys.modules.get(name), "__file__", None) or ""
+        if name.startswith("_densemnv3_config_") or file.startswith(folders):
+            sys.modules.pop(name, None)
 
 
 def apply_override(cfg: Config, override: str) -> None:
@@ -403,19 +444,7 @@ def save_config(cfg: Config, path: str | Path) -> Path:
 
 
 __all__ = [
-    "Config",
-    "DataConfig",
-    "LossConfig",
-    "ModelConfig",
-    "OptimConfig",
-    "ScheduleConfig",
-    "SyntheticConfig",
-    "TrainConfig",
-    "apply_override",
-    "backbone_spec",
-    "config_from_dict",
-    "config_to_python",
-    "load_config",
-    "save_config",
-    "validate",
+    "Config", "DataConfig", "LossConfig", "ModelConfig", "OptimConfig", "ScheduleConfig",
+    "SyntheticConfig", "TrainConfig", "apply_override", "backbone_spec", "config_from_dict",
+    "config_to_python", "load_config", "resolve_config", "save_config", "shipped_configs", "validate",
 ]

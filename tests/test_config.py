@@ -3,6 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from densemnv3.config import Config, load_config, save_config
@@ -151,3 +152,44 @@ def test_config_outside_repo_derives_from_shipped_config(tmp_path):
     lr, base_lr, same_schedule, leaked = out.stdout.split()
     assert float(lr) == 0.123 and float(base_lr) != 0.123  # the edit does not leak into the base
     assert same_schedule == "True" and leaked == "False"
+
+
+def test_shipped_configs_load_by_name_and_an_unknown_name_lists_them(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # names work from anywhere
+    by_name = load_config("lraspp_synthetic", ["optim.lr=0.5"])
+    assert by_name == load_config(ROOT / "configs" / "lraspp_synthetic.py", ["optim.lr=0.5"])
+    with pytest.raises(ConfigError) as info:
+        load_config("lraspp_synthtic")
+    message = str(info.value)
+    assert message.startswith("unknown config 'lraspp_synthtic' (did you mean 'lraspp_synthetic'?); "
+                              "the shipped configs are lraspp_cityscapes, ")
+    assert "ssdlite_synthetic" in message and message.endswith("or give a config file's path")
+    with pytest.raises(ConfigError, match=r"configs/lraspp_synthetic.py: config file not found "
+                                          r"\(a shipped config: give its name, lraspp_synthetic\)"):
+        load_config("configs/lraspp_synthetic.py")  # a clone's path, from another folder
+
+
+def test_user_config_derives_from_the_package_configs(tmp_path):
+    """``from densemnv3.configs.X import cfg``: the import that works after a plain pip install;
+    an edit stays in the derived config, also when the base was imported before."""
+    import densemnv3.configs.lraspp_synthetic as imported_before
+
+    write(tmp_path / "mine.py", "from densemnv3.configs.lraspp_synthetic import cfg\n"
+                                "cfg.optim.lr = 0.321\n")
+    mine = load_config(tmp_path / "mine.py")
+    assert mine.optim.lr == 0.321 and imported_before.cfg.optim.lr != 0.321
+    assert load_config("lraspp_synthetic").optim.lr == imported_before.cfg.optim.lr
+
+
+def test_load_model_and_the_predictor_take_a_shipped_config_by_name(tmp_path):
+    import torch
+
+    from densemnv3.inference import Predictor
+    from densemnv3.models import load_model
+
+    small = ["model.name=lraspp_mobilenet_v3_small"]
+    loaded = load_model("lraspp_synthetic", overrides=small)
+    assert loaded.cfg == load_config(ROOT / "configs" / "lraspp_synthetic.py", small)
+    torch.save({"model": loaded.model.state_dict()}, tmp_path / "w.pt")
+    predictor = Predictor.from_config("lraspp_synthetic", tmp_path / "w.pt", device="cpu", overrides=small)
+    assert predictor(np.zeros((64, 128, 3), np.uint8)).shape == (64, 128)

@@ -1,57 +1,16 @@
 #!/usr/bin/env python
-"""Write the decoded-sample cache of a segmentation config's training split.
+"""``python tools/cache_dataset.py ...`` from a clone is ``densemnv3 cache-dataset ...`` after ``pip install``:
+the same ``main(argv)``, in :mod:`densemnv3.cli.cache_dataset`."""
 
-``python tools/cache_dataset.py CONFIG [--split SPLIT] [--out DIR] [--set data.root=... data.decoded_cache=DIR]``
-
-Decodes every pair of ``data.root``'s split once into uncompressed ``.npy`` files under
-``data.decoded_cache`` (or ``--out``), which training then memory-maps instead of decoding PNGs
-(see :mod:`densemnv3.data.cache`). Needs about 8 MB of disk per 1024x2048 sample (24 GB for
-Cityscapes train). Turn it on with ``--set data.decoded_cache=DIR``; rerun this tool after the
-dataset changes (training refuses a stale cache and says so).
-"""
-
-import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from densemnv3.utils.cli import add_set_argument, run_main  # noqa: E402
+from densemnv3.cli.cache_dataset import main  # noqa: E402
+from densemnv3.utils.cli import run_main  # noqa: E402
 
-
-def main(argv: list[str] | None = None) -> int:
-    from densemnv3.config import load_config
-    from densemnv3.data.cache import write_decoded_cache
-    from densemnv3.data.cityscapes import CityscapesSegmentation
-    from densemnv3.errors import UserError
-    from densemnv3.tasks.common import ensure_synthetic
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", help="a segmentation config")
-    parser.add_argument("--split", help="dataset split (default: data.train_split)")
-    parser.add_argument("--out", help="cache folder (default: data.decoded_cache)")
-    parser.add_argument("--threads", type=int, default=None, help="decoding threads (default: cores, at most 8)")
-    parser.add_argument("--no-progress", action="store_true")
-    add_set_argument(parser)
-    args = parser.parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
-    if cfg.task != "segmentation":
-        raise UserError(f"{args.config}: the decoded cache is for segmentation configs, this one is {cfg.task!r}")
-    out = args.out or cfg.data.decoded_cache
-    if out is None:
-        raise UserError("say where to write the cache: --set data.decoded_cache=DIR (or --out DIR)")
-    ensure_synthetic(cfg)
-    split = args.split or cfg.data.train_split
-    dataset = CityscapesSegmentation(cfg.data.root, split, skip_bad=cfg.data.skip_bad)
-    start = time.perf_counter()
-    write_decoded_cache(dataset, out, progress=not args.no_progress, threads=args.threads)
-    bad = sum(1 for _ in dataset.bad_files)
-    print(f"wrote {out}: {len(dataset)} samples of {cfg.data.root} split {split!r}"
-          f"{f' ({bad} bad, skipped in training)' if bad else ''} in {time.perf_counter() - start:.1f} s; "
-          f"train with --set data.decoded_cache={out}")
-    return 0
-
+__all__ = ["main"]
 
 if __name__ == "__main__":
     run_main(main)

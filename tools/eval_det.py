@@ -1,30 +1,16 @@
 #!/usr/bin/env python
-"""Evaluate a detection checkpoint with pycocotools.
-
-``python tools/eval_det.py CONFIG --weights CKPT [--out DIR]`` prints COCOeval's 12-number
-summary and a per-class AP table, and writes ``detections.json`` (COCO results format, original
-category ids, boxes in original image pixels) and ``metrics.json`` to DIR.
-
-CKPT may also be an ONNX file written by ``tools/quantize.py`` (int8) or ``tools/export.py``
-(fp32): it runs in onnxruntime and is scored by the same code.
-
-A bad image stops the evaluation with its file name; with ``--set data.skip_bad=True`` it is left
-out — of ``detections.json`` and of the image ids COCOeval scores — and listed in
-``DIR/skipped_files.txt``.
-"""
+"""``python tools/eval_det.py ...`` from a clone is ``densemnv3 eval-det ...`` after ``pip install``:
+the same ``main(argv)``, in :mod:`densemnv3.cli.eval_det`."""
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from densemnv3.commands import eval_from_cli  # noqa: E402
+from densemnv3.cli.eval_det import main  # noqa: E402
 from densemnv3.utils.cli import run_main  # noqa: E402
 
-
-def main(argv: list[str] | None = None) -> int:
-    return eval_from_cli("detection", __doc__, argv)
-
+__all__ = ["main"]
 
 if __name__ == "__main__":
     run_main(main)

@@ -1,29 +1,16 @@
 #!/usr/bin/env python
-"""Evaluate a segmentation checkpoint: per-class IoU table and ``metrics.json``.
-
-``python tools/eval_seg.py CONFIG --weights CKPT [--out DIR] [--save-predictions DIR]``
-
-CKPT may also be an ONNX file written by ``tools/quantize.py`` (int8) or ``tools/export.py``
-(fp32): it runs in onnxruntime and is scored by the same code.
-
-A bad sample stops the evaluation with its file name; with ``--set data.skip_bad=True`` it is
-left out of the metric instead and listed in ``DIR/skipped_files.txt``. ``--save-predictions``
-writes one label-id PNG per evaluated image (``{city}_{seq}_{frame}.png``) that Cityscapes'
-official ``evalPixelLevelSemanticLabeling`` can score.
-"""
+"""``python tools/eval_seg.py ...`` from a clone is ``densemnv3 eval-seg ...`` after ``pip install``:
+the same ``main(argv)``, in :mod:`densemnv3.cli.eval_seg`."""
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from densemnv3.commands import eval_from_cli  # noqa: E402
+from densemnv3.cli.eval_seg import main  # noqa: E402
 from densemnv3.utils.cli import run_main  # noqa: E402
 
-
-def main(argv: list[str] | None = None) -> int:
-    return eval_from_cli("segmentation", __doc__, argv)
-
+__all__ = ["main"]
 
 if __name__ == "__main__":
     run_main(main)

@@ -1,93 +1,16 @@
 #!/usr/bin/env python
-"""Quantize a checkpoint to int8 (post-training, static) as an ONNX QDQ file run by onnxruntime.
+"""``python tools/quantize.py ...`` from a clone is ``densemnv3 quantize ...`` after ``pip install``:
+the same ``main(argv)``, in :mod:`densemnv3.cli.quantize`."""
 
-``python tools/quantize.py [CONFIG] --weights CKPT [--calib-images N] [--out FILE] [--set KEY=VALUE ...]``
-
-CONFIG may be left out for ``last.pt`` / ``best.pt``, which record the config they were trained
-with. Weights are quantized per output channel, activations per tensor from their range on N
-training images (default 32) through the eval transform — a seeded choice of images, so the same
-N gives the same file. The file records the config: ``eval_seg.py`` / ``eval_det.py``, the
-Predictor and ``demo_video.py`` run it with ``--weights FILE`` (``benchmark.py --variants int8``
-times this route). It takes any input size (LR-ASPP with ``pool='paper'``: from 784x784 up, or
-only the size it was calibrated at when that is smaller). SSDLite's postprocess (decode,
-threshold, NMS) and LR-ASPP's classifiers and final upsampling stay in float.
-
-The file is compared with the fp32 model on 4 validation images; below 0.9 pixel agreement or
-above 0.35 relative RMS error the tool exits with code 1 (the file is kept, for inspection).
-Default output: ``CKPT`` with the suffix ``.int8.onnx`` (``best.pt`` -> ``best.int8.onnx``); an
-``--out`` name without ``.onnx`` gets it (``model_int8`` -> ``model_int8.onnx``).
-"""
-
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from densemnv3.utils.cli import add_set_argument, run_main  # noqa: E402
+from densemnv3.cli.quantize import main  # noqa: E402
+from densemnv3.utils.cli import run_main  # noqa: E402
 
-CHECK_IMAGES = 4
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", nargs="?", help="the config (optional for last.pt / best.pt)")
-    parser.add_argument("--weights", required=True, help="a checkpoint (last.pt / best.pt / torchvision)")
-    parser.add_argument("--calib-images", type=int, default=32, metavar="N",
-                        help="training images to calibrate the activation ranges on (default 32)")
-    parser.add_argument("--out", help="file to write (default: CKPT with the suffix .int8.onnx); a name "
-                                      "without .onnx gets it (model_int8 -> model_int8.onnx), one ending "
-                                      "in another model format's suffix (.pt) is an error")
-    add_set_argument(parser)
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-
-    import dataclasses
-
-    from densemnv3.errors import UserError
-
-    if args.calib_images < 1:
-        raise UserError(f"--calib-images must be at least 1, got {args.calib_images}")
-
-    from densemnv3.config import load_config
-    from densemnv3.inference.export import min_input_size, output_file, require_onnx
-    from densemnv3.inference.quantize import calibration_order, quantize_model
-    from densemnv3.models import load_model
-    from densemnv3.tasks import build_task
-
-    out = output_file(args.out or Path(args.weights).with_suffix(".int8.onnx"), "onnx")
-    if args.out and out != Path(args.out):
-        print(f"writing {out} (--out {args.out} does not end in {out.suffix})")
-    require_onnx("int8 quantization")
-    loaded = load_model(load_config(args.config, args.overrides) if args.config else None,
-                        args.weights, overrides=args.overrides, pytorch="quantization")
-    cfg, model = loaded.cfg, loaded.model
-    task = build_task(cfg)
-    train = task.dataset(cfg.data.train_split, train=False)  # training images, eval transform
-    n = min(args.calib_images, len(train))
-    if n == 0:
-        raise UserError(f"{cfg.data.root}: split {cfg.data.train_split!r} has no images to calibrate on")
-    order = calibration_order(len(train), n)
-    size = tuple(train[order[0]][0].shape[-2:])
-    if min_input_size(model, size) is None and cfg.task == "segmentation":
-        cfg.data.eval_resize = size  # a fixed-size file: the tools resize frames to it
-    val = task.dataset(cfg.data.val_split, train=False)
-    check = [val[i][0][None] for i in range(min(CHECK_IMAGES, len(val)))]
-
-    print(f"quantizing {cfg.model.name} to int8 (onnxruntime QDQ, per-channel weights), calibrating on "
-          f"{n} images of split {cfg.data.train_split!r} at {size[0]}x{size[1]} ...")
-    metadata = {"config": dataclasses.asdict(cfg), "task": cfg.task, "arch": cfg.model.name,
-                "calibration_split": cfg.data.train_split}
-    report = quantize_model(model, out, calibration=(train[i][0] for i in order), num_images=n,
-                            input_size=size, check_images=check, metadata=metadata,
-                            progress=not args.no_progress)
-    low = report.min_size
-    shape = (f"{size[0]}x{size[1]} only (pool='paper', below its fixed window)" if low is None
-             else "any H and W" if low == (32, 32) else f"any H >= {low[0]} and W >= {low[1]}")
-    print(f"wrote {report.path} ({report.size_bytes / 2**20:.2f} MiB; input (N, 3, H, W), {shape})")
-    print(f"check on {len(check)} images of split {cfg.data.val_split!r}: {report.summary()}")
-    return 0
-
+__all__ = ["main"]
 
 if __name__ == "__main__":
     run_main(main)

@@ -1,21 +1,16 @@
 #!/usr/bin/env python
-"""Train an SSDLite detector: ``python tools/train_det.py configs/ssdlite_synthetic.py``.
-
-Multi-GPU / multi-process: ``torchrun --nproc_per_node=N tools/train_det.py CONFIG``.
-"""
+"""``python tools/train_det.py ...`` from a clone is ``densemnv3 train-det ...`` after ``pip install``:
+the same ``main(argv)``, in :mod:`densemnv3.cli.train_det`."""
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from densemnv3.commands import train_from_cli  # noqa: E402
+from densemnv3.cli.train_det import main  # noqa: E402
 from densemnv3.utils.cli import run_main  # noqa: E402
 
-
-def main(argv: list[str] | None = None) -> int:
-    return train_from_cli("detection", __doc__, argv)
-
+__all__ = ["main"]
 
 if __name__ == "__main__":
     run_main(main)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from densemnv3.config import Config, apply_override, config_from_dict, validate
+from densemnv3.config import Config, apply_override, config_from_dict, load_config, validate
 from densemnv3.errors import CheckpointError, ConfigError, UserError
 
 from .identify import CheckpointInfo, inspect_checkpoint, load_weights, pytorch_only
@@ -106,10 +106,13 @@ def reconcile_config(cfg: Config, info: CheckpointInfo, *, chosen: Sequence[str]
     return cfg
 
 
-def load_model(cfg: Config | None, weights: str | os.PathLike | None = None, *,
+def load_model(cfg: Config | str | os.PathLike | None, weights: str | os.PathLike | None = None, *,
                overrides: Sequence[str] = (), warn: Callable[[str], None] = _warn,
                pytorch: str | None = None) -> LoadedModel:
     """Build the model ``cfg`` describes and load ``weights`` into it.
+
+    ``cfg`` is a :class:`Config`, or a config file's path or a shipped config's name (loaded
+    with ``overrides``).
 
     - ``weights=None``: the model as ``cfg`` builds it (with its ``model.backbone_weights`` /
       ``model.weights``).
@@ -123,6 +126,8 @@ def load_model(cfg: Config | None, weights: str | os.PathLike | None = None, *,
     error); a file of another task, model or architecture raises one :class:`CheckpointError`
     naming the file and what it is.
     """
+    if isinstance(cfg, (str, os.PathLike)):
+        cfg = load_config(cfg, overrides)
     if weights is None:
         if cfg is None:
             raise UserError("load_model needs a config, weights, or both")

@@ -1,0 +1,176 @@
+"""Speed of densemnv3 vs torchvision on the same weights and inputs, measured interleaved.
+
+``densemnv3 benchmark [--model lraspp_large|lraspp_small|ssdlite_large|ssdlite_small|
+data_seg|data_det|all] [--device cpu|cuda] [--batch-sizes 1 8] [--sizes 512x1024 1024x2048]
+[--precision fp32 fp16 bf16] [--threads 2] [--iters N] [--warmup N] [--json out.json]
+[--memory-format nchw|channels_last] [--compile [--compile-mode MODE]] [--cuda-graphs]
+[--variants default fp16+graphs bf16+compile ...] [--tv-same-options] [--quick]
+[--det-score-thresh T] [--det-nms auto|per_image|batched]``
+
+Ours runs with the device's inference defaults (``densemnv3.inference.settings``: CUDA fp16 NCHW,
+CPU fp32 channels_last) unless the options say otherwise; ``--variants`` times several combinations in one
+run (each ``+``-joined from a precision, ``nchw``/``channels_last``, ``compile``, ``graphs``;
+``default`` is the device's defaults), each against torchvision eager fp32 and each checked against
+torchvision's fp32 output within its precision's tolerance (exit code 1 if one is outside).
+``int8`` (CPU) quantizes ours as ``tools/quantize.py`` does (onnxruntime, calibrated on a few
+random images) and times it against our fp32 inference path and torchvision fp32, interleaved:
+``--model lraspp_large --variants int8`` (``BENCHMARKS.md``).
+
+Model cases: torchvision's model (``lraspp_mobilenet_v3_large``, ``ssdlite320_mobilenet_v3_large``
+and the Small equivalents assembled the way torchvision assembles the Large ones) is built with
+random weights and calibrated BatchNorm statistics; the same state dict is loaded into ours, so
+the work is identical. Ours runs the inference path (``prepare_for_inference``: BatchNorm folded,
+plus the options asked for); torchvision runs as its users run it (eager, fp32, NCHW) unless
+``--tv-same-options``. SSDLite is timed end to end (forward + postprocess + NMS) at 320x320:
+torchvision gets [0, 1] images (its resize is then a no-op), ours the same images normalised; the
+network alone is timed too. Every case prints the max abs difference of ours (in its precision)
+vs torchvision fp32 on the same input (SSDLite: class logits and box deltas).
+
+Data cases: one sample of decode + training augmentation. ``data_seg``: a 1024x2048 PNG + label
+through ``seg_train_transform((512, 1024))`` vs a torchvision-references-style PIL pipeline
+(random resize 0.5-2, pad, crop, flip, ColorJitter, to tensor, normalise); ours reads the pair from
+the decoded-sample cache (``data.decoded_cache``), and the same pipeline decoding the PNGs is timed
+too (``ours_uncached_ms``). ``data_det``: a
+480x640 image + boxes through ``det_train_transform(320)`` vs torchvision references' SSDLite
+``transforms.v2`` pipeline (+ resize 320, normalise). Both run one thread, as a loader worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from densemnv3.benchmark.data import DATA_CASES, bench_data
+from densemnv3.benchmark.models import bench_model, case_of, parse_sizes, with_settings
+from densemnv3.benchmark.multitask import (
+    MULTITASK_CASES,
+    bench_multitask,
+    format_multitask,
+    multitask_case_of,
+)
+from densemnv3.benchmark.quantized import bench_int8
+from densemnv3.benchmark.reference import MODEL_CASES
+from densemnv3.benchmark.report import (
+    format_summary,
+    format_table,
+    format_train,
+    machine_info,
+    machine_line,
+    write_report,
+)
+from densemnv3.benchmark.train import TRAIN_CASES, bench_train, bench_train_step
+from densemnv3.config import load_config
+from densemnv3.inference.settings import add_inference_arguments, variants_from_args
+from densemnv3.utils.cli import add_set_argument
+from densemnv3.utils.device import resolve_device
+
+
+def parse_args(argv: list[str] | None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", nargs="+", default=["lraspp_large"], choices=(*MODEL_CASES, *MULTITASK_CASES, *DATA_CASES, *TRAIN_CASES, "all"))
+    parser.add_argument("--config", help="ours = this config's model (--model then names only data cases)")
+    add_set_argument(parser)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--batch-sizes", nargs="+", type=int, default=None, help="(default 1)")
+    parser.add_argument("--sizes", nargs="+", default=None,
+                        help="HxW of the LR-ASPP input (default 512x1024; SSDLite always runs at 320x320)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--iters", type=int, default=None, help="timed calls per model (default 10, CUDA 30)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed calls first (default 2, CUDA 10)")
+    parser.add_argument("--json", help="also write the results here")
+    add_inference_arguments(parser, multi_precision=True)
+    parser.add_argument("--variants", nargs="+", metavar="SPEC",
+                        help="combinations to time, e.g. default fp16+graphs fp16+compile bf16+compile+graphs")
+    parser.add_argument("--no-fuse", action="store_true", help="ours without BatchNorm folding")
+    parser.add_argument("--compile-mode", default=None,
+                        choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+                        help="torch.compile mode on CUDA (default: max-autotune with --cuda-graphs, else "
+                             "max-autotune-no-cudagraphs; CPU uses Inductor freezing instead)")
+    parser.add_argument("--tv-same-options", action="store_true",
+                        help="give torchvision ours' precision and memory format too")
+    parser.add_argument(
+        "--det-score-thresh", type=float, default=0.001,
+        help="SSDLite score threshold of both models (torchvision's 0.001: with random weights every "
+             "class of every box passes, the heaviest postprocess; 0.5: none does, the lightest)",
+    )
+    parser.add_argument("--det-nms", default="auto", choices=("auto", "per_image", "batched"),
+                        help="ours' SSDLite NMS path (auto: per_image on CPU, batched on GPUs)")
+    parser.add_argument("--data-root", help="train_seg: a Cityscapes root (default: a synthetic one)")
+    parser.add_argument("--synthetic-size", default=None, help="train_seg: HxW of the synthetic images "
+                        "(default 1024x2048)")
+    parser.add_argument("--synthetic-images", type=int, default=16, help="train_seg: synthetic train images")
+    parser.add_argument("--workers", type=int, default=None, help="train_seg: loader workers (default: config's)")
+    parser.add_argument("--decoded-cache", action="store_true",
+                        help="train_seg: also time the loader reading a decoded cache of the root, built in a "
+                             "temporary folder (~8 MB per 1024x2048 image)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, 1 iteration (a smoke test)")
+    args = parser.parse_args(argv)
+    args.sizes = args.sizes or (["64x128"] if args.quick else ["512x1024"])
+    args.batch_sizes = args.batch_sizes or [1]
+    args.synthetic_size = args.synthetic_size or ("64x128" if args.quick else "1024x2048")
+    if args.quick:
+        args.iters = 1 if args.iters is None else args.iters
+        args.warmup = 1 if args.warmup is None else args.warmup
+    cuda = args.device.startswith("cuda")
+    args.iters = args.iters if args.iters is not None else (30 if cuda else 10)
+    args.warmup = args.warmup if args.warmup is not None else (10 if cuda else 2)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = torch.device(resolve_device(args.device))
+    variants = variants_from_args(args, device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    sizes = parse_sizes(args.sizes)
+    cases = [*MODEL_CASES, *MULTITASK_CASES, *DATA_CASES] if "all" in args.model else list(dict.fromkeys(args.model))
+    args.cfg = None
+    if args.config:  # ours is the config's model: its model case, then the data and train cases asked for
+        args.cfg = load_config(args.config, args.overrides)
+        case = multitask_case_of(args.cfg.model.name) or case_of(args.cfg.model.name)
+        inference = [] if set(cases) <= set(TRAIN_CASES) else [case]
+        cases = inference + [c for c in cases if c in (*DATA_CASES, *TRAIN_CASES)]
+    info = machine_info(device)
+    print(machine_line(info, args), flush=True)
+    results = []
+    for case in cases:
+        if case in TRAIN_CASES:
+            results.append(bench_train_step(args, device) if case == "train_step_lraspp" else bench_train(args, device))
+            print(format_train(results[-1]), flush=True)
+            continue
+        if case in DATA_CASES:
+            results.append(bench_data(case, args))
+            print(format_table(results[-1:]).splitlines()[-1], flush=True)
+            continue
+        for size in sizes if case.startswith(("lraspp", "multitask")) else sizes[:1]:
+            for batch in args.batch_sizes:
+                for settings in variants:
+                    print(settings.describe(), flush=True)
+                    if case in MULTITASK_CASES:
+                        if settings.precision == "int8":
+                            print(f"  {case}: skipped (int8 is timed for the single-task models)", flush=True)
+                            continue
+                        results.append(bench_multitask(case, size, batch, settings.precision,
+                                                       with_settings(args, settings), device))
+                        print(format_multitask(results[-1]), flush=True)
+                        continue
+                    if settings.precision == "int8":
+                        results.append(bench_int8(case, size, batch, with_settings(args, settings), device))
+                    else:
+                        results.append(bench_model(case, size, batch, settings.precision,
+                                                   with_settings(args, settings), device))
+                    print("\n".join(format_table(results[-1:]).splitlines()[2:]), flush=True)
+    print()
+    print(format_summary(results))
+    if args.json:
+        write_report(args.json, info, args, results)
+        print(f"wrote {args.json}")
+    outside = [r for r in results if r.get("check_ok") is False]
+    if outside:
+        print(f"{len(outside)} configuration(s) outside their precision's tolerance of fp32 (MISMATCH above)")
+    return 1 if outside else 0
+

@@ -1,0 +1,254 @@
+"""Run a segmentation, detection or multi-task model on a video file, a camera or a stream.
+
+``densemnv3 demo [CONFIG] --weights CKPT --source SRC [--output out.mp4] [--no-display]``
+
+SRC is a video file, a camera index (``0``) or a stream URL (``rtsp://``, ``http(s)://``). Each
+frame gets the segmentation overlay, the detection boxes, or both (a multi-task model: one network
+pass per frame) and a smoothed FPS readout; the result
+is shown in a window (when a display and OpenCV GUI support are there and ``--no-display`` is not
+given) and written to ``--output`` (``.mp4`` or ``.avi``). Precision, memory format, compile and
+CUDA graphs default to the device's fastest (CUDA: fp16, NCHW; CPU: fp32, NCHW); ``--precision``,
+``--memory-format``, ``--compile`` and ``--cuda-graphs`` override them, and the resolved choice is
+printed first (``inference: cuda, fp16, NCHW, compile off, cuda-graphs off``). Decoding runs in a background thread;
+from a camera or stream the oldest waiting frame is dropped when inference falls behind.
+
+At the end a table gives the frames, the dropped frames, the mean decode / inference / drawing /
+writing time per frame and the end-to-end FPS. Ctrl-C or SIGTERM stop the run cleanly: the output
+is finalized and the table printed (exit code 130 for Ctrl-C, 0 for SIGTERM). A source with no
+frames prints "source has no frames", writes no output and exits 0.
+"""
+
+import argparse
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+
+from densemnv3.inference.settings import add_inference_arguments
+from densemnv3.utils.cli import add_set_argument
+
+WINDOW = "densemnv3 demo"
+PROGRESS_EVERY_S = 5.0
+
+
+class Terminated(Exception):
+    """SIGTERM was received."""
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", nargs="?", help="the model's config, e.g. lraspp_synthetic "
+                        "(optional for last.pt / best.pt, which record theirs)")
+    parser.add_argument("--weights", required=True,
+                        help="a checkpoint (last.pt / best.pt / torchvision) or an ONNX file (e.g. best.int8.onnx)")
+    parser.add_argument("--source", required=True, help="video file, camera index (0) or stream URL")
+    parser.add_argument("--output", help="write the annotated video here (.mp4 or .avi)")
+    parser.add_argument("--no-display", action="store_true", help="never open a window")
+    parser.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    add_inference_arguments(parser)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (default: torch's); 1 is often faster on a busy machine")
+    parser.add_argument("--score-threshold", type=float, default=0.3, help="detection: lowest score shown")
+    parser.add_argument("--alpha", type=float, default=0.5, help="segmentation and multi-task: overlay opacity")
+    add_set_argument(parser)
+    args = parser.parse_args(argv)
+    if args.max_frames is not None and args.max_frames < 1:
+        parser.error(f"--max-frames must be >= 1, got {args.max_frames}")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
+    return args
+
+
+def display_available(no_display: bool) -> tuple[bool, str]:
+    """Whether a window can be shown, and if not, why."""
+    import cv2
+
+    if no_display:
+        return False, "--no-display"
+    gui = [line for line in cv2.getBuildInformation().splitlines() if line.strip().startswith("GUI:")]
+    if gui and gui[0].split(":", 1)[1].strip().upper() == "NONE":
+        return False, "this OpenCV has no GUI support (opencv-python-headless)"
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return False, "no display (DISPLAY is not set)"
+    try:
+        cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL)
+    except cv2.error as err:
+        return False, f"OpenCV cannot open a window ({str(err).strip().splitlines()[-1]})"
+    return True, ""
+
+
+def main(argv=None) -> int:
+    import cv2
+
+    from densemnv3.errors import SourceError
+    from densemnv3.inference.video import FrameReader, VideoWriter, source_fps, source_kind
+
+    args = parse_args(argv)
+    live = source_kind(args.source) != "file"
+    writer = VideoWriter(args.output) if args.output else None  # bad paths fail before torch loads
+    reader = FrameReader.open(args.source, max_frames=args.max_frames)
+    try:
+        import torch
+
+        from densemnv3.inference.predictor import Predictor
+        from densemnv3.inference.visualize import draw_detections, draw_fps, overlay_segmentation
+
+        if args.threads is not None:
+            torch.set_num_threads(args.threads)
+        predictor = Predictor.from_checkpoint(
+            args.weights, args.config, device=args.device, precision=args.precision,
+            memory_format=args.memory_format, compile=args.compile, cuda_graphs=args.cuda_graphs,
+            overrides=args.overrides, score_threshold=args.score_threshold,
+        )
+        print(predictor.settings.describe(), flush=True)
+        if writer is not None:
+            writer.fps = source_fps(reader.capture)
+        display, why = display_available(args.no_display)
+        if not display:
+            print(f"display off: {why}; running headless", flush=True)
+        print(f"{predictor.task} on {args.source}: {predictor.device} {predictor.precision}", flush=True)
+
+        stop_reason, code, fps, smoothed = None, 0, 0.0, None
+        extra = f"{predictor.device.type} {predictor.precision}"
+        # The first Ctrl-C / SIGTERM asks the loop to stop after the frame in hand (so the frame
+        # count and the file agree); a second one stops at once. Ctrl-C works even when the
+        # shell started us with SIGINT ignored.
+        stop = _StopRequest()
+        previous_handler = _set_handler(signal.SIGTERM, stop)
+        previous_int = _set_handler(signal.SIGINT, stop)
+        last = last_progress = time.perf_counter()
+        timings = Timings(start=last)
+        try:
+            for frame in reader:
+                if stop.signum is not None:
+                    break
+                t0 = time.perf_counter()
+                result = predictor(frame)
+                t1 = time.perf_counter()
+                if predictor.task == "segmentation":
+                    drawn = overlay_segmentation(frame, result, alpha=args.alpha)
+                elif predictor.task == "detection":
+                    drawn = draw_detections(frame, result)
+                else:  # multitask: the label map under the boxes, from the same pass
+                    drawn = overlay_segmentation(frame, result["segmentation"], alpha=args.alpha)
+                    draw_detections(drawn, result["detections"])
+                if timings.frames:  # frame-to-frame time, smoothed; the first frame is warm-up
+                    smoothed = t1 - last if smoothed is None else 0.9 * smoothed + 0.1 * (t1 - last)
+                fps = 1.0 / max(smoothed if smoothed is not None else t1 - t0, 1e-6)
+                last = t1
+                draw_fps(drawn, fps, extra)
+                t2 = time.perf_counter()
+                if writer is not None:
+                    writer.write(drawn)
+                t3 = time.perf_counter()
+                timings.add(t0, t1, t2, t3)
+                if display:
+                    cv2.imshow(WINDOW, drawn)
+                    key = cv2.waitKey(1) & 0xFF
+                    if key in (27, ord("q")) or cv2.getWindowProperty(WINDOW, cv2.WND_PROP_VISIBLE) < 1:
+                        stop_reason = "window closed"
+                        break
+                if t3 - last_progress >= PROGRESS_EVERY_S:
+                    last_progress = t3
+                    print(f"  {timings.frames} frames, {fps:.1f} FPS", flush=True)
+            if stop.signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            if stop.signum == signal.SIGTERM:
+                raise Terminated()
+        except KeyboardInterrupt:
+            stop_reason, code = "interrupted (Ctrl-C)", 130
+        except Terminated:
+            stop_reason, code = "terminated (SIGTERM)", 0
+        finally:
+            _set_handler(signal.SIGTERM, signal.SIG_IGN)  # let the output be finalized
+            reader.stop()
+            if writer is not None:
+                writer.close()
+            _set_handler(signal.SIGTERM, signal.SIG_DFL if previous_handler is None else previous_handler)
+            if previous_int is not None:
+                _set_handler(signal.SIGINT, previous_int)
+            if display:
+                cv2.destroyAllWindows()
+
+        frames = timings.frames
+        if stop_reason:
+            print(f"{stop_reason}: stopped after {frames} frames")
+        if frames == 0 and stop_reason is None:
+            if live and reader.read_failures:
+                raise SourceError(f"no frame could be read from {args.source}"
+                                  f"{f' ({reader.error})' if reader.error else ''}")
+            print("source has no frames; nothing written")
+            return 0
+        if reader.read_failures:
+            print(f"the source stopped delivering frames after {reader.frames_read} frames "
+                  f"(read failed{f': {reader.error}' if reader.error else ''}); ended cleanly")
+        print(timings.summary(reader))
+        if writer is not None and writer.frames_written:
+            print(f"wrote {writer.frames_written} frames to {writer.path}")
+        return code
+    finally:
+        reader.stop()
+        if writer is not None:
+            writer.close()
+
+
+class _StopRequest:
+    """Signal handler: the first signal is recorded for the loop to act on between frames; a
+    second raises at once (KeyboardInterrupt for SIGINT, :class:`Terminated` for SIGTERM)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def __call__(self, signum, frame) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt if signum == signal.SIGINT else Terminated()
+        self.signum = signum
+
+
+def _set_handler(signum, handler):
+    """Install a signal handler (main thread only; elsewhere a no-op); the previous one."""
+    try:
+        return signal.signal(signum, handler)
+    except ValueError:
+        return None
+
+
+class Timings:
+    """Per-frame stage times; the first frame (warm-up: kernel selection, allocation) is shown
+    apart and left out of the means when there are more."""
+
+    def __init__(self, start: float) -> None:
+        self.start = start  # before the first frame was read
+        self.rows: list[tuple[float, float, float, float]] = []  # got, inferred, drawn, written
+
+    @property
+    def frames(self) -> int:
+        return len(self.rows)
+
+    def add(self, got: float, inferred: float, drawn: float, written: float) -> None:
+        self.rows.append((got, inferred, drawn, written))
+
+    def summary(self, reader) -> str:
+        """The table printed at the end of a run."""
+        lines = [f"frames: {self.frames} processed, {reader.frames_dropped} dropped, "
+                 f"{reader.read_failures} read failures"]
+        rows = self.rows
+        if len(rows) > 1:
+            first = rows[0]
+            lines.append(f"first frame: {1000 * (first[3] - first[0]):.0f} ms (warm-up, left out below)")
+            span, rows = rows[-1][3] - rows[0][3], rows[1:]
+        else:
+            span = rows[0][3] - self.start if rows else 0.0
+        times = np.array([[b - a, c - b, d - c] for a, b, c, d in rows]) * 1000 if rows else np.zeros((1, 3))
+        per_frame = 1000 * span / max(len(rows), 1)
+        fps = len(rows) / span if span > 0 else 0.0
+        table = [("decode", reader.decode_ms, "reader thread, overlaps inference")]
+        table += [(name, ms, "") for name, ms in zip(("infer", "draw", "write"), times.mean(0))]
+        table.append(("end-to-end", per_frame, f"{fps:.1f} FPS"))
+        lines.append(f"{'stage':<12}{'ms/frame':>10}")
+        lines += [f"{name:<12}{ms:>10.2f}  {note}".rstrip() for name, ms, note in table]
+        return "\n".join(lines)
+
