@@ -50,13 +50,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     add_inference_arguments(parser)
     parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for torch (default: torch's); 1 is often faster on a busy machine")
+                        help="CPU threads for a frame's work, whichever runtime runs the network "
+                        "(default: torch's count); 1 is often faster on a busy machine")
+    parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                        help="segmentation and multi-task: run the network at HxW (e.g. 360 640 for a "
+                             "720p source) and scale its label map to the frame; default: the "
+                             "config's eval size, else the frame's")
     parser.add_argument("--score-threshold", type=float, default=0.3, help="detection: lowest score shown")
     parser.add_argument("--alpha", type=float, default=0.5, help="segmentation and multi-task: overlay opacity")
     add_set_argument(parser)
     args = parser.parse_args(argv)
     if args.max_frames is not None and args.max_frames < 1:
         parser.error(f"--max-frames must be >= 1, got {args.max_frames}")
+    if args.input_size is not None and min(args.input_size) < 32:
+        parser.error(f"--input-size must be at least 32 32, got {' '.join(map(str, args.input_size))}")
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")
     return args
@@ -96,14 +103,18 @@ def main(argv=None) -> int:
         from densemnv3.inference.predictor import Predictor
         from densemnv3.inference.visualize import draw_detections, draw_fps, overlay_segmentation
 
-        if args.threads is not None:
-            torch.set_num_threads(args.threads)
+        threads = args.threads or torch.get_num_threads()
         predictor = Predictor.from_checkpoint(
             args.weights, args.config, device=args.device, precision=args.precision,
             memory_format=args.memory_format, compile=args.compile, cuda_graphs=args.cuda_graphs,
             overrides=args.overrides, score_threshold=args.score_threshold,
         )
-        print(predictor.settings.describe(), flush=True)
+        predictor.use_threads(threads)  # one budget: torch's pool never spins beside onnxruntime's
+        if args.input_size is not None and predictor.task != "detection":
+            predictor.input_size, predictor.label_upsample = tuple(args.input_size), "labels"
+            print(f"network input {args.input_size[0]}x{args.input_size[1]}, label map scaled to "
+                  f"the frame", flush=True)
+        print(f"{predictor.settings.describe()}, {threads} threads", flush=True)
         if writer is not None:
             writer.fps = source_fps(reader.capture)
         display, why = display_available(args.no_display)
@@ -121,6 +132,20 @@ def main(argv=None) -> int:
         previous_int = _set_handler(signal.SIGINT, stop)
         last = last_progress = time.perf_counter()
         timings = Timings(start=last)
+
+        def draw(frame, result, fps):
+            if predictor.task == "segmentation":
+                drawn = overlay_segmentation(frame, result, alpha=args.alpha)
+            elif predictor.task == "detection":
+                drawn = draw_detections(frame, result)
+            else:  # multitask: the label map under the boxes, from the same pass
+                drawn = overlay_segmentation(frame, result["segmentation"], alpha=args.alpha)
+                draw_detections(drawn, result["detections"])
+            return draw_fps(drawn, fps, extra)
+
+        # Headless, drawing and encoding run in a thread of their own, overlapping the next
+        # frame's inference (OpenCV and the runtimes release the GIL); a window needs the main one.
+        sink = None if display else Sink(draw, writer, timings)
         try:
             for frame in reader:
                 if stop.signum is not None:
@@ -128,32 +153,28 @@ def main(argv=None) -> int:
                 t0 = time.perf_counter()
                 result = predictor(frame)
                 t1 = time.perf_counter()
-                if predictor.task == "segmentation":
-                    drawn = overlay_segmentation(frame, result, alpha=args.alpha)
-                elif predictor.task == "detection":
-                    drawn = draw_detections(frame, result)
-                else:  # multitask: the label map under the boxes, from the same pass
-                    drawn = overlay_segmentation(frame, result["segmentation"], alpha=args.alpha)
-                    draw_detections(drawn, result["detections"])
-                if timings.frames:  # frame-to-frame time, smoothed; the first frame is warm-up
+                if timings.frames or (sink and sink.received):  # frame-to-frame, smoothed
                     smoothed = t1 - last if smoothed is None else 0.9 * smoothed + 0.1 * (t1 - last)
                 fps = 1.0 / max(smoothed if smoothed is not None else t1 - t0, 1e-6)
                 last = t1
-                draw_fps(drawn, fps, extra)
-                t2 = time.perf_counter()
-                if writer is not None:
-                    writer.write(drawn)
-                t3 = time.perf_counter()
-                timings.add(t0, t1, t2, t3)
-                if display:
+                if sink is not None:
+                    sink.put(frame, result, fps, t0, t1)
+                else:
+                    drawn = draw(frame, result, fps)
+                    t2 = time.perf_counter()
+                    if writer is not None:
+                        writer.write(drawn)
+                    timings.add(t0, t1, t2, time.perf_counter())
                     cv2.imshow(WINDOW, drawn)
                     key = cv2.waitKey(1) & 0xFF
                     if key in (27, ord("q")) or cv2.getWindowProperty(WINDOW, cv2.WND_PROP_VISIBLE) < 1:
                         stop_reason = "window closed"
                         break
-                if t3 - last_progress >= PROGRESS_EVERY_S:
-                    last_progress = t3
+                if t1 - last_progress >= PROGRESS_EVERY_S:
+                    last_progress = t1
                     print(f"  {timings.frames} frames, {fps:.1f} FPS", flush=True)
+            if sink is not None:
+                sink.close()  # every frame drawn and written, in order
             if stop.signum == signal.SIGINT:
                 raise KeyboardInterrupt
             if stop.signum == signal.SIGTERM:
@@ -164,6 +185,8 @@ def main(argv=None) -> int:
             stop_reason, code = "terminated (SIGTERM)", 0
         finally:
             _set_handler(signal.SIGTERM, signal.SIG_IGN)  # let the output be finalized
+            if sink is not None:
+                sink.close()
             reader.stop()
             if writer is not None:
                 writer.close()
@@ -216,6 +239,54 @@ def _set_handler(signum, handler):
         return None
 
 
+class Sink:
+    """Draws and writes frames in a thread of its own, in the order they were put; ``put`` waits
+    while two frames are pending (so memory stays bounded and FPS is the slowest stage's)."""
+
+    def __init__(self, draw, writer, timings: "Timings") -> None:
+        import queue
+        import threading
+
+        self.draw, self.writer, self.timings = draw, writer, timings
+        self.queue: queue.Queue = queue.Queue(maxsize=2)
+        self.received = 0
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="densemnv3-demo-sink", daemon=True)
+        self.thread.start()
+
+    def put(self, frame, result, fps: float, t0: float, t1: float) -> None:
+        if self.error is not None:
+            raise self.error
+        self.received += 1
+        self.queue.put((frame, result, fps, t0, t1))
+
+    def close(self) -> None:
+        """Wait for the pending frames; raise what drawing or writing raised."""
+        if self.thread.is_alive():
+            self.queue.put(None)
+            self.thread.join()
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+    def _run(self) -> None:
+        while (item := self.queue.get()) is not None:
+            if self.error is not None:
+                continue  # drain: the main thread raises it at its next put
+            frame, result, fps, t0, t1 = item
+            try:
+                start = time.perf_counter()
+                drawn = self.draw(frame, result, fps)
+                t2 = time.perf_counter()
+                if self.writer is not None:
+                    self.writer.write(drawn)
+                # drawing and writing measured as they ran, after the inference they overlap
+                self.timings.add(t0, t1, t1 + (t2 - start), t1 + (time.perf_counter() - start),
+                                 done=time.perf_counter())
+            except BaseException as err:  # noqa: BLE001 - handed to the main thread
+                self.error = err
+
+
 class Timings:
     """Per-frame stage times; the first frame (warm-up: kernel selection, allocation) is shown
     apart and left out of the means when there are more."""
@@ -223,13 +294,16 @@ class Timings:
     def __init__(self, start: float) -> None:
         self.start = start  # before the first frame was read
         self.rows: list[tuple[float, float, float, float]] = []  # got, inferred, drawn, written
+        self.done: list[float] = []  # when each frame was finished (written)
 
     @property
     def frames(self) -> int:
         return len(self.rows)
 
-    def add(self, got: float, inferred: float, drawn: float, written: float) -> None:
+    def add(self, got: float, inferred: float, drawn: float, written: float, *,
+            done: float | None = None) -> None:
         self.rows.append((got, inferred, drawn, written))
+        self.done.append(written if done is None else done)
 
     def summary(self, reader) -> str:
         """The table printed at the end of a run."""
@@ -239,9 +313,9 @@ class Timings:
         if len(rows) > 1:
             first = rows[0]
             lines.append(f"first frame: {1000 * (first[3] - first[0]):.0f} ms (warm-up, left out below)")
-            span, rows = rows[-1][3] - rows[0][3], rows[1:]
+            span, rows = self.done[-1] - self.done[0], rows[1:]
         else:
-            span = rows[0][3] - self.start if rows else 0.0
+            span = self.done[0] - self.start if rows else 0.0
         times = np.array([[b - a, c - b, d - c] for a, b, c, d in rows]) * 1000 if rows else np.zeros((1, 3))
         per_frame = 1000 * span / max(len(rows), 1)
         fps = len(rows) / span if span > 0 else 0.0

@@ -100,14 +100,15 @@ class OnnxModel(nn.Module):
         self.min_size = tuple(low) if isinstance(low, (tuple, list)) else None
         self._session = None
         self._threads = 0
+        self.threads: int | None = None  # onnxruntime's intra-op threads; None: torch's count
 
     def extra_repr(self) -> str:
         size = "x".join(map(str, self.fixed_size)) if self.fixed_size else "dynamic H, W"
         return f"{self.path.name}, {self.precision}, outputs={self.outputs}, {size}"
 
     def session(self):
-        """The onnxruntime session (re-created if torch's thread count changed)."""
-        threads = torch.get_num_threads()
+        """The onnxruntime session (re-created if its thread count changed)."""
+        threads = self.threads or torch.get_num_threads()
         if self._session is None or threads != self._threads:
             require_onnxruntime()
             import onnxruntime as ort

@@ -97,6 +97,28 @@ def test_segmentation_is_argmax_of_the_models_logits(seg):
     assert len(np.unique(out)) > 3  # random weights, but not a constant map
 
 
+def test_label_upsample_labels_resizes_the_label_map_of_the_input_size(seg_model):
+    predictor = Predictor(copy.deepcopy(seg_model), seg_config(eval_resize=(48, 80)), device="cpu")
+    predictor.label_upsample = "labels"  # the demo's --input-size
+    out = predictor(frame(96, 160))
+    with torch.no_grad():
+        small = predictor.model(normalized(frame(96, 160), IMAGENET_MEAN, IMAGENET_STD, size=(48, 80)))
+    labels = small.argmax(1)[0].numpy().astype(np.uint8)  # argmax at the input size, then x2
+    assert out.shape == (96, 160) and (out == labels.repeat(2, 0).repeat(2, 1)).mean() > 0.999
+
+
+def test_use_threads_is_one_budget(seg_model):
+    threads = torch.get_num_threads()
+    predictor = Predictor(copy.deepcopy(seg_model), seg_config(), device="cpu")
+    try:
+        predictor.use_threads(1)
+        assert predictor.threads == 1 and torch.get_num_threads() == 1
+        with pytest.raises(UserError, match="threads must be at least 1"):
+            predictor.use_threads(0)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_segmentation_agrees_with_the_unprepared_model(seg, seg_model):
     image = frame(seed=5)
     with torch.no_grad():

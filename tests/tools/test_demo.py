@@ -63,6 +63,26 @@ def read_back(path):
     return frames
 
 
+def test_overlapping_pipeline_writes_every_frame_in_order(demo, work, tmp_path, capsys):
+    """Headless, drawing and writing run in a thread beside inference: frame k of the output is
+    frame k of the source (alpha 0: the overlay leaves the picture; the FPS text is left out)."""
+    out = tmp_path / "out.avi"
+    source = make_synthetic_video(tmp_path / "drive.avi", frames=10, size=(128, 256), fps=4.0)
+    assert demo.main(args(work, "segmentation", "--source", str(source), "--output", str(out),
+                          "--no-display", "--alpha", "0", "--threads", "2",
+                          "--input-size", "64", "128")) == 0
+    written, original = read_back(out), read_back(source)
+    assert len(written) == len(original) == 10
+    below_text = slice(40, None)
+    for k, frame in enumerate(written):
+        errors = [np.abs(frame[below_text].astype(int) - o[below_text].astype(int)).mean()
+                  for o in original]
+        assert int(np.argmin(errors)) == k, errors
+    stdout = capsys.readouterr().out
+    assert "network input 64x128, label map scaled to the frame" in stdout
+    assert ", 2 threads" in stdout and "end-to-end" in stdout
+
+
 @pytest.mark.parametrize("task", ["segmentation", "detection"])
 def test_headless_run_writes_every_frame(demo, work, tmp_path, capsys, task):
     out = tmp_path / "out.mp4"
