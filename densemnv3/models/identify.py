@@ -3,7 +3,7 @@
 The one place that classifies a file given as weights (``--weights``, ``--resume``,
 ``Predictor.from_config``, ``model.weights``) — a densemnv3 training checkpoint, a torchvision
 model, a densemnv3 ONNX file (int8 from ``tools/quantize.py``, fp32 from ``tools/export.py``),
-something else, or no checkpoint at all (told by its content, in :mod:`.files`) — and words the
+something else, or no checkpoint at all (told by its content, in :mod:`.weight_files`) — and words the
 one-line error when it does not fit. Every tool loads weights through :func:`load_weights`.
 """
 
