@@ -16,6 +16,7 @@ from densemnv3.data.transforms import seg_eval_transform, seg_train_transform
 from densemnv3.engine import distributed as dist_utils
 from densemnv3.engine.sampler import shard_indices
 from densemnv3.evaluation.segmentation import ConfusionMatrix, SegMetrics, format_iou_table
+from densemnv3.inference.argmax import label_map
 from densemnv3.models import build_model
 from densemnv3.models.losses import (  # noqa: F401 - also importable from here, their former home
     cross_entropy_2d,
@@ -32,7 +33,10 @@ def update_confusion(confmat: ConfusionMatrix, logits: Tensor, targets: Tensor) 
     predicted train ids (N, H, W)."""
     if logits.shape[-2:] != targets.shape[-2:]:
         logits = F.interpolate(logits, size=targets.shape[-2:], mode="bilinear", align_corners=False)
-    pred = logits.argmax(1)
+    if logits.device.type == "cpu" and logits.dtype == torch.float32 and logits.is_contiguous():
+        pred = torch.from_numpy(label_map(logits))  # argmax(1)'s labels, ~10x faster over NCHW
+    else:
+        pred = logits.argmax(1)
     confmat.update(pred, targets)
     return pred
 
