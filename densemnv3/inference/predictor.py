@@ -248,18 +248,17 @@ class Predictor:
         return self._label_maps(self._network(self.preprocess(pixels)), tuple(pixels.shape[1:3]))
 
     def _label_maps(self, logits: Tensor, frame_size: tuple[int, int]) -> list[np.ndarray]:
-        if tuple(logits.shape[-2:]) != frame_size and self.label_upsample == "labels":
-            size = self.input_size or frame_size
-            if tuple(logits.shape[-2:]) != size:  # head logits at stride 8: to the input size
+        if tuple(logits.shape[-2:]) != frame_size:
+            labels_first = self.label_upsample == "labels"
+            size = (self.input_size or frame_size) if labels_first else frame_size
+            if tuple(logits.shape[-2:]) != size:
+                # NHWC: the upsampling and the argmax over classes run ~4x faster on CPU (same
+                # values up to float rounding)
                 logits = F.interpolate(logits.contiguous(memory_format=torch.channels_last), size=size,
                                        mode="bilinear", align_corners=False)
-            labels = label_map(logits, threads=self.threads)
-            return [cv2.resize(lab, frame_size[::-1], interpolation=cv2.INTER_NEAREST) for lab in labels]
-        if tuple(logits.shape[-2:]) != frame_size:
-            # NHWC: the upsampling and the argmax over classes run ~4x faster on CPU (same values
-            # up to float rounding)
-            logits = logits.contiguous(memory_format=torch.channels_last)
-            logits = F.interpolate(logits, size=frame_size, mode="bilinear", align_corners=False)
+            if labels_first:  # argmax at the network's size, then the label map to the frame
+                return [cv2.resize(lab, frame_size[::-1], interpolation=cv2.INTER_NEAREST)
+                        for lab in label_map(logits, threads=self.threads)]
         return list(label_map(logits, threads=self.threads))  # NCHW, CPU: 10x argmax(1)
 
     def _detect(self, pixels: Tensor, threshold: float) -> list[DetResult]:

@@ -98,7 +98,7 @@ def inspect_checkpoint(path: str | os.PathLike) -> CheckpointInfo:
                               f"write one with tools/export.py or tools/quantize.py")
     if kind is not None and kind not in TORCH_KINDS:
         raise CheckpointError(f"{path}: {not_a_checkpoint(path, kind)}")
-    state = read_checkpoint(path)
+    state = read_checkpoint(path, kind)  # sniffed once, above
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{path}: holds a {type(state).__name__}, not a checkpoint "
                               f"(a dict of tensors); {FIX}")

@@ -181,13 +181,14 @@ def _unreadable(path: Path, kind: Kind, err: BaseException) -> str:
     return f"a damaged checkpoint ({size} bytes; torch.load fails with {type(err).__name__})"
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict:
+def read_checkpoint(path: str | os.PathLike, kind: Kind | None = None) -> dict:
     """``torch.load(path, weights_only=True)``; a file that is missing or is no PyTorch
-    checkpoint raises :class:`CheckpointError` saying what the file is."""
+    checkpoint raises :class:`CheckpointError` saying what the file is. ``kind``: the file's
+    :func:`sniff`, when the caller has it already."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found; check the path (--weights / --resume)")
-    kind = file_kind(path)
+    kind = kind or file_kind(path)
     if kind not in TORCH_KINDS:
         raise CheckpointError(f"{path}: {not_a_checkpoint(path, kind)}")
     try:
