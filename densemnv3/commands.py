@@ -14,6 +14,7 @@ from pathlib import Path
 
 from densemnv3.config import load_config
 from densemnv3.errors import ConfigError, UserError
+from densemnv3.inference.settings import add_runtime_argument
 from densemnv3.utils.cli import add_set_argument
 from densemnv3.utils.device import resolve_device
 from densemnv3.utils.files import WriteError, write_text
@@ -87,11 +88,15 @@ def eval_parser(description: str) -> argparse.ArgumentParser:
                         help="the config (optional for last.pt / best.pt, which record theirs; "
                              "needed for a torchvision file)")
     parser.add_argument("--weights", required=True,
-                        help="a checkpoint: last.pt / best.pt, a torchvision file, or an ONNX file of "
-                             "tools/export.py / tools/quantize.py (run by onnxruntime)")
+                        help="a checkpoint: last.pt / best.pt, a torchvision file, or an exported file "
+                             "(.onnx of tools/export.py / tools/quantize.py, .pte of tools/export.py)")
     add_set_argument(parser)
     parser.add_argument("--out", help="output folder for metrics.json (default: the checkpoint's folder)")
     parser.add_argument("--device", default=None, help="cpu, cuda or auto (default: the config's)")
+    add_runtime_argument(parser)
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default=None,
+                        help="OpenVINO's precision hint for an exported file (default: bf16 where the CPU "
+                             "has it); other runtimes take the file's")
     return parser
 
 
@@ -104,8 +109,16 @@ def load_for_eval(args: argparse.Namespace):
     from densemnv3.tasks import build_task
 
     cfg = load_config(args.config, args.overrides) if args.config else None
-    loaded = load_model(cfg, args.weights, overrides=args.overrides)
+    loaded = load_model(cfg, args.weights, overrides=args.overrides, runtime=args.runtime,
+                        precision=args.precision)
     cfg = loaded.cfg
+    if loaded.checkpoint.exported:
+        model = loaded.model
+        print(f"inference: cpu, {model.compute_precision}, {model.describe()}; {model.route}", flush=True)
+        return cfg, build_task(cfg), model.eval(), torch.device("cpu")
+    if args.precision is not None:
+        raise UserError(f"--precision: {args.weights} is a PyTorch checkpoint, evaluated in fp32; "
+                        f"--precision chooses an exported file's runtime precision")
     device = torch.device(resolve_device(args.device or cfg.train.device))
     return cfg, build_task(cfg), loaded.model.to(device).eval(), device
 

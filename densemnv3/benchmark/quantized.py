@@ -22,7 +22,7 @@ import torch
 
 from densemnv3.inference.optimize import prepare_for_inference
 from densemnv3.inference.quantize import REL_RMS_TOLERANCE, quantize_model
-from densemnv3.models.onnx_model import onnx_model, read_metadata
+from densemnv3.runtimes import engine_class, exported_model, read_metadata
 
 from .models import build_pair, gflops_per_image
 from .reference import DET_SIZE, tv_network
@@ -59,7 +59,7 @@ def bench_int8(case: str, size: tuple[int, int], batch: int, args, device: torch
         quantize_model(ours, path, calibration=images, num_images=CALIBRATION_IMAGES, input_size=size,
                        progress=False, metadata={"task": "detection" if detection else "segmentation"})
         quantize_seconds = time.perf_counter() - start
-        int8 = onnx_model(path, read_metadata(path), template=ours)
+        int8 = exported_model(path, read_metadata(path), ours, engine_class("onnxruntime"))
         with torch.inference_mode():
             got = list(int8.predict_raw(x)[:2]) if detection else [int8(x)]
         fns = {"ours": lambda: int8(x), "ours_fp32": lambda: fp32(x_cl)}

@@ -1,7 +1,7 @@
 """Speed of densemnv3 vs torchvision on the same weights and inputs, measured interleaved.
 
 ``densemnv3 benchmark [--model lraspp_large|lraspp_small|ssdlite_large|ssdlite_small|
-data_seg|data_det|all] [--device cpu|cuda] [--batch-sizes 1 8] [--sizes 512x1024 1024x2048]
+data_seg|data_det|demo|all] [--routes] [--device cpu|cuda] [--batch-sizes 1 8] [--sizes 512x1024 1024x2048]
 [--precision fp32 fp16 bf16] [--threads 2] [--iters N] [--warmup N] [--json out.json]
 [--memory-format nchw|channels_last] [--compile [--compile-mode MODE]] [--cuda-graphs]
 [--variants default fp16+graphs bf16+compile ...] [--tv-same-options] [--quick]
@@ -26,6 +26,10 @@ torchvision gets [0, 1] images (its resize is then a no-op), ours the same image
 network alone is timed too. Every case prints the max abs difference of ours (in its precision)
 vs torchvision fp32 on the same input (SSDLite: class logits and box deltas).
 
+``--routes`` (CPU) times every installed runtime route of each model case, interleaved with
+torchvision eager fp32 (:mod:`densemnv3.benchmark.routes`); ``--model demo`` runs the video demo
+through every route and sets its FPS beside the network's (:mod:`densemnv3.benchmark.demo`).
+
 Data cases: one sample of decode + training augmentation. ``data_seg``: a 1024x2048 PNG + label
 through ``seg_train_transform((512, 1024))`` vs a torchvision-references-style PIL pipeline
 (random resize 0.5-2, pad, crop, flip, ColorJitter, to tensor, normalise); ours reads the pair from
@@ -42,6 +46,7 @@ import argparse
 import torch
 
 from densemnv3.benchmark.data import DATA_CASES, bench_data
+from densemnv3.benchmark.demo import add_demo_arguments, bench_demo, format_demo
 from densemnv3.benchmark.models import bench_model, case_of, parse_sizes, with_settings
 from densemnv3.benchmark.multitask import (
     MULTITASK_CASES,
@@ -59,6 +64,7 @@ from densemnv3.benchmark.report import (
     machine_line,
     write_report,
 )
+from densemnv3.benchmark.routes import bench_routes, format_routes
 from densemnv3.benchmark.train import TRAIN_CASES, bench_train, bench_train_step
 from densemnv3.config import load_config
 from densemnv3.inference.settings import add_inference_arguments, variants_from_args
@@ -68,7 +74,10 @@ from densemnv3.utils.device import resolve_device
 
 def parse_args(argv: list[str] | None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", nargs="+", default=["lraspp_large"], choices=(*MODEL_CASES, *MULTITASK_CASES, *DATA_CASES, *TRAIN_CASES, "all"))
+    parser.add_argument("--model", nargs="+", default=["lraspp_large"], choices=(*MODEL_CASES, *MULTITASK_CASES, *DATA_CASES, *TRAIN_CASES, "demo", "all"))
+    parser.add_argument("--routes", action="store_true",
+                        help="CPU: time every installed runtime route of the model cases (see above)")
+    add_demo_arguments(parser)
     parser.add_argument("--config", help="ours = this config's model (--model then names only data cases)")
     add_set_argument(parser)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -132,12 +141,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.config:  # ours is the config's model: its model case, then the data and train cases asked for
         args.cfg = load_config(args.config, args.overrides)
         case = multitask_case_of(args.cfg.model.name) or case_of(args.cfg.model.name)
-        inference = [] if set(cases) <= set(TRAIN_CASES) else [case]
-        cases = inference + [c for c in cases if c in (*DATA_CASES, *TRAIN_CASES)]
+        inference = [] if set(cases) <= {*TRAIN_CASES, "demo"} else [case]
+        cases = inference + [c for c in cases if c in (*DATA_CASES, *TRAIN_CASES, "demo")]
     info = machine_info(device)
     print(machine_line(info, args), flush=True)
     results = []
     for case in cases:
+        if case == "demo":
+            results.append(bench_demo(args))
+            print(format_demo(results[-1]), flush=True)
+            continue
+        if args.routes and case in MODEL_CASES:
+            for size in sizes if case.startswith("lraspp") else sizes[:1]:
+                for batch in args.batch_sizes:
+                    results.append(bench_routes(case, size, batch, args, device))
+                    print(format_routes(results[-1]), flush=True)
+            continue
         if case in TRAIN_CASES:
             results.append(bench_train_step(args, device) if case == "train_step_lraspp" else bench_train(args, device))
             print(format_train(results[-1]), flush=True)
@@ -165,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
                                                    with_settings(args, settings), device))
                     print("\n".join(format_table(results[-1:]).splitlines()[2:]), flush=True)
     print()
-    print(format_summary(results))
+    timed = [r for r in results if "routes" not in r]
+    if timed:
+        print(format_summary(timed))
     if args.json:
         write_report(args.json, info, args, results)
         print(f"wrote {args.json}")

@@ -7,9 +7,12 @@ frame gets the segmentation overlay, the detection boxes, or both (a multi-task 
 pass per frame) and a smoothed FPS readout; the result
 is shown in a window (when a display and OpenCV GUI support are there and ``--no-display`` is not
 given) and written to ``--output`` (``.mp4`` or ``.avi``). Precision, memory format, compile and
-CUDA graphs default to the device's fastest (CUDA: fp16, NCHW; CPU: fp32, NCHW); ``--precision``,
-``--memory-format``, ``--compile`` and ``--cuda-graphs`` override them, and the resolved choice is
-printed first (``inference: cuda, fp16, NCHW, compile off, cuda-graphs off``). Decoding runs in a background thread;
+CUDA graphs default to the device's fastest (CUDA: fp16, NCHW; CPU: fp32, channels_last);
+``--precision``, ``--memory-format``, ``--compile`` and ``--cuda-graphs`` override them. An exported
+file (``.onnx``, ``.pte``) runs in the fastest runtime installed here, measured, or the one
+``--runtime`` names. The resolved choice is printed first (``inference: cuda, fp16, NCHW, compile
+off, cuda-graphs off``; ``inference: cpu, int8, openvino ..., precision hint bf16 (...); auto:
+fastest here at 720x1280, 2 threads (openvino 41.0 ms, onnxruntime 62.3 ms; measured now)``). Decoding runs in a background thread;
 from a camera or stream the oldest waiting frame is dropped when inference falls behind.
 
 At the end a table gives the frames, the dropped frames, the mean decode / inference / drawing /
@@ -26,7 +29,7 @@ import time
 
 import numpy as np
 
-from densemnv3.inference.settings import add_inference_arguments
+from densemnv3.inference.settings import add_inference_arguments, add_runtime_argument
 from densemnv3.utils.cli import add_set_argument
 
 WINDOW = "densemnv3 demo"
@@ -47,8 +50,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output", help="write the annotated video here (.mp4 or .avi)")
     parser.add_argument("--no-display", action="store_true", help="never open a window")
     parser.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
+    parser.add_argument("--json", metavar="FILE", help="also write the stage table here (frames, ms per stage, FPS)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     add_inference_arguments(parser)
+    add_runtime_argument(parser)
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for a frame's work, whichever runtime runs the network "
                         "(default: torch's count); 1 is often faster on a busy machine")
@@ -87,6 +92,15 @@ def display_available(no_display: bool) -> tuple[bool, str]:
     return True, ""
 
 
+def _frame_size(capture) -> tuple[int, int] | None:
+    """The source's (H, W) as it reports it (None when it does not): the size a network run at
+    the frame's size sees, for timing the runtimes."""
+    import cv2
+
+    height, width = (int(capture.get(p)) for p in (cv2.CAP_PROP_FRAME_HEIGHT, cv2.CAP_PROP_FRAME_WIDTH))
+    return (height, width) if height > 0 and width > 0 else None
+
+
 def main(argv=None) -> int:
     import cv2
 
@@ -107,9 +121,10 @@ def main(argv=None) -> int:
         predictor = Predictor.from_checkpoint(
             args.weights, args.config, device=args.device, precision=args.precision,
             memory_format=args.memory_format, compile=args.compile, cuda_graphs=args.cuda_graphs,
-            overrides=args.overrides, score_threshold=args.score_threshold,
+            overrides=args.overrides, score_threshold=args.score_threshold, runtime=args.runtime,
+            threads=threads,  # one budget: torch's pool never spins beside a runtime's
+            measure_size=tuple(args.input_size) if args.input_size else _frame_size(reader.capture),
         )
-        predictor.use_threads(threads)  # one budget: torch's pool never spins beside onnxruntime's
         if args.input_size is not None and predictor.task != "detection":
             predictor.input_size, predictor.label_upsample = tuple(args.input_size), "labels"
             print(f"network input {args.input_size[0]}x{args.input_size[1]}, label map scaled to "
@@ -209,6 +224,13 @@ def main(argv=None) -> int:
             print(f"the source stopped delivering frames after {reader.frames_read} frames "
                   f"(read failed{f': {reader.error}' if reader.error else ''}); ended cleanly")
         print(timings.summary(reader))
+        if args.json:
+            import json
+
+            from densemnv3.utils.files import write_text
+
+            write_text(args.json, json.dumps({"inference": predictor.settings.describe(), "threads": threads,
+                                              "source": args.source, **timings.stats(reader)}, indent=2))
         if writer is not None and writer.frames_written:
             print(f"wrote {writer.frames_written} frames to {writer.path}")
         return code
@@ -305,23 +327,31 @@ class Timings:
         self.rows.append((got, inferred, drawn, written))
         self.done.append(written if done is None else done)
 
-    def summary(self, reader) -> str:
-        """The table printed at the end of a run."""
-        lines = [f"frames: {self.frames} processed, {reader.frames_dropped} dropped, "
-                 f"{reader.read_failures} read failures"]
+    def stats(self, reader) -> dict:
+        """Frames, drops, the mean ms of each stage per frame and the end-to-end FPS (the first
+        frame left out when there are more; ``first_ms`` is its time)."""
         rows = self.rows
+        stats = {"frames": self.frames, "dropped": reader.frames_dropped, "read_failures": reader.read_failures,
+                 "first_ms": 1000 * (rows[0][3] - rows[0][0]) if rows else None}
         if len(rows) > 1:
-            first = rows[0]
-            lines.append(f"first frame: {1000 * (first[3] - first[0]):.0f} ms (warm-up, left out below)")
             span, rows = self.done[-1] - self.done[0], rows[1:]
         else:
             span = self.done[0] - self.start if rows else 0.0
         times = np.array([[b - a, c - b, d - c] for a, b, c, d in rows]) * 1000 if rows else np.zeros((1, 3))
-        per_frame = 1000 * span / max(len(rows), 1)
-        fps = len(rows) / span if span > 0 else 0.0
-        table = [("decode", reader.decode_ms, "reader thread, overlaps inference")]
-        table += [(name, ms, "") for name, ms in zip(("infer", "draw", "write"), times.mean(0))]
-        table.append(("end-to-end", per_frame, f"{fps:.1f} FPS"))
+        infer, draw, write = (float(t) for t in times.mean(0))
+        return stats | {"decode_ms": reader.decode_ms, "infer_ms": infer, "draw_ms": draw, "write_ms": write,
+                        "end_to_end_ms": 1000 * span / max(len(rows), 1),
+                        "fps": len(rows) / span if span > 0 else 0.0}
+
+    def summary(self, reader) -> str:
+        """The table printed at the end of a run."""
+        s = self.stats(reader)
+        lines = [f"frames: {s['frames']} processed, {s['dropped']} dropped, {s['read_failures']} read failures"]
+        if s["frames"] > 1:
+            lines.append(f"first frame: {s['first_ms']:.0f} ms (warm-up, left out below)")
+        table = [("decode", s["decode_ms"], "reader thread, overlaps inference")]
+        table += [(name, s[f"{name}_ms"], "") for name in ("infer", "draw", "write")]
+        table.append(("end-to-end", s["end_to_end_ms"], f"{s['fps']:.1f} FPS"))
         lines.append(f"{'stage':<12}{'ms/frame':>10}")
         lines += [f"{name:<12}{ms:>10.2f}  {note}".rstrip() for name, ms, note in table]
         return "\n".join(lines)

@@ -1,7 +1,7 @@
-"""Export a checkpoint to ONNX or TorchScript and check the file against PyTorch.
+"""Export a checkpoint to ONNX, TorchScript or ExecuTorch and check the file against PyTorch.
 
-``densemnv3 export [CONFIG] --weights CKPT --format onnx|torchscript --out FILE
-[--set KEY=VALUE ...] [--input-size H W] [--opset N] [--postprocess]``
+``densemnv3 export [CONFIG] --weights CKPT --format onnx|torchscript|executorch --out FILE
+[--set KEY=VALUE ...] [--input-size H W] [--opset N] [--postprocess] [--int8 [--calib-images N]]``
 
 CONFIG may be left out for ``last.pt`` / ``best.pt``, which record the config they were trained
 with; a torchvision file needs it.
@@ -23,6 +23,18 @@ the tool exits with code 1. An ONNX file records the config, so the eval tools, 
 and the demo run it with ``--weights FILE``. The file is fp32 NCHW whatever the device (the first
 line printed says so): reduced precision is chosen in the runtime that runs it (TensorRT
 ``--fp16``, ...), or int8 by ``tools/quantize.py``.
+
+``--format executorch`` writes a ``.pte`` for phones: lowered to XNNPACK, one ``(1, 3, H, W)``
+input of the export size (the tools resize frames to it), outputs ``logits`` (segmentation) or
+``cls_logits``, ``bbox_regression`` and ``anchors`` (detection, post-processed by the tools in
+float). ``--int8`` quantizes it with XNNPACK's quantizer (weights per channel, activations per
+tensor, ranges from N training images through the eval transform, default 32, the same seeded
+choice as ``tools/quantize.py``). It records its config like an ONNX file, so the eval tools, the
+Predictor and the demo run it with ``--weights FILE`` (``--runtime executorch``). It is run in
+ExecuTorch here and compared with PyTorch: fp32 on random image-like inputs (a max abs
+difference above 1e-3 of the output's largest magnitude fails), int8 on 4 validation images
+(below 0.9 pixel agreement or above 0.35 relative RMS error fails); a failed check exits with
+code 1 and keeps the file.
 """
 
 import argparse
@@ -35,10 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", nargs="?", help="the config (optional for last.pt / best.pt)")
     parser.add_argument("--weights", required=True, help="a checkpoint (last.pt / best.pt / torchvision)")
-    parser.add_argument("--format", required=True, choices=("onnx", "torchscript"))
+    parser.add_argument("--format", required=True, choices=("onnx", "torchscript", "executorch"))
     parser.add_argument("--out", required=True,
                         help="file to write, e.g. lraspp.onnx; a name without a suffix gets the format's "
-                             "(.onnx, or .pt for torchscript), another format's suffix is an error")
+                             "(.onnx, .pt for torchscript, .pte for executorch), another format's suffix "
+                             "is an error")
     add_set_argument(parser)
     parser.add_argument(
         "--input-size", nargs=2, type=int, metavar=("H", "W"),
@@ -49,20 +62,42 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-fuse", action="store_true", help="keep BatchNorm layers (no folding)")
     parser.add_argument("--postprocess", action="store_true",
                         help="detection, ONNX: decode, score threshold, per-class NMS and top-k in the graph")
+    parser.add_argument("--int8", action="store_true",
+                        help="executorch: quantize to int8 with XNNPACK's quantizer (for an int8 ONNX file "
+                             "use tools/quantize.py)")
+    parser.add_argument("--calib-images", type=int, default=None, metavar="N",
+                        help="--int8: training images to calibrate the activation ranges on (default 32)")
     args = parser.parse_args(argv)
 
     import dataclasses
 
     from densemnv3.config import load_config
+    from densemnv3.errors import UserError
     from densemnv3.inference.export import export_model, min_input_size, output_file, require_onnx
     from densemnv3.inference.settings import export_settings
     from densemnv3.models import load_model
 
+    executorch = args.format == "executorch"
+    if args.int8 and not executorch:
+        raise UserError(f"--int8 applies to --format executorch; for an int8 ONNX file use tools/quantize.py "
+                        f"(drop --int8 for --format {args.format})")
+    if args.calib_images is not None and not args.int8:
+        raise UserError("--calib-images sets the calibration of --int8; add --int8 or drop --calib-images")
+    args.calib_images = 32 if args.calib_images is None else args.calib_images
+    if args.calib_images < 1:
+        raise UserError(f"--calib-images must be at least 1, got {args.calib_images}")
+    if executorch and args.postprocess:
+        raise UserError("--postprocess puts SSDLite's NMS in an ONNX graph; a .pte outputs the raw "
+                        "predictions, which the tools post-process: drop --postprocess")
     out = output_file(args.out, args.format)
     if out != Path(args.out):
         print(f"writing {out} (--out {args.out} does not end in {out.suffix})")
     if args.format == "onnx":
         require_onnx()
+    if executorch:
+        from densemnv3.inference.export_executorch import require_executorch
+
+        require_executorch("--format executorch" + (" --int8" if args.int8 else ""))
     loaded = load_model(load_config(args.config, args.overrides) if args.config else None,
                         args.weights, overrides=args.overrides, pytorch="export")
     cfg, model = loaded.cfg, loaded.model
@@ -75,11 +110,13 @@ def main(argv: list[str] | None = None) -> int:
     else:
         size = tuple(cfg.data.eval_resize or cfg.data.crop_size)
         low = min_input_size(model, (10**4, 10**4))
-        if not cfg.data.eval_resize and any(s < m for s, m in zip(size, low)):
+        if not executorch and not cfg.data.eval_resize and any(s < m for s, m in zip(size, low)):
             # evaluated on full frames: trace at a multiple of the crop in the dynamic range
             factor = max(-(-m // s) for s, m in zip(size, low))
             size = (size[0] * factor, size[1] * factor)
 
+    if executorch:
+        return _export_executorch(args, cfg, model, size, out)
     print(f"{export_settings().describe()} (the file runs on any device; choose fp16 in its runtime)")
     low = min_input_size(model, size) if args.format == "onnx" else None
     dynamic = low is not None
@@ -103,3 +140,47 @@ def main(argv: list[str] | None = None) -> int:
     print(f"check: {report.summary()}")
     return 0
 
+
+def _export_executorch(args: argparse.Namespace, cfg, model, size: tuple[int, int], out: Path) -> int:
+    """``--format executorch``: a ``.pte`` of the fixed ``size``, fp32 or (``--int8``) calibrated
+    on training images as ``tools/quantize.py`` chooses them."""
+    import dataclasses
+
+    from densemnv3.errors import UserError
+    from densemnv3.inference.export_executorch import export_executorch
+
+    if cfg.task == "segmentation":
+        cfg.data.eval_resize = size  # the file takes this size only: the tools resize frames to it
+    elif cfg.task == "detection":
+        from densemnv3.data.transforms import detector_input_size
+
+        if detector_input_size(cfg.data.image_size) != size:
+            cfg.data.image_size = size  # --input-size: the tools resize frames to the file's size
+    precision = "int8" if args.int8 else "fp32"
+    calibration, check, n = None, [], 0
+    if args.int8 and cfg.task in ("segmentation", "detection"):
+        from densemnv3.cli.quantize import CHECK_IMAGES
+        from densemnv3.inference.quantize import calibration_order
+        from densemnv3.tasks import build_task
+
+        task = build_task(cfg)
+        train = task.dataset(cfg.data.train_split, train=False)  # training images, eval transform
+        n = min(args.calib_images, len(train))
+        if n == 0:
+            raise UserError(f"{cfg.data.root}: split {cfg.data.train_split!r} has no images to calibrate on")
+        calibration = (train[i][0] for i in calibration_order(len(train), n))
+        val = task.dataset(cfg.data.val_split, train=False)
+        check = [val[i][0][None] for i in range(min(CHECK_IMAGES, len(val)))]
+        print(f"int8: calibrating on {n} images of split {cfg.data.train_split!r} (XNNPACK quantizer, "
+              f"per-channel weights), checking on {len(check)} of split {cfg.data.val_split!r}")
+    print(f"exporting {cfg.model.name} (executorch, XNNPACK, {precision}, input (1, 3, {size[0]}, {size[1]}) "
+          f"fixed) to {out} ...")
+    metadata = {"config": dataclasses.asdict(cfg), "task": cfg.task, "arch": cfg.model.name}
+    if args.int8:
+        metadata["calibration_split"] = cfg.data.train_split
+    report = export_executorch(model, out, input_size=size, metadata=metadata, int8=args.int8,
+                               calibration=calibration, num_images=n, check_images=check,
+                               fuse_bn=not args.no_fuse, progress=True)
+    print(f"wrote {report.path} ({report.size_bytes / 2**20:.2f} MiB, {precision}, XNNPACK)")
+    print(f"check: {report.summary()}")
+    return 0

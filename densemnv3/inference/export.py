@@ -15,7 +15,7 @@ in the graph from its feature-map sizes); an LR-ASPP with the paper's pool takes
 784×784 up, where its window is fixed, or is exported at the given size when that is smaller
 (:func:`min_input_size`). TorchScript files are traced at the
 given size. An ONNX file records the model's config in its metadata (``metadata=``), so the tools
-load it with ``--weights`` (:mod:`densemnv3.models.onnx_model`).
+load it with ``--weights`` (:mod:`densemnv3.runtimes`).
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from torch import Tensor, nn
 
 from densemnv3.errors import ExportCheckError, UserError
 from densemnv3.models import LRASPP, LRASPPSSDLite, SSDLite
-from densemnv3.models.onnx_model import ONNX_INSTALL_HINT, OUTPUT_NAMES, write_metadata
 from densemnv3.models.resize import resize_bilinear
+from densemnv3.runtimes.metadata import OUTPUT_NAMES, write_metadata
 from densemnv3.utils.files import atomic_write
 
 from .export_check import (
@@ -190,7 +190,7 @@ def second_size(size: Sequence[int], min_size: Sequence[int] = (32, 32)) -> tupl
 
 
 def size_metadata(input_size: Sequence[int], min_size: Sequence[int] | None) -> dict[str, Any]:
-    """What an ONNX file records about the sizes it takes (read by ``OnnxModel``)."""
+    """What an ONNX file records about the sizes it takes (read by ``ExportedModel``)."""
     if min_size is None:
         return {"input_size": tuple(int(s) for s in input_size)}
     return {"input_size": "dynamic", "min_input_size": tuple(int(s) for s in min_size)}
@@ -319,7 +319,7 @@ def require_onnx(what: str = "ONNX export") -> None:
             importlib.import_module(name)
         except ImportError:
             raise UserError(
-                f"{what} needs the {name!r} package, which is not installed: {ONNX_INSTALL_HINT}"
+                f"{what} needs the {name!r} package, which is not installed: pip install densemnv3[export]"
             ) from None
 
 
@@ -363,13 +363,16 @@ def check_output_path(path: str | os.PathLike) -> Path:
 
 #: File name suffixes of each format; the first is added to an ``--out`` name without one.
 SUFFIXES: dict[str, tuple[str, ...]] = {"onnx": (".onnx",),
-                                        "torchscript": (".pt", ".pth", ".ts", ".torchscript", ".ptl")}
+                                        "torchscript": (".pt", ".pth", ".ts", ".torchscript", ".ptl"),
+                                        "executorch": (".pte",)}
+#: What each format's file is called in messages.
+_FORMAT_NAMES = {"onnx": "an ONNX", "torchscript": "a TorchScript", "executorch": "an ExecuTorch"}
 #: Suffixes that name a model format: an ``--out`` ending in another format's is an error.
-_MODEL_SUFFIXES = {*SUFFIXES["onnx"], *SUFFIXES["torchscript"], ".ckpt", ".bin", ".safetensors",
-                   ".tflite", ".engine", ".pb", ".xml"}
+_MODEL_SUFFIXES = {*SUFFIXES["onnx"], *SUFFIXES["torchscript"], *SUFFIXES["executorch"], ".ckpt", ".bin",
+                   ".safetensors", ".tflite", ".engine", ".pb", ".xml"}
 
 
-def output_file(path: str | os.PathLike, fmt: Format) -> Path:
+def output_file(path: str | os.PathLike, fmt: str) -> Path:
     """The file ``--out path`` names for a ``fmt`` model, checked by :func:`check_output_path`:
     ``path`` when it ends in one of the format's :data:`SUFFIXES`; ``path`` with the format's
     suffix added when it ends in none or in one that names no model format (``model_int8`` ->
@@ -379,8 +382,7 @@ def output_file(path: str | os.PathLike, fmt: Format) -> Path:
     if path.is_dir():
         return check_output_path(path)  # raises: a folder
     if suffix in _MODEL_SUFFIXES and suffix not in own:
-        kind = "an ONNX" if fmt == "onnx" else "a TorchScript"
-        raise UserError(f"{path}: {kind} file's name ends in {' or '.join(own)}, not {path.suffix}; "
+        raise UserError(f"{path}: {_FORMAT_NAMES[fmt]} file's name ends in {' or '.join(own)}, not {path.suffix}; "
                         f"choose --out {path.with_suffix(own[0])}")
     if suffix not in own:
         path = path.with_name(path.name + own[0])

@@ -14,7 +14,7 @@ with fused ReLU, ``QLinearMul``/``Add``/``GlobalAveragePool``). What stays in fl
   its output is float anyway);
 - SSDLite's default boxes and its whole postprocess (decode, score threshold, NMS): the file
   outputs ``cls_logits``, ``bbox_regression`` and ``anchors``, and
-  :class:`~densemnv3.models.onnx_model.OnnxDetector` runs ``ssd_postprocess`` on them in fp32,
+  :class:`~densemnv3.runtimes.ExportedDetector` runs ``ssd_postprocess`` on them in fp32,
   the same code as the PyTorch model;
 - the squeeze-excitation gates' hard-sigmoid (on ``(N, C, 1, 1)`` tensors: free).
 
@@ -45,7 +45,13 @@ from torch import Tensor, nn
 
 from densemnv3.errors import ExportCheckError, UserError
 from densemnv3.models import LRASPP, SSDLite
-from densemnv3.models.onnx_model import OUTPUT_NAMES, onnx_model, read_metadata, write_metadata
+from densemnv3.runtimes import (
+    OUTPUT_NAMES,
+    engine_class,
+    exported_model,
+    read_metadata,
+    write_metadata,
+)
 from densemnv3.utils.files import atomic_write
 
 from .export import (
@@ -131,8 +137,8 @@ def quantize_model(
             onnx.save(proto, str(out))
     report = QuantizeReport(path, path.stat().st_size, num_images, min_size)
     if check_images:
-        quantized = onnx_model(path, {"task": "detection" if form == "raw" else "segmentation",
-                                      **read_metadata(path)}, template=reference)
+        quantized = exported_model(path, {"task": "detection" if form == "raw" else "segmentation",
+                                          **read_metadata(path)}, reference, engine_class("onnxruntime"))
         report.check = agreement(quantized, reference, check_images)
         if not report.ok:
             raise ExportCheckError(f"{path}: the int8 model is too far from fp32: {report.summary()}")
@@ -315,7 +321,7 @@ def calibration_order(total: int, count: int, seed: int = 0) -> list[int]:
 
 @torch.no_grad()
 def agreement(quantized: nn.Module, reference: nn.Module, images: Sequence[Tensor]) -> dict[str, float]:
-    """How close ``quantized`` (an int8 ``OnnxModel``) is to ``reference`` (the fp32 model) on
+    """How close ``quantized`` (an int8 ``ExportedModel``) is to ``reference`` (the fp32 model) on
     ``images``: segmentation ``pixel_agreement`` (argmax) and ``rel_rms`` of the logits;
     detection ``rel_rms_cls`` and ``rel_rms_box`` (class logits, box deltas)."""
     errors: dict[str, list[float]] = {}

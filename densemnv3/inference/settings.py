@@ -11,9 +11,11 @@ and ``benchmark.py`` all resolve their options here, and every choice can be ove
   convolutions (LR-ASPP-Large 512×1024, 2 threads: 1.51× torchvision against 1.00× in NCHW;
   BENCHMARKS.md); SSDLite's network also runs NHWC on CPU.
 
-``int8`` is the precision of a quantized ONNX file (``tools/quantize.py``), run by onnxruntime
-on the CPU without compile or CUDA graphs; the Predictor takes it from the file, and the
-benchmark times it with ``--precision int8`` / ``--variants int8``.
+An exported file (ONNX, ExecuTorch ``.pte``) runs in a runtime of :mod:`densemnv3.runtimes` on
+the CPU, without compile or CUDA graphs, in the file's precision (``int8`` for
+``tools/quantize.py``'s files) or the runtime's hint (OpenVINO: bf16 where the CPU has it); the
+Predictor takes both from the loaded file, and the benchmark times the int8 ONNX with
+``--precision int8`` / ``--variants int8``.
 
 Imports torch only when a device is resolved, so a tool parses its arguments (and reports a bad
 one) at once.
@@ -36,6 +38,7 @@ __all__ = [
     "PRECISIONS",
     "InferenceSettings",
     "add_inference_arguments",
+    "add_runtime_argument",
     "export_settings",
     "inference_defaults",
     "parse_variant",
@@ -64,7 +67,8 @@ class InferenceSettings:
     memory_format: str = "nchw"
     compile: bool = False
     cuda_graphs: bool = False
-    runtime: str = "torch"  # or "onnxruntime": an ONNX file (int8 from tools/quantize.py, or fp32)
+    runtime: str = "torch"  # or an engine of densemnv3.runtimes running an exported file
+    engine: str = ""  # that engine, and why it runs the file, in a few words
 
     @property
     def dtype(self) -> torch.dtype:
@@ -92,8 +96,8 @@ class InferenceSettings:
 
     def describe(self) -> str:
         """One line, e.g. ``inference: cuda, fp16, NCHW, compile off, cuda-graphs off``."""
-        if self.runtime == "onnxruntime":
-            return f"inference: {self.device}, {self.precision}, onnxruntime"
+        if self.runtime != "torch":
+            return f"inference: {self.device}, {self.precision}, {self.engine or self.runtime}"
         fmt = "channels_last" if self.channels_last else "NCHW"
         onoff = {True: "on", False: "off"}
         return (f"inference: {self.device}, {self.precision}, {fmt}, compile {onoff[self.compile]}, "
@@ -130,8 +134,9 @@ def resolve_inference(
 ) -> InferenceSettings:
     """``inference_defaults(device)`` with every option that is not None overriding it;
     ``channels_last`` is a boolean spelling of ``memory_format``. Raises :class:`UserError` for
-    unknown values and combinations the device cannot run. ``runtime="onnxruntime"``: an ONNX
-    file, on the CPU, in the file's precision, without compile or CUDA graphs."""
+    unknown values and combinations the device cannot run. ``runtime`` other than ``torch`` (an
+    engine of :mod:`densemnv3.runtimes`): an exported file, on the CPU, without compile or CUDA
+    graphs."""
     import torch
 
     from densemnv3.utils.device import resolve_device
@@ -149,23 +154,33 @@ def resolve_inference(
                        **{k: v for k, v in given.items() if v is not None})
     if settings.precision not in ALL_PRECISIONS:
         raise UserError(f"precision must be one of {', '.join(ALL_PRECISIONS)}, got {settings.precision!r}")
-    if settings.precision == "int8":
-        settings = replace(settings, runtime="onnxruntime")  # int8 is an onnxruntime file
-    if settings.runtime == "onnxruntime":
-        what = "int8 (a quantized ONNX file)" if settings.precision == "int8" else "an ONNX file"
+    if settings.precision == "int8" and settings.runtime == "torch":
+        settings = replace(settings, runtime="onnxruntime")  # int8 is a quantized ONNX file
+    if settings.runtime != "torch":
+        what = "int8 (a quantized ONNX file)" if settings.precision == "int8" else "an exported file"
         if resolved.type != "cpu" or settings.compile or settings.cuda_graphs:
-            raise UserError(f"{what} runs in onnxruntime on the CPU: use --device cpu, without "
+            raise UserError(f"{what} runs in {settings.runtime} on the CPU: use --device cpu, without "
                             f"--compile and --cuda-graphs")
     if settings.memory_format not in MEMORY_FORMATS:
         raise UserError(f"memory format must be one of {', '.join(MEMORY_FORMATS)}, got "
                         f"{settings.memory_format!r}")
-    if resolved.type != "cuda":
+    if resolved.type != "cuda" and settings.runtime == "torch":
         if settings.precision == "fp16":
             raise UserError("precision fp16 needs a CUDA device (CPU kernels for half precision are slow "
                             "or missing); use --precision bf16 or fp32 on CPU")
         if settings.cuda_graphs:
             raise UserError("CUDA graphs need a CUDA device; drop --cuda-graphs on CPU")
     return settings
+
+
+def add_runtime_argument(parser: argparse.ArgumentParser) -> None:
+    """``--runtime``: what runs the model (see :mod:`densemnv3.runtimes.choice`)."""
+    from densemnv3.runtimes.names import RUNTIMES
+
+    parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                        help="what runs the model: auto (default: torch for a checkpoint; for an exported "
+                             "file the fastest installed runtime, measured on this CPU and said in the "
+                             "'inference:' line), torch, onnxruntime / openvino (.onnx), executorch (.pte)")
 
 
 def add_inference_arguments(parser: argparse.ArgumentParser, *, multi_precision: bool = False) -> None:

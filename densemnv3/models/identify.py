@@ -2,8 +2,8 @@
 
 The one place that classifies a file given as weights (``--weights``, ``--resume``,
 ``Predictor.from_config``, ``model.weights``) — a densemnv3 training checkpoint, a torchvision
-model, a densemnv3 ONNX file (int8 from ``tools/quantize.py``, fp32 from ``tools/export.py``),
-something else, or no checkpoint at all (told by its content, in :mod:`.weight_files`) — and words the
+model, a densemnv3 ONNX file (int8 from ``tools/quantize.py``, fp32 from ``tools/export.py``), a
+densemnv3 ExecuTorch program (``.pte``, fp32 or int8 from ``tools/export.py``), something else, or no checkpoint at all (told by its content, in :mod:`.weight_files`) — and words the
 one-line error when it does not fit. Every tool loads weights through :func:`load_weights`.
 """
 
@@ -64,7 +64,12 @@ class CheckpointInfo:
     arch: str | None  # the densemnv3 model name, when the file records it
     backbone: str | None  # the backbone family its layers show, e.g. "MobileNetV3-Small"
     description: str  # "a detection checkpoint of ssdlite320_mobilenet_v3_small (densemnv3 training)"
-    runtime: str = "torch"  # "onnxruntime": an ONNX file, run by onnxruntime (state: its metadata)
+    format: str = "pytorch"  # "onnx" / "pte": an exported file, run by a runtime (state: its metadata)
+
+    @property
+    def exported(self) -> bool:
+        """An exported file (ONNX, ExecuTorch), run by :mod:`densemnv3.runtimes`, not torch."""
+        return self.format != "pytorch"
 
     @property
     def resumable(self) -> bool:
@@ -86,16 +91,22 @@ def inspect_checkpoint(path: str | os.PathLike) -> CheckpointInfo:
     """Read ``path`` and say what it is (see :class:`CheckpointInfo`): an ONNX model or a PyTorch
     checkpoint by its content (:func:`~densemnv3.models.weight_files.sniff`), whatever its suffix."""
     path = Path(path)
-    onnx_name = path.suffix.lower() == ".onnx"
+    onnx_name, pte_name = path.suffix.lower() == ".onnx", path.suffix.lower() == ".pte"
     if not path.is_file() and onnx_name:
         raise CheckpointError(f"{path}: ONNX file not found; check the path (--weights)")
+    if not path.is_file() and pte_name:
+        raise CheckpointError(f"{path}: ExecuTorch program not found; check the path (--weights)")
     kind = file_kind(path) if path.is_file() else None
     if kind == "onnx":
         return _inspect_onnx(path)
-    if onnx_name and kind in ("empty", "unknown binary"):
+    if kind == "pte":
+        return _inspect_pte(path)
+    if (onnx_name or pte_name) and kind in ("empty", "unknown binary"):
         what = "an empty file" if kind == "empty" else "unknown binary data"
-        raise CheckpointError(f"{path}: not a readable ONNX model ({path.stat().st_size} bytes, {what}); "
-                              f"write one with tools/export.py or tools/quantize.py")
+        model, tools = (("ONNX model", "tools/export.py or tools/quantize.py") if onnx_name else
+                        ("ExecuTorch program", "tools/export.py --format executorch"))
+        raise CheckpointError(f"{path}: not a readable {model} ({path.stat().st_size} bytes, {what}); "
+                              f"write one with {tools}")
     if kind is not None and kind not in TORCH_KINDS:
         raise CheckpointError(f"{path}: {not_a_checkpoint(path, kind)}")
     state = read_checkpoint(path, kind)  # sniffed once, above
@@ -144,13 +155,13 @@ def _recorded_backbone(state: Mapping) -> str | None:
 
 def _inspect_onnx(path: Path) -> CheckpointInfo:
     """A densemnv3 ONNX file: its metadata records the config, the task and what it outputs."""
-    from .onnx_model import ONNX_INSTALL_HINT, read_metadata
+    from densemnv3.runtimes.metadata import read_metadata
 
     try:
         metadata = read_metadata(path)
     except ImportError:
         raise CheckpointError(f"{path}: reading an ONNX file needs the 'onnx' package, which is not "
-                              f"installed: {ONNX_INSTALL_HINT}") from None
+                              f"installed: pip install densemnv3[export]") from None
     except Exception:  # noqa: BLE001 - protobuf raises its own errors for arbitrary bytes
         raise CheckpointError(f"{path}: not a readable ONNX model ({path.stat().st_size} bytes, "
                               f"truncated or damaged); "
@@ -166,13 +177,36 @@ def _inspect_onnx(path: Path) -> CheckpointInfo:
     made_by = "tools/quantize.py" if metadata.get("precision") == "int8" else "tools/export.py"
     what = f"an {metadata.get('precision', 'fp32')} ONNX {metadata['task']} model of {arch} ({made_by})"
     return CheckpointInfo(path=path, state=metadata, weights={}, task=metadata["task"], arch=arch,
-                          backbone=None, description=what, runtime="onnxruntime")
+                          backbone=None, description=what, format="onnx")
+
+
+def _inspect_pte(path: Path) -> CheckpointInfo:
+    """A densemnv3 ExecuTorch program: its ``densemnv3_metadata`` method returns the metadata an
+    ONNX file records (:mod:`densemnv3.runtimes.executorch_engine`)."""
+    from densemnv3.runtimes.executorch_engine import read_pte_metadata
+
+    try:
+        metadata = read_pte_metadata(path)
+    except ImportError:
+        raise CheckpointError(f"{path}: reading an ExecuTorch program needs the 'executorch' package, which "
+                              f"is not installed: pip install densemnv3[executorch]") from None
+    except Exception:  # noqa: BLE001 - the runtime raises RuntimeError with an error code; JSON errors
+        raise CheckpointError(f"{path}: not a readable ExecuTorch program ({path.stat().st_size} bytes, "
+                              f"truncated or damaged); write one with tools/export.py --format executorch") from None
+    if not isinstance(metadata.get("config"), Mapping) or metadata.get("task") not in ("segmentation", "detection"):
+        raise CheckpointError(f"{path}: an ExecuTorch program not written by densemnv3 (it records no "
+                              f"config); the tools run the .pte files of tools/export.py --format executorch")
+    arch = str(metadata.get("arch"))
+    what = f"an {metadata.get('precision', 'fp32')} ExecuTorch {metadata['task']} model of {arch} (tools/export.py)"
+    return CheckpointInfo(path=path, state=metadata, weights={}, task=metadata["task"], arch=arch,
+                          backbone=None, description=what, format="pte")
 
 
 def pytorch_only(info: CheckpointInfo, use: str) -> None:
-    """Raise the one :class:`CheckpointError` for an ONNX file where ``use`` needs PyTorch weights."""
-    if info.runtime != "torch":
-        raise CheckpointError(f"{info.path}: {info.description}, which runs in onnxruntime (eval tools, "
+    """Raise the one :class:`CheckpointError` for an exported file (ONNX, ``.pte``) where ``use``
+    needs PyTorch weights."""
+    if info.exported:
+        raise CheckpointError(f"{info.path}: {info.description}, which runs in a runtime (eval tools, "
                               f"Predictor, demo, benchmark) but holds no PyTorch weights for {use}; "
                               f"give the checkpoint it was made from (best.pt)")
 

@@ -7,8 +7,9 @@ printed warning, unless ``--set`` chose the size. Torchvision files and older ch
 no config and need one. Every tool, the Predictor, export and the trainer's ``--resume`` load
 through here and :func:`~densemnv3.models.identify.load_weights`.
 
-A densemnv3 ONNX file (``tools/quantize.py``'s int8, ``tools/export.py``'s fp32) records its config
-too; it loads as an :class:`~densemnv3.models.onnx_model.OnnxModel`, run by onnxruntime.
+An exported file (``tools/quantize.py``'s int8 ONNX, ``tools/export.py``'s fp32 ONNX or ExecuTorch
+``.pte``) records its config too; it loads as an :class:`~densemnv3.runtimes.ExportedModel`, run by
+the runtime ``--runtime`` names or the fastest installed one (:mod:`densemnv3.runtimes`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from densemnv3.config import Config, apply_override, config_from_dict, load_conf
 from densemnv3.errors import CheckpointError, ConfigError, UserError
 
 from .identify import CheckpointInfo, inspect_checkpoint, load_weights, pytorch_only
-from .onnx_model import onnx_model
 from .registry import build_model
 
 __all__ = ["INPUT_KEYS", "LoadedModel", "checkpoint_config", "load_model", "reconcile_config"]
@@ -108,7 +108,8 @@ def reconcile_config(cfg: Config, info: CheckpointInfo, *, chosen: Sequence[str]
 
 def load_model(cfg: Config | str | os.PathLike | None, weights: str | os.PathLike | None = None, *,
                overrides: Sequence[str] = (), warn: Callable[[str], None] = _warn,
-               pytorch: str | None = None) -> LoadedModel:
+               pytorch: str | None = None, runtime: str = "auto", precision: str | None = None,
+               threads: int | None = None, size: tuple[int, int] | None = None) -> LoadedModel:
     """Build the model ``cfg`` describes and load ``weights`` into it.
 
     ``cfg`` is a :class:`Config`, or a config file's path or a shipped config's name (loaded
@@ -121,10 +122,12 @@ def load_model(cfg: Config | str | os.PathLike | None, weights: str | os.PathLik
     - both: ``cfg`` (already holding ``overrides``) checked by :func:`reconcile_config`.
 
     ``weights`` may be a training checkpoint (``last.pt``/``best.pt``), a torchvision file of
-    the same model, or a densemnv3 ONNX file (the model is then an ``OnnxModel``, unless
-    ``pytorch`` names the use that needs PyTorch weights, e.g. ``"export"``: then it is an
-    error); a file of another task, model or architecture raises one :class:`CheckpointError`
-    naming the file and what it is.
+    the same model, or a densemnv3 exported file (the model is then an ``ExportedModel`` run
+    by ``runtime`` — ``auto``: the fastest installed, timed with ``threads`` threads at ``size``
+    (default: the config's evaluation size); its
+    ``precision`` is the runtime's precision hint —, unless ``pytorch`` names the use that needs
+    PyTorch weights, e.g. ``"export"``: then it is an error); a file of another task, model or
+    architecture raises one :class:`CheckpointError` naming the file and what it is.
     """
     if isinstance(cfg, (str, os.PathLike)):
         cfg = load_config(cfg, overrides)
@@ -132,7 +135,13 @@ def load_model(cfg: Config | str | os.PathLike | None, weights: str | os.PathLik
         if cfg is None:
             raise UserError("load_model needs a config, weights, or both")
         return LoadedModel(build_model(cfg.model), cfg, None)
+    from densemnv3.runtimes.choice import (  # models <-> runtimes: at call time
+        check_runtime,
+        load_exported,
+    )
+
     info = inspect_checkpoint(weights)
+    check_runtime(runtime, info.format, info.path)
     if pytorch is not None:
         pytorch_only(info, pytorch)
     if cfg is None:
@@ -149,10 +158,22 @@ def load_model(cfg: Config | str | os.PathLike | None, weights: str | os.PathLik
         cfg = reconcile_config(cfg, info, chosen=chosen, warn=warn)
     cfg.model.backbone_weights = cfg.model.weights = None  # the checkpoint holds the whole model
     model = build_model(cfg.model)
-    if info.runtime == "onnxruntime":
+    if info.exported:
         if info.task != cfg.task:
             raise CheckpointError(f"{info.path}: {info.description}, but the config builds a {cfg.task} "
                                   f"model; use it with the config it was made from, or none")
-        return LoadedModel(onnx_model(info.path, info.state, template=model), cfg, info)
+        exported = load_exported(info.path, info.format, info.state, model, runtime=runtime,
+                                 precision=precision, size=size or _input_size(cfg), threads=threads)
+        return LoadedModel(exported, cfg, info)
     load_weights(model, info, task=cfg.task, model_name=cfg.model.name)
     return LoadedModel(model, cfg, info)
+
+
+def _input_size(cfg: Config) -> tuple[int, int] | None:
+    """The size the model is fed at evaluation (None: the images' own), for timing runtimes."""
+    if cfg.task == "detection":
+        from densemnv3.data.transforms import detector_input_size
+
+        return detector_input_size(cfg.data.image_size)
+    resize = cfg.data.eval_resize
+    return tuple(int(s) for s in resize) if resize else None

@@ -1,7 +1,8 @@
 """What a weights file is by its content, and reading a PyTorch checkpoint from one.
 
 :func:`sniff` classifies a file by its bytes, whatever its name: ``torch.save``'s zip or legacy
-pickle, a TorchScript archive, an ONNX model, text, or unknown binary data.
+pickle, a TorchScript archive, an ONNX model, an ExecuTorch program (``.pte``), text, or unknown
+binary data.
 :func:`read_checkpoint` loads a PyTorch checkpoint and, for anything else, raises one
 :class:`~densemnv3.errors.CheckpointError` saying what the file is. Nothing here needs ``onnx``.
 """
@@ -22,7 +23,7 @@ from densemnv3.errors import CheckpointError
 
 __all__ = ["FIX", "Kind", "TORCH_KINDS", "file_kind", "not_a_checkpoint", "read_checkpoint", "sniff"]
 
-Kind = Literal["empty", "zip", "torchscript", "pickle", "onnx", "text", "unknown binary"]
+Kind = Literal["empty", "zip", "torchscript", "pickle", "onnx", "pte", "text", "unknown binary"]
 #: The kinds ``torch.load`` reads (TorchScript is a zip too, but holds a program, not a state dict).
 TORCH_KINDS = ("zip", "pickle")
 FIX = "use another checkpoint, e.g. last.pt or best.pt of a run"
@@ -44,6 +45,8 @@ def sniff(path: str | os.PathLike) -> Kind:
             return "torchscript" if _is_torchscript(path) else "zip"
         if head[0] == 0x80 and len(head) > 1 and 1 <= head[1] <= 5:  # PROTO opcode, protocol 1-5
             return "pickle"
+        if _is_pte(head):
+            return "pte"
         if head[0] == 0x08 and _is_onnx(f, size):  # field 1 (ir_version), a varint
             return "onnx"
     return "text" if _text(head) is not None else "unknown binary"
@@ -63,6 +66,13 @@ def _is_torchscript(path: Path) -> bool:
         return False
     with zipfile.ZipFile(path) as archive:
         return any(n.startswith("code/") or "/code/" in n for n in archive.namelist())
+
+
+def _is_pte(head: bytes) -> bool:
+    """An ExecuTorch program: a flatbuffer whose file identifier (bytes 4-8) is ``ET`` and the
+    schema version in two digits (``ET12`` from ExecuTorch 1.x), its root table after that."""
+    return (len(head) >= 8 and head[4:6] == b"ET" and head[6:8].isdigit()
+            and 8 <= int.from_bytes(head[:4], "little") < 2**31)
 
 
 def _varint(f: BinaryIO) -> int | None:
@@ -151,6 +161,9 @@ def not_a_checkpoint(path: str | os.PathLike, kind: Kind) -> str:
     if kind == "onnx":
         return ("an ONNX model, run by onnxruntime, not a PyTorch checkpoint; give the checkpoint it "
                 "was made from (best.pt)")
+    if kind == "pte":
+        return ("an ExecuTorch program (.pte), run by ExecuTorch, not a PyTorch checkpoint; give the "
+                "checkpoint it was exported from (best.pt)")
     if kind == "text":
         if _sets_cfg(path):
             return ("a densemnv3 config (Python that sets cfg), not a checkpoint; give it as the config "

@@ -247,8 +247,9 @@ def test_detection_boxes_are_model_boxes_scaled_to_the_frame(det):
         raw = det.model(normalized(image, (0.5,) * 3, (0.5,) * 3, size=(320, 320)))[0]
     scale = torch.tensor([128 / 320, 64 / 320, 128 / 320, 64 / 320])
     assert len(dets["boxes"]) == len(raw["boxes"]) > 0
-    np.testing.assert_allclose(dets["boxes"], (raw["boxes"] * scale).numpy(), atol=1e-4)
-    np.testing.assert_allclose(dets["scores"], raw["scores"].numpy(), atol=1e-6)
+    # OpenCV resizes in float (the Predictor's CPU path), torch here: the same up to float rounding
+    np.testing.assert_allclose(dets["boxes"], (raw["boxes"] * scale).numpy(), atol=1e-3)  # px
+    np.testing.assert_allclose(dets["scores"], raw["scores"].numpy(), atol=1e-5)
     assert np.array_equal(dets["labels"], raw["labels"].numpy())
     assert dets["boxes"].dtype == np.float32 and dets["scores"].dtype == np.float32
     assert dets["labels"].dtype == np.int64

@@ -14,7 +14,9 @@ from densemnv3.inference.quantize import (
     quantize_onnx,
 )
 from densemnv3.models import lraspp_mobilenet_v3_small, ssdlite320_mobilenet_v3_small
-from densemnv3.models.onnx_model import OnnxDetector, OnnxSegmenter, onnx_model
+from densemnv3.runtimes import ExportedDetector, ExportedSegmenter, engine_class, exported_model
+
+ORT = engine_class("onnxruntime")
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -53,8 +55,8 @@ def seg(tmp_path_factory):
 
 def test_int8_agrees_with_fp32_on_fixed_inputs(seg):
     model, _, int8, images = seg
-    quantized = onnx_model(int8, {"task": "segmentation", "outputs": "logits", "precision": "int8"}, model)
-    assert isinstance(quantized, OnnxSegmenter)
+    quantized = exported_model(int8, {"task": "segmentation", "outputs": "logits", "precision": "int8"}, model, ORT)
+    assert isinstance(quantized, ExportedSegmenter)
     check = agreement(quantized, model, images[4:])  # two images the calibration did not see
     # stated tolerance: argmax equal on >= 90 % of pixels, ||int8 - fp32|| <= 0.35 ||fp32||
     assert check["pixel_agreement"] >= PIXEL_AGREEMENT and check["rel_rms"] <= REL_RMS_TOLERANCE, check
@@ -106,9 +108,9 @@ def test_int8_detector_postprocesses_in_float(tmp_path):
     model = realistic(lambda: ssdlite320_mobilenet_v3_small(num_classes=4, score_thresh=0.2), images)
     assert export_for_quantization(model, tmp_path / "prepared.onnx", DET_SIZE) == "raw"
     quantize_onnx(tmp_path / "prepared.onnx", tmp_path / "int8.onnx", iter(images[:4]), 4, progress=False)
-    detector = onnx_model(tmp_path / "int8.onnx", {"task": "detection", "outputs": "raw", "precision": "int8"},
-                          model)
-    assert isinstance(detector, OnnxDetector) and detector.score_thresh == 0.2
+    detector = exported_model(tmp_path / "int8.onnx", {"task": "detection", "outputs": "raw", "precision": "int8"},
+                              model, ORT)
+    assert isinstance(detector, ExportedDetector) and detector.score_thresh == 0.2
     check = agreement(detector, model, images[4:])
     assert check["rel_rms_cls"] <= REL_RMS_TOLERANCE and check["rel_rms_box"] <= REL_RMS_TOLERANCE, check
     for size in (DET_SIZE, (96, 160)):  # default boxes in float, computed in the graph for the size

@@ -60,7 +60,7 @@ def test_int8_is_an_onnxruntime_precision_on_the_cpu():
     assert int8.describe() == "inference: cpu, int8, onnxruntime"
     onnx = resolve_inference("cpu", precision="int8", runtime="onnxruntime")
     assert onnx.describe() == "inference: cpu, int8, onnxruntime"
-    with pytest.raises(UserError, match="an ONNX file runs in onnxruntime on the CPU"):
+    with pytest.raises(UserError, match="an exported file runs in onnxruntime on the CPU"):
         resolve_inference("cpu", cuda_graphs=False, compile=True, runtime="onnxruntime")
 
 

@@ -31,7 +31,7 @@ def onnx_file(path: Path, metadata: dict | None = None) -> Path:
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper
 
-    from densemnv3.models.onnx_model import write_metadata
+    from densemnv3.runtimes import write_metadata
 
     graph = helper.make_graph([helper.make_node("Relu", ["images"], ["logits"])], "g",
                               [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 4, 4])],
@@ -127,13 +127,13 @@ def test_onnx_and_torch_files_are_read_by_content_not_suffix(files, tmp_path):
     metadata = {"config": dataclasses.asdict(cfg), "task": "segmentation", "arch": cfg.model.name,
                 "outputs": "logits", "precision": "int8"}
     info = inspect_checkpoint(onnx_file(tmp_path / "model_int8", metadata))
-    assert info.runtime == "onnxruntime" and info.task == "segmentation"
+    assert info.format == "onnx" and info.task == "segmentation"
     assert info.description == "an int8 ONNX segmentation model of lraspp_mobilenet_v3_small (tools/quantize.py)"
 
     torch_named_onnx = tmp_path / "weights.onnx"
     shutil.copy(files["zip"], torch_named_onnx)
     info = inspect_checkpoint(torch_named_onnx)
-    assert info.runtime == "torch" and set(info.weights) == {"0.weight", "0.bias"}
+    assert info.format == "pytorch" and set(info.weights) == {"0.weight", "0.bias"}
 
 
 def test_damaged_onnx_files(tmp_path, files):

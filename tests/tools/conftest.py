@@ -42,6 +42,40 @@ def run_in_process(capsys):
     return run
 
 
+DET_CONFIG = """
+from densemnv3.config import Config, ModelConfig
+
+cfg = Config(task="detection", model=ModelConfig(name="ssdlite320_mobilenet_v3_small", num_classes=4))
+cfg.data.image_size = 128
+"""
+
+
+@pytest.fixture(scope="session")
+def export_checkpoints(tmp_path_factory) -> Path:
+    """A folder with ``seg.pt`` (LR-ASPP-Small, 19 classes), ``det.pt`` (SSDLite-Small, 4
+    classes) and ``det_config.py``: random weights and BatchNorm statistics, so folding is
+    exercised, and spread-out detection scores (with ties either of two equal boxes may win)."""
+    from densemnv3.models import lraspp_mobilenet_v3_small, ssdlite320_mobilenet_v3_small
+
+    root = tmp_path_factory.mktemp("export")
+    torch.manual_seed(0)
+    seg, det = lraspp_mobilenet_v3_small(num_classes=19), ssdlite320_mobilenet_v3_small(num_classes=4)
+    with torch.no_grad():
+        for model in (seg, det):
+            for name, t in model.state_dict().items():
+                if name.endswith("running_var"):
+                    t.uniform_(0.5, 2.0)
+                elif t.is_floating_point():
+                    t.normal_(0, 0.1)
+        for module in det.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(module.weight)
+    torch.save({"model": seg.state_dict()}, root / "seg.pt")
+    torch.save({"model": det.state_dict()}, root / "det.pt")
+    (root / "det_config.py").write_text(DET_CONFIG)
+    return root
+
+
 @pytest.fixture(scope="session")
 def fitted_seg_checkpoint(tiny_synthetic, tmp_path_factory) -> Path:
     """A self-describing LR-ASPP-Small checkpoint, fitted for 20 steps to the tiny synthetic set

@@ -145,3 +145,48 @@ def test_multitask_is_timed_against_seg_and_det_one_after_the_other(bench_tool, 
     assert r["models"]["multitask"]["params"] < r["models"]["seg"]["params"] + r["models"]["det"]["params"]
     assert r["ours_options"]["channels_last"]  # the CPU inference path
     assert f"ratio {r['ratio']:.2f} (multi-task / both)" in capsys.readouterr().out
+
+
+def _only_onnxruntime(monkeypatch):
+    """The routes of the exported files in onnxruntime only (each other runtime adds minutes of
+    exports and timings; its engines are tested in tests/runtimes)."""
+    from densemnv3.runtimes import engine_class
+
+    for name in ("openvino", "executorch"):
+        monkeypatch.setattr(engine_class(name), "installed", classmethod(lambda cls: False))
+
+
+def test_routes_time_every_installed_runtime_against_torchvision(bench_tool, tmp_path, capsys, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    _only_onnxruntime(monkeypatch)
+    out = tmp_path / "bench.json"
+    assert bench_tool.main(["--quick", "--model", "lraspp_small", "--routes", "--threads", "1",
+                            "--json", str(out)]) == 0
+    (r,) = json.loads(out.read_text())["results"]
+    routes = {row["route"]: row for row in r["routes"]}
+    assert list(routes) == ["torchvision eager fp32", "torch fp32 (ours)", "onnxruntime fp32.onnx",
+                            "onnxruntime int8.onnx"]
+    for row in routes.values():
+        assert row["net_ms"] > 0 and row["e2e_ms"] > 0 and row["net_ratio"] > 0
+    assert routes["torchvision eager fp32"]["net_ratio"] == 1.0
+    assert r["auto"] == {"fp32.onnx": "onnxruntime fp32.onnx", "int8.onnx": "onnxruntime int8.onnx"}
+    assert any("openvino" in s and "densemnv3[openvino]" in s for s in r["skipped"])
+    table = capsys.readouterr().out
+    assert "| onnxruntime int8.onnx (auto for int8.onnx) |" in table
+
+
+@pytest.mark.slow
+def test_demo_case_runs_the_demo_on_every_route(bench_tool, tmp_path, capsys, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    _only_onnxruntime(monkeypatch)
+    out = tmp_path / "bench.json"
+    assert bench_tool.main(["--quick", "--model", "demo", "--config", "lraspp_synthetic",
+                            "--set", "model.name=lraspp_mobilenet_v3_small", "--threads", "1",
+                            "--json", str(out)]) == 0
+    (r,) = json.loads(out.read_text())["results"]
+    assert r["case"] == "demo" and r["input"] == "64x128" and r["video"] == "128x64"
+    rows = {row["route"]: row for row in r["routes"]}
+    assert list(rows) == ["torch random.pt", "onnxruntime fp32.onnx", "onnxruntime int8.onnx"]
+    for row in rows.values():
+        assert row["fps"] > 0 and row["net_fps"] > 0 and row["ratio"] == pytest.approx(row["fps"] / row["net_fps"])
+    assert rows["onnxruntime int8.onnx"]["inference"].startswith("inference: cpu, int8, onnxruntime")

@@ -14,12 +14,6 @@ from densemnv3.utils.cli import run_main
 
 ROOT = Path(__file__).resolve().parents[2]
 SEG_CONFIG = ROOT / "configs" / "lraspp_mnv3small_cityscapes.py"
-DET_CONFIG = """
-from densemnv3.config import Config, ModelConfig
-
-cfg = Config(task="detection", model=ModelConfig(name="ssdlite320_mobilenet_v3_small", num_classes=4))
-cfg.data.image_size = 128
-"""
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -38,24 +32,8 @@ def tool():
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    root = tmp_path_factory.mktemp("export")
-    torch.manual_seed(0)
-    seg, det = lraspp_mobilenet_v3_small(num_classes=19), ssdlite320_mobilenet_v3_small(num_classes=4)
-    with torch.no_grad():
-        for model in (seg, det):  # random weights and BatchNorm statistics, so folding is exercised
-            for name, t in model.state_dict().items():
-                if name.endswith("running_var"):
-                    t.uniform_(0.5, 2.0)
-                elif t.is_floating_point():
-                    t.normal_(0, 0.1)
-        for module in det.modules():  # spread-out scores: with ties either of two equal boxes may win
-            if isinstance(module, torch.nn.Conv2d):
-                torch.nn.init.kaiming_normal_(module.weight)
-    torch.save({"model": seg.state_dict()}, root / "seg.pt")
-    torch.save({"model": det.state_dict()}, root / "det.pt")
-    (root / "det_config.py").write_text(DET_CONFIG)
-    return root
+def checkpoints(export_checkpoints):
+    return export_checkpoints
 
 
 def run(tool, argv, capsys):
@@ -108,7 +86,8 @@ def test_export_matches_pytorch_at_batch_1_and_3(tool, checkpoints, tmp_path, ca
         assert count.shape == (2,) and boxes.shape[:2] == scores.shape == labels.shape and boxes.shape[2] == 4
         from densemnv3.models import load_model
 
-        detector, model = load_model(None, out).model, ssdlite320_mobilenet_v3_small(num_classes=4)
+        detector = load_model(None, out, runtime="onnxruntime").model  # fp32 exactly (auto may be bf16)
+        model = ssdlite320_mobilenet_v3_small(num_classes=4)
         model.load_state_dict(torch.load(checkpoints / "det.pt")["model"])
         images = torch.randn(2, 3, 160, 96)  # a third size, through the file's loader
         with torch.no_grad():
@@ -210,10 +189,12 @@ def test_a_self_describing_checkpoint_exports_without_a_config(tool, tmp_path, c
     from densemnv3.errors import UserError
     from densemnv3.inference.export import dynamic_size
     from densemnv3.models import load_model
-    from densemnv3.models.onnx_model import OnnxSegmenter
+    from densemnv3.runtimes import ExportedSegmenter
 
-    onnx_file, checkpoint = load_model(None, tmp_path / "m.onnx"), load_model(None, tmp_path / "best.pt")
-    assert isinstance(onnx_file.model, OnnxSegmenter) and onnx_file.cfg == checkpoint.cfg
+    # fp32 exactly: onnxruntime (auto may take OpenVINO's bf16 hint, checked by agreement elsewhere)
+    onnx_file = load_model(None, tmp_path / "m.onnx", runtime="onnxruntime")
+    checkpoint = load_model(None, tmp_path / "best.pt")
+    assert isinstance(onnx_file.model, ExportedSegmenter) and onnx_file.cfg == checkpoint.cfg
     for size in ((784, 784), (800, 1056)):
         images = torch.randn(1, 3, *size)
         with torch.no_grad():

@@ -110,6 +110,6 @@ def test_a_torch_checkpoint_named_onnx_is_read_as_torch(random_weights, tmp_path
     named = tmp_path / "best.onnx"
     shutil.copy(random_weights, named)
     loaded = load_model(None, named)
-    assert loaded.checkpoint.runtime == "torch" and isinstance(loaded.model, torch.nn.Module)
+    assert loaded.checkpoint.format == "pytorch" and isinstance(loaded.model, torch.nn.Module)
     assert loaded.checkpoint.description == ("a segmentation checkpoint of lraspp_mobilenet_v3_small "
                                              "(densemnv3 training)")

@@ -1,0 +1,167 @@
+"""Every installed route of a model, timed in one interleaved run against torchvision eager fp32:
+our PyTorch inference path, and the exported files (fp32 ONNX, int8 ONNX, fp32 and int8
+ExecuTorch ``.pte``) in every runtime that reads them (onnxruntime, OpenVINO, ExecuTorch).
+
+``--model lraspp_large --routes`` (or any model case). Each route is timed twice, network alone
+and end to end: LR-ASPP's end is the label map at the input size (our
+:func:`~densemnv3.inference.argmax.label_map`; torchvision's users take ``out.argmax(1)``), SSDLite's
+the detections (forward + decode + NMS at ``--det-score-thresh``). The weights are the fp32
+case's (torchvision's random weights with calibrated BatchNorm, loaded into ours); the int8 files
+are calibrated on a few random images of the timed size. ``.pte`` programs take batch 1 only (a
+fixed input), so they are timed at batch 1. The record also names the route ``--runtime auto``
+takes for each exported file here: the fastest runtime that reads it.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+from pathlib import Path
+
+import torch
+
+from densemnv3.errors import ExportCheckError
+from densemnv3.inference.argmax import label_map
+from densemnv3.inference.export import export_model
+from densemnv3.inference.optimize import prepare_for_inference
+from densemnv3.inference.quantize import export_for_quantization, quantize_model
+from densemnv3.runtimes import engine_class, engines_for, exported_model, read_metadata
+
+from .models import build_pair
+from .reference import DET_SIZE, tv_network
+from .timing import time_interleaved
+
+__all__ = ["bench_routes", "format_routes", "route_files"]
+
+CALIBRATION_IMAGES = 4
+
+
+def route_files(ours: torch.nn.Module, folder: Path, size: tuple[int, int], detection: bool,
+                metadata: dict | None = None) -> dict[str, Path]:
+    """The exported files of ``ours`` at ``size`` in ``folder``, by name (``fp32.onnx``,
+    ``int8.onnx``, and with ExecuTorch installed ``fp32.pte``, ``int8.pte``), recording
+    ``metadata`` (``config`` and ``arch`` make them loadable with ``--weights``)."""
+    task = "detection" if detection else "segmentation"
+    metadata = {**(metadata or {}), "task": task}
+    gen = torch.Generator().manual_seed(1)
+    calibration = [torch.randn(1, 3, *size, generator=gen) for _ in range(CALIBRATION_IMAGES)]
+    files = {"fp32.onnx": folder / "fp32.onnx", "int8.onnx": folder / "int8.onnx"}
+    if detection:  # the raw graph, post-processed by ours as the int8 file is
+        _with_metadata(files["fp32.onnx"], export_for_quantization(ours, files["fp32.onnx"], size), metadata, size)
+    else:  # tools/export.py's file
+        export_model(ours, files["fp32.onnx"], fmt="onnx", input_size=size, metadata=metadata,
+                     check_batches=(1,))
+    quantize_model(ours, files["int8.onnx"], calibration=iter(calibration), num_images=CALIBRATION_IMAGES,
+                   input_size=size, progress=False, metadata=metadata)
+    if engine_class("executorch").installed():
+        from densemnv3.inference.export_executorch import export_executorch
+
+        for precision in ("fp32", "int8"):
+            files[f"{precision}.pte"] = folder / f"{precision}.pte"
+            try:
+                export_executorch(ours, files[f"{precision}.pte"], input_size=size, metadata=metadata,
+                                  int8=precision == "int8", calibration=iter(calibration),
+                                  num_images=CALIBRATION_IMAGES)
+            except ExportCheckError:
+                # written, and timed all the same: int8 agreement on random weights and random
+                # calibration says nothing (the int8 ONNX file is not checked here either)
+                if precision == "fp32":
+                    raise
+    return files
+
+
+def _with_metadata(path: Path, outputs: str, metadata: dict, size: tuple[int, int]) -> None:
+    """Record ``metadata`` in the raw fp32 graph of :func:`export_for_quantization` (an SSDLite's
+    takes any size)."""
+    import onnx
+
+    from densemnv3.inference.export import size_metadata
+    from densemnv3.runtimes import write_metadata
+
+    proto = onnx.load(str(path))
+    write_metadata(proto, {**metadata, "outputs": outputs, "precision": "fp32", **size_metadata(size, (32, 32))})
+    onnx.save(proto, str(path))
+
+
+def _metadata(path: Path, detection: bool) -> dict:
+    if path.suffix == ".pte":
+        from densemnv3.runtimes.executorch_engine import read_pte_metadata
+
+        meta = read_pte_metadata(path)
+    else:
+        meta = read_metadata(path)
+    fallback = {"task": "detection" if detection else "segmentation",
+                "outputs": "raw" if detection else "logits", "precision": path.stem}
+    return fallback | meta
+
+
+def bench_routes(case: str, size: tuple[int, int], batch: int, args, device: torch.device) -> dict:
+    """Median ms of every route, network alone and end to end, interleaved with torchvision's."""
+    if device.type != "cpu":
+        raise SystemExit("--routes times the CPU runtimes; use --device cpu")
+    detection = case.startswith("ssdlite")
+    size = DET_SIZE if detection else size
+    gen = torch.Generator().manual_seed(0)
+    calibration = torch.randn(2, 3, *(size if detection else (min(size[0], 256), min(size[1], 512))), generator=gen)
+    tv, ours, same_weights = build_pair(case, device, calibration, args.cfg)
+    if detection:
+        tv.score_thresh = ours.score_thresh = args.det_score_thresh
+        images01 = torch.rand(batch, 3, *size, generator=gen)
+        x = (images01 - 0.5) / 0.5
+        tv_images = list(images01)
+        fns = {"torchvision eager fp32": (lambda: tv_network(tv, x), lambda: tv(tv_images))}
+    else:
+        x = torch.randn(batch, 3, *size, generator=gen)
+        fns = {"torchvision eager fp32": (lambda: tv(x)["out"], lambda: tv(x)["out"].argmax(1))}
+    torch_path = prepare_for_inference(copy.deepcopy(ours), channels_last=True)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    if detection:
+        fns["torch fp32 (ours)"] = (lambda: torch_path.predict_raw(x_cl), lambda: torch_path(x_cl))
+    else:
+        fns["torch fp32 (ours)"] = (lambda: torch_path(x_cl), lambda: label_map(torch_path(x_cl)))
+    skipped, exported = [], {}
+    with tempfile.TemporaryDirectory(prefix="densemnv3-bench-routes-") as tmp:
+        files = route_files(ours, Path(tmp), size, detection)
+        for name, path in files.items():
+            for engine in engines_for(path.suffix.lstrip(".")):
+                route = f"{engine.name} {name}"
+                if not engine.installed():
+                    skipped.append(f"{route} (pip install densemnv3[{engine.extra}])")
+                    continue
+                if path.suffix == ".pte" and batch != 1:
+                    skipped.append(f"{route} (a .pte takes batch 1)")
+                    continue
+                model = exported_model(path, _metadata(path, detection), ours, engine)
+                exported.setdefault(name, []).append(route)
+                if detection:
+                    fns[route] = (lambda m=model: m.predict_raw(x), lambda m=model: m(x))
+                else:
+                    fns[route] = (lambda m=model: m(x), lambda m=model: label_map(m(x)))
+        timed = {f"{name}|{part}": fn for name, pair in fns.items() for part, fn in zip(("net", "e2e"), pair)}
+        seconds = time_interleaved(timed, args.iters, args.warmup, device)
+    tv_net, tv_e2e = (seconds[f"torchvision eager fp32|{p}"] for p in ("net", "e2e"))
+    routes = [{"route": name, "net_ms": seconds[f"{name}|net"] * 1e3, "e2e_ms": seconds[f"{name}|e2e"] * 1e3,
+               "net_ratio": seconds[f"{name}|net"] / tv_net, "e2e_ratio": seconds[f"{name}|e2e"] / tv_e2e}
+              for name in fns]
+    by_name = {r["route"]: r for r in routes}
+    defaults = {name: min(names, key=lambda n: by_name[n]["net_ms"]) for name, names in exported.items()}
+    return {"case": f"{case} routes", "input": f"{size[0]}x{size[1]}", "batch": batch, "routes": routes,
+            "auto": defaults, "skipped": skipped, "same_weights": same_weights,
+            "score_thresh": args.det_score_thresh if detection else None}
+
+
+def format_routes(r: dict) -> str:
+    """A markdown table: each route's ms and its time as a fraction of torchvision's."""
+    end = "detections" if r["score_thresh"] is not None else "label map"
+    lines = [f"{r['case']}, {r['input']}, batch {r['batch']} (end to end: to the {end}"
+             + (f", score threshold {r['score_thresh']}" if r["score_thresh"] is not None else "") + ")",
+             "| route | network ms | x torchvision | end to end ms | x torchvision |",
+             "|---|---|---|---|---|"]
+    auto = {route: name for name, route in r["auto"].items()}
+    for row in r["routes"]:
+        mark = f" (auto for {auto[row['route']]})" if row["route"] in auto else ""
+        lines.append(f"| {row['route']}{mark} | {row['net_ms']:.1f} | {row['net_ratio']:.2f} "
+                     f"| {row['e2e_ms']:.1f} | {row['e2e_ratio']:.2f} |")
+    if r["skipped"]:
+        lines.append("not timed: " + "; ".join(r["skipped"]))
+    return "\n".join(lines)

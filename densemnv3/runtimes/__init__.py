@@ -1,0 +1,62 @@
+"""The runtimes that run exported files, as one layer: the engines (:mod:`.engines`: onnxruntime,
+OpenVINO; :mod:`.executorch_engine`: ExecuTorch), the task wrappers that give an exported file the
+interface of the PyTorch model (:mod:`.model`), the metadata every exported file records
+(:mod:`.metadata`) and the choice of engine, asked for or measured (:mod:`.choice`).
+
+:func:`densemnv3.models.load_model` loads exported files through :func:`load_exported`, so the
+Predictor, the eval tools, the demo and the benchmark take ``--weights model.onnx`` /
+``model.pte`` and ``--runtime`` alike. Names load on first use: ``densemnv3.runtimes.names``
+imports without torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from densemnv3.utils.lazy import lazy_exports
+
+_EXPORTS = {
+    "RUNTIMES": "names",
+    "check_runtime": "choice",
+    "engine_class": "choice",
+    "engines_for": "choice",
+    "load_exported": "choice",
+    "route_cache_path": "choice",
+    "Engine": "engines",
+    "METADATA_PREFIX": "metadata",
+    "OUTPUT_NAMES": "metadata",
+    "read_metadata": "metadata",
+    "write_metadata": "metadata",
+    "ExportedDetector": "model",
+    "ExportedModel": "model",
+    "ExportedSegmenter": "model",
+    "exported_model": "model",
+}
+
+__all__ = [
+    "METADATA_PREFIX",
+    "OUTPUT_NAMES",
+    "RUNTIMES",
+    "Engine",
+    "ExportedDetector",
+    "ExportedModel",
+    "ExportedSegmenter",
+    "check_runtime",
+    "engine_class",
+    "engines_for",
+    "exported_model",
+    "load_exported",
+    "read_metadata",
+    "route_cache_path",
+    "write_metadata",
+]
+
+if TYPE_CHECKING:
+    from .choice import check_runtime, engine_class, engines_for, load_exported, route_cache_path
+    from .engines import Engine
+    from .metadata import METADATA_PREFIX, OUTPUT_NAMES, read_metadata, write_metadata
+    from .model import ExportedDetector, ExportedModel, ExportedSegmenter, exported_model
+    from .names import RUNTIMES
+
+
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

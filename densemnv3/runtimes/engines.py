@@ -1,0 +1,165 @@
+"""The engines that run an exported file on the CPU, behind one interface (:class:`Engine`).
+
+An engine takes a float32 ``(N, 3, H, W)`` array and returns the graph's outputs as arrays, in
+the order the file declares them. Each is imported only when it runs, so a missing package is a
+one-line error naming the extra that installs it:
+
+- :class:`OnnxRuntimeEngine`: ONNX files, fp32 and int8 (QDQ), onnxruntime's CPU provider;
+  ``pip install densemnv3[export]``.
+- :class:`OpenVINOEngine`: the same ONNX files as they are, OpenVINO's CPU plugin; its precision
+  hint is explicit: ``bf16`` where the CPU has it (AVX-512 BF16 / AMX), else ``f32``; ``fp32``
+  asks for f32 everywhere. ``pip install densemnv3[openvino]``.
+- :class:`~densemnv3.runtimes.executorch_engine.ExecuTorchEngine`: ``.pte`` programs lowered to
+  XNNPACK (:mod:`.executorch_engine`); ``pip install densemnv3[executorch]``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from densemnv3.errors import UserError
+
+__all__ = ["Engine", "OnnxRuntimeEngine", "OpenVINOEngine", "package_version"]
+
+
+def package_version(module: str) -> str:
+    try:
+        from importlib.metadata import version
+
+        return version(module)
+    except Exception:  # noqa: BLE001 - a package without metadata still runs
+        return "?"
+
+
+class Engine:
+    """Runs one exported file with ``threads`` intra-op threads.
+
+    ``precision`` is what the user asked for (None: the engine's default for the file, which is
+    ``file_precision`` except where the engine says otherwise, see :meth:`compute_precision`).
+    """
+
+    name: ClassVar[str] = ""
+    #: The file formats it runs ("onnx", "pte").
+    formats: ClassVar[tuple[str, ...]] = ()
+    #: The module it imports, and the extra of densemnv3 that installs it.
+    package: ClassVar[str] = ""
+    extra: ClassVar[str] = ""
+    #: The batch its files take (None: any; ExecuTorch programs are traced at batch 1).
+    batch: ClassVar[int | None] = None
+
+    def __init__(self, path: str | os.PathLike, threads: int, file_precision: str,
+                 precision: str | None = None) -> None:
+        self.path = Path(path)
+        self.threads = threads
+        self.file_precision = file_precision
+        self.precision = self.compute_precision(file_precision, precision)
+
+    @classmethod
+    def installed(cls) -> bool:
+        try:
+            importlib.import_module(cls.package)
+        except ImportError:
+            return False
+        return True
+
+    @classmethod
+    def require(cls) -> None:
+        """A :class:`UserError` naming the extra when the engine's package is missing."""
+        if not cls.installed():
+            raise UserError(f"--runtime {cls.name} needs the '{cls.package}' package, which is not "
+                            f"installed: pip install densemnv3[{cls.extra}]")
+
+    @classmethod
+    def compute_precision(cls, file_precision: str, precision: str | None) -> str:
+        """The precision the engine computes a ``file_precision`` file in when ``precision`` is
+        asked for; raises :class:`UserError` for one it cannot give."""
+        if precision not in (None, file_precision):
+            raise UserError(f"{cls.name} runs an {file_precision} file in {file_precision}; drop "
+                            f"--precision {precision}" + (" (or use --runtime openvino, whose precision "
+                                                          "hint takes fp32 and bf16)"
+                                                          if file_precision == "fp32" else ""))
+        return file_precision
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return f"{self.name} {package_version(self.package)}"
+
+
+class OnnxRuntimeEngine(Engine):
+    name, formats, package, extra = "onnxruntime", ("onnx",), "onnxruntime", "export"
+
+    def __init__(self, path, threads, file_precision, precision=None) -> None:
+        super().__init__(path, threads, file_precision, precision)
+        self.require()
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(None, {self.input_name: x})
+
+
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin computes bf16 natively here (AVX-512 BF16 or AMX)."""
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+class OpenVINOEngine(Engine):
+    name, formats, package, extra = "openvino", ("onnx",), "openvino", "openvino"
+
+    @classmethod
+    def compute_precision(cls, file_precision: str, precision: str | None) -> str:
+        """fp32 files: ``bf16`` where the CPU has it, unless ``fp32`` is asked; int8 files stay
+        int8 (their float parts follow the same hint)."""
+        cls.require()
+        if precision not in (None, "fp32", "bf16", file_precision):
+            raise UserError(f"openvino's precision hint is fp32 or bf16 (default: bf16 where the CPU has "
+                            f"it), got --precision {precision}")
+        if precision == "bf16" and not cpu_has_bf16():
+            raise UserError("--precision bf16: this CPU has no bf16 instructions (AVX-512 BF16 or AMX) "
+                            "for OpenVINO; use fp32")
+        if file_precision != "fp32":
+            return file_precision
+        return "bf16" if precision == "bf16" or (precision is None and cpu_has_bf16()) else "fp32"
+
+    def __init__(self, path, threads, file_precision, precision=None) -> None:
+        super().__init__(path, threads, file_precision, precision)
+        import openvino as ov
+        import openvino.properties as props
+        import openvino.properties.hint as hints
+
+        self.hint = "f32" if precision == "fp32" or not cpu_has_bf16() else "bf16"
+        self.asked = precision
+        compiled = ov.Core().compile_model(str(self.path), "CPU", {
+            props.inference_num_threads(): threads,
+            hints.inference_precision(): self.hint,
+            hints.performance_mode(): hints.PerformanceMode.LATENCY,
+        })
+        self.request = compiled.create_infer_request()
+        self.count = len(compiled.outputs)
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        self.request.infer({0: x})
+        # the request reuses its output buffers: copy before the next frame overwrites them
+        return [self.request.get_output_tensor(i).data.copy() for i in range(self.count)]
+
+    def describe(self) -> str:
+        why = ("--precision fp32" if self.asked == "fp32" else
+               "the CPU has bf16" if self.hint == "bf16" else "no bf16 on this CPU")
+        return f"{super().describe()}, precision hint {self.hint} ({why})"

@@ -1,0 +1,64 @@
+"""What an exported file records about itself: the config it was trained with, its task, what its
+graph outputs, its precision and the input sizes it takes.
+
+``tools/export.py`` (fp32 ONNX, ExecuTorch ``.pte``) and ``tools/quantize.py`` (int8 ONNX) write it;
+every runtime reads it, so ``--weights model.onnx`` / ``model.pte`` works in the eval tools, the
+Predictor, the demo and the benchmark as a checkpoint does. In an ONNX file it is the model's
+``metadata_props`` under ``densemnv3.*``; in a ``.pte`` (:mod:`.executorch_engine`) the same keys
+and values, as the JSON a constant method of the program returns.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["METADATA_PREFIX", "OUTPUT_NAMES", "encode_values", "decode_values", "read_metadata",
+           "write_metadata"]
+
+METADATA_PREFIX = "densemnv3."
+#: What a graph outputs, by the ``outputs`` metadata value.
+OUTPUT_NAMES = {
+    "logits": ("logits",),
+    "decoded": ("boxes", "scores"),
+    "raw": ("cls_logits", "bbox_regression", "anchors"),
+    "detections": ("num_detections", "boxes", "scores", "labels"),
+    "multitask": ("logits", "boxes", "scores"),
+}
+
+
+def encode_values(values: Mapping[str, Any]) -> dict[str, str]:
+    """Strings as they are, anything else as its ``repr`` (read back with :func:`ast.literal_eval`:
+    dicts, lists, tuples and numbers keep their types, nothing runs)."""
+    return {key: value if isinstance(value, str) else repr(value) for key, value in values.items()}
+
+
+def decode_values(values: Mapping[str, str]) -> dict[str, Any]:
+    """The inverse of :func:`encode_values`."""
+    decoded: dict[str, Any] = {}
+    for key, text in values.items():
+        try:
+            decoded[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            decoded[key] = text
+    return decoded
+
+
+def write_metadata(proto: Any, values: Mapping[str, Any]) -> None:
+    """Record ``values`` in an ``onnx.ModelProto``'s ``metadata_props`` under ``densemnv3.*``."""
+    for key, text in encode_values(values).items():
+        entry = proto.metadata_props.add()
+        entry.key = METADATA_PREFIX + key
+        entry.value = text
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``densemnv3.*`` metadata of the ONNX file at ``path`` (empty for another file).
+    Raises :class:`OSError`/:class:`ValueError`-like errors of ``onnx`` for unreadable files."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return decode_values({entry.key[len(METADATA_PREFIX):]: entry.value for entry in proto.metadata_props
+                          if entry.key.startswith(METADATA_PREFIX)})

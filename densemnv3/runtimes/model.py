@@ -1,0 +1,156 @@
+"""Exported files behind the interface of the PyTorch models, whichever engine runs them.
+
+- :class:`ExportedSegmenter`: ``model(images)`` returns logits ``(N, C, H, W)``, as :class:`LRASPP`.
+- :class:`ExportedDetector`: ``model(images)`` returns one dict of ``boxes``/``scores``/``labels``
+  per image, as :class:`SSDLite` in eval mode. A graph with raw outputs (``cls_logits``,
+  ``bbox_regression``, ``anchors``: the int8 and ``.pte`` files) is post-processed here in
+  float32 by the same :func:`~densemnv3.models.heads.postprocess.ssd_postprocess` as the PyTorch
+  model; a graph exported with its postprocess inside (``--postprocess``) returns its own detections.
+
+The engine (:mod:`.engines`) is made at the first call with ``threads`` intra-op threads (None:
+torch's count, so ``torch.set_num_threads`` and the tools' ``--threads`` apply), and made again
+when that changes. Inputs on another device are copied to the CPU and the outputs back.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from densemnv3.errors import UserError
+from densemnv3.models.heads.postprocess import Detections, ssd_postprocess
+
+from .engines import Engine
+
+__all__ = ["ExportedDetector", "ExportedModel", "ExportedSegmenter", "exported_model"]
+
+
+class ExportedModel(nn.Module):
+    """An exported file of a task run by ``engine`` (an :class:`Engine` class).
+
+    ``precision`` is the file's (``"fp32"`` or ``"int8"``); ``compute_precision`` what the engine
+    computes in (OpenVINO: bf16 for an fp32 file where the CPU has it), given ``asked`` (the
+    user's ``--precision``, None for the engine's default).
+    """
+
+    def __init__(self, path: str | os.PathLike, metadata: Mapping[str, Any], engine: type[Engine],
+                 asked: str | None = None) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.engine_class = engine
+        self.runtime = engine.name
+        self.outputs = str(metadata.get("outputs", ""))
+        self.precision = str(metadata.get("precision", "fp32"))
+        self.asked = asked
+        self.compute_precision = engine.compute_precision(self.precision, asked)
+        fixed, low = metadata.get("input_size"), metadata.get("min_input_size")
+        self.fixed_size = tuple(fixed) if isinstance(fixed, (tuple, list)) else None
+        self.min_size = tuple(low) if isinstance(low, (tuple, list)) else None
+        self._engine: Engine | None = None
+        self.threads: int | None = None  # the engine's intra-op threads; None: torch's count
+
+    def extra_repr(self) -> str:
+        size = "x".join(map(str, self.fixed_size)) if self.fixed_size else "dynamic H, W"
+        return f"{self.path.name}, {self.precision}, {self.runtime}, outputs={self.outputs}, {size}"
+
+    def engine(self) -> Engine:
+        """The engine running the file (made again if its thread count changed)."""
+        threads = self.threads or torch.get_num_threads()
+        if self._engine is None or self._engine.threads != threads:
+            self._engine = None  # free the old one first: two compiled copies of a model cost memory
+            self._engine = self.engine_class(self.path, threads, self.precision, self.asked)
+        return self._engine
+
+    def describe(self) -> str:
+        """The engine in a few words, e.g. ``openvino 2026.4.1, precision hint bf16 (...)``."""
+        return self.engine().describe()
+
+    def check_size(self, height: int, width: int) -> None:
+        """A :class:`UserError` for an input size the file does not take."""
+        if self.fixed_size and (height, width) != self.fixed_size:
+            h, w = self.fixed_size
+            raise UserError(f"{self.path} takes {h}x{w} inputs only (it was exported at a fixed size), "
+                            f"got {height}x{width}; resize to it (--set data.eval_resize=[{h},{w}])")
+        if self.min_size and (height < self.min_size[0] or width < self.min_size[1]):
+            h, w = self.min_size
+            raise UserError(f"{self.path} takes inputs of at least {h}x{w} (pool='paper' has a fixed window "
+                            f"from there up), got {height}x{width}; resize to a larger size "
+                            f"(--set data.eval_resize=[H,W])")
+
+    def run(self, images: Tensor) -> tuple[Tensor, ...]:
+        """The graph's outputs for a normalised ``(N, 3, H, W)`` batch, on ``images``' device."""
+        if images.dim() != 4:
+            raise ValueError(f"expected a (N, 3, H, W) batch, got shape {tuple(images.shape)}")
+        self.check_size(*images.shape[-2:])
+        x = images.detach().to("cpu", torch.float32).contiguous().numpy()
+        engine = self.engine()
+        if engine.batch is None or len(x) == engine.batch:
+            outputs = engine.run(x)
+        else:  # a file of a fixed batch (a .pte: 1): image by image, outputs joined on the batch
+            # (an output without a batch axis, SSDLite's anchors (A, 4), is the same for each)
+            parts = [engine.run(x[i:i + 1]) for i in range(len(x))]
+            outputs = [np.concatenate(o) if o[0].shape[:1] == (1,) else o[0] for o in zip(*parts)]
+        return tuple(torch.from_numpy(o).to(images.device) for o in outputs)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_engine"] = None  # sessions do not pickle or deep-copy; made again on first use
+        return state
+
+
+class ExportedSegmenter(ExportedModel):
+    """Segmentation logits ``(N, C, H, W)`` from an exported LR-ASPP."""
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.run(images)[0]
+
+
+class ExportedDetector(ExportedModel):
+    """Detections from an exported SSDLite; the postprocess settings are ``template``'s (the
+    :class:`~densemnv3.models.SSDLite` its config builds), changeable as on the model itself."""
+
+    def __init__(self, path: str | os.PathLike, metadata: Mapping[str, Any], engine: type[Engine],
+                 template: nn.Module, asked: str | None = None) -> None:
+        super().__init__(path, metadata, engine, asked)
+        if self.outputs not in ("raw", "detections"):
+            raise UserError(f"{path}: an SSDLite file without NMS (outputs boxes and scores), which "
+                            f"the tools cannot score; export with --postprocess, or use tools/quantize.py's file")
+        self.box_coder = template.box_coder
+        self.num_classes = template.num_classes
+        for name in ("score_thresh", "nms_thresh", "detections_per_img", "topk_candidates", "nms_prefix",
+                     "nms_impl"):
+            setattr(self, name, getattr(template, name))
+
+    def predict_raw(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(cls_logits, bbox_regression, anchors)`` as :meth:`SSDLite.predict_raw` (raw graphs)."""
+        if self.outputs != "raw":
+            raise UserError(f"{self.path}: has its postprocess inside; it gives detections only")
+        return self.run(images)
+
+    def forward(self, images: Tensor) -> Detections:
+        if self.outputs == "detections":
+            count, boxes, scores, labels = self.run(images)
+            return [{"boxes": b[:n], "scores": s[:n], "labels": lab[:n]}
+                    for n, b, s, lab in zip(count.tolist(), boxes, scores, labels)]
+        cls_logits, bbox_regression, anchors = self.run(images)
+        return ssd_postprocess(
+            cls_logits, bbox_regression, anchors, images.shape[-2:], self.box_coder,
+            score_thresh=self.score_thresh, nms_thresh=self.nms_thresh,
+            detections_per_img=self.detections_per_img, topk_candidates=self.topk_candidates,
+            nms_prefix=self.nms_prefix, impl=self.nms_impl,
+        )
+
+
+def exported_model(path: str | os.PathLike, metadata: Mapping[str, Any], template: nn.Module,
+                   engine: type[Engine], asked: str | None = None) -> ExportedModel:
+    """The wrapper of ``path`` for its task, run by ``engine``; ``template`` is the PyTorch model
+    its config builds."""
+    if metadata.get("task") == "detection":
+        return ExportedDetector(path, metadata, engine, template, asked)
+    return ExportedSegmenter(path, metadata, engine, asked)

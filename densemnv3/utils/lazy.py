@@ -1,0 +1,29 @@
+"""Names of a package that load on first use (PEP 562), so importing the package imports none of
+its modules: ``densemnv3.inference.video`` and ``densemnv3.runtimes.names`` import without torch,
+and a tool reports a bad argument before torch loads."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+__all__ = ["lazy_exports"]
+
+
+def lazy_exports(package: str, namespace: dict[str, Any], exports: Mapping[str, str]
+                 ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """``(__getattr__, __dir__)`` for ``package``: ``exports`` maps a name to the submodule
+    that defines it; the value is imported at first access and kept in ``namespace``."""
+
+    def __getattr__(name: str) -> Any:
+        if name not in exports:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(f".{exports[name]}", package), name)
+        namespace[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(set(namespace) | set(exports))
+
+    return __getattr__, __dir__

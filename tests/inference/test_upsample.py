@@ -1,0 +1,52 @@
+"""upsampled_labels: argmax of the bilinearly upsampled scores, from the small scores."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from densemnv3.inference.upsample import upsampled_labels
+
+
+def smooth_scores(n, classes, h, w, seed=0):
+    """Scores with regions, as a network's: noise upsampled from a coarse grid, plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.randn(n, classes, max(h // 16, 2), max(w // 16, 2), generator=g) * 4
+    return F.interpolate(coarse, size=(h, w), mode="bilinear") + 0.1 * torch.randn(n, classes, h, w, generator=g)
+
+
+@pytest.mark.parametrize("low,size", [((64, 128), (512, 1024)), ((45, 80), (720, 1280)),
+                                      ((37, 61), (300, 500)), ((16, 16), (16, 16)), ((90, 160), (720, 1280))])
+def test_same_labels_as_argmax_of_the_upsampled_scores(low, size):
+    logits = smooth_scores(2, 19, *low)
+    expected = F.interpolate(logits, size=size, mode="bilinear", align_corners=False).argmax(1).numpy()
+    got = upsampled_labels(logits, size)
+    assert got.shape == (2, *size) and got.dtype == np.uint8
+    differ = got != expected
+    # rounding may order two (nearly) tied classes either way, nothing else
+    assert differ.mean() < 1e-4, differ.mean()
+    if differ.any():
+        up = F.interpolate(logits, size=size, mode="bilinear", align_corners=False).permute(0, 2, 3, 1)[torch.from_numpy(differ)]
+        top2 = up.topk(2, dim=1).values
+        assert float((top2[:, 0] - top2[:, 1]).max()) < 1e-4
+
+
+def test_most_pixels_take_the_shortcut():
+    """A region map: only the boundary cells are interpolated (the speed of the function)."""
+    import densemnv3.inference.upsample as module
+
+    logits = smooth_scores(1, 19, 64, 128)
+    low = logits.argmax(1)[0].numpy()
+    edge = np.pad(low, ((0, 1), (0, 1)), mode="edge")
+    agree = (edge[:-1, :-1] == edge[1:, :-1]) & (edge[:-1, :-1] == edge[:-1, 1:]) & (edge[:-1, :-1] == edge[1:, 1:])
+    assert 0.5 < agree.mean() < 1  # the premise: most 2x2 neighbourhoods share a class
+    assert module.upsampled_labels(logits, (512, 1024)).shape == (1, 512, 1024)
+
+
+def test_other_tensors_take_the_plain_route():
+    logits = smooth_scores(1, 5, 32, 32)
+    size = (16, 24)  # smaller: no shortcut
+    expected = F.interpolate(logits, size=size, mode="bilinear", align_corners=False).argmax(1).numpy()
+    assert np.array_equal(upsampled_labels(logits, size), expected)
+    half = logits.to(torch.bfloat16)
+    assert upsampled_labels(half, (64, 64)).shape == (1, 64, 64)

@@ -1,0 +1,141 @@
+"""The runtime layer: every engine runs an exported file as PyTorch does, ``--runtime`` says
+what it cannot do in one line, ``auto`` takes the fastest measured and remembers it, and the
+thread budget reaches the engine."""
+
+import pytest
+import torch
+
+from densemnv3.errors import UserError
+from densemnv3.models import lraspp_mobilenet_v3_small
+from densemnv3.runtimes import ExportedSegmenter, check_runtime, engine_class, exported_model
+from densemnv3.runtimes import choice as choice_module
+
+pytest.importorskip("onnxruntime")
+SIZE = (64, 128)
+
+
+@pytest.fixture(scope="module")
+def seg_files(tmp_path_factory):
+    """A random-weight LR-ASPP-Small (BatchNorm statistics randomised too), its fp32 ONNX file
+    and an image batch."""
+    from densemnv3.inference.export import export_model
+    from tests.conftest import randomize_
+
+    torch.manual_seed(0)
+    model = randomize_(lraspp_mobilenet_v3_small(num_classes=5)).eval()
+    folder = tmp_path_factory.mktemp("engines")
+    export_model(model, folder / "fp32.onnx", fmt="onnx", input_size=SIZE, check_batches=(1,),
+                 metadata={"task": "segmentation"})
+    x = torch.randn(2, 3, *SIZE, generator=torch.Generator().manual_seed(1))
+    return model, folder / "fp32.onnx", x
+
+
+META = {"task": "segmentation", "outputs": "logits", "precision": "fp32"}
+
+
+def test_onnxruntime_and_openvino_fp32_match_pytorch(seg_files):
+    model, path, x = seg_files
+    with torch.inference_mode():
+        ref = model(x)["out"] if isinstance(model(x), dict) else model(x)
+    ort = exported_model(path, META, model, engine_class("onnxruntime"))
+    assert isinstance(ort, ExportedSegmenter)
+    torch.testing.assert_close(ort(x), ref, atol=1e-4, rtol=1e-4)
+    if not engine_class("openvino").installed():
+        pytest.skip("openvino not installed")
+    f32 = exported_model(path, META, model, engine_class("openvino"), asked="fp32")
+    assert f32.compute_precision == "fp32" and "precision hint f32 (--precision fp32)" in f32.describe()
+    torch.testing.assert_close(f32(x), ref, atol=1e-3, rtol=1e-3)
+    default = exported_model(path, META, model, engine_class("openvino"))
+    from densemnv3.runtimes.engines import cpu_has_bf16
+
+    assert default.compute_precision == ("bf16" if cpu_has_bf16() else "fp32")
+    agreement = (default(x).argmax(1) == ref.argmax(1)).float().mean().item()
+    assert agreement > 0.97, agreement  # bf16 keeps 8 bits of mantissa: a few near-ties flip
+
+
+def test_runtime_errors_are_one_line(seg_files, monkeypatch):
+    _, path, _ = seg_files
+    with pytest.raises(UserError, match=r"--runtime torch: .*fp32.onnx is an ONNX file, which runs in openvino or onnxruntime"):
+        check_runtime("torch", "onnx", path)
+    with pytest.raises(UserError, match=r"--runtime executorch: .* an ONNX file"):
+        check_runtime("executorch", "onnx", path)
+    with pytest.raises(UserError, match=r"--runtime openvino: best.pt is a PyTorch checkpoint, which runs in torch; export it"):
+        check_runtime("openvino", "pytorch", "best.pt")
+    with pytest.raises(UserError, match="--runtime must be one of auto, torch"):
+        check_runtime("tensorrt", "onnx", path)
+    monkeypatch.setattr(engine_class("openvino"), "installed", classmethod(lambda cls: False))
+    with pytest.raises(UserError, match=r"--runtime openvino needs the 'openvino' package, which is not installed: "
+                                        r"pip install densemnv3\[openvino\]"):
+        exported_model(path, META, None, engine_class("openvino"))
+    with pytest.raises(UserError, match=r"onnxruntime runs an fp32 file in fp32; drop --precision bf16"):
+        exported_model(path, META, None, engine_class("onnxruntime"), asked="bf16")
+
+
+def test_auto_takes_the_fastest_measured_and_remembers_it(seg_files, monkeypatch):
+    model, path, _ = seg_files
+    if not engine_class("openvino").installed():
+        pytest.skip("openvino not installed")
+    calls = []
+
+    def fake_time(m, size):
+        calls.append((m.runtime, size, m.threads))
+        return {"onnxruntime": 5.0, "openvino": 9.0}[m.runtime]
+
+    monkeypatch.setattr(choice_module, "time_engine", fake_time)
+    chosen = choice_module.load_exported(path, "onnx", META, model, size=(48, 96), threads=1)
+    assert chosen.runtime == "onnxruntime" and chosen.threads == 1
+    assert sorted(calls) == [("onnxruntime", (48, 96), 1), ("openvino", (48, 96), 1)]
+    assert "auto: fastest here at 48x96, 1 threads (onnxruntime 5.0 ms, openvino 9.0 ms; measured now)" in chosen.route
+    again = choice_module.load_exported(path, "onnx", META, model, size=(48, 96), threads=1)
+    assert len(calls) == 2 and again.runtime == "onnxruntime" and "measured on this CPU earlier" in again.route
+    choice_module.load_exported(path, "onnx", META, model, size=(48, 96), threads=2)  # another budget: timed again
+    assert len(calls) == 4
+    asked = choice_module.load_exported(path, "onnx", META, model, runtime="openvino")
+    assert asked.runtime == "openvino" and asked.route == "--runtime openvino" and len(calls) == 4
+
+
+def test_one_installed_engine_is_taken_without_timing(seg_files, monkeypatch):
+    model, path, _ = seg_files
+    monkeypatch.setattr(engine_class("openvino"), "installed", classmethod(lambda cls: False))
+    monkeypatch.setattr(choice_module, "time_engine", lambda *a: pytest.fail("timed"))
+    chosen = choice_module.load_exported(path, "onnx", META, model)
+    assert chosen.runtime == "onnxruntime"
+    assert chosen.route == ("the only installed runtime for onnx files; pip install densemnv3[openvino] adds openvino")
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_the_thread_budget_reaches_the_engine(seg_files, runtime):
+    model, path, x = seg_files
+    if not engine_class(runtime).installed():
+        pytest.skip(f"{runtime} not installed")
+    m = exported_model(path, META, model, engine_class(runtime), asked="fp32" if runtime == "openvino" else None)
+    m.threads = 1
+    first = m.engine()
+    if runtime == "onnxruntime":
+        assert first.session.get_session_options().intra_op_num_threads == 1
+    else:
+        assert first.request.get_compiled_model().get_property("INFERENCE_NUM_THREADS") == 1
+    assert m.engine() is first  # same budget, same engine
+    m.threads = 2
+    second = m.engine()
+    assert second is not first and second.threads == 2
+    assert m(x).shape == (2, 5, *SIZE)
+
+
+def test_a_fixed_batch_file_runs_image_by_image(tmp_path):
+    import numpy as np
+
+    from densemnv3.runtimes import Engine, ExportedModel
+
+    class BatchOfOne(Engine):  # as a .pte: batch 1, and an output without a batch axis
+        name, batch = "fake", 1
+
+        def run(self, x):
+            assert len(x) == 1
+            return [x.mean(1, keepdims=True), np.arange(8, dtype=np.float32).reshape(2, 4)]
+
+    model = ExportedModel(tmp_path / "m.pte", {"precision": "fp32"}, BatchOfOne)
+    x = torch.randn(3, 3, 8, 8)
+    per_image, anchors = model.run(x)
+    torch.testing.assert_close(per_image, x.mean(1, keepdim=True))
+    assert anchors.shape == (2, 4)
