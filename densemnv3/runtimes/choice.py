@@ -1,7 +1,8 @@
 """Which engine runs an exported file: the one asked for (``--runtime``), or the fastest this
 machine has installed, measured.
 
-``--runtime auto`` (the default) times every installed engine that reads the file's format on
+``--runtime auto`` (the default) times every installed engine that reads the file's format (and
+scores it as PyTorch does: :meth:`Engine.inaccurate`) on
 this CPU, with the thread count it will run with, at the size it will see, and takes the fastest;
 the figures and the choice go in the ``inference:`` line, and in a small cache
 (``$XDG_CACHE_HOME/densemnv3/routes.json``, keyed by the file, its size and mtime, the input size,
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -127,10 +129,13 @@ def load_exported(path: str | os.PathLike, fmt: str, metadata: Mapping[str, Any]
     path = Path(path)
     check_runtime(runtime, fmt, path)
     if runtime not in ("auto", "torch"):
+        reason = engine_class(runtime).inaccurate(metadata)
+        if reason:
+            print(f"warning: {path}: {reason}", file=sys.stderr)
         model = exported_model(path, metadata, template, engine_class(runtime), precision)
         model.route, model.threads = f"--runtime {runtime}", threads
         return model
-    engines = engines_for(fmt)
+    engines = [e for e in engines_for(fmt) if not e.inaccurate(metadata)]
     installed = [e for e in engines if e.installed()]
     if not installed:
         extras = " or ".join(f"pip install densemnv3[{e.extra}]" for e in engines)
@@ -139,8 +144,10 @@ def load_exported(path: str | os.PathLike, fmt: str, metadata: Mapping[str, Any]
         model = exported_model(path, metadata, template, installed[0], precision)
         model.threads = threads
         missing = [e for e in engines if e not in installed]
+        left_out = [e.name for e in engines_for(fmt) if e.inaccurate(metadata)]
         model.route = (f"the only installed runtime for {fmt} files" + "".join(
-            f"; pip install densemnv3[{e.extra}] adds {e.name}" for e in missing))
+            f"; pip install densemnv3[{e.extra}] adds {e.name}" for e in missing) + "".join(
+            f"; not {name}, which scores this file below PyTorch" for name in left_out))
         return model
     fixed = metadata.get("input_size")
     size = tuple(fixed) if isinstance(fixed, (list, tuple)) else tuple(size or (512, 1024))

@@ -18,8 +18,9 @@ from __future__ import annotations
 import functools
 import importlib
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -86,6 +87,12 @@ class Engine:
                                                           if file_precision == "fp32" else ""))
         return file_precision
 
+    @classmethod
+    def inaccurate(cls, metadata: Mapping[str, Any]) -> str | None:
+        """Why the engine scores a file of this ``metadata`` measurably below PyTorch (then
+        ``--runtime auto`` does not take it, and asking for it warns), or None."""
+        return None
+
     def run(self, x: np.ndarray) -> list[np.ndarray]:
         raise NotImplementedError
 
@@ -137,6 +144,13 @@ class OpenVINOEngine(Engine):
         if file_precision != "fp32":
             return file_precision
         return "bf16" if precision == "bf16" or (precision is None and cpu_has_bf16()) else "fp32"
+
+    @classmethod
+    def inaccurate(cls, metadata: Mapping[str, Any]) -> str | None:
+        if metadata.get("task") == "detection" and metadata.get("precision") == "int8":
+            return ("OpenVINO 2026.4 scores the int8 SSDLite file 4 AP50 points below PyTorch on the "
+                    "synthetic val split, with either precision hint (onnxruntime: 0.4; BENCHMARKS.md)")
+        return None
 
     def __init__(self, path, threads, file_precision, precision=None) -> None:
         super().__init__(path, threads, file_precision, precision)

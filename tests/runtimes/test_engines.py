@@ -139,3 +139,23 @@ def test_a_fixed_batch_file_runs_image_by_image(tmp_path):
     per_image, anchors = model.run(x)
     torch.testing.assert_close(per_image, x.mean(1, keepdim=True))
     assert anchors.shape == (2, 4)
+
+
+def test_auto_leaves_out_a_runtime_that_scores_the_file_below_pytorch(seg_files, monkeypatch, capsys):
+    """OpenVINO loses 4 AP50 points on int8 SSDLite files (BENCHMARKS.md): auto never takes it,
+    and asking for it warns."""
+    from types import SimpleNamespace
+
+    model, path, _ = seg_files
+    monkeypatch.setattr(choice_module, "time_engine", lambda *a: pytest.fail("timed"))
+    monkeypatch.setattr(choice_module, "exported_model",
+                        lambda p, meta, t, engine, asked: SimpleNamespace(runtime=engine.name))
+    int8_det = {**META, "task": "detection", "precision": "int8"}
+    assert engine_class("openvino").inaccurate(int8_det) and not engine_class("openvino").inaccurate(META)
+    assert engine_class("onnxruntime").inaccurate(int8_det) is None
+    chosen = choice_module.load_exported(path, "onnx", int8_det, model)
+    assert chosen.runtime == "onnxruntime" and "not openvino, which scores this file below PyTorch" in chosen.route
+    asked = choice_module.load_exported(path, "onnx", int8_det, model, runtime="openvino")
+    assert asked.runtime == "openvino"
+    err = capsys.readouterr().err
+    assert err.startswith("warning: ") and "4 AP50 points below PyTorch" in err

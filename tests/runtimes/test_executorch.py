@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 pytest.importorskip("executorch")
+pytestmark = pytest.mark.executorch
 
 from densemnv3.errors import CheckpointError  # noqa: E402
 from densemnv3.inference.export_executorch import lower_to_xnnpack  # noqa: E402

@@ -12,7 +12,7 @@ import torch
 pytest.importorskip("executorch")
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.executorch, pytest.mark.usefixtures("one_thread")]
 
 
 def export(run_in_process, *argv: str) -> tuple[int, str, str]:
