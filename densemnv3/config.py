@@ -30,6 +30,7 @@ from typing import Any
 
 from densemnv3.errors import ConfigError, did_you_mean
 from densemnv3.utils.files import write_text
+from densemnv3.utils.typed_values import convert, literal, matches, type_name
 
 
 @dataclass
@@ -50,6 +51,9 @@ class ModelConfig:
     #: None. The multi-task model also takes single-task checkpoints, each loading into its part:
     #: give a tuple of files (an LR-ASPP's and an SSDLite's) to start both heads.
     weights: str | tuple[str, ...] | None = None
+    #: Channel widths changed by NetAdapt (``tools/netadapt.py``): unit name -> channels (see
+    #: :mod:`densemnv3.models.widths`); None: the architecture's own. Recorded in checkpoints.
+    widths: dict[str, int] | None = None
 
 
 @dataclass
@@ -156,9 +160,28 @@ class LossConfig:
 
 
 @dataclass
+class NetAdaptConfig:
+    """``tools/netadapt.py``: shrink a trained model to ``target`` × its latency on ``runtime``.
+    Each iteration cuts ``step`` × the original latency: every unit of a kind in ``kinds`` proposes
+    its widest multiple of 8 that does, each proposal is fine-tuned ``short_iters`` steps and
+    scored on ``eval_images`` validation images (0: all), the best Δmetric/|Δlatency| is kept;
+    then ``long_iters`` steps of fine-tuning. Fine-tuning uses ``optim`` at ``lr_scale`` × its lr.
+    The defaults fit a 2-core CPU; a GPU run affords the paper's step 0.01 and longer fine-tunes."""
+
+    target: float = 0.7
+    step: float = 0.025
+    kinds: tuple[str, ...] = ("expansion", "chain", "head")
+    importance: typing.Literal["l2", "bn"] = "l2"
+    short_iters: int = 10
+    eval_images: int = 20
+    long_iters: int = 1000
+    lr_scale: float = 0.1
+
+
+@dataclass
 class Config:
     """A whole run: task (``segmentation``, ``detection`` or ``multitask``), model, data,
-    optimizer, schedule, engine and loss."""
+    optimizer, schedule, engine, loss and NetAdapt."""
 
     task: str = "segmentation"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -167,6 +190,7 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    netadapt: NetAdaptConfig = field(default_factory=NetAdaptConfig)
     work_dir: str = "work_dirs/run"
 
 
@@ -286,7 +310,7 @@ def apply_override(cfg: Config, override: str) -> None:
                 )
             if last:
                 hint = typing.get_type_hints(type(node))[part]
-                setattr(node, part, _convert(key, text.strip(), hint))
+                setattr(node, part, convert(key, text.strip(), hint))
             else:
                 node = getattr(node, part)
                 if node is None or (isinstance(node, str) and part == "backbone"):
@@ -295,7 +319,7 @@ def apply_override(cfg: Config, override: str) -> None:
                     setattr(_parent(cfg, parts[:depth]), part, node)
         elif isinstance(node, dict):
             if last:
-                node[part] = _literal(text.strip())
+                node[part] = literal(text.strip())
             else:
                 node = node.setdefault(part, {})
         else:
@@ -331,64 +355,6 @@ def backbone_spec(value: str | Mapping | None, key: str = "model.backbone") -> t
     return name, options
 
 
-def _literal(text: str) -> Any:
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    if text.lower() in ("none", "null"):
-        return None
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-
-
-def _convert(key: str, text: str, hint: Any) -> Any:
-    value = _literal(text)
-    if _matches(value, hint):
-        return value
-    if isinstance(value, (list, int)) and _matches(tuple(value) if isinstance(value, list) else (value,), hint):
-        return tuple(value) if isinstance(value, list) else (value,)
-    if _matches(text, hint):  # e.g. a str field given "123"
-        return text
-    raise ConfigError(f"config key {key!r}: expected {_type_name(hint)}, got {text!r}")
-
-
-def _type_name(hint: Any) -> str:
-    if typing.get_origin(hint) is typing.Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
-    if typing.get_origin(hint) is None and hasattr(hint, "__name__"):
-        return hint.__name__
-    return str(hint).replace("typing.", "")
-
-
-def _matches(value: Any, hint: Any) -> bool:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if hint is Any:
-        return True
-    if hint is type(None):
-        return value is None
-    if origin is typing.Literal:
-        return isinstance(value, str) and value in args
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, arg) for arg in args)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if origin is tuple:
-        if not isinstance(value, tuple):
-            return False
-        if len(args) == 2 and args[1] is Ellipsis:
-            return all(_matches(v, args[0]) for v in value)
-        return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args))
-    if origin in (list, dict):
-        return isinstance(value, origin)
-    if dataclasses.is_dataclass(hint):
-        return isinstance(value, hint)
-    return isinstance(value, hint)
-
-
 def validate(node: Any, prefix: str = "") -> None:
     """Check every field of a config tree against its type annotation."""
     hints = typing.get_type_hints(type(node))
@@ -398,9 +364,9 @@ def validate(node: Any, prefix: str = "") -> None:
         if isinstance(value, list) and typing.get_origin(hints[f.name]) is tuple:
             value = tuple(value)
             setattr(node, f.name, value)
-        if not _matches(value, hints[f.name]):
+        if not matches(value, hints[f.name]):
             raise ConfigError(
-                f"config key {key!r}: expected {_type_name(hints[f.name])}, got {value!r}"
+                f"config key {key!r}: expected {type_name(hints[f.name])}, got {value!r}"
             )
         if dataclasses.is_dataclass(value):
             validate(value, f"{key}.")
@@ -444,7 +410,7 @@ def save_config(cfg: Config, path: str | Path) -> Path:
 
 
 __all__ = [
-    "Config", "DataConfig", "LossConfig", "ModelConfig", "OptimConfig", "ScheduleConfig",
+    "Config", "DataConfig", "LossConfig", "ModelConfig", "NetAdaptConfig", "OptimConfig", "ScheduleConfig",
     "SyntheticConfig", "TrainConfig", "apply_override", "backbone_spec", "config_from_dict",
     "config_to_python", "load_config", "resolve_config", "save_config", "shipped_configs", "validate",
 ]

@@ -102,7 +102,7 @@ LAYERS = {
     "errors": 0, "config": 0, "utils": 0,
     "data": 1, "models": 1, "evaluation": 1, "runtimes": 1,
     "engine": 2, "inference": 2,
-    "tasks": 3,
+    "tasks": 3, "netadapt": 3,
     "commands": 4, "benchmark": 4,
     "cli": 5,
 }

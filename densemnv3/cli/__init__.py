@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("eval", "evaluate a checkpoint or exported file of any task"),
     "export": ("export", "export a checkpoint to ONNX or TorchScript, checked against PyTorch"),
     "quantize": ("quantize", "quantize a checkpoint to an int8 ONNX file (onnxruntime)"),
+    "netadapt": ("netadapt", "shrink a trained model to a latency budget on a runtime (NetAdapt)"),
     "demo": ("demo", "run a model on a video file, camera or stream, with overlays"),
     "benchmark": ("benchmark", "time densemnv3 against torchvision, interleaved"),
     "make-synthetic": ("make_synthetic", "write the synthetic street dataset and/or a video"),

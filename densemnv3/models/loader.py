@@ -37,7 +37,7 @@ INPUT_KEYS: dict[str, tuple[str, ...]] = {
     "multitask": ("data.eval_resize",),
 }
 
-_MODEL_KEYS = ("name", "num_classes", "options", "backbone")
+_MODEL_KEYS = ("name", "num_classes", "options", "backbone", "widths")
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,8 @@ def reconcile_config(cfg: Config, info: CheckpointInfo, *, chosen: Sequence[str]
     saved = checkpoint_config(info)
     if saved is None or saved.task != cfg.task:
         return cfg
+    if cfg.model.widths is None:  # a NetAdapt checkpoint describes its widths; a config cannot
+        cfg.model.widths = saved.model.widths
     differ = [f"model.{k} {getattr(saved.model, k)!r} (config: {getattr(cfg.model, k)!r})"
               for k in _MODEL_KEYS if getattr(saved.model, k) != getattr(cfg.model, k)]
     if differ:

@@ -66,6 +66,7 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     from .identify import load_weights
     from .segmentation import LRASPP
     from .weights import load_state_dict_checked
+    from .widths import set_widths_
 
     if cfg.name not in MODELS:
         raise ConfigError(
@@ -98,6 +99,8 @@ def build_model(cfg: ModelConfig) -> nn.Module:
         model = build(cfg.backbone, num_classes=cfg.num_classes, **options)
     else:
         model = build(num_classes=cfg.num_classes, **options)
+    if cfg.widths:  # a NetAdapt model: its shrunk widths, before any weights load into them
+        set_widths_(model, cfg.widths)
     if cfg.backbone_weights:
         load_state_dict_checked(model.backbone, cfg.backbone_weights)
     task = getattr(model, "task", "segmentation" if isinstance(model, LRASPP) else "detection")

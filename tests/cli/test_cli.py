@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TOOLS = {"train": "train", "train-seg": "train_seg", "train-det": "train_det", "eval": "eval",
          "eval-seg": "eval_seg", "eval-det": "eval_det", "export": "export", "quantize": "quantize",
          "demo": "demo_video", "benchmark": "benchmark", "make-synthetic": "make_synthetic",
-         "cache-dataset": "cache_dataset"}
+         "cache-dataset": "cache_dataset", "netadapt": "netadapt"}
 
 
 def densemnv3_command(*args: str, cwd=None) -> subprocess.CompletedProcess:

@@ -1,0 +1,211 @@
+"""A NetAdapt run in its folder: the search, the long fine-tune, the uniform baseline, the report.
+
+Layout of ``RUN_DIR``::
+
+    search.pt        the kept model and the search's state, after every iteration (--resume)
+    finetune/        the long fine-tune (a training run: best.pt is the result)
+    uniform/         the uniform baseline's fine-tune (--uniform)
+    netadapt.csv     every proposal of every iteration
+    pareto.png       latency against the metric: proposals, kept path, results
+    summary.json     the final table's figures
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import statistics
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from densemnv3.config import Config
+from densemnv3.errors import UserError
+from densemnv3.models import load_model
+from densemnv3.models.widths import shrink_, width_units, widths_of
+from densemnv3.utils.files import write_text
+
+from .report import format_table, plot_pareto, write_csv
+from .search import STATE_FILE, load_state, search
+
+__all__ = ["finish", "fine_tune_long", "run_netadapt", "run_uniform", "uniform_widths"]
+
+SUMMARY = "summary.json"
+
+
+def _params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def fine_tune_long(cfg: Config, weights: Path, widths: dict[str, int] | None, steps: int, work_dir: Path,
+                   device: str, *, resume: bool, progress: bool) -> Path:
+    """``steps`` of training (``optim`` at ``netadapt.lr_scale`` × its lr, the config's policy)
+    from ``weights`` with ``widths``, as a training run in ``work_dir``; returns its ``best.pt``."""
+    from densemnv3.engine.trainer import Trainer
+    from densemnv3.tasks import build_task
+
+    tuned = copy.deepcopy(cfg)
+    tuned.model.widths = widths or None
+    tuned.model.weights, tuned.model.backbone_weights = str(weights), None
+    tuned.optim.lr *= cfg.netadapt.lr_scale
+    tuned.schedule.iters, tuned.schedule.epochs = max(steps, 1), None
+    tuned.schedule.warmup_iters = min(cfg.schedule.warmup_iters, steps // 10)
+    tuned.train.eval_interval = max(steps, 1)
+    tuned.train.checkpoint_interval = max(steps // 4, 1)
+    tuned.work_dir = str(work_dir)
+    last = work_dir / "last.pt"
+    trainer = Trainer(tuned, build_task(tuned), device=device, resume=last if resume and last.is_file() else None,
+                      progress=progress)
+    trainer.fit()
+    return work_dir / "best.pt" if (work_dir / "best.pt").is_file() else last
+
+
+def run_netadapt(cfg: Config, model: nn.Module, task, table, run_dir: Path, device: str, *, resume: bool,
+                 calibration=None, progress: bool = True, log: Callable[[str], None] = print) -> Path:
+    """The search (continued from ``search.pt`` with ``resume``) then the long fine-tune; returns
+    the fine-tuned checkpoint."""
+    state_path = run_dir / STATE_FILE
+    state = None
+    if state_path.is_file():
+        if not resume:
+            raise UserError(f"{run_dir} holds a NetAdapt run ({STATE_FILE}); continue it with --resume, or "
+                            f"choose another --work-dir")
+        checkpoint, state = load_state(state_path)
+        model = load_model(None, state_path).model
+        log(f"resuming {run_dir} after iteration {state.iteration} ({state.latency_ms:.1f} ms, "
+            f"{state.latency_ms / state.original_ms:.2f}x)")
+    torch_device = torch.device(device)
+    if state is None or not state.done:
+        model, state = search(model, task, cfg, table, run_dir, torch_device, state=state,
+                              calibration=calibration, log=log, progress=progress)
+    write_csv(run_dir / "netadapt.csv", state.proposals)
+    widths = load_model(None, state_path).cfg.model.widths
+    if resume and _finished(run_dir / "finetune", cfg.netadapt.long_iters):
+        return run_dir / "finetune" / "best.pt"
+    log(f"long fine-tune: {cfg.netadapt.long_iters} steps in {run_dir / 'finetune'}")
+    return fine_tune_long(cfg, state_path, widths, cfg.netadapt.long_iters, run_dir / "finetune", device,
+                          resume=resume, progress=progress)
+
+
+def _finished(work_dir: Path, steps: int) -> bool:
+    """Whether the fine-tune in ``work_dir`` ran its ``steps`` (its ``best.pt`` is the result)."""
+    last = work_dir / "last.pt"
+    if not (last.is_file() and (work_dir / "best.pt").is_file()):
+        return False
+    return int(torch.load(last, map_location="cpu", weights_only=True).get("iter", 0)) >= steps
+
+
+def uniform_widths(model: nn.Module, factor: float, kinds) -> dict[str, int]:
+    """Every unit of ``kinds`` at ``factor`` × its width, to a multiple of 8 (at least 8)."""
+    return {u.name: max(8, int(round(u.width * factor / 8)) * 8) for u in width_units(model).values()
+            if u.kind in kinds}
+
+
+def _shrunk(model: nn.Module, widths: dict[str, int], importance: str) -> nn.Module:
+    model = copy.deepcopy(model)
+    for name, width in widths.items():
+        if width < widths_of(model)[name]:
+            shrink_(model, name, width, importance=importance)
+    return model
+
+
+def run_uniform(cfg: Config, model: nn.Module, table, run_dir: Path, device: str, *, resume: bool,
+                calibration=None, progress: bool = True, log: Callable[[str], None] = print) -> Path:
+    """The uniform baseline: ``model`` with every prunable width scaled by the one factor that
+    reaches the NetAdapt result's measured latency, fine-tuned as many steps as the NetAdapt model
+    had (its short fine-tunes and its long one); returns its checkpoint."""
+    summary = _read_summary(run_dir)
+    netadapt = next((r for r in summary.get("rows", []) if r["name"] == "NetAdapt"), None)
+    if netadapt is None:
+        raise UserError(f"{run_dir}: no finished NetAdapt run to compare with; run tools/netadapt.py "
+                        f"without --uniform first")
+    steps = int(netadapt.get("steps", cfg.netadapt.long_iters))
+    if resume and _finished(run_dir / "uniform", steps):
+        return run_dir / "uniform" / "best.pt"
+    goal, kinds = netadapt["latency_ms"], cfg.netadapt.kinds
+    model = model.cpu().eval()
+    table.calibrate(model, calibration)
+    lo, hi = 0.05, 1.0  # bisection on the factor, by the table; then measured
+    for _ in range(12):
+        mid = (lo + hi) / 2
+        if table.predict(_shrunk(model, uniform_widths(model, mid, kinds), cfg.netadapt.importance)) <= goal:
+            lo = mid
+        else:
+            hi = mid
+    factor, candidate, measured = lo, None, math.inf
+    for _ in range(8):  # then by measurement: the widest at or under the goal (within 1 %)
+        trial = _shrunk(model, uniform_widths(model, factor, kinds), cfg.netadapt.importance)
+        latency = table.measure(trial, calibration)
+        if latency <= goal * 1.01:
+            if candidate is not None and latency >= measured:
+                break
+            candidate, measured, chosen = trial, latency, factor
+            if latency >= goal * 0.97 or factor >= 1.0:
+                break
+            factor = min(1.0, factor * 1.02)
+        elif candidate is not None or factor <= 0.05:
+            break
+        else:
+            factor *= 0.97
+    if candidate is None:
+        candidate, measured, chosen = trial, latency, factor
+    log(f"uniform: every width x{chosen:.3f} -> {measured:.1f} ms measured (NetAdapt: {goal:.1f} ms)")
+    start = run_dir / "uniform_start.pt"
+    from densemnv3.engine.checkpoint import atomic_save
+
+    shrunk_cfg = copy.deepcopy(cfg)
+    shrunk_cfg.model.widths = {k: v for k, v in widths_of(candidate).items() if v != widths_of(model)[k]}
+    shrunk_cfg.model.weights = shrunk_cfg.model.backbone_weights = None
+    atomic_save({"model": candidate.state_dict(), "config": asdict(shrunk_cfg), "arch": cfg.model.name}, start)
+    log(f"uniform fine-tune: {steps} steps (as many as the NetAdapt model had) in {run_dir / 'uniform'}")
+    return fine_tune_long(cfg, start, shrunk_cfg.model.widths, steps, run_dir / "uniform", device,
+                          resume=resume, progress=progress)
+
+
+def _read_summary(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / SUMMARY
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def finish(cfg: Config, original: nn.Module, results: dict[str, Path], task, table, run_dir: Path, device: str,
+           *, calibration=None, rounds: int = 3, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Evaluate every model on the whole validation split and time them side by side (``rounds``
+    interleaved measurements each, the median kept); write ``summary.json``, ``netadapt.csv``,
+    ``pareto.png``; print and return the table."""
+    summary = _read_summary(run_dir)
+    known = {r["name"]: r for r in summary.get("rows", [])}
+    models = {"original": original.cpu().eval()}
+    for name, path in results.items():
+        models[name] = load_model(None, path).model.cpu().eval()
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, model in models.items():
+            times[name].append(table.measure(model, calibration))
+    _, state = load_state(run_dir / STATE_FILE)
+    steps = {"original": 0, "NetAdapt": state.steps + cfg.netadapt.long_iters}
+    steps["uniform"] = known.get("uniform", {}).get("steps", steps["NetAdapt"])
+    val = task.val_dataset()
+    rows = []
+    for name, model in models.items():
+        metric = float(task.evaluate(model.to(device), val, torch.device(device), progress=False)[task.metric])
+        rows.append({"name": name, "latency_ms": statistics.median(times[name]), "metric": metric,
+                     "params": _params(model), "steps": steps.get(name, 0)})
+        model.cpu()
+    table_text = format_table(rows, task.metric, f"{table.route}, {table.size[0]}x{table.size[1]}, "
+                                                 f"{table.threads} threads")
+    summary = {"route": table.route, "size": list(table.size), "threads": table.threads, "rows": rows,
+               "metric": task.metric, "target": cfg.netadapt.target,
+               "search_seconds": state.seconds, "iterations": state.iteration}
+    write_text(run_dir / SUMMARY, json.dumps(summary, indent=2))
+    write_csv(run_dir / "netadapt.csv", state.proposals)
+    plot = asdict(state) | {"target": cfg.netadapt.target}
+    plot_pareto(run_dir / "pareto.png", plot, task.metric,
+                {r["name"]: (r["latency_ms"], r["metric"]) for r in rows if not math.isnan(r["metric"])})
+    log(table_text)
+    return summary
+
