@@ -19,6 +19,8 @@ a checkpoint that records its widths (every tool loads it as any checkpoint), ``
 ``pareto.png``, ``summary.json`` and the final table. ``--resume`` continues a killed run.
 ``--uniform`` then trains the baseline: every width scaled by one factor to the same measured
 latency, fine-tuned as many steps; the table compares original, NetAdapt and uniform.
+``--compare-importance`` measures which channels a cut should keep (weight L2 norm or BatchNorm
+scale) on the first iteration's proposals, and stops there.
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue the run in --work-dir")
     parser.add_argument("--uniform", action="store_true",
                         help="train the uniform baseline for a finished run and compare")
+    parser.add_argument("--compare-importance", action="store_true",
+                        help="only compare the channel importances (l2, bn) on the first iteration's proposals: "
+                             "importance.csv")
     add_set_argument(parser)
     parser.add_argument("--device", default=None, help="fine-tuning device: cpu, cuda or auto (default: the config's)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -64,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
     check_route(args.runtime)
 
+    import torch
     import torch.nn.functional as F
 
     from densemnv3.config import load_config
@@ -94,6 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     table = LatencyTable(args.runtime, threads=threads, size=size, progress=not args.no_progress)
     print(f"NetAdapt: {cfg.model.name} from {args.weights} to {cfg.netadapt.target:g}x its latency on "
           f"{args.runtime} ({threads} threads, {size[0]}x{size[1]}); lookup table {table.path}; run in {run_dir}")
+    if args.compare_importance:
+        from densemnv3.netadapt.importance import compare_importance
+
+        compare_importance(model, task, cfg, table, run_dir, torch.device(device), calibration=calibration,
+                           progress=not args.no_progress)
+        print(f"importance study: {run_dir / 'importance.csv'}")
+        return 0
     results = {}
     best = run_netadapt(cfg, model, task, table, run_dir, device, resume=args.resume or args.uniform,
                         calibration=calibration, progress=not args.no_progress)

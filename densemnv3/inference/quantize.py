@@ -145,10 +145,12 @@ def quantize_model(
     return report
 
 
-def export_for_quantization(model: nn.Module, path: str | os.PathLike, input_size: Sequence[int]) -> str:
+def export_for_quantization(model: nn.Module, path: str | os.PathLike, input_size: Sequence[int], *,
+                            static: bool = False) -> str:
     """Write ``model``'s fp32 graph to ``path`` as :func:`quantize_onnx` takes it (BatchNorm folded,
     SSDLite with raw outputs, dynamic height and width where the model allows, rewritten by
-    :func:`int8_friendly`); return what it outputs (``"logits"`` or ``"raw"``)."""
+    :func:`int8_friendly`); return what it outputs (``"logits"`` or ``"raw"``). ``static``: every
+    dimension fixed, batch 1 (a file to time: :func:`~.export.export_onnx`)."""
     if not isinstance(model, (LRASPP, SSDLite)):
         raise UserError(f"int8 quantization supports LR-ASPP and SSDLite models, not {type(model).__name__}")
     require_onnx("int8 quantization")
@@ -156,7 +158,8 @@ def export_for_quantization(model: nn.Module, path: str | os.PathLike, input_siz
 
     net, form = exportable(prepare_for_inference(copy.deepcopy(model).eval().cpu()), outputs="raw")
     with quiet():
-        export_onnx(net, path, input_size, OUTPUT_NAMES[form], min_size=min_input_size(model, input_size))
+        export_onnx(net, path, input_size, OUTPUT_NAMES[form], min_size=min_input_size(model, input_size),
+                    static=static)
     proto = onnx.load(str(path))
     int8_friendly(proto)
     onnx.save(proto, str(path))

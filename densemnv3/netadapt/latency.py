@@ -51,7 +51,7 @@ import torch
 from torch import Tensor, nn
 
 from densemnv3.errors import UserError, did_you_mean
-from densemnv3.inference.export import export_onnx, exportable, min_input_size, quiet
+from densemnv3.inference.export import export_onnx, exportable, quiet
 from densemnv3.inference.optimize import prepare_for_inference
 from densemnv3.runtimes.engines import Engine, OnnxRuntimeEngine, OpenVINOEngine, package_version
 from densemnv3.runtimes.metadata import OUTPUT_NAMES
@@ -246,11 +246,11 @@ class LatencyTable:
                 _quantized_file(model, path, self.size, images, self.progress)
             else:
                 net, form = exportable(prepare_for_inference(model), outputs="raw")
-                # the dynamo exporter, as tools/export.py: the TorchScript one (dynamo=False)
-                # exports in a fifth of the time and its graph runs as fast (LR-ASPP-Large
-                # 512x1024), but it mis-traces SSDLite at some sizes
+                # the exporter of tools/export.py, at the one size timed: a static graph exports
+                # in 2-5 s against 10-23 s for the dynamic one (LR-ASPP 512x1024, SSDLite
+                # 256x512) and runs within a few per cent of it
                 with quiet():
-                    export_onnx(net, path, self.size, OUTPUT_NAMES[form], min_size=min_input_size(model, self.size))
+                    export_onnx(net, path, self.size, OUTPUT_NAMES[form], static=True)
             engine = self._engine(path)
         return functools.partial(engine.run, x.numpy())
 
@@ -263,7 +263,7 @@ def _quantized_file(model: nn.Module, path: Path, size: tuple[int, int], images:
     from densemnv3.inference.quantize import export_for_quantization, float_nodes, quantize_onnx
 
     prepared = path.with_name("prepared.onnx")
-    export_for_quantization(model, prepared, size)
+    export_for_quantization(model, prepared, size, static=True)
     try:
         quantize_onnx(prepared, path, images, len(images), progress=progress)
     except UserError:

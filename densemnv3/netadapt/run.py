@@ -36,6 +36,8 @@ from .search import STATE_FILE, load_state, search
 __all__ = ["finish", "fine_tune_long", "run_netadapt", "run_uniform", "uniform_widths"]
 
 SUMMARY = "summary.json"
+#: The uniform baseline's latency may exceed NetAdapt's by this factor (measurement noise).
+SLACK = 1.03
 
 
 def _params(model: nn.Module) -> int:
@@ -62,7 +64,12 @@ def fine_tune_long(cfg: Config, weights: Path, widths: dict[str, int] | None, st
     trainer = Trainer(tuned, build_task(tuned), device=device, resume=last if resume and last.is_file() else None,
                       progress=progress)
     trainer.fit()
-    return work_dir / "best.pt" if (work_dir / "best.pt").is_file() else last
+    return _result_of(work_dir)
+
+
+def _result_of(work_dir: Path) -> Path:
+    """A fine-tune's result: its ``best.pt``, or its ``last.pt`` where it kept no best."""
+    return work_dir / "best.pt" if (work_dir / "best.pt").is_file() else work_dir / "last.pt"
 
 
 def run_netadapt(cfg: Config, model: nn.Module, task, table, run_dir: Path, device: str, *, resume: bool,
@@ -114,11 +121,25 @@ def _shrunk(model: nn.Module, widths: dict[str, int], importance: str) -> nn.Mod
     return model
 
 
+def _uniform_factor(model: nn.Module, table, aim: float, kinds, importance: str) -> float:
+    """The largest factor (to 0.1 %) whose uniform model the table predicts at or under ``aim``."""
+    lo, hi = 0.05, 1.0
+    while hi - lo > 1e-3:
+        mid = (lo + hi) / 2
+        if table.predict(_shrunk(model, uniform_widths(model, mid, kinds), importance)) <= aim:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
 def run_uniform(cfg: Config, model: nn.Module, table, run_dir: Path, device: str, *, resume: bool,
                 calibration=None, progress: bool = True, log: Callable[[str], None] = print) -> Path:
     """The uniform baseline: ``model`` with every prunable width scaled by the one factor that
     reaches the NetAdapt result's measured latency, fine-tuned as many steps as the NetAdapt model
-    had (its short fine-tunes and its long one); returns its checkpoint."""
+    had (its short fine-tunes and its long one); returns its checkpoint. The factor is chosen on
+    the table, whose goal each measurement rescales (up to 4 measurements); of those measured,
+    the widest within :data:`SLACK` of NetAdapt's latency is kept."""
     summary = _read_summary(run_dir)
     netadapt = next((r for r in summary.get("rows", []) if r["name"] == "NetAdapt"), None)
     if netadapt is None:
@@ -127,33 +148,24 @@ def run_uniform(cfg: Config, model: nn.Module, table, run_dir: Path, device: str
     steps = int(netadapt.get("steps", cfg.netadapt.long_iters))
     if resume and _finished(run_dir / "uniform", steps):
         return run_dir / "uniform" / "best.pt"
-    goal, kinds = netadapt["latency_ms"], cfg.netadapt.kinds
+    kinds = cfg.netadapt.kinds
     model = model.cpu().eval()
     table.calibrate(model, calibration)
-    lo, hi = 0.05, 1.0  # bisection on the factor, by the table; then measured
-    for _ in range(12):
-        mid = (lo + hi) / 2
-        if table.predict(_shrunk(model, uniform_widths(model, mid, kinds), cfg.netadapt.importance)) <= goal:
-            lo = mid
-        else:
-            hi = mid
-    factor, candidate, measured = lo, None, math.inf
-    for _ in range(8):  # then by measurement: the widest at or under the goal (within 1 %)
+    # NetAdapt's result measured now, beside the trials: the same load, the same conditions
+    goal = table.measure(load_model(None, _result_of(run_dir / "finetune")).model.cpu().eval(), calibration)
+    trials = []  # (factor, model, measured ms)
+    aim = goal  # in the table's terms: rescaled by each measurement's gap to the table
+    for _ in range(4):
+        factor = _uniform_factor(model, table, aim, kinds, cfg.netadapt.importance)
         trial = _shrunk(model, uniform_widths(model, factor, kinds), cfg.netadapt.importance)
         latency = table.measure(trial, calibration)
-        if latency <= goal * 1.01:
-            if candidate is not None and latency >= measured:
-                break
-            candidate, measured, chosen = trial, latency, factor
-            if latency >= goal * 0.97 or factor >= 1.0:
-                break
-            factor = min(1.0, factor * 1.02)
-        elif candidate is not None or factor <= 0.05:
+        trials.append((factor, trial, latency))
+        if goal <= latency <= goal * SLACK:
             break
-        else:
-            factor *= 0.97
-    if candidate is None:
-        candidate, measured, chosen = trial, latency, factor
+        aim *= goal / latency
+    # the widest within SLACK of NetAdapt's: the baseline is given equal latency or a little more
+    under = [t for t in trials if t[2] <= goal * SLACK]
+    chosen, candidate, measured = max(under, key=lambda t: t[0]) if under else min(trials, key=lambda t: t[2])
     log(f"uniform: every width x{chosen:.3f} -> {measured:.1f} ms measured (NetAdapt: {goal:.1f} ms)")
     start = run_dir / "uniform_start.pt"
     from densemnv3.engine.checkpoint import atomic_save

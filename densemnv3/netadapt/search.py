@@ -10,7 +10,11 @@ predicts it (:class:`~densemnv3.netadapt.latency.LatencyTable`):
    scored on the first ``eval_images`` validation images;
 3. the proposal of best Δmetric / |Δlatency| is kept, and measured whole on the route: the
    table's prediction is printed beside the measurement, and where it is more than 10 % off,
-   whole models are measured from then on (printed).
+   whole models are measured from then on (printed): the table still chooses each unit's width,
+   and each proposal is measured whole once (a static export, 2-5 s) and scored on that.
+
+Before the first iteration, the narrowest model (every unit at 8) is measured: a target under it
+is refused at once.
 
 It stops once the measured latency is at most ``target`` × the original's. The state after each
 iteration (the kept model, every proposal, the latencies) is saved in the run folder, so a killed
@@ -177,6 +181,7 @@ def search(model: nn.Module, task, cfg: Config, table, run_dir: Path, device: to
         log(f"original: {measured:.1f} ms measured on {table.route} ({_describe(table)}), "
             f"{task.metric} {state.metric:.4f} on {len(quick)} val images (quick); "
             f"target {n.target:g}x = {n.target * measured:.1f} ms")
+        _check_reachable(model, n, table, state.original_ms, calibration, log)
     else:
         table.glue_ms = state.glue_ms
     batches = Batches(task, cfg, seed=cfg.train.seed)
@@ -186,23 +191,30 @@ def search(model: nn.Module, task, cfg: Config, table, run_dir: Path, device: to
     while state.latency_ms > goal:
         t0 = time.time()
         state.iteration += 1
-        current_ms = state.latency_ms if state.measure_whole else table.predict(model)
-        goal_here = goal * (current_ms / state.latency_ms)  # the goal in the table's terms
+        table_ms = table.predict(model)
+        current_ms = state.latency_ms if state.measure_whole else table_ms
+        goal_here = goal * (current_ms / state.latency_ms)  # the goal in the terms proposals are
         units = [u for u in width_units(model).values() if u.kind in n.kinds and u.width > 8]
         step, found = n.step, []
         while not found and step >= 0.01:  # where no unit alone cuts `step`, ask each for less
             # cut `step` of the original, or less where that passes the goal, but at least 1 % of it
             budget = min(max(current_ms - step * state.original_ms, goal_here), current_ms - 0.01 * state.original_ms)
 
-            def fits(candidate: nn.Module, budget=budget) -> float | None:
-                latency = table.measure(candidate, calibration) if state.measure_whole else table.predict(candidate)
+            def fits(candidate: nn.Module, budget=budget * table_ms / current_ms) -> float | None:
+                latency = table.predict(candidate)  # the budget in the table's terms
                 return latency if latency <= budget else None
 
             for unit in tqdm(units, desc=f"iteration {state.iteration}: proposals", leave=False,
                              disable=not progress, dynamic_ncols=True):
                 best = _largest_width(model, unit.name, unit.width, fits, n.importance)
-                if best is not None:
-                    found.append((unit, *best))
+                if best is None:
+                    continue
+                width, candidate, latency = best
+                if state.measure_whole:  # the table chose the width; the measurement scores it
+                    latency = table.measure(candidate, calibration)
+                    if latency >= current_ms:
+                        continue
+                found.append((unit, width, candidate, latency))
             if not found:
                 log(f"iteration {state.iteration}: no unit alone cuts {step:g}x the original latency; "
                     f"asking for {step / 2:g}x")
@@ -246,6 +258,23 @@ def search(model: nn.Module, task, cfg: Config, table, run_dir: Path, device: to
     state.done = True
     save_state(run_dir, model, state, cfg)
     return model, state
+
+
+def _check_reachable(model: nn.Module, n, table, original_ms: float, calibration, log: Callable[[str], None]) -> None:
+    """Measure the narrowest model the search could reach (every unit of ``n.kinds`` at 8) and
+    refuse a target under it: what no width reaches (per-node costs that do not shrink with
+    channels, on a small network) is told in seconds, not after a search."""
+    narrow = copy.deepcopy(model)
+    for unit in width_units(model).values():
+        if unit.kind in n.kinds and unit.width > 8:
+            shrink_(narrow, unit.name, 8, importance=n.importance)
+    floor = table.measure(narrow, calibration)
+    if floor > n.target * original_ms:
+        raise UserError(f"netadapt.target {n.target:g} is out of reach on {table.route}: with every width at 8 the "
+                        f"model still takes {floor:.1f} ms, {floor / original_ms:.2f}x the original's "
+                        f"{original_ms:.1f} ms; raise --target above {math.ceil(floor / original_ms * 100) / 100:g}, "
+                        f"or measure at a larger --input-size")
+    log(f"narrowest reachable: {floor:.1f} ms ({floor / original_ms:.2f}x), every width at 8")
 
 
 def _describe(table) -> str:

@@ -147,3 +147,31 @@ def test_a_checkpoint_without_its_training_config_is_one_line(export_checkpoints
     assert code == 2
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and "config" in lines[0] and "seg.pt" in lines[0], err
+
+
+def test_a_target_no_width_reaches_is_refused_before_the_search(fitted_seg_checkpoint, tmp_path, run_in_process):
+    """Every width at 8 still costs its resolution terms in the analytic latency: 0.01x is refused at
+    once, naming the narrowest model's fraction, and no search state is written."""
+    argv = ["--weights", str(fitted_seg_checkpoint), "--work-dir", str(tmp_path / "run"), *FAST, "--target", "0.01"]
+    code, _, err = run_in_process(tool.main, argv)
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "out of reach" in lines[0] and "raise --target above" in lines[0], err
+    assert not (tmp_path / "run" / "search.pt").exists()
+
+
+def test_importance_study_cuts_each_proposal_both_ways(fitted_seg_checkpoint, tmp_path):
+    run_dir = tmp_path / "study"
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        assert tool.main(["--weights", str(fitted_seg_checkpoint), "--work-dir", str(run_dir), *FAST,
+                          "--compare-importance"]) == 0
+    with open(run_dir / "importance.csv") as f:
+        rows = list(csv.DictReader(f))
+    units = {r["unit"] for r in rows}
+    assert units and len(rows) == 2 * len(units)
+    for unit in units:  # the same width for both criteria, which differ only in the channels kept
+        pair = [r for r in rows if r["unit"] == unit]
+        assert sorted(r["importance"] for r in pair) == ["bn", "l2"]
+        assert len({(r["new_width"], r["latency_ms"]) for r in pair}) == 1
+        assert all(0 <= float(r[k]) <= 1 for r in pair for k in ("metric_cut", "metric_tuned"))
+    assert "importance on" in out.getvalue() and "l2" in out.getvalue() and not (run_dir / "search.pt").exists()
