@@ -25,7 +25,7 @@ from densemnv3.config import Config
 from densemnv3.models.widths import IMPORTANCE, shrink_, width_units
 from densemnv3.utils.files import atomic_write
 
-from .search import Batches, _largest_width, fine_tune, first_images, quick_metric
+from .search import Batches, fine_tune, first_images, quick_metric, table_proposals
 
 __all__ = ["compare_importance", "summarize"]
 
@@ -46,18 +46,11 @@ def compare_importance(model: nn.Module, task, cfg: Config, table, run_dir: Path
     model = model.to(device).eval()
     table.calibrate(model, calibration)
     current, base = table.predict(model), quick_metric(model, task, quick, device)
+    units = [u for u in width_units(model).values() if u.kind in n.kinds and u.width > 8]
     step, proposals = n.step, []
     while not proposals and step >= 0.01:  # as the search: where no unit cuts `step`, ask for less
-
-        def fits(candidate: nn.Module, budget=current - step * current) -> float | None:
-            latency = table.predict(candidate)
-            return latency if latency <= budget else None
-
-        for unit in width_units(model).values():
-            if unit.kind in n.kinds and unit.width > 8:
-                best = _largest_width(model, unit.name, unit.width, fits, n.importance)
-                if best is not None:
-                    proposals.append((unit, best[0], best[2]))
+        proposals = [(unit, width, latency) for unit, width, _, latency in table_proposals(
+            model, units, table, current - step * current, n.importance, progress=progress)]
         step /= 2
     shared = Batches(task, cfg, seed=cfg.train.seed).take(n.short_iters)
     rows = []

@@ -162,6 +162,35 @@ def _largest_width(model: nn.Module, name: str, width: int, fits: Callable[[nn.M
     return best
 
 
+def table_proposals(model: nn.Module, units: list, table, budget_ms: float, importance: str, *,
+                    desc: str = "proposals", progress: bool = True) -> list[tuple[Any, int, nn.Module, float]]:
+    """``(unit, width, cut model, predicted latency)`` for each of ``units`` that can be cut to a
+    model the table predicts at or under ``budget_ms``: its widest such multiple of 8."""
+    from tqdm import tqdm
+
+    def fits(candidate: nn.Module) -> float | None:
+        latency = table.predict(candidate)
+        return latency if latency <= budget_ms else None
+
+    found = []
+    for unit in tqdm(units, desc=desc, leave=False, disable=not progress, dynamic_ncols=True):
+        best = _largest_width(model, unit.name, unit.width, fits, importance)
+        if best is not None:
+            found.append((unit, *best))
+    return found
+
+
+def narrowest_proposals(model: nn.Module, units: list, table, importance: str) -> list[tuple[Any, int, nn.Module, float]]:
+    """``(unit, 8, cut model, predicted latency)`` for each of ``units`` whose cut to 8 channels
+    the table predicts faster than ``model``."""
+    now, found = table.predict(model), []
+    for unit in units:
+        candidate = shrink_(copy.deepcopy(model), unit.name, 8, importance=importance)
+        if (latency := table.predict(candidate)) < now:
+            found.append((unit, 8, candidate, latency))
+    return found
+
+
 def search(model: nn.Module, task, cfg: Config, table, run_dir: Path, device: torch.device, *,
            state: SearchState | None = None, calibration=None, log: Callable[[str], None] = print,
            progress: bool = True) -> tuple[nn.Module, SearchState]:
@@ -188,6 +217,16 @@ def search(model: nn.Module, task, cfg: Config, table, run_dir: Path, device: to
     for _ in range(state.iteration):  # a resumed run takes up the batches where it was
         batches.take(n.short_iters)
     goal = n.target * state.original_ms
+
+    def measured_if_whole(proposals: list) -> list:
+        """The table chose each width; after its fallback, a measurement scores each proposal
+        (dropped if it is not faster than the current model)."""
+        if not state.measure_whole:
+            return proposals
+        scored = [(unit, width, candidate, table.measure(candidate, calibration))
+                  for unit, width, candidate, _ in proposals]
+        return [p for p in scored if p[3] < current_ms]
+
     while state.latency_ms > goal:
         t0 = time.time()
         state.iteration += 1
@@ -199,29 +238,19 @@ def search(model: nn.Module, task, cfg: Config, table, run_dir: Path, device: to
         while not found and step >= 0.01:  # where no unit alone cuts `step`, ask each for less
             # cut `step` of the original, or less where that passes the goal, but at least 1 % of it
             budget = min(max(current_ms - step * state.original_ms, goal_here), current_ms - 0.01 * state.original_ms)
-
-            def fits(candidate: nn.Module, budget=budget * table_ms / current_ms) -> float | None:
-                latency = table.predict(candidate)  # the budget in the table's terms
-                return latency if latency <= budget else None
-
-            for unit in tqdm(units, desc=f"iteration {state.iteration}: proposals", leave=False,
-                             disable=not progress, dynamic_ncols=True):
-                best = _largest_width(model, unit.name, unit.width, fits, n.importance)
-                if best is None:
-                    continue
-                width, candidate, latency = best
-                if state.measure_whole:  # the table chose the width; the measurement scores it
-                    latency = table.measure(candidate, calibration)
-                    if latency >= current_ms:
-                        continue
-                found.append((unit, width, candidate, latency))
+            found = measured_if_whole(table_proposals(
+                model, units, table, budget * table_ms / current_ms, n.importance,
+                desc=f"iteration {state.iteration}: proposals", progress=progress))
             if not found:
                 log(f"iteration {state.iteration}: no unit alone cuts {step:g}x the original latency; "
                     f"asking for {step / 2:g}x")
                 step /= 2
+        if not found:  # close to the floor, where every unit's cut is small: the largest each makes
+            log(f"iteration {state.iteration}: every unit cut to 8 channels, where that cuts latency at all")
+            found = measured_if_whole(narrowest_proposals(model, units, table, n.importance))
         if not found:
-            raise UserError(f"no unit can be cut by 1 % of the original latency any more (at "
-                            f"{state.latency_ms:.1f} ms, target {goal:.1f} ms): raise --target")
+            raise UserError(f"no unit can be cut any more (at {state.latency_ms:.1f} ms, target {goal:.1f} "
+                            f"ms): raise --target")
         shared = batches.take(n.short_iters)
         proposals, candidates = [], []
         for unit, width, candidate, latency in tqdm(found, desc=f"iteration {state.iteration}: fine-tune",
