@@ -162,9 +162,20 @@ def eval_from_cli(task_name: str | None, description: str, argv: list[str] | Non
         parser.add_argument("--save-predictions", metavar="DIR",
                             help="write label-id PNGs here (models that segment)")
         parser.add_argument("--split", default=None, help="dataset split (default: data.val_split)")
+        parser.add_argument("--tta", nargs="+", metavar="WORD",
+                            help="test-time augmentation of the segmentation, e.g. --tta "
+                                 "scales=0.5,0.75,1.0,1.25,1.5,1.75 flip (softmax averaged; default: "
+                                 "the config's eval.tta, off); sliding windows: --set eval.mode=slide")
     args = parser.parse_args(argv)
     cfg, task, model, device = load_for_eval(args)
     _check_task(task_name, cfg.task, args.weights, "eval")
+    if getattr(args, "tta", None):
+        from densemnv3.inference.eval_modes import parse_tta
+
+        if cfg.task == "detection":
+            raise ConfigError(f"--tta: {args.weights} is a detection model; test-time augmentation "
+                              "applies to segmentation")
+        cfg.eval.tta = parse_tta(args.tta)
     kwargs = {}
     save = getattr(args, "save_predictions", None)
     if save and cfg.task == "detection":

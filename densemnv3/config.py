@@ -179,9 +179,31 @@ class NetAdaptConfig:
 
 
 @dataclass
+class TTAConfig:
+    """Test-time augmentation of segmentation: the image at each of ``scales`` (× its size), and
+    mirrored too with ``flip``; the softmax probabilities are averaged. The defaults: off."""
+
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = False
+
+
+@dataclass
+class EvalConfig:
+    """How segmentation is predicted in evaluation (the eval tools, training's evaluation) and
+    by the Predictor: ``mode`` ``"whole"`` (the image at once) or ``"slide"`` (``crop`` windows
+    every ``stride`` pixels, overlapping logits averaged, as mmsegmentation's slide inference;
+    None: ``data.crop_size`` and 2/3 of the crop); ``tta``: scales and flips."""
+
+    mode: typing.Literal["whole", "slide"] = "whole"
+    crop: tuple[int, int] | None = None
+    stride: tuple[int, int] | None = None
+    tta: TTAConfig = field(default_factory=TTAConfig)
+
+
+@dataclass
 class Config:
     """A whole run: task (``segmentation``, ``detection`` or ``multitask``), model, data,
-    optimizer, schedule, engine, loss and NetAdapt."""
+    optimizer, schedule, engine, loss, evaluation and NetAdapt."""
 
     task: str = "segmentation"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -190,6 +212,7 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     netadapt: NetAdaptConfig = field(default_factory=NetAdaptConfig)
     work_dir: str = "work_dirs/run"
 
@@ -410,7 +433,7 @@ def save_config(cfg: Config, path: str | Path) -> Path:
 
 
 __all__ = [
-    "Config", "DataConfig", "LossConfig", "ModelConfig", "NetAdaptConfig", "OptimConfig", "ScheduleConfig",
-    "SyntheticConfig", "TrainConfig", "apply_override", "backbone_spec", "config_from_dict",
+    "Config", "DataConfig", "EvalConfig", "LossConfig", "ModelConfig", "NetAdaptConfig", "OptimConfig",
+    "ScheduleConfig", "SyntheticConfig", "TTAConfig", "TrainConfig", "apply_override", "backbone_spec", "config_from_dict",
     "config_to_python", "load_config", "resolve_config", "save_config", "shipped_configs", "validate",
 ]

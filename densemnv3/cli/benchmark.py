@@ -1,11 +1,10 @@
 """Speed of densemnv3 vs torchvision on the same weights and inputs, measured interleaved.
 
 ``densemnv3 benchmark [--model lraspp_large|lraspp_small|ssdlite_large|ssdlite_small|
-data_seg|data_det|demo|all] [--routes] [--device cpu|cuda] [--batch-sizes 1 8] [--sizes 512x1024 1024x2048]
+data_seg|data_det|demo|seg_test_time|all] [--routes] [--device cpu|cuda] [--batch-sizes 1 8] [--sizes 512x1024 1024x2048]
 [--precision fp32 fp16 bf16] [--threads 2] [--iters N] [--warmup N] [--json out.json]
 [--memory-format nchw|channels_last] [--compile [--compile-mode MODE]] [--cuda-graphs]
-[--variants default fp16+graphs bf16+compile ...] [--tv-same-options] [--quick]
-[--det-score-thresh T] [--det-nms auto|per_image|batched]``
+[--variants default fp16+graphs bf16+compile ...] [--tv-same-options] [--quick] [--det-score-thresh T] [--det-nms auto|per_image|batched]``
 
 Ours runs with the device's inference defaults (``densemnv3.inference.settings``: CUDA fp16 NCHW,
 CPU fp32 channels_last) unless the options say otherwise; ``--variants`` times several combinations in one
@@ -28,15 +27,16 @@ vs torchvision fp32 on the same input (SSDLite: class logits and box deltas).
 
 ``--routes`` (CPU) times every installed runtime route of each model case, interleaved with
 torchvision eager fp32 (:mod:`densemnv3.benchmark.routes`); ``--model demo`` runs the video demo
-through every route and sets its FPS beside the network's (:mod:`densemnv3.benchmark.demo`).
+through every route and sets its FPS beside the network's (:mod:`densemnv3.benchmark.demo`);
+``--model seg_test_time``: sliding windows and TTA (:mod:`densemnv3.benchmark.eval_modes`).
 
 Data cases: one sample of decode + training augmentation. ``data_seg``: a 1024x2048 PNG + label
 through ``seg_train_transform((512, 1024))`` vs a torchvision-references-style PIL pipeline
 (random resize 0.5-2, pad, crop, flip, ColorJitter, to tensor, normalise); ours reads the pair from
 the decoded-sample cache (``data.decoded_cache``), and the same pipeline decoding the PNGs is timed
-too (``ours_uncached_ms``). ``data_det``: a
-480x640 image + boxes through ``det_train_transform(320)`` vs torchvision references' SSDLite
-``transforms.v2`` pipeline (+ resize 320, normalise). Both run one thread, as a loader worker.
+too (``ours_uncached_ms``). ``data_det``: a 480x640 image + boxes through ``det_train_transform(320)``
+vs torchvision references' SSDLite ``transforms.v2`` pipeline (+ resize 320, normalise). Both run
+one thread, as a loader worker.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ import torch
 
 from densemnv3.benchmark.data import DATA_CASES, bench_data
 from densemnv3.benchmark.demo import add_demo_arguments, bench_demo, format_demo
+from densemnv3.benchmark.eval_modes import bench_test_time
 from densemnv3.benchmark.models import bench_model, case_of, parse_sizes, with_settings
 from densemnv3.benchmark.multitask import (
     MULTITASK_CASES,
@@ -74,7 +75,7 @@ from densemnv3.utils.device import resolve_device
 
 def parse_args(argv: list[str] | None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", nargs="+", default=["lraspp_large"], choices=(*MODEL_CASES, *MULTITASK_CASES, *DATA_CASES, *TRAIN_CASES, "demo", "all"))
+    parser.add_argument("--model", nargs="+", default=["lraspp_large"], choices=(*MODEL_CASES, *MULTITASK_CASES, *DATA_CASES, *TRAIN_CASES, "demo", "seg_test_time", "all"))
     parser.add_argument("--routes", action="store_true",
                         help="CPU: time every installed runtime route of the model cases (see above)")
     add_demo_arguments(parser)
@@ -133,8 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     variants = variants_from_args(args, device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.benchmark = device.type == "cuda"
     sizes = parse_sizes(args.sizes)
     cases = [*MODEL_CASES, *MULTITASK_CASES, *DATA_CASES] if "all" in args.model else list(dict.fromkeys(args.model))
     args.cfg = None
@@ -150,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
         if case == "demo":
             results.append(bench_demo(args))
             print(format_demo(results[-1]), flush=True)
+            continue
+        if case == "seg_test_time":
+            results += bench_test_time(sizes, with_settings(args, variants[0]), device)
             continue
         if args.routes and case in MODEL_CASES:
             for size in sizes if case.startswith("lraspp") else sizes[:1]:
@@ -184,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                                                    with_settings(args, settings), device))
                     print("\n".join(format_table(results[-1:]).splitlines()[2:]), flush=True)
     print()
-    timed = [r for r in results if "routes" not in r]
+    timed = [r for r in results if "routes" not in r and r["case"] != "seg_test_time"]  # those print their own
     if timed:
         print(format_summary(timed))
     if args.json:

@@ -13,12 +13,13 @@ from torch.utils.data import Dataset
 
 from densemnv3.data.cache import DecodedCache
 from densemnv3.data.checks import find_bad_samples
-from densemnv3.data.io import cached, read_image, read_label
+from densemnv3.data.io import cached, read_image, read_instance_ids, read_label
 from densemnv3.data.labels import ID_TO_TRAIN_ID, VALID_LABEL_IDS
 from densemnv3.errors import DataError
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_SUFFIX = "_gtFine_labelIds.png"
+INSTANCE_SUFFIX = "_gtFine_instanceIds.png"
 LAYOUT = (
     "expected ROOT/leftImg8bit/{split}/{city}/{city}_{seq}_{frame}_leftImg8bit.png and "
     "ROOT/gtFine/{split}/{city}/{city}_{seq}_{frame}_gtFine_labelIds.png"
@@ -108,6 +109,27 @@ class CityscapesSegmentation(Dataset):
     def sample_id(self, index: int) -> str:
         """``{city}_{seq}_{frame}`` of a sample, as the official evaluation expects in file names."""
         return os.path.basename(self.samples[index][0])[: -len(IMAGE_SUFFIX)]
+
+    def instance_path(self, index: int) -> Path:
+        """The sample's ``*_gtFine_instanceIds.png``, beside its label."""
+        return Path(self.samples[index][1][: -len(LABEL_SUFFIX)] + INSTANCE_SUFFIX)
+
+    def missing_instance_ids(self) -> Path | None:
+        """The first sample's instance-id file that is missing (None: every sample has one)."""
+        return next((p for p in map(self.instance_path, range(len(self))) if not p.is_file()), None)
+
+    def instance_ids(self, index: int) -> np.ndarray:
+        """One sample's ``_instanceIds`` map (H, W), uint16: ``label id * 1000 + k`` on thing
+        instances, plain label ids elsewhere."""
+        path = self.instance_path(index)
+        if not path.is_file():
+            raise DataError(f"{path}: missing; instance ids are read from each label's "
+                            f"*{INSTANCE_SUFFIX} beside its *{LABEL_SUFFIX}")
+        ids = read_instance_ids(path)
+        if ids.size and int(ids.max()) >= 34_000:
+            raise DataError(f"{path}: instance id {int(ids.max())} names label id {int(ids.max()) // 1000}; "
+                            "Cityscapes' are 0-33 (label id * 1000 + k); use the *_gtFine_instanceIds.png files")
+        return ids
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Decode and check one pair: uint8 HWC RGB image and uint8 HW train ids (read-only

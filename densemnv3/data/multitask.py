@@ -18,21 +18,18 @@ import contextlib
 import io
 import os
 from collections.abc import Callable
-from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 from pycocotools.coco import COCO
 
-from densemnv3.data.cityscapes import LABEL_SUFFIX, CityscapesSegmentation
-from densemnv3.data.io import read_instance_ids
+from densemnv3.data.cityscapes import INSTANCE_SUFFIX, CityscapesSegmentation
 from densemnv3.data.labels import THING_IDS
 from densemnv3.errors import ConfigError, DataError
 
 __all__ = ["INSTANCE_SUFFIX", "THING_LABEL_IDS", "CityscapesMultiTask", "instance_boxes"]
 
-INSTANCE_SUFFIX = "_gtFine_instanceIds.png"
 #: Label ids (= COCO category ids) of the classes with boxes; detection label k + 1 is entry k.
 THING_LABEL_IDS: tuple[int, ...] = tuple(sorted(THING_IDS.values()))
 _LABEL_OF_ID = np.zeros(256, dtype=np.int64)
@@ -99,18 +96,6 @@ class CityscapesMultiTask(CityscapesSegmentation):
     @property
     def ids(self) -> list[int]:
         return [self._image_ids[image] for image, _ in self.samples]
-
-    def instance_path(self, index: int) -> Path:
-        label = self.samples[index][1]
-        return Path(label[: -len(LABEL_SUFFIX)] + INSTANCE_SUFFIX)
-
-    def instance_ids(self, index: int) -> np.ndarray:
-        """One sample's ``_instanceIds`` map (H, W), uint16."""
-        path = self.instance_path(index)
-        if not path.is_file():
-            raise DataError(f"{path}: missing; the multi-task dataset needs each label's "
-                            f"*{INSTANCE_SUFFIX} beside its *{LABEL_SUFFIX}")
-        return read_instance_ids(path)
 
     def _decode(self, index: int):
         image, train_ids = super()._decode(index)

@@ -10,7 +10,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from densemnv3.data.labels import IGNORE_INDEX, TRAIN_ID_TO_ID
+from densemnv3.data.labels import IGNORE_INDEX, NUM_CLASSES, TRAIN_ID_TO_ID
+from densemnv3.evaluation.cityscapes import (
+    CATEGORIES,
+    InstanceStats,
+    OfficialScores,
+    official_scores,
+)
 from densemnv3.evaluation.units import UNIT, fmt
 
 __all__ = [
@@ -27,7 +33,8 @@ class SegMetrics:
 
     ``iou[c]`` is ``None`` when class ``c`` is absent from both ground truth and prediction;
     ``class_accuracy[c]`` (recall) is ``None`` when ``c`` is absent from the ground truth.
-    Scalars are NaN when no pixel was counted.
+    Scalars are NaN when no pixel was counted. ``official``: Cityscapes' iIoU and category
+    scores (:mod:`~densemnv3.evaluation.cityscapes`), for the 19 Cityscapes classes.
     """
 
     miou: float
@@ -35,17 +42,30 @@ class SegMetrics:
     pixel_accuracy: float
     mean_accuracy: float
     class_accuracy: list[float | None] = field(default_factory=list)
+    official: OfficialScores | None = None
 
     def to_dict(self, class_names: Sequence[str]) -> dict:
-        """JSON-ready dict: ``mIoU``, ``per_class_iou`` (name -> IoU or None), accuracies."""
+        """JSON-ready dict: ``mIoU``, ``per_class_iou`` (name -> IoU or None), accuracies; with
+        the official scores ``iIoU``, ``mIoU_category``, ``iIoU_category`` and their per-class
+        and per-category entries (``iIoU`` None without instance ids)."""
         _check_names(class_names, len(self.iou))
-        return {
+        out = {
             "mIoU": _json_float(self.miou),
             "per_class_iou": dict(zip(class_names, self.iou, strict=True)),
             "pixel_accuracy": _json_float(self.pixel_accuracy),
             "mean_accuracy": _json_float(self.mean_accuracy),
             "per_class_accuracy": dict(zip(class_names, self.class_accuracy, strict=False)),
         }
+        if (o := self.official) is not None:
+            out |= {
+                "iIoU": _json_float(o.iiou),
+                "mIoU_category": _json_float(o.category_miou),
+                "iIoU_category": _json_float(o.category_iiou_mean),
+                "per_class_iiou": dict(zip(class_names, o.class_iiou, strict=True)),
+                "per_category_iou": o.category_iou,
+                "per_category_iiou": o.category_iiou,
+            }
+        return out
 
 
 class ConfusionMatrix:
@@ -95,8 +115,10 @@ class ConfusionMatrix:
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(self.mat, op=dist.ReduceOp.SUM)
 
-    def compute(self) -> SegMetrics:
-        """IoU per class, mIoU over classes in GT or prediction, pixel and mean class accuracy."""
+    def compute(self, instances: InstanceStats | None = None) -> SegMetrics:
+        """IoU per class, mIoU over classes in GT or prediction, pixel and mean class accuracy;
+        for the 19 Cityscapes classes also the official category IoU, and with ``instances`` (the
+        ground truth's, see :class:`InstanceStats`) iIoU."""
         mat = self.mat.detach().cpu().to(torch.float64)
         tp = mat.diag()
         gt = mat.sum(dim=1)
@@ -111,6 +133,7 @@ class ConfusionMatrix:
             pixel_accuracy=float(tp.sum()) / total if total > 0 else math.nan,
             mean_accuracy=_mean(acc),
             class_accuracy=acc,
+            official=official_scores(self.mat, instances) if self.num_classes == NUM_CLASSES else None,
         )
 
     def __repr__(self) -> str:
@@ -119,21 +142,31 @@ class ConfusionMatrix:
 
 def format_iou_table(metrics: SegMetrics, class_names: Sequence[str]) -> str:
     """Aligned per-class IoU / accuracy table (fractions, see :mod:`~densemnv3.evaluation.units`)
-    followed by mIoU and accuracy lines."""
+    followed by mIoU and accuracy lines; with the official scores an iIoU column and the
+    per-category table, as Cityscapes' evaluation prints them."""
     _check_names(class_names, len(metrics.iou))
+    o = metrics.official
     width = max([len("pixel accuracy"), *(len(n) for n in class_names)])
     accs = metrics.class_accuracy or [None] * len(metrics.iou)
-    header = f"{'class':<{width}} | {'IoU':>7} | {'Acc':>7}   ({UNIT})"
+    iious = o.class_iiou if o is not None else None
+    header = f"{'class':<{width}} | {'IoU':>7} | {'Acc':>7}" + (f" | {'iIoU':>7}" if iious else "")
+    header += f"   ({UNIT})"
     rule = "-" * len(header)
     lines = [header, rule]
-    for name, iou, acc in zip(class_names, metrics.iou, accs, strict=True):
-        lines.append(f"{name:<{width}} | {fmt(iou):>7} | {fmt(acc):>7}")
+    for i, (name, iou, acc) in enumerate(zip(class_names, metrics.iou, accs, strict=True)):
+        lines.append(f"{name:<{width}} | {fmt(iou):>7} | {fmt(acc):>7}" + (f" | {fmt(iious[i]):>7}" if iious else ""))
+    lines += [rule, f"{'mIoU':<{width}} | {fmt(metrics.miou):>7}" + (f" | {'':>7} | {fmt(o.iiou):>7}" if o else "")]
     lines += [
-        rule,
-        f"{'mIoU':<{width}} | {fmt(metrics.miou):>7}",
         f"{'mean accuracy':<{width}} | {fmt(metrics.mean_accuracy):>7}",
         f"{'pixel accuracy':<{width}} | {fmt(metrics.pixel_accuracy):>7}",
     ]
+    if o is not None:
+        lines += ["", f"{'category':<{width}} | {'IoU':>7} | {'iIoU':>7}", rule]
+        lines += [f"{c:<{width}} | {fmt(o.category_iou[c]):>7} | {fmt(o.category_iiou[c]):>7}" for c in CATEGORIES]
+        lines += [rule, f"{'mean':<{width}} | {fmt(o.category_miou):>7} | {fmt(o.category_iiou_mean):>7}"]
+        if not o.has_instances:
+            lines.append("iIoU needs the ground truth's instance ids (gtFine *_instanceIds.png); "
+                         "class and category IoU only")
     return "\n".join(lines)
 
 

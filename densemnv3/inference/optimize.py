@@ -13,16 +13,20 @@ options :mod:`densemnv3.inference.settings` resolves for the device::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.ops import FrozenBatchNorm2d
 
+if TYPE_CHECKING:
+    from .settings import InferenceSettings
+
 __all__ = [
     "CUDAGraphed",
+    "accelerated",
     "compile_for_inference",
     "cuda_graph_network",
     "fuse_conv_bn_",
@@ -173,3 +177,40 @@ def cuda_graph_network(model: nn.Module, example: Tensor) -> nn.Module:
 
 def _map(value: GraphInput, fn):
     return [fn(v) for v in value] if isinstance(value, (list, tuple)) else fn(value)
+
+
+def accelerated(network: nn.Module, settings: InferenceSettings) -> Callable[[Tensor], Any]:
+    """``network`` compiled and/or replayed from CUDA graphs as ``settings`` say."""
+    if settings.compile:
+        compiled = compile_for_inference(network, mode=settings.compile_mode)
+        if settings.cuda_graphs:  # Inductor's CUDA graphs: one step per call
+            def step(x: Tensor) -> Any:
+                torch.compiler.cudagraph_mark_step_begin()
+                return compiled(x)
+
+            return step
+        return compiled
+    if settings.cuda_graphs:
+        return _GraphPerShape(network)
+    return network
+
+
+class _GraphPerShape:
+    """Calls ``network`` replayed from a CUDA graph captured at the first input of each shape
+    (up to ``max_graphs`` shapes; an SSDLite gets one capture, see :func:`cuda_graph_network`)."""
+
+    def __init__(self, network: nn.Module, max_graphs: int = 4) -> None:
+        self.network, self.max_graphs = network, max_graphs
+        self.graphs: dict[tuple, Callable[[Tensor], Any]] = {}
+
+    def __call__(self, x: Tensor) -> Any:
+        key = (tuple(x.shape), x.dtype)
+        graph = self.graphs.get(key)
+        if graph is None:
+            if hasattr(self.network, "postprocess"):  # replaces its parts in place, once
+                graph = self.graphs.setdefault("detector", cuda_graph_network(self.network, x))
+            elif len(self.graphs) < self.max_graphs:
+                graph = self.graphs[key] = CUDAGraphed(self.network, x)
+            else:
+                return self.network(x)
+        return graph(x)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from densemnv3.config import Config, load_config
+from densemnv3.config import Config, EvalConfig, load_config
 from densemnv3.data.labels import THING_NAMES, detection_class_names
 from densemnv3.data.transforms import IMAGENET_MEAN, IMAGENET_STD, detector_input_size
 from densemnv3.errors import UserError
@@ -29,8 +29,9 @@ from densemnv3.models.multitask import LRASPPSSDLite
 from densemnv3.models.segmentation import LRASPP
 
 from .argmax import label_map
+from .eval_modes import is_plain, seg_scores
 from .frames import as_frame_list
-from .optimize import CUDAGraphed, compile_for_inference, cuda_graph_network, prepare_for_inference
+from .optimize import accelerated, prepare_for_inference
 from .settings import PRECISIONS, InferenceSettings, resolve_inference
 from .upsample import upsampled_labels
 
@@ -86,6 +87,8 @@ class Predictor:
             :func:`detection_class_names`.
         score_threshold: detections scored lower are dropped (0.3 suits display).
         fuse_bn: passed to ``prepare_for_inference``.
+        test_time: segmentation by sliding windows, scales, flips (:func:`seg_scores`; crop
+            default ``data.crop_size``) instead of one pass; whole/no-TTA (or None): one pass.
     """
 
     def __init__(
@@ -102,6 +105,7 @@ class Predictor:
         class_names: Sequence[str] | None = None,
         score_threshold: float = 0.3,
         fuse_bn: bool = True,
+        test_time: EvalConfig | None = None,
     ) -> None:
         if cfg.task not in TASKS:
             raise UserError(f"task must be one of {', '.join(TASKS)}, got {cfg.task!r}")
@@ -141,7 +145,7 @@ class Predictor:
         self._input_dtype = self.settings.dtype if cast else torch.float32
         self.num_classes = int(getattr(model, "num_classes", 0))
         network = {"segmentation": _SegmentationLogits, "multitask": _MultiTaskNetwork}.get(self.task)
-        self._network = _accelerated(network(model) if network else model, self.settings)
+        self._network = accelerated(network(model) if network else model, self.settings)
 
         if self.task != "detection":
             resize = cfg.data.eval_resize
@@ -168,6 +172,7 @@ class Predictor:
         #: network's size, then the label map resized nearest-neighbour (the demo's --input-size:
         #: ~1 ms against ~60 ms at 360x640 -> 720x1280, at the cost of blockier edges).
         self.label_upsample = "logits"
+        self.test_time = None if test_time is None or is_plain(test_time) else test_time
 
     def use_threads(self, threads: int) -> None:
         """Give a frame's CPU work ``threads`` threads in all: the network's runtime and the
@@ -201,8 +206,8 @@ class Predictor:
         checkpoints) and is checked against the recorded one (see
         :func:`densemnv3.models.load_model`). An exported file runs in ``runtime`` (``auto``:
         the fastest installed here, measured with ``threads`` threads at ``measure_size`` — default
-        the config's evaluation size —, which :meth:`use_threads` then gives the frame's work). ``kwargs`` (``precision``, ``memory_format``, ...) go to
-        :class:`Predictor`."""
+        the config's evaluation size —, which :meth:`use_threads` then gives the frame's work).
+        ``kwargs`` (``precision``, ``memory_format``, ``test_time``, ...) go to :class:`Predictor`."""
         from densemnv3.models import load_model
 
         cfg = load_config(config, overrides) if isinstance(config, (str, os.PathLike)) else config
@@ -285,7 +290,16 @@ class Predictor:
 
     # ------------------------------------------------------------------ tasks
     def _segment(self, pixels: Tensor) -> list[np.ndarray]:
-        return self._label_maps(self._network(self.preprocess(pixels)), tuple(pixels.shape[1:3]))
+        x, frame_size = self.preprocess(pixels), tuple(pixels.shape[1:3])
+        if self.test_time is not None:
+            return self._test_time_labels(self._network, x, frame_size)
+        return self._label_maps(self._network(x), frame_size)
+
+    def _test_time_labels(self, network: Callable[[Tensor], Tensor], x: Tensor,
+                          frame_size: tuple[int, int]) -> list[np.ndarray]:
+        crop = self.test_time.crop or self.cfg.data.crop_size
+        scores = seg_scores(network, x, frame_size, self.test_time, crop=crop)
+        return list(label_map(scores, threads=self.threads))
 
     def _label_maps(self, logits: Tensor, frame_size: tuple[int, int]) -> list[np.ndarray]:
         if tuple(logits.shape[-2:]) != frame_size:
@@ -312,7 +326,9 @@ class Predictor:
         det = self.model.det
         detections = self._thresholded(det, threshold, lambda: det.postprocess(
             cls_logits.float(), bbox_regression.float(), anchors.float(), x.shape[-2:]))
-        label_maps = self._label_maps(logits, tuple(pixels.shape[1:3]))
+        size = tuple(pixels.shape[1:3])
+        label_maps = (self._label_maps(logits, size) if self.test_time is None
+                      else self._test_time_labels(lambda images: self._network(images)[0], x, size))
         return [{"segmentation": labels, "detections": boxes}
                 for labels, boxes in zip(label_maps, self._in_frame(detections, pixels, x, threshold))]
 
@@ -400,40 +416,3 @@ class _MultiTaskNetwork(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         return self.model.network(x)
-
-
-def _accelerated(network: nn.Module, settings: InferenceSettings) -> Callable[[Tensor], Any]:
-    """``network`` compiled and/or replayed from CUDA graphs as ``settings`` say."""
-    if settings.compile:
-        compiled = compile_for_inference(network, mode=settings.compile_mode)
-        if settings.cuda_graphs:  # Inductor's CUDA graphs: one step per call
-            def step(x: Tensor) -> Any:
-                torch.compiler.cudagraph_mark_step_begin()
-                return compiled(x)
-
-            return step
-        return compiled
-    if settings.cuda_graphs:
-        return _GraphPerShape(network)
-    return network
-
-
-class _GraphPerShape:
-    """Calls ``network`` replayed from a CUDA graph captured at the first input of each shape
-    (up to ``max_graphs`` shapes; an SSDLite gets one capture, see :func:`cuda_graph_network`)."""
-
-    def __init__(self, network: nn.Module, max_graphs: int = 4) -> None:
-        self.network, self.max_graphs = network, max_graphs
-        self.graphs: dict[tuple, Callable[[Tensor], Any]] = {}
-
-    def __call__(self, x: Tensor) -> Any:
-        key = (tuple(x.shape), x.dtype)
-        graph = self.graphs.get(key)
-        if graph is None:
-            if hasattr(self.network, "postprocess"):  # replaces its parts in place, once
-                graph = self.graphs.setdefault("detector", cuda_graph_network(self.network, x))
-            elif len(self.graphs) < self.max_graphs:
-                graph = self.graphs[key] = CUDAGraphed(self.network, x)
-            else:
-                return self.network(x)
-        return graph(x)

@@ -19,20 +19,20 @@ from torch.utils.data import DataLoader, Subset
 
 from densemnv3.config import Config
 from densemnv3.data.coco import detection_collate
-from densemnv3.data.labels import IGNORE_INDEX, NUM_CLASSES
 from densemnv3.data.multitask import THING_LABEL_IDS, CityscapesMultiTask
 from densemnv3.data.transforms import seg_eval_transform, seg_train_transform
 from densemnv3.engine import distributed as dist_utils
 from densemnv3.engine.sampler import shard_indices
 from densemnv3.errors import ConfigError
 from densemnv3.evaluation.coco import CocoEvaluator, DetMetrics, format_ap_table
-from densemnv3.evaluation.segmentation import ConfusionMatrix, format_iou_table
+from densemnv3.evaluation.segmentation import format_iou_table
+from densemnv3.inference.eval_modes import is_plain
 from densemnv3.models import build_model
 
 from .common import eval_progress, prepare_for_eval
 from .detection import add_detections, category_table, coco_metrics
 from .registry import register_task
-from .segmentation import SegmentationTask, update_confusion
+from .segmentation import SegmentationTask, SegScoring, timing_line
 
 
 @register_task("multitask")
@@ -86,23 +86,32 @@ class MultiTaskTask(SegmentationTask):
         indices = shard_indices(len(dataset), rank, world)
         loader = DataLoader(Subset(dataset, indices), batch_size=max(self.cfg.data.eval_batch_size, 1),
                             num_workers=min(self.cfg.data.workers, 2), collate_fn=detection_collate)
-        confmat = ConfusionMatrix(NUM_CLASSES, IGNORE_INDEX, device=device)
+        scoring = SegScoring(self.cfg, dataset, device)
         evaluator = CocoEvaluator(dataset.coco)
         to_category = category_table(dataset)
+        plain = is_plain(self.cfg.eval)
         for step, (images, targets) in enumerate(eval_progress(loader, progress)):
-            logits, detections = model(images.to(device).contiguous(memory_format=memory_format))
+            images = images.to(device).contiguous(memory_format=memory_format)
             masks = torch.stack([t["mask"] for t in targets]).to(device)
-            pred = update_confusion(confmat, logits, masks)
-            add_detections(evaluator, detections, targets, images.shape[-2:], to_category)
             first = step * loader.batch_size
-            for index, labels in zip(indices[first:first + len(pred)], pred) if on_prediction else ():
+            batch = indices[first:first + len(images)]
+            outputs = {}
+
+            def segment(x: Tensor, outputs=outputs) -> Tensor:
+                logits, outputs["detections"] = model(x)
+                return logits
+
+            pred = scoring.predict(segment, images, masks, batch)
+            # test-time augmentation or windows: the detections of the image as it is, apart
+            detections = outputs["detections"] if plain else model(images)[1]
+            add_detections(evaluator, detections, targets, images.shape[-2:], to_category)
+            for index, labels in zip(batch, pred) if on_prediction else ():
                 on_prediction(index, labels)
-        confmat.reduce_from_all_processes()
-        self.last_metrics = confmat.compute()
+        self.last_metrics, timing = scoring.compute()
         self.last_det = coco_metrics(evaluator, dataset, results_path)
         metrics = None
         if self.last_det is not None:
-            metrics = self.last_metrics.to_dict(self.class_names) | self.last_det.to_dict()
+            metrics = self.last_metrics.to_dict(self.class_names) | timing | self.last_det.to_dict()
             miou = metrics["mIoU"] if metrics["mIoU"] is not None else float("nan")
             metrics[self.metric] = (miou + metrics["AP"]) / 2
         return dist_utils.broadcast_object(metrics)
@@ -111,6 +120,6 @@ class MultiTaskTask(SegmentationTask):
         """The per-class IoU table, pycocotools' summary and the per-class AP table."""
         if self.last_metrics is None or self.last_det is None:
             return ""
-        return "\n\n".join([format_iou_table(self.last_metrics, self.class_names),
+        return "\n\n".join([format_iou_table(self.last_metrics, self.class_names) + "\n" + timing_line(metrics),
                             self.last_det.summary_text.rstrip(), format_ap_table(self.last_det),
                             f"{self.metric} {metrics[self.metric]:.4f} = (mIoU + AP) / 2"])

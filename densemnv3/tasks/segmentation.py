@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -15,8 +17,11 @@ from densemnv3.data.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 from densemnv3.data.transforms import seg_eval_transform, seg_train_transform
 from densemnv3.engine import distributed as dist_utils
 from densemnv3.engine.sampler import shard_indices
+from densemnv3.errors import DataError
+from densemnv3.evaluation.cityscapes import InstanceStats
 from densemnv3.evaluation.segmentation import ConfusionMatrix, SegMetrics, format_iou_table
 from densemnv3.inference.argmax import label_map
+from densemnv3.inference.eval_modes import describe, seg_scores
 from densemnv3.models import build_model
 from densemnv3.models.losses import (  # noqa: F401 - also importable from here, their former home
     cross_entropy_2d,
@@ -39,6 +44,58 @@ def update_confusion(confmat: ConfusionMatrix, logits: Tensor, targets: Tensor) 
         pred = logits.argmax(1)
     confmat.update(pred, targets)
     return pred
+
+
+class SegScoring:
+    """One evaluation's segmentation scores: the confusion matrix, the ground truth's instances
+    (for iIoU, where the dataset has instance ids) and the time the predictions took.
+
+    Predictions are made as ``cfg.eval`` says (whole image or sliding window, test-time scales
+    and flips; :func:`~densemnv3.inference.eval_modes.seg_scores`)."""
+
+    def __init__(self, cfg: Config, dataset: Dataset, device: torch.device) -> None:
+        self.cfg, self.dataset, self.device = cfg, dataset, device
+        self.confmat = ConfusionMatrix(NUM_CLASSES, IGNORE_INDEX, device=device)
+        find_missing = getattr(dataset, "missing_instance_ids", None)  # a Cityscapes layout's
+        self.instances = InstanceStats(device) if find_missing and find_missing() is None else None
+        self.crop = tuple(cfg.eval.crop or cfg.data.crop_size)
+        self.seconds, self.images = 0.0, 0
+
+    def predict(self, forward: Callable[[Tensor], Tensor], images: Tensor, targets: Tensor,
+                indices: Sequence[int]) -> Tensor:
+        """Count a batch: ``forward(images)`` gives the logits; returns the predicted train ids
+        ``(N, H, W)`` at the targets' size. ``indices``: the samples' dataset indices."""
+        start = time.perf_counter()
+        scores = seg_scores(forward, images, tuple(targets.shape[-2:]), self.cfg.eval, crop=self.crop)
+        if scores.device.type == "cuda":
+            torch.cuda.synchronize(scores.device)
+        self.seconds += time.perf_counter() - start
+        self.images += len(images)
+        pred = update_confusion(self.confmat, scores, targets)
+        if self.instances is not None:
+            self.instances.update(pred, torch.stack([self._instance_ids(i, p.shape) for i, p in zip(indices, pred)]))
+        return pred
+
+    def _instance_ids(self, index: int, shape: torch.Size) -> Tensor:
+        ids = self.dataset.instance_ids(index)
+        if ids.shape != shape:
+            raise DataError(f"{self.dataset.instance_path(index)}: instance ids are {ids.shape[1]}x{ids.shape[0]} "
+                            f"(WxH) but the label is {shape[1]}x{shape[0]}; regenerate them")
+        return torch.from_numpy(ids.astype("int32"))
+
+    def compute(self) -> tuple[SegMetrics, dict[str, Any]]:
+        """The metrics over every process, and the timing entries of ``metrics.json``."""
+        self.confmat.reduce_from_all_processes()
+        if self.instances is not None:
+            self.instances.reduce_from_all_processes()
+        timing = {"eval_mode": describe(self.cfg.eval, crop=self.crop),
+                  "ms_per_image": 1000 * self.seconds / max(self.images, 1)}
+        return self.confmat.compute(self.instances), timing
+
+
+def timing_line(metrics: dict[str, Any]) -> str:
+    """``prediction: whole, flip: 123.4 ms per image`` from an evaluation's metrics."""
+    return f"prediction: {metrics['eval_mode']}: {metrics['ms_per_image']:.1f} ms per image (network and scores)"
 
 
 @register_task("segmentation")
@@ -96,19 +153,20 @@ class SegmentationTask:
         indices = shard_indices(len(dataset), rank, world)
         loader = DataLoader(Subset(dataset, indices), batch_size=self.cfg.data.eval_batch_size,
                             num_workers=min(self.cfg.data.workers, 2), collate_fn=default_collate)
-        confmat = ConfusionMatrix(NUM_CLASSES, IGNORE_INDEX, device=device)
+        scoring = SegScoring(self.cfg, dataset, device)
         position = 0
         for images, targets in eval_progress(loader, progress):
             images = images.to(device).contiguous(memory_format=memory_format)
-            pred = update_confusion(confmat, model(images), targets.to(device))
-            if on_prediction is not None:
-                for p in pred:
-                    on_prediction(indices[position], p)
-                    position += 1
-        confmat.reduce_from_all_processes()
-        self.last_metrics = confmat.compute()
-        return self.last_metrics.to_dict(self.class_names)
+            batch = indices[position:position + len(images)]
+            pred = scoring.predict(model, images, targets.to(device), batch)
+            for index, p in zip(batch, pred) if on_prediction is not None else ():
+                on_prediction(index, p)
+            position += len(images)
+        self.last_metrics, timing = scoring.compute()
+        return self.last_metrics.to_dict(self.class_names) | timing
 
     def report(self, metrics: dict[str, Any]) -> str:
         """The per-class IoU table of the last evaluation."""
-        return format_iou_table(self.last_metrics, self.class_names) if self.last_metrics else ""
+        if self.last_metrics is None:
+            return ""
+        return f"{format_iou_table(self.last_metrics, self.class_names)}\n{timing_line(metrics)}"

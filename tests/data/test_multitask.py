@@ -114,7 +114,7 @@ def test_missing_instance_file_and_decoded_cache_are_named(tiny_synthetic, tmp_p
     gone = next(root.glob("gtFine/val/*/*_instanceIds.png"))
     gone.unlink()
     ds = CityscapesMultiTask(root, "val")
-    with pytest.raises(DataError, match=f"{gone}: missing; the multi-task dataset needs"):
+    with pytest.raises(DataError, match=f"{gone}: missing; instance ids are read from"):
         for index in range(len(ds)):
             ds[index]
     assert len(CityscapesMultiTask(root, "val", skip_bad=True).validate(progress=False)) == 1

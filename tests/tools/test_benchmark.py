@@ -190,3 +190,16 @@ def test_demo_case_runs_the_demo_on_every_route(bench_tool, tmp_path, capsys, mo
     for row in rows.values():
         assert row["fps"] > 0 and row["net_fps"] > 0 and row["ratio"] == pytest.approx(row["fps"] / row["net_fps"])
     assert rows["onnxruntime int8.onnx"]["inference"].startswith("inference: cpu, int8, onnxruntime")
+
+
+def test_test_time_case_times_each_mode_beside_its_forwards(bench_tool, tmp_path, capsys):
+    out = tmp_path / "tt.json"
+    assert bench_tool.main(["--quick", "--model", "seg_test_time", "--sizes", "128x256", "--threads", "1",
+                           "--json", str(out)]) == 0
+    (r,) = json.loads(out.read_text())["results"]
+    assert r["case"] == "seg_test_time" and r["crop"] == "64x128" and r["stride"] == "43x85"
+    assert r["windows_count"] == 9  # 3 x 3 windows of half the frame, every 2/3 of a window
+    for name in ("whole", "slide", "windows", "flip", "ms_flip", "ms_flip_forwards"):
+        assert r[f"{name}_ms"] > 0
+    assert r["slide_over_windows"] == pytest.approx(r["slide_ms"] / r["windows_ms"])
+    assert "6 scales + flip" in capsys.readouterr().out

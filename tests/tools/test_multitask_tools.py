@@ -38,11 +38,20 @@ def test_train_eval_export_and_demo(run_tool, tiny_overrides, tiny_synthetic, tm
                     "--save-predictions", str(out / "png"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics.pop("ms_per_image") > 0 and in_training.pop("ms_per_image") > 0  # timings
     assert in_training.pop("iter") == 4 and metrics == in_training
     assert len(list((out / "png").glob("*.png"))) == metrics["images_evaluated"] == 2
     detections = json.loads((out / "detections.json").read_text())
     assert all(d["category_id"] in {24, 25, 26, 27, 28, 31, 32, 33} for d in detections)
     assert "IoU" in proc.stdout and "Average Precision" in proc.stdout
+
+    # test-time flips: the segmentation averaged over the mirror, the detections of the image as it is
+    proc = run_tool("eval.py", "--weights", str(work / "last.pt"), "--out", str(tmp_path / "tta"), "--tta", "flip")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    flipped = json.loads((tmp_path / "tta" / "metrics.json").read_text())
+    assert flipped["eval_mode"] == "whole, flip" and metrics["eval_mode"] == "whole"
+    assert flipped["AP"] == metrics["AP"] and flipped["mIoU"] is not None
+    assert "prediction: whole, flip:" in proc.stdout
 
     # the single-task tools say which tool takes it
     proc = run_tool("eval_seg.py", "--weights", str(work / "last.pt"))
