@@ -83,7 +83,10 @@ def test_twenty_steps_on_other_backbones_lower_the_loss_and_evaluate(
     # the checkpoint alone: the eval tool rebuilds the backbone and gets the same numbers
     run_eval_tool(f"eval_{task}", ["--weights", str(work / "best.pt"), "--out", str(tmp_path / "ev")],
                   monkeypatch)
-    assert json.loads((tmp_path / "ev" / "metrics.json").read_text()) == trained
+    evaluated = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    for metrics in (evaluated, trained):
+        metrics.pop("ms_per_image", None)  # a timing (segmentation)
+    assert evaluated == trained
     predictor = Predictor.from_checkpoint(work / "best.pt", device="cpu")
     assert predictor.cfg.model.backbone == backbone
     out = predictor(val_image(tiny_synthetic))
