@@ -158,8 +158,8 @@ def export_for_quantization(model: nn.Module, path: str | os.PathLike, input_siz
 
     net, form = exportable(prepare_for_inference(copy.deepcopy(model).eval().cpu()), outputs="raw")
     with quiet():
-        export_onnx(net, path, input_size, OUTPUT_NAMES[form], min_size=min_input_size(model, input_size),
-                    static=static)
+        export_onnx(net, path, input_size, OUTPUT_NAMES[form], static=static,
+                    min_size=None if static else min_input_size(model, input_size))
     proto = onnx.load(str(path))
     int8_friendly(proto)
     onnx.save(proto, str(path))

@@ -7,7 +7,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
@@ -33,19 +32,6 @@ from .common import ensure_synthetic, eval_progress, prepare_for_eval
 from .registry import register_task
 
 
-def update_confusion(confmat: ConfusionMatrix, logits: Tensor, targets: Tensor) -> Tensor:
-    """Count a batch in ``confmat``: logits upsampled to the labels' size, argmax; returns the
-    predicted train ids (N, H, W)."""
-    if logits.shape[-2:] != targets.shape[-2:]:
-        logits = F.interpolate(logits, size=targets.shape[-2:], mode="bilinear", align_corners=False)
-    if logits.device.type == "cpu" and logits.dtype == torch.float32 and logits.is_contiguous():
-        pred = torch.from_numpy(label_map(logits))  # argmax(1)'s labels, ~10x faster over NCHW
-    else:
-        pred = logits.argmax(1)
-    confmat.update(pred, targets)
-    return pred
-
-
 class SegScoring:
     """One evaluation's segmentation scores: the confusion matrix, the ground truth's instances
     (for iIoU, where the dataset has instance ids) and the time the predictions took.
@@ -54,7 +40,7 @@ class SegScoring:
     and flips; :func:`~densemnv3.inference.eval_modes.seg_scores`)."""
 
     def __init__(self, cfg: Config, dataset: Dataset, device: torch.device) -> None:
-        self.cfg, self.dataset, self.device = cfg, dataset, device
+        self.cfg, self.dataset = cfg, dataset
         self.confmat = ConfusionMatrix(NUM_CLASSES, IGNORE_INDEX, device=device)
         find_missing = getattr(dataset, "missing_instance_ids", None)  # a Cityscapes layout's
         self.instances = InstanceStats(device) if find_missing and find_missing() is None else None
@@ -71,7 +57,9 @@ class SegScoring:
             torch.cuda.synchronize(scores.device)
         self.seconds += time.perf_counter() - start
         self.images += len(images)
-        pred = update_confusion(self.confmat, scores, targets)
+        # label_map: argmax(1)'s labels, ~10x faster over NCHW on the CPU (its own argmax otherwise)
+        pred = torch.from_numpy(label_map(scores)) if scores.device.type == "cpu" else scores.argmax(1)
+        self.confmat.update(pred, targets)
         if self.instances is not None:
             self.instances.update(pred, torch.stack([self._instance_ids(i, p.shape) for i, p in zip(indices, pred)]))
         return pred
