@@ -15,6 +15,7 @@ Without TTA the scores are the logits, so the plain whole pass is today's evalua
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 
@@ -172,7 +173,7 @@ def _slide(model: Model, images: Tensor, crop: Size, stride: Size) -> Tensor:
             window = _resized(model(images[..., y1:y2, x1:x2]), (y2 - y1, x2 - x1))
             if logits is None:
                 logits = _empty_like_format(window, (*window.shape[:2], height, width), window.dtype)
-                share = (_counts(rows, height, logits)[:, None] * _counts(cols, width, logits)).reciprocal_()
+                share = _share(tuple(rows), tuple(cols), height, width).to(logits.device, logits.dtype)
             below, right = max(top, y1), max(left, x1)
             w, part = share[y1:y2, x1:x2], window  # each window adds its share: no division pass after
             logits[..., y1:below, x1:x2].addcmul_(part[..., : below - y1, :], w[: below - y1])
@@ -194,8 +195,18 @@ def _empty_like_format(like: Tensor, shape: Sequence[int], dtype: torch.dtype) -
                        memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
-def _counts(spans: list[tuple[int, int]], length: int, like: Tensor) -> Tensor:
-    return like.new_tensor([sum(start <= i < end for start, end in spans) for i in range(length)])
+@functools.lru_cache(maxsize=4)
+def _share(rows: tuple[tuple[int, int], ...], cols: tuple[tuple[int, int], ...], height: int, width: int) -> Tensor:
+    """``(height, width)``: one over the count of windows over each pixel (a dataset's frames
+    share their size, so it is made once)."""
+    return (_counts(rows, height)[:, None] * _counts(cols, width)).reciprocal_()
+
+
+def _counts(spans: Sequence[tuple[int, int]], length: int) -> Tensor:
+    count = torch.zeros(length)
+    for start, end in spans:
+        count[start:end] += 1
+    return count
 
 
 def _resized(logits: Tensor, size: Size) -> Tensor:

@@ -8,12 +8,14 @@ from collections.abc import Callable
 
 from densemnv3.errors import UserError
 from densemnv3.utils.files import WriteError, disk_error, storage_problem
+from densemnv3.utils.memory import keep_freed_memory
 
 
 def run_main(main: Callable[[], int | None]) -> None:
     """Run ``main`` and exit with its code; a :class:`UserError` prints ``error: ...`` (no
     traceback) and exits 2 (1 for a :class:`WriteError`), and so does a full disk anywhere; Ctrl-C
-    exits 130."""
+    exits 130. Freed memory is kept for reuse first (:func:`~densemnv3.utils.memory.keep_freed_memory`)."""
+    keep_freed_memory()
     try:
         code = main()
     except UserError as err:
