@@ -307,12 +307,10 @@ class Predictor:
             size = (self.input_size or frame_size) if labels_first else frame_size
             if not labels_first:  # argmax of the bilinearly upsampled scores, without upsampling them
                 return list(upsampled_labels(logits, frame_size, threads=self.threads))
-            if tuple(logits.shape[-2:]) != size:
-                logits = F.interpolate(logits.contiguous(memory_format=torch.channels_last), size=size,
-                                       mode="bilinear", align_corners=False)
-            # argmax at the network's size, then the label map to the frame
-            return [cv2.resize(lab, frame_size[::-1], interpolation=cv2.INTER_NEAREST)
-                    for lab in label_map(logits.contiguous(), threads=self.threads)]
+            # argmax at the network's size (of the scores upsampled to it), then nearest to the frame
+            labels = (upsampled_labels(logits, size, threads=self.threads) if tuple(logits.shape[-2:]) != size
+                      else label_map(logits.contiguous(), threads=self.threads))
+            return [cv2.resize(lab, frame_size[::-1], interpolation=cv2.INTER_NEAREST) for lab in labels]
         return list(label_map(logits, threads=self.threads))  # NCHW, CPU: 10x argmax(1)
 
     def _detect(self, pixels: Tensor, threshold: float) -> list[DetResult]:

@@ -12,6 +12,9 @@ pixels agree takes their label, and only the pixels on class boundaries (a few p
 image) are interpolated over the classes and compared. Ties aside (where ``argmax`` takes the
 first class and rounding can order two equal scores either way), the labels are ``argmax``'s of
 ``F.interpolate(logits, size, mode="bilinear", align_corners=False)``.
+
+Where boundaries are dense (more than :data:`FULL_ABOVE` of the score cells), upsampling every
+score and taking :func:`~densemnv3.inference.argmax.label_map` over them costs less, and it runs.
 """
 
 from __future__ import annotations
@@ -23,7 +26,12 @@ from torch import Tensor
 
 from .argmax import label_map
 
-__all__ = ["upsampled_labels"]
+__all__ = ["FULL_ABOVE", "upsampled_labels"]
+
+#: The share of score cells on a class boundary above which the full upsample costs less: 720p
+#: labels from 90x160 scores, 2 threads, freed memory kept (BENCHMARKS.md): 0.31 of the cells,
+#: 41 ms the boundaries against 26 ms the full upsample; 0.16, 27 against 25; 0.10, 19 against 25.
+FULL_ABOVE = 0.15
 
 
 def _source(out: int, src: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -50,16 +58,17 @@ def upsampled_labels(logits: Tensor, size: tuple[int, int], *, threads: int | No
         up = F.interpolate(logits.contiguous(memory_format=torch.channels_last), size=size, mode="bilinear",
                            align_corners=False)
         return label_map(up.contiguous(), threads=threads)
+    low = label_map(logits.detach().contiguous(), threads=threads)  # (N, h, w) at the scores' size
+    agreeing = [_agree(labels) for labels in low]
+    if 1 - np.mean(agreeing) > FULL_ABOVE:
+        up = F.interpolate(logits.detach().contiguous(), size=size, mode="bilinear", align_corners=False)
+        return label_map(up, threads=threads)  # NCHW: label_map's blocks are planes of a class
     y0, y1, wy = _source(height, h)
     x0, x1, wx = _source(width, w)
-    low = label_map(logits.detach().contiguous(), threads=threads)  # (N, h, w) at the scores' size
     out = np.empty((n, height, width), np.uint8)
-    for i in range(n):
-        edge = np.pad(low[i], ((0, 1), (0, 1)), mode="edge")
-        corner = edge[:-1, :-1]
-        agree = (corner == edge[1:, :-1]) & (corner == edge[:-1, 1:]) & (corner == edge[1:, 1:])
-        out[i] = low[i][y0[:, None], x0]  # every output pixel: its top-left source pixel's label
-        ys, xs = np.nonzero(~agree[y0[:, None], x0])  # those whose four source pixels disagree
+    for i, agree in enumerate(agreeing):
+        out[i] = low[i].take(y0, 0).take(x0, 1)  # every output pixel: its top-left source pixel's label
+        ys, xs = np.nonzero(~agree.take(y0, 0).take(x0, 1))  # those whose four source pixels disagree
         if len(ys) == 0:
             continue
         a = wy[ys, None]
@@ -76,6 +85,14 @@ def upsampled_labels(logits: Tensor, size: tuple[int, int], *, threads: int | No
             lower = _lerp(np.take(scores, bottom + left, axis=0), np.take(scores, bottom + right, axis=0), b)
         out[i, ys, xs] = _lerp(upper, lower, a).argmax(1)
     return out
+
+
+def _agree(labels: np.ndarray) -> np.ndarray:
+    """Whether each cell's label is also its right, lower and lower-right neighbours' (the edge
+    repeated past the last row and column)."""
+    edge = np.pad(labels, ((0, 1), (0, 1)), mode="edge")
+    corner = edge[:-1, :-1]
+    return (corner == edge[1:, :-1]) & (corner == edge[:-1, 1:]) & (corner == edge[1:, 1:])
 
 
 def _lerp(first: np.ndarray, second: np.ndarray, weight: np.ndarray) -> np.ndarray:
