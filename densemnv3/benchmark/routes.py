@@ -131,8 +131,10 @@ def bench_routes(case: str, size: tuple[int, int], batch: int, args, device: tor
                 if path.suffix == ".pte" and batch != 1:
                     skipped.append(f"{route} (a .pte takes batch 1)")
                     continue
-                model = exported_model(path, _metadata(path, detection), ours, engine)
-                exported.setdefault(name, []).append(route)
+                meta = _metadata(path, detection)
+                model = exported_model(path, meta, ours, engine)
+                if not engine.inaccurate(meta):  # as --runtime auto: never a route that scores below PyTorch
+                    exported.setdefault(name, []).append(route)
                 if detection:
                     fns[route] = (lambda m=model: m.predict_raw(x), lambda m=model: m(x))
                 else:

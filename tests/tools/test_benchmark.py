@@ -175,6 +175,24 @@ def test_routes_time_every_installed_runtime_against_torchvision(bench_tool, tmp
     assert "| onnxruntime int8.onnx (auto for int8.onnx) |" in table
 
 
+def test_routes_mark_as_auto_only_what_auto_takes(bench_tool, tmp_path, capsys, monkeypatch):
+    """A runtime that scores a file below PyTorch is timed but never marked auto (as
+    ``--runtime auto`` leaves it out: OpenVINO on int8 SSDLite files)."""
+    pytest.importorskip("onnxruntime")
+    from densemnv3.runtimes import engine_class
+
+    _only_onnxruntime(monkeypatch)
+    monkeypatch.setattr(engine_class("onnxruntime"), "inaccurate",
+                        classmethod(lambda cls, meta: "below" if meta.get("precision") == "int8" else None))
+    out = tmp_path / "bench.json"
+    assert bench_tool.main(["--quick", "--model", "lraspp_small", "--routes", "--threads", "1",
+                            "--json", str(out)]) == 0
+    (r,) = json.loads(out.read_text())["results"]
+    assert "onnxruntime int8.onnx" in {row["route"] for row in r["routes"]}  # still timed
+    assert r["auto"] == {"fp32.onnx": "onnxruntime fp32.onnx"}
+    assert "| onnxruntime int8.onnx |" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_demo_case_runs_the_demo_on_every_route(bench_tool, tmp_path, capsys, monkeypatch):
     pytest.importorskip("onnxruntime")
