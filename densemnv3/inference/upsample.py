@@ -4,20 +4,28 @@ Segmentation networks score classes at a fraction of the image size (LR-ASPP: st
 label map is ``argmax(bilinear_upsample(logits))``. Upsampling first writes ``C`` float planes at
 the full size (19x720x1280: 70 MB) only for most of them to be thrown away by the argmax.
 
-:func:`upsampled_labels` gives the same labels from the small scores. A bilinear value is a convex
-combination of the four source pixels around it; where those four share their best class ``k``,
-``k`` is the best class of every combination of them (each of the four has score ``k`` >= score
-``j``; so has any sum of them with non-negative weights). So an output pixel whose four source
-pixels agree takes their label, and only the pixels on class boundaries (a few percent of an
-image) are interpolated over the classes and compared. Ties aside (where ``argmax`` takes the
-first class and rounding can order two equal scores either way), the labels are ``argmax``'s of
-``F.interpolate(logits, size, mode="bilinear", align_corners=False)``.
+:func:`upsampled_labels` gives the same labels from the small scores. Every output pixel lies in a
+*cell* of four source pixels, and its scores are a convex combination of theirs:
 
-Where boundaries are dense (more than :data:`FULL_ABOVE` of the score cells), upsampling every
-score and taking :func:`~densemnv3.inference.argmax.label_map` over them costs less, and it runs.
+- where the four share their best class ``k``, ``k`` is the best class of every combination of
+  them (each of the four has score ``k`` >= score ``j``; so has any sum of them with non-negative
+  weights): the cell's pixels take ``k`` without arithmetic;
+- in a cell on a class boundary, a class can win at some pixel only if its largest corner score
+  reaches the largest of the classes' smallest corner scores (every pixel of the cell scores at
+  least that for that class, and at most its largest corner score for any class). Usually two to
+  four of the 19 classes can; the cell's pixels are interpolated over those only, in the order
+  ``F.interpolate`` computes, and compared in class order.
+
+Ties aside (where ``argmax`` takes the first class and rounding can order two equal scores either
+way), the labels are ``argmax``'s of ``F.interpolate(logits, size, mode="bilinear",
+align_corners=False)``. Where boundaries are dense (more than :data:`FULL_ABOVE` of the cells),
+upsampling every score and taking :func:`~densemnv3.inference.argmax.label_map` over them costs
+less, and it runs.
 """
 
 from __future__ import annotations
+
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -28,10 +36,15 @@ from .argmax import label_map
 
 __all__ = ["FULL_ABOVE", "upsampled_labels"]
 
-#: The share of score cells on a class boundary above which the full upsample costs less: 720p
-#: labels from 90x160 scores, 2 threads, freed memory kept (BENCHMARKS.md): 0.31 of the cells,
-#: 41 ms the boundaries against 26 ms the full upsample; 0.16, 27 against 25; 0.10, 19 against 25.
-FULL_ABOVE = 0.15
+#: The share of cells on a class boundary above which the full upsample costs less: 720p labels
+#: from 90x160 scores, 2 threads, freed memory kept (BENCHMARKS.md): 0.35 of the cells, 17.5 ms the
+#: boundary cells against 33.3 ms the full upsample; 0.58, 31.0 against 30.3; 0.84, 63.5 against 49.8.
+FULL_ABOVE = 0.5
+#: A class is a candidate in a cell when its largest corner score is at least the bound less this
+#: share of it (at least 1): room for the rounding of the interpolation, so no winner is left out.
+SLACK = 1e-5
+#: Cells are interpolated in groups of at most this many candidate classes (fewer classes, less work).
+GROUPS = (2, 3, 4, 6, 8, 12, 16, 256)
 
 
 def _source(out: int, src: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -42,6 +55,20 @@ def _source(out: int, src: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     first = np.minimum(pos.astype(np.int64), src - 1)
     second = np.minimum(first + 1, src - 1)
     return first, second, (pos - first).astype(np.float32)
+
+
+@lru_cache(maxsize=32)
+def _runs(out: int, src: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``out`` positions in runs of one source index (:func:`_source`'s first), at most
+    ``ceil(out / src)`` long: the source index of each run ``(R,)`` and its positions ``(R, L)``,
+    a short run padded with its last position (computed twice, written twice: the same label)."""
+    first = _source(out, src)[0]
+    limit = -(-out // src)
+    starts = np.flatnonzero(np.r_[True, first[1:] != first[:-1]])
+    ends = np.r_[starts[1:], out]
+    runs = np.array([(s, min(s + limit, e)) for s0, e in zip(starts, ends) for s in range(s0, e, limit)])
+    positions = np.minimum(runs[:, :1] + np.arange(limit), runs[:, 1:] - 1)
+    return first[runs[:, 0]], positions
 
 
 def upsampled_labels(logits: Tensor, size: tuple[int, int], *, threads: int | None = None) -> np.ndarray:
@@ -63,28 +90,57 @@ def upsampled_labels(logits: Tensor, size: tuple[int, int], *, threads: int | No
     if 1 - np.mean(agreeing) > FULL_ABOVE:
         up = F.interpolate(logits.detach().contiguous(), size=size, mode="bilinear", align_corners=False)
         return label_map(up, threads=threads)  # NCHW: label_map's blocks are planes of a class
-    y0, y1, wy = _source(height, h)
-    x0, x1, wx = _source(width, w)
+    y0, _, wy = _source(height, h)
+    x0, _, wx = _source(width, w)
+    run_y, rows_of = _runs(height, h)
+    run_x, cols_of = _runs(width, w)
     out = np.empty((n, height, width), np.uint8)
     for i, agree in enumerate(agreeing):
         out[i] = low[i].take(y0, 0).take(x0, 1)  # every output pixel: its top-left source pixel's label
-        ys, xs = np.nonzero(~agree.take(y0, 0).take(x0, 1))  # those whose four source pixels disagree
-        if len(ys) == 0:
+        ty, tx = np.nonzero(~agree[run_y][:, run_x])  # the cells (runs of rows x runs of columns) to compute
+        if len(ty) == 0:
             continue
-        a = wy[ys, None]
-        # F.interpolate's order: (1 - a) * ((1 - b) * v00 + b * v01) + a * ((1 - b) * v10 + b * v11)
-        if h * width < 2 * len(ys):  # many: interpolate every source row along x once, then gather
-            rows = F.interpolate(logits[i:i + 1].detach(), size=(h, width), mode="bilinear", align_corners=False)
-            rows = rows[0].permute(1, 2, 0).contiguous().numpy().reshape(h * width, classes)
-            upper = np.take(rows, y0[ys] * width + xs, axis=0)
-            lower = np.take(rows, y1[ys] * width + xs, axis=0)
-        else:  # few: four source pixels each
-            scores = logits[i].detach().permute(1, 2, 0).contiguous().numpy().reshape(h * w, classes)
-            top, bottom, left, right, b = y0[ys] * w, y1[ys] * w, x0[xs], x1[xs], wx[xs, None]
-            upper = _lerp(np.take(scores, top + left, axis=0), np.take(scores, top + right, axis=0), b)
-            lower = _lerp(np.take(scores, bottom + left, axis=0), np.take(scores, bottom + right, axis=0), b)
-        out[i, ys, xs] = _lerp(upper, lower, a).argmax(1)
+        rows, cols = rows_of[ty], cols_of[tx]
+        top, left = run_y[ty], run_x[tx]
+        bottom, right = np.minimum(top + 1, h - 1), np.minimum(left + 1, w - 1)
+        scores = logits[i].detach().permute(1, 2, 0).contiguous().numpy().reshape(h * w, classes)
+        # (cells, 4, C): the corners in F.interpolate's order: top-left, top-right, bottom-left, bottom-right
+        corners = np.stack([scores[top * w + left], scores[top * w + right], scores[bottom * w + left],
+                            scores[bottom * w + right]], axis=1)
+        bound = corners.min(1).max(1, keepdims=True)
+        candidate = corners.max(1) >= bound - SLACK * np.maximum(np.abs(bound), 1)
+        count = candidate.sum(1)
+        order = np.argsort(~candidate, axis=1, kind="stable")  # candidates first, in class order
+        fewer = 0
+        for most in GROUPS:
+            cells = np.flatnonzero((count > fewer) & (count <= most))
+            fewer = most
+            if len(cells):
+                labels = _cell_labels(corners[cells], order[cells, :min(most, classes)],
+                                      wy[rows[cells]], wx[cols[cells]])
+                out[i][rows[cells][:, :, None], cols[cells][:, None, :]] = labels
     return out
+
+
+def _cell_labels(corners: np.ndarray, classes: np.ndarray, wy: np.ndarray, wx: np.ndarray) -> np.ndarray:
+    """The labels ``(M, Ly, Lx)`` of M cells from their ``corners`` ``(M, 4, C)``, over their
+    candidate ``classes`` ``(M, K)`` (in class order), at the row and column weights ``wy``
+    ``(M, Ly)`` and ``wx`` ``(M, Lx)``."""
+    k = classes.shape[1]
+    scores = np.take_along_axis(corners, classes[:, None, :], axis=2)[..., None]  # (M, 4, K, 1)
+    b, a = wx[:, None, :], wy[:, None, :, None]
+    # F.interpolate's order: (1 - a) * ((1 - b) * v00 + b * v01) + a * ((1 - b) * v10 + b * v11)
+    upper = (1 - b) * scores[:, 0] + b * scores[:, 1]  # (M, K, Lx)
+    lower = (1 - b) * scores[:, 2] + b * scores[:, 3]
+    values = (1 - a) * upper[:, :, None] + a * lower[:, :, None]  # (M, K, Ly, Lx)
+    best, which = values[:, 0].copy(), np.zeros(values[:, 0].shape, np.uint8)
+    better = np.empty(best.shape, bool)
+    for j in range(1, k):
+        np.greater(values[:, j], best, out=better)  # strictly: ties keep the first class, as argmax
+        which[better] = j
+        np.maximum(best, values[:, j], out=best)
+    picked = np.take_along_axis(classes, which.reshape(len(classes), -1).astype(np.intp), axis=1)
+    return picked.reshape(which.shape).astype(np.uint8)
 
 
 def _agree(labels: np.ndarray) -> np.ndarray:
@@ -93,11 +149,3 @@ def _agree(labels: np.ndarray) -> np.ndarray:
     edge = np.pad(labels, ((0, 1), (0, 1)), mode="edge")
     corner = edge[:-1, :-1]
     return (corner == edge[1:, :-1]) & (corner == edge[:-1, 1:]) & (corner == edge[1:, 1:])
-
-
-def _lerp(first: np.ndarray, second: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """``(1 - weight) * first + weight * second``, in ``first``'s memory (``second`` is spent)."""
-    first *= 1 - weight
-    second *= weight
-    first += second
-    return first

@@ -34,6 +34,17 @@ def test_same_labels_as_argmax_of_the_upsampled_scores(low, size, full_above, mo
         assert float((top2[:, 0] - top2[:, 1]).max()) < 1e-4
 
 
+def test_cells_of_many_candidate_classes_keep_every_winner(monkeypatch):
+    """Noise: cells where up to all 19 classes can win, each group of candidate counts computed."""
+    monkeypatch.setattr(module, "FULL_ABOVE", 1.0)
+    logits = torch.randn(1, 19, 30, 40, generator=torch.Generator().manual_seed(1)) * torch.linspace(0.05, 4, 40)
+    expected = F.interpolate(logits, size=(240, 333), mode="bilinear", align_corners=False).argmax(1).numpy()
+    assert np.array_equal(upsampled_labels(logits, (240, 333)), expected)
+    corners = [logits[0, :, r:r + 2, c:c + 2].flatten(1) for r in range(29) for c in range(39)]
+    counts = [int((v.max(1).values >= v.min(1).values.max()).sum()) for v in corners]
+    assert min(counts) <= 3 and max(counts) > 12  # the premise: from a few candidates to most classes
+
+
 def _full_size_label_maps(monkeypatch) -> list:
     """The shapes label_map is called with, from now on."""
     shapes, plain = [], module.label_map
