@@ -47,7 +47,8 @@ def add_demo_arguments(parser) -> None:
 
 
 def time_network(weights: Path, runtime: str, size: tuple[int, int], threads: int, iters: int = 10) -> float:
-    """Median ms of the network of ``weights`` in ``runtime`` on one ``(1, 3, *size)`` input."""
+    """Median ms of the network of ``weights`` in ``runtime`` on one ``(1, 3, *size)`` input (a
+    multi-task model's ``network``: the tensors of its pass, as the demo takes them)."""
     loaded = load_model(None, weights, runtime=runtime, threads=threads)
     model = loaded.model.eval()
     if runtime == "torch":
@@ -57,11 +58,12 @@ def time_network(weights: Path, runtime: str, size: tuple[int, int], threads: in
     torch.set_num_threads(threads if runtime == "torch" else 1)
     x = torch.randn(1, 3, *size).contiguous(memory_format=torch.channels_last if runtime == "torch"
                                             else torch.contiguous_format)
+    forward = getattr(model, "network", model)
     times = []
     with torch.inference_mode():
         for i in range(iters + 2):
             start = time.perf_counter()
-            model(x)
+            forward(x)
             if i >= 2:
                 times.append((time.perf_counter() - start) * 1e3)
     return statistics.median(times)
@@ -102,13 +104,11 @@ def bench_demo(args) -> dict:
             from densemnv3.data.transforms import detector_input_size
 
             size = detector_input_size(cfg.data.image_size)
-        routes = [("torch", checkpoint)]
-        if cfg.task != "multitask":
-            loaded = load_model(None, checkpoint)
-            meta = {"config": dataclasses.asdict(loaded.cfg), "arch": loaded.cfg.model.name}
-            files = route_files(loaded.model.eval(), folder, size, cfg.task == "detection", metadata=meta)
-            routes += [(engine.name, path) for path in files.values()
-                       for engine in engines_for(path.suffix.lstrip(".")) if engine.installed()]
+        loaded = load_model(None, checkpoint)
+        meta = {"config": dataclasses.asdict(loaded.cfg), "arch": loaded.cfg.model.name}
+        files = route_files(loaded.model.eval(), folder, size, cfg.task, metadata=meta)
+        routes = [("torch", checkpoint)] + [(engine.name, path) for path in files.values()
+                                            for engine in engines_for(path.suffix.lstrip(".")) if engine.installed()]
         rows = []
         for runtime, path in routes:
             out = folder / f"{runtime}-{path.name}.json"

@@ -22,7 +22,7 @@ import torch
 
 from densemnv3.errors import ExportCheckError
 from densemnv3.inference.argmax import label_map
-from densemnv3.inference.export import export_model
+from densemnv3.inference.export import export_model, min_input_size, size_metadata
 from densemnv3.inference.optimize import prepare_for_inference
 from densemnv3.inference.quantize import export_for_quantization, quantize_model
 from densemnv3.runtimes import engine_class, engines_for, exported_model, read_metadata
@@ -36,18 +36,18 @@ __all__ = ["bench_routes", "format_routes", "route_files"]
 CALIBRATION_IMAGES = 4
 
 
-def route_files(ours: torch.nn.Module, folder: Path, size: tuple[int, int], detection: bool,
+def route_files(ours: torch.nn.Module, folder: Path, size: tuple[int, int], task: str,
                 metadata: dict | None = None) -> dict[str, Path]:
-    """The exported files of ``ours`` at ``size`` in ``folder``, by name (``fp32.onnx``,
-    ``int8.onnx``, and with ExecuTorch installed ``fp32.pte``, ``int8.pte``), recording
-    ``metadata`` (``config`` and ``arch`` make them loadable with ``--weights``)."""
-    task = "detection" if detection else "segmentation"
+    """The exported files of ``ours`` (a ``task`` model) at ``size`` in ``folder``, by name
+    (``fp32.onnx``, ``int8.onnx``, and with ExecuTorch installed ``fp32.pte``, ``int8.pte``),
+    recording ``metadata`` (``config`` and ``arch`` make them loadable with ``--weights``)."""
     metadata = {**(metadata or {}), "task": task}
     gen = torch.Generator().manual_seed(1)
     calibration = [torch.randn(1, 3, *size, generator=gen) for _ in range(CALIBRATION_IMAGES)]
     files = {"fp32.onnx": folder / "fp32.onnx", "int8.onnx": folder / "int8.onnx"}
-    if detection:  # the raw graph, post-processed by ours as the int8 file is
-        _with_metadata(files["fp32.onnx"], export_for_quantization(ours, files["fp32.onnx"], size), metadata, size)
+    if task != "segmentation":  # the raw graph, post-processed by ours as the int8 file is
+        form = export_for_quantization(ours, files["fp32.onnx"], size)
+        _with_metadata(files["fp32.onnx"], {**metadata, "outputs": form}, size, min_input_size(ours, size))
     else:  # tools/export.py's file
         export_model(ours, files["fp32.onnx"], fmt="onnx", input_size=size, metadata=metadata,
                      check_batches=(1,))
@@ -70,16 +70,15 @@ def route_files(ours: torch.nn.Module, folder: Path, size: tuple[int, int], dete
     return files
 
 
-def _with_metadata(path: Path, outputs: str, metadata: dict, size: tuple[int, int]) -> None:
-    """Record ``metadata`` in the raw fp32 graph of :func:`export_for_quantization` (an SSDLite's
-    takes any size)."""
+def _with_metadata(path: Path, metadata: dict, size: tuple[int, int], min_size: tuple[int, int] | None) -> None:
+    """Record ``metadata`` and the sizes the file takes in the raw fp32 graph of
+    :func:`export_for_quantization`."""
     import onnx
 
-    from densemnv3.inference.export import size_metadata
     from densemnv3.runtimes import write_metadata
 
     proto = onnx.load(str(path))
-    write_metadata(proto, {**metadata, "outputs": outputs, "precision": "fp32", **size_metadata(size, (32, 32))})
+    write_metadata(proto, {**metadata, "precision": "fp32", **size_metadata(size, min_size)})
     onnx.save(proto, str(path))
 
 
@@ -121,7 +120,7 @@ def bench_routes(case: str, size: tuple[int, int], batch: int, args, device: tor
         fns["torch fp32 (ours)"] = (lambda: torch_path(x_cl), lambda: label_map(torch_path(x_cl)))
     skipped, exported = [], {}
     with tempfile.TemporaryDirectory(prefix="densemnv3-bench-routes-") as tmp:
-        files = route_files(ours, Path(tmp), size, detection)
+        files = route_files(ours, Path(tmp), size, "detection" if detection else "segmentation")
         for name, path in files.items():
             for engine in engines_for(path.suffix.lstrip(".")):
                 route = f"{engine.name} {name}"

@@ -14,7 +14,9 @@ and ``scores`` (N, A, C) softmax, without NMS (see ``densemnv3.inference.export.
 or with ``--postprocess`` (ONNX) the detections: ``num_detections`` (N,), ``boxes`` (N, D, 4),
 ``scores`` (N, D), ``labels`` (N, D) after the score threshold, per-class top-k and NMS
 (ONNX ``NonMaxSuppression``) of the model's settings. The multi-task model outputs
-``logits``, ``boxes`` and ``scores`` as above, from one graph and one backbone pass.
+``logits``, ``boxes`` and ``scores`` as above, from one graph and one backbone pass, for a
+deployment of its own (the tools run a multi-task model's ``.pte`` and ``tools/quantize.py``'s
+int8 file).
 
 The file is run (onnxruntime / ``torch.jit.load``) on random input at batch 1 and 3 (and, when
 dynamic, at a second size) and compared with PyTorch: above 1e-3 max abs difference, or with
@@ -27,7 +29,7 @@ line printed says so): reduced precision is chosen in the runtime that runs it (
 ``--format executorch`` writes a ``.pte`` for phones: lowered to XNNPACK, one ``(1, 3, H, W)``
 input of the export size (the tools resize frames to it), outputs ``logits`` (segmentation) or
 ``cls_logits``, ``bbox_regression`` and ``anchors`` (detection, post-processed by the tools in
-float). ``--int8`` quantizes it with XNNPACK's quantizer (weights per channel, activations per
+float), or all four (multi-task; its logits at stride 8). ``--int8`` quantizes it with XNNPACK's quantizer (weights per channel, activations per
 tensor, ranges from N training images through the eval transform, default 32, the same seeded
 choice as ``tools/quantize.py``). It records its config like an ONNX file, so the eval tools, the
 Predictor and the demo run it with ``--weights FILE`` (``--runtime executorch``). It is run in
@@ -128,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: pool='paper' averages a window clamped to maps smaller than it, so a file traced "
               f"at {size[0]}x{size[1]} takes that size only (from 784x784 up its window is fixed and "
               f"the file takes any size; pool='global' takes any size)")
-    if not dynamic and cfg.task == "segmentation":
+    if not dynamic and cfg.task != "detection":
         cfg.data.eval_resize = size  # the file takes this size only: the tools resize frames to it
     metadata = {"config": dataclasses.asdict(cfg), "task": cfg.task, "arch": cfg.model.name}
     report = export_model(
@@ -149,16 +151,16 @@ def _export_executorch(args: argparse.Namespace, cfg, model, size: tuple[int, in
     from densemnv3.errors import UserError
     from densemnv3.inference.export_executorch import export_executorch
 
-    if cfg.task == "segmentation":
+    if cfg.task != "detection":
         cfg.data.eval_resize = size  # the file takes this size only: the tools resize frames to it
-    elif cfg.task == "detection":
+    else:
         from densemnv3.data.transforms import detector_input_size
 
         if detector_input_size(cfg.data.image_size) != size:
             cfg.data.image_size = size  # --input-size: the tools resize frames to the file's size
     precision = "int8" if args.int8 else "fp32"
     calibration, check, n = None, [], 0
-    if args.int8 and cfg.task in ("segmentation", "detection"):
+    if args.int8:
         from densemnv3.cli.quantize import CHECK_IMAGES
         from densemnv3.inference.quantize import calibration_order
         from densemnv3.tasks import build_task

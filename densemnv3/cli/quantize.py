@@ -9,7 +9,9 @@ N gives the same file. The file records the config: ``eval_seg.py`` / ``eval_det
 Predictor and ``demo_video.py`` run it with ``--weights FILE`` (``benchmark.py --variants int8``
 times this route). It takes any input size (LR-ASPP with ``pool='paper'``: from 784x784 up, or
 only the size it was calibrated at when that is smaller). SSDLite's postprocess (decode,
-threshold, NMS) and LR-ASPP's classifiers and final upsampling stay in float.
+threshold, NMS) and LR-ASPP's classifiers and final upsampling stay in float. A multi-task
+model's file holds the raw tensors of its pass (the logits at stride 8, SSDLite's class logits,
+box deltas and default boxes), which the tools upsample and post-process as the PyTorch model.
 
 The file is compared with the fp32 model on 4 validation images; below 0.9 pixel agreement or
 above 0.35 relative RMS error the tool exits with code 1 (the file is kept, for inspection).
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"{cfg.data.root}: split {cfg.data.train_split!r} has no images to calibrate on")
     order = calibration_order(len(train), n)
     size = tuple(train[order[0]][0].shape[-2:])
-    if min_input_size(model, size) is None and cfg.task == "segmentation":
+    if min_input_size(model, size) is None and cfg.task != "detection":
         cfg.data.eval_resize = size  # a fixed-size file: the tools resize frames to it
     val = task.dataset(cfg.data.val_split, train=False)
     check = [val[i][0][None] for i in range(min(CHECK_IMAGES, len(val)))]

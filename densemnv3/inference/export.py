@@ -8,7 +8,8 @@ What is exported (input ``images``: a normalised ``(N, 3, H, W)`` float batch, N
   an NMS outside the graph; or, with ``postprocess=True`` (ONNX), the detections themselves:
   ``num_detections``, ``boxes``, ``scores``, ``labels`` (:mod:`.onnx_postprocess`).
 - Multi-task (LR-ASPP + SSDLite, :class:`MultiTaskExport`): ``logits``, ``boxes`` and ``scores``
-  as above, from one backbone pass.
+  as above, from one backbone pass (``tools/quantize.py``'s int8 file, the one the tools run,
+  outputs the raw tensors instead: :class:`MultiTaskExport`).
 
 ONNX files take any height and width (``H``, ``W`` dynamic; SSDLite's default boxes are computed
 in the graph from its feature-map sizes); an LR-ASPP with the paper's pool takes any size from
@@ -102,15 +103,26 @@ class SSDLiteExport(nn.Module):
 
 
 class MultiTaskExport(nn.Module):
-    """A multi-task model for export: ``(logits, boxes, scores)`` of one backbone pass — the
-    logits at the input size, the detector's outputs as :class:`SSDLiteExport`'s."""
+    """A multi-task model for export, one backbone pass.
 
-    def __init__(self, model: LRASPPSSDLite) -> None:
+    ``outputs="decoded"``: ``(logits, boxes, scores)`` — the logits at the input size, the
+    detector's outputs as :class:`SSDLiteExport`'s, for a deployment of its own.
+    ``outputs="raw"``: ``(logits, cls_logits, bbox_regression, anchors)`` as
+    ``LRASPPSSDLite.network`` — the logits at the low tap's stride (8) — the file the tools run
+    (:class:`~densemnv3.runtimes.ExportedMultiTask` upsamples and post-processes in PyTorch).
+    """
+
+    def __init__(self, model: LRASPPSSDLite, outputs: str = "decoded") -> None:
         super().__init__()
+        if outputs not in ("decoded", "raw"):
+            raise ValueError(f"outputs must be 'decoded' or 'raw', got {outputs!r}")
         self.model = model
+        self.outputs = outputs
 
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
         logits, *raw = self.model.network(images)
+        if self.outputs == "raw":
+            return (logits, *raw)
         size = images.shape[-2:]
         return (resize_bilinear(logits, size), *boxes_and_scores(self.model.det, *raw, size))
 
@@ -129,9 +141,10 @@ def boxes_and_scores(model: SSDLite, cls_logits: Tensor, bbox_regression: Tensor
 def exportable(model: nn.Module, outputs: str | None = None) -> tuple[nn.Module, str]:
     """The module to export for ``model`` and what it outputs (a key of ``OUTPUT_NAMES``):
     ``SSDLite`` → :class:`SSDLiteExport` (``outputs``: ``"decoded"`` or ``"raw"``), the multi-task
-    model → :class:`MultiTaskExport`, else the model."""
+    model → :class:`MultiTaskExport` (``"multitask"`` or ``"multitask_raw"``), else the model."""
     if isinstance(model, LRASPPSSDLite):
-        return MultiTaskExport(model), "multitask"
+        form = outputs or "decoded"
+        return MultiTaskExport(model, form), "multitask_raw" if form == "raw" else "multitask"
     if isinstance(model, SSDLite):
         form = outputs or "decoded"
         return SSDLiteExport(model, form), form

@@ -1,11 +1,12 @@
-"""Export an LR-ASPP or SSDLite to an ExecuTorch ``.pte`` lowered to XNNPACK, fp32 or int8, and
-check the file against PyTorch in ExecuTorch's own runtime.
+"""Export an LR-ASPP, SSDLite or multi-task model to an ExecuTorch ``.pte`` lowered to XNNPACK, fp32
+or int8, and check the file against PyTorch in ExecuTorch's own runtime.
 
 The program takes one static ``(1, 3, H, W)`` input (the export size; phones run one frame at a
 time, and XNNPACK plans its buffers for it) and outputs what the ONNX files do: LR-ASPP
 ``logits`` at the input resolution; SSDLite ``cls_logits``, ``bbox_regression`` and ``anchors``
 (raw: :class:`~densemnv3.runtimes.ExportedDetector` decodes them and runs NMS in float, the
-same code as the PyTorch model). It records its metadata (config, task, outputs, precision,
+same code as the PyTorch model); the multi-task model its logits at stride 8 and SSDLite's
+three (:class:`~densemnv3.runtimes.ExportedMultiTask`). It records its metadata (config, task, outputs, precision,
 input size) in a constant method (:mod:`densemnv3.runtimes.executorch_engine`), so the tools run
 it with ``--weights model.pte``.
 
@@ -115,7 +116,7 @@ def export_executorch(
     tolerance: float = FP32_TOLERANCE,
     progress: bool = False,
 ) -> ExecuTorchReport:
-    """Write ``model`` (an LR-ASPP or SSDLite in PyTorch) to ``path`` as an XNNPACK ``.pte`` taking
+    """Write ``model`` (an LR-ASPP, SSDLite or multi-task model in PyTorch) to ``path`` as an XNNPACK ``.pte`` taking
     ``(1, 3, *input_size)`` and check it.
 
     ``metadata`` (``config``, ``task``, ``arch``) is recorded with ``outputs``, ``precision`` and
@@ -127,14 +128,11 @@ def export_executorch(
     largest magnitude (:data:`FP32_TOLERANCE`); int8 on
     ``check_images`` (none given: the first two calibration images) by
     :func:`~densemnv3.inference.quantize.agreement`. Outside raises :class:`ExportCheckError`
-    (the file is kept, for inspection); a multi-task model or a missing ExecuTorch
-    :class:`UserError`.
+    (the file is kept, for inspection); another model or a missing ExecuTorch :class:`UserError`.
     """
-    if isinstance(model, LRASPPSSDLite):
-        raise UserError("--format executorch exports a segmentation (LR-ASPP) or detection (SSDLite) "
-                        "model; a multi-task model exports to ONNX (--format onnx)")
-    if not isinstance(model, (LRASPP, SSDLite)):
-        raise UserError(f"--format executorch exports LR-ASPP and SSDLite models, not {type(model).__name__}")
+    if not isinstance(model, (LRASPP, SSDLite, LRASPPSSDLite)):
+        raise UserError(f"--format executorch exports LR-ASPP, SSDLite and multi-task models, not "
+                        f"{type(model).__name__}")
     if int8 and (calibration is None or num_images < 1):
         raise UserError(f"--int8 calibrates on training images: --calib-images must be at least 1, got {num_images}")
     require_executorch("--format executorch" + (" --int8" if int8 else ""))
@@ -248,8 +246,9 @@ def _int8_check(path: Path, values: Mapping[str, Any], reference: nn.Module,
                 images: Sequence[Tensor]) -> dict[str, float]:
     """:func:`~densemnv3.inference.quantize.agreement` of the int8 file, run as the tools run it."""
     from densemnv3.runtimes.executorch_engine import ExecuTorchEngine
+    from densemnv3.runtimes.metadata import TASK_OF_OUTPUTS
     from densemnv3.runtimes.model import exported_model
 
-    quantized = exported_model(path, {"task": "detection" if values["outputs"] == "raw" else "segmentation",
-                                      **values}, reference, ExecuTorchEngine)
+    quantized = exported_model(path, {"task": TASK_OF_OUTPUTS[values["outputs"]], **values}, reference,
+                               ExecuTorchEngine)
     return agreement(quantized, reference, images)

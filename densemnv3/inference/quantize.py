@@ -1,4 +1,5 @@
-"""Post-training static int8 quantization: an LR-ASPP or SSDLite as an ONNX QDQ file for onnxruntime.
+"""Post-training static int8 quantization: an LR-ASPP, SSDLite or multi-task model as an ONNX QDQ file
+for onnxruntime.
 
 The route (measured against torchao's PT2E + Inductor flow on LR-ASPP-Large 512×1024, 2 CPU
 threads; see BENCHMARKS.md): the fp32 network is exported to ONNX with a dynamic height and
@@ -15,7 +16,9 @@ with fused ReLU, ``QLinearMul``/``Add``/``GlobalAveragePool``). What stays in fl
 - SSDLite's default boxes and its whole postprocess (decode, score threshold, NMS): the file
   outputs ``cls_logits``, ``bbox_regression`` and ``anchors``, and
   :class:`~densemnv3.runtimes.ExportedDetector` runs ``ssd_postprocess`` on them in fp32,
-  the same code as the PyTorch model;
+  the same code as the PyTorch model; the multi-task model's file outputs those and its logits
+  at stride 8, upsampled by :class:`~densemnv3.runtimes.ExportedMultiTask` (or the Predictor's
+  label map);
 - the squeeze-excitation gates' hard-sigmoid (on ``(N, C, 1, 1)`` tensors: free).
 
 Rewrites, each exact in real arithmetic:
@@ -44,9 +47,10 @@ import torch
 from torch import Tensor, nn
 
 from densemnv3.errors import ExportCheckError, UserError
-from densemnv3.models import LRASPP, SSDLite
+from densemnv3.models import LRASPP, LRASPPSSDLite, SSDLite
 from densemnv3.runtimes import (
     OUTPUT_NAMES,
+    TASK_OF_OUTPUTS,
     engine_class,
     exported_model,
     read_metadata,
@@ -108,7 +112,8 @@ def quantize_model(
     metadata: Mapping[str, Any] | None = None,
     progress: bool = True,
 ) -> QuantizeReport:
-    """Quantize ``model`` (an LR-ASPP or SSDLite in PyTorch, fp32) to an int8 ONNX file at ``path``.
+    """Quantize ``model`` (an LR-ASPP, SSDLite or multi-task model in PyTorch, fp32) to an int8 ONNX
+    file at ``path``.
 
     ``calibration`` yields ``num_images`` normalised images ``(3, H, W)`` or ``(1, 3, H, W)``
     (the data pipeline's eval transform: what the model will see), in a fixed order, so the file
@@ -137,8 +142,8 @@ def quantize_model(
             onnx.save(proto, str(out))
     report = QuantizeReport(path, path.stat().st_size, num_images, min_size)
     if check_images:
-        quantized = exported_model(path, {"task": "detection" if form == "raw" else "segmentation",
-                                          **read_metadata(path)}, reference, engine_class("onnxruntime"))
+        quantized = exported_model(path, {"task": TASK_OF_OUTPUTS[form], **read_metadata(path)}, reference,
+                                   engine_class("onnxruntime"))
         report.check = agreement(quantized, reference, check_images)
         if not report.ok:
             raise ExportCheckError(f"{path}: the int8 model is too far from fp32: {report.summary()}")
@@ -148,11 +153,13 @@ def quantize_model(
 def export_for_quantization(model: nn.Module, path: str | os.PathLike, input_size: Sequence[int], *,
                             static: bool = False) -> str:
     """Write ``model``'s fp32 graph to ``path`` as :func:`quantize_onnx` takes it (BatchNorm folded,
-    SSDLite with raw outputs, dynamic height and width where the model allows, rewritten by
-    :func:`int8_friendly`); return what it outputs (``"logits"`` or ``"raw"``). ``static``: every
-    dimension fixed, batch 1 (a file to time: :func:`~.export.export_onnx`)."""
-    if not isinstance(model, (LRASPP, SSDLite)):
-        raise UserError(f"int8 quantization supports LR-ASPP and SSDLite models, not {type(model).__name__}")
+    SSDLite and the multi-task model with raw outputs, dynamic height and width where the model
+    allows, rewritten by :func:`int8_friendly`); return what it outputs (``"logits"``, ``"raw"``
+    or ``"multitask_raw"``). ``static``: every dimension fixed, batch 1 (a file to time:
+    :func:`~.export.export_onnx`)."""
+    if not isinstance(model, (LRASPP, SSDLite, LRASPPSSDLite)):
+        raise UserError(f"int8 quantization supports LR-ASPP, SSDLite and multi-task models, not "
+                        f"{type(model).__name__}")
     require_onnx("int8 quantization")
     import onnx
 
@@ -326,18 +333,22 @@ def calibration_order(total: int, count: int, seed: int = 0) -> list[int]:
 def agreement(quantized: nn.Module, reference: nn.Module, images: Sequence[Tensor]) -> dict[str, float]:
     """How close ``quantized`` (an int8 ``ExportedModel``) is to ``reference`` (the fp32 model) on
     ``images``: segmentation ``pixel_agreement`` (argmax) and ``rel_rms`` of the logits;
-    detection ``rel_rms_cls`` and ``rel_rms_box`` (class logits, box deltas)."""
+    detection ``rel_rms_cls`` and ``rel_rms_box`` (class logits, box deltas); the multi-task
+    model all three (its logits at stride 8, as the graph outputs them)."""
     errors: dict[str, list[float]] = {}
     agree, pixels = 0, 0
     for image in images:
         image = image if image.dim() == 4 else image[None]
         if isinstance(reference, SSDLite):
-            pairs = zip(("cls", "box"), quantized.predict_raw(image)[:2], reference.predict_raw(image)[:2])
+            pairs = list(zip(("cls", "box"), quantized.predict_raw(image)[:2], reference.predict_raw(image)[:2]))
+        elif isinstance(reference, LRASPPSSDLite):
+            pairs = list(zip(("", "cls", "box"), quantized.network(image)[:3], reference.network(image)[:3]))
         else:
-            got, expected = quantized(image), reference(image)
+            pairs = [("", quantized(image), reference(image))]
+        if pairs[0][0] == "":
+            got, expected = pairs[0][1:]
             agree += int((got.argmax(1) == expected.argmax(1)).sum())
             pixels += expected[:, 0].numel()
-            pairs = [("", got, expected)]
         for name, got, expected in pairs:
             num, den = float(((got - expected) ** 2).sum()), float((expected ** 2).sum())
             errors.setdefault(name, []).extend([num, den])

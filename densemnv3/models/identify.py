@@ -37,6 +37,8 @@ _FAMILY_BY_LAYER = (
 #: The tools that take a checkpoint of each task.
 _TOOLS = {"segmentation": "tools/*_seg.py", "detection": "tools/*_det.py",
           "multitask": "tools/train.py and tools/eval.py"}
+#: The tasks of the exported files the tools run.
+EXPORTED_TASKS = ("segmentation", "detection", "multitask")
 
 
 #: Key prefixes of torchvision models this toolkit does not build, and what they are.
@@ -166,11 +168,11 @@ def _inspect_onnx(path: Path) -> CheckpointInfo:
         raise CheckpointError(f"{path}: not a readable ONNX model ({path.stat().st_size} bytes, "
                               f"truncated or damaged); "
                               f"write one with tools/export.py or tools/quantize.py") from None
-    if metadata.get("task") == "multitask":
+    if metadata.get("task") == "multitask" and metadata.get("outputs") != "multitask_raw":
         raise CheckpointError(f"{path}: a multi-task ONNX file (logits, boxes and scores without NMS), which "
-                              f"the tools do not run; run it in onnxruntime, and give the tools the "
-                              f"checkpoint it was exported from (best.pt)")
-    if not isinstance(metadata.get("config"), Mapping) or metadata.get("task") not in ("segmentation", "detection"):
+                              f"the tools do not run; run it in onnxruntime, or give the tools "
+                              f"tools/quantize.py's file or the checkpoint it was exported from (best.pt)")
+    if not isinstance(metadata.get("config"), Mapping) or metadata.get("task") not in EXPORTED_TASKS:
         raise CheckpointError(f"{path}: an ONNX model not written by densemnv3 (its metadata records no "
                               f"config); the tools run the files of tools/export.py and tools/quantize.py")
     arch = str(metadata.get("arch"))
@@ -193,7 +195,7 @@ def _inspect_pte(path: Path) -> CheckpointInfo:
     except Exception:  # noqa: BLE001 - the runtime raises RuntimeError with an error code; JSON errors
         raise CheckpointError(f"{path}: not a readable ExecuTorch program ({path.stat().st_size} bytes, "
                               f"truncated or damaged); write one with tools/export.py --format executorch") from None
-    if not isinstance(metadata.get("config"), Mapping) or metadata.get("task") not in ("segmentation", "detection"):
+    if not isinstance(metadata.get("config"), Mapping) or metadata.get("task") not in EXPORTED_TASKS:
         raise CheckpointError(f"{path}: an ExecuTorch program not written by densemnv3 (it records no "
                               f"config); the tools run the .pte files of tools/export.py --format executorch")
     arch = str(metadata.get("arch"))

@@ -25,10 +25,12 @@ _EXPORTS = {
     "Engine": "engines",
     "METADATA_PREFIX": "metadata",
     "OUTPUT_NAMES": "metadata",
+    "TASK_OF_OUTPUTS": "metadata",
     "read_metadata": "metadata",
     "write_metadata": "metadata",
     "ExportedDetector": "model",
     "ExportedModel": "model",
+    "ExportedMultiTask": "model",
     "ExportedSegmenter": "model",
     "exported_model": "model",
 }
@@ -37,9 +39,11 @@ __all__ = [
     "METADATA_PREFIX",
     "OUTPUT_NAMES",
     "RUNTIMES",
+    "TASK_OF_OUTPUTS",
     "Engine",
     "ExportedDetector",
     "ExportedModel",
+    "ExportedMultiTask",
     "ExportedSegmenter",
     "check_runtime",
     "engine_class",
@@ -54,8 +58,20 @@ __all__ = [
 if TYPE_CHECKING:
     from .choice import check_runtime, engine_class, engines_for, load_exported, route_cache_path
     from .engines import Engine
-    from .metadata import METADATA_PREFIX, OUTPUT_NAMES, read_metadata, write_metadata
-    from .model import ExportedDetector, ExportedModel, ExportedSegmenter, exported_model
+    from .metadata import (
+        METADATA_PREFIX,
+        OUTPUT_NAMES,
+        TASK_OF_OUTPUTS,
+        read_metadata,
+        write_metadata,
+    )
+    from .model import (
+        ExportedDetector,
+        ExportedModel,
+        ExportedMultiTask,
+        ExportedSegmenter,
+        exported_model,
+    )
     from .names import RUNTIMES
 
 

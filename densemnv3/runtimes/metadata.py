@@ -15,7 +15,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["METADATA_PREFIX", "OUTPUT_NAMES", "encode_values", "decode_values", "read_metadata",
+__all__ = ["METADATA_PREFIX", "OUTPUT_NAMES", "TASK_OF_OUTPUTS", "encode_values", "decode_values", "read_metadata",
            "write_metadata"]
 
 METADATA_PREFIX = "densemnv3."
@@ -26,7 +26,12 @@ OUTPUT_NAMES = {
     "raw": ("cls_logits", "bbox_regression", "anchors"),
     "detections": ("num_detections", "boxes", "scores", "labels"),
     "multitask": ("logits", "boxes", "scores"),
+    # the logits at the low tap's stride (8): upsampled and post-processed by ExportedMultiTask
+    "multitask_raw": ("logits", "cls_logits", "bbox_regression", "anchors"),
 }
+#: The task of a graph the tools run, by its ``outputs``.
+TASK_OF_OUTPUTS = {"logits": "segmentation", "raw": "detection", "detections": "detection",
+                   "multitask_raw": "multitask"}
 
 
 def encode_values(values: Mapping[str, Any]) -> dict[str, str]:

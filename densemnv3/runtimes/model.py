@@ -6,6 +6,10 @@
   ``bbox_regression``, ``anchors``: the int8 and ``.pte`` files) is post-processed here in
   float32 by the same :func:`~densemnv3.models.heads.postprocess.ssd_postprocess` as the PyTorch
   model; a graph exported with its postprocess inside (``--postprocess``) returns its own detections.
+- :class:`ExportedMultiTask`: ``model(images)`` returns a :class:`MultiTaskOutput`, as
+  :class:`LRASPPSSDLite` in eval mode, from a graph of the raw tensors of one pass (logits at
+  stride 8, ``cls_logits``, ``bbox_regression``, ``anchors``); ``network`` and ``det.postprocess``
+  are the model's too, which is what the Predictor calls.
 
 The engine (:mod:`.engines`) is made at the first call with ``threads`` intra-op threads (None:
 torch's count, so ``torch.set_num_threads`` and the tools' ``--threads`` apply), and made again
@@ -25,10 +29,13 @@ from torch import Tensor, nn
 
 from densemnv3.errors import UserError
 from densemnv3.models.heads.postprocess import Detections, ssd_postprocess
+from densemnv3.models.multitask import MultiTaskOutput
+from densemnv3.models.resize import resize_bilinear
 
 from .engines import Engine
 
-__all__ = ["ExportedDetector", "ExportedModel", "ExportedSegmenter", "exported_model"]
+__all__ = ["ExportedDetector", "ExportedModel", "ExportedMultiTask", "ExportedSegmenter", "SSDPostprocess",
+           "exported_model"]
 
 
 class ExportedModel(nn.Module):
@@ -111,21 +118,47 @@ class ExportedSegmenter(ExportedModel):
         return self.run(images)[0]
 
 
-class ExportedDetector(ExportedModel):
-    """Detections from an exported SSDLite; the postprocess settings are ``template``'s (the
-    :class:`~densemnv3.models.SSDLite` its config builds), changeable as on the model itself."""
+class _SSDSettings:
+    """SSDLite's postprocess with the settings of a template :class:`~densemnv3.models.SSDLite`,
+    changeable as on the model itself (``score_thresh``, ``nms_thresh``, ...)."""
 
-    def __init__(self, path: str | os.PathLike, metadata: Mapping[str, Any], engine: type[Engine],
-                 template: nn.Module, asked: str | None = None) -> None:
-        super().__init__(path, metadata, engine, asked)
-        if self.outputs not in ("raw", "detections"):
-            raise UserError(f"{path}: an SSDLite file without NMS (outputs boxes and scores), which "
-                            f"the tools cannot score; export with --postprocess, or use tools/quantize.py's file")
+    def _take_settings(self, template: nn.Module) -> None:
         self.box_coder = template.box_coder
         self.num_classes = template.num_classes
         for name in ("score_thresh", "nms_thresh", "detections_per_img", "topk_candidates", "nms_prefix",
                      "nms_impl"):
             setattr(self, name, getattr(template, name))
+
+    def postprocess(self, cls_logits: Tensor, bbox_regression: Tensor, anchors: Tensor,
+                    image_size: tuple[int, int]) -> Detections:
+        """:meth:`SSDLite.postprocess`: decode, score threshold, top-k per class, NMS."""
+        return ssd_postprocess(
+            cls_logits, bbox_regression, anchors, image_size, self.box_coder,
+            score_thresh=self.score_thresh, nms_thresh=self.nms_thresh,
+            detections_per_img=self.detections_per_img, topk_candidates=self.topk_candidates,
+            nms_prefix=self.nms_prefix, impl=self.nms_impl,
+        )
+
+
+class SSDPostprocess(_SSDSettings, nn.Module):
+    """The detection part of an exported multi-task model: its postprocess alone (no weights)."""
+
+    def __init__(self, template: nn.Module) -> None:
+        nn.Module.__init__(self)
+        self._take_settings(template)
+
+
+class ExportedDetector(_SSDSettings, ExportedModel):
+    """Detections from an exported SSDLite; the postprocess settings are ``template``'s (the
+    :class:`~densemnv3.models.SSDLite` its config builds), changeable as on the model itself."""
+
+    def __init__(self, path: str | os.PathLike, metadata: Mapping[str, Any], engine: type[Engine],
+                 template: nn.Module, asked: str | None = None) -> None:
+        ExportedModel.__init__(self, path, metadata, engine, asked)
+        if self.outputs not in ("raw", "detections"):
+            raise UserError(f"{path}: an SSDLite file without NMS (outputs boxes and scores), which "
+                            f"the tools cannot score; export with --postprocess, or use tools/quantize.py's file")
+        self._take_settings(template)
 
     def predict_raw(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(cls_logits, bbox_regression, anchors)`` as :meth:`SSDLite.predict_raw` (raw graphs)."""
@@ -138,13 +171,34 @@ class ExportedDetector(ExportedModel):
             count, boxes, scores, labels = self.run(images)
             return [{"boxes": b[:n], "scores": s[:n], "labels": lab[:n]}
                     for n, b, s, lab in zip(count.tolist(), boxes, scores, labels)]
-        cls_logits, bbox_regression, anchors = self.run(images)
-        return ssd_postprocess(
-            cls_logits, bbox_regression, anchors, images.shape[-2:], self.box_coder,
-            score_thresh=self.score_thresh, nms_thresh=self.nms_thresh,
-            detections_per_img=self.detections_per_img, topk_candidates=self.topk_candidates,
-            nms_prefix=self.nms_prefix, impl=self.nms_impl,
-        )
+        return self.postprocess(*self.run(images), images.shape[-2:])
+
+
+class ExportedMultiTask(ExportedModel):
+    """Segmentation logits and detections of one pass of an exported multi-task model; ``det``
+    post-processes with ``template.det``'s settings (``template``: the
+    :class:`~densemnv3.models.LRASPPSSDLite` its config builds)."""
+
+    def __init__(self, path: str | os.PathLike, metadata: Mapping[str, Any], engine: type[Engine],
+                 template: nn.Module, asked: str | None = None) -> None:
+        super().__init__(path, metadata, engine, asked)
+        if self.outputs != "multitask_raw":
+            raise UserError(f"{path}: a multi-task file of decoded boxes and scores without NMS, which the "
+                            f"tools do not run; use tools/quantize.py's file or a .pte (--format executorch), or give the tools the "
+                            f"checkpoint it was exported from")
+        self.det = SSDPostprocess(template.det)
+        self.num_classes = template.num_classes
+        self.det_num_classes = template.det_num_classes
+
+    def network(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(logits at stride 8, cls_logits, bbox_regression, anchors)``, as
+        :meth:`LRASPPSSDLite.network`."""
+        return self.run(images)
+
+    def forward(self, images: Tensor) -> MultiTaskOutput:
+        logits, *raw = self.run(images)
+        size = images.shape[-2:]
+        return MultiTaskOutput(resize_bilinear(logits, size), self.det.postprocess(*raw, size))
 
 
 def exported_model(path: str | os.PathLike, metadata: Mapping[str, Any], template: nn.Module,
@@ -153,4 +207,6 @@ def exported_model(path: str | os.PathLike, metadata: Mapping[str, Any], templat
     its config builds."""
     if metadata.get("task") == "detection":
         return ExportedDetector(path, metadata, engine, template, asked)
+    if metadata.get("task") == "multitask":
+        return ExportedMultiTask(path, metadata, engine, template, asked)
     return ExportedSegmenter(path, metadata, engine, asked)

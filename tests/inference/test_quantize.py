@@ -1,5 +1,6 @@
 """int8 quantization (onnxruntime QDQ): agreement with fp32 on fixed inputs, deterministic
-calibration, a graph that onnxruntime runs in int8 at any size, float postprocess for SSDLite."""
+calibration, a graph that onnxruntime runs in int8 at any size, float postprocess for SSDLite and
+the multi-task model."""
 
 import pytest
 import torch
@@ -13,8 +14,18 @@ from densemnv3.inference.quantize import (
     export_for_quantization,
     quantize_onnx,
 )
-from densemnv3.models import lraspp_mobilenet_v3_small, ssdlite320_mobilenet_v3_small
-from densemnv3.runtimes import ExportedDetector, ExportedSegmenter, engine_class, exported_model
+from densemnv3.models import (
+    lraspp_mobilenet_v3_small,
+    multitask_mobilenet_v3_small,
+    ssdlite320_mobilenet_v3_small,
+)
+from densemnv3.runtimes import (
+    ExportedDetector,
+    ExportedMultiTask,
+    ExportedSegmenter,
+    engine_class,
+    exported_model,
+)
 
 ORT = engine_class("onnxruntime")
 
@@ -36,7 +47,8 @@ def realistic(build, images):
     torch.manual_seed(0)
     model = build()
     batch = torch.cat(images)
-    calibrate_bn_(model, lambda: model.predict_raw(batch) if hasattr(model, "predict_raw") else model(batch))
+    forward = getattr(model, "predict_raw", None) or getattr(model, "network", None) or model
+    calibrate_bn_(model, lambda: forward(batch))
     return model.eval()
 
 
@@ -121,3 +133,37 @@ def test_int8_detector_postprocesses_in_float(tmp_path):
             expected = model.postprocess(cls_logits, bbox_regression, anchors, size)  # the same code
         for got, exp in zip(detector(x), expected):
             assert all(torch.equal(got[k], exp[k]) for k in ("boxes", "scores", "labels"))
+
+
+def test_multitask_file_gives_what_the_pytorch_model_gives(tmp_path):
+    """The raw multi-task graph: fp32 as PyTorch (logits at stride 8, SSDLite's tensors), the same
+    postprocess; int8 within the stated agreement."""
+    images = fixed_images(6, DET_SIZE, seed=4)
+    model = realistic(lambda: multitask_mobilenet_v3_small(num_classes=5, det_num_classes=4, score_thresh=0.2),
+                      images)
+    prepared, int8 = tmp_path / "prepared.onnx", tmp_path / "int8.onnx"
+    assert export_for_quantization(model, prepared, DET_SIZE) == "multitask_raw"
+    meta = {"task": "multitask", "outputs": "multitask_raw"}
+    fp32 = exported_model(prepared, {**meta, "precision": "fp32"}, model, ORT)
+    assert isinstance(fp32, ExportedMultiTask) and fp32.det.score_thresh == 0.2 and fp32.num_classes == 5
+    for size in (DET_SIZE, (96, 160)):
+        x = fixed_images(1, size, seed=8)[0]
+        with torch.no_grad():
+            expected = model.network(x)
+            got = fp32.network(x)
+            assert got[0].shape == (1, 5, size[0] // 8, size[1] // 8)
+            for g, e in zip(got, expected):
+                assert torch.allclose(g, e, atol=1e-4), (g - e).abs().max()
+            out, reference = fp32(x), model(x)
+        assert torch.allclose(out.logits, reference.logits, atol=1e-4)  # upsampled to the input size
+        replay = model.det.postprocess(*got[1:], size)  # the model's own postprocess on the file's tensors
+        assert all(torch.equal(a[k], b[k]) for a, b in zip(out.detections, replay) for k in ("boxes", "labels"))
+        fp32.det.score_thresh = 0.9  # the settings are the wrapper's, changeable as on the model
+        assert all((d["scores"] > 0.9).all() for d in fp32(x).detections)
+        fp32.det.score_thresh = 0.2
+
+    quantize_onnx(prepared, int8, iter(images[:4]), 4, progress=False)
+    check = agreement(exported_model(int8, {**meta, "precision": "int8"}, model, ORT), model, images[4:])
+    assert set(check) == {"pixel_agreement", "rel_rms", "rel_rms_cls", "rel_rms_box"}
+    assert check["pixel_agreement"] >= PIXEL_AGREEMENT, check
+    assert max(check["rel_rms"], check["rel_rms_cls"], check["rel_rms_box"]) <= REL_RMS_TOLERANCE, check

@@ -66,15 +66,35 @@ def test_missing_executorch_says_what_to_install(run_in_process, monkeypatch, tm
                                          "not installed: pip install densemnv3[executorch]")
 
 
-def test_a_multitask_model_is_refused(tmp_path):
+def test_a_multitask_pte_runs_as_the_pytorch_model(tmp_path):
+    """One program, both heads: the logits at stride 8 and SSDLite's tensors, as PyTorch's."""
+    from densemnv3.benchmark.models import calibrate_bn_
     from densemnv3.config import ModelConfig
-    from densemnv3.errors import UserError
     from densemnv3.inference.export_executorch import export_executorch
     from densemnv3.models import build_model
+    from densemnv3.runtimes import ExportedMultiTask, exported_model
+    from densemnv3.runtimes.executorch_engine import ExecuTorchEngine, read_pte_metadata
 
-    model = build_model(ModelConfig(name="multitask_mobilenet_v3_small", num_classes=4))
-    with pytest.raises(UserError, match="a multi-task model exports to ONNX"):
-        export_executorch(model, tmp_path / "m.pte", input_size=(64, 64), metadata={})
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name="multitask_mobilenet_v3_small", num_classes=4,
+                                    options={"det_num_classes": 3, "score_thresh": 0.2}))
+    images = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(1))
+    calibrate_bn_(model, lambda: model.network(images))
+    report = export_executorch(model, tmp_path / "mt.pte", input_size=(64, 96),
+                               metadata={"task": "multitask", "arch": "multitask_mobilenet_v3_small"})
+    assert report.ok and report.outputs == "multitask_raw", report.summary()
+    meta = read_pte_metadata(tmp_path / "mt.pte")
+    assert meta["outputs"] == "multitask_raw" and meta["task"] == "multitask"
+    exported = exported_model(tmp_path / "mt.pte", meta, model, ExecuTorchEngine)
+    assert isinstance(exported, ExportedMultiTask)
+    with torch.no_grad():
+        got, expected = exported.network(images[:1]), model.network(images[:1])
+        assert got[0].shape == (1, 4, 8, 12)
+        assert all(torch.allclose(g, e, atol=1e-4) for g, e in zip(got, expected))
+        out = exported(images[:1])
+    replay = model.det.postprocess(*got[1:], (64, 96))
+    assert out.logits.shape == (1, 4, 64, 96)
+    assert all(torch.equal(a[k], b[k]) for a, b in zip(out.detections, replay) for k in ("boxes", "labels"))
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 """The multi-task model through the tools: tools/train.py and tools/eval.py on tiny synthetic data,
-its metrics.json with both tasks' numbers, ONNX export, the demo, and the single-task tools'
-refusals."""
+its metrics.json with both tasks' numbers, ONNX export, the int8 file the tools run, the demo, and
+the single-task tools' refusals."""
 
 import json
 from pathlib import Path
@@ -64,15 +64,29 @@ def test_train_eval_export_and_demo(run_tool, tiny_overrides, tiny_synthetic, tm
     proc = run_tool("export.py", "--weights", str(work / "last.pt"), "--format", "onnx", "--out", str(onnx_file))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "input (N, 3, 48, 96), H and W dynamic" in proc.stdout and "-> OK" in proc.stdout
-    # (checked at a second size too); the tools run seg/det ONNX files, and say so for this one
+    # (checked at a second size too); the tools do not run this decoded form, and say so
     proc = run_tool("eval.py", "--weights", str(onnx_file))
     assert proc.returncode == 2 and "a multi-task ONNX file" in proc.stderr and "best.pt" in proc.stderr
 
-    # the demo draws mask and boxes of one pass per frame
+    # tools/quantize.py's int8 file (the raw tensors of one pass) is one the tools run
+    int8 = tmp_path / "mt.int8.onnx"
+    proc = run_tool("quantize.py", "--weights", str(work / "last.pt"), "--out", str(int8), "--calib-images", "2",
+                    "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "rel_rms_cls" in proc.stdout and "pixel_agreement" in proc.stdout and "-> OK" in proc.stdout
+    proc = run_tool("eval.py", "--weights", str(int8), "--runtime", "onnxruntime", "--out", str(tmp_path / "ev8"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "inference: cpu, int8, onnxruntime" in proc.stdout
+    quantized = json.loads((tmp_path / "ev8" / "metrics.json").read_text())
+    assert quantized["images_evaluated"] == metrics["images_evaluated"]
+    assert abs(quantized["mIoU"] - metrics["mIoU"]) < 0.05 and abs(quantized["AP50"] - metrics["AP50"]) < 0.1
+
+    # the demo draws mask and boxes of one pass per frame, from the checkpoint and the int8 file
     from densemnv3.data.synthetic import make_synthetic_video
 
     video = make_synthetic_video(tmp_path / "street.mp4", frames=3, size=(64, 128))
-    proc = run_tool("demo_video.py", "--weights", str(work / "last.pt"), "--source", str(video),
-                    "--output", str(tmp_path / "out.mp4"), "--no-display", "--threads", "1")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "multitask on" in proc.stdout and "wrote 3 frames" in proc.stdout
+    for weights in (work / "last.pt", int8):
+        proc = run_tool("demo_video.py", "--weights", str(weights), "--source", str(video),
+                        "--output", str(tmp_path / "out.mp4"), "--no-display", "--threads", "1")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "multitask on" in proc.stdout and "wrote 3 frames" in proc.stdout
