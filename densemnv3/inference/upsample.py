@@ -34,7 +34,7 @@ from torch import Tensor
 
 from .argmax import label_map
 
-__all__ = ["FULL_ABOVE", "upsampled_labels"]
+__all__ = ["FULL_ABOVE", "agreeing_cells", "upsampled_labels"]
 
 #: The share of cells on a class boundary above which the full upsample costs less: 720p labels
 #: from 90x160 scores, 2 threads, freed memory kept (BENCHMARKS.md): 0.35 of the cells, 17.5 ms the
@@ -86,7 +86,7 @@ def upsampled_labels(logits: Tensor, size: tuple[int, int], *, threads: int | No
                            align_corners=False)
         return label_map(up.contiguous(), threads=threads)
     low = label_map(logits.detach().contiguous(), threads=threads)  # (N, h, w) at the scores' size
-    agreeing = [_agree(labels) for labels in low]
+    agreeing = [agreeing_cells(labels) for labels in low]
     if 1 - np.mean(agreeing) > FULL_ABOVE:
         up = F.interpolate(logits.detach().contiguous(), size=size, mode="bilinear", align_corners=False)
         return label_map(up, threads=threads)  # NCHW: label_map's blocks are planes of a class
@@ -116,9 +116,9 @@ def upsampled_labels(logits: Tensor, size: tuple[int, int], *, threads: int | No
             cells = np.flatnonzero((count > fewer) & (count <= most))
             fewer = most
             if len(cells):
-                labels = _cell_labels(corners[cells], order[cells, :min(most, classes)],
-                                      wy[rows[cells]], wx[cols[cells]])
-                out[i][rows[cells][:, :, None], cols[cells][:, None, :]] = labels
+                ys, xs = rows[cells], cols[cells]
+                labels = _cell_labels(corners[cells], order[cells, :min(most, classes)], wy[ys], wx[xs])
+                out[i][ys[:, :, None], xs[:, None, :]] = labels
     return out
 
 
@@ -143,7 +143,7 @@ def _cell_labels(corners: np.ndarray, classes: np.ndarray, wy: np.ndarray, wx: n
     return picked.reshape(which.shape).astype(np.uint8)
 
 
-def _agree(labels: np.ndarray) -> np.ndarray:
+def agreeing_cells(labels: np.ndarray) -> np.ndarray:
     """Whether each cell's label is also its right, lower and lower-right neighbours' (the edge
     repeated past the last row and column)."""
     edge = np.pad(labels, ((0, 1), (0, 1)), mode="edge")
