@@ -1,7 +1,7 @@
 """Speed of densemnv3 vs torchvision on the same weights and inputs, measured interleaved.
 
 ``densemnv3 benchmark [--model lraspp_large|lraspp_small|ssdlite_large|ssdlite_small|
-data_seg|data_det|demo|seg_test_time|all] [--routes] [--device cpu|cuda] [--batch-sizes 1 8] [--sizes 512x1024 1024x2048]
+data_seg|data_det|demo|seg_test_time|label_map|all] [--routes] [--device cpu|cuda] [--batch-sizes 1 8] [--sizes 512x1024 1024x2048]
 [--precision fp32 fp16 bf16] [--threads 2] [--iters N] [--warmup N] [--json out.json]
 [--memory-format nchw|channels_last] [--compile [--compile-mode MODE]] [--cuda-graphs]
 [--variants default fp16+graphs bf16+compile ...] [--tv-same-options] [--quick] [--det-score-thresh T] [--det-nms auto|per_image|batched]``
@@ -28,7 +28,9 @@ vs torchvision fp32 on the same input (SSDLite: class logits and box deltas).
 ``--routes`` (CPU) times every installed runtime route of each model case, interleaved with
 torchvision eager fp32 (:mod:`densemnv3.benchmark.routes`); ``--model demo`` runs the video demo
 through every route and sets its FPS beside the network's (:mod:`densemnv3.benchmark.demo`);
-``--model seg_test_time``: sliding windows and TTA (:mod:`densemnv3.benchmark.eval_modes`).
+``--model seg_test_time``: sliding windows and TTA (:mod:`densemnv3.benchmark.eval_modes`);
+``--model label_map --sizes 720x1280``: the Predictor's label map from stride-8 scores against
+torchvision's upsample and ``argmax(1)`` (:mod:`densemnv3.benchmark.labels`).
 
 Data cases: one sample of decode + training augmentation. ``data_seg``: a 1024x2048 PNG + label
 through ``seg_train_transform((512, 1024))`` vs a torchvision-references-style PIL pipeline
@@ -48,6 +50,7 @@ import torch
 from densemnv3.benchmark.data import DATA_CASES, bench_data
 from densemnv3.benchmark.demo import add_demo_arguments, bench_demo, format_demo
 from densemnv3.benchmark.eval_modes import bench_test_time
+from densemnv3.benchmark.labels import bench_label_map, format_label_map
 from densemnv3.benchmark.models import bench_model, case_of, parse_sizes, with_settings
 from densemnv3.benchmark.multitask import (
     MULTITASK_CASES,
@@ -75,7 +78,7 @@ from densemnv3.utils.device import resolve_device
 
 def parse_args(argv: list[str] | None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", nargs="+", default=["lraspp_large"], choices=(*MODEL_CASES, *MULTITASK_CASES, *DATA_CASES, *TRAIN_CASES, "demo", "seg_test_time", "all"))
+    parser.add_argument("--model", nargs="+", default=["lraspp_large"], choices=(*MODEL_CASES, *MULTITASK_CASES, *DATA_CASES, *TRAIN_CASES, "demo", "seg_test_time", "label_map", "all"))
     parser.add_argument("--routes", action="store_true",
                         help="CPU: time every installed runtime route of the model cases (see above)")
     add_demo_arguments(parser)
@@ -151,6 +154,11 @@ def main(argv: list[str] | None = None) -> int:
             results.append(bench_demo(args))
             print(format_demo(results[-1]), flush=True)
             continue
+        if case == "label_map":
+            for size in sizes:
+                results.append(bench_label_map(size, args))
+                print(format_label_map(results[-1]), flush=True)
+            continue
         if case == "seg_test_time":
             results += bench_test_time(sizes, with_settings(args, variants[0]), device)
             continue
@@ -187,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                                                    with_settings(args, settings), device))
                     print("\n".join(format_table(results[-1:]).splitlines()[2:]), flush=True)
     print()
-    timed = [r for r in results if "routes" not in r and r["case"] != "seg_test_time"]  # those print their own
+    timed = [r for r in results if "routes" not in r and r["case"] not in ("seg_test_time", "label_map")]  # own tables
     if timed:
         print(format_summary(timed))
     if args.json:

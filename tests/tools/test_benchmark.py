@@ -221,3 +221,16 @@ def test_test_time_case_times_each_mode_beside_its_forwards(bench_tool, tmp_path
         assert r[f"{name}_ms"] > 0
     assert r["slide_over_windows"] == pytest.approx(r["slide_ms"] / r["windows_ms"])
     assert "6 scales + flip" in capsys.readouterr().out
+
+
+def test_label_map_case_times_ours_against_torchvisions_way(bench_tool, tmp_path, capsys):
+    out = tmp_path / "labels.json"
+    assert bench_tool.main(["--quick", "--model", "label_map", "--sizes", "96x160", "--threads", "1",
+                           "--json", str(out)]) == 0
+    (r,) = json.loads(out.read_text())["results"]
+    assert r["case"] == "label_map" and r["scores"] == "19x12x20"
+    shares = [row["boundary_share"] for row in r["rows"]]
+    assert [row["region"] for row in r["rows"]] == [64, 32, 16] and shares == sorted(shares)  # finer, more boundaries
+    for row in r["rows"]:
+        assert row["agreement"] > 0.9999 and row["ratio"] == pytest.approx(row["ours_ms"] / row["tv_ms"])
+    assert "F.interpolate(...).argmax(1)" in capsys.readouterr().out
