@@ -33,8 +33,17 @@ def smooth_scores(classes: int, height: int, width: int, region: int, seed: int 
             + 0.1 * torch.randn(1, classes, height, width, generator=g))
 
 
-def bench_label_map(size: tuple[int, int], args) -> dict:
-    """Median ms of ours and torchvision's way per region size, with the boundary share and agreement."""
+def bench_label_map(sizes: list[tuple[int, int]], args) -> list[dict]:
+    """A record per frame size (printed as it comes): median ms of ours and torchvision's way per
+    region size, with the boundary share and the label agreement."""
+    records = []
+    for size in sizes:
+        records.append(_label_map_record(size, args))
+        print(format_label_map(records[-1]), flush=True)
+    return records
+
+
+def _label_map_record(size: tuple[int, int], args) -> dict:
     rows = []
     low = (size[0] // 8, size[1] // 8)
     for region in REGIONS:

@@ -29,8 +29,7 @@ vs torchvision fp32 on the same input (SSDLite: class logits and box deltas).
 torchvision eager fp32 (:mod:`densemnv3.benchmark.routes`); ``--model demo`` runs the video demo
 through every route and sets its FPS beside the network's (:mod:`densemnv3.benchmark.demo`);
 ``--model seg_test_time``: sliding windows and TTA (:mod:`densemnv3.benchmark.eval_modes`);
-``--model label_map --sizes 720x1280``: the Predictor's label map from stride-8 scores against
-torchvision's upsample and ``argmax(1)`` (:mod:`densemnv3.benchmark.labels`).
+``--model label_map``: the Predictor's label map vs torchvision's (:mod:`densemnv3.benchmark.labels`).
 
 Data cases: one sample of decode + training augmentation. ``data_seg``: a 1024x2048 PNG + label
 through ``seg_train_transform((512, 1024))`` vs a torchvision-references-style PIL pipeline
@@ -50,7 +49,7 @@ import torch
 from densemnv3.benchmark.data import DATA_CASES, bench_data
 from densemnv3.benchmark.demo import add_demo_arguments, bench_demo, format_demo
 from densemnv3.benchmark.eval_modes import bench_test_time
-from densemnv3.benchmark.labels import bench_label_map, format_label_map
+from densemnv3.benchmark.labels import bench_label_map
 from densemnv3.benchmark.models import bench_model, case_of, parse_sizes, with_settings
 from densemnv3.benchmark.multitask import (
     MULTITASK_CASES,
@@ -79,8 +78,7 @@ from densemnv3.utils.device import resolve_device
 def parse_args(argv: list[str] | None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", nargs="+", default=["lraspp_large"], choices=(*MODEL_CASES, *MULTITASK_CASES, *DATA_CASES, *TRAIN_CASES, "demo", "seg_test_time", "label_map", "all"))
-    parser.add_argument("--routes", action="store_true",
-                        help="CPU: time every installed runtime route of the model cases (see above)")
+    parser.add_argument("--routes", action="store_true", help="CPU: time every installed runtime route (see above)")
     add_demo_arguments(parser)
     parser.add_argument("--config", help="ours = this config's model (--model then names only data cases)")
     add_set_argument(parser)
@@ -100,15 +98,13 @@ def parse_args(argv: list[str] | None):
                         choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
                         help="torch.compile mode on CUDA (default: max-autotune with --cuda-graphs, else "
                              "max-autotune-no-cudagraphs; CPU uses Inductor freezing instead)")
-    parser.add_argument("--tv-same-options", action="store_true",
-                        help="give torchvision ours' precision and memory format too")
+    parser.add_argument("--tv-same-options", action="store_true", help="torchvision gets ours' precision and layout")
     parser.add_argument(
         "--det-score-thresh", type=float, default=0.001,
         help="SSDLite score threshold of both models (torchvision's 0.001: with random weights every "
              "class of every box passes, the heaviest postprocess; 0.5: none does, the lightest)",
     )
-    parser.add_argument("--det-nms", default="auto", choices=("auto", "per_image", "batched"),
-                        help="ours' SSDLite NMS path (auto: per_image on CPU, batched on GPUs)")
+    parser.add_argument("--det-nms", default="auto", choices=("auto", "per_image", "batched"), help="ours' SSDLite NMS path")
     parser.add_argument("--data-root", help="train_seg: a Cityscapes root (default: a synthetic one)")
     parser.add_argument("--synthetic-size", default=None, help="train_seg: HxW of the synthetic images "
                         "(default 1024x2048)")
@@ -154,13 +150,9 @@ def main(argv: list[str] | None = None) -> int:
             results.append(bench_demo(args))
             print(format_demo(results[-1]), flush=True)
             continue
-        if case == "label_map":
-            for size in sizes:
-                results.append(bench_label_map(size, args))
-                print(format_label_map(results[-1]), flush=True)
-            continue
-        if case == "seg_test_time":
-            results += bench_test_time(sizes, with_settings(args, variants[0]), device)
+        if case in ("seg_test_time", "label_map"):  # each prints its own tables
+            results += (bench_test_time(sizes, with_settings(args, variants[0]), device) if case == "seg_test_time"
+                        else bench_label_map(sizes, args))
             continue
         if args.routes and case in MODEL_CASES:
             for size in sizes if case.startswith("lraspp") else sizes[:1]:
