@@ -162,7 +162,7 @@ def load_exported(path: str | os.PathLike, fmt: str, metadata: Mapping[str, Any]
         for name, model in candidates.items():
             model.threads = threads
             timings[name] = round(time_engine(model, size), 2)
-            model._engine = None  # free it; the chosen one is made again at its first call
+            model.release()  # free it; the chosen one is made again at its first call
         source = "measured now"
         _write_cache(key, {"choice": min(timings, key=timings.get), "ms": timings})
     choice = min(timings, key=timings.get)

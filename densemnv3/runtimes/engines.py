@@ -19,6 +19,7 @@ import functools
 import importlib
 import os
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -43,6 +44,8 @@ class Engine:
 
     ``precision`` is what the user asked for (None: the engine's default for the file, which is
     ``file_precision`` except where the engine says otherwise, see :meth:`compute_precision`).
+    ``streams``: slices of a batch it runs side by side (:meth:`run_streams`), the threads
+    shared among them; 1: :meth:`run` takes the batch whole.
     """
 
     name: ClassVar[str] = ""
@@ -54,10 +57,14 @@ class Engine:
     #: The batch its files take (None: any; ExecuTorch programs are traced at batch 1).
     batch: ClassVar[int | None] = None
 
+    #: Whether it runs slices of a batch side by side (:meth:`run_streams`).
+    splits: ClassVar[bool] = False
+
     def __init__(self, path: str | os.PathLike, threads: int, file_precision: str,
-                 precision: str | None = None) -> None:
+                 precision: str | None = None, streams: int = 1) -> None:
         self.path = Path(path)
         self.threads = threads
+        self.streams = streams
         self.file_precision = file_precision
         self.precision = self.compute_precision(file_precision, precision)
 
@@ -96,16 +103,30 @@ class Engine:
     def run(self, x: np.ndarray) -> list[np.ndarray]:
         raise NotImplementedError
 
+    def run_streams(self, chunks: list[np.ndarray]) -> list[list[np.ndarray]]:
+        """The outputs of each of ``streams`` slices of a batch, run side by side."""
+        raise NotImplementedError
+
     def describe(self) -> str:
         return f"{self.name} {package_version(self.package)}"
 
 
 class OnnxRuntimeEngine(Engine):
-    name, formats, package, extra = "onnxruntime", ("onnx",), "onnxruntime", "export"
+    """One session per stream, ``threads // streams`` threads each, run from a thread pool
+    (onnxruntime releases the GIL while it runs)."""
 
-    def __init__(self, path, threads, file_precision, precision=None) -> None:
-        super().__init__(path, threads, file_precision, precision)
+    name, formats, package, extra = "onnxruntime", ("onnx",), "onnxruntime", "export"
+    splits = True
+
+    def __init__(self, path, threads, file_precision, precision=None, streams=1) -> None:
+        super().__init__(path, threads, file_precision, precision, streams)
         self.require()
+        self.sessions = [self._session(max(1, threads // streams)) for _ in range(streams)]
+        self.session = self.sessions[0]
+        self.input_name = self.session.get_inputs()[0].name
+        self.pool = ThreadPoolExecutor(streams - 1, thread_name_prefix="densemnv3-stream") if streams > 1 else None
+
+    def _session(self, threads: int):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -116,11 +137,14 @@ class OnnxRuntimeEngine(Engine):
         # spinning, they take the cores from the post-processing that follows every run (SSDLite
         # batch 8 end to end 110 -> 86 ms, the network alone unchanged; BENCHMARKS.md)
         options.add_session_config_entry("session.force_spinning_stop", "1")
-        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
+        return ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
         return self.session.run(None, {self.input_name: x})
+
+    def run_streams(self, chunks: list[np.ndarray]) -> list[list[np.ndarray]]:
+        pending = [self.pool.submit(s.run, None, {self.input_name: c}) for s, c in zip(self.sessions[1:], chunks[1:])]
+        return [self.run(chunks[0])] + [p.result() for p in pending]
 
 
 @functools.cache
@@ -156,26 +180,42 @@ class OpenVINOEngine(Engine):
                     "synthetic val split, with either precision hint (onnxruntime: 0.4; BENCHMARKS.md)")
         return None
 
-    def __init__(self, path, threads, file_precision, precision=None) -> None:
-        super().__init__(path, threads, file_precision, precision)
+    splits = True
+
+    def __init__(self, path, threads, file_precision, precision=None, streams=1) -> None:
+        super().__init__(path, threads, file_precision, precision, streams)
         import openvino as ov
         import openvino.properties as props
         import openvino.properties.hint as hints
 
         self.hint = "f32" if precision == "fp32" or not cpu_has_bf16() else "bf16"
         self.asked = precision
+        # streams of one compiled model, not a model per stream: each of those would pin its
+        # threads to the same first cores (SSDLite batch 8, 2 threads: 51 against 102 ms)
         compiled = ov.Core().compile_model(str(self.path), "CPU", {
             props.inference_num_threads(): threads,
             hints.inference_precision(): self.hint,
-            hints.performance_mode(): hints.PerformanceMode.LATENCY,
+            **({props.num_streams(): streams} if streams > 1 else
+               {hints.performance_mode(): hints.PerformanceMode.LATENCY}),
         })
-        self.request = compiled.create_infer_request()
+        self.requests = [compiled.create_infer_request() for _ in range(streams)]
+        self.request = self.requests[0]
         self.count = len(compiled.outputs)
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
         self.request.infer({0: x})
+        return self._outputs(self.request)
+
+    def run_streams(self, chunks: list[np.ndarray]) -> list[list[np.ndarray]]:
+        for request, chunk in zip(self.requests, chunks):
+            request.start_async({0: chunk})
+        for request in self.requests:
+            request.wait()
+        return [self._outputs(request) for request in self.requests]
+
+    def _outputs(self, request) -> list[np.ndarray]:
         # the request reuses its output buffers: copy before the next frame overwrites them
-        return [self.request.get_output_tensor(i).data.copy() for i in range(self.count)]
+        return [request.get_output_tensor(i).data.copy() for i in range(self.count)]
 
     def describe(self) -> str:
         why = ("--precision fp32" if self.asked == "fp32" else

@@ -127,8 +127,8 @@ class ExecuTorchEngine(Engine):
     name, formats, package, extra = "executorch", ("pte",), "executorch", "executorch"
     batch = 1
 
-    def __init__(self, path, threads, file_precision, precision=None) -> None:
-        super().__init__(path, threads, file_precision, precision)
+    def __init__(self, path, threads, file_precision, precision=None, streams=1) -> None:
+        super().__init__(path, threads, file_precision, precision, streams)
         self.require()
         self._load()
 

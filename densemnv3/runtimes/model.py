@@ -33,6 +33,10 @@ from densemnv3.models.multitask import MultiTaskOutput
 from densemnv3.models.resize import resize_bilinear
 
 from .engines import Engine
+from .metadata import OUTPUT_NAMES
+
+#: graphs with their postprocess inside: run whole, never split over engines
+NMS_OUTPUTS = ("detections",)
 
 __all__ = ["ExportedDetector", "ExportedModel", "ExportedMultiTask", "ExportedSegmenter", "SSDPostprocess",
            "exported_model"]
@@ -59,20 +63,41 @@ class ExportedModel(nn.Module):
         fixed, low = metadata.get("input_size"), metadata.get("min_input_size")
         self.fixed_size = tuple(fixed) if isinstance(fixed, (tuple, list)) else None
         self.min_size = tuple(low) if isinstance(low, (tuple, list)) else None
-        self._engine: Engine | None = None
-        self.threads: int | None = None  # the engine's intra-op threads; None: torch's count
+        self._engines: dict[int, Engine] = {}  # by stream count, for one thread budget
+        self._budget = 0
+        self.threads: int | None = None  # the engines' intra-op threads; None: torch's count
 
     def extra_repr(self) -> str:
         size = "x".join(map(str, self.fixed_size)) if self.fixed_size else "dynamic H, W"
         return f"{self.path.name}, {self.precision}, {self.runtime}, outputs={self.outputs}, {size}"
 
-    def engine(self) -> Engine:
-        """The engine running the file (made again if its thread count changed)."""
+    def engine(self, streams: int = 1) -> Engine:
+        """The engine running the file: a batch whole (``streams=1``), or ``streams`` slices of
+        it side by side sharing the thread budget. Made at first use, again when the budget
+        changes; one whole and one split engine kept (compiled copies of a model cost memory)."""
         threads = self.threads or torch.get_num_threads()
-        if self._engine is None or self._engine.threads != threads:
-            self._engine = None  # free the old one first: two compiled copies of a model cost memory
-            self._engine = self.engine_class(self.path, threads, self.precision, self.asked)
-        return self._engine
+        if threads != self._budget:
+            self.release()  # free the old ones first
+            self._budget = threads
+        if streams not in self._engines:
+            if streams > 1:
+                self._engines = {n: e for n, e in self._engines.items() if n == 1}
+            self._engines[streams] = self.engine_class(self.path, threads, self.precision, self.asked, streams)
+        return self._engines[streams]
+
+    def release(self) -> None:
+        """Free the engines (made again at the next call)."""
+        self._engines, self._budget = {}, 0
+
+    def streams(self, batch: int) -> int:
+        """Slices a batch of ``batch`` images is run in, side by side, each with its share of the
+        threads: ``min(batch, threads)`` for an engine that splits and a file whose outputs are
+        per image or shared (a network's tensors, not a graph's NMS), else 1. A depthwise network
+        on a few cores runs slices side by side faster than the batch on all of them (SSDLite
+        batch 8, 2 threads: int8 onnxruntime 61 -> 54 ms, OpenVINO 63 -> 51; BENCHMARKS.md)."""
+        if not self.engine_class.splits or self.outputs not in OUTPUT_NAMES or self.outputs in NMS_OUTPUTS:
+            return 1
+        return max(1, min(batch, self.threads or torch.get_num_threads()))
 
     def describe(self) -> str:
         """The engine in a few words, e.g. ``openvino 2026.4.1, precision hint bf16 (...)``."""
@@ -96,18 +121,24 @@ class ExportedModel(nn.Module):
             raise ValueError(f"expected a (N, 3, H, W) batch, got shape {tuple(images.shape)}")
         self.check_size(*images.shape[-2:])
         x = images.detach().to("cpu", torch.float32).contiguous().numpy()
-        engine = self.engine()
-        if engine.batch is None or len(x) == engine.batch:
-            outputs = engine.run(x)
+        count = self.streams(len(x))
+        if count > 1:
+            parts = self.engine(count).run_streams(np.array_split(x, count))
+            shared = [name == "anchors" for name in OUTPUT_NAMES[self.outputs]]
+            outputs = [o[0] if one else np.concatenate(o) for one, o in zip(shared, zip(*parts))]
+        elif self.engine_class.batch is None or len(x) == self.engine_class.batch:
+            outputs = self.engine().run(x)
         else:  # a file of a fixed batch (a .pte: 1): image by image, outputs joined on the batch
             # (an output without a batch axis, SSDLite's anchors (A, 4), is the same for each)
+            engine = self.engine()
             parts = [engine.run(x[i:i + 1]) for i in range(len(x))]
             outputs = [np.concatenate(o) if o[0].shape[:1] == (1,) else o[0] for o in zip(*parts)]
         return tuple(torch.from_numpy(o).to(images.device) for o in outputs)
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_engine"] = None  # sessions do not pickle or deep-copy; made again on first use
+        # sessions and threads do not pickle or deep-copy; made again on first use
+        state.update(_engines={}, _budget=0)
         return state
 
 

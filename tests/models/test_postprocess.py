@@ -139,6 +139,32 @@ def test_ties_break_as_torchvisions_stable_nms():
     assert out[0]["labels"][:3].tolist() == [1, 1, 1] and out[1]["labels"][:3].tolist() == [2, 2, 2]
 
 
+@pytest.mark.parametrize("nms_prefix", [4, 512])
+def test_ties_at_a_class_cap_keep_the_lowest_anchors(nms_prefix):
+    """Equal scores past ``topk_candidates``: both paths keep the class's lowest anchors, whether the
+    per-image path finds them in a prefix shorter than the class's candidates or not."""
+    anchors = torch.tensor([[30.0 * i, 0.0, 30.0 * i + 20, 20.0] for i in range(10)])  # disjoint
+    cls_logits = torch.zeros(1, 10, 3)
+    cls_logits[0, :, 2] = -3.0  # class 2 below class 1 everywhere, all its scores equal too
+    out = both(cls_logits, torch.zeros(1, 10, 4), anchors, score_thresh=0.01, topk_candidates=4,
+               nms_prefix=nms_prefix)
+    (det,) = out
+    assert det["labels"].tolist() == [1] * 4 + [2] * 4
+    torch.testing.assert_close(det["boxes"], anchors[[0, 1, 2, 3] * 2])
+
+
+def test_nan_scores_are_never_candidates(anchors):
+    cls_logits, bbox_regression = random_outputs(2, 21, len(anchors), 3)
+    cls_logits[0, 100:3000] = float("nan")  # most anchors of image 0: fewer valid ones than the prefix
+    cls_logits[1, ::2] = float("nan")
+    for prefix in (64, 512):
+        out = both(cls_logits, bbox_regression, anchors, score_thresh=0.001, nms_prefix=prefix)
+        assert all(torch.isfinite(d["scores"]).all() and len(d["scores"]) > 0 for d in out)
+    kept = torch.cat((torch.arange(100), torch.arange(3000, len(anchors))))
+    clean = run(cls_logits[:1, kept], bbox_regression[:1, kept], anchors[kept], "per_image", score_thresh=0.001)
+    assert_identical(clean, out[:1])  # no box of a NaN anchor, and the others as without them
+
+
 def test_greedy_nms_equals_torchvision_nms_with_ties():
     g = torch.Generator().manual_seed(0)
     corner = torch.rand(6, 200, 2, generator=g) * 100

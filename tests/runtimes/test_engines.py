@@ -122,7 +122,14 @@ def test_the_thread_budget_reaches_the_engine(seg_files, runtime):
     m.threads = 2
     second = m.engine()
     assert second is not first and second.threads == 2
-    assert m(x).shape == (2, 5, *SIZE)
+    whole = torch.cat([m(x[:1]), m(x[1:])])
+    split = m(x)  # two images, two threads: two streams of one thread, side by side
+    if runtime == "onnxruntime":
+        assert [s.get_session_options().intra_op_num_threads for s in m.engine(2).sessions] == [1, 1]
+    else:
+        compiled = m.engine(2).request.get_compiled_model()
+        assert compiled.get_property("NUM_STREAMS") == 2 and compiled.get_property("INFERENCE_NUM_THREADS") == 2
+    torch.testing.assert_close(split, whole, atol=1e-5, rtol=1e-5)
 
 
 def test_a_fixed_batch_file_runs_image_by_image(tmp_path):
@@ -142,6 +149,55 @@ def test_a_fixed_batch_file_runs_image_by_image(tmp_path):
     per_image, anchors = model.run(x)
     torch.testing.assert_close(per_image, x.mean(1, keepdim=True))
     assert anchors.shape == (2, 4)
+
+
+def test_a_batch_is_split_into_streams_that_share_the_thread_budget(tmp_path, monkeypatch):
+    """min(batch, threads) slices, run by one engine of that many streams; per-image outputs are
+    joined in order, a shared one (SSDLite's anchors) taken once; a graph with its NMS inside,
+    or an engine that does not split, runs the batch whole."""
+    import numpy as np
+
+    from densemnv3.runtimes import OUTPUT_NAMES, Engine, ExportedModel
+
+    made, seen = [], []
+
+    class Recording(Engine):
+        name, splits = "fake", True
+
+        def __init__(self, *args) -> None:
+            super().__init__(*args)
+            made.append((self.threads, self.streams))
+
+        def run(self, x):
+            seen.append(len(x))
+            return [x.mean(1, keepdims=True), np.arange(8, dtype=np.float32).reshape(2, 4), x[:, :1, 0, 0]]
+
+        def run_streams(self, chunks):
+            assert len(chunks) == self.streams
+            return [self.run(c) for c in chunks]
+
+    monkeypatch.setitem(OUTPUT_NAMES, "fake", ("cls_logits", "anchors", "bbox_regression"))
+    model = ExportedModel(tmp_path / "m.onnx", {"precision": "fp32", "outputs": "fake"}, Recording)
+    model.threads = 3
+    x = torch.randn(5, 3, 8, 8)
+    mean, anchors, corner = model.run(x)
+    assert made == [(3, 3)] and seen == [2, 2, 1]
+    torch.testing.assert_close(mean, x.mean(1, keepdim=True))  # in order
+    assert anchors.shape == (2, 4) and torch.equal(corner, x[:, :1, 0, 0])
+    made.clear()
+    assert model.run(x[:1])[0].shape == (1, 1, 8, 8) and made == [(3, 1)]  # one image: the batch whole
+    model.run(x)
+    assert made == [(3, 1)]  # the engine of each stream count is kept
+    model.run(x[:2])
+    assert made == [(3, 1), (3, 2)] and len(model._engines) == 2  # the split engine of 3 streams freed
+    model.threads = 2
+    model.run(x)
+    assert made == [(3, 1), (3, 2), (2, 2)]  # a new budget: a new engine
+    nms = ExportedModel(tmp_path / "m.onnx", {"precision": "fp32", "outputs": "detections"}, Recording)
+    nms.threads = 2
+    assert nms.streams(8) == 1 and model.streams(8) == 2 and model.streams(1) == 1
+    Recording.splits = False
+    assert model.streams(8) == 1
 
 
 def test_auto_leaves_out_a_runtime_that_scores_the_file_below_pytorch(seg_files, monkeypatch, capsys):
