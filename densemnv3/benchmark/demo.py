@@ -39,7 +39,8 @@ DEMO_SIZE = (720, 1280)
 
 
 def add_demo_arguments(parser) -> None:
-    parser.add_argument("--weights", help="demo: the checkpoint to run (default: --config's model, random weights)")
+    parser.add_argument("--weights", help="demo: the checkpoint to run (default: --config's model, random weights); "
+                                           "--routes: ours trained (LR-ASPP), on frames of the synthetic drive")
     parser.add_argument("--video", help="demo: the video (default: a synthetic 1280x720 drive)")
     parser.add_argument("--frames", type=int, default=60, help="demo: frames of the synthetic video (default 60)")
     parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),

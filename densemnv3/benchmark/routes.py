@@ -3,8 +3,10 @@ our PyTorch inference path, and the exported files (fp32 ONNX, int8 ONNX, fp32 a
 ExecuTorch ``.pte``) in every runtime that reads them (onnxruntime, OpenVINO, ExecuTorch).
 
 ``--model lraspp_large --routes`` (or any model case). Each route is timed twice, network alone
-and end to end: LR-ASPP's end is the label map at the input size (our
-:func:`~densemnv3.inference.argmax.label_map`; torchvision's users take ``out.argmax(1)``), SSDLite's
+and end to end. LR-ASPP's network is what each route's graph outputs (ours: the logits at stride 8,
+``network``; torchvision's: at the input size), its end the label map at the input size (ours:
+:func:`~densemnv3.inference.upsampled_labels`, as the Predictor; torchvision's users take
+``out.argmax(1)``): the end-to-end ratio is the like-for-like one. SSDLite's end is
 the detections (forward + decode + NMS at ``--det-score-thresh``). The weights are the fp32
 case's (torchvision's random weights with calibrated BatchNorm, loaded into ours); the int8 files
 are calibrated on a few random images of the timed size. ``.pte`` programs take batch 1 only (a
@@ -18,13 +20,14 @@ import copy
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from densemnv3.errors import ExportCheckError
-from densemnv3.inference.argmax import label_map
 from densemnv3.inference.export import export_model, min_input_size, size_metadata
 from densemnv3.inference.optimize import prepare_for_inference
 from densemnv3.inference.quantize import export_for_quantization, quantize_model
+from densemnv3.inference.upsample import upsampled_labels
 from densemnv3.runtimes import engine_class, engines_for, exported_model, read_metadata
 
 from .models import build_pair
@@ -37,13 +40,15 @@ CALIBRATION_IMAGES = 4
 
 
 def route_files(ours: torch.nn.Module, folder: Path, size: tuple[int, int], task: str,
-                metadata: dict | None = None) -> dict[str, Path]:
+                metadata: dict | None = None, images: torch.Tensor | None = None) -> dict[str, Path]:
     """The exported files of ``ours`` (a ``task`` model) at ``size`` in ``folder``, by name
     (``fp32.onnx``, ``int8.onnx``, and with ExecuTorch installed ``fp32.pte``, ``int8.pte``),
-    recording ``metadata`` (``config`` and ``arch`` make them loadable with ``--weights``)."""
+    recording ``metadata`` (``config`` and ``arch`` make them loadable with ``--weights``); the int8
+    files calibrated on ``images`` (default: random ones)."""
     metadata = {**(metadata or {}), "task": task}
     gen = torch.Generator().manual_seed(1)
-    calibration = [torch.randn(1, 3, *size, generator=gen) for _ in range(CALIBRATION_IMAGES)]
+    calibration = ([torch.randn(1, 3, *size, generator=gen) for _ in range(CALIBRATION_IMAGES)]
+                   if images is None else list(images.split(1)))
     files = {"fp32.onnx": folder / "fp32.onnx", "int8.onnx": folder / "int8.onnx"}
     if task != "segmentation":  # the raw graph, post-processed by ours as the int8 file is
         form = export_for_quantization(ours, files["fp32.onnx"], size)
@@ -90,7 +95,7 @@ def _metadata(path: Path, detection: bool) -> dict:
     else:
         meta = read_metadata(path)
     fallback = {"task": "detection" if detection else "segmentation",
-                "outputs": "raw" if detection else "logits", "precision": path.stem}
+                "outputs": "raw" if detection else "logits_raw", "precision": path.stem}
     return fallback | meta
 
 
@@ -103,6 +108,9 @@ def bench_routes(case: str, size: tuple[int, int], batch: int, args, device: tor
     gen = torch.Generator().manual_seed(0)
     calibration = torch.randn(2, 3, *(size if detection else (min(size[0], 256), min(size[1], 512))), generator=gen)
     tv, ours, same_weights = build_pair(case, device, calibration, args.cfg)
+    trained = getattr(args, "weights", None) if not detection else None
+    if trained:  # ours trained, on frames of the synthetic drive: label maps with real boundaries
+        ours, same_weights = _trained(trained, case), False
     if detection:
         tv.score_thresh = ours.score_thresh = args.det_score_thresh
         images01 = torch.rand(batch, 3, *size, generator=gen)
@@ -110,17 +118,19 @@ def bench_routes(case: str, size: tuple[int, int], batch: int, args, device: tor
         tv_images = list(images01)
         fns = {"torchvision eager fp32": (lambda: tv_network(tv, x), lambda: tv(tv_images))}
     else:
-        x = torch.randn(batch, 3, *size, generator=gen)
+        x = _drive_frames(size, batch) if trained else torch.randn(batch, 3, *size, generator=gen)
         fns = {"torchvision eager fp32": (lambda: tv(x)["out"], lambda: tv(x)["out"].argmax(1))}
     torch_path = prepare_for_inference(copy.deepcopy(ours), channels_last=True)
     x_cl = x.contiguous(memory_format=torch.channels_last)
     if detection:
         fns["torch fp32 (ours)"] = (lambda: torch_path.predict_raw(x_cl), lambda: torch_path(x_cl))
     else:
-        fns["torch fp32 (ours)"] = (lambda: torch_path(x_cl), lambda: label_map(torch_path(x_cl)))
+        fns["torch fp32 (ours)"] = (lambda: torch_path.network(x_cl),
+                                    lambda: upsampled_labels(torch_path.network(x_cl), size))
     skipped, exported = [], {}
     with tempfile.TemporaryDirectory(prefix="densemnv3-bench-routes-") as tmp:
-        files = route_files(ours, Path(tmp), size, "detection" if detection else "segmentation")
+        files = route_files(ours, Path(tmp), size, "detection" if detection else "segmentation",
+                            images=x if trained else None)
         for name, path in files.items():
             for engine in engines_for(path.suffix.lstrip(".")):
                 route = f"{engine.name} {name}"
@@ -137,7 +147,7 @@ def bench_routes(case: str, size: tuple[int, int], batch: int, args, device: tor
                 if detection:
                     fns[route] = (lambda m=model: m.predict_raw(x), lambda m=model: m(x))
                 else:
-                    fns[route] = (lambda m=model: m(x), lambda m=model: label_map(m(x)))
+                    fns[route] = (lambda m=model: m.network(x), lambda m=model: upsampled_labels(m.network(x), size))
         timed = {f"{name}|{part}": fn for name, pair in fns.items() for part, fn in zip(("net", "e2e"), pair)}
         seconds = time_interleaved(timed, args.iters, args.warmup, device)
     tv_net, tv_e2e = (seconds[f"torchvision eager fp32|{p}"] for p in ("net", "e2e"))
@@ -146,9 +156,39 @@ def bench_routes(case: str, size: tuple[int, int], batch: int, args, device: tor
               for name in fns]
     by_name = {r["route"]: r for r in routes}
     defaults = {name: min(names, key=lambda n: by_name[n]["net_ms"]) for name, names in exported.items()}
-    return {"case": f"{case} routes", "input": f"{size[0]}x{size[1]}", "batch": batch, "routes": routes,
+    return {"case": f"{case} routes" + (f" (ours: {trained})" if trained else ""),
+            "input": f"{size[0]}x{size[1]}", "batch": batch, "routes": routes,
             "auto": defaults, "skipped": skipped, "same_weights": same_weights,
             "score_thresh": args.det_score_thresh if detection else None}
+
+
+def _trained(weights: str, case: str) -> torch.nn.Module:
+    """The segmentation checkpoint ``weights`` as ours (its model must be the ``case``'s)."""
+    from densemnv3.errors import UserError
+    from densemnv3.models import load_model
+
+    from .models import case_of
+
+    loaded = load_model(None, weights, pytorch="--routes --weights")
+    if loaded.cfg.task != "segmentation" or case_of(loaded.cfg.model.name) != case:
+        raise UserError(f"{weights}: a {loaded.cfg.model.name} {loaded.cfg.task} model; --routes --weights "
+                        f"takes a segmentation checkpoint of --model {case}")
+    return loaded.model.eval()
+
+
+def _drive_frames(size: tuple[int, int], batch: int) -> torch.Tensor:
+    """``batch`` frames of the synthetic drive at ``size``, normalised as the Predictor feeds them."""
+    import cv2
+
+    from densemnv3.data.synthetic import make_synthetic_video
+    from densemnv3.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    with tempfile.TemporaryDirectory(prefix="densemnv3-bench-frames-") as tmp:
+        capture = cv2.VideoCapture(str(make_synthetic_video(Path(tmp) / "d.mp4", frames=batch, size=size)))
+        frames = [capture.read()[1] for _ in range(batch)]
+        capture.release()
+    rgb = torch.from_numpy(np.stack(frames)[..., ::-1].copy()).permute(0, 3, 1, 2).float() / 255
+    return (rgb - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
 
 def format_routes(r: dict) -> str:

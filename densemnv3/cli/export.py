@@ -9,7 +9,11 @@ with; a torchvision file needs it.
 Input ``images`` (N, 3, H, W), normalised as in training. In an ONNX file N, H and W are all
 dynamic (one file for every frame size; LR-ASPP with ``pool='paper'``, whose window depends on
 the size, is exported at the input size); a TorchScript file is traced at the input size.
-Segmentation outputs ``logits`` (N, C, H, W). Detection outputs ``boxes`` (N, A, 4) xyxy pixels
+Segmentation outputs ``logits`` (N, C, H/8, W/8), the LR-ASPP's logits before its bilinear
+upsample: take labels at the frame size from them as ``densemnv3.inference.upsampled_labels``
+does (the same labels as ``argmax`` of the upsampled logits, without computing them), or
+upsample them yourself; ``--full-size-logits`` puts the upsample in the graph, (N, C, H, W).
+Detection outputs ``boxes`` (N, A, 4) xyxy pixels
 and ``scores`` (N, A, C) softmax, without NMS (see ``densemnv3.inference.export.SSDLiteExport``),
 or with ``--postprocess`` (ONNX) the detections: ``num_detections`` (N,), ``boxes`` (N, D, 4),
 ``scores`` (N, D), ``labels`` (N, D) after the score threshold, per-class top-k and NMS
@@ -27,7 +31,7 @@ line printed says so): reduced precision is chosen in the runtime that runs it (
 ``--fp16``, ...), or int8 by ``tools/quantize.py``.
 
 ``--format executorch`` writes a ``.pte`` for phones: lowered to XNNPACK, one ``(1, 3, H, W)``
-input of the export size (the tools resize frames to it), outputs ``logits`` (segmentation) or
+input of the export size (the tools resize frames to it), outputs ``logits`` (segmentation, as above) or
 ``cls_logits``, ``bbox_regression`` and ``anchors`` (detection, post-processed by the tools in
 float), or all four (multi-task; its logits at stride 8). ``--int8`` quantizes it with XNNPACK's quantizer (weights per channel, activations per
 tensor, ranges from N training images through the eval transform, default 32, the same seeded
@@ -64,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-fuse", action="store_true", help="keep BatchNorm layers (no folding)")
     parser.add_argument("--postprocess", action="store_true",
                         help="detection, ONNX: decode, score threshold, per-class NMS and top-k in the graph")
+    parser.add_argument("--full-size-logits", action="store_true",
+                        help="segmentation: upsample the logits to the input size in the graph (default: "
+                             "at stride 8, from which the tools take labels faster)")
     parser.add_argument("--int8", action="store_true",
                         help="executorch: quantize to int8 with XNNPACK's quantizer (for an int8 ONNX file "
                              "use tools/quantize.py)")
@@ -103,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     loaded = load_model(load_config(args.config, args.overrides) if args.config else None,
                         args.weights, overrides=args.overrides, pytorch="export")
     cfg, model = loaded.cfg, loaded.model
+    if args.full_size_logits and cfg.task != "segmentation":
+        raise UserError(f"--full-size-logits applies to segmentation models; {args.weights} is a {cfg.task} "
+                        f"model: drop --full-size-logits")
     if args.input_size:
         size = tuple(args.input_size)
     elif cfg.task == "detection":
@@ -135,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     metadata = {"config": dataclasses.asdict(cfg), "task": cfg.task, "arch": cfg.model.name}
     report = export_model(
         model, out, fmt=args.format, input_size=size, opset=args.opset,
-        fuse_bn=not args.no_fuse, postprocess=args.postprocess, metadata=metadata,
+        fuse_bn=not args.no_fuse, postprocess=args.postprocess, full_size_logits=args.full_size_logits,
+        metadata=metadata,
     )
     opset = f", opset {report.opset}" if report.opset else ""
     print(f"wrote {report.path} ({report.size_bytes / 2**20:.2f} MiB{opset})")
@@ -182,7 +193,7 @@ def _export_executorch(args: argparse.Namespace, cfg, model, size: tuple[int, in
         metadata["calibration_split"] = cfg.data.train_split
     report = export_executorch(model, out, input_size=size, metadata=metadata, int8=args.int8,
                                calibration=calibration, num_images=n, check_images=check,
-                               fuse_bn=not args.no_fuse, progress=True)
+                               fuse_bn=not args.no_fuse, full_size_logits=args.full_size_logits, progress=True)
     print(f"wrote {report.path} ({report.size_bytes / 2**20:.2f} MiB, {precision}, XNNPACK)")
     print(f"check: {report.summary()}")
     return 0

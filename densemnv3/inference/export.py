@@ -2,7 +2,11 @@
 
 What is exported (input ``images``: a normalised ``(N, 3, H, W)`` float batch, N dynamic):
 
-- LR-ASPP: ``logits`` ``(N, num_classes, H, W)``.
+- LR-ASPP (:class:`LRASPPExport`): ``logits`` ``(N, num_classes, H/8, W/8)``, the logits at the
+  low tap's stride before the model upsamples them; the tools take the labels of their bilinear
+  upsampling from them without computing it (:func:`~densemnv3.inference.upsampled_labels`:
+  the same labels, in a fraction of the upsample's time). With ``full_size_logits``,
+  ``(N, num_classes, H, W)``, the upsample in the graph (the files before session 16).
 - SSDLite (:class:`SSDLiteExport`): ``boxes`` ``(N, A, 4)`` decoded xyxy in input pixels, clipped
   to the image, and ``scores`` ``(N, A, num_classes)`` softmax (column 0 is the background), for
   an NMS outside the graph; or, with ``postprocess=True`` (ONNX), the detections themselves:
@@ -52,6 +56,7 @@ from .optimize import prepare_for_inference
 __all__ = [
     "ExportCheckError",
     "ExportReport",
+    "LRASPPExport",
     "MultiTaskExport",
     "SSDLiteExport",
     "check_output_path",
@@ -70,6 +75,18 @@ __all__ = [
 
 #: Largest max-abs difference between the exported file and PyTorch that passes the check.
 TOLERANCE = 1e-3
+class LRASPPExport(nn.Module):
+    """An :class:`~densemnv3.models.LRASPP` for export: ``forward`` is its :meth:`~LRASPP.network`,
+    the logits at stride 8 (``outputs: logits_raw``)."""
+
+    def __init__(self, model: LRASPP) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.model.network(images)
+
+
 class SSDLiteExport(nn.Module):
     """An :class:`~densemnv3.models.SSDLite` network without NMS, for export.
 
@@ -138,16 +155,21 @@ def boxes_and_scores(model: SSDLite, cls_logits: Tensor, bbox_regression: Tensor
     return boxes, F.softmax(cls_logits, dim=-1)
 
 
-def exportable(model: nn.Module, outputs: str | None = None) -> tuple[nn.Module, str]:
+def exportable(model: nn.Module, outputs: str | None = None, *,
+               full_size_logits: bool = False) -> tuple[nn.Module, str]:
     """The module to export for ``model`` and what it outputs (a key of ``OUTPUT_NAMES``):
     ``SSDLite`` → :class:`SSDLiteExport` (``outputs``: ``"decoded"`` or ``"raw"``), the multi-task
-    model → :class:`MultiTaskExport` (``"multitask"`` or ``"multitask_raw"``), else the model."""
+    model → :class:`MultiTaskExport` (``"multitask"`` or ``"multitask_raw"``), an LR-ASPP →
+    :class:`LRASPPExport` (``"logits_raw"``; with ``full_size_logits`` the model itself,
+    ``"logits"``), else the model."""
     if isinstance(model, LRASPPSSDLite):
         form = outputs or "decoded"
         return MultiTaskExport(model, form), "multitask_raw" if form == "raw" else "multitask"
     if isinstance(model, SSDLite):
         form = outputs or "decoded"
         return SSDLiteExport(model, form), form
+    if isinstance(model, LRASPP) and not full_size_logits:
+        return LRASPPExport(model), "logits_raw"
     return model, "logits"
 
 
@@ -246,6 +268,7 @@ def export_model(
     check_batches: Sequence[int] = (1, 3),
     tolerance: float = TOLERANCE,
     postprocess: bool = False,
+    full_size_logits: bool = False,
     metadata: Mapping[str, Any] | None = None,
 ) -> ExportReport:
     """Export ``model`` (an LR-ASPP, SSDLite or multi-task model in PyTorch) to ``path`` and check
@@ -256,7 +279,8 @@ def export_model(
     ``torch.jit.load``) on random input at ``input_size`` and each of ``check_batches`` (and, for
     a dynamic ONNX file, at batch 2 at :func:`second_size`) and compares with the *unfolded*
     model, so it covers folding and export. ``postprocess`` (SSDLite, ONNX): the graph outputs
-    detections, compared with the model's own. ``metadata`` (ONNX): recorded in the file
+    detections, compared with the model's own. ``full_size_logits`` (LR-ASPP): the logits upsampled
+    to the input size in the graph, not at stride 8. ``metadata`` (ONNX): recorded in the file
     (``config``, ``task``, ``arch`` make it loadable with ``--weights``).
 
     Raises :class:`ExportCheckError` if a difference exceeds ``tolerance``, :class:`UserError`
@@ -272,8 +296,11 @@ def export_model(
     path = check_output_path(path)
     reference = model.eval().cpu()
     module = prepare_for_inference(copy.deepcopy(model), fuse_bn=fuse_bn)
-    net, form = exportable(module)
-    ref_net, _ = exportable(reference)
+    if full_size_logits and not isinstance(model, LRASPP):
+        raise UserError("--full-size-logits applies to a segmentation model (LR-ASPP), whose file "
+                        "otherwise outputs its logits at stride 8")
+    net, form = exportable(module, full_size_logits=full_size_logits)
+    ref_net, _ = exportable(reference, full_size_logits=full_size_logits)
     min_size = min_input_size(model, input_size) if fmt == "onnx" else None
     dynamic = min_size is not None
     with atomic_write(path) as tmp, quiet():
@@ -354,7 +381,7 @@ def export_onnx(net: nn.Module, path: str | os.PathLike, input_size: Sequence[in
     if min_size is not None:
         axes.update({2: torch.export.Dim("height", min=int(min_size[0]), max=16384),
                      3: torch.export.Dim("width", min=int(min_size[1]), max=16384)})
-        model = net.model if isinstance(net, (SSDLiteExport, MultiTaskExport)) else net
+        model = net.model if isinstance(net, (LRASPPExport, SSDLiteExport, MultiTaskExport)) else net
         size = trace_size(model, size)
     # batch 2: torch.export specialises dimensions of size 1, which would fix the batch
     example = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(0))

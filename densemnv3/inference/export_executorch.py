@@ -3,7 +3,7 @@ or int8, and check the file against PyTorch in ExecuTorch's own runtime.
 
 The program takes one static ``(1, 3, H, W)`` input (the export size; phones run one frame at a
 time, and XNNPACK plans its buffers for it) and outputs what the ONNX files do: LR-ASPP
-``logits`` at the input resolution; SSDLite ``cls_logits``, ``bbox_regression`` and ``anchors``
+``logits`` at stride 8 (at the input resolution with ``full_size_logits``); SSDLite ``cls_logits``, ``bbox_regression`` and ``anchors``
 (raw: :class:`~densemnv3.runtimes.ExportedDetector` decodes them and runs NMS in float, the
 same code as the PyTorch model); the multi-task model its logits at stride 8 and SSDLite's
 three (:class:`~densemnv3.runtimes.ExportedMultiTask`). It records its metadata (config, task, outputs, precision,
@@ -113,6 +113,7 @@ def export_executorch(
     num_images: int = 0,
     check_images: Sequence[Tensor] = (),
     fuse_bn: bool = True,
+    full_size_logits: bool = False,
     tolerance: float = FP32_TOLERANCE,
     progress: bool = False,
 ) -> ExecuTorchReport:
@@ -120,7 +121,8 @@ def export_executorch(
     ``(1, 3, *input_size)`` and check it.
 
     ``metadata`` (``config``, ``task``, ``arch``) is recorded with ``outputs``, ``precision`` and
-    ``input_size``. ``int8``: calibrated on ``num_images`` normalised images from ``calibration``
+    ``input_size``. ``full_size_logits``: an LR-ASPP's logits upsampled in the program (as
+    :func:`~.export.export_model`'s). ``int8``: calibrated on ``num_images`` normalised images from ``calibration``
     (``(3, H, W)`` or ``(1, 3, H, W)``, resized to ``input_size`` where they differ), in order.
 
     The check runs the written file in ExecuTorch: fp32 on :data:`CHECK_RANDOM` random image-like
@@ -141,7 +143,8 @@ def export_executorch(
     size = (int(input_size[0]), int(input_size[1]))
     path = check_output_path(path)
     reference = model.eval().cpu()
-    net, form = exportable(prepare_for_inference(copy.deepcopy(reference), fuse_bn=fuse_bn), outputs="raw")
+    net, form = exportable(prepare_for_inference(copy.deepcopy(reference), fuse_bn=fuse_bn), outputs="raw",
+                           full_size_logits=full_size_logits)
     images = None
     if int8:
         images = [_at_size(image, size) for _, image in zip(range(num_images), calibration)]
@@ -158,7 +161,8 @@ def export_executorch(
                               calibration_images=num_images if int8 else 0, tolerance=tolerance)
     checks = [_at_size(image, size) for image in check_images] or (images[:2] if int8 else [])
     report.check = (_int8_check(path, values, reference, checks) if int8
-                    else _fp32_check(path, exportable(reference, outputs="raw")[0], size, checks))
+                    else _fp32_check(path, exportable(reference, outputs="raw", full_size_logits=full_size_logits)[0],
+                                     size, checks))
     if not report.ok:
         raise ExportCheckError(f"{path}: the ExecuTorch program disagrees with PyTorch: {report.summary()}")
     return report

@@ -26,7 +26,6 @@ from densemnv3.data.labels import THING_NAMES, detection_class_names
 from densemnv3.data.transforms import IMAGENET_MEAN, IMAGENET_STD, detector_input_size
 from densemnv3.errors import UserError
 from densemnv3.models.multitask import LRASPPSSDLite
-from densemnv3.models.segmentation import LRASPP
 
 from .argmax import label_map
 from .eval_modes import is_plain, seg_scores
@@ -390,18 +389,17 @@ class Predictor:
 
 
 class _SegmentationLogits(nn.Module):
-    """An LR-ASPP's stride-8 logits (the Predictor upsamples them once, to the frame size);
-    any other segmentation model's output as it is."""
+    """A segmentation model's logits at its own stride (an LR-ASPP's, or an exported one's
+    ``network``: stride 8; the Predictor takes the labels of their upsampling once, at the frame
+    size); any other model's output as it is."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, x: Tensor) -> Tensor:
-        if isinstance(self.model, LRASPP):
-            features = self.model.backbone(x)
-            return self.model.head(features[self.model.low_tap], features[self.model.high_tap])
-        return self.model(x)
+        network = getattr(self.model, "network", None)
+        return network(x) if network is not None else self.model(x)
 
 
 class _MultiTaskNetwork(nn.Module):

@@ -11,8 +11,8 @@ checkpoints, half the error of min/max ranges; BENCHMARKS.md) —
 so the file runs in any ONNX runtime and, in onnxruntime, on int8 kernels (``QLinearConv``
 with fused ReLU, ``QLinearMul``/``Add``/``GlobalAveragePool``). What stays in float:
 
-- the final upsampling of the LR-ASPP logits (quantizing it costs accuracy and saves nothing:
-  its output is float anyway);
+- the LR-ASPP's logits, which the file outputs at stride 8 (as ``tools/export.py``'s; the tools
+  take the labels of their upsampling, :func:`~densemnv3.inference.upsampled_labels`);
 - SSDLite's default boxes and its whole postprocess (decode, score threshold, NMS): the file
   outputs ``cls_logits``, ``bbox_regression`` and ``anchors``, and
   :class:`~densemnv3.runtimes.ExportedDetector` runs ``ssd_postprocess`` on them in fp32,
@@ -154,7 +154,7 @@ def export_for_quantization(model: nn.Module, path: str | os.PathLike, input_siz
                             static: bool = False) -> str:
     """Write ``model``'s fp32 graph to ``path`` as :func:`quantize_onnx` takes it (BatchNorm folded,
     SSDLite and the multi-task model with raw outputs, dynamic height and width where the model
-    allows, rewritten by :func:`int8_friendly`); return what it outputs (``"logits"``, ``"raw"``
+    allows, rewritten by :func:`int8_friendly`); return what it outputs (``"logits_raw"``, ``"raw"``
     or ``"multitask_raw"``). ``static``: every dimension fixed, batch 1 (a file to time:
     :func:`~.export.export_onnx`)."""
     if not isinstance(model, (LRASPP, SSDLite, LRASPPSSDLite)):

@@ -56,10 +56,15 @@ class LRASPP(nn.Module):
     def num_classes(self) -> int:
         return self.head.low_classifier.out_channels
 
-    def forward(self, x: Tensor) -> Tensor:
+    def network(self, x: Tensor) -> Tensor:
+        """The logits at the low tap's stride (8), before :meth:`forward` upsamples them: what the
+        Predictor and the exported files take labels from (:func:`~densemnv3.inference.upsampled_labels`
+        gives the labels of the upsampled logits without computing them)."""
         features = self.backbone(x)
-        logits = self.head(features[self.low_tap], features[self.high_tap])
-        return resize_bilinear(logits, x.shape[-2:])
+        return self.head(features[self.low_tap], features[self.high_tap])
+
+    def forward(self, x: Tensor) -> Tensor:
+        return resize_bilinear(self.network(x), x.shape[-2:])
 
     def convert_torchvision_state_dict(self, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Rename torchvision's LR-ASPP keys: ``backbone.<i>.`` → ``backbone.features.<i>.``,

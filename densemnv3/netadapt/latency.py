@@ -28,8 +28,9 @@ The routes, each at batch 1 (:meth:`LatencyTable.measure` runs the whole model t
 - ``openvino``: the fp32 ONNX file in :class:`~densemnv3.runtimes.engines.OpenVINOEngine`, with
   its default precision hint (bf16 where the CPU has it).
 
-SSDLite and the multi-task model are timed as :func:`~densemnv3.inference.export.exportable`
-gives them with raw outputs: the network, without box decoding or NMS.
+Every model is timed as :func:`~densemnv3.inference.export.exportable` gives it with raw
+outputs, as the exported files hold it: the network, without the LR-ASPP's final upsample (its
+files output the logits at stride 8), box decoding or NMS.
 """
 
 from __future__ import annotations

@@ -21,7 +21,9 @@ __all__ = ["METADATA_PREFIX", "OUTPUT_NAMES", "TASK_OF_OUTPUTS", "encode_values"
 METADATA_PREFIX = "densemnv3."
 #: What a graph outputs, by the ``outputs`` metadata value.
 OUTPUT_NAMES = {
-    "logits": ("logits",),
+    "logits": ("logits",),  # at the input size
+    # at the low tap's stride (8): the label map of their upsampling is taken outside the graph
+    "logits_raw": ("logits",),
     "decoded": ("boxes", "scores"),
     "raw": ("cls_logits", "bbox_regression", "anchors"),
     "detections": ("num_detections", "boxes", "scores", "labels"),
@@ -30,7 +32,7 @@ OUTPUT_NAMES = {
     "multitask_raw": ("logits", "cls_logits", "bbox_regression", "anchors"),
 }
 #: The task of a graph the tools run, by its ``outputs``.
-TASK_OF_OUTPUTS = {"logits": "segmentation", "raw": "detection", "detections": "detection",
+TASK_OF_OUTPUTS = {"logits": "segmentation", "logits_raw": "segmentation", "raw": "detection", "detections": "detection",
                    "multitask_raw": "multitask"}
 
 

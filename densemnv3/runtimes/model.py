@@ -1,6 +1,8 @@
 """Exported files behind the interface of the PyTorch models, whichever engine runs them.
 
-- :class:`ExportedSegmenter`: ``model(images)`` returns logits ``(N, C, H, W)``, as :class:`LRASPP`.
+- :class:`ExportedSegmenter`: ``model(images)`` returns logits ``(N, C, H, W)``, as :class:`LRASPP`;
+  ``network(images)`` the graph's own, at stride 8 for a file of ``outputs: logits_raw`` (the
+  default since session 16: the labels of their upsampling cost less outside the graph).
 - :class:`ExportedDetector`: ``model(images)`` returns one dict of ``boxes``/``scores``/``labels``
   per image, as :class:`SSDLite` in eval mode. A graph with raw outputs (``cls_logits``,
   ``bbox_regression``, ``anchors``: the int8 and ``.pte`` files) is post-processed here in
@@ -56,6 +58,7 @@ class ExportedModel(nn.Module):
         self.path = Path(path)
         self.engine_class = engine
         self.runtime = engine.name
+        self.route = f"--runtime {self.runtime}"  # how the engine was chosen (load_exported says more)
         self.outputs = str(metadata.get("outputs", ""))
         self.precision = str(metadata.get("precision", "fp32"))
         self.asked = asked
@@ -145,8 +148,15 @@ class ExportedModel(nn.Module):
 class ExportedSegmenter(ExportedModel):
     """Segmentation logits ``(N, C, H, W)`` from an exported LR-ASPP."""
 
-    def forward(self, images: Tensor) -> Tensor:
+    def network(self, images: Tensor) -> Tensor:
+        """The graph's logits: at stride 8 (``outputs: logits_raw``, as :meth:`LRASPP.network`)
+        or at the input size (``logits``: a file exported with ``--full-size-logits``)."""
         return self.run(images)[0]
+
+    def forward(self, images: Tensor) -> Tensor:
+        logits = self.network(images)
+        size = images.shape[-2:]
+        return logits if logits.shape[-2:] == size else resize_bilinear(logits, size)
 
 
 class _SSDSettings:

@@ -40,8 +40,9 @@ def _model(key):
 
 def _outputs(model, x):
     with torch.no_grad():
-        if hasattr(model, "network"):
-            return model.network(x)[:3]
+        if hasattr(model, "network"):  # the multi-task model's tensors; an LR-ASPP's stride-8 logits
+            out = model.network(x)
+            return out[:3] if isinstance(out, tuple) else (out,)
         if hasattr(model, "predict_raw"):
             return model.predict_raw(x)[:2]
         return (model(x),)

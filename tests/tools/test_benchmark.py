@@ -175,6 +175,25 @@ def test_routes_time_every_installed_runtime_against_torchvision(bench_tool, tmp
     assert "| onnxruntime int8.onnx (auto for int8.onnx) |" in table
 
 
+def test_routes_with_trained_weights_time_ours_on_drive_frames(bench_tool, fitted_seg_checkpoint, tmp_path,
+                                                              monkeypatch):
+    """--weights: ours is the checkpoint (not torchvision's random weights), fed frames of the
+    synthetic drive; a checkpoint of another model than --model's is one error."""
+    pytest.importorskip("onnxruntime")
+    from densemnv3.errors import UserError
+
+    _only_onnxruntime(monkeypatch)
+    out = tmp_path / "bench.json"
+    assert bench_tool.main(["--quick", "--model", "lraspp_small", "--routes", "--threads", "1",
+                            "--weights", str(fitted_seg_checkpoint), "--json", str(out)]) == 0
+    (r,) = json.loads(out.read_text())["results"]
+    assert r["case"] == f"lraspp_small routes (ours: {fitted_seg_checkpoint})" and r["same_weights"] is False
+    assert [row["route"] for row in r["routes"]][-2:] == ["onnxruntime fp32.onnx", "onnxruntime int8.onnx"]
+    with pytest.raises(UserError, match="takes a segmentation checkpoint of --model lraspp_large"):
+        bench_tool.main(["--quick", "--model", "lraspp_large", "--routes", "--threads", "1",
+                         "--weights", str(fitted_seg_checkpoint)])
+
+
 def test_routes_mark_as_auto_only_what_auto_takes(bench_tool, tmp_path, capsys, monkeypatch):
     """A runtime that scores a file below PyTorch is timed but never marked auto (as
     ``--runtime auto`` leaves it out: OpenVINO on int8 SSDLite files)."""

@@ -78,8 +78,8 @@ def test_export_matches_pytorch_at_batch_1_and_3(tool, checkpoints, tmp_path, ca
     else:
         outputs = torch.jit.load(str(out))(images)
         outputs, names = (outputs if isinstance(outputs, tuple) else (outputs,)), None
-    if head == "seg":
-        assert names in (None, ["logits"]) and tuple(outputs[0].shape) == (2, 19, 64, 96)
+    if head == "seg":  # the logits at stride 8 (the tools take the labels of their upsampling)
+        assert names in (None, ["logits"]) and tuple(outputs[0].shape) == (2, 19, 8, 12)
     elif fmt == "onnx":
         assert names == ["num_detections", "boxes", "scores", "labels"]
         count, boxes, scores, labels = (torch.as_tensor(o) for o in outputs)
@@ -99,6 +99,37 @@ def test_export_matches_pytorch_at_batch_1_and_3(tool, checkpoints, tmp_path, ca
         assert boxes.shape[:2] == scores.shape[:2] and boxes.shape[2] == 4 and scores.shape[2] == 4
         assert torch.allclose(scores.sum(-1), torch.ones(1), atol=1e-5)
         assert boxes.min() >= 0 and boxes.max() <= 128
+
+
+def test_full_size_logits_put_the_upsample_in_the_graph(tool, checkpoints, tmp_path, capsys):
+    """--full-size-logits: logits at the input size, as the model's forward; both files give the
+    model's logits through the loader (the stride-8 file upsampled outside the graph)."""
+    import onnxruntime as ort
+
+    from densemnv3.models import load_model
+    from densemnv3.runtimes import read_metadata
+
+    model = load_model(SEG_CONFIG, checkpoints / "seg.pt").model.eval()
+    images = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        expected = model(images)
+    for flag, outputs, shape in (([], "logits_raw", (2, 19, 8, 12)), (["--full-size-logits"], "logits", (2, 19, 64, 96))):
+        out = tmp_path / f"seg{len(flag)}.onnx"
+        argv = [str(SEG_CONFIG), "--weights", str(checkpoints / "seg.pt"), "--format", "onnx", "--out", str(out),
+                "--input-size", "64", "96", *flag]
+        code, stdout, stderr = run(tool, argv, capsys)
+        assert code == 0 and "-> OK" in stdout, stderr
+        assert read_metadata(out)["outputs"] == outputs
+        session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        assert session.run(None, {"images": images.numpy()})[0].shape == shape
+        exported = load_model(None, out, runtime="onnxruntime").model
+        with torch.no_grad():
+            assert torch.allclose(exported(images), expected, atol=1e-3)
+            assert exported.network(images).shape == shape
+    argv = [str(checkpoints / "det_config.py"), "--weights", str(checkpoints / "det.pt"), "--format", "onnx",
+            "--out", str(tmp_path / "det.onnx"), "--full-size-logits"]
+    code, _, stderr = run(tool, argv, capsys)
+    assert code == 2 and "--full-size-logits applies to segmentation models" in stderr
 
 
 def test_exported_detector_reproduces_its_postprocess(checkpoints):

@@ -111,7 +111,7 @@ def test_fp32_pte_matches_pytorch_and_describes_itself(seg_files, tiny_synthetic
     assert loaded.checkpoint.description == ("an fp32 ExecuTorch segmentation model of lraspp_mobilenet_v3_small "
                                              "(tools/export.py)")
     metadata = read_pte_metadata(fp32)
-    assert metadata["input_size"] == (64, 128) and metadata["outputs"] == "logits"
+    assert metadata["input_size"] == (64, 128) and metadata["outputs"] == "logits_raw"  # stride 8
     assert metadata["precision"] == "fp32" and metadata["task"] == "segmentation"
     # the config as trained, and the size the file takes, which the tools resize frames to
     assert loaded.cfg.data.eval_resize == (64, 128)
