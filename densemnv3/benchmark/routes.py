@@ -20,7 +20,6 @@ import copy
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from densemnv3.errors import ExportCheckError
@@ -177,18 +176,15 @@ def _trained(weights: str, case: str) -> torch.nn.Module:
 
 
 def _drive_frames(size: tuple[int, int], batch: int) -> torch.Tensor:
-    """``batch`` frames of the synthetic drive at ``size``, normalised as the Predictor feeds them."""
+    """``batch`` frames of the synthetic drive at ``size``, normalised as the eval transform does."""
     import cv2
 
-    from densemnv3.data.synthetic import make_synthetic_video
-    from densemnv3.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from densemnv3.data.synthetic import synthetic_video_frames
+    from densemnv3.data.transforms import NormalizeToTensor
 
-    with tempfile.TemporaryDirectory(prefix="densemnv3-bench-frames-") as tmp:
-        capture = cv2.VideoCapture(str(make_synthetic_video(Path(tmp) / "d.mp4", frames=batch, size=size)))
-        frames = [capture.read()[1] for _ in range(batch)]
-        capture.release()
-    rgb = torch.from_numpy(np.stack(frames)[..., ::-1].copy()).permute(0, 3, 1, 2).float() / 255
-    return (rgb - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    normalise = NormalizeToTensor()
+    frames = synthetic_video_frames(frames=batch, size=size)
+    return torch.stack([normalise(image=cv2.cvtColor(f, cv2.COLOR_BGR2RGB))["image"] for f in frames])
 
 
 def format_routes(r: dict) -> str:
