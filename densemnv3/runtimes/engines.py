@@ -27,7 +27,7 @@ import numpy as np
 
 from densemnv3.errors import UserError
 
-__all__ = ["Engine", "OnnxRuntimeEngine", "OpenVINOEngine", "package_version"]
+__all__ = ["Engine", "OnnxRuntimeEngine", "OpenVINOEngine", "openvino_core", "package_version"]
 
 
 def package_version(module: str) -> str:
@@ -148,11 +148,24 @@ class OnnxRuntimeEngine(Engine):
 
 
 @functools.cache
-def cpu_has_bf16() -> bool:
-    """Whether OpenVINO's CPU plugin computes bf16 natively here (AVX-512 BF16 or AMX)."""
+def openvino_core() -> Any:
+    """The process's one ``openvino.Core``, kept until exit.
+
+    Each ``Core`` that loads the CPU plugin gives the calling thread an alternate signal stack of
+    its own and, when it is freed, puts back the one it found. Cores freed in another order than
+    made leave the thread on a stack already unmapped, and the next signal handled there (Python
+    runs every handler it installs on the alternate stack: SIGCHLD after torch's DataLoader, SIGINT,
+    SIGTERM) kills the process with SIGSEGV. One Core that lives as long as the process never does.
+    """
     import openvino as ov
 
-    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return ov.Core()
+
+
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin computes bf16 natively here (AVX-512 BF16 or AMX)."""
+    return "BF16" in openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 class OpenVINOEngine(Engine):
@@ -184,7 +197,6 @@ class OpenVINOEngine(Engine):
 
     def __init__(self, path, threads, file_precision, precision=None, streams=1) -> None:
         super().__init__(path, threads, file_precision, precision, streams)
-        import openvino as ov
         import openvino.properties as props
         import openvino.properties.hint as hints
 
@@ -192,7 +204,7 @@ class OpenVINOEngine(Engine):
         self.asked = precision
         # streams of one compiled model, not a model per stream: each of those would pin its
         # threads to the same first cores (SSDLite batch 8, 2 threads: 51 against 102 ms)
-        compiled = ov.Core().compile_model(str(self.path), "CPU", {
+        compiled = openvino_core().compile_model(str(self.path), "CPU", {
             props.inference_num_threads(): threads,
             hints.inference_precision(): self.hint,
             **({props.num_streams(): streams} if streams > 1 else
