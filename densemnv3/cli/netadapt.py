@@ -5,9 +5,11 @@
 NetAdapt (Yang et al., ECCV 2018), with the proposals MobileNetV3 used: each iteration, every
 expansion layer, residual-chain width and head width proposes the widest multiple of 8 that cuts
 ``netadapt.step`` × the original latency (a per-layer lookup table measured on R, cached); each
-proposal is fine-tuned briefly and scored; the best Δmetric/|Δlatency| is kept, until the measured
-latency is at most ``--target`` × the original's. A long fine-tune follows. The schedule is the
-config's ``netadapt`` section (``--set netadapt.step=0.01`` ...); the defaults fit a 2-core CPU.
+proposal is fine-tuned briefly and scored; the best Δmetric/|Δlatency| that runs faster than the
+model it replaces is kept, until the kept model runs at most ``--target`` × the original's time.
+Both are ratios measured side by side (the models run in turn), never absolute times, which
+drift with the machine's load. A long fine-tune follows. The schedule is the config's
+``netadapt`` section (``--set netadapt.step=0.01`` ...); the defaults fit a 2-core CPU.
 
 R: ``torch`` (the Predictor's PyTorch CPU path), ``onnxruntime`` (fp32 ONNX as tools/export.py
 writes it), ``onnxruntime-int8`` (as tools/quantize.py makes it), ``openvino``. Latency is
@@ -76,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     from densemnv3.models import load_model
     from densemnv3.netadapt.run import finish, run_netadapt, run_uniform
     from densemnv3.tasks import build_task
+    from densemnv3.tasks.common import ensure_synthetic
     from densemnv3.utils.device import resolve_device
 
     loaded = load_model(load_config(args.config, args.overrides) if args.config else None, args.weights,
@@ -85,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg.netadapt.target = target
     if not 0 < cfg.netadapt.target < 1:
         raise UserError(f"netadapt.target {cfg.netadapt.target:g}: a fraction between 0 and 1 is needed")
+    ensure_synthetic(cfg)  # it fine-tunes on the training set, as train does
     task = build_task(cfg)
     size = tuple(args.input_size) if args.input_size else _deployment_size(cfg)
     threads = args.threads or os.cpu_count() or 1

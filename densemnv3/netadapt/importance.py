@@ -25,7 +25,7 @@ from densemnv3.config import Config
 from densemnv3.models.widths import IMPORTANCE, shrink_, width_units
 from densemnv3.utils.files import atomic_write
 
-from .search import Batches, fine_tune, first_images, quick_metric, table_proposals
+from .proposals import Batches, fine_tune, first_images, quick_metric, table_proposals
 
 __all__ = ["compare_importance", "summarize"]
 

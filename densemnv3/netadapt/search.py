@@ -1,24 +1,29 @@
 """The NetAdapt search (Yang et al., ECCV 2018), with MobileNetV3's proposals (section 4.2).
 
-Each iteration cuts the model's latency by ``step`` × the original's, as the lookup table
-predicts it (:class:`~densemnv3.netadapt.latency.LatencyTable`):
+Each iteration asks for a cut of ``step`` × the original's latency, as the lookup table
+predicts it (:class:`~densemnv3.netadapt.latency.LatencyTable`, :mod:`.proposals`), scaled by
+how far the table's predictions of the kept steps fell from their measurements:
 
 1. every unit of the kinds asked for (:mod:`densemnv3.models.widths`: an expansion layer, the
    width of a residual chain, a head's width) proposes its widest multiple of 8 whose model the
    table predicts at or under the iteration's budget, keeping its most important channels;
 2. each proposal is fine-tuned ``short_iters`` steps — every proposal on the same batches — and
    scored on the first ``eval_images`` validation images;
-3. the proposal of best Δmetric / |Δlatency| is kept, and measured whole on the route: the
-   table's prediction is printed beside the measurement, and where it is more than 10 % off,
-   whole models are measured from then on (printed): the table still chooses each unit's width,
-   and each proposal is measured whole once (a static export, 2-5 s) and scored on that.
+3. the proposals are tried by Δmetric / |Δlatency|, best first: each is measured side by side
+   with the model it would replace and with the original (:mod:`.measure`), and the first that
+   runs faster than the model it would replace is kept. One that runs slower is not kept, and
+   the log says so.
 
-Before the first iteration, the narrowest model (every unit at 8) is measured: a target under it
-is refused at once.
+Where none of the :data:`TRIES` best runs faster, the iteration keeps nothing; the next asks
+for twice the cut and measures every proposal side by side before its fine-tune (those not
+faster are dropped). After :data:`MISSES` such iterations in a row the search stops and says
+why, its state saved.
 
-It stops once the measured latency is at most ``target`` × the original's. The state after each
-iteration (the kept model, every proposal, the latencies) is saved in the run folder, so a killed
-run continues from its last finished iteration.
+Before the first iteration, the narrowest model (every unit at 8) is measured beside the
+original: a target under it is refused at once. The search stops once the kept model runs at
+most ``target`` × the original's time, measured side by side. The state after each iteration
+(the kept model, every proposal, each kept step's ratios) is saved in the run folder, so a
+killed run continues from its last finished iteration.
 """
 
 from __future__ import annotations
@@ -33,18 +38,31 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Subset
 
 from densemnv3.config import Config
 from densemnv3.engine.checkpoint import atomic_save
-from densemnv3.engine.trainer import build_optimizer
 from densemnv3.errors import UserError
 from densemnv3.models.widths import shrink_, width_units, widths_of
 
-__all__ = ["PREDICTION_TOLERANCE", "Proposal", "SearchState", "fine_tune", "quick_metric", "search"]
+from .measure import SIDE_ROUNDS, Judge, Verdict
+from .proposals import (
+    Batches,
+    Found,
+    fine_tune,
+    first_images,
+    narrowest_proposals,
+    quick_metric,
+    table_proposals,
+)
 
-#: The table's prediction may be this far from a measurement before whole models are measured.
-PREDICTION_TOLERANCE = 0.10
+__all__ = ["MISSES", "TRIES", "Proposal", "SearchState", "search"]
+
+#: Proposals measured per iteration, best score first, until one runs faster.
+TRIES = 3
+#: Iterations in a row that keep nothing before the search stops.
+MISSES = 2
+#: The smallest cut an iteration asks for, as a fraction of the original's latency.
+MIN_CUT = 0.01
 STATE_FILE = "search.pt"
 
 
@@ -61,249 +79,270 @@ class Proposal:
     metric: float = math.nan  # after the short fine-tune, on the quick evaluation
     score: float = math.nan  # Δmetric / |Δlatency| (per ms)
     kept: bool = False
+    step_ratio: float = math.nan  # measured side by side: its time over the current model's
+    ratio: float = math.nan  # ... and over the original's
 
 
 @dataclass
 class SearchState:
     """What a run has done: saved after every iteration (with the kept model's weights)."""
 
-    original_ms: float  # measured
+    original_ms: float  # measured alone, at the start
     original_metric: float  # quick evaluation
     glue_ms: float
     iteration: int = 0
-    latency_ms: float = 0.0  # the kept model's, measured
+    latency_ms: float = 0.0  # the kept model's: original_ms × ratio
     predicted_ms: float = 0.0
     metric: float = math.nan
     widths: dict[str, int] = field(default_factory=dict)
     proposals: list[dict[str, Any]] = field(default_factory=list)
-    path: list[dict[str, Any]] = field(default_factory=list)  # per iteration: latencies, metric
-    measure_whole: bool = False  # the table was found off: proposals measured whole
+    path: list[dict[str, Any]] = field(default_factory=list)  # per iteration: ratios, metric
+    measure_whole: bool = False  # the last iteration measured every proposal side by side
     steps: int = 0  # fine-tuning steps the kept model has had
     seconds: float = 0.0
     done: bool = False
-
-
-class Batches:
-    """The short fine-tunes' training batches: ``take(n)`` the next ``n``, in the loader's order
-    (read in this process: a few batches an iteration, shared by every proposal)."""
-
-    def __init__(self, task, cfg: Config, seed: int) -> None:
-        generator = torch.Generator().manual_seed(seed)
-        self.loader = DataLoader(task.train_dataset(), batch_size=cfg.data.batch_size, shuffle=True,
-                                 drop_last=True, collate_fn=task.collate, generator=generator)
-        self._it = iter(())
-
-    def take(self, n: int) -> list:
-        out = []
-        while len(out) < n:
-            batch = next(self._it, None)
-            if batch is None:
-                self._it = iter(self.loader)
-                continue
-            out.append(batch)
-        return out
-
-
-def fine_tune(model: nn.Module, task, cfg: Config, batches: list, device: torch.device) -> nn.Module:
-    """``len(batches)`` steps of ``cfg.optim`` at ``netadapt.lr_scale`` × its lr (constant)."""
-    if not batches:
-        return model
-    tuned = copy.deepcopy(cfg)
-    tuned.optim.lr *= cfg.netadapt.lr_scale
-    if cfg.train.channels_last:
-        model.to(memory_format=torch.channels_last)
-    model.train()
-    optimizer = build_optimizer(model, tuned)
-    for batch in batches:
-        loss = sum(task.losses(model, batch, device).values())
-        if not torch.isfinite(loss):
-            raise UserError(f"the fine-tune's loss became {loss.item()}; lower netadapt.lr_scale")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.optim.clip_grad_norm:
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad_norm)
-        optimizer.step()
-    return model.eval()
-
-
-def quick_metric(model: nn.Module, task, dataset, device: torch.device) -> float:
-    """``task.metric`` of ``model`` on ``dataset`` (a fraction), without a progress bar."""
-    model.eval()
-    return float(task.evaluate(model, dataset, device, progress=False)[task.metric])
-
-
-def first_images(dataset, count: int):
-    """The first ``count`` images of ``dataset``: a COCO-style one (scored over its ``ids``) as a
-    copy holding the first ``count`` ids, the multi-task split whole (its COCO ground truth is
-    the split's), any other as a ``Subset``."""
-    if hasattr(dataset, "ids"):
-        quick = copy.copy(dataset)
-        quick.ids = list(dataset.ids)[:count]
-        return quick
-    if hasattr(dataset, "coco"):  # the multi-task split: COCOeval over all of it
-        return dataset
-    return Subset(dataset, range(count))
-
-
-def _largest_width(model: nn.Module, name: str, width: int, fits: Callable[[nn.Module], float | None],
-                   importance: str) -> tuple[int, nn.Module, float] | None:
-    """The widest multiple of 8 below ``width`` whose model ``fits`` (returns its latency, or None
-    when over budget), by bisection (latency grows with width); None if not even 8 fits."""
-    widths = list(range((width - 1) // 8 * 8, 7, -8))
-    lo, hi, best = 0, len(widths) - 1, None
-    while lo <= hi:  # widths[] falls: find the first index that fits
-        mid = (lo + hi) // 2
-        candidate = shrink_(copy.deepcopy(model), name, widths[mid], importance=importance)
-        latency = fits(candidate)
-        if latency is not None:
-            best, hi = (widths[mid], candidate, latency), mid - 1
-        else:
-            lo = mid + 1
-    return best
-
-
-def table_proposals(model: nn.Module, units: list, table, budget_ms: float, importance: str, *,
-                    desc: str = "proposals", progress: bool = True) -> list[tuple[Any, int, nn.Module, float]]:
-    """``(unit, width, cut model, predicted latency)`` for each of ``units`` that can be cut to a
-    model the table predicts at or under ``budget_ms``: its widest such multiple of 8."""
-    from tqdm import tqdm
-
-    def fits(candidate: nn.Module) -> float | None:
-        latency = table.predict(candidate)
-        return latency if latency <= budget_ms else None
-
-    found = []
-    for unit in tqdm(units, desc=desc, leave=False, disable=not progress, dynamic_ncols=True):
-        best = _largest_width(model, unit.name, unit.width, fits, importance)
-        if best is not None:
-            found.append((unit, *best))
-    return found
-
-
-def narrowest_proposals(model: nn.Module, units: list, table, importance: str) -> list[tuple[Any, int, nn.Module, float]]:
-    """``(unit, 8, cut model, predicted latency)`` for each of ``units`` whose cut to 8 channels
-    the table predicts faster than ``model``."""
-    now, found = table.predict(model), []
-    for unit in units:
-        candidate = shrink_(copy.deepcopy(model), unit.name, 8, importance=importance)
-        if (latency := table.predict(candidate)) < now:
-            found.append((unit, 8, candidate, latency))
-    return found
+    ratio: float = 1.0  # the kept model's time over the original's, side by side
+    cut_scale: float = 1.0  # × netadapt.step: doubled after an iteration that kept nothing
+    misses: int = 0  # iterations in a row that kept nothing
+    stopped: str = ""  # why the search stopped short of the target
 
 
 def search(model: nn.Module, task, cfg: Config, table, run_dir: Path, device: torch.device, *,
-           state: SearchState | None = None, calibration=None, log: Callable[[str], None] = print,
+           state: SearchState | None = None, current: nn.Module | None = None, calibration=None,
+           log: Callable[[str], None] = print,
            progress: bool = True) -> tuple[nn.Module, SearchState]:
-    """Run (or continue, from ``state`` and the model saved with it) the search on ``model`` until
-    its measured latency is at most ``cfg.netadapt.target`` × the original's."""
-    from tqdm import tqdm
-
+    """Run the search on the original ``model`` (or continue it from ``state`` and ``current``,
+    the model saved with it) until the kept model runs at most ``cfg.netadapt.target`` × the
+    original's time, side by side."""
     n = cfg.netadapt
     val = task.val_dataset()
     quick = first_images(val, n.eval_images) if 0 < n.eval_images < len(val) else val
-    model = model.to(device).eval()
+    original = model.to(device).eval()
     if state is None:
-        predicted, measured = table.calibrate(model, calibration)
-        state = SearchState(original_ms=measured, original_metric=quick_metric(model, task, quick, device),
-                            glue_ms=table.glue_ms, latency_ms=measured, predicted_ms=predicted)
+        predicted, measured = table.calibrate(original, calibration)
+        state = SearchState(original_ms=measured, glue_ms=table.glue_ms, latency_ms=measured,
+                            original_metric=quick_metric(original, task, quick, device),
+                            predicted_ms=predicted)
         state.metric = state.original_metric
         log(f"original: {measured:.1f} ms measured on {table.route} ({_describe(table)}), "
             f"{task.metric} {state.metric:.4f} on {len(quick)} val images (quick); "
-            f"target {n.target:g}x = {n.target * measured:.1f} ms")
-        _check_reachable(model, n, table, state.original_ms, calibration, log)
+            f"target {n.target:g}x, judged side by side with the original")
+        judge = Judge(table, original, calibration)
+        _check_reachable(original, n, table, judge, log)
+        model = original
     else:
         table.glue_ms = state.glue_ms
+        model = (current if current is not None else original).to(device).eval()
+        judge = Judge(table, original, calibration, current=model)
+        if state.stopped:
+            log(f"continuing a search that stopped: {state.stopped}")
+            state.stopped, state.misses, state.cut_scale = "", 0, 1.0
     batches = Batches(task, cfg, seed=cfg.train.seed)
     for _ in range(state.iteration):  # a resumed run takes up the batches where it was
         batches.take(n.short_iters)
-    goal = n.target * state.original_ms
-
-    def measured_if_whole(proposals: list) -> list:
-        """The table chose each width; after its fallback, a measurement scores each proposal
-        (dropped if it is not faster than the current model)."""
-        if not state.measure_whole:
-            return proposals
-        scored = [(unit, width, candidate, table.measure(candidate, calibration))
-                  for unit, width, candidate, _ in proposals]
-        return [p for p in scored if p[3] < current_ms]
-
-    while state.latency_ms > goal:
-        t0 = time.time()
-        state.iteration += 1
-        table_ms = table.predict(model)
-        current_ms = state.latency_ms if state.measure_whole else table_ms
-        goal_here = goal * (current_ms / state.latency_ms)  # the goal in the terms proposals are
-        units = [u for u in width_units(model).values() if u.kind in n.kinds and u.width > 8]
-        step, found = n.step, []
-        while not found and step >= 0.01:  # where no unit alone cuts `step`, ask each for less
-            # cut `step` of the original, or less where that passes the goal, but at least 1 % of it
-            budget = min(max(current_ms - step * state.original_ms, goal_here), current_ms - 0.01 * state.original_ms)
-            found = measured_if_whole(table_proposals(
-                model, units, table, budget * table_ms / current_ms, n.importance,
-                desc=f"iteration {state.iteration}: proposals", progress=progress))
-            if not found:
-                log(f"iteration {state.iteration}: no unit alone cuts {step:g}x the original latency; "
-                    f"asking for {step / 2:g}x")
-                step /= 2
-        if not found:  # close to the floor, where every unit's cut is small: the largest each makes
-            log(f"iteration {state.iteration}: every unit cut to 8 channels, where that cuts latency at all")
-            found = measured_if_whole(narrowest_proposals(model, units, table, n.importance))
-        if not found:
-            raise UserError(f"no unit can be cut any more (at {state.latency_ms:.1f} ms, target {goal:.1f} "
-                            f"ms): raise --target")
-        shared = batches.take(n.short_iters)
-        proposals, candidates = [], []
-        for unit, width, candidate, latency in tqdm(found, desc=f"iteration {state.iteration}: fine-tune",
-                                                    leave=False, disable=not progress, dynamic_ncols=True):
-            fine_tune(candidate, task, cfg, shared, device)
-            metric = quick_metric(candidate, task, quick, device)
-            score = (metric - state.metric) / max(current_ms - latency, 1e-6)
-            proposals.append(Proposal(state.iteration, unit.name, unit.kind, unit.width, width, latency, metric, score))
-            candidates.append(candidate)
-        best = max(range(len(proposals)), key=lambda i: (proposals[i].score, -i))
-        proposals[best].kept = True
-        model = candidates[best]
-        measured = table.measure(model, calibration)
-        predicted = table.predict(model)
-        error = predicted / measured - 1
-        if not state.measure_whole and abs(error) > PREDICTION_TOLERANCE:
-            state.measure_whole = True
-            log(f"the lookup table predicts {predicted:.1f} ms against {measured:.1f} ms measured "
-                f"({error:+.0%}): measuring whole models from here on")
-        kept = proposals[best]
-        state.latency_ms, state.predicted_ms, state.metric = measured, predicted, kept.metric
-        state.widths = widths_of(model)
-        state.steps += n.short_iters
-        state.seconds += time.time() - t0
-        state.proposals += [asdict(p) for p in proposals]
-        state.path.append({"iteration": state.iteration, "unit": kept.unit, "width": kept.width,
-                           "new_width": kept.new_width, "predicted_ms": predicted, "measured_ms": measured,
-                           "metric": kept.metric, "seconds": state.seconds})
-        log(f"iteration {state.iteration}: kept {kept.unit} {kept.width}->{kept.new_width} ({kept.kind}) | "
-            f"latency {predicted:.1f} ms predicted, {measured:.1f} measured ({error:+.1%}), "
-            f"{measured / state.original_ms:.2f}x | {task.metric} {kept.metric:.4f} (quick) | "
-            f"{len(proposals)} proposals, {time.time() - t0:.0f} s")
+    c = _Context(task, cfg, table, judge, batches, quick, device, table.predict(original), log,
+                 progress)
+    while state.ratio > n.target or not _confirmed(state, c):
+        model = _iteration(model, state, c)
         save_state(run_dir, model, state, cfg)
+        if state.misses >= MISSES:
+            last = state.cut_scale / 2 * n.step
+            state.stopped = (f"no proposal ran faster than the model it would replace in {MISSES} "
+                             f"iterations in a row (cuts up to {last:g}x the original), measured "
+                             f"side by side on {table.route}")
+            save_state(run_dir, model, state, cfg)
+            raise UserError(f"the search stopped at {state.ratio:.2f}x the original, short of the "
+                            f"target {n.target:g}x: {state.stopped}; the machine may be too busy "
+                            f"to tell the cuts apart, or no width moves this network's time; "
+                            f"{run_dir / STATE_FILE} holds the model reached: --resume to try "
+                            f"again, or --resume --target {math.ceil(state.ratio * 100) / 100:g} "
+                            f"--work-dir {run_dir} to fine-tune it")
     state.done = True
     save_state(run_dir, model, state, cfg)
     return model, state
 
 
-def _check_reachable(model: nn.Module, n, table, original_ms: float, calibration, log: Callable[[str], None]) -> None:
-    """Measure the narrowest model the search could reach (every unit of ``n.kinds`` at 8) and
-    refuse a target under it: what no width reaches (per-node costs that do not shrink with
-    channels, on a small network) is told in seconds, not after a search."""
+@dataclass
+class _Context:
+    """What every iteration of one search uses."""
+
+    task: Any
+    cfg: Config
+    table: Any
+    judge: Judge
+    batches: Batches
+    quick: Any
+    device: torch.device
+    original_table_ms: float  # the table's prediction of the original
+    log: Callable[[str], None]
+    progress: bool
+
+
+def _iteration(model: nn.Module, state: SearchState, c: _Context) -> nn.Module:
+    """One iteration: propose, (measure,) fine-tune, score, measure side by side, keep or not;
+    returns the model kept (``model`` where none ran faster)."""
+    from tqdm import tqdm
+
+    n, clock = c.cfg.netadapt, [time.time()]
+    seconds = {"find": 0.0, "fine-tune": 0.0, "measure": 0.0}
+
+    def lap(phase: str) -> None:
+        seconds[phase] += time.time() - clock[-1]
+        clock.append(time.time())
+
+    state.iteration += 1
+    it = state.iteration
+    # after an iteration whose best proposals all ran slower, the table's choice is not trusted
+    state.measure_whole = state.misses > 0
+    found = _proposals(model, state, c)
+    lap("find")
+    verdicts: list[Verdict | None] = [None] * len(found)
+    proposals = [Proposal(it, unit.name, unit.kind, unit.width, width, latency)
+                 for unit, width, _, latency in found]
+    if state.measure_whole:  # measured before the fine-tune: one that is not faster is dropped
+        for i, (_, _, candidate, _) in enumerate(found):
+            verdicts[i] = v = c.judge.judge(candidate)
+            proposals[i].step_ratio, proposals[i].ratio = v.step, v.total
+            proposals[i].latency_ms = state.latency_ms * v.step
+        lap("measure")
+    now_ms = state.latency_ms if state.measure_whole else c.table.predict(model)
+    shared = c.batches.take(n.short_iters)
+    live = [i for i, v in enumerate(verdicts) if v is None or v.step < 1]
+    for i in tqdm(live, desc=f"iteration {it}: fine-tune", leave=False, disable=not c.progress,
+                  dynamic_ncols=True):
+        candidate, p = found[i][2], proposals[i]
+        fine_tune(candidate, c.task, c.cfg, shared, c.device)
+        p.metric = quick_metric(candidate, c.task, c.quick, c.device)
+        p.score = (p.metric - state.metric) / max(now_ms - p.latency_ms, 1e-6)
+    lap("fine-tune")
+    kept = None
+    for i in sorted(live, key=lambda i: (-proposals[i].score, i))[:TRIES]:
+        p = proposals[i]
+        if verdicts[i] is None:
+            verdicts[i] = c.judge.judge(found[i][2])
+            p.step_ratio, p.ratio = verdicts[i].step, verdicts[i].total
+        if verdicts[i].step < 1:
+            kept = i
+            break
+        c.log(f"iteration {it}: {p.unit} {p.width}->{p.new_width} not kept: it measured "
+              f"{p.step_ratio:.3f}x the time of the model it would replace, side by side")
+    lap("measure")
+    if kept is not None:
+        proposals[kept].kept = True
+    state.proposals += [asdict(p) for p in proposals]
+    state.seconds += time.time() - clock[0]
+    spent = ", ".join(f"{phase} {s:.0f} s" for phase, s in seconds.items())
+    if kept is None:
+        _missed(state, proposals, c, spent)
+        return model
+    return _keep(found[kept][2], proposals[kept], verdicts[kept], state, c,
+                 f"{len(found)} proposals ({spent})")
+
+
+def _missed(state: SearchState, proposals: list[Proposal], c: _Context, spent: str) -> None:
+    """Record an iteration that kept nothing: the next asks for twice the cut, every proposal
+    measured side by side before its fine-tune (the table's choices did not hold)."""
+    n = c.cfg.netadapt
+    state.misses += 1
+    state.cut_scale *= 2
+    tried = sorted(p.step_ratio for p in proposals if not math.isnan(p.step_ratio))
+    then = ""
+    if state.misses < MISSES:
+        then = (f"; the next iteration asks for {state.cut_scale * n.step:g}x and measures every "
+                f"proposal side by side before its fine-tune")
+    c.log(f"iteration {state.iteration}: nothing kept: none of the {len(tried)} proposals measured "
+          f"ran faster than the current model side by side (best {tried[0]:.3f}x){then} "
+          f"| {spent}")
+
+
+def _proposals(model: nn.Module, state: SearchState, c: _Context) -> list[Found]:
+    """The iteration's proposals: each unit's widest width under the budget in the table's
+    terms (the cut asked for halved where no unit alone makes it), else each unit at 8.
+
+    The cut is ``step`` (× ``cut_scale``) of the original's time as measured. The table asks
+    for it as a fraction of the original's layers, the table's own scale (its glue, an absolute
+    time measured once, drifts with the load), times the measured fraction the kept steps gained
+    per fraction of the layers the table predicted them to cut; until the steps add up to enough
+    to tell, the layers' share of the original's time stands in for that."""
+    n, it = c.cfg.netadapt, state.iteration
+    units = [u for u in width_units(model).values() if u.kind in n.kinds and u.width > 8]
+    table_ms = c.table.predict(model)
+    layers_ms = max(c.original_table_ms - c.table.glue_ms, 0.1 * c.original_table_ms)
+    predicted_cut = (c.original_table_ms - table_ms) / layers_ms  # so far, of the layers
+    if predicted_cut >= 2 * n.step:
+        gain = min(max((1 - state.ratio) / predicted_cut, 0.25), 2.0)
+    else:
+        gain = min(max(layers_ms / c.original_table_ms, 0.5), 1.0)
+    # the iteration's cut, or what is left to the target (and a little more) where that is less
+    cut = min(n.step * state.cut_scale, state.ratio - n.target + MIN_CUT)
+    found: list = []
+    while not found and cut >= MIN_CUT:
+        budget = table_ms - cut / gain * layers_ms
+        found = table_proposals(model, units, c.table, budget, n.importance,
+                                desc=f"iteration {it}: proposals", progress=c.progress)
+        if not found:
+            c.log(f"iteration {it}: no unit alone cuts {cut:g}x the original latency; asking "
+                  f"for {cut / 2:g}x")
+            cut /= 2
+    if not found:  # close to the floor, where every unit's cut is small: the largest each makes
+        c.log(f"iteration {it}: every unit cut to 8 channels, where that cuts latency at all")
+        found = narrowest_proposals(model, units, c.table, n.importance)
+    if not found:
+        raise UserError(f"no unit can be cut any more (at {state.ratio:.2f}x the original, target "
+                        f"{n.target:g}x): raise --target")
+    return found
+
+
+def _keep(model: nn.Module, kept: Proposal, verdict: Verdict, state: SearchState, c: _Context,
+          spent: str) -> nn.Module:
+    """Make ``model`` the current one and record its step."""
+    c.judge.keep(verdict)
+    predicted = c.table.predict(model)
+    state.ratio, state.latency_ms = verdict.total, state.original_ms * verdict.total
+    state.predicted_ms, state.metric, state.widths = predicted, kept.metric, widths_of(model)
+    state.misses, state.cut_scale = 0, 1.0
+    state.steps += c.cfg.netadapt.short_iters
+    state.path.append({"iteration": state.iteration, "unit": kept.unit, "width": kept.width,
+                       "new_width": kept.new_width, "predicted_ms": predicted,
+                       "measured_ms": state.latency_ms, "step_ratio": verdict.step,
+                       "ratio": verdict.total, "ms": verdict.ms, "metric": kept.metric,
+                       "seconds": state.seconds})
+    c.log(f"iteration {state.iteration}: kept {kept.unit} {kept.width}->{kept.new_width} "
+          f"({kept.kind}) | side by side: {verdict.step:.3f}x the previous model, "
+          f"{verdict.total:.3f}x the original (table: {predicted / c.original_table_ms:.3f}x) | "
+          f"{c.task.metric} {kept.metric:.4f} (quick) | {spent}")
+    return model
+
+
+def _confirmed(state: SearchState, c: _Context) -> bool:
+    """Whether the kept model, measured beside the original once more over twice the rounds,
+    still runs at most ``target`` × its time (the ratio recorded either way)."""
+    target, ratio = c.cfg.netadapt.target, c.judge.confirm()
+    state.ratio, state.latency_ms = ratio, state.original_ms * ratio
+    if state.path:
+        state.path[-1]["confirmed_ratio"] = ratio
+    c.log(f"the kept model runs {ratio:.3f}x the original's time, side by side over "
+          f"{2 * SIDE_ROUNDS} rounds: " + ("the target is reached" if ratio <= target else
+                                           f"over the target {target:g}x, going on"))
+    return ratio <= target
+
+
+def _check_reachable(model: nn.Module, n, table, judge: Judge, log: Callable[[str], None]) -> None:
+    """Measure the narrowest model the search could reach (every unit of ``n.kinds`` at 8) beside
+    the original and refuse a target under it: what no width reaches (per-node costs that do not
+    shrink with channels, on a small network) is told in seconds, not after a search."""
     narrow = copy.deepcopy(model)
     for unit in width_units(model).values():
         if unit.kind in n.kinds and unit.width > 8:
             shrink_(narrow, unit.name, 8, importance=n.importance)
-    floor = table.measure(narrow, calibration)
-    if floor > n.target * original_ms:
-        raise UserError(f"netadapt.target {n.target:g} is out of reach on {table.route}: with every width at 8 the "
-                        f"model still takes {floor:.1f} ms, {floor / original_ms:.2f}x the original's "
-                        f"{original_ms:.1f} ms; raise --target above {math.ceil(floor / original_ms * 100) / 100:g}, "
-                        f"or measure at a larger --input-size")
-    log(f"narrowest reachable: {floor:.1f} ms ({floor / original_ms:.2f}x), every width at 8")
+    floor = judge.judge(narrow).total
+    if floor > n.target:
+        above = math.ceil(floor * 100) / 100
+        raise UserError(f"netadapt.target {n.target:g} is out of reach on {table.route}: with "
+                        f"every width at 8 the model still takes {floor:.2f}x the original's "
+                        f"time (side by side); raise --target above {above:g}, or measure at a "
+                        f"larger --input-size")
+    log(f"narrowest reachable: {floor:.2f}x the original, every width at 8 (side by side)")
 
 
 def _describe(table) -> str:
@@ -321,8 +360,8 @@ def save_state(run_dir: Path, model: nn.Module, state: SearchState, cfg: Config)
     shrunk = copy.deepcopy(cfg)
     shrunk.model.widths = changed_widths(model, state_original_widths(cfg)) or None
     shrunk.model.weights = shrunk.model.backbone_weights = None
-    return atomic_save({"model": model.state_dict(), "config": asdict(shrunk), "arch": cfg.model.name,
-                        "netadapt": asdict(state)}, run_dir / STATE_FILE,
+    return atomic_save({"model": model.state_dict(), "config": asdict(shrunk),
+                        "arch": cfg.model.name, "netadapt": asdict(state)}, run_dir / STATE_FILE,
                        hint="free some space, then continue with --resume")
 
 
@@ -339,4 +378,3 @@ def load_state(path: Path) -> tuple[dict, SearchState]:
     """The checkpoint and :class:`SearchState` of ``search.pt``."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     return checkpoint, SearchState(**checkpoint["netadapt"])
-

@@ -25,12 +25,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["edge_nodes", "median_ms", "profiled_ms", "steady_allocator", "torch_call", "torch_threads", "warm_up"]
+__all__ = ["edge_nodes", "interleaved_ms", "median_ms", "profiled_ms", "steady_allocator",
+           "torch_call", "torch_threads", "warm_up"]
 
 #: Calls before timing (at least, and at least WARMUP_SECONDS of them).
 WARMUP, WARMUP_SECONDS = 3, 0.05
 #: Nodes that only convert a graph's input or output: layout, quantization.
-_ONNXRUNTIME_EDGES = {"ReorderInput", "ReorderOutput", "Transpose", "QuantizeLinear", "DequantizeLinear"}
+_ONNXRUNTIME_EDGES = {"ReorderInput", "ReorderOutput", "Transpose", "QuantizeLinear",
+                      "DequantizeLinear"}
 _OPENVINO_EDGES = {"Reorder", "Convert"}
 
 
@@ -55,6 +57,30 @@ def median_ms(run: Callable[[], Any], seconds: float, runs: int) -> float:
         run()
         times.append((time.perf_counter() - begin) * 1e3)
     return statistics.median(times)
+
+
+def interleaved_ms(runs: dict[str, Callable[[], Any]], rounds: int, seconds: float, calls: int, *,
+                   clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
+    """Per round, the median ms of each of ``runs`` over a block of at least ``calls`` calls and
+    ``seconds``, the models taking turns block by block, the order reversed every other round
+    (as the benchmark's interleaved timing, in blocks so that a model of a few ms is not timed
+    by one call): a load change hits every model alike, so ratios taken round by round cancel
+    it where absolute times taken apart drift."""
+    names = list(runs)
+    for name in names:
+        warm_up(runs[name])
+    out: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            run = runs[name]
+            times: list[float] = []
+            start = clock()
+            while len(times) < calls or clock() - start < seconds:
+                begin = clock()
+                run()
+                times.append((clock() - begin) * 1e3)
+            out[name].append(statistics.median(times))
+    return out
 
 
 def torch_call(module: nn.Module, x: Tensor) -> Callable[[], Any]:
@@ -90,11 +116,13 @@ def steady_allocator() -> None:
     torch.empty((32 << 20) - (1 << 16), dtype=torch.uint8)  # allocated and freed at once
 
 
-def profiled_ms(runtime: str, path: Path, x: np.ndarray, threads: int, seconds: float, runs: int) -> float:
+def profiled_ms(runtime: str, path: Path, x: np.ndarray, threads: int, seconds: float,
+                runs: int) -> float:
     """The median over runs of the ms the nodes of the graph at ``path`` take on ``runtime``
     (``"onnxruntime"`` or ``"openvino"``, set up as its engine is), less the nodes that only
     convert its input or output."""
-    return statistics.median((_onnxruntime if runtime == "onnxruntime" else _openvino)(path, x, threads, seconds, runs))
+    profile = _onnxruntime if runtime == "onnxruntime" else _openvino
+    return statistics.median(profile(path, x, threads, seconds, runs))
 
 
 def _repeat(run: Callable[[], Any], seconds: float, runs: int) -> Iterator[Any]:
@@ -105,8 +133,8 @@ def _repeat(run: Callable[[], Any], seconds: float, runs: int) -> Iterator[Any]:
         yield run()
 
 
-def edge_nodes(nodes: dict[str, tuple[str, list[str], list[str]]], inputs: set[str], outputs: set[str],
-           kinds: set[str]) -> set[str]:
+def edge_nodes(nodes: dict[str, tuple[str, list[str], list[str]]], inputs: set[str],
+               outputs: set[str], kinds: set[str]) -> set[str]:
     """The nodes (name -> (kind, inputs, outputs)) of ``kinds`` on a path of them from a graph
     input or to a graph output."""
     edges: set[str] = set()
@@ -138,7 +166,8 @@ def _onnxruntime(path: Path, x: np.ndarray, threads: int, seconds: float, runs: 
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     graph = onnx.load(options.optimized_model_filepath).graph
     nodes = {n.name: (n.op_type, list(n.input), list(n.output)) for n in graph.node}
-    edges = edge_nodes(nodes, {i.name for i in graph.input}, {o.name for o in graph.output}, _ONNXRUNTIME_EDGES)
+    edges = edge_nodes(nodes, {i.name for i in graph.input}, {o.name for o in graph.output},
+                       _ONNXRUNTIME_EDGES)
     name = session.get_inputs()[0].name
     warm = warm_up(lambda: session.run(None, {name: x}))
     for _ in _repeat(lambda: session.run(None, {name: x}), seconds, runs):
@@ -156,13 +185,12 @@ def _onnxruntime(path: Path, x: np.ndarray, threads: int, seconds: float, runs: 
 
 def _openvino(path: Path, x: np.ndarray, threads: int, seconds: float, runs: int) -> list[float]:
     """The ms of each run's nodes less the edges, from OpenVINO's per-node profile."""
-    import openvino as ov
     import openvino.properties as props
     import openvino.properties.hint as hints
 
-    from densemnv3.runtimes.engines import cpu_has_bf16
+    from densemnv3.runtimes.engines import cpu_has_bf16, openvino_core
 
-    compiled = ov.Core().compile_model(str(path), "CPU", {  # as OpenVINOEngine's, plus the profiler
+    compiled = openvino_core().compile_model(str(path), "CPU", {  # as OpenVINOEngine's, plus the profiler
         props.inference_num_threads(): threads,
         hints.inference_precision(): "bf16" if cpu_has_bf16() else "f32",
         hints.performance_mode(): hints.PerformanceMode.LATENCY,
@@ -179,7 +207,8 @@ def _openvino(path: Path, x: np.ndarray, threads: int, seconds: float, runs: int
 
     def run() -> float:
         request.infer({0: x})
-        return sum(i.real_time.total_seconds() for i in request.get_profiling_info() if i.node_name not in edges) * 1e3
+        infos = request.get_profiling_info()
+        return sum(i.real_time.total_seconds() for i in infos if i.node_name not in edges) * 1e3
 
     warm_up(run)
     return list(_repeat(run, seconds, runs))
