@@ -13,8 +13,8 @@ val mIoU 0.601 after 2200 iterations in 556 s from a fresh clone, against 0.573 
 cross entropy. See BENCHMARKS.md for each recipe measured.
 """
 
-from densemnv3.configs.lraspp_cityscapes import cfg
 from densemnv3.config import SyntheticConfig
+from densemnv3.configs.lraspp_cityscapes import cfg
 
 cfg.model.options = {"pool": "global", "output_stride": 32, "reduced_tail": True}
 cfg.data.root = "data/synthetic"

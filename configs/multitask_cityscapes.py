@@ -29,8 +29,8 @@ this project's sessions; the synthetic config is what was measured):
 - Loss: cross entropy + SSD loss with weights 1 and 1 (``loss.seg_weight``, ``loss.det_weight``).
 """
 
-from densemnv3.configs.lraspp_cityscapes import cfg
 from densemnv3.config import LossConfig, ModelConfig, OptimConfig, ScheduleConfig
+from densemnv3.configs.lraspp_cityscapes import cfg
 
 # data (512x1024 crops, batch 4 per GPU) and engine (AMP, SyncBN, intervals): LR-ASPP's
 cfg.task = "multitask"

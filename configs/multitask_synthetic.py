@@ -20,8 +20,8 @@ mIoU and AP50 it reaches and the time. How the recipe was chosen, each measured 
   run. Weights 1 and 1 gave 0.514 mIoU / 0.606 AP50 at step 1000; 2 and 1 gave 0.552 / 0.591.
 """
 
-from densemnv3.configs.multitask_cityscapes import cfg
 from densemnv3.config import LossConfig, OptimConfig, ScheduleConfig, SyntheticConfig, TrainConfig
+from densemnv3.configs.multitask_cityscapes import cfg
 
 cfg.model.options = {
     "output_stride": 32,

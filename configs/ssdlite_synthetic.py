@@ -22,8 +22,8 @@ and why. Each change was measured on this set, at AP50 on the val split:
   training threads: 1.41 s per step with 2 workers against 1.10 s without, for Large.
 """
 
-from densemnv3.configs.ssdlite_coco import cfg
 from densemnv3.config import SyntheticConfig
+from densemnv3.configs.ssdlite_coco import cfg
 
 cfg.model.name = "ssdlite320_mobilenet_v3_small"
 cfg.model.num_classes = 9

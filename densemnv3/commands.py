@@ -17,7 +17,7 @@ from densemnv3.errors import ConfigError, UserError
 from densemnv3.inference.settings import add_runtime_argument
 from densemnv3.utils.cli import add_set_argument
 from densemnv3.utils.device import resolve_device
-from densemnv3.utils.files import WriteError, write_text
+from densemnv3.utils.files import write_image, write_text
 
 
 def train_parser(description: str) -> argparse.ArgumentParser:
@@ -50,6 +50,7 @@ def train_from_cli(task_name: str | None, description: str, argv: list[str] | No
     from densemnv3.engine import distributed as dist_utils
     from densemnv3.engine.trainer import Trainer
     from densemnv3.tasks import build_task
+    from densemnv3.tasks.common import ensure_synthetic
 
     args = train_parser(description).parse_args(argv)
     cfg = load_config(args.config, args.overrides)
@@ -60,6 +61,8 @@ def train_from_cli(task_name: str | None, description: str, argv: list[str] | No
     resume = None
     if args.resume is not None:
         resume = Path(args.resume) if args.resume else Path(cfg.work_dir) / "last.pt"
+    dist_utils.init_distributed(device)  # so that rank 0 alone generates a synthetic set
+    ensure_synthetic(cfg)
     task = build_task(cfg)
     trainer = Trainer(cfg, task, device=device, resume=resume, progress=not args.no_progress)
     try:
@@ -91,7 +94,8 @@ def eval_parser(description: str) -> argparse.ArgumentParser:
                         help="a checkpoint: last.pt / best.pt, a torchvision file, or an exported file "
                              "(.onnx of tools/export.py / tools/quantize.py, .pte of tools/export.py)")
     add_set_argument(parser)
-    parser.add_argument("--out", help="output folder for metrics.json (default: the checkpoint's folder)")
+    parser.add_argument("--out", help="output folder for metrics.json (default: eval/NAME/ beside the "
+                                      "weights file, e.g. work_dirs/run/eval/best_pt/)")
     parser.add_argument("--device", default=None, help="cpu, cuda or auto (default: the config's)")
     add_runtime_argument(parser)
     parser.add_argument("--precision", choices=("fp32", "bf16"), default=None,
@@ -123,8 +127,15 @@ def load_for_eval(args: argparse.Namespace):
     return cfg, build_task(cfg), loaded.model.to(device).eval(), device
 
 
+def default_output_dir(weights: str | Path) -> Path:
+    """``eval/<file name>/`` beside the weights file: each file evaluated gets a folder of its own,
+    and a training run's ``metrics.json`` beside its checkpoints is never overwritten."""
+    weights = Path(weights)
+    return weights.parent / "eval" / weights.name.replace(".", "_")
+
+
 def output_dir(args: argparse.Namespace) -> Path:
-    out = Path(args.out) if args.out else Path(args.weights).parent
+    out = Path(args.out) if args.out else default_output_dir(args.weights)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:  # an existing file, a read-only place, ...
@@ -181,6 +192,8 @@ def eval_from_cli(task_name: str | None, description: str, argv: list[str] | Non
     if save and cfg.task == "detection":
         raise ConfigError(f"--save-predictions: {args.weights} is a detection model, with no label map to save")
     dataset = task.dataset(getattr(args, "split", None) or cfg.data.val_split, train=False)
+    if cfg.task != "detection":  # a detector's frames are resized to its input anyway
+        _note_resized_frames(model, dataset)
     if save:
         kwargs["on_prediction"] = _png_writer(Path(save), dataset)
     if cfg.task != "segmentation":
@@ -193,10 +206,25 @@ def eval_from_cli(task_name: str | None, description: str, argv: list[str] | Non
     return 0
 
 
+def _note_resized_frames(model, dataset) -> None:
+    """Say once when a fixed-size exported file scores frames resized to its size (its metrics
+    are then those of the resized images, not of the frames at their own size)."""
+    note = getattr(model, "resize_note", None)
+    samples = getattr(dataset, "samples", None)
+    if note is None or not samples:
+        return
+    from densemnv3.data.io import read_image
+
+    height, width = read_image(samples[0][0]).shape[:2]
+    said = note(height, width)
+    if said:
+        print(said, flush=True)
+
+
 def _png_writer(folder: Path, dataset):
     """``on_prediction(index, pred)`` writing each prediction as a label-id PNG named as the
-    official Cityscapes evaluation expects."""
-    import cv2
+    official Cityscapes evaluation expects; each file is whole or absent, and a full disk stops
+    the evaluation with one line."""
     import torch
 
     from densemnv3.evaluation.segmentation import label_ids_from_train_ids
@@ -205,9 +233,8 @@ def _png_writer(folder: Path, dataset):
 
     def on_prediction(index: int, pred: torch.Tensor) -> None:
         ids = label_ids_from_train_ids(pred.to(torch.uint8).cpu().numpy())
-        path = folder / f"{dataset.sample_id(index)}.png"
-        if not cv2.imwrite(str(path), ids):  # OpenCV says False, not why: a full disk, most likely
-            raise WriteError(f"{path}: OpenCV could not write this prediction; check the free "
-                             f"space and permissions of {folder}")
+        write_image(folder / f"{dataset.sample_id(index)}.png", ids,
+                    hint=f"the predictions written before it in {folder} are whole; free some "
+                    "space and run the evaluation again")
 
     return on_prediction

@@ -81,6 +81,9 @@ class DataConfig:
     eval_batch_size: int = 1
     workers: int = 4
     skip_bad: bool = False
+    # an image whose header declares more pixels is refused (skipped with skip_bad) before it
+    # is decoded: a tiny file can claim 32000x32000. 2^28 is 32 times a 2048x4096 frame.
+    max_image_pixels: int = 2**28
     # keep decoded images in RAM after the first epoch: small datasets only (one copy per worker)
     cache_images: bool = False
     # segmentation training split read from this decoded-sample cache (tools/cache_dataset.py)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU figure and check of BENCHMARKS.md's GPU section, in one run (issue 10).
+# Every GPU figure and check of BENCHMARKS.md's GPU section, in one run.
 #
 # On the lent GPU machine, from the project root, after ../shared/device/prepare.sh here:
 #   source .device/gpu_env.sh && bash tools/gpu_checks.sh

@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("say where to write the cache: --set data.decoded_cache=DIR (or --out DIR)")
     ensure_synthetic(cfg)
     split = args.split or cfg.data.train_split
-    dataset = CityscapesSegmentation(cfg.data.root, split, skip_bad=cfg.data.skip_bad)
+    dataset = CityscapesSegmentation(cfg.data.root, split, skip_bad=cfg.data.skip_bad,
+                                     max_pixels=cfg.data.max_image_pixels)
     start = time.perf_counter()
     write_decoded_cache(dataset, out, progress=not args.no_progress, threads=args.threads)
     bad = sum(1 for _ in dataset.bad_files)

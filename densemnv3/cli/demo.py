@@ -104,7 +104,7 @@ def _frame_size(capture) -> tuple[int, int] | None:
 def main(argv=None) -> int:
     import cv2
 
-    from densemnv3.errors import SourceError
+    from densemnv3.errors import SourceError, UserError
     from densemnv3.inference.video import FrameReader, VideoWriter, source_fps, source_kind
 
     args = parse_args(argv)
@@ -125,6 +125,13 @@ def main(argv=None) -> int:
             threads=threads,  # one budget: torch's pool never spins beside a runtime's
             measure_size=tuple(args.input_size) if args.input_size else _frame_size(reader.capture),
         )
+        fixed = getattr(predictor.model, "fixed_size", None)
+        if args.input_size is not None and fixed and tuple(args.input_size) != fixed:
+            h, w = args.input_size
+            raise UserError(f"--input-size {h} {w}: {args.weights} takes {fixed[0]}x{fixed[1]} "
+                            f"inputs only (exported at a fixed size); drop --input-size (frames "
+                            f"are resized to it), or export at that size (tools/export.py "
+                            f"--input-size)")
         if args.input_size is not None and predictor.task != "detection":
             predictor.input_size, predictor.label_upsample = tuple(args.input_size), "labels"
             print(f"network input {args.input_size[0]}x{args.input_size[1]}, label map scaled to "

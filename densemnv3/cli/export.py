@@ -31,7 +31,9 @@ line printed says so): reduced precision is chosen in the runtime that runs it (
 ``--fp16``, ...), or int8 by ``tools/quantize.py``.
 
 ``--format executorch`` writes a ``.pte`` for phones: lowered to XNNPACK, one ``(1, 3, H, W)``
-input of the export size (the tools resize frames to it), outputs ``logits`` (segmentation, as above) or
+input of the export size (the tools resize frames to it, and say so; by default the size the model
+is evaluated at: ``data.eval_resize``, else its val frames'), outputs ``logits`` (segmentation, as
+above) or
 ``cls_logits``, ``bbox_regression`` and ``anchors`` (detection, post-processed by the tools in
 float), or all four (multi-task; its logits at stride 8). ``--int8`` quantizes it with XNNPACK's quantizer (weights per channel, activations per
 tensor, ranges from N training images through the eval transform, default 32, the same seeded
@@ -62,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--input-size", nargs=2, type=int, metavar=("H", "W"),
         help="input size (default: data.image_size for detection, data.eval_resize or data.crop_size "
-             "for segmentation and multi-task)",
+             "for segmentation and multi-task; a .pte, which takes this size only, without "
+             "data.eval_resize: the val frames' size, which the model is evaluated at)",
     )
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
     parser.add_argument("--no-fuse", action="store_true", help="keep BatchNorm layers (no folding)")
@@ -119,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         from densemnv3.data.transforms import detector_input_size
 
         size = detector_input_size(cfg.data.image_size)
+    elif executorch and not cfg.data.eval_resize:
+        size = _eval_frame_size(cfg)  # a fixed-size file: the size it is evaluated at
     else:
         size = tuple(cfg.data.eval_resize or cfg.data.crop_size)
         low = min_input_size(model, (10**4, 10**4))
@@ -154,6 +159,34 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _eval_frame_size(cfg) -> tuple[int, int]:
+    """The size a segmentation or multi-task model without ``data.eval_resize`` is evaluated at:
+    its frames' (the first of the val split, else the synthetic set's size), said in one line;
+    the training crop, with a note, when neither is known."""
+    from densemnv3.data.io import read_image
+    from densemnv3.errors import DataError
+    from densemnv3.tasks import build_task
+
+    try:
+        dataset = build_task(cfg).dataset(cfg.data.val_split, train=False)
+        size = read_image(dataset.samples[0][0]).shape[:2]
+        source = f"the frames of split {cfg.data.val_split!r}"
+    except (DataError, IndexError, AttributeError):
+        size, source = None, None
+    if size is None and cfg.data.synthetic is not None:
+        size, source = cfg.data.synthetic.size, "data.synthetic.size"
+    if size is None:
+        h, w = cfg.data.crop_size
+        print(f"note: no frames at {cfg.data.root} to read the evaluation size from: the file "
+              f"takes the training crop, {h}x{w}; give --input-size H W of the frames it will "
+              f"run on")
+        return int(h), int(w)
+    h, w = int(size[0]), int(size[1])
+    print(f"input size {h}x{w}: {source}, which the model is evaluated at (data.eval_resize is "
+          f"unset; --input-size to choose)")
+    return h, w
+
+
 def _export_executorch(args: argparse.Namespace, cfg, model, size: tuple[int, int], out: Path) -> int:
     """``--format executorch``: a ``.pte`` of the fixed ``size``, fp32 or (``--int8``) calibrated
     on training images as ``tools/quantize.py`` chooses them."""
@@ -175,7 +208,9 @@ def _export_executorch(args: argparse.Namespace, cfg, model, size: tuple[int, in
         from densemnv3.cli.quantize import CHECK_IMAGES
         from densemnv3.inference.quantize import calibration_order
         from densemnv3.tasks import build_task
+        from densemnv3.tasks.common import ensure_synthetic
 
+        ensure_synthetic(cfg)
         task = build_task(cfg)
         train = task.dataset(cfg.data.train_split, train=False)  # training images, eval transform
         n = min(args.calib_images, len(train))

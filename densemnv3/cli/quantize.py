@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     from densemnv3.inference.quantize import calibration_order, quantize_model
     from densemnv3.models import load_model
     from densemnv3.tasks import build_task
+    from densemnv3.tasks.common import ensure_synthetic
 
     out = output_file(args.out or Path(args.weights).with_suffix(".int8.onnx"), "onnx")
     if args.out and out != Path(args.out):
@@ -60,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     loaded = load_model(load_config(args.config, args.overrides) if args.config else None,
                         args.weights, overrides=args.overrides, pytorch="quantization")
     cfg, model = loaded.cfg, loaded.model
+    ensure_synthetic(cfg)
     task = build_task(cfg)
     train = task.dataset(cfg.data.train_split, train=False)  # training images, eval transform
     n = min(args.calib_images, len(train))

@@ -12,6 +12,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from densemnv3.errors import DataError
+from densemnv3.utils.files import write_text
 
 SHOWN = 3  # dropped boxes named on screen; the file has them all
 
@@ -75,4 +76,4 @@ def sample_counts(dataset) -> dict[str, int]:
 
 
 def _write_lines(path: Path, lines: list[str]) -> None:
-    path.write_text("".join(f"{line}\n" for line in lines))
+    write_text(path, "".join(f"{line}\n" for line in lines))

@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 
 from densemnv3.data.cache import DecodedCache
 from densemnv3.data.checks import find_bad_samples
-from densemnv3.data.io import cached, read_image, read_instance_ids, read_label
+from densemnv3.data.io import MAX_IMAGE_PIXELS, cached, read_image, read_instance_ids, read_label
 from densemnv3.data.labels import ID_TO_TRAIN_ID, VALID_LABEL_IDS
 from densemnv3.errors import DataError
 
@@ -35,7 +35,8 @@ class CityscapesSegmentation(Dataset):
     RGB image and the uint8 HW train ids at the original size. An image without a label or a
     label without an image stops the indexing with its file name, or with ``skip_bad`` is left
     out and recorded in :attr:`bad_files`; :meth:`validate` does the same for pairs that do not
-    decode or check. A sample is never replaced by another. With ``cache`` each decoded pair is
+    decode or check, or whose header declares more than ``max_pixels`` pixels (a file is never
+    decoded past that). A sample is never replaced by another. With ``cache`` each decoded pair is
     kept in RAM after its first read: for small datasets (every loader worker holds its own
     copy). With ``decoded_cache`` (a folder written by ``tools/cache_dataset.py``, see
     :mod:`densemnv3.data.cache`) pairs are memory-mapped from the cache instead of decoded: the
@@ -51,11 +52,13 @@ class CityscapesSegmentation(Dataset):
         skip_bad: bool = False,
         cache: bool = False,
         decoded_cache: str | os.PathLike | None = None,
+        max_pixels: int = MAX_IMAGE_PIXELS,
     ):
         self.root = Path(root)
         self.split = split
         self.transform = transform
         self.skip_bad = skip_bad
+        self.max_pixels = max_pixels
         self._cache: dict[str, tuple[np.ndarray, np.ndarray]] | None = {} if cache else None
         self.bad_files: list[tuple[str, str]] = []
         self.samples: list[tuple[str, str]] = self._scan()
@@ -125,7 +128,7 @@ class CityscapesSegmentation(Dataset):
         if not path.is_file():
             raise DataError(f"{path}: missing; instance ids are read from each label's "
                             f"*{INSTANCE_SUFFIX} beside its *{LABEL_SUFFIX}")
-        ids = read_instance_ids(path)
+        ids = read_instance_ids(path, max_pixels=self.max_pixels)
         if ids.size and int(ids.max()) >= 34_000:
             raise DataError(f"{path}: instance id {int(ids.max())} names label id {int(ids.max()) // 1000}; "
                             "Cityscapes' are 0-33 (label id * 1000 + k); use the *_gtFine_instanceIds.png files")
@@ -140,8 +143,8 @@ class CityscapesSegmentation(Dataset):
 
     def _decode(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         image_path, label_path = self.samples[index]
-        image = read_image(image_path)
-        label = read_label(label_path)
+        image = read_image(image_path, max_pixels=self.max_pixels)
+        label = read_label(label_path, max_pixels=self.max_pixels)
         if label.shape != image.shape[:2]:
             raise DataError(
                 f"{label_path}: label is {label.shape[1]}x{label.shape[0]} (WxH) but its image "

@@ -15,7 +15,7 @@ from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
 from densemnv3.data.checks import find_bad_samples
-from densemnv3.data.io import cached, read_image
+from densemnv3.data.io import MAX_IMAGE_PIXELS, cached, read_image
 from densemnv3.errors import ConfigError, DataError
 
 LABEL_MAPPINGS = ("category_id", "contiguous")
@@ -152,7 +152,8 @@ class CocoDetection(Dataset):
     an error, ``skip_bad`` or not), and a split without a usable box is one too. An image listed
     but missing stops the indexing with its file name, or with ``skip_bad`` is left out and
     recorded in :attr:`bad_files`; :meth:`validate` does the same for images that do not decode
-    or check. A sample is never replaced by another. With
+    or check, or whose header declares more than ``max_pixels`` pixels (a file is never decoded
+    past that). A sample is never replaced by another. With
     ``cache`` each decoded image is kept in RAM after its first read: for small
     datasets (every loader worker holds its own copy).
     """
@@ -166,6 +167,7 @@ class CocoDetection(Dataset):
         label_mapping: str = "category_id",
         skip_bad: bool = False,
         cache: bool = False,
+        max_pixels: int = MAX_IMAGE_PIXELS,
     ):
         if label_mapping not in LABEL_MAPPINGS:
             raise ConfigError(
@@ -175,6 +177,7 @@ class CocoDetection(Dataset):
         self.ann_file = Path(ann_file)
         self.transform = transform
         self.skip_bad = skip_bad
+        self.max_pixels = max_pixels
         self._cache: dict[int, np.ndarray] | None = {} if cache else None
         self.bad_files: list[tuple[str, str]] = []
         self.coco = self._load_annotations()
@@ -285,7 +288,7 @@ class CocoDetection(Dataset):
         """The uint8 HWC RGB image, checked against the size the annotations give."""
         info = self.coco.imgs[image_id]
         path = self.image_path(image_id)
-        image = read_image(path)
+        image = read_image(path, max_pixels=self.max_pixels)
         if image.shape[:2] != (info["height"], info["width"]):
             raise DataError(
                 f"{path}: image is {image.shape[1]}x{image.shape[0]} (WxH) but {self.ann_file} "

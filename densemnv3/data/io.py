@@ -1,9 +1,16 @@
-"""Decoding of dataset images and label maps with OpenCV, with errors that name the file."""
+"""Decoding of dataset images and label maps with OpenCV, with errors that name the file.
+
+A file's header is read before it is decoded: one that declares more than ``max_pixels``
+(``data.max_image_pixels``) is refused, so a tiny file claiming 32000x32000 costs no memory.
+"""
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import struct
+import warnings
 import zlib
 from collections.abc import Callable
 from typing import TypeVar
@@ -11,15 +18,21 @@ from typing import TypeVar
 import cv2
 import numpy as np
 
+from densemnv3.config import DataConfig
 from densemnv3.errors import DataError
 
 _BAD_FILE_HINT = (
     "re-download or regenerate it, or skip bad files with skip_bad (--set data.skip_bad=True)"
 )
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: The readers' default limit: the config's (``data.max_image_pixels``).
+MAX_IMAGE_PIXELS = DataConfig.max_image_pixels
+# JPEG start-of-frame markers (SOF0-SOF15 less DHT, JPG and DAC), which carry the frame size
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_JPEG_STANDALONE = frozenset(range(0xD0, 0xDA)) | {0x01}  # RSTn, SOI, EOI, TEM: no length
 
 
-def _imread(path: str | os.PathLike) -> np.ndarray:
+def _imread(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     # Decoded from bytes that passed a container check, so that a truncated file gets our message
     # and not libpng's own "libpng error: Read Error" on stderr (OpenCV's log level does not reach it).
     if not os.path.isfile(path):
@@ -28,6 +41,7 @@ def _imread(path: str | os.PathLike) -> np.ndarray:
         data = f.read()
     problem = container_problem(data)
     if problem is None:
+        _check_declared_size(path, data, max_pixels)
         try:
             array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
         except cv2.error:  # OpenCV asserts on some inputs instead of returning None
@@ -61,13 +75,82 @@ def container_problem(data: bytes) -> str | None:
     return None
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
+def declared_pixels(data: bytes) -> tuple[int, str] | None:
+    """The pixel count an image file's header declares and the size as messages give it
+    (``"32000x32000"``), without decoding; ``None`` when the header gives none (not an image,
+    or a format neither reader knows)."""
+    if data.startswith(_PNG_SIGNATURE):
+        if data[12:16] != b"IHDR" or len(data) < 24:
+            return None
+        size = struct.unpack(">II", data[16:24])
+    elif data.startswith(b"\xff\xd8"):
+        size = _jpeg_size(data)
+    else:
+        size = _pil_size(data)
+    if isinstance(size, int):
+        return size, f"{size:,} pixels"
+    return None if size is None else (size[0] * size[1], f"{size[0]}x{size[1]}")
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """The size in the first SOFn segment; APPn segments (an EXIF thumbnail) are skipped whole."""
+    pos = 2
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+        elif marker in _JPEG_STANDALONE:
+            pos += 2
+        elif marker in _JPEG_SOF:
+            if pos + 9 > len(data):
+                return None
+            height, width = struct.unpack(">HH", data[pos + 5:pos + 9])
+            return width, height
+        elif marker == 0xDA:  # start of scan: no frame header before it
+            return None
+        else:
+            pos += 2 + struct.unpack(">H", data[pos + 2:pos + 4])[0]
+    return None
+
+
+def _pil_size(data: bytes) -> tuple[int, int] | int | None:
+    """``(width, height)``, or only the pixel count when PIL refuses the file as a bomb."""
+    # PIL's lazy open reads only the header of the other formats OpenCV decodes (BMP, TIFF, WebP,
+    # PNM, ...); PNG and JPEG are read above, with no import and no exception to tell apart.
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():  # its bomb warning (over 89 Mpx) is ours to judge
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                return image.size
+    except Image.DecompressionBombError as err:  # over twice PIL's limit: only its message
+        count = re.search(r"\((\d+) pixels\)", str(err))  # keeps the size, as a pixel count
+        return int(count.group(1)) if count else 2 * Image.MAX_IMAGE_PIXELS + 1
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return None
+
+
+def _check_declared_size(path: str | os.PathLike, data: bytes, max_pixels: int) -> None:
+    declared = declared_pixels(data)
+    if declared is None or declared[0] <= max_pixels:
+        return
+    pixels, size = declared
+    said = f"{size} ({pixels:,} pixels)" if "x" in size else size
+    raise DataError(
+        f"{path}: the image declares {said}, over the limit of {max_pixels:,} pixels "
+        f"(data.max_image_pixels); if it is real, raise the limit with --set "
+        f"data.max_image_pixels={pixels}, or skip such files with --set data.skip_bad=True"
+    )
+
+
+def read_image(path: str | os.PathLike, *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """Decode an image file to an (H, W, 3) uint8 RGB array.
 
     Grayscale is expanded to three channels, an alpha channel is dropped and 16-bit images
-    are scaled to 8 bits.
+    are scaled to 8 bits. A header declaring more than ``max_pixels`` is a :class:`DataError`.
     """
-    image = _imread(path)
+    image = _imread(path, max_pixels)
     if image.dtype == np.uint16:
         image = cv2.convertScaleAbs(image, alpha=255.0 / 65535.0)
     elif image.dtype != np.uint8:
@@ -79,9 +162,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return cv2.cvtColor(image, codes[channels])
 
 
-def read_label(path: str | os.PathLike) -> np.ndarray:
+def read_label(path: str | os.PathLike, *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """Decode a label map to an (H, W) uint8 array; it must be a single-channel 8-bit image."""
-    label = _imread(path)
+    label = _imread(path, max_pixels)
     if label.ndim == 3 and label.shape[2] == 1:
         label = label[:, :, 0]
     if label.ndim != 2 or label.dtype != np.uint8:
@@ -93,10 +176,11 @@ def read_label(path: str | os.PathLike) -> np.ndarray:
     return label
 
 
-def read_instance_ids(path: str | os.PathLike) -> np.ndarray:
+def read_instance_ids(path: str | os.PathLike, *,
+                      max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """Decode a Cityscapes ``*_gtFine_instanceIds.png`` to an (H, W) array of ids (uint16:
     ``label_id * 1000 + k`` for thing instances, plain label ids elsewhere)."""
-    ids = _imread(path)
+    ids = _imread(path, max_pixels)
     if ids.ndim == 3 and ids.shape[2] == 1:
         ids = ids[:, :, 0]
     if ids.ndim != 2 or ids.dtype not in (np.uint16, np.uint8):

@@ -25,6 +25,7 @@ import torch
 from pycocotools.coco import COCO
 
 from densemnv3.data.cityscapes import INSTANCE_SUFFIX, CityscapesSegmentation
+from densemnv3.data.io import MAX_IMAGE_PIXELS
 from densemnv3.data.labels import THING_IDS
 from densemnv3.errors import ConfigError, DataError
 
@@ -82,12 +83,15 @@ class CityscapesMultiTask(CityscapesSegmentation):
     included; :attr:`ids` are the COCO image ids of the samples, in order.
     """
 
-    def __init__(self, root: str | os.PathLike, split: str = "train", transform: Callable | None = None, *,
-                 skip_bad: bool = False, cache: bool = False, decoded_cache: str | os.PathLike | None = None):
+    def __init__(self, root: str | os.PathLike, split: str = "train",
+                 transform: Callable | None = None, *, skip_bad: bool = False, cache: bool = False,
+                 decoded_cache: str | os.PathLike | None = None,
+                 max_pixels: int = MAX_IMAGE_PIXELS):
         if decoded_cache is not None:
             raise ConfigError("data.decoded_cache: the multi-task dataset reads the PNGs (the cache holds no "
                               "instance ids); set it to None")
-        super().__init__(root, split, transform, skip_bad=skip_bad, cache=cache)
+        super().__init__(root, split, transform, skip_bad=skip_bad, cache=cache,
+                         max_pixels=max_pixels)
         self._boxes_follow = "bboxes" in getattr(transform, "processors", {})
         self._image_ids = {image: i + 1 for i, (image, _) in enumerate(self.samples)}
         self.label_to_category_id = {k + 1: label_id for k, label_id in enumerate(THING_LABEL_IDS)}

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from densemnv3.config import Config, save_config
 from densemnv3.data.checks import report_bad_data, sample_counts
 from densemnv3.errors import CheckpointError, TrainingError, UserError
+from densemnv3.models.weights import non_finite
 from densemnv3.utils.files import write_text
 
 from . import distributed as dist_utils
@@ -162,6 +163,7 @@ class Trainer:
         self._t0 = time.time()
         self._bar: tqdm | None = None
         self._stop_signal: int | None = None
+        self.last_saved: tuple[Path, int] | None = None  # this run's last.pt (or --resume's file)
         self.results = ResultsLog(self.work_dir) if self.is_main else None
         if resume is not None:
             self._resume(Path(resume))
@@ -189,10 +191,34 @@ class Trainer:
         }
 
     def save(self, name: str = "last.pt") -> Path | None:
+        bad = non_finite(self.model.state_dict())  # every rank: their weights are the same
+        if bad:
+            first, counts = next(iter(bad.items()))
+            raise TrainingError(f"the weights became non-finite by iteration {self.iter} ({len(bad)} "
+                                f"tensors, first {first}: {counts}); nothing was saved. "
+                                f"{self.checkpoints_left()}")
         if not self.is_main:
             return None
-        return atomic_save(self.state_dict(), self.work_dir / name,
+        path = atomic_save(self.state_dict(), self.work_dir / name,
                            hint="free some space, then continue with --resume")
+        if name == "last.pt":
+            self.last_saved = (path, self.iter)
+        return path
+
+    def checkpoints_left(self) -> str:
+        """The checkpoints of this run that exist, for the message of a run that cannot go on."""
+        interval = self.cfg.train.checkpoint_interval
+        if self.last_saved is not None and self.last_saved[0].is_file():
+            path, it = self.last_saved
+            said = f"The last checkpoint is {path} (iteration {it}; continue with --resume)"
+        else:
+            due = (self.iter // interval + 1) * interval
+            said = (f"No checkpoint was saved yet (the first was due at iteration {due}, "
+                    f"train.checkpoint_interval)")
+        best = self.work_dir / "best.pt"
+        if self.best_metric is not None and best.is_file():
+            said += f"; best.pt ({self.task.metric} {self.best_metric:.4f}) was not touched"
+        return said + "."
 
     def _resume(self, path: Path) -> None:
         from densemnv3.models import inspect_checkpoint, load_weights
@@ -213,6 +239,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.iter = int(state["iter"])
+        self.last_saved = (path, self.iter)
         self.best_metric = state.get("best_metric")
         self.metrics = state.get("metrics") or {}
         log = state.get("log") or {}
@@ -318,8 +345,7 @@ class Trainer:
                     raise TrainingError(
                         f"loss became {loss.item()} at iteration {self.iter + 1} "
                         f"({', '.join(f'{k}={v.item():.4g}' for k, v in losses.items())}); "
-                        f"lower optim.lr or set optim.clip_grad_norm. The last good checkpoint is "
-                        f"{self.work_dir / 'last.pt'}; best.pt was not touched."
+                        f"lower optim.lr or set optim.clip_grad_norm. {self.checkpoints_left()}"
                     )
                 skipped = 0
                 self.optimizer.zero_grad(set_to_none=True)

@@ -6,7 +6,8 @@ What is exported (input ``images``: a normalised ``(N, 3, H, W)`` float batch, N
   low tap's stride before the model upsamples them; the tools take the labels of their bilinear
   upsampling from them without computing it (:func:`~densemnv3.inference.upsampled_labels`:
   the same labels, in a fraction of the upsample's time). With ``full_size_logits``,
-  ``(N, num_classes, H, W)``, the upsample in the graph (the files before session 16).
+  ``(N, num_classes, H, W)``, the upsample in the graph (as files
+  of ``outputs: logits`` carry it).
 - SSDLite (:class:`SSDLiteExport`): ``boxes`` ``(N, A, 4)`` decoded xyxy in input pixels, clipped
   to the image, and ``scores`` ``(N, A, num_classes)`` softmax (column 0 is the background), for
   an NMS outside the graph; or, with ``postprocess=True`` (ONNX), the detections themselves:

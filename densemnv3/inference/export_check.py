@@ -15,8 +15,8 @@ from torch import Tensor, nn
 
 from densemnv3.errors import ExportCheckError
 
-__all__ = ["BOX_TOLERANCE", "SCORE_TOLERANCE", "Format", "check_detections", "check_exported", "quiet",
-           "unmatched"]
+__all__ = ["BOX_TOLERANCE", "SCORE_TOLERANCE", "Format", "check_detections", "check_exported",
+           "check_finite_outputs", "quiet", "unmatched"]
 
 Format = Literal["onnx", "torchscript"]
 
@@ -29,6 +29,19 @@ def _inputs(inputs: Sequence[tuple[tuple[int, int], int]]) -> Iterator[tuple[str
     generator = torch.Generator().manual_seed(1)
     for size, batch in inputs:
         yield f"{size[0]}x{size[1]} batch {batch}", torch.randn(batch, 3, *size, generator=generator)
+
+
+def check_finite_outputs(path: str | os.PathLike, where: str, expected: Sequence[Tensor],
+                         got: Sequence[Tensor]) -> None:
+    """An :class:`ExportCheckError` when PyTorch's outputs (``expected``) or the file's (``got``)
+    hold NaN or inf: a comparison of two non-finite outputs proves nothing."""
+    for side, tensors in (("PyTorch's", expected), ("the file's", got)):
+        bad = sum(int((~torch.isfinite(t)).sum()) for t in tensors if t.is_floating_point())
+        if bad:
+            cause = ("the model's weights or its BatchNorm statistics hold NaN or inf"
+                     if side == "PyTorch's" else "the file computes NaN or inf where PyTorch does not")
+            raise ExportCheckError(f"{path}: {side} outputs hold {bad} non-finite values at {where} "
+                                   f"({cause}); the file cannot be trusted")
 
 
 def check_exported(
@@ -48,6 +61,7 @@ def check_exported(
         got = run(images)
         if len(got) != len(expected):
             raise ExportCheckError(f"{path}: {len(got)} outputs, expected {len(expected)}")
+        check_finite_outputs(path, name, expected, got)
         diff = 0.0
         for g, e in zip(got, expected):
             if tuple(g.shape) != tuple(e.shape):
@@ -71,6 +85,8 @@ def check_detections(path: str | os.PathLike, model: nn.Module,
         with torch.no_grad():
             expected = model(images)
         count, boxes, scores, labels = run(images)
+        check_finite_outputs(path, name, [t for d in expected for t in (d["boxes"], d["scores"])],
+                             [boxes, scores])
         misses = 0
         for i, exp in enumerate(expected):
             n = int(count[i])

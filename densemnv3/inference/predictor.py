@@ -172,6 +172,7 @@ class Predictor:
         #: ~1 ms against ~60 ms at 360x640 -> 720x1280, at the cost of blockier edges).
         self.label_upsample = "logits"
         self.test_time = None if test_time is None or is_plain(test_time) else test_time
+        self._resize_noted = self.task == "detection"  # a detector resizes frames anyway
 
     def use_threads(self, threads: int) -> None:
         """Give a frame's CPU work ``threads`` threads in all: the network's runtime and the
@@ -243,7 +244,12 @@ class Predictor:
         groups: dict[tuple[int, int], list[int]] = {}
         for i, frame in enumerate(batch):
             groups.setdefault(frame.shape[:2], []).append(i)
-        for indices in groups.values():
+        for size, indices in groups.items():
+            note = getattr(self.model, "resize_note", None)
+            note = None if self._resize_noted or note is None else note(*size)
+            if note:  # a fixed-size exported file: said once
+                print(note, flush=True)
+                self._resize_noted = True
             stacked = batch[indices[0]][None] if len(indices) == 1 else np.stack([batch[i] for i in indices])
             pixels = torch.from_numpy(stacked).to(self.device, non_blocking=True)
             with self._autocast():

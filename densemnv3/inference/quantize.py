@@ -4,10 +4,11 @@ for onnxruntime.
 The route (measured against torchao's PT2E + Inductor flow on LR-ASPP-Large 512×1024, 2 CPU
 threads; see BENCHMARKS.md): the fp32 network is exported to ONNX with a dynamic height and
 width, rewritten where int8 kernels need it (below), and quantized by onnxruntime's
-``quantize_static`` in the QDQ format — weights int8 per output channel (per-tensor weights
-collapse MobileNetV3), activations uint8 per tensor, their ranges the 99.999th percentile of
-their values over the calibration images (the rare outliers left out: on the synthetic
-checkpoints, half the error of min/max ranges; BENCHMARKS.md) —
+``quantize_static`` in the QDQ format — weights int8 per output channel in 7 bits (per-tensor
+weights collapse MobileNetV3; 8 bits overflow the 16-bit sums of CPUs without VNNI),
+activations uint8 per tensor, their ranges the 99.999th percentile of their values over the
+calibration images (the rare outliers left out: on the synthetic checkpoints, half the error
+of min/max ranges; BENCHMARKS.md) —
 so the file runs in any ONNX runtime and, in onnxruntime, on int8 kernels (``QLinearConv``
 with fused ReLU, ``QLinearMul``/``Add``/``GlobalAveragePool``). What stays in float:
 
@@ -48,6 +49,7 @@ from torch import Tensor, nn
 
 from densemnv3.errors import ExportCheckError, UserError
 from densemnv3.models import LRASPP, LRASPPSSDLite, SSDLite
+from densemnv3.models.weights import non_finite
 from densemnv3.runtimes import (
     OUTPUT_NAMES,
     TASK_OF_OUTPUTS,
@@ -128,6 +130,11 @@ def quantize_model(
         raise UserError(f"--calib-images must be at least 1, got {num_images}")
     path = check_output_path(path)
     reference = model.eval().cpu()
+    bad = non_finite(reference.state_dict())
+    if bad:  # calibration would measure ranges of NaN
+        first, counts = next(iter(bad.items()))
+        raise UserError(f"cannot quantize a model whose weights hold NaN or inf ({len(bad)} tensors, "
+                        f"first {first}: {counts}); use a checkpoint of a run that did not diverge")
     with tempfile.TemporaryDirectory(prefix="densemnv3-quantize-") as tmp:
         prepared, int8 = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
         form = export_for_quantization(reference, prepared, input_size)
@@ -231,6 +238,10 @@ def _quantize_static(source: Path, target: Path, reader: _Reader, keep_float: li
             quantize_static(
                 str(source), str(target), reader, quant_format=QuantFormat.QDQ, per_channel=True,
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                # 7-bit weights: x86 CPUs without VNNI multiply u8 by s8 in pairs summed in 16
+                # bits, which 8-bit weights overflow (0.82 pixel agreement with fp32 instead of
+                # above 0.9 on an AVX2-only host); a file must be right on every CPU it meets
+                reduce_range=True,
                 calibrate_method=CalibrationMethod.Percentile, nodes_to_exclude=keep_float,
                 extra_options={"CalibStridedMinMax": chunk, "CalibPercentile": PERCENTILE},
             )

@@ -156,11 +156,16 @@ def _recorded_backbone(state: Mapping) -> str | None:
 
 
 def _inspect_onnx(path: Path) -> CheckpointInfo:
-    """A densemnv3 ONNX file: its metadata records the config, the task and what it outputs."""
-    from densemnv3.runtimes.metadata import read_metadata
-
+    """A densemnv3 ONNX file: its metadata records the config, the task and what it outputs;
+    its graph must take and give what the metadata declares, with finite weights (read without
+    running it: :mod:`densemnv3.runtimes.signature`)."""
     try:
-        metadata = read_metadata(path)
+        import onnx
+
+        from densemnv3.runtimes.metadata import metadata_of
+
+        proto = onnx.load(str(path), load_external_data=False)
+        metadata = metadata_of(proto)
     except ImportError:
         raise CheckpointError(f"{path}: reading an ONNX file needs the 'onnx' package, which is not "
                               f"installed: pip install densemnv3[export]") from None
@@ -175,6 +180,13 @@ def _inspect_onnx(path: Path) -> CheckpointInfo:
     if not isinstance(metadata.get("config"), Mapping) or metadata.get("task") not in EXPORTED_TASKS:
         raise CheckpointError(f"{path}: an ONNX model not written by densemnv3 (its metadata records no "
                               f"config); the tools run the files of tools/export.py and tools/quantize.py")
+    from densemnv3.runtimes.signature import check_graph, onnx_float_weights, onnx_signature
+
+    from .weights import check_finite
+
+    check_graph(path, metadata, *onnx_signature(proto),
+                remedy="export the checkpoint with tools/export.py or tools/quantize.py")
+    check_finite(onnx_float_weights(proto), what=f"{path}: its graph")
     arch = str(metadata.get("arch"))
     made_by = "tools/quantize.py" if metadata.get("precision") == "int8" else "tools/export.py"
     what = f"an {metadata.get('precision', 'fp32')} ONNX {metadata['task']} model of {arch} ({made_by})"
@@ -184,11 +196,12 @@ def _inspect_onnx(path: Path) -> CheckpointInfo:
 
 def _inspect_pte(path: Path) -> CheckpointInfo:
     """A densemnv3 ExecuTorch program: its ``densemnv3_metadata`` method returns the metadata an
-    ONNX file records (:mod:`densemnv3.runtimes.executorch_engine`)."""
-    from densemnv3.runtimes.executorch_engine import read_pte_metadata
+    ONNX file records (:mod:`densemnv3.runtimes.executorch_engine`); its ``forward`` must take
+    and give what the metadata declares (:mod:`densemnv3.runtimes.signature`)."""
+    from densemnv3.runtimes.executorch_engine import read_pte
 
     try:
-        metadata = read_pte_metadata(path)
+        metadata, signature = read_pte(path)
     except ImportError:
         raise CheckpointError(f"{path}: reading an ExecuTorch program needs the 'executorch' package, which "
                               f"is not installed: pip install densemnv3[executorch]") from None
@@ -198,6 +211,11 @@ def _inspect_pte(path: Path) -> CheckpointInfo:
     if not isinstance(metadata.get("config"), Mapping) or metadata.get("task") not in EXPORTED_TASKS:
         raise CheckpointError(f"{path}: an ExecuTorch program not written by densemnv3 (it records no "
                               f"config); the tools run the .pte files of tools/export.py --format executorch")
+    if signature is not None:  # without a forward the engine says so when it loads
+        from densemnv3.runtimes.signature import check_graph
+
+        check_graph(path, metadata, *signature, remedy="export the checkpoint with tools/export.py "
+                                                       "--format executorch")
     arch = str(metadata.get("arch"))
     what = f"an {metadata.get('precision', 'fp32')} ExecuTorch {metadata['task']} model of {arch} (tools/export.py)"
     return CheckpointInfo(path=path, state=metadata, weights={}, task=metadata["task"], arch=arch,

@@ -3,14 +3,50 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor, nn
 
 from densemnv3.errors import CheckpointError
 
 from .identify import read_checkpoint
+
+#: Set to 1 to load weights that hold NaN or inf anyway (to inspect a diverged run), with a warning.
+ALLOW_NON_FINITE = "DENSEMNV3_ALLOW_NON_FINITE"
+
+
+def non_finite(tensors: Mapping[str, Tensor]) -> dict[str, str]:
+    """The floating-point entries of ``tensors`` holding NaN or inf: name -> ``"3 NaN, 1 +inf"``."""
+    found = {}
+    for name, t in tensors.items():
+        if not isinstance(t, Tensor) or not t.is_floating_point() or bool(torch.isfinite(t).all()):
+            continue
+        counts = (("NaN", int(t.isnan().sum())), ("+inf", int(t.isposinf().sum())),
+                  ("-inf", int(t.isneginf().sum())))
+        found[name] = ", ".join(f"{n} {what}" for what, n in counts if n)
+    return found
+
+
+def check_finite(tensors: Mapping[str, Tensor], what: str = "the checkpoint") -> None:
+    """A :class:`CheckpointError` naming the tensors of ``tensors`` that hold NaN or inf (their
+    names and counts), unless the environment sets :data:`ALLOW_NON_FINITE` to 1: then a warning."""
+    bad = non_finite(tensors)
+    if not bad:
+        return
+    listed = "; ".join(f"{name} ({counts})" for name, counts in list(bad.items())[:3])
+    more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+    message = (f"{what} holds non-finite values in {len(bad)} of {len(tensors)} tensors: "
+               f"{listed}{more}")
+    if os.environ.get(ALLOW_NON_FINITE) == "1":
+        print(f"warning: {message}; loaded anyway ({ALLOW_NON_FINITE}=1): every output derived "
+              f"from it is suspect", file=sys.stderr)
+        return
+    raise CheckpointError(f"{message}; the run that wrote it diverged or the file is damaged: use "
+                          f"an earlier checkpoint (or set {ALLOW_NON_FINITE}=1 to load it anyway, "
+                          f"for inspection)")
 
 
 @dataclass
@@ -37,7 +73,8 @@ def load_state_dict_checked(
     ``module`` may define ``convert_torchvision_state_dict(sd) -> sd`` to rename torchvision's keys
     to its own, and ``torchvision_ignored_prefixes`` for keys it does not use (a backbone ignores
     the ``classifier.``). Every parameter and buffer of ``module`` must be in the checkpoint with
-    the same shape; otherwise :class:`CheckpointError` names the first mismatched keys.
+    the same shape; otherwise :class:`CheckpointError` names the first mismatched keys. Weights
+    holding NaN or inf are refused the same way (:func:`check_finite`).
     """
     source = state_dict_or_path
     if isinstance(source, (str, os.PathLike)):
@@ -85,5 +122,6 @@ def load_state_dict_checked(
             + ". Is it for another architecture or options (width_mult, reduced_tail, num_classes)?"
         )
     state = {k: v for k, v in state.items() if k in own}
+    check_finite(state)
     module.load_state_dict(state, strict=False)
     return LoadResult(ignored_keys=ignored)

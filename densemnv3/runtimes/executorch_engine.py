@@ -36,9 +36,10 @@ from densemnv3.errors import CheckpointError
 
 from .engines import Engine
 from .metadata import decode_values, encode_values
+from .signature import Signature
 
 __all__ = ["METADATA_METHOD", "ExecuTorchEngine", "pte_metadata_method", "quiet_imports", "quiet_native",
-           "read_pte_metadata", "runtime"]
+           "read_pte", "read_pte_metadata", "runtime"]
 
 #: The constant method of a densemnv3 ``.pte`` that returns its metadata as JSON.
 METADATA_METHOD = "densemnv3_metadata"
@@ -96,15 +97,46 @@ def read_pte_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The metadata of the ``.pte`` at ``path``, with the keys and values an ONNX file of
     ``tools/export.py`` records (empty for a program without it). Raises ``ImportError`` without
     ExecuTorch, ``RuntimeError``/``ValueError`` for a damaged file."""
+    return read_pte(path)[0]
+
+
+def read_pte(path: str | os.PathLike) -> tuple[dict[str, Any], tuple[Signature, Signature] | None]:
+    """:func:`read_pte_metadata`, and the inputs and outputs its ``forward`` method declares
+    (no names, static sizes: :mod:`.signature`), or ``None`` without a ``forward``."""
     with quiet_native():
         program = runtime().load_program(Path(path))
+        signature = _forward_signature(program) if "forward" in program.method_names else None
         if METADATA_METHOD not in program.method_names:
-            return {}
+            return {}, signature
         (text,) = program.load_method(METADATA_METHOD).execute([])
     values = json.loads(text)
     if not isinstance(values, dict):
         raise ValueError(f"{METADATA_METHOD} returned {type(values).__name__}, not a dict")
-    return decode_values(values)
+    return decode_values(values), signature
+
+
+#: ExecuTorch's ScalarType codes of the element types the check names.
+_SCALAR_TYPES = {6: "float32", 5: "float16", 7: "float64", 4: "int64", 3: "int32", 1: "int8",
+                 0: "uint8", 15: "bfloat16"}
+
+
+def _forward_signature(program: Any) -> tuple[Signature, Signature]:
+    """The ``forward`` method's tensors as :mod:`.signature` compares them, read from its
+    metadata without loading it."""
+    meta = program.metadata("forward")
+
+    def entry(tensor_meta: Any) -> tuple[None, tuple[int, ...] | None, str | None]:
+        try:
+            info = tensor_meta()
+        except (RuntimeError, ValueError, IndexError):  # not a tensor (an int, a list)
+            return None, None, "not a tensor"
+        code = int(info.dtype())
+        dtype = _SCALAR_TYPES.get(code, f"scalar type {code}")
+        return None, tuple(int(s) for s in info.sizes()), dtype
+
+    inputs = [entry(lambda i=i: meta.input_tensor_meta(i)) for i in range(meta.num_inputs())]
+    outputs = [entry(lambda i=i: meta.output_tensor_meta(i)) for i in range(meta.num_outputs())]
+    return inputs, outputs
 
 
 def _reason(err: BaseException) -> str:

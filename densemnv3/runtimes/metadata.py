@@ -15,8 +15,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["METADATA_PREFIX", "OUTPUT_NAMES", "TASK_OF_OUTPUTS", "encode_values", "decode_values", "read_metadata",
-           "write_metadata"]
+__all__ = ["METADATA_PREFIX", "OUTPUT_NAMES", "TASK_OF_OUTPUTS", "encode_values", "decode_values",
+           "metadata_of", "read_metadata", "write_metadata"]
 
 METADATA_PREFIX = "densemnv3."
 #: What a graph outputs, by the ``outputs`` metadata value.
@@ -66,6 +66,10 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     Raises :class:`OSError`/:class:`ValueError`-like errors of ``onnx`` for unreadable files."""
     import onnx
 
-    proto = onnx.load(str(path), load_external_data=False)
+    return metadata_of(onnx.load(str(path), load_external_data=False))
+
+
+def metadata_of(proto: Any) -> dict[str, Any]:
+    """The ``densemnv3.*`` metadata of an ``onnx.ModelProto`` (empty for another model's)."""
     return decode_values({entry.key[len(METADATA_PREFIX):]: entry.value for entry in proto.metadata_props
                           if entry.key.startswith(METADATA_PREFIX)})

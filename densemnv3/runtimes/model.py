@@ -2,7 +2,7 @@
 
 - :class:`ExportedSegmenter`: ``model(images)`` returns logits ``(N, C, H, W)``, as :class:`LRASPP`;
   ``network(images)`` the graph's own, at stride 8 for a file of ``outputs: logits_raw`` (the
-  default since session 16: the labels of their upsampling cost less outside the graph).
+  default export: the labels of their upsampling cost less outside the graph).
 - :class:`ExportedDetector`: ``model(images)`` returns one dict of ``boxes``/``scores``/``labels``
   per image, as :class:`SSDLite` in eval mode. A graph with raw outputs (``cls_logits``,
   ``bbox_regression``, ``anchors``: the int8 and ``.pte`` files) is post-processed here in
@@ -36,6 +36,7 @@ from densemnv3.models.resize import resize_bilinear
 
 from .engines import Engine
 from .metadata import OUTPUT_NAMES
+from .signature import output_mismatch
 
 #: graphs with their postprocess inside: run whole, never split over engines
 NMS_OUTPUTS = ("detections",)
@@ -66,6 +67,7 @@ class ExportedModel(nn.Module):
         fixed, low = metadata.get("input_size"), metadata.get("min_input_size")
         self.fixed_size = tuple(fixed) if isinstance(fixed, (tuple, list)) else None
         self.min_size = tuple(low) if isinstance(low, (tuple, list)) else None
+        self.metadata = dict(metadata)  # what its outputs' shapes must be (run checks them)
         self._engines: dict[int, Engine] = {}  # by stream count, for one thread budget
         self._budget = 0
         self.threads: int | None = None  # the engines' intra-op threads; None: torch's count
@@ -118,8 +120,21 @@ class ExportedModel(nn.Module):
                             f"from there up), got {height}x{width}; resize to a larger size "
                             f"(--set data.eval_resize=[H,W])")
 
+    def resize_note(self, height: int, width: int) -> str | None:
+        """The note a tool prints, once, when it resizes ``height`` x ``width`` frames to the
+        size a fixed-size file takes (None: the file takes them as they are)."""
+        if not self.fixed_size or (height, width) == self.fixed_size:
+            return None
+        h, w = self.fixed_size
+        return (f"note: {self.path} takes {h}x{w} inputs only (exported at a fixed size): the "
+                f"{height}x{width} frames are resized to it, its predictions scaled back to the "
+                f"frame (export at the frames' size, tools/export.py --input-size {height} "
+                f"{width}, to run them as they are)")
+
     def run(self, images: Tensor) -> tuple[Tensor, ...]:
-        """The graph's outputs for a normalised ``(N, 3, H, W)`` batch, on ``images``' device."""
+        """The graph's outputs for a normalised ``(N, 3, H, W)`` batch, on ``images``' device;
+        a :class:`UserError` where their shapes are not those its metadata implies (a graph of
+        another model that passed the check at open: a full-size output declared at stride 8)."""
         if images.dim() != 4:
             raise ValueError(f"expected a (N, 3, H, W) batch, got shape {tuple(images.shape)}")
         self.check_size(*images.shape[-2:])
@@ -136,6 +151,11 @@ class ExportedModel(nn.Module):
             engine = self.engine()
             parts = [engine.run(x[i:i + 1]) for i in range(len(x))]
             outputs = [np.concatenate(o) if o[0].shape[:1] == (1,) else o[0] for o in zip(*parts)]
+        problem = output_mismatch(self.metadata, x.shape, [o.shape for o in outputs])
+        if problem:
+            raise UserError(f"{self.path}: its graph is not the model its densemnv3 metadata "
+                            f"describes: {problem}; export the checkpoint again with "
+                            f"tools/export.py")
         return tuple(torch.from_numpy(o).to(images.device) for o in outputs)
 
     def __getstate__(self) -> dict:

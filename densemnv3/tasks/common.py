@@ -32,7 +32,8 @@ def eval_progress(iterable, progress: bool):
 
 
 def ensure_synthetic(cfg: Config) -> None:
-    """Generate the synthetic set at ``data.root`` on first use (rank 0; the others wait)."""
+    """Generate the synthetic set at ``data.root`` on first use (rank 0; the others wait). Only
+    the tools that train or calibrate call it; evaluation reads the data that is there."""
     spec = cfg.data.synthetic
     if spec is None:
         return

@@ -17,7 +17,7 @@ from densemnv3.engine.sampler import shard_indices
 from densemnv3.evaluation.coco import CocoEvaluator, DetMetrics, format_ap_table
 from densemnv3.models import build_model
 
-from .common import ensure_synthetic, eval_progress, prepare_for_eval
+from .common import eval_progress, prepare_for_eval
 from .registry import register_task
 
 
@@ -61,7 +61,6 @@ class DetectionTask:
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        ensure_synthetic(cfg)
         self.last_metrics: DetMetrics | None = None
 
     def build_model(self) -> nn.Module:
@@ -76,7 +75,8 @@ class DetectionTask:
         else:
             transform = det_eval_transform(d.image_size)
         return CocoDetection(root / images, root / ann, transform, label_mapping=d.label_mapping,
-                             skip_bad=d.skip_bad, cache=d.cache_images)
+                             skip_bad=d.skip_bad, cache=d.cache_images,
+                             max_pixels=d.max_image_pixels)
 
     def train_dataset(self) -> Dataset:
         return self.dataset(self.cfg.data.train_split, train=True)

@@ -60,7 +60,8 @@ class MultiTaskTask(SegmentationTask):
         transform = (seg_train_transform(tuple(d.crop_size), scale_range=tuple(d.scale_range), boxes=True)
                      if train else seg_eval_transform(resize=tuple(d.eval_resize) if d.eval_resize else None))
         return CityscapesMultiTask(d.root, split, transform, skip_bad=d.skip_bad, cache=d.cache_images,
-                                   decoded_cache=d.decoded_cache if train else None)
+                                   decoded_cache=d.decoded_cache if train else None,
+                                   max_pixels=d.max_image_pixels)
 
     def collate(self, batch: list) -> Any:
         return detection_collate(batch)

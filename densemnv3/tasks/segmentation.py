@@ -28,7 +28,7 @@ from densemnv3.models.losses import (  # noqa: F401 - also importable from here,
     segmentation_loss,
 )
 
-from .common import ensure_synthetic, eval_progress, prepare_for_eval
+from .common import eval_progress, prepare_for_eval
 from .registry import register_task
 
 
@@ -98,7 +98,6 @@ class SegmentationTask:
         self.cfg = cfg
         self.last_metrics: SegMetrics | None = None
         self.seg_loss = segmentation_loss(cfg.loss)
-        ensure_synthetic(cfg)
 
     def build_model(self) -> nn.Module:
         return build_model(self.cfg.model)
@@ -111,7 +110,8 @@ class SegmentationTask:
             else seg_eval_transform(resize=tuple(d.eval_resize) if d.eval_resize else None)
         )
         return CityscapesSegmentation(d.root, split, transform, skip_bad=d.skip_bad, cache=d.cache_images,
-                                      decoded_cache=d.decoded_cache if train else None)
+                                      decoded_cache=d.decoded_cache if train else None,
+                                      max_pixels=d.max_image_pixels)
 
     def train_dataset(self) -> Dataset:
         return self.dataset(self.cfg.data.train_split, train=True)

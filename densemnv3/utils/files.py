@@ -1,8 +1,9 @@
 """Files written whole or not at all, with the mode any file gets, and one line when a disk refuses.
 
 Every artifact a tool leaves (checkpoints, ``results.csv``, ``metrics.json``, exported and
-quantized models, the decoded cache) is written through :func:`atomic_write`: to a temp file
-``.NAME.PID-XXXXXXXX.tmp`` beside it, flushed to disk, then renamed over ``NAME``. A reader never
+quantized models, the decoded cache, images through :func:`write_image`) is written through
+:func:`atomic_write`: to a temp file ``.NAME.PID-XXXXXXXX.tmp`` beside it, flushed to disk,
+then renamed over ``NAME``. A reader never
 sees half a file, and a failed write leaves the previous file as it was. The temp file is created
 with mode ``0o666`` less the umask, as ``open(path, "w")`` would (``tempfile.mkstemp`` makes
 ``0o600``, which the rename would carry to the artifact). A full disk or quota becomes a
@@ -18,11 +19,15 @@ import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from densemnv3.errors import UserError
 
+if TYPE_CHECKING:
+    import numpy as np
+
 __all__ = ["WriteError", "atomic_write", "disk_error", "remove_stale_temps", "storage_problem",
-           "write_text"]
+           "write_image", "write_text"]
 
 #: errno values that mean "this storage cannot take the file", not a bug: one line, not a traceback.
 _STORAGE_ERRORS = {
@@ -113,6 +118,28 @@ def write_text(path: str | os.PathLike, text: str, *, hint: str = "") -> Path:
     path = Path(path)
     with atomic_write(path, hint=hint) as tmp:
         tmp.write_text(text)
+    return path
+
+
+def write_image(path: str | os.PathLike, array: np.ndarray, *, hint: str = "") -> Path:
+    """Encode ``array`` (OpenCV's channel order) in the format of ``path``'s suffix and write it
+    atomically (see :func:`atomic_write`).
+
+    Encoded in memory, not with ``cv2.imwrite``: that one writes through libpng's own file
+    calls, so a full disk leaves a truncated or empty file and a ``libpng error`` on stderr.
+    """
+    import cv2  # here, not above: configs import this module and need no OpenCV
+
+    path = Path(path)
+    try:
+        ok, encoded = cv2.imencode(path.suffix, array)
+    except cv2.error:
+        ok = False
+    if not ok:
+        raise WriteError(f"{path}: OpenCV cannot encode a {array.dtype} array of shape "
+                         f"{tuple(array.shape)} as {path.suffix or 'an image (no suffix)'}")
+    with atomic_write(path, hint=hint) as tmp:
+        tmp.write_bytes(encoded.tobytes())
     return path
 
 

@@ -155,6 +155,34 @@ def test_nan_loss_stops_with_iteration_and_keeps_best(tiny_synthetic, tmp_path, 
     assert all(torch.isfinite(v).all() for v in best["model"].values() if v.is_floating_point())
 
 
+def test_nan_loss_names_the_checkpoint_saved_before_it(tiny_synthetic, tmp_path, tiny_cfg):
+    work = tmp_path / "run"
+    cfg = tiny_cfg(tiny_synthetic, work, schedule__iters=8, train__eval_interval=100,
+                   train__checkpoint_interval=3)
+    trainer = Trainer(cfg, NaNAt(build_task(cfg), at=5), device="cpu", progress=False)
+    with pytest.raises(TrainingError) as error:
+        trainer.fit()
+    message = str(error.value)
+    assert f"The last checkpoint is {work / 'last.pt'} (iteration 3;" in message
+    assert "best.pt" not in message and not (work / "best.pt").exists()
+    assert read_checkpoint(work / "last.pt")["iter"] == 3
+
+
+def test_diverging_run_names_only_files_that_exist(tiny_synthetic, tmp_path, tiny_overrides, run_tool):
+    """``optim.lr`` far too high: the loss becomes NaN before the first checkpoint is due, and the
+    one error line says that no checkpoint exists instead of naming a last.pt."""
+    work = tmp_path / "diverge"
+    proc = run_tool("train_seg.py", CONFIG, "--no-progress", "--set",
+                    *tiny_overrides(tiny_synthetic, work, optim__lr=1e12, schedule__iters=40,
+                                    train__checkpoint_interval=1000, train__eval_interval=1000))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    error = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "loss became nan" in error[0] or "non-finite" in error[0], error[0]
+    assert "No checkpoint was saved yet (the first was due at iteration 1000" in error[0], error[0]
+    assert not (work / "last.pt").exists() and not (work / "best.pt").exists()
+
+
 def test_resume_rejects_other_architecture(tiny_synthetic, tmp_path, tiny_cfg, tiny_overrides, run_tool):
     cfg = tiny_cfg(tiny_synthetic, tmp_path / "a", schedule__iters=2, train__eval_interval=100)
     Trainer(cfg, build_task(cfg), device="cpu", progress=False).fit()

@@ -123,7 +123,8 @@ def test_truncated_files_keep_their_messages(files, tmp_path):
 
 
 def test_onnx_and_torch_files_are_read_by_content_not_suffix(files, tmp_path):
-    cfg = load_config(SEG_CONFIG, ["model.name=lraspp_mobilenet_v3_small"])
+    # 3 classes: the one-node graph's output, which the metadata must describe
+    cfg = load_config(SEG_CONFIG, ["model.name=lraspp_mobilenet_v3_small", "model.num_classes=3"])
     metadata = {"config": dataclasses.asdict(cfg), "task": "segmentation", "arch": cfg.model.name,
                 "outputs": "logits", "precision": "int8"}
     info = inspect_checkpoint(onnx_file(tmp_path / "model_int8", metadata))

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from densemnv3.data.labels import ID_PALETTE, LABELS, THING_NAMES
 from densemnv3.errors import DataError, UserError
-from densemnv3.utils.files import WriteError, write_text
+from densemnv3.utils.files import WriteError, disk_error, storage_problem, write_image, write_text
 
 from .render import render
 from .street import MAX_SPEED, make_scene
@@ -40,6 +40,8 @@ _FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG"}
 _COMPLETE = ".complete"
 _IN_PROGRESS = ".in_progress"
 _OWN_DIRS = ("leftImg8bit", "gtFine", "annotations")
+_UNFINISHED = (f"the files of the unfinished set were removed (it has no {_COMPLETE}, so no run "
+               "takes it as complete); free some space and run again")
 _CATEGORIES = [
     {"id": lab.id, "name": lab.name, "supercategory": lab.category}
     for lab in LABELS
@@ -62,7 +64,8 @@ def make_synthetic(
     Cityscapes files (``leftImg8bit``, ``gtFine`` label ids, instance ids, colours) plus COCO
     ``annotations/instances_{split}.json``; ``out/.complete`` is written last. ``out`` must be new,
     empty or an earlier synthetic set (which is replaced). ``workers`` defaults to up to 2
-    processes (a plain loop for a handful of images); it does not change the output.
+    processes (a plain loop for a handful of images); it does not change the output. A full disk
+    is a :class:`WriteError`, after the files written so far are removed.
     """
     marker = _marker(train=train, val=val, size=size, seed=seed)
     out = Path(out)
@@ -74,6 +77,23 @@ def make_synthetic(
     ]
     if workers is None:
         workers = 1 if len(tasks) < 16 else min(2, os.cpu_count() or 1)
+    try:
+        _write_set(out, marker, tasks, workers, progress)
+    except BaseException as err:
+        storage = disk_error(err)
+        if storage is None and not isinstance(err, WriteError):
+            raise
+        for name in _OWN_DIRS:  # the workers are stopped by now; the marker stays: the dir is ours
+            shutil.rmtree(out / name, ignore_errors=True)
+        if isinstance(err, WriteError):
+            raise
+        raise WriteError(f"{out}: cannot write, {storage_problem(storage)}; "
+                         f"{_UNFINISHED}") from None
+    (out / _IN_PROGRESS).unlink()
+    return out
+
+
+def _write_set(out: Path, marker: dict, tasks: list[tuple], workers: int, progress: bool) -> None:
     results: dict[str, list] = {"train": [], "val": []}
     with tqdm(total=len(tasks), desc="synthetic", unit="img", disable=not progress) as bar:
         for split, index, image, anns in _run(tasks, workers):
@@ -81,10 +101,8 @@ def make_synthetic(
             bar.update()
     (out / "annotations").mkdir(exist_ok=True)
     for split, items in results.items():
-        _write_json(out / "annotations" / f"instances_{split}.json", _coco(items))
-    _write_json(out / _COMPLETE, marker)
-    (out / _IN_PROGRESS).unlink()
-    return out
+        _write_json(out / "annotations" / f"instances_{split}.json", _coco(items), _UNFINISHED)
+    _write_json(out / _COMPLETE, marker, _UNFINISHED)
 
 
 def synthetic_exists(
@@ -202,10 +220,18 @@ def _prepare(out: Path, marker: dict) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} exists and is not a directory; choose another --out")
     if out.is_dir() and any(out.iterdir()):
-        if not ((out / _COMPLETE).exists() or (out / _IN_PROGRESS).exists()):
+        earlier = _read_marker(out / _COMPLETE) or _read_marker(out / _IN_PROGRESS)
+        if earlier is None:
             raise UserError(
                 f"{out} is not empty and holds no synthetic dataset; "
                 "choose a new or empty directory"
+            )
+        foreign = _foreign_files(out, earlier)
+        if foreign:
+            raise UserError(
+                f"{out} holds {len(foreign)} files the synthetic generator did not write (e.g. "
+                f"{foreign[0]}); it replaces only a set of its own: choose a new or empty "
+                "directory (--out, data.root), or move those files away"
             )
         _write_json(out / _IN_PROGRESS, marker)
         (out / _COMPLETE).unlink(missing_ok=True)
@@ -215,8 +241,32 @@ def _prepare(out: Path, marker: dict) -> None:
     _write_json(out / _IN_PROGRESS, marker)
 
 
-def _write_json(path: Path, data: dict) -> None:
-    write_text(path, json.dumps(data))
+def _read_marker(path: Path) -> dict | None:
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def _foreign_files(out: Path, marker: dict) -> list[Path]:
+    """Files under ``out`` that the set ``marker`` describes does not have (a user's own data
+    put there, or a set of other counts), which regenerating it must not delete."""
+    own = {out / _COMPLETE, out / _IN_PROGRESS}
+    own |= {out / "annotations" / f"instances_{split}.json" for split in _SPLIT_KEYS}
+    for split in _SPLIT_KEYS:
+        count = marker.get(split)
+        for index in range(count if isinstance(count, int) else 0):
+            city, stem = _stem(split, index)
+            own.add(out / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png")
+            own |= {out / "gtFine" / split / city / f"{stem}_gtFine_{kind}.png"
+                    for kind in ("labelIds", "instanceIds", "color")}
+    return sorted(p for p in out.rglob("*") if not p.is_dir() and p not in own
+                  and not (p.name.startswith(".") and p.name.endswith(".tmp")))
+
+
+def _write_json(path: Path, data: dict, hint: str = "") -> None:
+    write_text(path, json.dumps(data), hint=hint)
 
 
 def _run(tasks: list[tuple], workers: int) -> Iterator[tuple]:
@@ -264,10 +314,7 @@ def _write_image(task: tuple) -> tuple[str, int, dict, list[dict]]:
 
 
 def _imwrite(path: Path, array: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), array):  # OpenCV says False, not why: a full disk, most likely
-        raise WriteError(f"{path}: OpenCV could not write this image; check the free space of "
-                         f"{path.parent}; the set stays unfinished (no {_COMPLETE}) and is made "
-                         f"anew by the next run")
+    write_image(path, array, hint=_UNFINISHED)
 
 
 def _instances(ids: np.ndarray) -> list[dict]:
