@@ -1,3 +1,5 @@
+import collections
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,7 +10,28 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `configs` and `tools` importable from a checkout
 
-torch.set_num_threads(2)
+from tests.tool_process import run_tool_here  # noqa: E402
+
+# Each of pytest-xdist's workers (``-n``) gets its share of the cores, the tools it starts too:
+# OpenMP threads beyond the cores wait on each other rather than compute.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+_THREADS = max(1, min(2, (os.cpu_count() or 1) // _WORKERS))
+torch.set_num_threads(_THREADS)
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(_THREADS))
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook, where it is installed
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: a worker per core, up to four (each holds its own models and files)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files with the most end-to-end (``slow``) tests first, each file's tests in their order:
+    pytest-xdist's ``--dist loadfile`` then starts the long files first and ends on short ones."""
+    slow = collections.Counter(item.path for item in items if item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[item.path])
 
 
 def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -87,19 +110,24 @@ def _tiny_overrides(root: Path, work_dir: Path, **extra) -> list[str]:
 
 
 def _run_tool(tool: str, *args: str, timeout: float = 300, env=None, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "tools" / tool), *args], capture_output=True,
-                          text=True, timeout=timeout, env=env, **kwargs)
+    """``python tools/<tool> *args``, captured. In this process (a fresh interpreter costs seconds
+    of imports) unless ``env`` or another ``subprocess.run`` option asks for a process of its own;
+    :func:`tests.tool_process.run_tool_here` gives the tool what a process would."""
+    if env is not None or kwargs:
+        return subprocess.run([sys.executable, str(ROOT / "tools" / tool), *args], capture_output=True,
+                              text=True, timeout=timeout, env=env, **kwargs)
+    return run_tool_here(ROOT / "tools" / tool, list(args))
 
 
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_overrides():
     """``tiny_overrides(root, work_dir, section__key=value, ...)`` -> ``--set`` arguments."""
     return _tiny_overrides
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def run_tool():
     """``run_tool("train_seg.py", *args)`` -> CompletedProcess (text, captured)."""
     return _run_tool

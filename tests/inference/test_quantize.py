@@ -134,6 +134,7 @@ def test_int8_detector_postprocesses_in_float(tmp_path):
             assert all(torch.equal(got[k], exp[k]) for k in ("boxes", "scores", "labels"))
 
 
+@pytest.mark.slow
 def test_multitask_file_gives_what_the_pytorch_model_gives(tmp_path):
     """The raw multi-task graph: fp32 as PyTorch (logits at stride 8, SSDLite's tensors), the same
     postprocess; int8 within the stated agreement."""

@@ -55,6 +55,7 @@ def test_onnxruntime_and_openvino_fp32_match_pytorch(seg_files):
     assert agreement > 0.97, agreement  # bf16 keeps 8 bits of mantissa: a few near-ties flip
 
 
+@pytest.mark.slow
 def test_the_predictor_takes_the_labels_of_the_files_stride_8_logits(tmp_path):
     """The Predictor over an exported file (logits at stride 8) labels frames as over the PyTorch
     model: the labels of the logits' bilinear upsampling to the frame."""

@@ -79,6 +79,7 @@ def test_variants_each_run_against_torchvision_fp32(bench_tool, tmp_path, capsys
     assert "inference: cpu, bf16, channels_last, compile off, cuda-graphs off" in printed
 
 
+@pytest.mark.slow
 def test_int8_is_timed_against_our_fp32_path_and_torchvision(bench_tool, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     out = tmp_path / "bench.json"
@@ -156,6 +157,7 @@ def _only_onnxruntime(monkeypatch):
         monkeypatch.setattr(engine_class(name), "installed", classmethod(lambda cls: False))
 
 
+@pytest.mark.slow
 def test_routes_time_every_installed_runtime_against_torchvision(bench_tool, tmp_path, capsys, monkeypatch):
     pytest.importorskip("onnxruntime")
     _only_onnxruntime(monkeypatch)
@@ -175,6 +177,7 @@ def test_routes_time_every_installed_runtime_against_torchvision(bench_tool, tmp
     assert "| onnxruntime int8.onnx (auto for int8.onnx) |" in table
 
 
+@pytest.mark.slow
 def test_routes_with_trained_weights_time_ours_on_drive_frames(bench_tool, fitted_seg_checkpoint, tmp_path,
                                                               monkeypatch):
     """--weights: ours is the checkpoint (not torchvision's random weights), fed frames of the
@@ -194,6 +197,7 @@ def test_routes_with_trained_weights_time_ours_on_drive_frames(bench_tool, fitte
                          "--weights", str(fitted_seg_checkpoint)])
 
 
+@pytest.mark.slow
 def test_routes_mark_as_auto_only_what_auto_takes(bench_tool, tmp_path, capsys, monkeypatch):
     """A runtime that scores a file below PyTorch is timed but never marked auto (as
     ``--runtime auto`` leaves it out: OpenVINO on int8 SSDLite files)."""

@@ -43,6 +43,7 @@ def run(tool, argv, capsys):
     return exit_info.value.code, out.out, out.err
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 @pytest.mark.parametrize("head", ["seg", "det"])
@@ -101,6 +102,7 @@ def test_export_matches_pytorch_at_batch_1_and_3(tool, checkpoints, tmp_path, ca
         assert boxes.min() >= 0 and boxes.max() <= 128
 
 
+@pytest.mark.slow
 def test_full_size_logits_put_the_upsample_in_the_graph(tool, checkpoints, tmp_path, capsys):
     """--full-size-logits: logits at the input size, as the model's forward; both files give the
     model's logits through the loader (the stride-8 file upsampled outside the graph)."""
@@ -203,6 +205,7 @@ def test_a_failed_check_exits_with_code_1(checkpoints, tmp_path):
     assert error.value.exit_code == 1
 
 
+@pytest.mark.slow
 def test_a_self_describing_checkpoint_exports_without_a_config(tool, tmp_path, capsys):
     import dataclasses
 

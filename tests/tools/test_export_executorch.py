@@ -66,6 +66,7 @@ def test_missing_executorch_says_what_to_install(run_in_process, monkeypatch, tm
                                          "not installed: pip install densemnv3[executorch]")
 
 
+@pytest.mark.slow
 def test_a_multitask_pte_runs_as_the_pytorch_model(tmp_path):
     """One program, both heads: the logits at stride 8 and SSDLite's tensors, as PyTorch's."""
     from densemnv3.benchmark.models import calibrate_bn_

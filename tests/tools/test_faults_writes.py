@@ -7,6 +7,7 @@ take 64 bytes and then raise ``OSError(ENOSPC)``, as a full disk does.
 """
 
 import json
+import os
 import re
 import signal
 import stat
@@ -221,17 +222,17 @@ def _mode(path: Path) -> int:
 
 @pytest.mark.slow
 def test_artifacts_have_the_mode_of_any_new_file(tiny_synthetic, tiny_overrides, seg_checkpoint,
-                                                 tmp_path):
+                                                 tmp_path, run_tool):
     pytest.importorskip("onnxruntime")
     umask = 0o022
     plain = 0o666 & ~umask
-    quiet = {"capture_output": True, "text": True, "timeout": 600, "check": False}
-    script = f"import os, runpy, sys; os.umask({umask:#o}); sys.argv = sys.argv[1:]; " \
-             "sys.path.insert(0, os.path.dirname(sys.argv[0])); runpy.run_path(sys.argv[0], run_name='__main__')"
 
     def tool(name: str, *args: str) -> None:
-        proc = subprocess.run([sys.executable, "-c", script, str(ROOT / "tools" / name), *args],
-                              **quiet)
+        before = os.umask(umask)
+        try:
+            proc = run_tool(name, *args)
+        finally:
+            os.umask(before)
         assert proc.returncode == 0, proc.stderr[-3000:]
 
     work = tmp_path / "run"
