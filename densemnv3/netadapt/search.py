@@ -307,8 +307,10 @@ def _keep(model: nn.Module, kept: Proposal, verdict: Verdict, state: SearchState
                        "measured_ms": state.latency_ms, "step_ratio": verdict.step,
                        "ratio": verdict.total, "ms": verdict.ms, "metric": kept.metric,
                        "seconds": state.seconds})
+    # a kept step is under 1: four digits where three would round it to 1.000
+    step = f"{verdict.step:.3f}" if round(verdict.step, 3) < 1 else f"{verdict.step:.4f}"
     c.log(f"iteration {state.iteration}: kept {kept.unit} {kept.width}->{kept.new_width} "
-          f"({kept.kind}) | side by side: {verdict.step:.3f}x the previous model, "
+          f"({kept.kind}) | side by side: {step}x the previous model, "
           f"{verdict.total:.3f}x the original (table: {predicted / c.original_table_ms:.3f}x) | "
           f"{c.task.metric} {kept.metric:.4f} (quick) | {spent}")
     return model
