@@ -1,4 +1,4 @@
-"""Fault injection for COCO annotation files that parse but are wrong (issue 22, item 2).
+"""Fault injection for COCO annotation files that parse but are wrong.
 
 Duplicate image ids, a missing ``annotations`` key, an annotation of an unlisted image or
 category, a split with no boxes: ``eval_det.py`` and ``train_det.py`` stop with exit 2 and one
