@@ -38,8 +38,11 @@ cfg = Config(
         scale_range=(0.5, 2.0),
     ),
     optim=OptimConfig(lr=0.01, momentum=0.9, weight_decay=4e-5),
-    schedule=ScheduleConfig(iters=320_000, policy="poly", power=0.9, warmup_iters=1000, min_lr=1e-4),
-    train=TrainConfig(amp=True, sync_bn=True, eval_interval=16_000, checkpoint_interval=4000,
-                      log_interval=50),
+    schedule=ScheduleConfig(
+        iters=320_000, policy="poly", power=0.9, warmup_iters=1000, min_lr=1e-4
+    ),
+    train=TrainConfig(
+        amp=True, sync_bn=True, eval_interval=16_000, checkpoint_interval=4000, log_interval=50
+    ),
     work_dir="work_dirs/lraspp_cityscapes",
 )

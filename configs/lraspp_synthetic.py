@@ -23,9 +23,13 @@ cfg.data.crop_size = (128, 256)
 cfg.data.scale_range = (0.75, 1.25)
 cfg.data.eval_resize = None
 cfg.data.batch_size = 8
-cfg.data.workers = 1  # one loader process overlaps decoding with the step: 0.27 s/it vs 0.33 with 0 or 0.31 with 2
+cfg.data.workers = (
+    1  # one loader process overlaps decoding with the step: 0.27 s/it vs 0.33 with 0 or 0.31 with 2
+)
 cfg.data.cache_images = True
-cfg.loss.ohem_thresh = 0.7  # train on the hard pixels: the thin classes (pole, sign, person, rider) gain
+cfg.loss.ohem_thresh = (
+    0.7  # train on the hard pixels: the thin classes (pole, sign, person, rider) gain
+)
 cfg.loss.ohem_min_kept = 65536  # a quarter of a batch's 8x128x256 pixels
 cfg.optim.lr = 0.1
 cfg.schedule.iters = 2200

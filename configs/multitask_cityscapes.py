@@ -49,6 +49,8 @@ cfg.model = ModelConfig(
     backbone_weights=None,  # e.g. a local torchvision mobilenet_v3_large ImageNet checkpoint
 )
 cfg.optim = OptimConfig(name="adamw", lr=1e-3, weight_decay=4e-5)
-cfg.schedule = ScheduleConfig(iters=160_000, policy="poly", power=0.9, warmup_iters=1000, min_lr=1e-5)
+cfg.schedule = ScheduleConfig(
+    iters=160_000, policy="poly", power=0.9, warmup_iters=1000, min_lr=1e-5
+)
 cfg.loss = LossConfig(seg_weight=1.0, det_weight=1.0)
 cfg.work_dir = "work_dirs/multitask_cityscapes"

@@ -39,7 +39,8 @@ cfg.data.batch_size, cfg.data.eval_batch_size = 8, 8
 cfg.data.workers, cfg.data.cache_images = 1, True
 cfg.optim = OptimConfig(name="adamw", lr=0.003, weight_decay=4e-5)
 cfg.schedule = ScheduleConfig(iters=1000, policy="poly", warmup_iters=50)
-cfg.train = TrainConfig(sync_bn=False, channels_last=True, eval_interval=500, checkpoint_interval=500,
-                        log_interval=10)
+cfg.train = TrainConfig(
+    sync_bn=False, channels_last=True, eval_interval=500, checkpoint_interval=500, log_interval=10
+)
 cfg.loss = LossConfig(seg_weight=2.0, det_weight=1.0)
 cfg.work_dir = "work_dirs/multitask_synthetic"

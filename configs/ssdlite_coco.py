@@ -37,7 +37,8 @@ cfg = Config(
     ),
     optim=OptimConfig(lr=0.15, momentum=0.9, weight_decay=4e-5),
     schedule=ScheduleConfig(epochs=660, policy="cosine", warmup_iters=0),
-    train=TrainConfig(amp=True, sync_bn=False, eval_interval=20_000, checkpoint_interval=2000,
-                      log_interval=50),
+    train=TrainConfig(
+        amp=True, sync_bn=False, eval_interval=20_000, checkpoint_interval=2000, log_interval=50
+    ),
     work_dir="work_dirs/ssdlite_coco",
 )

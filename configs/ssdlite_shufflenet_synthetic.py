@@ -10,5 +10,7 @@ from densemnv3.configs.ssdlite_synthetic import cfg
 
 cfg.model.name = "ssdlite"
 cfg.model.backbone = "shufflenet_v2"
-del cfg.model.options["reduced_tail"]  # MobileNetV3's; ShuffleNetV2 options would go in model.backbone
+del cfg.model.options[
+    "reduced_tail"
+]  # MobileNetV3's; ShuffleNetV2 options would go in model.backbone
 cfg.work_dir = "work_dirs/ssdlite_shufflenet_synthetic"

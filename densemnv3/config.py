@@ -247,8 +247,10 @@ def resolve_config(config: str | Path) -> Path:
     if path.name == str(config) and path.suffix != ".py":  # a bare name
         if str(config) in names:
             return SHIPPED_CONFIGS / f"{config}.py"
-        raise ConfigError(f"unknown config {str(config)!r}{did_you_mean(str(config), names)}; the "
-                          f"shipped configs are {', '.join(names)}; or give a config file's path")
+        raise ConfigError(
+            f"unknown config {str(config)!r}{did_you_mean(str(config), names)}; the "
+            f"shipped configs are {', '.join(names)}; or give a config file's path"
+        )
     hint = ""
     if path.parent.is_dir():
         hint = did_you_mean(path.name, [p.name for p in path.parent.glob("*.py")])
@@ -279,8 +281,12 @@ def _exec_config(path: Path) -> types.ModuleType:
     roots = [str(folder), str(folder.parent)]
     if (SHIPPED_ROOT / "configs" / "__init__.py").is_file() and str(SHIPPED_ROOT) not in roots:
         roots.append(str(SHIPPED_ROOT))  # after the user's folders: theirs win
-    fresh = (str(folder), str(SHIPPED_ROOT / "configs"), str(SHIPPED_CONFIGS),
-             str(SHIPPED_CONFIGS.resolve()))
+    fresh = (
+        str(folder),
+        str(SHIPPED_ROOT / "configs"),
+        str(SHIPPED_CONFIGS),
+        str(SHIPPED_CONFIGS.resolve()),
+    )
     _forget_config_modules(fresh)  # imported before, e.g. by a user's own code: not shared
     before = set(sys.modules)
     sys.path[:0] = roots
@@ -297,8 +303,10 @@ def _exec_config(path: Path) -> types.ModuleType:
         line = f"{where.filename}:{where.lineno}" if where else str(path)
         hint = ""
         if isinstance(err, ModuleNotFoundError) and (err.name or "").split(".")[0] == "configs":
-            hint = ("; the shipped configs are the package densemnv3.configs (a clone also has "
-                    "configs/): write `from densemnv3.configs.NAME import cfg`")
+            hint = (
+                "; the shipped configs are the package densemnv3.configs (a clone also has "
+                "configs/): write `from densemnv3.configs.NAME import cfg`"
+            )
         raise ConfigError(f"{line}: error in config: {type(err).__name__}: {err}{hint}") from None
     finally:
         for root in roots:
@@ -340,7 +348,7 @@ def apply_override(cfg: Config, override: str) -> None:
             else:
                 node = getattr(node, part)
                 if node is None or (isinstance(node, str) and part == "backbone"):
-                    hint = typing.get_type_hints(type(_parent(cfg, parts[: depth])))[part]
+                    hint = typing.get_type_hints(type(_parent(cfg, parts[:depth])))[part]
                     node = _default_of(hint, node)
                     setattr(_parent(cfg, parts[:depth]), part, node)
         elif isinstance(node, dict):
@@ -369,15 +377,19 @@ def _default_of(hint: Any, value: Any = None) -> Any:
     raise ConfigError(f"cannot create a section of type {hint}")
 
 
-def backbone_spec(value: str | Mapping | None, key: str = "model.backbone") -> tuple[str, dict] | None:
+def backbone_spec(
+    value: str | Mapping | None, key: str = "model.backbone"
+) -> tuple[str, dict] | None:
     """``(name, options)`` of a backbone given as a name or ``{"name": ..., **options}``; None."""
     if value is None:
         return None
     options = {} if isinstance(value, str) else dict(value)
     name = value if isinstance(value, str) else options.pop("name", None)
     if not isinstance(name, str) or not name:
-        raise ConfigError(f"{key}: expected a backbone name or a dict with 'name', e.g. "
-                          f"{{'name': 'tv:resnet18', 'output_stride': 16}}, got {value!r}")
+        raise ConfigError(
+            f"{key}: expected a backbone name or a dict with 'name', e.g. "
+            f"{{'name': 'tv:resnet18', 'output_stride': 16}}, got {value!r}"
+        )
     return name, options
 
 
@@ -408,12 +420,23 @@ def config_from_dict(data: Mapping[str, Any], source: str = "config") -> Config:
         kwargs = {}
         for key, value in values.items():
             if key not in names:
-                raise ConfigError(f"{source}: unknown config key {prefix + key!r} (written by another "
-                                  f"densemnv3 version?){did_you_mean(key, names)}")
-            section = next((a for a in typing.get_args(hints[key]) or (hints[key],)
-                            if dataclasses.is_dataclass(a)), None)
-            kwargs[key] = (build(section, value, f"{prefix}{key}.")
-                           if section is not None and isinstance(value, Mapping) else value)
+                raise ConfigError(
+                    f"{source}: unknown config key {prefix + key!r} (written by another "
+                    f"densemnv3 version?){did_you_mean(key, names)}"
+                )
+            section = next(
+                (
+                    a
+                    for a in typing.get_args(hints[key]) or (hints[key],)
+                    if dataclasses.is_dataclass(a)
+                ),
+                None,
+            )
+            kwargs[key] = (
+                build(section, value, f"{prefix}{key}.")
+                if section is not None and isinstance(value, Mapping)
+                else value
+            )
         return kind(**kwargs)
 
     cfg = build(Config, data, "")
@@ -436,7 +459,24 @@ def save_config(cfg: Config, path: str | Path) -> Path:
 
 
 __all__ = [
-    "Config", "DataConfig", "EvalConfig", "LossConfig", "ModelConfig", "NetAdaptConfig", "OptimConfig",
-    "ScheduleConfig", "SyntheticConfig", "TTAConfig", "TrainConfig", "apply_override", "backbone_spec", "config_from_dict",
-    "config_to_python", "load_config", "resolve_config", "save_config", "shipped_configs", "validate",
+    "Config",
+    "DataConfig",
+    "EvalConfig",
+    "LossConfig",
+    "ModelConfig",
+    "NetAdaptConfig",
+    "OptimConfig",
+    "ScheduleConfig",
+    "SyntheticConfig",
+    "TTAConfig",
+    "TrainConfig",
+    "apply_override",
+    "backbone_spec",
+    "config_from_dict",
+    "config_to_python",
+    "load_config",
+    "resolve_config",
+    "save_config",
+    "shipped_configs",
+    "validate",
 ]

@@ -79,13 +79,13 @@ def rand_init():
     return randomize_
 
 
-
 @pytest.fixture(scope="session")
 def tiny_synthetic(tmp_path_factory) -> Path:
     from densemnv3.data.synthetic import make_synthetic
 
-    return make_synthetic(tmp_path_factory.mktemp("synthetic"), train=8, val=2, size=(64, 128),
-                          seed=1, progress=False)
+    return make_synthetic(
+        tmp_path_factory.mktemp("synthetic"), train=8, val=2, size=(64, 128), seed=1, progress=False
+    )
 
 
 def _tiny_overrides(root: Path, work_dir: Path, **extra) -> list[str]:
@@ -109,16 +109,22 @@ def _tiny_overrides(root: Path, work_dir: Path, **extra) -> list[str]:
     return [f"{k}={v}" for k, v in values.items()]
 
 
-def _run_tool(tool: str, *args: str, timeout: float = 300, env=None, **kwargs) -> subprocess.CompletedProcess:
+def _run_tool(
+    tool: str, *args: str, timeout: float = 300, env=None, **kwargs
+) -> subprocess.CompletedProcess:
     """``python tools/<tool> *args``, captured. In this process (a fresh interpreter costs seconds
     of imports) unless ``env`` or another ``subprocess.run`` option asks for a process of its own;
     :func:`tests.tool_process.run_tool_here` gives the tool what a process would."""
     if env is not None or kwargs:
-        return subprocess.run([sys.executable, str(ROOT / "tools" / tool), *args], capture_output=True,
-                              text=True, timeout=timeout, env=env, **kwargs)
+        return subprocess.run(
+            [sys.executable, str(ROOT / "tools" / tool), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            **kwargs,
+        )
     return run_tool_here(ROOT / "tools" / tool, list(args))
-
-
 
 
 @pytest.fixture(scope="session")

@@ -19,14 +19,26 @@ def write(path: Path, text: str) -> Path:
 
 @pytest.fixture
 def base(tmp_path):
-    write(tmp_path / "base.py", "from densemnv3.config import Config\ncfg = Config()\ncfg.optim.lr = 0.1\n")
+    write(
+        tmp_path / "base.py",
+        "from densemnv3.config import Config\ncfg = Config()\ncfg.optim.lr = 0.1\n",
+    )
     return tmp_path / "base.py"
 
 
 def test_overrides_convert_types(base):
-    cfg = load_config(base, ["optim.lr=0.02", "data.crop_size=[64,128]", "train.amp=false",
-                             "data.eval_resize=None", "model.options.pool=paper",
-                             "data.synthetic.train=7", "work_dir=/tmp/x"])
+    cfg = load_config(
+        base,
+        [
+            "optim.lr=0.02",
+            "data.crop_size=[64,128]",
+            "train.amp=false",
+            "data.eval_resize=None",
+            "model.options.pool=paper",
+            "data.synthetic.train=7",
+            "work_dir=/tmp/x",
+        ],
+    )
     assert cfg.optim.lr == 0.02 and isinstance(cfg.optim.lr, float)
     assert cfg.data.crop_size == (64, 128)
     assert cfg.train.amp is False
@@ -68,9 +80,14 @@ def test_repo_configs_load():
     for name in ("lraspp_cityscapes", "lraspp_mnv3small_cityscapes", "lraspp_synthetic"):
         cfg = load_config(ROOT / "configs" / f"{name}.py")
         assert cfg.task == "segmentation"
-    assert load_config(ROOT / "configs/lraspp_mnv3small_cityscapes.py").model.name == "lraspp_mobilenet_v3_small"
+    assert (
+        load_config(ROOT / "configs/lraspp_mnv3small_cityscapes.py").model.name
+        == "lraspp_mobilenet_v3_small"
+    )
     # the derived small config did not leak into the base
-    assert load_config(ROOT / "configs/lraspp_cityscapes.py").model.name == "lraspp_mobilenet_v3_large"
+    assert (
+        load_config(ROOT / "configs/lraspp_cityscapes.py").model.name == "lraspp_mobilenet_v3_large"
+    )
 
 
 def test_model_backbone_from_a_config_or_set(base):
@@ -80,11 +97,22 @@ def test_model_backbone_from_a_config_or_set(base):
     assert cfg.model.backbone == {"name": "tv:resnet18", "output_stride": 8}
     cfg = load_config(base, ["model.backbone={'name': 'timm:resnet18', 'output_stride': 16}"])
     assert cfg.model.backbone == {"name": "timm:resnet18", "output_stride": 16}
-    assert load_config(base, ["model.backbone.name=mobilenet_v2"]).model.backbone == {"name": "mobilenet_v2"}
+    assert load_config(base, ["model.backbone.name=mobilenet_v2"]).model.backbone == {
+        "name": "mobilenet_v2"
+    }
     seg = load_config(ROOT / "configs/lraspp_resnet18_synthetic.py")
-    assert (seg.model.name, seg.model.backbone) == ("lraspp", {"name": "tv:resnet18", "output_stride": 16})
-    det = load_config(ROOT / "configs/ssdlite_shufflenet_synthetic.py", ["model.backbone=timm:resnet18"])
-    assert (det.task, det.model.name, det.model.backbone) == ("detection", "ssdlite", "timm:resnet18")
+    assert (seg.model.name, seg.model.backbone) == (
+        "lraspp",
+        {"name": "tv:resnet18", "output_stride": 16},
+    )
+    det = load_config(
+        ROOT / "configs/ssdlite_shufflenet_synthetic.py", ["model.backbone=timm:resnet18"]
+    )
+    assert (det.task, det.model.name, det.model.backbone) == (
+        "detection",
+        "ssdlite",
+        "timm:resnet18",
+    )
 
 
 def test_bad_files(tmp_path):
@@ -93,10 +121,15 @@ def test_bad_files(tmp_path):
     write(tmp_path / "nocfg.py", "x = 1\n")
     with pytest.raises(ConfigError, match="must define `cfg"):
         load_config(tmp_path / "nocfg.py")
-    write(tmp_path / "broken.py", "from densemnv3.config import Config\n\ncfg = Config(\n  tsk='x')\n")
+    write(
+        tmp_path / "broken.py", "from densemnv3.config import Config\n\ncfg = Config(\n  tsk='x')\n"
+    )
     with pytest.raises(ConfigError, match=r"broken.py:\d+: error in config: TypeError"):
         load_config(tmp_path / "broken.py")
-    write(tmp_path / "wrongtype.py", "from densemnv3.config import Config\ncfg = Config()\ncfg.data.batch_size = '8'\n")
+    write(
+        tmp_path / "wrongtype.py",
+        "from densemnv3.config import Config\ncfg = Config()\ncfg.data.batch_size = '8'\n",
+    )
     with pytest.raises(ConfigError, match="'data.batch_size': expected int, got '8'"):
         load_config(tmp_path / "wrongtype.py")
 
@@ -110,9 +143,17 @@ def test_saved_config_round_trips(tmp_path, base):
 
 def test_cli_misspelled_key_gives_did_you_mean_not_traceback(tmp_path):
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "tools/train_seg.py"), str(ROOT / "configs/lraspp_synthetic.py"),
-         "--set", "optim.lrr=0.1"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        [
+            sys.executable,
+            str(ROOT / "tools/train_seg.py"),
+            str(ROOT / "configs/lraspp_synthetic.py"),
+            "--set",
+            "optim.lrr=0.1",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
@@ -146,8 +187,9 @@ def test_config_outside_repo_derives_from_shipped_config(tmp_path):
         "any(m.split('.')[0] == 'configs' for m in sys.modules))"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(site)}
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr
     lr, base_lr, same_schedule, leaked = out.stdout.split()
     assert float(lr) == 0.123 and float(base_lr) != 0.123  # the edit does not leak into the base
@@ -161,11 +203,16 @@ def test_shipped_configs_load_by_name_and_an_unknown_name_lists_them(tmp_path, m
     with pytest.raises(ConfigError) as info:
         load_config("lraspp_synthtic")
     message = str(info.value)
-    assert message.startswith("unknown config 'lraspp_synthtic' (did you mean 'lraspp_synthetic'?); "
-                              "the shipped configs are lraspp_cityscapes, ")
+    assert message.startswith(
+        "unknown config 'lraspp_synthtic' (did you mean 'lraspp_synthetic'?); "
+        "the shipped configs are lraspp_cityscapes, "
+    )
     assert "ssdlite_synthetic" in message and message.endswith("or give a config file's path")
-    with pytest.raises(ConfigError, match=r"configs/lraspp_synthetic.py: config file not found "
-                                          r"\(a shipped config: give its name, lraspp_synthetic\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"configs/lraspp_synthetic.py: config file not found "
+        r"\(a shipped config: give its name, lraspp_synthetic\)",
+    ):
         load_config("configs/lraspp_synthetic.py")  # a clone's path, from another folder
 
 
@@ -174,8 +221,10 @@ def test_user_config_derives_from_the_package_configs(tmp_path):
     an edit stays in the derived config, also when the base was imported before."""
     import densemnv3.configs.lraspp_synthetic as imported_before
 
-    write(tmp_path / "mine.py", "from densemnv3.configs.lraspp_synthetic import cfg\n"
-                                "cfg.optim.lr = 0.321\n")
+    write(
+        tmp_path / "mine.py",
+        "from densemnv3.configs.lraspp_synthetic import cfg\ncfg.optim.lr = 0.321\n",
+    )
     mine = load_config(tmp_path / "mine.py")
     assert mine.optim.lr == 0.321 and imported_before.cfg.optim.lr != 0.321
     assert load_config("lraspp_synthetic").optim.lr == imported_before.cfg.optim.lr
@@ -191,5 +240,7 @@ def test_load_model_and_the_predictor_take_a_shipped_config_by_name(tmp_path):
     loaded = load_model("lraspp_synthetic", overrides=small)
     assert loaded.cfg == load_config(ROOT / "configs" / "lraspp_synthetic.py", small)
     torch.save({"model": loaded.model.state_dict()}, tmp_path / "w.pt")
-    predictor = Predictor.from_config("lraspp_synthetic", tmp_path / "w.pt", device="cpu", overrides=small)
+    predictor = Predictor.from_config(
+        "lraspp_synthetic", tmp_path / "w.pt", device="cpu", overrides=small
+    )
     assert predictor(np.zeros((64, 128, 3), np.uint8)).shape == (64, 128)

@@ -27,8 +27,15 @@ pytestmark = pytest.mark.slow
 
 
 def _run(*command, cwd=None, env=None, timeout=600) -> subprocess.CompletedProcess:
-    done = subprocess.run([str(c) for c in command], capture_output=True, text=True, cwd=cwd,
-                          env=env, timeout=timeout, check=False)
+    done = subprocess.run(
+        [str(c) for c in command],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
     assert done.returncode == 0, f"{command}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
     return done
 
@@ -44,8 +51,11 @@ def dist(tmp_path_factory) -> Path:
 def test_wheel_and_sdist_hold_the_package_and_its_configs_only(dist):
     wheel = zipfile.ZipFile(next(dist.glob("densemnv3-*.whl")))
     names = wheel.namelist()
-    configs = {n.removeprefix("densemnv3/configs/").removesuffix(".py")
-               for n in names if n.startswith("densemnv3/configs/")}
+    configs = {
+        n.removeprefix("densemnv3/configs/").removesuffix(".py")
+        for n in names
+        if n.startswith("densemnv3/configs/")
+    }
     assert configs == {*shipped_configs(), "__init__"}
     assert "densemnv3/cli/__init__.py" in names and "densemnv3/__main__.py" in names
     assert {n.split("/")[0] for n in names} == {"densemnv3", f"densemnv3-{_version()}.dist-info"}
@@ -72,12 +82,25 @@ def installed(dist, tmp_path_factory) -> Path:
     venv = tmp_path_factory.mktemp("venv") / "env"
     _run(sys.executable, "-m", "venv", "--without-pip", venv)
     python = venv / "bin" / "python"
-    site = Path(_run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])")
-                .stdout.strip())
+    site = Path(
+        _run(
+            python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+        ).stdout.strip()
+    )
     ours = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
     (site / "parent_env.pth").write_text("".join(f"{path}\n" for path in ours))
-    _run(sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index",
-         "--quiet", next(dist.glob("densemnv3-*.whl")))
+    _run(
+        sys.executable,
+        "-m",
+        "pip",
+        "--python",
+        python,
+        "install",
+        "--no-deps",
+        "--no-index",
+        "--quiet",
+        next(dist.glob("densemnv3-*.whl")),
+    )
     return venv
 
 
@@ -91,18 +114,40 @@ def test_the_installed_command_trains_evaluates_and_exports_outside_a_checkout(i
     def densemnv3(*args: str) -> subprocess.CompletedProcess:
         return _run(command, *args, cwd=work, env=env)
 
-    where = _run(installed / "bin" / "python", "-c", "import densemnv3; print(densemnv3.__file__)",
-                 cwd=work, env=env).stdout
+    where = _run(
+        installed / "bin" / "python",
+        "-c",
+        "import densemnv3; print(densemnv3.__file__)",
+        cwd=work,
+        env=env,
+    ).stdout
     assert where.startswith(str(installed)), where  # the wheel's package, not the checkout's
     assert "densemnv3 train lraspp_synthetic" in densemnv3("--help").stdout
     assert "lraspp_synthetic " in densemnv3("configs").stdout
-    densemnv3("make-synthetic", "--out", "data", "--train", "4", "--val", "2", "--size", "64", "128")
-    tiny = ["data.root=data", "data.synthetic=None", "model.name=lraspp_mobilenet_v3_small",
-            "model.options={'output_stride': 16}", "data.crop_size=[64,96]", "data.batch_size=2",
-            "data.workers=0", "schedule.warmup_iters=2", "train.eval_interval=20",
-            "train.checkpoint_interval=20"]
-    train = densemnv3("train", "lraspp_synthetic", "--no-progress", "--set", *tiny,
-                      "schedule.iters=20", "work_dir=run")
+    densemnv3(
+        "make-synthetic", "--out", "data", "--train", "4", "--val", "2", "--size", "64", "128"
+    )
+    tiny = [
+        "data.root=data",
+        "data.synthetic=None",
+        "model.name=lraspp_mobilenet_v3_small",
+        "model.options={'output_stride': 16}",
+        "data.crop_size=[64,96]",
+        "data.batch_size=2",
+        "data.workers=0",
+        "schedule.warmup_iters=2",
+        "train.eval_interval=20",
+        "train.checkpoint_interval=20",
+    ]
+    train = densemnv3(
+        "train",
+        "lraspp_synthetic",
+        "--no-progress",
+        "--set",
+        *tiny,
+        "schedule.iters=20",
+        "work_dir=run",
+    )
     assert "final mIoU: " in train.stdout
     assert json.loads((work / "run" / "metrics.json").read_text())["iter"] == 20
     densemnv3("eval", "--weights", "run/last.pt", "--out", "ev")
@@ -112,12 +157,14 @@ def test_the_installed_command_trains_evaluates_and_exports_outside_a_checkout(i
     assert (work / "model.onnx").stat().st_size > 100_000
 
     # a user's config derives from a shipped one by the import that works after pip install
-    (work / "mine.py").write_text("from densemnv3.configs.lraspp_synthetic import cfg\n"
-                                  "cfg.schedule.iters = 2\n")
+    (work / "mine.py").write_text(
+        "from densemnv3.configs.lraspp_synthetic import cfg\ncfg.schedule.iters = 2\n"
+    )
     densemnv3("train", "mine.py", "--no-progress", "--set", *tiny, "work_dir=mine")
     assert json.loads((work / "mine" / "metrics.json").read_text())["iter"] == 2
     # the clone's spelling, `from configs.X`, says what to write instead
     (work / "old.py").write_text("from configs.lraspp_synthetic import cfg\n")
-    old = subprocess.run([command, "train", "old.py"], capture_output=True, text=True, cwd=work,
-                         env=env, check=False)
+    old = subprocess.run(
+        [command, "train", "old.py"], capture_output=True, text=True, cwd=work, env=env, check=False
+    )
     assert old.returncode == 2 and "write `from densemnv3.configs.NAME import cfg`" in old.stderr

@@ -33,9 +33,13 @@ __all__ = ["run_tool_here"]
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # a fresh interpreter's filters (python -W not given), most specific first
-_DEFAULT_FILTERS = (("default", DeprecationWarning, "__main__"), ("ignore", DeprecationWarning, ""),
-                    ("ignore", PendingDeprecationWarning, ""), ("ignore", ImportWarning, ""),
-                    ("ignore", ResourceWarning, ""))
+_DEFAULT_FILTERS = (
+    ("default", DeprecationWarning, "__main__"),
+    ("ignore", DeprecationWarning, ""),
+    ("ignore", PendingDeprecationWarning, ""),
+    ("ignore", ImportWarning, ""),
+    ("ignore", ResourceWarning, ""),
+)
 
 
 def _tool_main(tool: Path):
@@ -91,9 +95,15 @@ def _captured_fds():
     try:
         os.dup2(files[0].fileno(), 1)
         os.dup2(files[1].fileno(), 2)
-        sys.stdout, sys.stderr = (io.TextIOWrapper(open(os.dup(fd), "wb"), encoding="utf-8",
-                                                   errors="backslashreplace", write_through=True)
-                                  for fd in (1, 2))
+        sys.stdout, sys.stderr = (
+            io.TextIOWrapper(
+                open(os.dup(fd), "wb"),
+                encoding="utf-8",
+                errors="backslashreplace",
+                write_through=True,
+            )
+            for fd in (1, 2)
+        )
         yield files
     finally:
         for stream in (sys.stdout, sys.stderr):
@@ -136,5 +146,6 @@ def run_tool_here(tool: Path, argv: list[str]) -> subprocess.CompletedProcess:
                 code = 1
     finally:
         sys.argv, cli.keep_freed_memory = argv0, keep
-    return subprocess.CompletedProcess([sys.executable, str(tool), *argv], code or 0,
-                                       _read(files[0]), _read(files[1]))
+    return subprocess.CompletedProcess(
+        [sys.executable, str(tool), *argv], code or 0, _read(files[0]), _read(files[1])
+    )

@@ -30,7 +30,9 @@ def bench_data(case: str, args) -> dict:
     cv2.setNumThreads(1)
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            fns, size = (_seg_pipelines if case == "data_seg" else _det_pipelines)(Path(tmp), args.quick)
+            fns, size = (_seg_pipelines if case == "data_seg" else _det_pipelines)(
+                Path(tmp), args.quick
+            )
             seconds = time_interleaved(fns, args.iters, args.warmup, torch.device("cpu"))
     finally:
         torch.set_num_threads(threads)
@@ -39,8 +41,10 @@ def bench_data(case: str, args) -> dict:
     record.update(ours_options={"threads": 1}, tv_options={"threads": 1})
     if "ours_uncached" in seconds:  # ours reads the decoded cache; the same pipeline decoding PNGs
         record["ours_options"]["decoded_cache"] = True
-        record.update(ours_uncached_ms=seconds["ours_uncached"] * 1e3,
-                      ours_uncached_min_ms=seconds["ours_uncached_min"] * 1e3)
+        record.update(
+            ours_uncached_ms=seconds["ours_uncached"] * 1e3,
+            ours_uncached_min_ms=seconds["ours_uncached_min"] * 1e3,
+        )
     return record
 
 
@@ -88,8 +92,11 @@ def _seg_pipelines(root: Path, quick: bool):
         target = torch.as_tensor(np.array(target), dtype=torch.int64)
         return image, torch.where(target == 255, target, lut[target])
 
-    fns = {"ours": lambda: cached[next(calls) % len(cached)], "tv": reference,
-           "ours_uncached": lambda: dataset[next(calls) % len(dataset)]}
+    fns = {
+        "ours": lambda: cached[next(calls) % len(cached)],
+        "tv": reference,
+        "ours_uncached": lambda: dataset[next(calls) % len(dataset)],
+    }
     return fns, f"{full[0]}x{full[1]}->{crop[0]}x{crop[1]}"
 
 
@@ -104,19 +111,23 @@ def _det_pipelines(root: Path, quick: bool):
 
     full, out = ((120, 160), 96) if quick else ((480, 640), 320)
     make_synthetic(root, train=2, val=1, size=full, progress=False)
-    dataset = CocoDetection(root, root / "annotations" / "instances_train.json", det_train_transform(out))
+    dataset = CocoDetection(
+        root, root / "annotations" / "instances_train.json", det_train_transform(out)
+    )
     raw = CocoDetection(root, root / "annotations" / "instances_train.json")
-    pipeline = v2.Compose([  # torchvision references/detection/presets.py, "ssdlite"
-        v2.RandomPhotometricDistort(p=0.5),
-        v2.RandomZoomOut(fill={tv_tensors.Image: (127, 127, 127), "others": 0}),
-        v2.RandomIoUCrop(),
-        v2.RandomHorizontalFlip(p=0.5),
-        v2.Resize((out, out)),
-        v2.SanitizeBoundingBoxes(),
-        v2.ToImage(),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize([0.5] * 3, [0.5] * 3),
-    ])
+    pipeline = v2.Compose(
+        [  # torchvision references/detection/presets.py, "ssdlite"
+            v2.RandomPhotometricDistort(p=0.5),
+            v2.RandomZoomOut(fill={tv_tensors.Image: (127, 127, 127), "others": 0}),
+            v2.RandomIoUCrop(),
+            v2.RandomHorizontalFlip(p=0.5),
+            v2.Resize((out, out)),
+            v2.SanitizeBoundingBoxes(),
+            v2.ToImage(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize([0.5] * 3, [0.5] * 3),
+        ]
+    )
     targets = [raw[i][1] for i in range(len(raw))]  # boxes (xyxy pixels) and labels, decoded once
     calls = iter(range(10**9))
 
@@ -124,11 +135,14 @@ def _det_pipelines(root: Path, quick: bool):
         index = next(calls) % len(raw)
         image = Image.open(raw.image_path(raw.ids[index])).convert("RGB")
         target = {
-            "boxes": tv_tensors.BoundingBoxes(targets[index]["boxes"], format="XYXY",
-                                              canvas_size=(image.height, image.width)),
+            "boxes": tv_tensors.BoundingBoxes(
+                targets[index]["boxes"], format="XYXY", canvas_size=(image.height, image.width)
+            ),
             "labels": targets[index]["labels"],
         }
         return pipeline(image, target)
 
-    return {"ours": lambda: dataset[next(calls) % len(dataset)], "tv": reference}, f"{full[0]}x{full[1]}->{out}x{out}"
-
+    return {
+        "ours": lambda: dataset[next(calls) % len(dataset)],
+        "tv": reference,
+    }, f"{full[0]}x{full[1]}->{out}x{out}"

@@ -61,12 +61,18 @@ def bench_size(size: tuple[int, int], args, device: torch.device) -> dict:
     model = prepare_for_inference(model, channels_last=args.channels_last)
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     x = torch.randn(1, 3, *size, generator=gen).to(device).contiguous(memory_format=memory_format)
-    modes = {"whole": EvalConfig(), "slide": EvalConfig(mode="slide", crop=crop),
-             "flip": EvalConfig(tta=TTAConfig(flip=True)), "ms_flip": EvalConfig(tta=TTAConfig(SCALES, True))}
+    modes = {
+        "whole": EvalConfig(),
+        "slide": EvalConfig(mode="slide", crop=crop),
+        "flip": EvalConfig(tta=TTAConfig(flip=True)),
+        "ms_flip": EvalConfig(tta=TTAConfig(SCALES, True)),
+    }
     crop, stride = slide_geometry(modes["slide"])
     windows = [x[..., y1:y2, x1:x2] for y1, y2, x1, x2 in slide_windows(*size, crop, stride)]
-    scaled = [x if s == 1.0 else resize_bilinear(x, (int(size[0] * s + 0.5), int(size[1] * s + 0.5)))
-              for s in SCALES]
+    scaled = [
+        x if s == 1.0 else resize_bilinear(x, (int(size[0] * s + 0.5), int(size[1] * s + 0.5)))
+        for s in SCALES
+    ]
     forwards = []
     for s in scaled:
         mirror = s.flip(-1)
@@ -85,13 +91,20 @@ def bench_size(size: tuple[int, int], args, device: torch.device) -> dict:
     ms = {name: 1000 * seconds[name] for name in fns}
     ms["slide_forwards"], ms["ms_flip_forwards_inside"] = (
         _inside(model, lambda m, cfg=modes[name]: seg_scores(m, x, size, cfg), args.iters, device)
-        for name in ("slide", "ms_flip"))
-    return {"case": CASE, "input": f"{size[0]}x{size[1]}", "crop": f"{crop[0]}x{crop[1]}",
-            "stride": f"{stride[0]}x{stride[1]}", "windows_count": len(windows), "scales": list(SCALES),
-            **{f"{name}_ms": value for name, value in ms.items()},
-            "slide_over_windows": ms["slide"] / ms["windows"],
-            "slide_over_its_forwards": ms["slide"] / ms["slide_forwards"],
-            "ms_flip_over_forwards": ms["ms_flip"] / ms["ms_flip_forwards"]}
+        for name in ("slide", "ms_flip")
+    )
+    return {
+        "case": CASE,
+        "input": f"{size[0]}x{size[1]}",
+        "crop": f"{crop[0]}x{crop[1]}",
+        "stride": f"{stride[0]}x{stride[1]}",
+        "windows_count": len(windows),
+        "scales": list(SCALES),
+        **{f"{name}_ms": value for name, value in ms.items()},
+        "slide_over_windows": ms["slide"] / ms["windows"],
+        "slide_over_its_forwards": ms["slide"] / ms["slide_forwards"],
+        "ms_flip_over_forwards": ms["ms_flip"] / ms["ms_flip_forwards"],
+    }
 
 
 def _inside(model, mode, iters: int, device: torch.device) -> float:
@@ -116,9 +129,11 @@ def _inside(model, mode, iters: int, device: torch.device) -> float:
 
 def format_test_time(r: dict) -> str:
     """The modes' times, each beside the forwards it runs."""
-    return (f"{r['case']} {r['input']}: whole {r['whole_ms']:.0f} ms; slide {r['crop']} every {r['stride']} "
-            f"({r['windows_count']} windows) {r['slide_ms']:.0f} ms against {r['windows_ms']:.0f} ms for its "
-            f"windows alone ({r['slide_over_windows']:.2f}x), {r['slide_forwards_ms']:.0f} ms for the forwards "
-            f"inside it ({r['slide_over_its_forwards']:.2f}x); flip {r['flip_ms']:.0f} ms; "
-            f"{len(r['scales'])} scales + flip {r['ms_flip_ms']:.0f} ms against {r['ms_flip_forwards_ms']:.0f} ms "
-            f"for its forwards alone ({r['ms_flip_over_forwards']:.2f}x)")
+    return (
+        f"{r['case']} {r['input']}: whole {r['whole_ms']:.0f} ms; slide {r['crop']} every {r['stride']} "
+        f"({r['windows_count']} windows) {r['slide_ms']:.0f} ms against {r['windows_ms']:.0f} ms for its "
+        f"windows alone ({r['slide_over_windows']:.2f}x), {r['slide_forwards_ms']:.0f} ms for the forwards "
+        f"inside it ({r['slide_over_its_forwards']:.2f}x); flip {r['flip_ms']:.0f} ms; "
+        f"{len(r['scales'])} scales + flip {r['ms_flip_ms']:.0f} ms against {r['ms_flip_forwards_ms']:.0f} ms "
+        f"for its forwards alone ({r['ms_flip_over_forwards']:.2f}x)"
+    )

@@ -25,12 +25,20 @@ __all__ = ["bench_label_map", "format_label_map"]
 REGIONS = (64, 32, 16)
 
 
-def smooth_scores(classes: int, height: int, width: int, region: int, seed: int = 0) -> torch.Tensor:
+def smooth_scores(
+    classes: int, height: int, width: int, region: int, seed: int = 0
+) -> torch.Tensor:
     """``(1, classes, height, width)`` scores with regions about ``region / 8`` cells across."""
     g = torch.Generator().manual_seed(seed)
-    coarse = torch.randn(1, classes, max(height * 8 // region, 2), max(width * 8 // region, 2), generator=g) * 4
-    return (F.interpolate(coarse, size=(height, width), mode="bilinear")
-            + 0.1 * torch.randn(1, classes, height, width, generator=g))
+    coarse = (
+        torch.randn(
+            1, classes, max(height * 8 // region, 2), max(width * 8 // region, 2), generator=g
+        )
+        * 4
+    )
+    return F.interpolate(coarse, size=(height, width), mode="bilinear") + 0.1 * torch.randn(
+        1, classes, height, width, generator=g
+    )
 
 
 def bench_label_map(sizes: list[tuple[int, int]], args) -> list[dict]:
@@ -48,24 +56,44 @@ def _label_map_record(size: tuple[int, int], args) -> dict:
     low = (size[0] // 8, size[1] // 8)
     for region in REGIONS:
         logits = smooth_scores(SEG_CLASSES, *low, region)
-        fns = {"torchvision": lambda x=logits: F.interpolate(x, size=size, mode="bilinear",
-                                                             align_corners=False).argmax(1),
-               "ours": lambda x=logits: upsampled_labels(x, size)}
+        fns = {
+            "torchvision": lambda x=logits: F.interpolate(
+                x, size=size, mode="bilinear", align_corners=False
+            ).argmax(1),
+            "ours": lambda x=logits: upsampled_labels(x, size),
+        }
         seconds = time_interleaved(fns, args.iters, args.warmup, torch.device("cpu"))
         same = (torch.from_numpy(fns["ours"]()).long() == fns["torchvision"]()).float().mean()
         boundary = 1 - float(agreeing_cells(logits.argmax(1)[0].to(torch.uint8).numpy()).mean())
-        rows.append({"region": region, "boundary_share": boundary, "tv_ms": seconds["torchvision"] * 1e3,
-                     "ours_ms": seconds["ours"] * 1e3, "ratio": seconds["ours"] / seconds["torchvision"],
-                     "agreement": float(same)})
-    return {"case": "label_map", "input": f"{size[0]}x{size[1]}", "scores": f"{SEG_CLASSES}x{low[0]}x{low[1]}",
-            "threads": torch.get_num_threads(), "rows": rows}
+        rows.append(
+            {
+                "region": region,
+                "boundary_share": boundary,
+                "tv_ms": seconds["torchvision"] * 1e3,
+                "ours_ms": seconds["ours"] * 1e3,
+                "ratio": seconds["ours"] / seconds["torchvision"],
+                "agreement": float(same),
+            }
+        )
+    return {
+        "case": "label_map",
+        "input": f"{size[0]}x{size[1]}",
+        "scores": f"{SEG_CLASSES}x{low[0]}x{low[1]}",
+        "threads": torch.get_num_threads(),
+        "rows": rows,
+    }
 
 
 def format_label_map(r: dict) -> str:
-    lines = [f"label map at {r['input']} from {r['scores']} scores, {r['threads']} threads "
-             f"(torchvision: F.interpolate(...).argmax(1))",
-             "| regions (px) | boundary cells | torchvision ms | ours ms | x torchvision | same labels |",
-             "|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {row['region']} | {row['boundary_share']:.2f} | {row['tv_ms']:.1f} | {row['ours_ms']:.1f} "
-              f"| {row['ratio']:.2f} | {row['agreement']:.5f} |" for row in r["rows"]]
+    lines = [
+        f"label map at {r['input']} from {r['scores']} scores, {r['threads']} threads "
+        f"(torchvision: F.interpolate(...).argmax(1))",
+        "| regions (px) | boundary cells | torchvision ms | ours ms | x torchvision | same labels |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {row['region']} | {row['boundary_share']:.2f} | {row['tv_ms']:.1f} | {row['ours_ms']:.1f} "
+        f"| {row['ratio']:.2f} | {row['agreement']:.5f} |"
+        for row in r["rows"]
+    ]
     return "\n".join(lines)

@@ -49,17 +49,27 @@ def parse_sizes(texts: list[str]) -> list[tuple[int, int]]:
 def case_of(model_name: str) -> str:
     """The model case of a builder name, e.g. ``lraspp_mobilenet_v3_large`` -> ``lraspp_large``."""
     head = "ssdlite" if model_name.startswith("ssdlite") else "lraspp"
-    size = "small" if model_name.endswith("small") else "large" if model_name.endswith("large") else None
+    size = (
+        "small"
+        if model_name.endswith("small")
+        else "large"
+        if model_name.endswith("large")
+        else None
+    )
     if not model_name.startswith(("lraspp", "ssdlite")) or size is None:
-        raise UserError(f"model.name {model_name!r}: torchvision has no counterpart to compare with")
+        raise UserError(
+            f"model.name {model_name!r}: torchvision has no counterpart to compare with"
+        )
     return f"{head}_{size}"
 
 
 def our_model(case: str, num_classes: int) -> nn.Module:
     """Ours for ``case``: its builder's default model."""
     builders = {
-        "lraspp_large": models.lraspp_mobilenet_v3_large, "lraspp_small": models.lraspp_mobilenet_v3_small,
-        "ssdlite_large": models.ssdlite320_mobilenet_v3_large, "ssdlite_small": models.ssdlite320_mobilenet_v3_small,
+        "lraspp_large": models.lraspp_mobilenet_v3_large,
+        "lraspp_small": models.lraspp_mobilenet_v3_small,
+        "ssdlite_large": models.ssdlite320_mobilenet_v3_large,
+        "ssdlite_small": models.ssdlite320_mobilenet_v3_small,
     }
     return builders[case](num_classes=num_classes)
 
@@ -90,7 +100,9 @@ def build_pair(
     detection = case.startswith("ssdlite")
     num_classes = config.model.num_classes if config else DET_CLASSES if detection else SEG_CLASSES
     tv = torchvision_model(case, num_classes).to(device).eval()
-    calibrate_bn_(tv, (lambda: tv_network(tv, calibration)) if detection else (lambda: tv(calibration)))
+    calibrate_bn_(
+        tv, (lambda: tv_network(tv, calibration)) if detection else (lambda: tv(calibration))
+    )
     ours = our_model(case, num_classes) if config is None else build_model(config.model)
     try:
         load_state_dict_checked(ours, tv.state_dict())
@@ -103,7 +115,9 @@ def build_pair(
 def optimize_ours(ours: nn.Module, x: Tensor, args, dtype: torch.dtype) -> tuple[nn.Module, float]:
     """Ours on the inference path with the options asked for, and the compile time (s)."""
     ours = prepare_for_inference(
-        ours, fuse_bn=not args.no_fuse, channels_last=args.channels_last,
+        ours,
+        fuse_bn=not args.no_fuse,
+        channels_last=args.channels_last,
         dtype=None if dtype == torch.float32 else dtype,
     )
     seconds = 0.0
@@ -120,13 +134,17 @@ def optimize_ours(ours: nn.Module, x: Tensor, args, dtype: torch.dtype) -> tuple
     return ours, seconds
 
 
-def bench_model(case: str, size: tuple[int, int], batch: int, precision: str, args, device: torch.device) -> dict:
+def bench_model(
+    case: str, size: tuple[int, int], batch: int, precision: str, args, device: torch.device
+) -> dict:
     """Params, FLOPs, interleaved latency of ours vs torchvision, and their output difference."""
     detection = case.startswith("ssdlite")
     size = DET_SIZE if detection else size
     dtype = DTYPES[precision]
     gen = torch.Generator().manual_seed(0)
-    calibration = torch.randn(2, 3, *(size if detection else (min(size[0], 256), min(size[1], 512))), generator=gen)
+    calibration = torch.randn(
+        2, 3, *(size if detection else (min(size[0], 256), min(size[1], 512))), generator=gen
+    )
     tv, ours, same_weights = build_pair(case, device, calibration.to(device), args.cfg)
     params = sum(p.numel() for p in ours.parameters())
     if detection:  # torchvision takes [0, 1] images and normalises them itself
@@ -153,8 +171,10 @@ def bench_model(case: str, size: tuple[int, int], batch: int, precision: str, ar
         got = [t.float().clone() for t in got]
     tv_dtype, tv_format = torch.float32, torch.contiguous_format
     if args.tv_same_options and detection and dtype == torch.bfloat16:
-        raise UserError("--tv-same-options: torchvision's SSD postprocess cannot run in bf16 (its NMS "
-                        "has no bfloat16 kernel); use fp16 or drop --tv-same-options")
+        raise UserError(
+            "--tv-same-options: torchvision's SSD postprocess cannot run in bf16 (its NMS "
+            "has no bfloat16 kernel); use fp16 or drop --tv-same-options"
+        )
     if args.tv_same_options:
         tv_dtype, tv_format = dtype, memory_format
         tv.to(dtype=tv_dtype, memory_format=tv_format)
@@ -165,8 +185,11 @@ def bench_model(case: str, size: tuple[int, int], batch: int, precision: str, ar
         fns["ours"] = stepped(lambda: detect_fp32_postprocess(ours, x_ours), args)
     if detection:
         tv_images = list(images01.to(dtype=tv_dtype))
-        fns.update(tv=lambda: tv(tv_images), ours_net=stepped(lambda: ours.predict_raw(x_ours), args),
-                   tv_net=lambda: tv_network(tv, x_tv))
+        fns.update(
+            tv=lambda: tv(tv_images),
+            ours_net=stepped(lambda: ours.predict_raw(x_ours), args),
+            tv_net=lambda: tv_network(tv, x_tv),
+        )
     else:
         fns["tv"] = lambda: tv(x_tv)["out"]
     seconds = time_interleaved(fns, args.iters, args.warmup, device)
@@ -178,19 +201,32 @@ def bench_model(case: str, size: tuple[int, int], batch: int, precision: str, ar
         tolerance = 5e-3  # cuDNN runs fp32 convolutions in TF32 (10-bit mantissa) by default
     record = timed_record(case, f"{size[0]}x{size[1]}", batch, precision, seconds)
     record.update(
-        params=params, gflops_per_image=gflops, max_abs_diff=diff, ref_max_abs=scale,
-        rel_diff=diff / max(scale, 1e-12), tolerance=tolerance, compile_seconds=compile_seconds,
+        params=params,
+        gflops_per_image=gflops,
+        max_abs_diff=diff,
+        ref_max_abs=scale,
+        rel_diff=diff / max(scale, 1e-12),
+        tolerance=tolerance,
+        compile_seconds=compile_seconds,
         ours_options={
-            "fuse_bn": not args.no_fuse, "channels_last": args.channels_last, "precision": precision,
+            "fuse_bn": not args.no_fuse,
+            "channels_last": args.channels_last,
+            "precision": precision,
             "memory_format": "channels_last" if args.channels_last else "nchw",
-            "compile": (args.compile_mode if device.type == "cuda" else "freezing") if args.compile else None,
+            "compile": (args.compile_mode if device.type == "cuda" else "freezing")
+            if args.compile
+            else None,
             "cuda_graphs": args.cuda_graphs,
         },
-        tv_options={"precision": precision if args.tv_same_options else "fp32",
-                    "channels_last": args.channels_last and args.tv_same_options},
+        tv_options={
+            "precision": precision if args.tv_same_options else "fp32",
+            "channels_last": args.channels_last and args.tv_same_options,
+        },
     )
     # Only the builders' defaults are torchvision's architecture; a config may change it.
-    record["check_ok"] = record["rel_diff"] <= tolerance if same_weights and args.cfg is None else None
+    record["check_ok"] = (
+        record["rel_diff"] <= tolerance if same_weights and args.cfg is None else None
+    )
     record["same_weights"] = same_weights
     if args.cfg is not None:
         record["ours_options"]["config"] = args.config
@@ -198,10 +234,15 @@ def bench_model(case: str, size: tuple[int, int], batch: int, precision: str, ar
         probs = reference[0].float().softmax(-1)[..., 1:]
         per_class = (probs > args.det_score_thresh).sum(1).clamp(max=tv.topk_candidates)
         record["candidates_per_image"] = float(per_class.sum(-1).float().mean())
-        record["ours_options"]["score_thresh"] = record["tv_options"]["score_thresh"] = args.det_score_thresh
+        record["ours_options"]["score_thresh"] = record["tv_options"]["score_thresh"] = (
+            args.det_score_thresh
+        )
         record["ours_options"]["nms_impl"] = resolved_nms_impl(args.det_nms, device)
-        record.update(ours_net_ms=seconds["ours_net"] * 1e3, tv_net_ms=seconds["tv_net"] * 1e3,
-                      net_ratio=seconds["tv_net"] / seconds["ours_net"])
+        record.update(
+            ours_net_ms=seconds["ours_net"] * 1e3,
+            tv_net_ms=seconds["tv_net"] * 1e3,
+            net_ratio=seconds["tv_net"] / seconds["ours_net"],
+        )
     return record
 
 
@@ -215,7 +256,9 @@ def detect_fp32_postprocess(model: nn.Module, x: Tensor):
     """SSDLite in reduced precision: network in ``x``'s dtype, postprocess in fp32 (torchvision's
     NMS has no bfloat16 kernel, and fp16 box corners are coarse: 0.25 px at 320)."""
     cls_logits, bbox_regression, anchors = model.predict_raw(x)
-    return model.postprocess(cls_logits.float(), bbox_regression.float(), anchors.float(), x.shape[-2:])
+    return model.postprocess(
+        cls_logits.float(), bbox_regression.float(), anchors.float(), x.shape[-2:]
+    )
 
 
 def gflops_per_image(model: nn.Module, x: Tensor) -> float:
@@ -230,5 +273,13 @@ def gflops_per_image(model: nn.Module, x: Tensor) -> float:
 def with_settings(args, settings: InferenceSettings) -> argparse.Namespace:
     """``args`` with one variant's precision, memory format, compile and CUDA graphs."""
     mode = args.compile_mode or settings.compile_mode
-    return argparse.Namespace(**{**vars(args), "precision": [settings.precision], "channels_last": settings.channels_last,
-                                 "compile": settings.compile, "cuda_graphs": settings.cuda_graphs, "compile_mode": mode})
+    return argparse.Namespace(
+        **{
+            **vars(args),
+            "precision": [settings.precision],
+            "channels_last": settings.channels_last,
+            "compile": settings.compile,
+            "cuda_graphs": settings.cuda_graphs,
+            "compile_mode": mode,
+        }
+    )

@@ -39,16 +39,29 @@ def build_models(case: str, config=None) -> dict[str, tuple[ModelConfig, nn.Modu
     """The multi-task model (the builder's default, or ``config``'s) and the two single-task
     models of ``case``, with random weights, and their model configs."""
     size = case.removeprefix("multitask_")
-    multitask = config.model if config is not None else ModelConfig(
-        name=f"multitask_mobilenet_v3_{size}", num_classes=SEG_CLASSES, options={"det_num_classes": DET_CLASSES})
+    multitask = (
+        config.model
+        if config is not None
+        else ModelConfig(
+            name=f"multitask_mobilenet_v3_{size}",
+            num_classes=SEG_CLASSES,
+            options={"det_num_classes": DET_CLASSES},
+        )
+    )
     seg = ModelConfig(name=f"lraspp_mobilenet_v3_{size}", num_classes=multitask.num_classes)
-    det = ModelConfig(name=f"ssdlite320_mobilenet_v3_{size}",
-                      num_classes=multitask.options.get("det_num_classes", DET_CLASSES))
-    return {name: (cfg, build_model(cfg)) for name, cfg in (("multitask", multitask), ("seg", seg), ("det", det))}
+    det = ModelConfig(
+        name=f"ssdlite320_mobilenet_v3_{size}",
+        num_classes=multitask.options.get("det_num_classes", DET_CLASSES),
+    )
+    return {
+        name: (cfg, build_model(cfg))
+        for name, cfg in (("multitask", multitask), ("seg", seg), ("det", det))
+    }
 
 
-def bench_multitask(case: str, size: tuple[int, int], batch: int, precision: str, args,
-                    device: torch.device) -> dict:
+def bench_multitask(
+    case: str, size: tuple[int, int], batch: int, precision: str, args, device: torch.device
+) -> dict:
     """Median ms of the multi-task forward and of the two single-task forwards one after the
     other (and of each alone), their ratio, params and GFLOPs."""
     gen = torch.Generator().manual_seed(0)
@@ -62,11 +75,18 @@ def bench_multitask(case: str, size: tuple[int, int], batch: int, precision: str
         calibrate_bn_(model, lambda m=model: m(calibration))
         if name != "seg":
             (model.det if name == "multitask" else model).score_thresh = args.det_score_thresh
-        info[name] = {"model": cfg.name, "options": dict(cfg.options),
-                      "params": sum(p.numel() for p in model.parameters()),
-                      "gflops_per_image": gflops_per_image(model, x[:1])}
-        nets[name] = prepare_for_inference(model, fuse_bn=not args.no_fuse, channels_last=args.channels_last,
-                                           dtype=None if dtype == torch.float32 else dtype)
+        info[name] = {
+            "model": cfg.name,
+            "options": dict(cfg.options),
+            "params": sum(p.numel() for p in model.parameters()),
+            "gflops_per_image": gflops_per_image(model, x[:1]),
+        }
+        nets[name] = prepare_for_inference(
+            model,
+            fuse_bn=not args.no_fuse,
+            channels_last=args.channels_last,
+            dtype=None if dtype == torch.float32 else dtype,
+        )
     x = x.to(dtype=dtype).contiguous(memory_format=memory_format)
     fns = {
         "multitask": lambda: nets["multitask"](x),
@@ -77,18 +97,32 @@ def bench_multitask(case: str, size: tuple[int, int], batch: int, precision: str
     seconds = time_interleaved(fns, args.iters, args.warmup, device)
     ms = {name: seconds[name] * 1e3 for name in fns}
     return {
-        "case": case, "input": f"{size[0]}x{size[1]}", "batch": batch, "precision": precision,
-        "multitask_ms": ms["multitask"], "separate_ms": ms["separate"], "seg_ms": ms["seg"], "det_ms": ms["det"],
+        "case": case,
+        "input": f"{size[0]}x{size[1]}",
+        "batch": batch,
+        "precision": precision,
+        "multitask_ms": ms["multitask"],
+        "separate_ms": ms["separate"],
+        "seg_ms": ms["seg"],
+        "det_ms": ms["det"],
         "ratio": ms["multitask"] / ms["separate"],
-        "multitask_min_ms": seconds["multitask_min"] * 1e3, "separate_min_ms": seconds["separate_min"] * 1e3,
-        "models": info, "config": args.config if args.cfg else None,
-        "ours_options": {"fuse_bn": not args.no_fuse, "channels_last": args.channels_last,
-                         "precision": precision, "score_thresh": args.det_score_thresh},
+        "multitask_min_ms": seconds["multitask_min"] * 1e3,
+        "separate_min_ms": seconds["separate_min"] * 1e3,
+        "models": info,
+        "config": args.config if args.cfg else None,
+        "ours_options": {
+            "fuse_bn": not args.no_fuse,
+            "channels_last": args.channels_last,
+            "precision": precision,
+            "score_thresh": args.det_score_thresh,
+        },
     }
 
 
 def format_multitask(r: dict) -> str:
     """One line: the multi-task forward against the two single-task forwards, one after the other."""
-    return (f"{r['case']} {r['input']} batch {r['batch']} {r['precision']}: multi-task {r['multitask_ms']:.1f} ms; "
-            f"segmentation {r['seg_ms']:.1f} ms + detection {r['det_ms']:.1f} ms, run one after the other "
-            f"{r['separate_ms']:.1f} ms; ratio {r['ratio']:.2f} (multi-task / both)")
+    return (
+        f"{r['case']} {r['input']} batch {r['batch']} {r['precision']}: multi-task {r['multitask_ms']:.1f} ms; "
+        f"segmentation {r['seg_ms']:.1f} ms + detection {r['det_ms']:.1f} ms, run one after the other "
+        f"{r['separate_ms']:.1f} ms; ratio {r['ratio']:.2f} (multi-task / both)"
+    )

@@ -36,7 +36,9 @@ def bench_int8(case: str, size: tuple[int, int], batch: int, args, device: torch
     detection = case.startswith("ssdlite")
     size = DET_SIZE if detection else size
     gen = torch.Generator().manual_seed(0)
-    calibration = torch.randn(2, 3, *(size if detection else (min(size[0], 256), min(size[1], 512))), generator=gen)
+    calibration = torch.randn(
+        2, 3, *(size if detection else (min(size[0], 256), min(size[1], 512))), generator=gen
+    )
     tv, ours, same_weights = build_pair(case, device, calibration, args.cfg)
     params = sum(p.numel() for p in ours.parameters())
     if detection:  # torchvision takes [0, 1] images and normalises them itself
@@ -56,8 +58,15 @@ def bench_int8(case: str, size: tuple[int, int], batch: int, args, device: torch
         path = Path(tmp) / "int8.onnx"
         start = time.perf_counter()
         images = (torch.randn(1, 3, *size, generator=gen) for _ in range(CALIBRATION_IMAGES))
-        quantize_model(ours, path, calibration=images, num_images=CALIBRATION_IMAGES, input_size=size,
-                       progress=False, metadata={"task": "detection" if detection else "segmentation"})
+        quantize_model(
+            ours,
+            path,
+            calibration=images,
+            num_images=CALIBRATION_IMAGES,
+            input_size=size,
+            progress=False,
+            metadata={"task": "detection" if detection else "segmentation"},
+        )
         quantize_seconds = time.perf_counter() - start
         int8 = exported_model(path, read_metadata(path), ours, engine_class("onnxruntime"))
         with torch.inference_mode():
@@ -65,8 +74,11 @@ def bench_int8(case: str, size: tuple[int, int], batch: int, args, device: torch
         fns = {"ours": lambda: int8(x), "ours_fp32": lambda: fp32(x_cl)}
         if detection:
             tv_images = list(images01)
-            fns.update(tv=lambda: tv(tv_images), ours_net=lambda: int8.predict_raw(x),
-                       tv_net=lambda: tv_network(tv, x))
+            fns.update(
+                tv=lambda: tv(tv_images),
+                ours_net=lambda: int8.predict_raw(x),
+                tv_net=lambda: tv_network(tv, x),
+            )
         else:
             fns["tv"] = lambda: tv(x)["out"]
         seconds = time_interleaved(fns, args.iters, args.warmup, device)
@@ -76,11 +88,23 @@ def bench_int8(case: str, size: tuple[int, int], batch: int, args, device: torch
     rel_rms = max(float((g - r).norm() / r.norm().clamp(min=1e-12)) for g, r in zip(got, reference))
     record = timed_record(case, f"{size[0]}x{size[1]}", batch, "int8", seconds)
     record.update(
-        params=params, gflops_per_image=gflops, max_abs_diff=diff, ref_max_abs=scale,
-        rel_diff=diff / max(scale, 1e-12), rel_rms=rel_rms, tolerance=REL_RMS_TOLERANCE, compile_seconds=0.0,
-        quantize_seconds=quantize_seconds, ours_fp32_ms=seconds["ours_fp32"] * 1e3,
-        ours_fp32_min_ms=seconds["ours_fp32_min"] * 1e3, int8_speedup=seconds["ours_fp32"] / seconds["ours"],
-        ours_options={"precision": "int8", "runtime": "onnxruntime", "fp32_path": "folded BN, channels_last"},
+        params=params,
+        gflops_per_image=gflops,
+        max_abs_diff=diff,
+        ref_max_abs=scale,
+        rel_diff=diff / max(scale, 1e-12),
+        rel_rms=rel_rms,
+        tolerance=REL_RMS_TOLERANCE,
+        compile_seconds=0.0,
+        quantize_seconds=quantize_seconds,
+        ours_fp32_ms=seconds["ours_fp32"] * 1e3,
+        ours_fp32_min_ms=seconds["ours_fp32_min"] * 1e3,
+        int8_speedup=seconds["ours_fp32"] / seconds["ours"],
+        ours_options={
+            "precision": "int8",
+            "runtime": "onnxruntime",
+            "fp32_path": "folded BN, channels_last",
+        },
         tv_options={"precision": "fp32", "channels_last": False},
     )
     record["check_ok"] = rel_rms <= REL_RMS_TOLERANCE if same_weights and args.cfg is None else None
@@ -89,8 +113,13 @@ def bench_int8(case: str, size: tuple[int, int], batch: int, args, device: torch
         probs = reference[0].softmax(-1)[..., 1:]
         per_class = (probs > args.det_score_thresh).sum(1).clamp(max=tv.topk_candidates)
         record["candidates_per_image"] = float(per_class.sum(-1).float().mean())
-        record["ours_options"]["score_thresh"] = record["tv_options"]["score_thresh"] = args.det_score_thresh
+        record["ours_options"]["score_thresh"] = record["tv_options"]["score_thresh"] = (
+            args.det_score_thresh
+        )
         record["ours_options"]["nms_impl"] = "per_image" if args.det_nms == "auto" else args.det_nms
-        record.update(ours_net_ms=seconds["ours_net"] * 1e3, tv_net_ms=seconds["tv_net"] * 1e3,
-                      net_ratio=seconds["tv_net"] / seconds["ours_net"])
+        record.update(
+            ours_net_ms=seconds["ours_net"] * 1e3,
+            tv_net_ms=seconds["tv_net"] * 1e3,
+            net_ratio=seconds["tv_net"] / seconds["ours_net"],
+        )
     return record

@@ -26,9 +26,13 @@ def torchvision_model(case: str, num_classes: int) -> nn.Module:
     import torchvision.models as tvm
 
     if case == "lraspp_large":
-        return tvm.segmentation.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=num_classes)
+        return tvm.segmentation.lraspp_mobilenet_v3_large(
+            weights=None, weights_backbone=None, num_classes=num_classes
+        )
     if case == "ssdlite_large":
-        return tvm.detection.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=num_classes)
+        return tvm.detection.ssdlite320_mobilenet_v3_large(
+            weights=None, weights_backbone=None, num_classes=num_classes
+        )
     if case == "lraspp_small":
         return lraspp_small(num_classes)
     if case == "ssdlite_small":
@@ -84,8 +88,19 @@ def ssdlite_small(num_classes: int) -> nn.Module:
     with torch.no_grad():
         channels = [f.shape[1] for f in backbone.eval()(torch.zeros(1, 3, *DET_SIZE)).values()]
     head = SSDLiteHead(channels, anchors.num_anchors_per_location(), num_classes, norm)
-    return SSD(backbone, anchors, DET_SIZE, num_classes, head=head, score_thresh=0.001, nms_thresh=0.55,
-               detections_per_img=300, topk_candidates=300, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    return SSD(
+        backbone,
+        anchors,
+        DET_SIZE,
+        num_classes,
+        head=head,
+        score_thresh=0.001,
+        nms_thresh=0.55,
+        detections_per_img=300,
+        topk_candidates=300,
+        image_mean=[0.5] * 3,
+        image_std=[0.5] * 3,
+    )
 
 
 def tv_network(tv: nn.Module, x: Tensor):

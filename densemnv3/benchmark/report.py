@@ -16,8 +16,10 @@ from .train import TRAIN_CASES
 
 def format_table(results: list[dict]) -> str:
     """A markdown table of the results (ratio = ours throughput / torchvision throughput)."""
-    head = ("| case | input | batch | precision | ours ms | torchvision ms | ours img/s | torchvision img/s "
-            "| ratio | GFLOPs/img | params M | max abs diff (rel) | notes |")
+    head = (
+        "| case | input | batch | precision | ours ms | torchvision ms | ours img/s | torchvision img/s "
+        "| ratio | GFLOPs/img | params M | max abs diff (rel) | notes |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in results:
         gflops = f"{r['gflops_per_image']:.2f}" if "gflops_per_image" in r else "-"
@@ -46,8 +48,10 @@ def _notes(r: dict) -> str:
     notes = []
     options = r.get("ours_options", {})
     if "int8_speedup" in r:
-        notes.append(f"ours: int8 in onnxruntime (quantized in {r['quantize_seconds']:.0f} s); our fp32 path "
-                     f"{r['ours_fp32_ms']:.1f} ms, int8 {r['int8_speedup']:.2f}x faster")
+        notes.append(
+            f"ours: int8 in onnxruntime (quantized in {r['quantize_seconds']:.0f} s); our fp32 path "
+            f"{r['ours_fp32_ms']:.1f} ms, int8 {r['int8_speedup']:.2f}x faster"
+        )
     on = [k for k in ("channels_last", "cuda_graphs") if options.get(k)]
     if options.get("compile"):
         on.append(f"compile={options['compile']} ({r['compile_seconds']:.0f} s)")
@@ -59,10 +63,14 @@ def _notes(r: dict) -> str:
         on.insert(0, f"{options['config']}" + ("" if r.get("same_weights") else " (own weights)"))
     if on:
         notes.append("ours: " + ", ".join(on))
-    if r.get("tv_options", {}).get("precision", "fp32") != "fp32" or r.get("tv_options", {}).get("channels_last"):
+    if r.get("tv_options", {}).get("precision", "fp32") != "fp32" or r.get("tv_options", {}).get(
+        "channels_last"
+    ):
         notes.append("torchvision: same options")
     if "candidates_per_image" in r:
-        notes.append(f"{r['candidates_per_image']:.0f} candidates/img above {options['score_thresh']:g}")
+        notes.append(
+            f"{r['candidates_per_image']:.0f} candidates/img above {options['score_thresh']:g}"
+        )
     if options.get("nms_impl"):
         notes.append(f"{options['nms_impl']} NMS")
     return "; ".join(notes)
@@ -72,13 +80,23 @@ def machine_info(device: torch.device) -> dict:
     """The CPU model, torch threads, versions and device (and GPU name) the figures come from."""
     cpu = platform.processor()
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in open("/proc/cpuinfo")
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
     import torchvision
 
-    info = {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "python": platform.python_version(), "device": str(device)}
+    info = {
+        "cpu": cpu,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "python": platform.python_version(),
+        "device": str(device),
+    }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
@@ -88,8 +106,10 @@ def format_train(r: dict) -> str:
     """``train_seg``: one line per loader variant (images/s on the device alone, fed by the
     loader, ratio); ``train_step_lraspp``: our step against torchvision's."""
     if r["case"] == "train_step_lraspp":
-        return (f"{r['case']} {r['input']} batch {r['batch']} {r['precision']}: ours {r['ours_ms']:.1f} ms, "
-                f"torchvision {r['tv_ms']:.1f} ms per step, ratio {r['ratio']:.2f}x (torchvision / ours)")
+        return (
+            f"{r['case']} {r['input']} batch {r['batch']} {r['precision']}: ours {r['ours_ms']:.1f} ms, "
+            f"torchvision {r['tv_ms']:.1f} ms per step, ratio {r['ratio']:.2f}x (torchvision / ours)"
+        )
     lines = []
     for name in ("loader", "cached"):
         if f"{name}_img_s" in r:
@@ -102,20 +122,23 @@ def format_train(r: dict) -> str:
     return "\n".join(lines)
 
 
-
 def format_summary(results: list[dict]) -> str:
     """The table of the inference and data cases, then the lines of the ``train_seg`` and the
     multi-task ones."""
     inference_and_data = [r for r in results if r["case"] not in (*TRAIN_CASES, *MULTITASK_CASES)]
-    return "\n".join([format_table(inference_and_data)] * bool(inference_and_data)
-                     + [format_train(r) for r in results if r["case"] in TRAIN_CASES]
-                     + [format_multitask(r) for r in results if r["case"] in MULTITASK_CASES])
+    return "\n".join(
+        [format_table(inference_and_data)] * bool(inference_and_data)
+        + [format_train(r) for r in results if r["case"] in TRAIN_CASES]
+        + [format_multitask(r) for r in results if r["case"] in MULTITASK_CASES]
+    )
 
 
 def machine_line(info: dict, args) -> str:
     """The first line printed: the machine and how many calls are timed."""
-    return (f"{info.get('gpu', info['cpu'])}, {info['threads']} threads, torch {info['torch']}; "
-            f"{args.iters} timed calls after {args.warmup} warm-up, interleaved")
+    return (
+        f"{info.get('gpu', info['cpu'])}, {info['threads']} threads, torch {info['torch']}; "
+        f"{args.iters} timed calls after {args.warmup} warm-up, interleaved"
+    )
 
 
 def write_report(path: str, info: dict, args, results: list[dict]) -> None:

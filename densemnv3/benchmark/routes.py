@@ -38,34 +38,64 @@ __all__ = ["bench_routes", "format_routes", "route_files"]
 CALIBRATION_IMAGES = 4
 
 
-def route_files(ours: torch.nn.Module, folder: Path, size: tuple[int, int], task: str,
-                metadata: dict | None = None, images: torch.Tensor | None = None) -> dict[str, Path]:
+def route_files(
+    ours: torch.nn.Module,
+    folder: Path,
+    size: tuple[int, int],
+    task: str,
+    metadata: dict | None = None,
+    images: torch.Tensor | None = None,
+) -> dict[str, Path]:
     """The exported files of ``ours`` (a ``task`` model) at ``size`` in ``folder``, by name
     (``fp32.onnx``, ``int8.onnx``, and with ExecuTorch installed ``fp32.pte``, ``int8.pte``),
     recording ``metadata`` (``config`` and ``arch`` make them loadable with ``--weights``); the int8
     files calibrated on ``images`` (default: random ones)."""
     metadata = {**(metadata or {}), "task": task}
     gen = torch.Generator().manual_seed(1)
-    calibration = ([torch.randn(1, 3, *size, generator=gen) for _ in range(CALIBRATION_IMAGES)]
-                   if images is None else list(images.split(1)))
+    calibration = (
+        [torch.randn(1, 3, *size, generator=gen) for _ in range(CALIBRATION_IMAGES)]
+        if images is None
+        else list(images.split(1))
+    )
     files = {"fp32.onnx": folder / "fp32.onnx", "int8.onnx": folder / "int8.onnx"}
     if task != "segmentation":  # the raw graph, post-processed by ours as the int8 file is
         form = export_for_quantization(ours, files["fp32.onnx"], size)
-        _with_metadata(files["fp32.onnx"], {**metadata, "outputs": form}, size, min_input_size(ours, size))
+        _with_metadata(
+            files["fp32.onnx"], {**metadata, "outputs": form}, size, min_input_size(ours, size)
+        )
     else:  # tools/export.py's file
-        export_model(ours, files["fp32.onnx"], fmt="onnx", input_size=size, metadata=metadata,
-                     check_batches=(1,))
-    quantize_model(ours, files["int8.onnx"], calibration=iter(calibration), num_images=CALIBRATION_IMAGES,
-                   input_size=size, progress=False, metadata=metadata)
+        export_model(
+            ours,
+            files["fp32.onnx"],
+            fmt="onnx",
+            input_size=size,
+            metadata=metadata,
+            check_batches=(1,),
+        )
+    quantize_model(
+        ours,
+        files["int8.onnx"],
+        calibration=iter(calibration),
+        num_images=CALIBRATION_IMAGES,
+        input_size=size,
+        progress=False,
+        metadata=metadata,
+    )
     if engine_class("executorch").installed():
         from densemnv3.inference.export_executorch import export_executorch
 
         for precision in ("fp32", "int8"):
             files[f"{precision}.pte"] = folder / f"{precision}.pte"
             try:
-                export_executorch(ours, files[f"{precision}.pte"], input_size=size, metadata=metadata,
-                                  int8=precision == "int8", calibration=iter(calibration),
-                                  num_images=CALIBRATION_IMAGES)
+                export_executorch(
+                    ours,
+                    files[f"{precision}.pte"],
+                    input_size=size,
+                    metadata=metadata,
+                    int8=precision == "int8",
+                    calibration=iter(calibration),
+                    num_images=CALIBRATION_IMAGES,
+                )
             except ExportCheckError:
                 # written, and timed all the same: int8 agreement on random weights and random
                 # calibration says nothing (the int8 ONNX file is not checked here either)
@@ -74,7 +104,9 @@ def route_files(ours: torch.nn.Module, folder: Path, size: tuple[int, int], task
     return files
 
 
-def _with_metadata(path: Path, metadata: dict, size: tuple[int, int], min_size: tuple[int, int] | None) -> None:
+def _with_metadata(
+    path: Path, metadata: dict, size: tuple[int, int], min_size: tuple[int, int] | None
+) -> None:
     """Record ``metadata`` and the sizes the file takes in the raw fp32 graph of
     :func:`export_for_quantization`."""
     import onnx
@@ -93,8 +125,11 @@ def _metadata(path: Path, detection: bool) -> dict:
         meta = read_pte_metadata(path)
     else:
         meta = read_metadata(path)
-    fallback = {"task": "detection" if detection else "segmentation",
-                "outputs": "raw" if detection else "logits_raw", "precision": path.stem}
+    fallback = {
+        "task": "detection" if detection else "segmentation",
+        "outputs": "raw" if detection else "logits_raw",
+        "precision": path.stem,
+    }
     return fallback | meta
 
 
@@ -105,7 +140,9 @@ def bench_routes(case: str, size: tuple[int, int], batch: int, args, device: tor
     detection = case.startswith("ssdlite")
     size = DET_SIZE if detection else size
     gen = torch.Generator().manual_seed(0)
-    calibration = torch.randn(2, 3, *(size if detection else (min(size[0], 256), min(size[1], 512))), generator=gen)
+    calibration = torch.randn(
+        2, 3, *(size if detection else (min(size[0], 256), min(size[1], 512))), generator=gen
+    )
     tv, ours, same_weights = build_pair(case, device, calibration, args.cfg)
     trained = getattr(args, "weights", None) if not detection else None
     if trained:  # ours trained, on frames of the synthetic drive: label maps with real boundaries
@@ -124,12 +161,19 @@ def bench_routes(case: str, size: tuple[int, int], batch: int, args, device: tor
     if detection:
         fns["torch fp32 (ours)"] = (lambda: torch_path.predict_raw(x_cl), lambda: torch_path(x_cl))
     else:
-        fns["torch fp32 (ours)"] = (lambda: torch_path.network(x_cl),
-                                    lambda: upsampled_labels(torch_path.network(x_cl), size))
+        fns["torch fp32 (ours)"] = (
+            lambda: torch_path.network(x_cl),
+            lambda: upsampled_labels(torch_path.network(x_cl), size),
+        )
     skipped, exported = [], {}
     with tempfile.TemporaryDirectory(prefix="densemnv3-bench-routes-") as tmp:
-        files = route_files(ours, Path(tmp), size, "detection" if detection else "segmentation",
-                            images=x if trained else None)
+        files = route_files(
+            ours,
+            Path(tmp),
+            size,
+            "detection" if detection else "segmentation",
+            images=x if trained else None,
+        )
         for name, path in files.items():
             for engine in engines_for(path.suffix.lstrip(".")):
                 route = f"{engine.name} {name}"
@@ -141,24 +185,48 @@ def bench_routes(case: str, size: tuple[int, int], batch: int, args, device: tor
                     continue
                 meta = _metadata(path, detection)
                 model = exported_model(path, meta, ours, engine)
-                if not engine.inaccurate(meta):  # as --runtime auto: never a route that scores below PyTorch
+                if not engine.inaccurate(
+                    meta
+                ):  # as --runtime auto: never a route that scores below PyTorch
                     exported.setdefault(name, []).append(route)
                 if detection:
                     fns[route] = (lambda m=model: m.predict_raw(x), lambda m=model: m(x))
                 else:
-                    fns[route] = (lambda m=model: m.network(x), lambda m=model: upsampled_labels(m.network(x), size))
-        timed = {f"{name}|{part}": fn for name, pair in fns.items() for part, fn in zip(("net", "e2e"), pair)}
+                    fns[route] = (
+                        lambda m=model: m.network(x),
+                        lambda m=model: upsampled_labels(m.network(x), size),
+                    )
+        timed = {
+            f"{name}|{part}": fn
+            for name, pair in fns.items()
+            for part, fn in zip(("net", "e2e"), pair)
+        }
         seconds = time_interleaved(timed, args.iters, args.warmup, device)
     tv_net, tv_e2e = (seconds[f"torchvision eager fp32|{p}"] for p in ("net", "e2e"))
-    routes = [{"route": name, "net_ms": seconds[f"{name}|net"] * 1e3, "e2e_ms": seconds[f"{name}|e2e"] * 1e3,
-               "net_ratio": seconds[f"{name}|net"] / tv_net, "e2e_ratio": seconds[f"{name}|e2e"] / tv_e2e}
-              for name in fns]
+    routes = [
+        {
+            "route": name,
+            "net_ms": seconds[f"{name}|net"] * 1e3,
+            "e2e_ms": seconds[f"{name}|e2e"] * 1e3,
+            "net_ratio": seconds[f"{name}|net"] / tv_net,
+            "e2e_ratio": seconds[f"{name}|e2e"] / tv_e2e,
+        }
+        for name in fns
+    ]
     by_name = {r["route"]: r for r in routes}
-    defaults = {name: min(names, key=lambda n: by_name[n]["net_ms"]) for name, names in exported.items()}
-    return {"case": f"{case} routes" + (f" (ours: {trained})" if trained else ""),
-            "input": f"{size[0]}x{size[1]}", "batch": batch, "routes": routes,
-            "auto": defaults, "skipped": skipped, "same_weights": same_weights,
-            "score_thresh": args.det_score_thresh if detection else None}
+    defaults = {
+        name: min(names, key=lambda n: by_name[n]["net_ms"]) for name, names in exported.items()
+    }
+    return {
+        "case": f"{case} routes" + (f" (ours: {trained})" if trained else ""),
+        "input": f"{size[0]}x{size[1]}",
+        "batch": batch,
+        "routes": routes,
+        "auto": defaults,
+        "skipped": skipped,
+        "same_weights": same_weights,
+        "score_thresh": args.det_score_thresh if detection else None,
+    }
 
 
 def _trained(weights: str, case: str) -> torch.nn.Module:
@@ -170,8 +238,10 @@ def _trained(weights: str, case: str) -> torch.nn.Module:
 
     loaded = load_model(None, weights, pytorch="--routes --weights")
     if loaded.cfg.task != "segmentation" or case_of(loaded.cfg.model.name) != case:
-        raise UserError(f"{weights}: a {loaded.cfg.model.name} {loaded.cfg.task} model; --routes --weights "
-                        f"takes a segmentation checkpoint of --model {case}")
+        raise UserError(
+            f"{weights}: a {loaded.cfg.model.name} {loaded.cfg.task} model; --routes --weights "
+            f"takes a segmentation checkpoint of --model {case}"
+        )
     return loaded.model.eval()
 
 
@@ -184,21 +254,28 @@ def _drive_frames(size: tuple[int, int], batch: int) -> torch.Tensor:
 
     normalise = NormalizeToTensor()
     frames = synthetic_video_frames(frames=batch, size=size)
-    return torch.stack([normalise(image=cv2.cvtColor(f, cv2.COLOR_BGR2RGB))["image"] for f in frames])
+    return torch.stack(
+        [normalise(image=cv2.cvtColor(f, cv2.COLOR_BGR2RGB))["image"] for f in frames]
+    )
 
 
 def format_routes(r: dict) -> str:
     """A markdown table: each route's ms and its time as a fraction of torchvision's."""
     end = "detections" if r["score_thresh"] is not None else "label map"
-    lines = [f"{r['case']}, {r['input']}, batch {r['batch']} (end to end: to the {end}"
-             + (f", score threshold {r['score_thresh']}" if r["score_thresh"] is not None else "") + ")",
-             "| route | network ms | x torchvision | end to end ms | x torchvision |",
-             "|---|---|---|---|---|"]
+    lines = [
+        f"{r['case']}, {r['input']}, batch {r['batch']} (end to end: to the {end}"
+        + (f", score threshold {r['score_thresh']}" if r["score_thresh"] is not None else "")
+        + ")",
+        "| route | network ms | x torchvision | end to end ms | x torchvision |",
+        "|---|---|---|---|---|",
+    ]
     auto = {route: name for name, route in r["auto"].items()}
     for row in r["routes"]:
         mark = f" (auto for {auto[row['route']]})" if row["route"] in auto else ""
-        lines.append(f"| {row['route']}{mark} | {row['net_ms']:.1f} | {row['net_ratio']:.2f} "
-                     f"| {row['e2e_ms']:.1f} | {row['e2e_ratio']:.2f} |")
+        lines.append(
+            f"| {row['route']}{mark} | {row['net_ms']:.1f} | {row['net_ratio']:.2f} "
+            f"| {row['e2e_ms']:.1f} | {row['e2e_ratio']:.2f} |"
+        )
     if r["skipped"]:
         lines.append("not timed: " + "; ".join(r["skipped"]))
     return "\n".join(lines)

@@ -52,12 +52,17 @@ def sync(device: torch.device) -> None:
 
 def step(args) -> None:
     """Mark a new step for Inductor's CUDA graphs (``--compile`` in a mode that captures them)."""
-    if args.compile and args.compile_mode in ("reduce-overhead", "max-autotune") and args.device.startswith("cuda"):
+    if (
+        args.compile
+        and args.compile_mode in ("reduce-overhead", "max-autotune")
+        and args.device.startswith("cuda")
+    ):
         torch.compiler.cudagraph_mark_step_begin()
 
 
 def stepped(fn: Callable, args) -> Callable:
     """``fn`` preceded by :func:`step`."""
+
     def call():
         step(args)
         return fn()
@@ -65,12 +70,21 @@ def stepped(fn: Callable, args) -> Callable:
     return call
 
 
-def timed_record(case: str, size: str, batch: int, precision: str, seconds: dict[str, float]) -> dict:
+def timed_record(
+    case: str, size: str, batch: int, precision: str, seconds: dict[str, float]
+) -> dict:
     """The fields of every timed case, from :func:`time_interleaved`'s ``ours`` and ``tv``."""
     ours_s, tv_s = seconds["ours"], seconds["tv"]
     return {
-        "case": case, "input": size, "batch": batch, "precision": precision,
-        "ours_ms": ours_s * 1e3, "tv_ms": tv_s * 1e3,
-        "ours_img_s": batch / ours_s, "tv_img_s": batch / tv_s, "ratio": tv_s / ours_s,
-        "ours_min_ms": seconds["ours_min"] * 1e3, "tv_min_ms": seconds["tv_min"] * 1e3,
+        "case": case,
+        "input": size,
+        "batch": batch,
+        "precision": precision,
+        "ours_ms": ours_s * 1e3,
+        "tv_ms": tv_s * 1e3,
+        "ours_img_s": batch / ours_s,
+        "tv_img_s": batch / tv_s,
+        "ratio": tv_s / ours_s,
+        "ours_min_ms": seconds["ours_min"] * 1e3,
+        "tv_min_ms": seconds["tv_min"] * 1e3,
     }

@@ -36,13 +36,26 @@ def bench_train(args, device: torch.device) -> dict:
         variants = {"loader": {}}
         if args.decoded_cache:
             variants["cached"] = {"decoded_cache": _decoded_cache(cfg, Path(tmp) / "decoded")}
-        rates = training_throughput(cfg, build_task, device=str(device), steps=args.iters,
-                                    warmup=args.warmup, loader_variants=variants)
+        rates = training_throughput(
+            cfg,
+            build_task,
+            device=str(device),
+            steps=args.iters,
+            warmup=args.warmup,
+            loader_variants=variants,
+        )
     amp = cfg.train.amp and device.type == "cuda"
     crop = "x".join(str(v) for v in cfg.data.crop_size)
-    return {"case": "train_seg", "input": f"{'synthetic ' + args.synthetic_size if not args.data_root else args.data_root}"
-            f" -> {crop}", "precision": "amp fp16" if amp else "fp32", "config": str(args.config or TRAIN_CONFIG),
-            "channels_last": cfg.train.channels_last, "decoded_cache": cfg.data.decoded_cache, **rates}
+    return {
+        "case": "train_seg",
+        "input": f"{'synthetic ' + args.synthetic_size if not args.data_root else args.data_root}"
+        f" -> {crop}",
+        "precision": "amp fp16" if amp else "fp32",
+        "config": str(args.config or TRAIN_CONFIG),
+        "channels_last": cfg.train.channels_last,
+        "decoded_cache": cfg.data.decoded_cache,
+        **rates,
+    }
 
 
 def bench_train_step(args, device: torch.device) -> dict:
@@ -80,16 +93,25 @@ def bench_train_step(args, device: torch.device) -> dict:
                 loss.backward()
                 optimizer.step()
                 loss.item()
+
         return call
 
-    losses = {"ours": lambda: cross_entropy_2d(ours(x_last), target),
-              "tv": lambda: F.cross_entropy(tv(x)["out"], target, ignore_index=255)}
+    losses = {
+        "ours": lambda: cross_entropy_2d(ours(x_last), target),
+        "tv": lambda: F.cross_entropy(tv(x)["out"], target, ignore_index=255),
+    }
     with torch.no_grad():  # same weights, same batch: the same loss before any step
         first = {name: loss().item() for name, loss in losses.items()}
-    seconds = time_interleaved({name: sgd_step(model, losses[name]) for name, model in
-                                (("ours", ours), ("tv", tv))}, args.iters, args.warmup, device)
+    seconds = time_interleaved(
+        {name: sgd_step(model, losses[name]) for name, model in (("ours", ours), ("tv", tv))},
+        args.iters,
+        args.warmup,
+        device,
+    )
     return timed_record("train_step_lraspp", f"{size[0]}x{size[1]}", batch, "fp32", seconds) | {
-        "ours_loss": first["ours"], "tv_loss": first["tv"]}
+        "ours_loss": first["ours"],
+        "tv_loss": first["tv"],
+    }
 
 
 def _synthetic_root(tmp: Path, size: tuple[int, int], images: int) -> str:
@@ -102,5 +124,7 @@ def _decoded_cache(cfg, out: Path) -> str:
     from densemnv3.data.cache import write_decoded_cache
     from densemnv3.data.cityscapes import CityscapesSegmentation
 
-    dataset = CityscapesSegmentation(cfg.data.root, cfg.data.train_split, skip_bad=cfg.data.skip_bad)
+    dataset = CityscapesSegmentation(
+        cfg.data.root, cfg.data.train_split, skip_bad=cfg.data.skip_bad
+    )
     return str(write_decoded_cache(dataset, out, progress=False))

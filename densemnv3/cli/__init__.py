@@ -52,8 +52,9 @@ A CONFIG is a shipped config's name (see `densemnv3 configs`) or a config file's
 
 def _usage() -> str:
     width = max(map(len, COMMANDS))
-    return USAGE.format(commands="\n".join(f"  {name:<{width}}  {what}"
-                                           for name, (_, what) in COMMANDS.items()))
+    return USAGE.format(
+        commands="\n".join(f"  {name:<{width}}  {what}" for name, (_, what) in COMMANDS.items())
+    )
 
 
 def list_configs() -> int:
@@ -78,8 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        raise UserError(f"unknown command {name!r}{did_you_mean(name, COMMANDS)}; the commands are "
-                        f"{', '.join(COMMANDS)} (densemnv3 --help)")
+        raise UserError(
+            f"unknown command {name!r}{did_you_mean(name, COMMANDS)}; the commands are "
+            f"{', '.join(COMMANDS)} (densemnv3 --help)"
+        )
     if name == "configs":
         return list_configs()
     module = importlib.import_module(f"densemnv3.cli.{COMMANDS[name][0]}")

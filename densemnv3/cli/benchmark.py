@@ -76,44 +76,104 @@ from densemnv3.utils.device import resolve_device
 
 
 def parse_args(argv: list[str] | None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", nargs="+", default=["lraspp_large"], choices=(*MODEL_CASES, *MULTITASK_CASES, *DATA_CASES, *TRAIN_CASES, "demo", "seg_test_time", "label_map", "all"))
-    parser.add_argument("--routes", action="store_true", help="CPU: time every installed runtime route (see above)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--model",
+        nargs="+",
+        default=["lraspp_large"],
+        choices=(
+            *MODEL_CASES,
+            *MULTITASK_CASES,
+            *DATA_CASES,
+            *TRAIN_CASES,
+            "demo",
+            "seg_test_time",
+            "label_map",
+            "all",
+        ),
+    )
+    parser.add_argument(
+        "--routes", action="store_true", help="CPU: time every installed runtime route (see above)"
+    )
     add_demo_arguments(parser)
-    parser.add_argument("--config", help="ours = this config's model (--model then names only data cases)")
+    parser.add_argument(
+        "--config", help="ours = this config's model (--model then names only data cases)"
+    )
     add_set_argument(parser)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=None, help="(default 1)")
-    parser.add_argument("--sizes", nargs="+", default=None,
-                        help="HxW of the LR-ASPP input (default 512x1024; SSDLite always runs at 320x320)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--iters", type=int, default=None, help="timed calls per model (default 10, CUDA 30)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed calls first (default 2, CUDA 10)")
+    parser.add_argument(
+        "--sizes",
+        nargs="+",
+        default=None,
+        help="HxW of the LR-ASPP input (default 512x1024; SSDLite always runs at 320x320)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's)"
+    )
+    parser.add_argument(
+        "--iters", type=int, default=None, help="timed calls per model (default 10, CUDA 30)"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=None, help="untimed calls first (default 2, CUDA 10)"
+    )
     parser.add_argument("--json", help="also write the results here")
     add_inference_arguments(parser, multi_precision=True)
-    parser.add_argument("--variants", nargs="+", metavar="SPEC",
-                        help="combinations to time, e.g. default fp16+graphs fp16+compile bf16+compile+graphs")
-    parser.add_argument("--no-fuse", action="store_true", help="ours without BatchNorm folding")
-    parser.add_argument("--compile-mode", default=None,
-                        choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
-                        help="torch.compile mode on CUDA (default: max-autotune with --cuda-graphs, else "
-                             "max-autotune-no-cudagraphs; CPU uses Inductor freezing instead)")
-    parser.add_argument("--tv-same-options", action="store_true", help="torchvision gets ours' precision and layout")
     parser.add_argument(
-        "--det-score-thresh", type=float, default=0.001,
-        help="SSDLite score threshold of both models (torchvision's 0.001: with random weights every "
-             "class of every box passes, the heaviest postprocess; 0.5: none does, the lightest)",
+        "--variants",
+        nargs="+",
+        metavar="SPEC",
+        help="combinations to time, e.g. default fp16+graphs fp16+compile bf16+compile+graphs",
     )
-    parser.add_argument("--det-nms", default="auto", choices=("auto", "per_image", "batched"), help="ours' SSDLite NMS path")
-    parser.add_argument("--data-root", help="train_seg: a Cityscapes root (default: a synthetic one)")
-    parser.add_argument("--synthetic-size", default=None, help="train_seg: HxW of the synthetic images "
-                        "(default 1024x2048)")
-    parser.add_argument("--synthetic-images", type=int, default=16, help="train_seg: synthetic train images")
-    parser.add_argument("--workers", type=int, default=None, help="train_seg: loader workers (default: config's)")
-    parser.add_argument("--decoded-cache", action="store_true",
-                        help="train_seg: also time the loader reading a decoded cache of the root, built in a "
-                             "temporary folder (~8 MB per 1024x2048 image)")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, 1 iteration (a smoke test)")
+    parser.add_argument("--no-fuse", action="store_true", help="ours without BatchNorm folding")
+    parser.add_argument(
+        "--compile-mode",
+        default=None,
+        choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+        help="torch.compile mode on CUDA (default: max-autotune with --cuda-graphs, else "
+        "max-autotune-no-cudagraphs; CPU uses Inductor freezing instead)",
+    )
+    parser.add_argument(
+        "--tv-same-options", action="store_true", help="torchvision gets ours' precision and layout"
+    )
+    parser.add_argument(
+        "--det-score-thresh",
+        type=float,
+        default=0.001,
+        help="SSDLite score threshold of both models (torchvision's 0.001: with random weights every "
+        "class of every box passes, the heaviest postprocess; 0.5: none does, the lightest)",
+    )
+    parser.add_argument(
+        "--det-nms",
+        default="auto",
+        choices=("auto", "per_image", "batched"),
+        help="ours' SSDLite NMS path",
+    )
+    parser.add_argument(
+        "--data-root", help="train_seg: a Cityscapes root (default: a synthetic one)"
+    )
+    parser.add_argument(
+        "--synthetic-size",
+        default=None,
+        help="train_seg: HxW of the synthetic images (default 1024x2048)",
+    )
+    parser.add_argument(
+        "--synthetic-images", type=int, default=16, help="train_seg: synthetic train images"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=None, help="train_seg: loader workers (default: config's)"
+    )
+    parser.add_argument(
+        "--decoded-cache",
+        action="store_true",
+        help="train_seg: also time the loader reading a decoded cache of the root, built in a "
+        "temporary folder (~8 MB per 1024x2048 image)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes, 1 iteration (a smoke test)"
+    )
     args = parser.parse_args(argv)
     args.sizes = args.sizes or (["64x128"] if args.quick else ["512x1024"])
     args.batch_sizes = args.batch_sizes or [1]
@@ -135,9 +195,15 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     torch.backends.cudnn.benchmark = device.type == "cuda"
     sizes = parse_sizes(args.sizes)
-    cases = [*MODEL_CASES, *MULTITASK_CASES, *DATA_CASES] if "all" in args.model else list(dict.fromkeys(args.model))
+    cases = (
+        [*MODEL_CASES, *MULTITASK_CASES, *DATA_CASES]
+        if "all" in args.model
+        else list(dict.fromkeys(args.model))
+    )
     args.cfg = None
-    if args.config:  # ours is the config's model: its model case, then the data and train cases asked for
+    if (
+        args.config
+    ):  # ours is the config's model: its model case, then the data and train cases asked for
         args.cfg = load_config(args.config, args.overrides)
         case = multitask_case_of(args.cfg.model.name) or case_of(args.cfg.model.name)
         inference = [] if set(cases) <= {*TRAIN_CASES, "demo"} else [case]
@@ -151,8 +217,11 @@ def main(argv: list[str] | None = None) -> int:
             print(format_demo(results[-1]), flush=True)
             continue
         if case in ("seg_test_time", "label_map"):  # each prints its own tables
-            results += (bench_test_time(sizes, with_settings(args, variants[0]), device) if case == "seg_test_time"
-                        else bench_label_map(sizes, args))
+            results += (
+                bench_test_time(sizes, with_settings(args, variants[0]), device)
+                if case == "seg_test_time"
+                else bench_label_map(sizes, args)
+            )
             continue
         if args.routes and case in MODEL_CASES:
             for size in sizes if case.startswith("lraspp") else sizes[:1]:
@@ -161,7 +230,11 @@ def main(argv: list[str] | None = None) -> int:
                     print(format_routes(results[-1]), flush=True)
             continue
         if case in TRAIN_CASES:
-            results.append(bench_train_step(args, device) if case == "train_step_lraspp" else bench_train(args, device))
+            results.append(
+                bench_train_step(args, device)
+                if case == "train_step_lraspp"
+                else bench_train(args, device)
+            )
             print(format_train(results[-1]), flush=True)
             continue
         if case in DATA_CASES:
@@ -174,20 +247,43 @@ def main(argv: list[str] | None = None) -> int:
                     print(settings.describe(), flush=True)
                     if case in MULTITASK_CASES:
                         if settings.precision == "int8":
-                            print(f"  {case}: skipped (int8 is timed for the single-task models)", flush=True)
+                            print(
+                                f"  {case}: skipped (int8 is timed for the single-task models)",
+                                flush=True,
+                            )
                             continue
-                        results.append(bench_multitask(case, size, batch, settings.precision,
-                                                       with_settings(args, settings), device))
+                        results.append(
+                            bench_multitask(
+                                case,
+                                size,
+                                batch,
+                                settings.precision,
+                                with_settings(args, settings),
+                                device,
+                            )
+                        )
                         print(format_multitask(results[-1]), flush=True)
                         continue
                     if settings.precision == "int8":
-                        results.append(bench_int8(case, size, batch, with_settings(args, settings), device))
+                        results.append(
+                            bench_int8(case, size, batch, with_settings(args, settings), device)
+                        )
                     else:
-                        results.append(bench_model(case, size, batch, settings.precision,
-                                                   with_settings(args, settings), device))
+                        results.append(
+                            bench_model(
+                                case,
+                                size,
+                                batch,
+                                settings.precision,
+                                with_settings(args, settings),
+                                device,
+                            )
+                        )
                     print("\n".join(format_table(results[-1:]).splitlines()[2:]), flush=True)
     print()
-    timed = [r for r in results if "routes" not in r and r["case"] not in ("seg_test_time", "label_map")]  # own tables
+    timed = [
+        r for r in results if "routes" not in r and r["case"] not in ("seg_test_time", "label_map")
+    ]  # own tables
     if timed:
         print(format_summary(timed))
     if args.json:
@@ -195,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.json}")
     outside = [r for r in results if r.get("check_ok") is False]
     if outside:
-        print(f"{len(outside)} configuration(s) outside their precision's tolerance of fp32 (MISMATCH above)")
+        print(
+            f"{len(outside)} configuration(s) outside their precision's tolerance of fp32 (MISMATCH above)"
+        )
     return 1 if outside else 0
-

@@ -22,29 +22,37 @@ def main(argv: list[str] | None = None) -> int:
     from densemnv3.errors import UserError
     from densemnv3.tasks.common import ensure_synthetic
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("config", help="a segmentation config")
     parser.add_argument("--split", help="dataset split (default: data.train_split)")
     parser.add_argument("--out", help="cache folder (default: data.decoded_cache)")
-    parser.add_argument("--threads", type=int, default=None, help="decoding threads (default: cores, at most 8)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="decoding threads (default: cores, at most 8)"
+    )
     parser.add_argument("--no-progress", action="store_true")
     add_set_argument(parser)
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     if cfg.task != "segmentation":
-        raise UserError(f"{args.config}: the decoded cache is for segmentation configs, this one is {cfg.task!r}")
+        raise UserError(
+            f"{args.config}: the decoded cache is for segmentation configs, this one is {cfg.task!r}"
+        )
     out = args.out or cfg.data.decoded_cache
     if out is None:
         raise UserError("say where to write the cache: --set data.decoded_cache=DIR (or --out DIR)")
     ensure_synthetic(cfg)
     split = args.split or cfg.data.train_split
-    dataset = CityscapesSegmentation(cfg.data.root, split, skip_bad=cfg.data.skip_bad,
-                                     max_pixels=cfg.data.max_image_pixels)
+    dataset = CityscapesSegmentation(
+        cfg.data.root, split, skip_bad=cfg.data.skip_bad, max_pixels=cfg.data.max_image_pixels
+    )
     start = time.perf_counter()
     write_decoded_cache(dataset, out, progress=not args.no_progress, threads=args.threads)
     bad = sum(1 for _ in dataset.bad_files)
-    print(f"wrote {out}: {len(dataset)} samples of {cfg.data.root} split {split!r}"
-          f"{f' ({bad} bad, skipped in training)' if bad else ''} in {time.perf_counter() - start:.1f} s; "
-          f"train with --set data.decoded_cache={out}")
+    print(
+        f"wrote {out}: {len(dataset)} samples of {cfg.data.root} split {split!r}"
+        f"{f' ({bad} bad, skipped in training)' if bad else ''} in {time.perf_counter() - start:.1f} s; "
+        f"train with --set data.decoded_cache={out}"
+    )
     return 0
-

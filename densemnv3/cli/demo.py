@@ -41,34 +41,65 @@ class Terminated(Exception):
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", nargs="?", help="the model's config, e.g. lraspp_synthetic "
-                        "(optional for last.pt / best.pt, which record theirs)")
-    parser.add_argument("--weights", required=True,
-                        help="a checkpoint (last.pt / best.pt / torchvision) or an ONNX file (e.g. best.int8.onnx)")
-    parser.add_argument("--source", required=True, help="video file, camera index (0) or stream URL")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "config",
+        nargs="?",
+        help="the model's config, e.g. lraspp_synthetic "
+        "(optional for last.pt / best.pt, which record theirs)",
+    )
+    parser.add_argument(
+        "--weights",
+        required=True,
+        help="a checkpoint (last.pt / best.pt / torchvision) or an ONNX file (e.g. best.int8.onnx)",
+    )
+    parser.add_argument(
+        "--source", required=True, help="video file, camera index (0) or stream URL"
+    )
     parser.add_argument("--output", help="write the annotated video here (.mp4 or .avi)")
     parser.add_argument("--no-display", action="store_true", help="never open a window")
     parser.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
-    parser.add_argument("--json", metavar="FILE", help="also write the stage table here (frames, ms per stage, FPS)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    parser.add_argument(
+        "--json", metavar="FILE", help="also write the stage table here (frames, ms per stage, FPS)"
+    )
+    parser.add_argument(
+        "--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N"
+    )
     add_inference_arguments(parser)
     add_runtime_argument(parser)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for a frame's work, whichever runtime runs the network "
-                        "(default: torch's count); 1 is often faster on a busy machine")
-    parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
-                        help="segmentation and multi-task: run the network at HxW (e.g. 360 640 for a "
-                             "720p source) and scale its label map to the frame; default: the "
-                             "config's eval size, else the frame's")
-    parser.add_argument("--score-threshold", type=float, default=0.3, help="detection: lowest score shown")
-    parser.add_argument("--alpha", type=float, default=0.5, help="segmentation and multi-task: overlay opacity")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for a frame's work, whichever runtime runs the network "
+        "(default: torch's count); 1 is often faster on a busy machine",
+    )
+    parser.add_argument(
+        "--input-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        default=None,
+        help="segmentation and multi-task: run the network at HxW (e.g. 360 640 for a "
+        "720p source) and scale its label map to the frame; default: the "
+        "config's eval size, else the frame's",
+    )
+    parser.add_argument(
+        "--score-threshold", type=float, default=0.3, help="detection: lowest score shown"
+    )
+    parser.add_argument(
+        "--alpha", type=float, default=0.5, help="segmentation and multi-task: overlay opacity"
+    )
     add_set_argument(parser)
     args = parser.parse_args(argv)
     if args.max_frames is not None and args.max_frames < 1:
         parser.error(f"--max-frames must be >= 1, got {args.max_frames}")
     if args.input_size is not None and min(args.input_size) < 32:
-        parser.error(f"--input-size must be at least 32 32, got {' '.join(map(str, args.input_size))}")
+        parser.error(
+            f"--input-size must be at least 32 32, got {' '.join(map(str, args.input_size))}"
+        )
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")
     return args
@@ -80,10 +111,14 @@ def display_available(no_display: bool) -> tuple[bool, str]:
 
     if no_display:
         return False, "--no-display"
-    gui = [line for line in cv2.getBuildInformation().splitlines() if line.strip().startswith("GUI:")]
+    gui = [
+        line for line in cv2.getBuildInformation().splitlines() if line.strip().startswith("GUI:")
+    ]
     if gui and gui[0].split(":", 1)[1].strip().upper() == "NONE":
         return False, "this OpenCV has no GUI support (opencv-python-headless)"
-    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+    if sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    ):
         return False, "no display (DISPLAY is not set)"
     try:
         cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL)
@@ -97,7 +132,9 @@ def _frame_size(capture) -> tuple[int, int] | None:
     the frame's size sees, for timing the runtimes."""
     import cv2
 
-    height, width = (int(capture.get(p)) for p in (cv2.CAP_PROP_FRAME_HEIGHT, cv2.CAP_PROP_FRAME_WIDTH))
+    height, width = (
+        int(capture.get(p)) for p in (cv2.CAP_PROP_FRAME_HEIGHT, cv2.CAP_PROP_FRAME_WIDTH)
+    )
     return (height, width) if height > 0 and width > 0 else None
 
 
@@ -119,30 +156,45 @@ def main(argv=None) -> int:
 
         threads = args.threads or torch.get_num_threads()
         predictor = Predictor.from_checkpoint(
-            args.weights, args.config, device=args.device, precision=args.precision,
-            memory_format=args.memory_format, compile=args.compile, cuda_graphs=args.cuda_graphs,
-            overrides=args.overrides, score_threshold=args.score_threshold, runtime=args.runtime,
+            args.weights,
+            args.config,
+            device=args.device,
+            precision=args.precision,
+            memory_format=args.memory_format,
+            compile=args.compile,
+            cuda_graphs=args.cuda_graphs,
+            overrides=args.overrides,
+            score_threshold=args.score_threshold,
+            runtime=args.runtime,
             threads=threads,  # one budget: torch's pool never spins beside a runtime's
             measure_size=tuple(args.input_size) if args.input_size else _frame_size(reader.capture),
         )
         fixed = getattr(predictor.model, "fixed_size", None)
         if args.input_size is not None and fixed and tuple(args.input_size) != fixed:
             h, w = args.input_size
-            raise UserError(f"--input-size {h} {w}: {args.weights} takes {fixed[0]}x{fixed[1]} "
-                            f"inputs only (exported at a fixed size); drop --input-size (frames "
-                            f"are resized to it), or export at that size (tools/export.py "
-                            f"--input-size)")
+            raise UserError(
+                f"--input-size {h} {w}: {args.weights} takes {fixed[0]}x{fixed[1]} "
+                f"inputs only (exported at a fixed size); drop --input-size (frames "
+                f"are resized to it), or export at that size (tools/export.py "
+                f"--input-size)"
+            )
         if args.input_size is not None and predictor.task != "detection":
             predictor.input_size, predictor.label_upsample = tuple(args.input_size), "labels"
-            print(f"network input {args.input_size[0]}x{args.input_size[1]}, label map scaled to "
-                  f"the frame", flush=True)
+            print(
+                f"network input {args.input_size[0]}x{args.input_size[1]}, label map scaled to "
+                f"the frame",
+                flush=True,
+            )
         print(f"{predictor.settings.describe()}, {threads} threads", flush=True)
         if writer is not None:
             writer.fps = source_fps(reader.capture)
         display, why = display_available(args.no_display)
         if not display:
             print(f"display off: {why}; running headless", flush=True)
-        print(f"{predictor.task} on {args.source}: {predictor.device} {predictor.precision}", flush=True)
+        print(
+            f"{predictor.task} on {args.source}: {predictor.device} {predictor.precision}",
+            flush=True,
+        )
 
         stop_reason, code, fps, smoothed = None, 0, 0.0, None
         extra = f"{predictor.device.type} {predictor.precision}"
@@ -189,7 +241,10 @@ def main(argv=None) -> int:
                     timings.add(t0, t1, t2, time.perf_counter())
                     cv2.imshow(WINDOW, drawn)
                     key = cv2.waitKey(1) & 0xFF
-                    if key in (27, ord("q")) or cv2.getWindowProperty(WINDOW, cv2.WND_PROP_VISIBLE) < 1:
+                    if (
+                        key in (27, ord("q"))
+                        or cv2.getWindowProperty(WINDOW, cv2.WND_PROP_VISIBLE) < 1
+                    ):
                         stop_reason = "window closed"
                         break
                 if t1 - last_progress >= PROGRESS_EVERY_S:
@@ -212,7 +267,9 @@ def main(argv=None) -> int:
             reader.stop()
             if writer is not None:
                 writer.close()
-            _set_handler(signal.SIGTERM, signal.SIG_DFL if previous_handler is None else previous_handler)
+            _set_handler(
+                signal.SIGTERM, signal.SIG_DFL if previous_handler is None else previous_handler
+            )
             if previous_int is not None:
                 _set_handler(signal.SIGINT, previous_int)
             if display:
@@ -223,21 +280,35 @@ def main(argv=None) -> int:
             print(f"{stop_reason}: stopped after {frames} frames")
         if frames == 0 and stop_reason is None:
             if live and reader.read_failures:
-                raise SourceError(f"no frame could be read from {args.source}"
-                                  f"{f' ({reader.error})' if reader.error else ''}")
+                raise SourceError(
+                    f"no frame could be read from {args.source}"
+                    f"{f' ({reader.error})' if reader.error else ''}"
+                )
             print("source has no frames; nothing written")
             return 0
         if reader.read_failures:
-            print(f"the source stopped delivering frames after {reader.frames_read} frames "
-                  f"(read failed{f': {reader.error}' if reader.error else ''}); ended cleanly")
+            print(
+                f"the source stopped delivering frames after {reader.frames_read} frames "
+                f"(read failed{f': {reader.error}' if reader.error else ''}); ended cleanly"
+            )
         print(timings.summary(reader))
         if args.json:
             import json
 
             from densemnv3.utils.files import write_text
 
-            write_text(args.json, json.dumps({"inference": predictor.settings.describe(), "threads": threads,
-                                              "source": args.source, **timings.stats(reader)}, indent=2))
+            write_text(
+                args.json,
+                json.dumps(
+                    {
+                        "inference": predictor.settings.describe(),
+                        "threads": threads,
+                        "source": args.source,
+                        **timings.stats(reader),
+                    },
+                    indent=2,
+                ),
+            )
         if writer is not None and writer.frames_written:
             print(f"wrote {writer.frames_written} frames to {writer.path}")
         return code
@@ -310,8 +381,13 @@ class Sink:
                 if self.writer is not None:
                     self.writer.write(drawn)
                 # drawing and writing measured as they ran, after the inference they overlap
-                self.timings.add(t0, t1, t1 + (t2 - start), t1 + (time.perf_counter() - start),
-                                 done=time.perf_counter())
+                self.timings.add(
+                    t0,
+                    t1,
+                    t1 + (t2 - start),
+                    t1 + (time.perf_counter() - start),
+                    done=time.perf_counter(),
+                )
             except BaseException as err:  # noqa: BLE001 - handed to the main thread
                 self.error = err
 
@@ -329,8 +405,15 @@ class Timings:
     def frames(self) -> int:
         return len(self.rows)
 
-    def add(self, got: float, inferred: float, drawn: float, written: float, *,
-            done: float | None = None) -> None:
+    def add(
+        self,
+        got: float,
+        inferred: float,
+        drawn: float,
+        written: float,
+        *,
+        done: float | None = None,
+    ) -> None:
         self.rows.append((got, inferred, drawn, written))
         self.done.append(written if done is None else done)
 
@@ -338,22 +421,37 @@ class Timings:
         """Frames, drops, the mean ms of each stage per frame and the end-to-end FPS (the first
         frame left out when there are more; ``first_ms`` is its time)."""
         rows = self.rows
-        stats = {"frames": self.frames, "dropped": reader.frames_dropped, "read_failures": reader.read_failures,
-                 "first_ms": 1000 * (rows[0][3] - rows[0][0]) if rows else None}
+        stats = {
+            "frames": self.frames,
+            "dropped": reader.frames_dropped,
+            "read_failures": reader.read_failures,
+            "first_ms": 1000 * (rows[0][3] - rows[0][0]) if rows else None,
+        }
         if len(rows) > 1:
             span, rows = self.done[-1] - self.done[0], rows[1:]
         else:
             span = self.done[0] - self.start if rows else 0.0
-        times = np.array([[b - a, c - b, d - c] for a, b, c, d in rows]) * 1000 if rows else np.zeros((1, 3))
+        times = (
+            np.array([[b - a, c - b, d - c] for a, b, c, d in rows]) * 1000
+            if rows
+            else np.zeros((1, 3))
+        )
         infer, draw, write = (float(t) for t in times.mean(0))
-        return stats | {"decode_ms": reader.decode_ms, "infer_ms": infer, "draw_ms": draw, "write_ms": write,
-                        "end_to_end_ms": 1000 * span / max(len(rows), 1),
-                        "fps": len(rows) / span if span > 0 else 0.0}
+        return stats | {
+            "decode_ms": reader.decode_ms,
+            "infer_ms": infer,
+            "draw_ms": draw,
+            "write_ms": write,
+            "end_to_end_ms": 1000 * span / max(len(rows), 1),
+            "fps": len(rows) / span if span > 0 else 0.0,
+        }
 
     def summary(self, reader) -> str:
         """The table printed at the end of a run."""
         s = self.stats(reader)
-        lines = [f"frames: {s['frames']} processed, {s['dropped']} dropped, {s['read_failures']} read failures"]
+        lines = [
+            f"frames: {s['frames']} processed, {s['dropped']} dropped, {s['read_failures']} read failures"
+        ]
         if s["frames"] > 1:
             lines.append(f"first frame: {s['first_ms']:.0f} ms (warm-up, left out below)")
         table = [("decode", s["decode_ms"], "reader thread, overlaps inference")]
@@ -362,4 +460,3 @@ class Timings:
         lines.append(f"{'stage':<12}{'ms/frame':>10}")
         lines += [f"{name:<12}{ms:>10.2f}  {note}".rstrip() for name, ms, note in table]
         return "\n".join(lines)
-

@@ -12,10 +12,8 @@ out — of ``detections.json`` and of the image ids COCOeval scores — and list
 ``DIR/skipped_files.txt``.
 """
 
-
 from densemnv3.commands import eval_from_cli
 
 
 def main(argv: list[str] | None = None) -> int:
     return eval_from_cli("detection", __doc__, argv)
-

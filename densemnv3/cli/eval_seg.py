@@ -11,10 +11,8 @@ writes one label-id PNG per evaluated image (``{city}_{seq}_{frame}.png``) that 
 official ``evalPixelLevelSemanticLabeling`` can score.
 """
 
-
 from densemnv3.commands import eval_from_cli
 
 
 def main(argv: list[str] | None = None) -> int:
     return eval_from_cli("segmentation", __doc__, argv)
-

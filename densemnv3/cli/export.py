@@ -52,33 +52,59 @@ from densemnv3.utils.cli import add_set_argument
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("config", nargs="?", help="the config (optional for last.pt / best.pt)")
-    parser.add_argument("--weights", required=True, help="a checkpoint (last.pt / best.pt / torchvision)")
+    parser.add_argument(
+        "--weights", required=True, help="a checkpoint (last.pt / best.pt / torchvision)"
+    )
     parser.add_argument("--format", required=True, choices=("onnx", "torchscript", "executorch"))
-    parser.add_argument("--out", required=True,
-                        help="file to write, e.g. lraspp.onnx; a name without a suffix gets the format's "
-                             "(.onnx, .pt for torchscript, .pte for executorch), another format's suffix "
-                             "is an error")
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="file to write, e.g. lraspp.onnx; a name without a suffix gets the format's "
+        "(.onnx, .pt for torchscript, .pte for executorch), another format's suffix "
+        "is an error",
+    )
     add_set_argument(parser)
     parser.add_argument(
-        "--input-size", nargs=2, type=int, metavar=("H", "W"),
+        "--input-size",
+        nargs=2,
+        type=int,
+        metavar=("H", "W"),
         help="input size (default: data.image_size for detection, data.eval_resize or data.crop_size "
-             "for segmentation and multi-task; a .pte, which takes this size only, without "
-             "data.eval_resize: the val frames' size, which the model is evaluated at)",
+        "for segmentation and multi-task; a .pte, which takes this size only, without "
+        "data.eval_resize: the val frames' size, which the model is evaluated at)",
     )
-    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
+    parser.add_argument(
+        "--opset", type=int, default=None, help="ONNX opset (default: the exporter's)"
+    )
     parser.add_argument("--no-fuse", action="store_true", help="keep BatchNorm layers (no folding)")
-    parser.add_argument("--postprocess", action="store_true",
-                        help="detection, ONNX: decode, score threshold, per-class NMS and top-k in the graph")
-    parser.add_argument("--full-size-logits", action="store_true",
-                        help="segmentation: upsample the logits to the input size in the graph (default: "
-                             "at stride 8, from which the tools take labels faster)")
-    parser.add_argument("--int8", action="store_true",
-                        help="executorch: quantize to int8 with XNNPACK's quantizer (for an int8 ONNX file "
-                             "use tools/quantize.py)")
-    parser.add_argument("--calib-images", type=int, default=None, metavar="N",
-                        help="--int8: training images to calibrate the activation ranges on (default 32)")
+    parser.add_argument(
+        "--postprocess",
+        action="store_true",
+        help="detection, ONNX: decode, score threshold, per-class NMS and top-k in the graph",
+    )
+    parser.add_argument(
+        "--full-size-logits",
+        action="store_true",
+        help="segmentation: upsample the logits to the input size in the graph (default: "
+        "at stride 8, from which the tools take labels faster)",
+    )
+    parser.add_argument(
+        "--int8",
+        action="store_true",
+        help="executorch: quantize to int8 with XNNPACK's quantizer (for an int8 ONNX file "
+        "use tools/quantize.py)",
+    )
+    parser.add_argument(
+        "--calib-images",
+        type=int,
+        default=None,
+        metavar="N",
+        help="--int8: training images to calibrate the activation ranges on (default 32)",
+    )
     args = parser.parse_args(argv)
 
     import dataclasses
@@ -91,16 +117,22 @@ def main(argv: list[str] | None = None) -> int:
 
     executorch = args.format == "executorch"
     if args.int8 and not executorch:
-        raise UserError(f"--int8 applies to --format executorch; for an int8 ONNX file use tools/quantize.py "
-                        f"(drop --int8 for --format {args.format})")
+        raise UserError(
+            f"--int8 applies to --format executorch; for an int8 ONNX file use tools/quantize.py "
+            f"(drop --int8 for --format {args.format})"
+        )
     if args.calib_images is not None and not args.int8:
-        raise UserError("--calib-images sets the calibration of --int8; add --int8 or drop --calib-images")
+        raise UserError(
+            "--calib-images sets the calibration of --int8; add --int8 or drop --calib-images"
+        )
     args.calib_images = 32 if args.calib_images is None else args.calib_images
     if args.calib_images < 1:
         raise UserError(f"--calib-images must be at least 1, got {args.calib_images}")
     if executorch and args.postprocess:
-        raise UserError("--postprocess puts SSDLite's NMS in an ONNX graph; a .pte outputs the raw "
-                        "predictions, which the tools post-process: drop --postprocess")
+        raise UserError(
+            "--postprocess puts SSDLite's NMS in an ONNX graph; a .pte outputs the raw "
+            "predictions, which the tools post-process: drop --postprocess"
+        )
     out = output_file(args.out, args.format)
     if out != Path(args.out):
         print(f"writing {out} (--out {args.out} does not end in {out.suffix})")
@@ -110,12 +142,18 @@ def main(argv: list[str] | None = None) -> int:
         from densemnv3.inference.export_executorch import require_executorch
 
         require_executorch("--format executorch" + (" --int8" if args.int8 else ""))
-    loaded = load_model(load_config(args.config, args.overrides) if args.config else None,
-                        args.weights, overrides=args.overrides, pytorch="export")
+    loaded = load_model(
+        load_config(args.config, args.overrides) if args.config else None,
+        args.weights,
+        overrides=args.overrides,
+        pytorch="export",
+    )
     cfg, model = loaded.cfg, loaded.model
     if args.full_size_logits and cfg.task != "segmentation":
-        raise UserError(f"--full-size-logits applies to segmentation models; {args.weights} is a {cfg.task} "
-                        f"model: drop --full-size-logits")
+        raise UserError(
+            f"--full-size-logits applies to segmentation models; {args.weights} is a {cfg.task} "
+            f"model: drop --full-size-logits"
+        )
     if args.input_size:
         size = tuple(args.input_size)
     elif cfg.task == "detection":
@@ -134,7 +172,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if executorch:
         return _export_executorch(args, cfg, model, size, out)
-    print(f"{export_settings().describe()} (the file runs on any device; choose fp16 in its runtime)")
+    print(
+        f"{export_settings().describe()} (the file runs on any device; choose fp16 in its runtime)"
+    )
     low = min_input_size(model, size) if args.format == "onnx" else None
     dynamic = low is not None
     shape = f"(N, 3, {size[0]}, {size[1]})" + (", H and W dynamic" if dynamic else "")
@@ -142,15 +182,23 @@ def main(argv: list[str] | None = None) -> int:
         shape += f" from {low[0]}x{low[1]} up"
     print(f"exporting {cfg.model.name} ({args.format}, input {shape}) to {out} ...")
     if args.format == "onnx" and not dynamic:
-        print(f"note: pool='paper' averages a window clamped to maps smaller than it, so a file traced "
-              f"at {size[0]}x{size[1]} takes that size only (from 784x784 up its window is fixed and "
-              f"the file takes any size; pool='global' takes any size)")
+        print(
+            f"note: pool='paper' averages a window clamped to maps smaller than it, so a file traced "
+            f"at {size[0]}x{size[1]} takes that size only (from 784x784 up its window is fixed and "
+            f"the file takes any size; pool='global' takes any size)"
+        )
     if not dynamic and cfg.task != "detection":
         cfg.data.eval_resize = size  # the file takes this size only: the tools resize frames to it
     metadata = {"config": dataclasses.asdict(cfg), "task": cfg.task, "arch": cfg.model.name}
     report = export_model(
-        model, out, fmt=args.format, input_size=size, opset=args.opset,
-        fuse_bn=not args.no_fuse, postprocess=args.postprocess, full_size_logits=args.full_size_logits,
+        model,
+        out,
+        fmt=args.format,
+        input_size=size,
+        opset=args.opset,
+        fuse_bn=not args.no_fuse,
+        postprocess=args.postprocess,
+        full_size_logits=args.full_size_logits,
         metadata=metadata,
     )
     opset = f", opset {report.opset}" if report.opset else ""
@@ -177,17 +225,23 @@ def _eval_frame_size(cfg) -> tuple[int, int]:
         size, source = cfg.data.synthetic.size, "data.synthetic.size"
     if size is None:
         h, w = cfg.data.crop_size
-        print(f"note: no frames at {cfg.data.root} to read the evaluation size from: the file "
-              f"takes the training crop, {h}x{w}; give --input-size H W of the frames it will "
-              f"run on")
+        print(
+            f"note: no frames at {cfg.data.root} to read the evaluation size from: the file "
+            f"takes the training crop, {h}x{w}; give --input-size H W of the frames it will "
+            f"run on"
+        )
         return int(h), int(w)
     h, w = int(size[0]), int(size[1])
-    print(f"input size {h}x{w}: {source}, which the model is evaluated at (data.eval_resize is "
-          f"unset; --input-size to choose)")
+    print(
+        f"input size {h}x{w}: {source}, which the model is evaluated at (data.eval_resize is "
+        f"unset; --input-size to choose)"
+    )
     return h, w
 
 
-def _export_executorch(args: argparse.Namespace, cfg, model, size: tuple[int, int], out: Path) -> int:
+def _export_executorch(
+    args: argparse.Namespace, cfg, model, size: tuple[int, int], out: Path
+) -> int:
     """``--format executorch``: a ``.pte`` of the fixed ``size``, fp32 or (``--int8``) calibrated
     on training images as ``tools/quantize.py`` chooses them."""
     import dataclasses
@@ -215,20 +269,36 @@ def _export_executorch(args: argparse.Namespace, cfg, model, size: tuple[int, in
         train = task.dataset(cfg.data.train_split, train=False)  # training images, eval transform
         n = min(args.calib_images, len(train))
         if n == 0:
-            raise UserError(f"{cfg.data.root}: split {cfg.data.train_split!r} has no images to calibrate on")
+            raise UserError(
+                f"{cfg.data.root}: split {cfg.data.train_split!r} has no images to calibrate on"
+            )
         calibration = (train[i][0] for i in calibration_order(len(train), n))
         val = task.dataset(cfg.data.val_split, train=False)
         check = [val[i][0][None] for i in range(min(CHECK_IMAGES, len(val)))]
-        print(f"int8: calibrating on {n} images of split {cfg.data.train_split!r} (XNNPACK quantizer, "
-              f"per-channel weights), checking on {len(check)} of split {cfg.data.val_split!r}")
-    print(f"exporting {cfg.model.name} (executorch, XNNPACK, {precision}, input (1, 3, {size[0]}, {size[1]}) "
-          f"fixed) to {out} ...")
+        print(
+            f"int8: calibrating on {n} images of split {cfg.data.train_split!r} (XNNPACK quantizer, "
+            f"per-channel weights), checking on {len(check)} of split {cfg.data.val_split!r}"
+        )
+    print(
+        f"exporting {cfg.model.name} (executorch, XNNPACK, {precision}, input (1, 3, {size[0]}, {size[1]}) "
+        f"fixed) to {out} ..."
+    )
     metadata = {"config": dataclasses.asdict(cfg), "task": cfg.task, "arch": cfg.model.name}
     if args.int8:
         metadata["calibration_split"] = cfg.data.train_split
-    report = export_executorch(model, out, input_size=size, metadata=metadata, int8=args.int8,
-                               calibration=calibration, num_images=n, check_images=check,
-                               fuse_bn=not args.no_fuse, full_size_logits=args.full_size_logits, progress=True)
+    report = export_executorch(
+        model,
+        out,
+        input_size=size,
+        metadata=metadata,
+        int8=args.int8,
+        calibration=calibration,
+        num_images=n,
+        check_images=check,
+        fuse_bn=not args.no_fuse,
+        full_size_logits=args.full_size_logits,
+        progress=True,
+    )
     print(f"wrote {report.path} ({report.size_bytes / 2**20:.2f} MiB, {precision}, XNNPACK)")
     print(f"check: {report.summary()}")
     return 0

@@ -67,4 +67,3 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:
         raise UserError(str(err)) from err
     return 0
-

@@ -38,24 +38,57 @@ ROUTE_HELP = "torch, onnxruntime, onnxruntime-int8 or openvino"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("config", nargs="?", help="the config (optional for last.pt / best.pt)")
-    parser.add_argument("--weights", required=True, help="the trained checkpoint (last.pt / best.pt)")
-    parser.add_argument("--target", type=float, default=None,
-                        help="latency to reach, as a fraction of the original's (default: netadapt.target, 0.7)")
-    parser.add_argument("--runtime", default="onnxruntime", help=f"where latency is measured: {ROUTE_HELP}")
-    parser.add_argument("--threads", type=int, default=None, help="threads the runtime runs with (default: all cores)")
-    parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
-                        help="the deployment input size latency is measured at")
-    parser.add_argument("--work-dir", help="run folder (default: beside CKPT, netadapt-RUNTIME-TARGET)")
+    parser.add_argument(
+        "--weights", required=True, help="the trained checkpoint (last.pt / best.pt)"
+    )
+    parser.add_argument(
+        "--target",
+        type=float,
+        default=None,
+        help="latency to reach, as a fraction of the original's (default: netadapt.target, 0.7)",
+    )
+    parser.add_argument(
+        "--runtime", default="onnxruntime", help=f"where latency is measured: {ROUTE_HELP}"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="threads the runtime runs with (default: all cores)",
+    )
+    parser.add_argument(
+        "--input-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        default=None,
+        help="the deployment input size latency is measured at",
+    )
+    parser.add_argument(
+        "--work-dir", help="run folder (default: beside CKPT, netadapt-RUNTIME-TARGET)"
+    )
     parser.add_argument("--resume", action="store_true", help="continue the run in --work-dir")
-    parser.add_argument("--uniform", action="store_true",
-                        help="train the uniform baseline for a finished run and compare")
-    parser.add_argument("--compare-importance", action="store_true",
-                        help="only compare the channel importances (l2, bn) on the first iteration's proposals: "
-                             "importance.csv")
+    parser.add_argument(
+        "--uniform",
+        action="store_true",
+        help="train the uniform baseline for a finished run and compare",
+    )
+    parser.add_argument(
+        "--compare-importance",
+        action="store_true",
+        help="only compare the channel importances (l2, bn) on the first iteration's proposals: "
+        "importance.csv",
+    )
     add_set_argument(parser)
-    parser.add_argument("--device", default=None, help="fine-tuning device: cpu, cuda or auto (default: the config's)")
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="fine-tuning device: cpu, cuda or auto (default: the config's)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
 
@@ -63,8 +96,10 @@ def main(argv: list[str] | None = None) -> int:
 
     target = args.target
     if target is not None and not 0 < target < 1:
-        raise UserError(f"--target {target:g}: a fraction of the original latency between 0 and 1 "
-                        f"is needed, e.g. 0.7 for 30 % faster")
+        raise UserError(
+            f"--target {target:g}: a fraction of the original latency between 0 and 1 "
+            f"is needed, e.g. 0.7 for 30 % faster"
+        )
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads must be at least 1, got {args.threads}")
     from densemnv3.netadapt.latency import LatencyTable, check_route
@@ -81,48 +116,88 @@ def main(argv: list[str] | None = None) -> int:
     from densemnv3.tasks.common import ensure_synthetic
     from densemnv3.utils.device import resolve_device
 
-    loaded = load_model(load_config(args.config, args.overrides) if args.config else None, args.weights,
-                        overrides=args.overrides, pytorch="NetAdapt")
+    loaded = load_model(
+        load_config(args.config, args.overrides) if args.config else None,
+        args.weights,
+        overrides=args.overrides,
+        pytorch="NetAdapt",
+    )
     cfg, model = loaded.cfg, loaded.model.eval()
     if target is not None:
         cfg.netadapt.target = target
     if not 0 < cfg.netadapt.target < 1:
-        raise UserError(f"netadapt.target {cfg.netadapt.target:g}: a fraction between 0 and 1 is needed")
+        raise UserError(
+            f"netadapt.target {cfg.netadapt.target:g}: a fraction between 0 and 1 is needed"
+        )
     ensure_synthetic(cfg)  # it fine-tunes on the training set, as train does
     task = build_task(cfg)
     size = tuple(args.input_size) if args.input_size else _deployment_size(cfg)
     threads = args.threads or os.cpu_count() or 1
-    run_dir = Path(args.work_dir) if args.work_dir else (
-        Path(args.weights).parent / f"netadapt-{args.runtime}-{cfg.netadapt.target:g}")
+    run_dir = (
+        Path(args.work_dir)
+        if args.work_dir
+        else (Path(args.weights).parent / f"netadapt-{args.runtime}-{cfg.netadapt.target:g}")
+    )
     run_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(args.device or cfg.train.device)
     calibration = None
     if args.runtime.endswith("int8"):  # a few training images at the deployment size
         train = task.dataset(cfg.data.train_split, train=False)
-        calibration = [F.interpolate(train[i][0][None], size=size, mode="bilinear", align_corners=False)[0]
-                       for i in range(min(4, len(train)))]
+        calibration = [
+            F.interpolate(train[i][0][None], size=size, mode="bilinear", align_corners=False)[0]
+            for i in range(min(4, len(train)))
+        ]
     table = LatencyTable(args.runtime, threads=threads, size=size, progress=not args.no_progress)
-    print(f"NetAdapt: {cfg.model.name} from {args.weights} to {cfg.netadapt.target:g}x its latency on "
-          f"{args.runtime} ({threads} threads, {size[0]}x{size[1]}); lookup table {table.path}; run in {run_dir}")
+    print(
+        f"NetAdapt: {cfg.model.name} from {args.weights} to {cfg.netadapt.target:g}x its latency on "
+        f"{args.runtime} ({threads} threads, {size[0]}x{size[1]}); lookup table {table.path}; run in {run_dir}"
+    )
     if args.compare_importance:
         from densemnv3.netadapt.importance import compare_importance
 
-        compare_importance(model, task, cfg, table, run_dir, torch.device(device), calibration=calibration,
-                           progress=not args.no_progress)
+        compare_importance(
+            model,
+            task,
+            cfg,
+            table,
+            run_dir,
+            torch.device(device),
+            calibration=calibration,
+            progress=not args.no_progress,
+        )
         print(f"importance study: {run_dir / 'importance.csv'}")
         return 0
     results = {}
-    best = run_netadapt(cfg, model, task, table, run_dir, device, resume=args.resume or args.uniform,
-                        calibration=calibration, progress=not args.no_progress)
+    best = run_netadapt(
+        cfg,
+        model,
+        task,
+        table,
+        run_dir,
+        device,
+        resume=args.resume or args.uniform,
+        calibration=calibration,
+        progress=not args.no_progress,
+    )
     results["NetAdapt"] = best
     if args.uniform:
-        results["uniform"] = run_uniform(cfg, model, table, run_dir, device, resume=args.resume,
-                                         calibration=calibration, progress=not args.no_progress)
+        results["uniform"] = run_uniform(
+            cfg,
+            model,
+            table,
+            run_dir,
+            device,
+            resume=args.resume,
+            calibration=calibration,
+            progress=not args.no_progress,
+        )
     elif (run_dir / "uniform" / "best.pt").is_file():
         results["uniform"] = run_dir / "uniform" / "best.pt"
     finish(cfg, model, results, task, table, run_dir, device, calibration=calibration)
-    print(f"result: {best} (loads in every tool: eval, export, quantize, demo); "
-          f"run folder {run_dir} (netadapt.csv, pareto.png, summary.json)")
+    print(
+        f"result: {best} (loads in every tool: eval, export, quantize, demo); "
+        f"run folder {run_dir} (netadapt.csv, pareto.png, summary.json)"
+    )
     return 0
 
 

@@ -28,14 +28,26 @@ CHECK_IMAGES = 4
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("config", nargs="?", help="the config (optional for last.pt / best.pt)")
-    parser.add_argument("--weights", required=True, help="a checkpoint (last.pt / best.pt / torchvision)")
-    parser.add_argument("--calib-images", type=int, default=32, metavar="N",
-                        help="training images to calibrate the activation ranges on (default 32)")
-    parser.add_argument("--out", help="file to write (default: CKPT with the suffix .int8.onnx); a name "
-                                      "without .onnx gets it (model_int8 -> model_int8.onnx), one ending "
-                                      "in another model format's suffix (.pt) is an error")
+    parser.add_argument(
+        "--weights", required=True, help="a checkpoint (last.pt / best.pt / torchvision)"
+    )
+    parser.add_argument(
+        "--calib-images",
+        type=int,
+        default=32,
+        metavar="N",
+        help="training images to calibrate the activation ranges on (default 32)",
+    )
+    parser.add_argument(
+        "--out",
+        help="file to write (default: CKPT with the suffix .int8.onnx); a name "
+        "without .onnx gets it (model_int8 -> model_int8.onnx), one ending "
+        "in another model format's suffix (.pt) is an error",
+    )
     add_set_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -58,15 +70,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.out and out != Path(args.out):
         print(f"writing {out} (--out {args.out} does not end in {out.suffix})")
     require_onnx("int8 quantization")
-    loaded = load_model(load_config(args.config, args.overrides) if args.config else None,
-                        args.weights, overrides=args.overrides, pytorch="quantization")
+    loaded = load_model(
+        load_config(args.config, args.overrides) if args.config else None,
+        args.weights,
+        overrides=args.overrides,
+        pytorch="quantization",
+    )
     cfg, model = loaded.cfg, loaded.model
     ensure_synthetic(cfg)
     task = build_task(cfg)
     train = task.dataset(cfg.data.train_split, train=False)  # training images, eval transform
     n = min(args.calib_images, len(train))
     if n == 0:
-        raise UserError(f"{cfg.data.root}: split {cfg.data.train_split!r} has no images to calibrate on")
+        raise UserError(
+            f"{cfg.data.root}: split {cfg.data.train_split!r} has no images to calibrate on"
+        )
     order = calibration_order(len(train), n)
     size = tuple(train[order[0]][0].shape[-2:])
     if min_input_size(model, size) is None and cfg.task != "detection":
@@ -74,17 +92,34 @@ def main(argv: list[str] | None = None) -> int:
     val = task.dataset(cfg.data.val_split, train=False)
     check = [val[i][0][None] for i in range(min(CHECK_IMAGES, len(val)))]
 
-    print(f"quantizing {cfg.model.name} to int8 (onnxruntime QDQ, per-channel weights), calibrating on "
-          f"{n} images of split {cfg.data.train_split!r} at {size[0]}x{size[1]} ...")
-    metadata = {"config": dataclasses.asdict(cfg), "task": cfg.task, "arch": cfg.model.name,
-                "calibration_split": cfg.data.train_split}
-    report = quantize_model(model, out, calibration=(train[i][0] for i in order), num_images=n,
-                            input_size=size, check_images=check, metadata=metadata,
-                            progress=not args.no_progress)
+    print(
+        f"quantizing {cfg.model.name} to int8 (onnxruntime QDQ, per-channel weights), calibrating on "
+        f"{n} images of split {cfg.data.train_split!r} at {size[0]}x{size[1]} ..."
+    )
+    metadata = {
+        "config": dataclasses.asdict(cfg),
+        "task": cfg.task,
+        "arch": cfg.model.name,
+        "calibration_split": cfg.data.train_split,
+    }
+    report = quantize_model(
+        model,
+        out,
+        calibration=(train[i][0] for i in order),
+        num_images=n,
+        input_size=size,
+        check_images=check,
+        metadata=metadata,
+        progress=not args.no_progress,
+    )
     low = report.min_size
-    shape = (f"{size[0]}x{size[1]} only (pool='paper', below its fixed window)" if low is None
-             else "any H and W" if low == (32, 32) else f"any H >= {low[0]} and W >= {low[1]}")
+    shape = (
+        f"{size[0]}x{size[1]} only (pool='paper', below its fixed window)"
+        if low is None
+        else "any H and W"
+        if low == (32, 32)
+        else f"any H >= {low[0]} and W >= {low[1]}"
+    )
     print(f"wrote {report.path} ({report.size_bytes / 2**20:.2f} MiB; input (N, 3, H, W), {shape})")
     print(f"check on {len(check)} images of split {cfg.data.val_split!r}: {report.summary()}")
     return 0
-

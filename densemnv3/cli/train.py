@@ -5,10 +5,8 @@ Segmentation, detection or the multi-task model, as the config's ``task`` says; 
 ``--no-progress``). Multi-GPU / multi-process: ``torchrun --nproc_per_node=N tools/train.py CONFIG``.
 """
 
-
 from densemnv3.commands import train_from_cli
 
 
 def main(argv: list[str] | None = None) -> int:
     return train_from_cli(None, __doc__, argv)
-

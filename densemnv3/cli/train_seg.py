@@ -3,10 +3,8 @@
 Multi-GPU / multi-process: ``torchrun --nproc_per_node=N tools/train_seg.py CONFIG``.
 """
 
-
 from densemnv3.commands import train_from_cli
 
 
 def main(argv: list[str] | None = None) -> int:
     return train_from_cli("segmentation", __doc__, argv)
-

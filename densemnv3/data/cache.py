@@ -53,16 +53,21 @@ def _relative(samples: Sequence[tuple[str, str]], root: Path) -> list[tuple[str,
     return [(os.path.relpath(i, root), os.path.relpath(lab, root)) for i, lab in samples]
 
 
-def write_decoded_cache(dataset: Any, out: str | os.PathLike, *, progress: bool = True,
-                        threads: int | None = None) -> Path:
+def write_decoded_cache(
+    dataset: Any, out: str | os.PathLike, *, progress: bool = True, threads: int | None = None
+) -> Path:
     """Decode every sample of ``dataset`` (a :class:`CityscapesSegmentation` without a decoded
     cache) into ``out``. A sample that fails to decode raises its :class:`DataError`, or, when the
     dataset has ``skip_bad``, is recorded in the manifest and raises that error when loaded."""
     out = Path(out)
     root = Path(os.path.realpath(dataset.root))
     if out.exists() and any(out.iterdir()) and not (out / MANIFEST).is_file():
-        if not any(out.glob("*_image.npy")):  # not an (interrupted) cache: never delete others' files
-            raise UserError(f"{out}: folder exists and is not a decoded cache; choose a new or empty folder")
+        if not any(
+            out.glob("*_image.npy")
+        ):  # not an (interrupted) cache: never delete others' files
+            raise UserError(
+                f"{out}: folder exists and is not a decoded cache; choose a new or empty folder"
+            )
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)  # from here on the old cache is invalid
     for old in (*out.glob("*_image.npy"), *out.glob("*_label.npy")):
@@ -85,20 +90,33 @@ def write_decoded_cache(dataset: Any, out: str | os.PathLike, *, progress: bool 
     # OpenCV's decoder and numpy's file writes release the GIL, so threads scale with the cores.
     try:
         with ThreadPoolExecutor(threads or min(8, os.cpu_count() or 1)) as pool:
-            entries = list(tqdm(pool.map(write, range(len(dataset))), total=len(dataset),
-                                desc=f"caching {dataset.split}", disable=not progress))
+            entries = list(
+                tqdm(
+                    pool.map(write, range(len(dataset))),
+                    total=len(dataset),
+                    desc=f"caching {dataset.split}",
+                    disable=not progress,
+                )
+            )
     except OSError as err:
         if disk_error(err) is None:
             raise
         for partial in (*out.glob("*_image.npy"), *out.glob("*_label.npy")):
             partial.unlink(missing_ok=True)  # give the space back: without a manifest it is unused
-        raise WriteError(f"{out}: cannot write the decoded cache, {storage_problem(err)}; its "
-                         f"partial files were removed (a cache without {MANIFEST} is never read); "
-                         f"free space, then run tools/cache_dataset.py again") from None
+        raise WriteError(
+            f"{out}: cannot write the decoded cache, {storage_problem(err)}; its "
+            f"partial files were removed (a cache without {MANIFEST} is never read); "
+            f"free space, then run tools/cache_dataset.py again"
+        ) from None
     for (image, label), entry in zip(_relative(dataset.samples, root), entries):
         entry.update(image=image, label=label)
-    manifest = {"format": FORMAT, "version": VERSION, "root": str(root), "split": dataset.split,
-                "samples": entries}
+    manifest = {
+        "format": FORMAT,
+        "version": VERSION,
+        "root": str(root),
+        "split": dataset.split,
+        "samples": entries,
+    }
     write_text(out / MANIFEST, json.dumps(manifest, indent=1))
     return out
 
@@ -107,38 +125,61 @@ class DecodedCache:
     """A decoded cache opened for the ``samples`` (absolute image, label paths) of ``root``'s
     ``split``; raises :class:`DataError` if it is missing, foreign, of another version or stale."""
 
-    def __init__(self, path: str | os.PathLike, root: str | os.PathLike, split: str,
-                 samples: Sequence[tuple[str, str]]) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        root: str | os.PathLike,
+        split: str,
+        samples: Sequence[tuple[str, str]],
+    ) -> None:
         self.path = Path(path)
         real_root = Path(os.path.realpath(root))
         hint = rebuild_hint(self.path, root, split)
         manifest_path = self.path / MANIFEST
         if not manifest_path.is_file():
-            raise DataError(f"{self.path}: no decoded cache here ({MANIFEST} missing or the build was "
-                            f"interrupted); {hint}")
+            raise DataError(
+                f"{self.path}: no decoded cache here ({MANIFEST} missing or the build was "
+                f"interrupted); {hint}"
+            )
         try:
             manifest = json.loads(manifest_path.read_text())
         except (OSError, ValueError) as error:
             raise DataError(f"{manifest_path}: unreadable manifest ({error}); {hint}") from None
         if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
-            raise DataError(f"{self.path}: decoded cache format {manifest.get('format')} version "
-                            f"{manifest.get('version')}, this densemnv3 reads {FORMAT} version {VERSION}; {hint}")
+            raise DataError(
+                f"{self.path}: decoded cache format {manifest.get('format')} version "
+                f"{manifest.get('version')}, this densemnv3 reads {FORMAT} version {VERSION}; {hint}"
+            )
         if manifest.get("root") != str(real_root) or manifest.get("split") != split:
-            raise DataError(f"{self.path}: decoded cache is of {manifest.get('root')} split "
-                            f"{manifest.get('split')!r}, not of {real_root} split {split!r}; {hint}")
+            raise DataError(
+                f"{self.path}: decoded cache is of {manifest.get('root')} split "
+                f"{manifest.get('split')!r}, not of {real_root} split {split!r}; {hint}"
+            )
         self._check_fresh(manifest["samples"], _relative(samples, real_root), samples, hint)
         self._entries = {image: entry for (image, _), entry in zip(samples, manifest["samples"])}
 
-    def _check_fresh(self, entries: list[dict], relative: list[tuple[str, str]],
-                     samples: Sequence[tuple[str, str]], hint: str) -> None:
+    def _check_fresh(
+        self,
+        entries: list[dict],
+        relative: list[tuple[str, str]],
+        samples: Sequence[tuple[str, str]],
+        hint: str,
+    ) -> None:
         cached = [(e["image"], e["label"]) for e in entries]
         if cached != relative:
             added = sorted(set(relative) - set(cached))
             removed = sorted(set(cached) - set(relative))
-            what = (f"{added[0][0]} was added" if added else f"{removed[0][0]} was removed" if removed
-                    else "the samples were reordered")
-            raise DataError(f"{self.path}: decoded cache is stale: {what} "
-                            f"({len(added)} added, {len(removed)} removed since it was built); {hint}")
+            what = (
+                f"{added[0][0]} was added"
+                if added
+                else f"{removed[0][0]} was removed"
+                if removed
+                else "the samples were reordered"
+            )
+            raise DataError(
+                f"{self.path}: decoded cache is stale: {what} "
+                f"({len(added)} added, {len(removed)} removed since it was built); {hint}"
+            )
         for entry, (image, label) in zip(entries, samples):
             for path, key in ((image, "image_stat"), (label, "label_stat")):
                 try:
@@ -146,8 +187,10 @@ class DecodedCache:
                 except OSError:
                     stat = None
                 if stat != entry[key]:
-                    raise DataError(f"{self.path}: decoded cache is stale: {path} changed (size or "
-                                    f"modification time) since it was built; {hint}")
+                    raise DataError(
+                        f"{self.path}: decoded cache is stale: {path} changed (size or "
+                        f"modification time) since it was built; {hint}"
+                    )
 
     def load(self, image_path: str) -> tuple[np.ndarray, np.ndarray]:
         """The cached pair of the sample whose image is ``image_path``, memory-mapped read-only:
@@ -161,10 +204,14 @@ class DecodedCache:
             try:
                 arrays.append(np.load(file, mmap_mode="r"))
             except (OSError, ValueError) as error:
-                raise DataError(f"{file}: cannot read the cached array ({error}); rebuild the cache with "
-                                "python tools/cache_dataset.py") from None
+                raise DataError(
+                    f"{file}: cannot read the cached array ({error}); rebuild the cache with "
+                    "python tools/cache_dataset.py"
+                ) from None
         image, label = arrays
         if label.shape != tuple(entry["shape"]) or image.shape != (*entry["shape"], 3):
-            raise DataError(f"{self.path / entry['file']}_*.npy: cached arrays have the wrong shape; "
-                            "rebuild the cache with python tools/cache_dataset.py")
+            raise DataError(
+                f"{self.path / entry['file']}_*.npy: cached arrays have the wrong shape; "
+                "rebuild the cache with python tools/cache_dataset.py"
+            )
         return image, label

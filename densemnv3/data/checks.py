@@ -17,8 +17,9 @@ from densemnv3.utils.files import write_text
 SHOWN = 3  # dropped boxes named on screen; the file has them all
 
 
-def find_bad_samples(load: Callable[[int], object], size: int, *, desc: str,
-                     progress: bool = True) -> list[tuple[int, str]]:
+def find_bad_samples(
+    load: Callable[[int], object], size: int, *, desc: str, progress: bool = True
+) -> list[tuple[int, str]]:
     """``(index, reason)`` of every sample whose ``load(index)`` raises :class:`DataError`."""
 
     def problem(index: int) -> str | None:
@@ -30,14 +31,27 @@ def find_bad_samples(load: Callable[[int], object], size: int, *, desc: str,
 
     # OpenCV releases the GIL while decoding, so threads scale with the cores.
     with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-        problems = list(tqdm(pool.map(problem, range(size)), total=size, desc=desc,
-                             disable=None if progress else True, leave=False))
+        problems = list(
+            tqdm(
+                pool.map(problem, range(size)),
+                total=size,
+                desc=desc,
+                disable=None if progress else True,
+                leave=False,
+            )
+        )
     return [(i, reason) for i, reason in enumerate(problems) if reason is not None]
 
 
-def report_bad_data(datasets: Sequence, out_dir: str | os.PathLike, *, skip_bad: bool,
-                    log: Callable[[str], None], write: bool = True,
-                    progress: bool = True) -> list[tuple[str, str]]:
+def report_bad_data(
+    datasets: Sequence,
+    out_dir: str | os.PathLike,
+    *,
+    skip_bad: bool,
+    log: Callable[[str], None],
+    write: bool = True,
+    progress: bool = True,
+) -> list[tuple[str, str]]:
     """With ``skip_bad``, check every sample of ``datasets`` up front (their ``validate``) so
     that the bad ones are left out, and list all skipped files in ``out_dir/skipped_files.txt``;
     list dropped boxes in ``out_dir/dropped_boxes.txt`` either way. ``log`` gets one line per
@@ -65,8 +79,10 @@ def report_bad_data(datasets: Sequence, out_dir: str | os.PathLike, *, skip_bad:
         _write_lines(path, [f"{ann_id}\t{file}\t{box}" for ann_id, file, box in dropped])
         named = ", ".join(f"annotation {ann_id} ({file})" for ann_id, file, _ in dropped[:SHOWN])
         more = f" and {len(dropped) - SHOWN} more" if len(dropped) > SHOWN else ""
-        log(f"{', '.join(ann_files)}: dropped {len(dropped)} boxes with no width or height after "
-            f"clipping to the image: {named}{more}; all listed in {path}")
+        log(
+            f"{', '.join(ann_files)}: dropped {len(dropped)} boxes with no width or height after "
+            f"clipping to the image: {named}{more}; all listed in {path}"
+        )
     return skipped
 
 

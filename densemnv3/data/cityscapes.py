@@ -63,7 +63,8 @@ class CityscapesSegmentation(Dataset):
         self.bad_files: list[tuple[str, str]] = []
         self.samples: list[tuple[str, str]] = self._scan()
         self._decoded = (
-            None if decoded_cache is None
+            None
+            if decoded_cache is None
             else DecodedCache(decoded_cache, self.root, split, self.samples)
         )
 
@@ -89,14 +90,20 @@ class CityscapesSegmentation(Dataset):
                 samples.append((str(image), str(label)))
             elif label is None:
                 expected = label_dir / key[0] / f"{key[1]}{LABEL_SUFFIX}"
-                unpaired.append((str(image), f"{image}: image without a label ({expected} is missing)"))
+                unpaired.append(
+                    (str(image), f"{image}: image without a label ({expected} is missing)")
+                )
             else:
                 expected = image_dir / key[0] / f"{key[1]}{IMAGE_SUFFIX}"
-                unpaired.append((str(label), f"{label}: label without an image ({expected} is missing)"))
+                unpaired.append(
+                    (str(label), f"{label}: label without an image ({expected} is missing)")
+                )
         if unpaired and not self.skip_bad:
             more = f" (and {len(unpaired) - 1} more)" if len(unpaired) > 1 else ""
-            raise DataError(f"{unpaired[0][1]}{more}; {LAYOUT}, or skip unpaired files with "
-                            "--set data.skip_bad=True")
+            raise DataError(
+                f"{unpaired[0][1]}{more}; {LAYOUT}, or skip unpaired files with "
+                "--set data.skip_bad=True"
+            )
         self.bad_files += unpaired
         if not samples:
             raise DataError(f"{image_dir}: no image of the split has a label; {LAYOUT}")
@@ -126,12 +133,16 @@ class CityscapesSegmentation(Dataset):
         instances, plain label ids elsewhere."""
         path = self.instance_path(index)
         if not path.is_file():
-            raise DataError(f"{path}: missing; instance ids are read from each label's "
-                            f"*{INSTANCE_SUFFIX} beside its *{LABEL_SUFFIX}")
+            raise DataError(
+                f"{path}: missing; instance ids are read from each label's "
+                f"*{INSTANCE_SUFFIX} beside its *{LABEL_SUFFIX}"
+            )
         ids = read_instance_ids(path, max_pixels=self.max_pixels)
         if ids.size and int(ids.max()) >= 34_000:
-            raise DataError(f"{path}: instance id {int(ids.max())} names label id {int(ids.max()) // 1000}; "
-                            "Cityscapes' are 0-33 (label id * 1000 + k); use the *_gtFine_instanceIds.png files")
+            raise DataError(
+                f"{path}: instance id {int(ids.max())} names label id {int(ids.max()) // 1000}; "
+                "Cityscapes' are 0-33 (label id * 1000 + k); use the *_gtFine_instanceIds.png files"
+            )
         return ids
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -170,12 +181,16 @@ class CityscapesSegmentation(Dataset):
     def validate(self, progress: bool = True) -> list[tuple[str, str]]:
         """Decode and check every pair; drop the bad ones from :attr:`samples`, record them in
         :attr:`bad_files` and return them as (image path, reason). Reads only."""
-        found = find_bad_samples(self.load, len(self), desc=f"checking {self.split}", progress=progress)
+        found = find_bad_samples(
+            self.load, len(self), desc=f"checking {self.split}", progress=progress
+        )
         bad = [(self.samples[i][0], reason) for i, reason in found]
         dropped = {i for i, _ in found}
         if len(dropped) == len(self):
-            raise DataError(f"{self.root}: every sample of split {self.split!r} is unreadable; "
-                            f"the first: {bad[0][1]}")
+            raise DataError(
+                f"{self.root}: every sample of split {self.split!r} is unreadable; "
+                f"the first: {bad[0][1]}"
+            )
         self.samples = [sample for i, sample in enumerate(self.samples) if i not in dropped]
         self.bad_files += bad
         return bad

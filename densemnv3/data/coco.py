@@ -29,8 +29,9 @@ _FIELDS = {
     "annotations": ("id", "image_id", "category_id", "bbox"),
     "categories": ("id", "name"),
 }
-_LAYOUT = ("a COCO instances file is an object with the lists 'images', 'annotations' and "
-           "'categories'")
+_LAYOUT = (
+    "a COCO instances file is an object with the lists 'images', 'annotations' and 'categories'"
+)
 _NUMBER = (int, float)
 
 
@@ -41,12 +42,15 @@ def load_coco(ann_file: str | os.PathLike) -> COCO:
         with open(ann_file, encoding="utf-8") as f:
             data = json.load(f)
     except (OSError, ValueError) as error:
-        raise DataError(f"{ann_file}: not a COCO instances file ({type(error).__name__}: {error}); "
-                        f"{_LAYOUT}") from error
+        raise DataError(
+            f"{ann_file}: not a COCO instances file ({type(error).__name__}: {error}); {_LAYOUT}"
+        ) from error
     try:
         check_coco(data, ann_file)
     except TypeError as error:  # an id that is a list or an object: unhashable
-        raise DataError(f"{ann_file}: not a COCO instances file ({error}); ids are integers") from error
+        raise DataError(
+            f"{ann_file}: not a COCO instances file ({error}); ids are integers"
+        ) from error
     coco = COCO()
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):
@@ -62,62 +66,87 @@ def check_coco(data: object, ann_file: str | os.PathLike) -> None:
     One pass over each list with sets: cheap beside reading the json. A box that is merely empty
     or outside its image is not an error here (the dataset drops it)."""
     if not isinstance(data, dict):
-        raise DataError(f"{ann_file}: not a COCO instances file (its top level is a "
-                        f"{type(data).__name__}); {_LAYOUT}")
+        raise DataError(
+            f"{ann_file}: not a COCO instances file (its top level is a "
+            f"{type(data).__name__}); {_LAYOUT}"
+        )
     for key, fields in _FIELDS.items():
         entries = data.get(key)
         if not isinstance(entries, list):
             found = "is missing" if key not in data else f"is a {type(entries).__name__}"
-            raise DataError(f"{ann_file}: the '{key}' key {found}; {_LAYOUT}: fix the file or "
-                            "write it again")
+            raise DataError(
+                f"{ann_file}: the '{key}' key {found}; {_LAYOUT}: fix the file or write it again"
+            )
         need = frozenset(fields)
         for i, entry in enumerate(entries):
             if not isinstance(entry, dict) or not entry.keys() >= need:
                 have = entry.keys() if isinstance(entry, dict) else ()
                 missing = [f for f in fields if f not in have]
-                raise DataError(f"{ann_file}: {key}[{i}] has no {', '.join(map(repr, missing))}; "
-                                f"each entry of '{key}' needs {', '.join(map(repr, fields))}")
+                raise DataError(
+                    f"{ann_file}: {key}[{i}] has no {', '.join(map(repr, missing))}; "
+                    f"each entry of '{key}' needs {', '.join(map(repr, fields))}"
+                )
     images, annotations, categories = data["images"], data["annotations"], data["categories"]
     if not images:
         raise DataError(f"{ann_file}: no images listed; the split is empty")
     image_ids = _unique_ids(ann_file, "image", images, "file_name ", lambda i, e: e["file_name"])
-    _unique_ids(ann_file, "annotation", annotations, "",
-                lambda i, e: f"annotations[{i}] on image id {e['image_id']}")
+    _unique_ids(
+        ann_file,
+        "annotation",
+        annotations,
+        "",
+        lambda i, e: f"annotations[{i}] on image id {e['image_id']}",
+    )
     category_ids = _unique_ids(ann_file, "category", categories, "name ", lambda i, e: e["name"])
     for image in images:
         name, width, height = image["file_name"], image["width"], image["height"]
         if not isinstance(name, str):
-            raise DataError(f"{ann_file}: image id {image['id']} has file_name {name!r}; a "
-                            "file_name is a string, the image's path under the images folder")
+            raise DataError(
+                f"{ann_file}: image id {image['id']} has file_name {name!r}; a "
+                "file_name is a string, the image's path under the images folder"
+            )
         if not (type(width) in _NUMBER and type(height) in _NUMBER and width > 0 and height > 0):
-            raise DataError(f"{ann_file}: image id {image['id']} ({name}) has width {width!r} and "
-                            f"height {height!r}; both must be positive numbers, its size in pixels")
+            raise DataError(
+                f"{ann_file}: image id {image['id']} ({name}) has width {width!r} and "
+                f"height {height!r}; both must be positive numbers, its size in pixels"
+            )
     unknown = {a["image_id"] for a in annotations} - image_ids
     if unknown:
         ann = next(a for a in annotations if a["image_id"] in unknown)
-        raise DataError(f"{ann_file}: annotation id {ann['id']} refers to image id "
-                        f"{ann['image_id']!r}, which 'images' does not list{_in_all(unknown)}; "
-                        "list the image or remove its annotations")
+        raise DataError(
+            f"{ann_file}: annotation id {ann['id']} refers to image id "
+            f"{ann['image_id']!r}, which 'images' does not list{_in_all(unknown)}; "
+            "list the image or remove its annotations"
+        )
     unknown = {a["category_id"] for a in annotations} - category_ids
     if unknown:
         ann = next(a for a in annotations if a["category_id"] in unknown)
-        raise DataError(f"{ann_file}: annotation id {ann['id']} has category id "
-                        f"{ann['category_id']!r}, which 'categories' does not list (it lists "
-                        f"{sorted(category_ids)}){_in_all(unknown)}; add the category or fix the "
-                        "annotation")
+        raise DataError(
+            f"{ann_file}: annotation id {ann['id']} has category id "
+            f"{ann['category_id']!r}, which 'categories' does not list (it lists "
+            f"{sorted(category_ids)}){_in_all(unknown)}; add the category or fix the "
+            "annotation"
+        )
     for ann in annotations:
         box = ann["bbox"]
         if not (type(box) is list and len(box) == 4 and all(type(v) in _NUMBER for v in box)):
-            raise DataError(f"{ann_file}: annotation id {ann['id']} has bbox {box!r}; a bbox is "
-                            "[x, y, width, height], 4 numbers in pixels")
+            raise DataError(
+                f"{ann_file}: annotation id {ann['id']} has bbox {box!r}; a bbox is "
+                "[x, y, width, height], 4 numbers in pixels"
+            )
 
 
 def _in_all(unknown: set) -> str:
     return f" ({len(unknown)} such ids in all)" if len(unknown) > 1 else ""
 
 
-def _unique_ids(ann_file: str | os.PathLike, what: str, entries: list[dict], label: str,
-                name: Callable[[int, dict], str]) -> set[int]:
+def _unique_ids(
+    ann_file: str | os.PathLike,
+    what: str,
+    entries: list[dict],
+    label: str,
+    name: Callable[[int, dict], str],
+) -> set[int]:
     """The set of the entries' integer ``id``s; a DataError for the first non-integer or repeat,
     naming the entries with ``label`` and ``name(index, entry)``."""
     ids = [entry["id"] for entry in entries]
@@ -128,13 +157,17 @@ def _unique_ids(ann_file: str | os.PathLike, what: str, entries: list[dict], lab
     for index, entry in enumerate(entries):
         key = entry["id"]
         if type(key) is not int:
-            raise DataError(f"{ann_file}: {what} id {key!r} ({label}{name(index, entry)}) is not "
-                            "an integer; COCO ids are integers")
+            raise DataError(
+                f"{ann_file}: {what} id {key!r} ({label}{name(index, entry)}) is not "
+                "an integer; COCO ids are integers"
+            )
         if key in seen:
             first = seen[key]
-            raise DataError(f"{ann_file}: {what} id {key} is listed twice ({label}"
-                            f"{name(first, entries[first])} and {name(index, entry)}); give each "
-                            f"{what} its own id")
+            raise DataError(
+                f"{ann_file}: {what} id {key} is listed twice ({label}"
+                f"{name(first, entries[first])} and {name(index, entry)}); give each "
+                f"{what} its own id"
+            )
         seen[key] = index
     raise AssertionError("unreachable")
 
@@ -224,11 +257,15 @@ class CocoDetection(Dataset):
         if not any(not a.get("iscrowd", 0) for a in self.coco.anns.values()):
             reason = "no annotations"
         else:
-            reason = ("no usable boxes (each non-crowd box has no width or height inside its image, "
-                      "or is on an image left out)")
-        raise DataError(f"{self.ann_file}: {reason}: nothing to train on, and AP is undefined "
-                        "without boxes; add boxes to 'annotations', or point the config "
-                        "(data.train_ann / data.val_ann) at a file that has them")
+            reason = (
+                "no usable boxes (each non-crowd box has no width or height inside its image, "
+                "or is on an image left out)"
+            )
+        raise DataError(
+            f"{self.ann_file}: {reason}: nothing to train on, and AP is undefined "
+            "without boxes; add boxes to 'annotations', or point the config "
+            "(data.train_ann / data.val_ann) at a file that has them"
+        )
 
     def _existing_image_ids(self, image_ids: list[int]) -> list[int]:
         listings: dict[Path, set[str]] = {}
@@ -261,8 +298,11 @@ class CocoDetection(Dataset):
         boxes[:, 0::2] = boxes[:, 0::2].clip(0, info["width"])
         boxes[:, 1::2] = boxes[:, 1::2].clip(0, info["height"])
         keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        self.dropped_boxes += [(a["id"], str(self.image_path(image_id)), a["bbox"])
-                               for a, kept in zip(anns, keep) if not kept]
+        self.dropped_boxes += [
+            (a["id"], str(self.image_path(image_id)), a["bbox"])
+            for a, kept in zip(anns, keep)
+            if not kept
+        ]
         labels = np.array(
             [self.category_id_to_label[a["category_id"]] for a in anns], dtype=np.int64
         )
@@ -274,8 +314,9 @@ class CocoDetection(Dataset):
     def validate(self, progress: bool = True) -> list[tuple[str, str]]:
         """Decode and check every image; drop the bad ones from :attr:`ids`, record them in
         :attr:`bad_files` and return them as (image path, reason). Reads only."""
-        found = find_bad_samples(self._load, len(self), desc=f"checking {self.ann_file.name}",
-                                 progress=progress)
+        found = find_bad_samples(
+            self._load, len(self), desc=f"checking {self.ann_file.name}", progress=progress
+        )
         bad = [(str(self.image_path(self.ids[i])), reason) for i, reason in found]
         dropped = {i for i, _ in found}
         if len(dropped) == len(self):

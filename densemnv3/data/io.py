@@ -60,12 +60,14 @@ def container_problem(data: bytes) -> str | None:
     if data.startswith(_PNG_SIGNATURE):
         pos = len(_PNG_SIGNATURE)
         while pos + 8 <= len(data):
-            length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+            length, kind = struct.unpack(">I4s", data[pos : pos + 8])
             end = pos + 8 + length + 4
             if end > len(data):
                 break
-            if zlib.crc32(data[pos + 4:end - 4]) != struct.unpack(">I", data[end - 4:end])[0]:
-                return f"corrupt PNG: CRC mismatch in chunk {kind.decode('latin-1')!r} at byte {pos}"
+            if zlib.crc32(data[pos + 4 : end - 4]) != struct.unpack(">I", data[end - 4 : end])[0]:
+                return (
+                    f"corrupt PNG: CRC mismatch in chunk {kind.decode('latin-1')!r} at byte {pos}"
+                )
             if kind == b"IEND":
                 return None
             pos = end
@@ -104,12 +106,12 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
         elif marker in _JPEG_SOF:
             if pos + 9 > len(data):
                 return None
-            height, width = struct.unpack(">HH", data[pos + 5:pos + 9])
+            height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
             return width, height
         elif marker == 0xDA:  # start of scan: no frame header before it
             return None
         else:
-            pos += 2 + struct.unpack(">H", data[pos + 2:pos + 4])[0]
+            pos += 2 + struct.unpack(">H", data[pos + 2 : pos + 4])[0]
     return None
 
 
@@ -176,8 +178,7 @@ def read_label(path: str | os.PathLike, *, max_pixels: int = MAX_IMAGE_PIXELS) -
     return label
 
 
-def read_instance_ids(path: str | os.PathLike, *,
-                      max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+def read_instance_ids(path: str | os.PathLike, *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """Decode a Cityscapes ``*_gtFine_instanceIds.png`` to an (H, W) array of ids (uint16:
     ``label_id * 1000 + k`` for thing instances, plain label ids elsewhere)."""
     ids = _imread(path, max_pixels)
@@ -185,8 +186,10 @@ def read_instance_ids(path: str | os.PathLike, *,
         ids = ids[:, :, 0]
     if ids.ndim != 2 or ids.dtype not in (np.uint16, np.uint8):
         channels = 1 if ids.ndim == 2 else ids.shape[2]
-        raise DataError(f"{path}: expected a single-channel 16-bit instance-id map, found a "
-                        f"{channels}-channel {ids.dtype} image; use the *_gtFine_instanceIds.png files")
+        raise DataError(
+            f"{path}: expected a single-channel 16-bit instance-id map, found a "
+            f"{channels}-channel {ids.dtype} image; use the *_gtFine_instanceIds.png files"
+        )
     return ids.astype(np.uint16, copy=False)
 
 

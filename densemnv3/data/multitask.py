@@ -52,9 +52,15 @@ def instance_boxes(ids: np.ndarray) -> InstanceBoxes:
         order = np.argsort(inverse, kind="stable")
         starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
         ys, xs = np.divmod(where[order], width)
-        boxes = np.stack([np.minimum.reduceat(xs, starts), np.minimum.reduceat(ys, starts),
-                          np.maximum.reduceat(xs, starts) + 1, np.maximum.reduceat(ys, starts) + 1],
-                         axis=1).astype(np.float32)
+        boxes = np.stack(
+            [
+                np.minimum.reduceat(xs, starts),
+                np.minimum.reduceat(ys, starts),
+                np.maximum.reduceat(xs, starts) + 1,
+                np.maximum.reduceat(ys, starts) + 1,
+            ],
+            axis=1,
+        ).astype(np.float32)
     label_ids = codes // 1000
     labels = _LABEL_OF_ID[np.minimum(label_ids, 255)] * (label_ids < 256)
     keep = labels > 0
@@ -62,14 +68,24 @@ def instance_boxes(ids: np.ndarray) -> InstanceBoxes:
     bare = np.bincount(flat[flat < 256], minlength=256)
     for label_id in THING_LABEL_IDS:  # crowd: the connected regions of each bare thing id
         if bare[label_id]:
-            n, _, stats, _ = cv2.connectedComponentsWithStats((ids == label_id).astype(np.uint8),
-                                                              connectivity=8)
+            n, _, stats, _ = cv2.connectedComponentsWithStats(
+                (ids == label_id).astype(np.uint8), connectivity=8
+            )
             x, y, w, h, area = stats[1:].T
-            parts.append((np.stack([x, y, x + w, y + h], axis=1).astype(np.float32),
-                          np.full(n - 1, _LABEL_OF_ID[label_id]), area.astype(np.int64)))
+            parts.append(
+                (
+                    np.stack([x, y, x + w, y + h], axis=1).astype(np.float32),
+                    np.full(n - 1, _LABEL_OF_ID[label_id]),
+                    area.astype(np.int64),
+                )
+            )
     crowd = np.concatenate([np.full(len(p[0]), i > 0) for i, p in enumerate(parts)])
-    return (np.concatenate([p[0] for p in parts]).reshape(-1, 4), np.concatenate([p[1] for p in parts]),
-            np.concatenate([p[2] for p in parts]), crowd)
+    return (
+        np.concatenate([p[0] for p in parts]).reshape(-1, 4),
+        np.concatenate([p[1] for p in parts]),
+        np.concatenate([p[2] for p in parts]),
+        crowd,
+    )
 
 
 class CityscapesMultiTask(CityscapesSegmentation):
@@ -83,15 +99,25 @@ class CityscapesMultiTask(CityscapesSegmentation):
     included; :attr:`ids` are the COCO image ids of the samples, in order.
     """
 
-    def __init__(self, root: str | os.PathLike, split: str = "train",
-                 transform: Callable | None = None, *, skip_bad: bool = False, cache: bool = False,
-                 decoded_cache: str | os.PathLike | None = None,
-                 max_pixels: int = MAX_IMAGE_PIXELS):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str = "train",
+        transform: Callable | None = None,
+        *,
+        skip_bad: bool = False,
+        cache: bool = False,
+        decoded_cache: str | os.PathLike | None = None,
+        max_pixels: int = MAX_IMAGE_PIXELS,
+    ):
         if decoded_cache is not None:
-            raise ConfigError("data.decoded_cache: the multi-task dataset reads the PNGs (the cache holds no "
-                              "instance ids); set it to None")
-        super().__init__(root, split, transform, skip_bad=skip_bad, cache=cache,
-                         max_pixels=max_pixels)
+            raise ConfigError(
+                "data.decoded_cache: the multi-task dataset reads the PNGs (the cache holds no "
+                "instance ids); set it to None"
+            )
+        super().__init__(
+            root, split, transform, skip_bad=skip_bad, cache=cache, max_pixels=max_pixels
+        )
         self._boxes_follow = "bboxes" in getattr(transform, "processors", {})
         self._image_ids = {image: i + 1 for i, (image, _) in enumerate(self.samples)}
         self.label_to_category_id = {k + 1: label_id for k, label_id in enumerate(THING_LABEL_IDS)}
@@ -105,9 +131,11 @@ class CityscapesMultiTask(CityscapesSegmentation):
         image, train_ids = super()._decode(index)
         ids = self.instance_ids(index)
         if ids.shape != train_ids.shape:
-            raise DataError(f"{self.instance_path(index)}: instance ids are {ids.shape[1]}x{ids.shape[0]} "
-                            f"(WxH) but the label {self.samples[index][1]} is "
-                            f"{train_ids.shape[1]}x{train_ids.shape[0]}; regenerate them")
+            raise DataError(
+                f"{self.instance_path(index)}: instance ids are {ids.shape[1]}x{ids.shape[0]} "
+                f"(WxH) but the label {self.samples[index][1]} is "
+                f"{train_ids.shape[1]}x{train_ids.shape[0]}; regenerate them"
+            )
         return (image, train_ids, *instance_boxes(ids))
 
     def __getitem__(self, index: int):
@@ -139,19 +167,30 @@ class CityscapesMultiTask(CityscapesSegmentation):
                 height, width = ids.shape
                 boxes, labels, areas, crowd = instance_boxes(ids)
                 image_id = self._image_ids[image]
-                images.append({"id": image_id, "file_name": image, "height": height, "width": width})
-                for box, label, area, is_crowd in zip(boxes.tolist(), labels.tolist(), areas.tolist(),
-                                                      crowd.tolist(), strict=True):
-                    annotations.append({"id": len(annotations) + 1, "image_id": image_id,
-                                        "category_id": THING_LABEL_IDS[label - 1], "area": area,
-                                        "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
-                                        "iscrowd": int(is_crowd)})
+                images.append(
+                    {"id": image_id, "file_name": image, "height": height, "width": width}
+                )
+                for box, label, area, is_crowd in zip(
+                    boxes.tolist(), labels.tolist(), areas.tolist(), crowd.tolist(), strict=True
+                ):
+                    annotations.append(
+                        {
+                            "id": len(annotations) + 1,
+                            "image_id": image_id,
+                            "category_id": THING_LABEL_IDS[label - 1],
+                            "area": area,
+                            "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
+                            "iscrowd": int(is_crowd),
+                        }
+                    )
             names = {label_id: name for name, label_id in THING_IDS.items()}
             coco = COCO()
-            coco.dataset = {"images": images, "annotations": annotations,
-                            "categories": [{"id": i, "name": names[i]} for i in THING_LABEL_IDS]}
+            coco.dataset = {
+                "images": images,
+                "annotations": annotations,
+                "categories": [{"id": i, "name": names[i]} for i in THING_LABEL_IDS],
+            }
             with contextlib.redirect_stdout(io.StringIO()):
                 coco.createIndex()
             self._coco = coco
         return self._coco
-

@@ -230,8 +230,12 @@ class NormalizeToTensor(A.DualTransform):
     float HWC image that ``ToTensorV2`` only permutes. Collating permuted samples into a batch
     costs a strided copy about as long as the rest of a cached training sample."""
 
-    def __init__(self, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD,
-                 p: float = 1.0):
+    def __init__(
+        self,
+        mean: tuple[float, ...] = IMAGENET_MEAN,
+        std: tuple[float, ...] = IMAGENET_STD,
+        p: float = 1.0,
+    ):
         super().__init__(p=p)
         self.mean, self.std = tuple(mean), tuple(std)
         # albumentations' own result for every uint8 value of every channel: a (256, C) table
@@ -310,7 +314,11 @@ def _det_bbox_params(min_size: float = 0.01) -> A.BboxParams:
     # min_width/min_height drop boxes that a crop left without width or height (albumentations
     # keeps zero-area boxes at its defaults); clip guards against float round-off at the edges.
     return A.BboxParams(
-        format="pascal_voc", label_fields=["labels"], min_width=min_size, min_height=min_size, clip=True
+        format="pascal_voc",
+        label_fields=["labels"],
+        min_width=min_size,
+        min_height=min_size,
+        clip=True,
     )
 
 

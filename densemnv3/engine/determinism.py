@@ -36,7 +36,9 @@ def enable_determinism(device: torch.device) -> None:
 
 
 @contextmanager
-def nondeterministic_op_is_a_user_error(enabled: bool, error: type[UserError] = UserError) -> Iterator[None]:
+def nondeterministic_op_is_a_user_error(
+    enabled: bool, error: type[UserError] = UserError
+) -> Iterator[None]:
     """Turn PyTorch's refusal of an op without a deterministic kernel into one ``error`` that
     names the op and the way out (when ``enabled``: ``train.deterministic`` is on)."""
     try:
@@ -46,9 +48,13 @@ def nondeterministic_op_is_a_user_error(enabled: bool, error: type[UserError] = 
         if not enabled or not any(refusal in text for refusal in _REFUSALS):
             raise
         if "CuBLAS" in text or "CUBLAS" in text:
-            what = (f"cuBLAS needs CUBLAS_WORKSPACE_CONFIG={CUBLAS_WORKSPACE} (or :16:8) set before "
-                    f"CUDA starts; it is {os.environ.get('CUBLAS_WORKSPACE_CONFIG')!r}")
+            what = (
+                f"cuBLAS needs CUBLAS_WORKSPACE_CONFIG={CUBLAS_WORKSPACE} (or :16:8) set before "
+                f"CUDA starts; it is {os.environ.get('CUBLAS_WORKSPACE_CONFIG')!r}"
+            )
         else:
             what = f"{text.split(' does not have', 1)[0].strip()} has no deterministic kernel on this device"
-        raise error(f"train.deterministic=True: {what}; set train.deterministic=False to train "
-                    f"without bit-exact reproducibility") from None
+        raise error(
+            f"train.deterministic=True: {what}; set train.deterministic=False to train "
+            f"without bit-exact reproducibility"
+        ) from None

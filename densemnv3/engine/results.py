@@ -87,14 +87,16 @@ def plot_results(csv_path: str | Path, png_path: str | Path) -> None:
     nrows = math.ceil(len(keys) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.6 * nrows), squeeze=False)
     for ax, key in zip(axes.flat, keys):
-        pts = [(x, float(r[key])) for x, r in zip(iters, rows) if r.get(key) not in (None, "", "nan")]
+        pts = [
+            (x, float(r[key])) for x, r in zip(iters, rows) if r.get(key) not in (None, "", "nan")
+        ]
         if pts:
             ax.plot(*zip(*pts), marker=".", linewidth=1.5)
         ax.set_title(key, fontsize=9)
         ax.set_xlabel("iteration", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(keys):]:
+    for ax in list(axes.flat)[len(keys) :]:
         ax.axis("off")
     fig.tight_layout()
     try:

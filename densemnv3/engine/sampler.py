@@ -22,8 +22,16 @@ class ResumableBatchSampler(Sampler[list[tuple[int, int]]]):
     Incomplete last batches are dropped so every rank takes the same number of steps.
     """
 
-    def __init__(self, size: int, batch_size: int, *, seed: int = 0, shuffle: bool = True,
-                 rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        size: int,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        shuffle: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         if size < batch_size * world_size:
             raise ValueError(
                 f"the dataset has {size} samples, fewer than one batch "

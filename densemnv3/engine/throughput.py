@@ -71,8 +71,15 @@ def _images_per_second(trainer: Trainer, batches: Iterator[Any], steps: int, war
     return steps * trainer.cfg.data.batch_size / (time.perf_counter() - start)
 
 
-def training_throughput(cfg: Config, make_task: Callable[[Config], Task], *, device: str, steps: int,
-                        warmup: int, loader_variants: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+def training_throughput(
+    cfg: Config,
+    make_task: Callable[[Config], Task],
+    *,
+    device: str,
+    steps: int,
+    warmup: int,
+    loader_variants: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """Images per second of the training step of ``cfg`` (task from ``make_task``), (a) on one
     batch kept on the device (``device_img_s``) and (b) fed by the trainer's DataLoader
     (``<name>_img_s`` and ``<name>_ratio`` = b / a), ``warmup`` untimed steps before each. (b) runs
@@ -91,7 +98,9 @@ def training_throughput(cfg: Config, make_task: Callable[[Config], Task], *, dev
             run.work_dir, run.schedule.iters, run.schedule.epochs = tmp, 10**9, None
             for key, value in changes.items():
                 setattr(run.data, key, value)
-            trainer = _trainer(run, make_task(run), device, need=(warmup + steps + 4 * max(run.data.workers, 1)))
+            trainer = _trainer(
+                run, make_task(run), device, need=(warmup + steps + 4 * max(run.data.workers, 1))
+            )
             try:
                 if i == 0:  # (a): the first loader batch, kept on the device
                     batch = _to_device(next(iter(trainer._loader(0, 0))), trainer.device)

@@ -44,16 +44,24 @@ class Task(Protocol):
     def val_dataset(self) -> Dataset: ...
     def collate(self, batch: list) -> Any: ...
     def losses(self, model: nn.Module, batch: Any, device: torch.device) -> dict[str, Tensor]: ...
-    def evaluate(self, model: nn.Module, dataset: Dataset, device: torch.device, *,
-                 progress: bool = True) -> dict[str, Any]: ...
+    def evaluate(
+        self, model: nn.Module, dataset: Dataset, device: torch.device, *, progress: bool = True
+    ) -> dict[str, Any]: ...
     def report(self, metrics: dict[str, Any]) -> str: ...
 
 
 #: Layers whose weights get ``optim.norm_weight_decay`` (torchvision's references test for the
 #: private ``_NormBase``; these are its public subclasses plus the other norms).
 NORM_LAYERS = (
-    nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
-    nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.GroupNorm, nn.LayerNorm,
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.SyncBatchNorm,
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+    nn.InstanceNorm3d,
+    nn.GroupNorm,
+    nn.LayerNorm,
 )
 
 
@@ -67,7 +75,11 @@ def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
             if not p.requires_grad:
                 continue
             is_norm = isinstance(module, NORM_LAYERS)
-            (no_decay if (is_norm or name == "bias") and o.norm_weight_decay is not None else decay).append(p)
+            (
+                no_decay
+                if (is_norm or name == "bias") and o.norm_weight_decay is not None
+                else decay
+            ).append(p)
     groups = [{"params": decay, "weight_decay": o.weight_decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": o.norm_weight_decay})
@@ -121,8 +133,14 @@ class Trainer:
 
         self.train_set = task.train_dataset()
         self.val_set = task.val_dataset()
-        report_bad_data([self.train_set, self.val_set], self.work_dir, skip_bad=cfg.data.skip_bad,
-                        log=self._log, write=self.is_main, progress=self.progress)
+        report_bad_data(
+            [self.train_set, self.val_set],
+            self.work_dir,
+            skip_bad=cfg.data.skip_bad,
+            log=self._log,
+            write=self.is_main,
+            progress=self.progress,
+        )
         model = task.build_model().to(self.device)
         if cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -137,8 +155,11 @@ class Trainer:
             else model
         )
         self.batch_sampler = ResumableBatchSampler(
-            len(self.train_set), cfg.data.batch_size, seed=cfg.train.seed,
-            rank=self.rank, world_size=self.world_size,
+            len(self.train_set),
+            cfg.data.batch_size,
+            seed=cfg.train.seed,
+            rank=self.rank,
+            world_size=self.world_size,
         )
         self.iters_per_epoch = len(self.batch_sampler)
         self._train_loader: DataLoader | None = None
@@ -183,8 +204,11 @@ class Trainer:
             "best_metric": self.best_metric,
             "metrics": self.metrics,
             "rng": get_rng_state(),
-            "log": {"window": dict(self.window), "window_n": self.window_n,
-                    "elapsed": self.elapsed_before + time.time() - self._t0},
+            "log": {
+                "window": dict(self.window),
+                "window_n": self.window_n,
+                "elapsed": self.elapsed_before + time.time() - self._t0,
+            },
             "arch": self.cfg.model.name,
             "world_size": self.world_size,
             "config": asdict(self.cfg),
@@ -194,13 +218,18 @@ class Trainer:
         bad = non_finite(self.model.state_dict())  # every rank: their weights are the same
         if bad:
             first, counts = next(iter(bad.items()))
-            raise TrainingError(f"the weights became non-finite by iteration {self.iter} ({len(bad)} "
-                                f"tensors, first {first}: {counts}); nothing was saved. "
-                                f"{self.checkpoints_left()}")
+            raise TrainingError(
+                f"the weights became non-finite by iteration {self.iter} ({len(bad)} "
+                f"tensors, first {first}: {counts}); nothing was saved. "
+                f"{self.checkpoints_left()}"
+            )
         if not self.is_main:
             return None
-        path = atomic_save(self.state_dict(), self.work_dir / name,
-                           hint="free some space, then continue with --resume")
+        path = atomic_save(
+            self.state_dict(),
+            self.work_dir / name,
+            hint="free some space, then continue with --resume",
+        )
         if name == "last.pt":
             self.last_saved = (path, self.iter)
         return path
@@ -213,8 +242,10 @@ class Trainer:
             said = f"The last checkpoint is {path} (iteration {it}; continue with --resume)"
         else:
             due = (self.iter // interval + 1) * interval
-            said = (f"No checkpoint was saved yet (the first was due at iteration {due}, "
-                    f"train.checkpoint_interval)")
+            said = (
+                f"No checkpoint was saved yet (the first was due at iteration {due}, "
+                f"train.checkpoint_interval)"
+            )
         best = self.work_dir / "best.pt"
         if self.best_metric is not None and best.is_file():
             said += f"; best.pt ({self.task.metric} {self.best_metric:.4f}) was not touched"
@@ -226,14 +257,18 @@ class Trainer:
 
         info = inspect_checkpoint(path)
         if info.task in ("segmentation", "detection") and self.cfg.task == "multitask":
-            raise CheckpointError(f"{path}: {info.description}, not a checkpoint of this multitask "
-                                  f"run to resume; start from its weights with --set model.weights={path}")
+            raise CheckpointError(
+                f"{path}: {info.description}, not a checkpoint of this multitask "
+                f"run to resume; start from its weights with --set model.weights={path}"
+            )
         reconcile_config(self.cfg, info, inputs=False)  # the same model, or one clear error
         load_weights(self.model, info, task=self.cfg.task, model_name=self.cfg.model.name)
         if not info.resumable:
-            raise CheckpointError(f"{path}: {info.description}, not a training checkpoint (no "
-                                  f"optimizer state) to resume; start a run from its weights with "
-                                  f"--set model.weights={path}")
+            raise CheckpointError(
+                f"{path}: {info.description}, not a training checkpoint (no "
+                f"optimizer state) to resume; start a run from its weights with "
+                f"--set model.weights={path}"
+            )
         state = info.state
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -250,8 +285,10 @@ class Trainer:
             self.results.truncate_after(self.iter)
         self._log(f"resumed from {path} at iteration {self.iter}/{self.total_iters}")
         if self.iter >= self.total_iters:
-            self._log(f"nothing left to train: {path} is at or past the schedule's end; raise "
-                      f"schedule.iters (or schedule.epochs) to train further")
+            self._log(
+                f"nothing left to train: {path} is at or past the schedule's end; raise "
+                f"schedule.iters (or schedule.epochs) to train further"
+            )
 
     # ------------------------------------------------------------------ loop
 
@@ -287,7 +324,9 @@ class Trainer:
         self._stop_signal = signum
         self._log(f"\n{signal.Signals(signum).name} received: saving a checkpoint after this step")
 
-    def _log_line(self, window: dict[str, float], window_n: int, lr: float, t0: float, start_iter: int) -> None:
+    def _log_line(
+        self, window: dict[str, float], window_n: int, lr: float, t0: float, start_iter: int
+    ) -> None:
         """``iter 120/480  loss 9.145 (bbox_regression 3.329, classification 5.815)  lr 1.28e-01
         1.35 s/it  eta 8m06s`` (means over the iterations since the last evaluation)."""
         if not self.is_main:
@@ -296,8 +335,10 @@ class Trainer:
         parts = ", ".join(f"{k} {v:.3f}" for k, v in means.items() if k != "loss")
         per_it = (time.time() - t0) / max(self.iter - start_iter, 1)
         eta = int(per_it * (self.total_iters - self.iter))
-        self._log(f"iter {self.iter}/{self.total_iters}  loss {means.get('loss', float('nan')):.3f} ({parts})  "
-                  f"lr {lr:.2e}  {per_it:.2f} s/it  eta {eta // 60}m{eta % 60:02d}s")
+        self._log(
+            f"iter {self.iter}/{self.total_iters}  loss {means.get('loss', float('nan')):.3f} ({parts})  "
+            f"lr {lr:.2e}  {per_it:.2f} s/it  eta {eta // 60}m{eta % 60:02d}s"
+        )
 
     def _log(self, message: str) -> None:
         if self.is_main:
@@ -322,8 +363,12 @@ class Trainer:
         cfg = self.cfg
         self.ddp.train()
         self._bar = bar = tqdm(
-            total=self.total_iters, initial=self.iter, disable=not self.progress, desc="train",
-            dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0,
+            total=self.total_iters,
+            initial=self.iter,
+            disable=not self.progress,
+            desc="train",
+            dynamic_ncols=True,
+            mininterval=1.0 if sys.stderr.isatty() else 30.0,
         )
         window = self.window
         skipped, start_iter = 0, self.iter
@@ -331,8 +376,12 @@ class Trainer:
         while self.iter < self.total_iters:
             epoch, start = divmod(self.iter, self.iters_per_epoch)
             for batch in self._loader(epoch, start):
-                with nondeterministic_op_is_a_user_error(cfg.train.deterministic, TrainingError), \
-                        torch.autocast(self.device.type, dtype=torch.float16) if self.amp else nullcontext():
+                with (
+                    nondeterministic_op_is_a_user_error(cfg.train.deterministic, TrainingError),
+                    torch.autocast(self.device.type, dtype=torch.float16)
+                    if self.amp
+                    else nullcontext(),
+                ):
                     losses = self.task.losses(self.ddp, batch, self.device)
                 loss = sum(losses.values())
                 if not self._all_finite(loss):
@@ -340,7 +389,9 @@ class Trainer:
                         skipped += 1
                         self.optimizer.zero_grad(set_to_none=True)
                         self.scaler.update(self.scaler.get_scale() / 2)
-                        self._log(f"iteration {self.iter + 1}: non-finite loss under AMP, step skipped")
+                        self._log(
+                            f"iteration {self.iter + 1}: non-finite loss under AMP, step skipped"
+                        )
                         continue
                     raise TrainingError(
                         f"loss became {loss.item()} at iteration {self.iter + 1} "
@@ -366,17 +417,28 @@ class Trainer:
                 lr = self.optimizer.param_groups[0]["lr"]
                 bar.update(1)
                 if self.iter % cfg.train.log_interval == 0 or self.iter == self.total_iters:
-                    bar.set_postfix(loss=f"{window['loss'] / window_n:.4f}", lr=f"{lr:.2e}",
-                                    epoch=self.iter // self.iters_per_epoch, refresh=False)
+                    bar.set_postfix(
+                        loss=f"{window['loss'] / window_n:.4f}",
+                        lr=f"{lr:.2e}",
+                        epoch=self.iter // self.iters_per_epoch,
+                        refresh=False,
+                    )
                     if self.results is not None:
-                        self.results.scalars({f"train/{k}": v / window_n for k, v in window.items()}
-                                             | {"train/lr": lr}, self.iter)
-                    if not self.progress:  # no bar (--no-progress, logs to a file): one line instead
+                        self.results.scalars(
+                            {f"train/{k}": v / window_n for k, v in window.items()}
+                            | {"train/lr": lr},
+                            self.iter,
+                        )
+                    if (
+                        not self.progress
+                    ):  # no bar (--no-progress, logs to a file): one line instead
                         self._log_line(window, window_n, lr, t0, start_iter)
                 done = self.iter == self.total_iters
                 if self.iter % cfg.train.eval_interval == 0 or done:
                     train_means = {f"train/{k}": v / window_n for k, v in window.items()}
-                    self._evaluate_and_record(train_means, lr, self.elapsed_before + time.time() - t0)
+                    self._evaluate_and_record(
+                        train_means, lr, self.elapsed_before + time.time() - t0
+                    )
                     window.clear()
                     self.window_n = 0
                     self.ddp.train()
@@ -386,8 +448,10 @@ class Trainer:
                     bar.close()
                     path = self.save()
                     dist_utils.barrier()
-                    self._log(f"stopped at iteration {self.iter}: saved {path or self.work_dir / 'last.pt'}; "
-                              f"continue with --resume")
+                    self._log(
+                        f"stopped at iteration {self.iter}: saved {path or self.work_dir / 'last.pt'}; "
+                        f"continue with --resume"
+                    )
                     raise SystemExit(0 if self._stop_signal == signal.SIGTERM else 130)
                 if done:
                     break
@@ -400,28 +464,42 @@ class Trainer:
             torch.distributed.all_reduce(bad)
         return bad.item() == 0
 
-    def _evaluate_and_record(self, train_means: dict[str, float], lr: float, elapsed: float) -> None:
+    def _evaluate_and_record(
+        self, train_means: dict[str, float], lr: float, elapsed: float
+    ) -> None:
         self.model.eval()
         with nondeterministic_op_is_a_user_error(self.cfg.train.deterministic, TrainingError):
-            metrics = self.task.evaluate(self.model, self.val_set, self.device, progress=self.progress)
+            metrics = self.task.evaluate(
+                self.model, self.val_set, self.device, progress=self.progress
+            )
         self.metrics = metrics
         value = float(metrics[self.task.metric])
         if not self.is_main:
             return
         self._log(self.task.report(metrics))
-        row = {"iter": self.iter, "epoch": self.iter // self.iters_per_epoch, "lr": lr, **train_means}
+        row = {
+            "iter": self.iter,
+            "epoch": self.iter // self.iters_per_epoch,
+            "lr": lr,
+            **train_means,
+        }
         row |= {f"val/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
         row["time"] = round(elapsed, 1)
         self.results.row(row)
-        self.results.scalars({f"val/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
-                             self.iter)
-        write_text(self.work_dir / "metrics.json",
-                   json.dumps({"iter": self.iter, **metrics, **sample_counts(self.val_set)}, indent=2))
+        self.results.scalars(
+            {f"val/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}, self.iter
+        )
+        write_text(
+            self.work_dir / "metrics.json",
+            json.dumps({"iter": self.iter, **metrics, **sample_counts(self.val_set)}, indent=2),
+        )
         if math.isfinite(value) and (self.best_metric is None or value > self.best_metric):
             self.best_metric = value
             self.save("best.pt")
-            self._log(f"new best {self.task.metric} {value:.4f} (fraction 0-1): saved "
-                      f"{self.work_dir / 'best.pt'}")
+            self._log(
+                f"new best {self.task.metric} {value:.4f} (fraction 0-1): saved "
+                f"{self.work_dir / 'best.pt'}"
+            )
 
 
 def _ignore_sigint(worker_id: int) -> None:

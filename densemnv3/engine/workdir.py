@@ -28,8 +28,16 @@ __all__ = ["LOCK_NAME", "RUN_FILES", "WorkDirLock", "clean_interrupted_writes"]
 
 LOCK_NAME = ".lock"
 #: What a training run writes in its work directory (their temp files are its own to clean up).
-RUN_FILES = ("last.pt", "best.pt", "results.csv", "results.png", "metrics.json", "config.py",
-             "skipped_files.txt", "dropped_boxes.txt")
+RUN_FILES = (
+    "last.pt",
+    "best.pt",
+    "results.csv",
+    "results.png",
+    "metrics.json",
+    "config.py",
+    "skipped_files.txt",
+    "dropped_boxes.txt",
+)
 
 
 class WorkDirLock:
@@ -54,8 +62,10 @@ class WorkDirLock:
                     break
                 if holder is None or _alive(holder, me):
                     raise UserError(_locked_message(self.path, holder)) from None
-                log(f"note: {self.path}: taking over the lock of {_describe(holder)}, which is no "
-                    f"longer running")
+                log(
+                    f"note: {self.path}: taking over the lock of {_describe(holder)}, which is no "
+                    f"longer running"
+                )
                 with contextlib.suppress(FileNotFoundError):
                     self.path.unlink()
                 continue
@@ -72,20 +82,29 @@ class WorkDirLock:
         self._finalizer()
 
 
-def clean_interrupted_writes(work_dir: str | os.PathLike, *, log: Callable[[str], None] = print) -> None:
+def clean_interrupted_writes(
+    work_dir: str | os.PathLike, *, log: Callable[[str], None] = print
+) -> None:
     """Remove the temp files that saves killed mid-write left in ``work_dir`` (only the run's own
     files, see :data:`RUN_FILES`); call it while holding the lock."""
-    removed = [tmp for name in RUN_FILES
-               for tmp in remove_stale_temps(Path(work_dir) / name, any_owner=True)]
+    removed = [
+        tmp
+        for name in RUN_FILES
+        for tmp in remove_stale_temps(Path(work_dir) / name, any_owner=True)
+    ]
     if removed:
         names = ", ".join(tmp.name for tmp in removed[:3]) + (" ..." if len(removed) > 3 else "")
         log(f"note: {work_dir}: removed {len(removed)} temp files of interrupted saves ({names})")
 
 
 def _identity() -> dict:
-    return {"pid": os.getpid(), "host": socket.gethostname(), "start": _start_ticks(os.getpid()),
-            "started": datetime.datetime.now().isoformat(timespec="seconds"),
-            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:300]}
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "start": _start_ticks(os.getpid()),
+        "started": datetime.datetime.now().isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:300],
+    }
 
 
 def _start_ticks(pid: int) -> int | None:
@@ -113,8 +132,11 @@ def _read_holder(path: Path) -> dict | None:
 
 
 def _same_process(holder: dict, me: dict) -> bool:
-    return holder.get("host") == me["host"] and holder["pid"] == me["pid"] and \
-        holder.get("start") == me["start"]
+    return (
+        holder.get("host") == me["host"]
+        and holder["pid"] == me["pid"]
+        and holder.get("start") == me["start"]
+    )
 
 
 def _alive(holder: dict, me: dict) -> bool:
@@ -132,16 +154,22 @@ def _alive(holder: dict, me: dict) -> bool:
 
 
 def _describe(holder: dict) -> str:
-    return (f"pid {holder['pid']} on {holder.get('host', '?')} (started {holder.get('started', '?')}: "
-            f"{holder.get('command', '?')})")
+    return (
+        f"pid {holder['pid']} on {holder.get('host', '?')} (started {holder.get('started', '?')}: "
+        f"{holder.get('command', '?')})"
+    )
 
 
 def _locked_message(path: Path, holder: dict | None) -> str:
     if holder is None:
-        return (f"{path.parent}: the work dir is locked ({path} cannot be read); if no run is using "
-                f"it, delete {path}, or choose another --work-dir")
-    return (f"{path.parent}: another run is using this work dir: {_describe(holder)}; wait for it "
-            f"to finish, choose another --work-dir, or, if that run is gone, delete {path}")
+        return (
+            f"{path.parent}: the work dir is locked ({path} cannot be read); if no run is using "
+            f"it, delete {path}, or choose another --work-dir"
+        )
+    return (
+        f"{path.parent}: another run is using this work dir: {_describe(holder)}; wait for it "
+        f"to finish, choose another --work-dir, or, if that run is gone, delete {path}"
+    )
 
 
 def _release(path: Path, me: dict) -> None:

@@ -243,4 +243,3 @@ def _to_numpy(x, dtype) -> np.ndarray:
 def _valid_mean(values: np.ndarray) -> float | None:
     valid = values[values > -1]
     return float(valid.mean()) if valid.size else None
-

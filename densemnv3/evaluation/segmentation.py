@@ -133,7 +133,9 @@ class ConfusionMatrix:
             pixel_accuracy=float(tp.sum()) / total if total > 0 else math.nan,
             mean_accuracy=_mean(acc),
             class_accuracy=acc,
-            official=official_scores(self.mat, instances) if self.num_classes == NUM_CLASSES else None,
+            official=official_scores(self.mat, instances)
+            if self.num_classes == NUM_CLASSES
+            else None,
         )
 
     def __repr__(self) -> str:
@@ -154,19 +156,34 @@ def format_iou_table(metrics: SegMetrics, class_names: Sequence[str]) -> str:
     rule = "-" * len(header)
     lines = [header, rule]
     for i, (name, iou, acc) in enumerate(zip(class_names, metrics.iou, accs, strict=True)):
-        lines.append(f"{name:<{width}} | {fmt(iou):>7} | {fmt(acc):>7}" + (f" | {fmt(iious[i]):>7}" if iious else ""))
-    lines += [rule, f"{'mIoU':<{width}} | {fmt(metrics.miou):>7}" + (f" | {'':>7} | {fmt(o.iiou):>7}" if o else "")]
+        lines.append(
+            f"{name:<{width}} | {fmt(iou):>7} | {fmt(acc):>7}"
+            + (f" | {fmt(iious[i]):>7}" if iious else "")
+        )
+    lines += [
+        rule,
+        f"{'mIoU':<{width}} | {fmt(metrics.miou):>7}"
+        + (f" | {'':>7} | {fmt(o.iiou):>7}" if o else ""),
+    ]
     lines += [
         f"{'mean accuracy':<{width}} | {fmt(metrics.mean_accuracy):>7}",
         f"{'pixel accuracy':<{width}} | {fmt(metrics.pixel_accuracy):>7}",
     ]
     if o is not None:
         lines += ["", f"{'category':<{width}} | {'IoU':>7} | {'iIoU':>7}", rule]
-        lines += [f"{c:<{width}} | {fmt(o.category_iou[c]):>7} | {fmt(o.category_iiou[c]):>7}" for c in CATEGORIES]
-        lines += [rule, f"{'mean':<{width}} | {fmt(o.category_miou):>7} | {fmt(o.category_iiou_mean):>7}"]
+        lines += [
+            f"{c:<{width}} | {fmt(o.category_iou[c]):>7} | {fmt(o.category_iiou[c]):>7}"
+            for c in CATEGORIES
+        ]
+        lines += [
+            rule,
+            f"{'mean':<{width}} | {fmt(o.category_miou):>7} | {fmt(o.category_iiou_mean):>7}",
+        ]
         if not o.has_instances:
-            lines.append("iIoU needs the ground truth's instance ids (gtFine *_instanceIds.png); "
-                         "class and category IoU only")
+            lines.append(
+                "iIoU needs the ground truth's instance ids (gtFine *_instanceIds.png); "
+                "class and category IoU only"
+            )
     return "\n".join(lines)
 
 

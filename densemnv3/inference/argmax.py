@@ -63,5 +63,8 @@ def _threads(count: int) -> ThreadPoolExecutor:
     if _pool is None or _pool_threads != count:
         if _pool is not None:
             _pool.shutdown(wait=False)
-        _pool, _pool_threads = ThreadPoolExecutor(count, thread_name_prefix="densemnv3-argmax"), count
+        _pool, _pool_threads = (
+            ThreadPoolExecutor(count, thread_name_prefix="densemnv3-argmax"),
+            count,
+        )
     return _pool

@@ -26,8 +26,15 @@ from densemnv3.config import EvalConfig, TTAConfig
 from densemnv3.errors import ConfigError, did_you_mean
 from densemnv3.models.resize import resize_bilinear
 
-__all__ = ["describe", "is_plain", "parse_tta", "passes", "seg_scores", "slide_geometry",
-           "slide_windows"]
+__all__ = [
+    "describe",
+    "is_plain",
+    "parse_tta",
+    "passes",
+    "seg_scores",
+    "slide_geometry",
+    "slide_windows",
+]
 
 Model = Callable[[Tensor], Tensor]
 Size = tuple[int, int]
@@ -43,8 +50,15 @@ TTA_FORM = "off | flip | scales=S[,S...] [flip], e.g. --tta scales=0.5,0.75,1.0,
 
 
 @torch.no_grad()
-def seg_scores(model: Model, images: Tensor, size: Sequence[int], cfg: EvalConfig, *,
-               crop: Sequence[int] | None = None, stride: Sequence[int] | None = None) -> Tensor:
+def seg_scores(
+    model: Model,
+    images: Tensor,
+    size: Sequence[int],
+    cfg: EvalConfig,
+    *,
+    crop: Sequence[int] | None = None,
+    stride: Sequence[int] | None = None,
+) -> Tensor:
     """Class scores ``(N, C, *size)`` of ``images`` ``(N, 3, H, W)`` at ``size`` (the labels'
     ``(H, W)``) whose argmax is the prediction: the logits of one plain pass (scale 1.0, no
     flip), else the probabilities averaged over the passes.
@@ -65,12 +79,20 @@ def seg_scores(model: Model, images: Tensor, size: Sequence[int], cfg: EvalConfi
     total = None
     for i, scale in enumerate(scales):
         x = images if scale == 1.0 else resize_bilinear(images, _scaled(images.shape[-2:], scale))
-        together = flip and (x.device.type != "cpu" or x.shape[-2] * x.shape[-1] < MIRROR_APART_PIXELS)
-        runs = [(torch.cat([x, x.flip(-1)]), False)] if together else [(x, False)] + [(x.flip(-1), True)] * flip
+        together = flip and (
+            x.device.type != "cpu" or x.shape[-2] * x.shape[-1] < MIRROR_APART_PIXELS
+        )
+        runs = (
+            [(torch.cat([x, x.flip(-1)]), False)]
+            if together
+            else [(x, False)] + [(x.flip(-1), True)] * flip
+        )
         for j, (batch, mirrored) in enumerate(runs):
             logits = _resized(run(batch), size)
             if total is None:
-                total = _empty_like_format(logits, (len(images), logits.shape[1], *size), torch.float32)
+                total = _empty_like_format(
+                    logits, (len(images), logits.shape[1], *size), torch.float32
+                )
             _add_probabilities(total, logits, passes(cfg), first=i == j == 0, mirrored=mirrored)
     return total
 
@@ -85,8 +107,9 @@ def passes(cfg: EvalConfig) -> int:
     return len(cfg.tta.scales) * (2 if cfg.tta.flip else 1)
 
 
-def slide_geometry(cfg: EvalConfig, crop: Sequence[int] | None = None,
-                   stride: Sequence[int] | None = None) -> tuple[Size, Size]:
+def slide_geometry(
+    cfg: EvalConfig, crop: Sequence[int] | None = None, stride: Sequence[int] | None = None
+) -> tuple[Size, Size]:
     """The windows' size and step: ``crop`` (else ``cfg.crop``) and ``stride`` (else
     ``cfg.stride``, else 2/3 of the crop rounded: 341x683 for 512x1024, as mmseg's configs)."""
     crop = crop if crop is not None else cfg.crop
@@ -98,16 +121,22 @@ def slide_geometry(cfg: EvalConfig, crop: Sequence[int] | None = None,
         return crop, ((2 * crop[0] + 1) // 3, (2 * crop[1] + 1) // 3)
     stride = _checked_pair(stride, "eval.stride")
     if stride[0] > crop[0] or stride[1] > crop[1]:
-        raise ConfigError(f"eval.stride {stride} steps past eval.crop {crop}: the windows would "
-                          f"leave pixels out; use a stride of at most the crop (e.g. None: 2/3 of it)")
+        raise ConfigError(
+            f"eval.stride {stride} steps past eval.crop {crop}: the windows would "
+            f"leave pixels out; use a stride of at most the crop (e.g. None: 2/3 of it)"
+        )
     return crop, stride
 
 
-def slide_windows(height: int, width: int, crop: Sequence[int], stride: Sequence[int]
-                  ) -> list[tuple[int, int, int, int]]:
+def slide_windows(
+    height: int, width: int, crop: Sequence[int], stride: Sequence[int]
+) -> list[tuple[int, int, int, int]]:
     """``(y1, y2, x1, x2)`` of each window over a ``height`` x ``width`` image, row by row."""
-    return [(y1, y2, x1, x2) for y1, y2 in _spans(height, crop[0], stride[0])
-            for x1, x2 in _spans(width, crop[1], stride[1])]
+    return [
+        (y1, y2, x1, x2)
+        for y1, y2 in _spans(height, crop[0], stride[0])
+        for x1, x2 in _spans(width, crop[1], stride[1])
+    ]
 
 
 def parse_tta(words: Sequence[str]) -> TTAConfig:
@@ -125,12 +154,15 @@ def parse_tta(words: Sequence[str]) -> TTAConfig:
             scales = read
         else:
             hint = "" if key in TTA_WORDS else did_you_mean(key, TTA_WORDS)
-            raise ConfigError(f"--tta {' '.join(words)}: can't read {word!r}{hint}; expected {TTA_FORM}")
+            raise ConfigError(
+                f"--tta {' '.join(words)}: can't read {word!r}{hint}; expected {TTA_FORM}"
+            )
     return TTAConfig(scales=scales, flip=flip)
 
 
-def describe(cfg: EvalConfig, crop: Sequence[int] | None = None,
-             stride: Sequence[int] | None = None) -> str:
+def describe(
+    cfg: EvalConfig, crop: Sequence[int] | None = None, stride: Sequence[int] | None = None
+) -> str:
     """A few words for a log: ``whole``, ``whole, 6 scales 0.5-1.75 + flip``,
     ``slide 512x1024 every 341x683, flip``."""
     mode = "whole"
@@ -172,15 +204,26 @@ def _slide(model: Model, images: Tensor, crop: Size, stride: Size) -> Tensor:
         for x1, x2 in cols:
             window = _resized(model(images[..., y1:y2, x1:x2]), (y2 - y1, x2 - x1))
             if logits is None:
-                logits = _empty_like_format(window, (*window.shape[:2], height, width), window.dtype)
-                share = _share(tuple(rows), tuple(cols), height, width).to(logits.device, logits.dtype)
+                logits = _empty_like_format(
+                    window, (*window.shape[:2], height, width), window.dtype
+                )
+                share = _share(tuple(rows), tuple(cols), height, width).to(
+                    logits.device, logits.dtype
+                )
             below, right = max(top, y1), max(left, x1)
-            w, part = share[y1:y2, x1:x2], window  # each window adds its share: no division pass after
+            w, part = (
+                share[y1:y2, x1:x2],
+                window,
+            )  # each window adds its share: no division pass after
             logits[..., y1:below, x1:x2].addcmul_(part[..., : below - y1, :], w[: below - y1])
-            logits[..., below:y2, x1:right].addcmul_(part[..., below - y1:, : right - x1],
-                                                     w[below - y1:, : right - x1])
-            torch.mul(part[..., below - y1:, right - x1:], w[below - y1:, right - x1:],
-                      out=logits[..., below:y2, right:x2])
+            logits[..., below:y2, x1:right].addcmul_(
+                part[..., below - y1 :, : right - x1], w[below - y1 :, : right - x1]
+            )
+            torch.mul(
+                part[..., below - y1 :, right - x1 :],
+                w[below - y1 :, right - x1 :],
+                out=logits[..., below:y2, right:x2],
+            )
             del window, part  # freed before the next forward, whose output can take its memory
             left = x2
         top = y2
@@ -190,13 +233,23 @@ def _slide(model: Model, images: Tensor, crop: Size, stride: Size) -> Tensor:
 def _empty_like_format(like: Tensor, shape: Sequence[int], dtype: torch.dtype) -> Tensor:
     """An empty tensor in ``like``'s memory format: channels-last logits (the CPU inference path's)
     copied into an NCHW buffer would be transposed, ~6x the cost of the copy (BENCHMARKS.md)."""
-    channels_last = like.dim() == 4 and not like.is_contiguous() and like.is_contiguous(memory_format=torch.channels_last)
-    return torch.empty(shape, dtype=dtype, device=like.device,
-                       memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    channels_last = (
+        like.dim() == 4
+        and not like.is_contiguous()
+        and like.is_contiguous(memory_format=torch.channels_last)
+    )
+    return torch.empty(
+        shape,
+        dtype=dtype,
+        device=like.device,
+        memory_format=torch.channels_last if channels_last else torch.contiguous_format,
+    )
 
 
 @functools.lru_cache(maxsize=4)
-def _share(rows: tuple[tuple[int, int], ...], cols: tuple[tuple[int, int], ...], height: int, width: int) -> Tensor:
+def _share(
+    rows: tuple[tuple[int, int], ...], cols: tuple[tuple[int, int], ...], height: int, width: int
+) -> Tensor:
     """``(height, width)``: one over the count of windows over each pixel (a dataset's frames
     share their size, so it is made once)."""
     return (_counts(rows, height)[:, None] * _counts(cols, width)).reciprocal_()
@@ -213,18 +266,22 @@ def _resized(logits: Tensor, size: Size) -> Tensor:
     return logits if tuple(logits.shape[-2:]) == size else resize_bilinear(logits, size)
 
 
-def _add_probabilities(total: Tensor, logits: Tensor, passes: int, *, first: bool, mirrored: bool = False) -> None:
+def _add_probabilities(
+    total: Tensor, logits: Tensor, passes: int, *, first: bool, mirrored: bool = False
+) -> None:
     """``total += softmax(logits, 1) / passes`` (``total =`` when ``first``), mirrored back when
     ``mirrored``; the second half of a batch of twice ``total``'s is a mirror. On the CPU in
     blocks of rows."""
     n = len(total)
     rows = BLOCK_ROWS if total.device.type == "cpu" else total.shape[-2]
     for start in range(0, total.shape[-2], rows):
-        block = logits[..., start:start + rows, :].float()
+        block = logits[..., start : start + rows, :].float()
         exp = (block - block.amax(1, keepdim=True)).exp_()
         weight = exp.sum(1, keepdim=True).mul_(passes).reciprocal_()
-        out = total[..., start:start + rows, :]
-        parts = [(exp[:n], weight[:n], mirrored)] + [(exp[n:], weight[n:], True)] * (len(logits) > n)
+        out = total[..., start : start + rows, :]
+        parts = [(exp[:n], weight[:n], mirrored)] + [(exp[n:], weight[n:], True)] * (
+            len(logits) > n
+        )
         for k, (e, w, flipped) in enumerate(parts):
             e, w = (e.flip(-1), w.flip(-1)) if flipped else (e, w)
             if first and k == 0:
@@ -236,8 +293,10 @@ def _add_probabilities(total: Tensor, logits: Tensor, passes: int, *, first: boo
 def _checked_scales(tta: TTAConfig) -> tuple[float, ...]:
     scales = tuple(float(s) for s in tta.scales)
     if not _positive(scales):
-        raise ConfigError(f"eval.tta.scales must be one or more positive factors (1.0: the image "
-                          f"as it is), got {tta.scales!r}")
+        raise ConfigError(
+            f"eval.tta.scales must be one or more positive factors (1.0: the image "
+            f"as it is), got {tta.scales!r}"
+        )
     return scales
 
 

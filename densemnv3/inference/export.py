@@ -76,6 +76,8 @@ __all__ = [
 
 #: Largest max-abs difference between the exported file and PyTorch that passes the check.
 TOLERANCE = 1e-3
+
+
 class LRASPPExport(nn.Module):
     """An :class:`~densemnv3.models.LRASPP` for export: ``forward`` is its :meth:`~LRASPP.network`,
     the logits at stride 8 (``outputs: logits_raw``)."""
@@ -145,8 +147,13 @@ class MultiTaskExport(nn.Module):
         return (resize_bilinear(logits, size), *boxes_and_scores(self.model.det, *raw, size))
 
 
-def boxes_and_scores(model: SSDLite, cls_logits: Tensor, bbox_regression: Tensor, anchors: Tensor,
-                     image_size: Sequence) -> tuple[Tensor, Tensor]:
+def boxes_and_scores(
+    model: SSDLite,
+    cls_logits: Tensor,
+    bbox_regression: Tensor,
+    anchors: Tensor,
+    image_size: Sequence,
+) -> tuple[Tensor, Tensor]:
     """Every default box decoded (xyxy, clipped to the ``image_size`` input) and the softmax
     over classes: what ``SSDLite.postprocess`` starts from."""
     boxes = model.box_coder.decode(bbox_regression, anchors)
@@ -156,8 +163,9 @@ def boxes_and_scores(model: SSDLite, cls_logits: Tensor, bbox_regression: Tensor
     return boxes, F.softmax(cls_logits, dim=-1)
 
 
-def exportable(model: nn.Module, outputs: str | None = None, *,
-               full_size_logits: bool = False) -> tuple[nn.Module, str]:
+def exportable(
+    model: nn.Module, outputs: str | None = None, *, full_size_logits: bool = False
+) -> tuple[nn.Module, str]:
     """The module to export for ``model`` and what it outputs (a key of ``OUTPUT_NAMES``):
     ``SSDLite`` → :class:`SSDLiteExport` (``outputs``: ``"decoded"`` or ``"raw"``), the multi-task
     model → :class:`MultiTaskExport` (``"multitask"`` or ``"multitask_raw"``), an LR-ASPP →
@@ -195,7 +203,13 @@ def min_input_size(model: nn.Module, input_size: Sequence[int]) -> tuple[int, in
 def _paper_pool(model: nn.Module) -> tuple[nn.AvgPool2d, int] | None:
     """The paper pool of an LR-ASPP head (alone or in the multi-task model) and the stride of the
     map it pools, or ``None``."""
-    head = model.head if isinstance(model, LRASPP) else model.seg if isinstance(model, LRASPPSSDLite) else None
+    head = (
+        model.head
+        if isinstance(model, LRASPP)
+        else model.seg
+        if isinstance(model, LRASPPSSDLite)
+        else None
+    )
     if head is None or head.pool != "paper":
         return None
     return head.scale[0], model.backbone.feature_info[model.high_tap].stride
@@ -221,8 +235,10 @@ def trace_size(model: nn.Module, input_size: Sequence[int]) -> tuple[int, int]:
 def second_size(size: Sequence[int], min_size: Sequence[int] = (32, 32)) -> tuple[int, int]:
     """Another input size to check a dynamic file at: 3/4 of the height, 5/4 of the width (at
     least ``min_size``)."""
-    return (max(int(min_size[0]), int(size[0]) * 3 // 4 // 16 * 16),
-            max(int(min_size[1]), int(size[1]) * 5 // 4 // 16 * 16))
+    return (
+        max(int(min_size[0]), int(size[0]) * 3 // 4 // 16 * 16),
+        max(int(min_size[1]), int(size[1]) * 5 // 4 // 16 * 16),
+    )
 
 
 def size_metadata(input_size: Sequence[int], min_size: Sequence[int] | None) -> dict[str, Any]:
@@ -251,7 +267,10 @@ class ExportReport:
     def summary(self) -> str:
         if self.outputs == "detections":
             what = f"detections vs PyTorch's (boxes within {BOX_TOLERANCE:g} px, scores within {SCORE_TOLERANCE:g}, same labels: "
-            found = ", ".join(f"{k}: {'same' if d == 0 else f'{d:g} differ'}" for k, d in self.max_abs_diff.items())
+            found = ", ".join(
+                f"{k}: {'same' if d == 0 else f'{d:g} differ'}"
+                for k, d in self.max_abs_diff.items()
+            )
             return what + found + ") -> " + ("OK" if self.ok else "FAILED")
         diffs = ", ".join(f"{k}: {d:.2e}" for k, d in self.max_abs_diff.items())
         verdict = "OK" if self.ok else "FAILED"
@@ -292,14 +311,18 @@ def export_model(
     elif fmt != "torchscript":
         raise UserError(f"unknown export format {fmt!r}; use onnx or torchscript")
     if postprocess and not (fmt == "onnx" and isinstance(model, SSDLite)):
-        raise UserError("--postprocess puts SSDLite's NMS in an ONNX graph; it applies to a detection "
-                        "model exported with --format onnx")
+        raise UserError(
+            "--postprocess puts SSDLite's NMS in an ONNX graph; it applies to a detection "
+            "model exported with --format onnx"
+        )
     path = check_output_path(path)
     reference = model.eval().cpu()
     module = prepare_for_inference(copy.deepcopy(model), fuse_bn=fuse_bn)
     if full_size_logits and not isinstance(model, LRASPP):
-        raise UserError("--full-size-logits applies to a segmentation model (LR-ASPP), whose file "
-                        "otherwise outputs its logits at stride 8")
+        raise UserError(
+            "--full-size-logits applies to a segmentation model (LR-ASPP), whose file "
+            "otherwise outputs its logits at stride 8"
+        )
     net, form = exportable(module, full_size_logits=full_size_logits)
     ref_net, _ = exportable(reference, full_size_logits=full_size_logits)
     min_size = min_input_size(model, input_size) if fmt == "onnx" else None
@@ -314,8 +337,15 @@ def export_model(
                 if postprocess:
                     _append_postprocess(proto, model)
                     form = "detections"
-                write_metadata(proto, {**(metadata or {}), "outputs": form, "precision": "fp32",
-                                       **size_metadata(input_size, min_size)})
+                write_metadata(
+                    proto,
+                    {
+                        **(metadata or {}),
+                        "outputs": form,
+                        "precision": "fp32",
+                        **size_metadata(input_size, min_size),
+                    },
+                )
                 onnx.save(proto, str(tmp))
         else:
             example = torch.randn(2, 3, *input_size, generator=torch.Generator().manual_seed(0))
@@ -323,12 +353,16 @@ def export_model(
             # under the default TorchScript executor (torch 2.14).
             traced = torch.jit.trace(net, example, check_trace=False)
             torch.jit.save(torch.jit.freeze(traced.eval()), str(tmp))
-    report = ExportReport(path, path.stat().st_size, dynamic=dynamic, outputs=form, tolerance=tolerance)
+    report = ExportReport(
+        path, path.stat().st_size, dynamic=dynamic, outputs=form, tolerance=tolerance
+    )
     if fmt == "onnx":
         import onnx
 
         proto = onnx.load(str(path), load_external_data=False)
-        report.opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+        report.opset = next(
+            (o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None
+        )
     inputs = [(tuple(input_size), b) for b in check_batches]
     if dynamic:
         inputs.append((second_size(input_size, min_size), 2))
@@ -345,9 +379,14 @@ def export_model(
 def _append_postprocess(proto: Any, model: SSDLite) -> None:
     from .onnx_postprocess import append_ssd_postprocess
 
-    append_ssd_postprocess(proto, num_classes=model.num_classes, score_thresh=model.score_thresh,
-                           nms_thresh=model.nms_thresh, topk_candidates=model.topk_candidates,
-                           detections_per_img=model.detections_per_img)
+    append_ssd_postprocess(
+        proto,
+        num_classes=model.num_classes,
+        score_thresh=model.score_thresh,
+        nms_thresh=model.nms_thresh,
+        topk_candidates=model.topk_candidates,
+        detections_per_img=model.detections_per_img,
+    )
 
 
 # --------------------------------------------------------------------------- helpers
@@ -364,8 +403,16 @@ def require_onnx(what: str = "ONNX export") -> None:
             ) from None
 
 
-def export_onnx(net: nn.Module, path: str | os.PathLike, input_size: Sequence[int], output_names: Sequence[str],
-                *, opset: int | None = None, min_size: Sequence[int] | None = (32, 32), static: bool = False) -> None:
+def export_onnx(
+    net: nn.Module,
+    path: str | os.PathLike,
+    input_size: Sequence[int],
+    output_names: Sequence[str],
+    *,
+    opset: int | None = None,
+    min_size: Sequence[int] | None = (32, 32),
+    static: bool = False,
+) -> None:
     """``torch.onnx.export`` (torch.export-based; the older TorchScript-based exporter mis-traces
     SSDLite's in-place flattening at some sizes) with a dynamic batch axis, and a dynamic height
     and width from ``min_size`` up (``None``: fixed at ``input_size``); weights in the file.
@@ -373,22 +420,43 @@ def export_onnx(net: nn.Module, path: str | os.PathLike, input_size: Sequence[in
     exported in a fraction of the time (SSDLite at 256x512: 5 s against 23 s)."""
     if static:
         example = torch.randn(1, 3, *input_size, generator=torch.Generator().manual_seed(0))
-        torch.onnx.export(net, (example,), str(path), input_names=["images"], output_names=list(output_names),
-                          opset_version=opset, dynamo=True, external_data=False)
+        torch.onnx.export(
+            net,
+            (example,),
+            str(path),
+            input_names=["images"],
+            output_names=list(output_names),
+            opset_version=opset,
+            dynamo=True,
+            external_data=False,
+        )
         return
     batch = torch.export.Dim("batch")
     axes: dict[int, Any] = {0: batch}
     size = tuple(input_size)
     if min_size is not None:
-        axes.update({2: torch.export.Dim("height", min=int(min_size[0]), max=16384),
-                     3: torch.export.Dim("width", min=int(min_size[1]), max=16384)})
-        model = net.model if isinstance(net, (LRASPPExport, SSDLiteExport, MultiTaskExport)) else net
+        axes.update(
+            {
+                2: torch.export.Dim("height", min=int(min_size[0]), max=16384),
+                3: torch.export.Dim("width", min=int(min_size[1]), max=16384),
+            }
+        )
+        model = (
+            net.model if isinstance(net, (LRASPPExport, SSDLiteExport, MultiTaskExport)) else net
+        )
         size = trace_size(model, size)
     # batch 2: torch.export specialises dimensions of size 1, which would fix the batch
     example = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(0))
     torch.onnx.export(
-        net, (example,), str(path), input_names=["images"], output_names=list(output_names),
-        dynamic_shapes=(axes,), opset_version=opset, dynamo=True, external_data=False,
+        net,
+        (example,),
+        str(path),
+        input_names=["images"],
+        output_names=list(output_names),
+        dynamic_shapes=(axes,),
+        opset_version=opset,
+        dynamo=True,
+        external_data=False,
     )
 
 
@@ -401,23 +469,39 @@ def check_output_path(path: str | os.PathLike) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise UserError(f"{path}: cannot create its folder ({err.strerror}); choose another --out") from None
+        raise UserError(
+            f"{path}: cannot create its folder ({err.strerror}); choose another --out"
+        ) from None
     if path.is_dir():
-        raise UserError(f"{path}: is a folder; --out must be a file name, e.g. {path / 'model.onnx'}")
+        raise UserError(
+            f"{path}: is a folder; --out must be a file name, e.g. {path / 'model.onnx'}"
+        )
     if not os.access(path.parent, os.W_OK):
         raise UserError(f"{path.parent}: folder is not writable; choose another --out")
     return path
 
 
 #: File name suffixes of each format; the first is added to an ``--out`` name without one.
-SUFFIXES: dict[str, tuple[str, ...]] = {"onnx": (".onnx",),
-                                        "torchscript": (".pt", ".pth", ".ts", ".torchscript", ".ptl"),
-                                        "executorch": (".pte",)}
+SUFFIXES: dict[str, tuple[str, ...]] = {
+    "onnx": (".onnx",),
+    "torchscript": (".pt", ".pth", ".ts", ".torchscript", ".ptl"),
+    "executorch": (".pte",),
+}
 #: What each format's file is called in messages.
 _FORMAT_NAMES = {"onnx": "an ONNX", "torchscript": "a TorchScript", "executorch": "an ExecuTorch"}
 #: Suffixes that name a model format: an ``--out`` ending in another format's is an error.
-_MODEL_SUFFIXES = {*SUFFIXES["onnx"], *SUFFIXES["torchscript"], *SUFFIXES["executorch"], ".ckpt", ".bin",
-                   ".safetensors", ".tflite", ".engine", ".pb", ".xml"}
+_MODEL_SUFFIXES = {
+    *SUFFIXES["onnx"],
+    *SUFFIXES["torchscript"],
+    *SUFFIXES["executorch"],
+    ".ckpt",
+    ".bin",
+    ".safetensors",
+    ".tflite",
+    ".engine",
+    ".pb",
+    ".xml",
+}
 
 
 def output_file(path: str | os.PathLike, fmt: str) -> Path:
@@ -430,8 +514,10 @@ def output_file(path: str | os.PathLike, fmt: str) -> Path:
     if path.is_dir():
         return check_output_path(path)  # raises: a folder
     if suffix in _MODEL_SUFFIXES and suffix not in own:
-        raise UserError(f"{path}: {_FORMAT_NAMES[fmt]} file's name ends in {' or '.join(own)}, not {path.suffix}; "
-                        f"choose --out {path.with_suffix(own[0])}")
+        raise UserError(
+            f"{path}: {_FORMAT_NAMES[fmt]} file's name ends in {' or '.join(own)}, not {path.suffix}; "
+            f"choose --out {path.with_suffix(own[0])}"
+        )
     if suffix not in own:
         path = path.with_name(path.name + own[0])
     return check_output_path(path)

@@ -15,8 +15,16 @@ from torch import Tensor, nn
 
 from densemnv3.errors import ExportCheckError
 
-__all__ = ["BOX_TOLERANCE", "SCORE_TOLERANCE", "Format", "check_detections", "check_exported",
-           "check_finite_outputs", "quiet", "unmatched"]
+__all__ = [
+    "BOX_TOLERANCE",
+    "SCORE_TOLERANCE",
+    "Format",
+    "check_detections",
+    "check_exported",
+    "check_finite_outputs",
+    "quiet",
+    "unmatched",
+]
 
 Format = Literal["onnx", "torchscript"]
 
@@ -28,20 +36,29 @@ BOX_TOLERANCE, SCORE_TOLERANCE = 1e-2, 1e-4
 def _inputs(inputs: Sequence[tuple[tuple[int, int], int]]) -> Iterator[tuple[str, Tensor]]:
     generator = torch.Generator().manual_seed(1)
     for size, batch in inputs:
-        yield f"{size[0]}x{size[1]} batch {batch}", torch.randn(batch, 3, *size, generator=generator)
+        yield (
+            f"{size[0]}x{size[1]} batch {batch}",
+            torch.randn(batch, 3, *size, generator=generator),
+        )
 
 
-def check_finite_outputs(path: str | os.PathLike, where: str, expected: Sequence[Tensor],
-                         got: Sequence[Tensor]) -> None:
+def check_finite_outputs(
+    path: str | os.PathLike, where: str, expected: Sequence[Tensor], got: Sequence[Tensor]
+) -> None:
     """An :class:`ExportCheckError` when PyTorch's outputs (``expected``) or the file's (``got``)
     hold NaN or inf: a comparison of two non-finite outputs proves nothing."""
     for side, tensors in (("PyTorch's", expected), ("the file's", got)):
         bad = sum(int((~torch.isfinite(t)).sum()) for t in tensors if t.is_floating_point())
         if bad:
-            cause = ("the model's weights or its BatchNorm statistics hold NaN or inf"
-                     if side == "PyTorch's" else "the file computes NaN or inf where PyTorch does not")
-            raise ExportCheckError(f"{path}: {side} outputs hold {bad} non-finite values at {where} "
-                                   f"({cause}); the file cannot be trusted")
+            cause = (
+                "the model's weights or its BatchNorm statistics hold NaN or inf"
+                if side == "PyTorch's"
+                else "the file computes NaN or inf where PyTorch does not"
+            )
+            raise ExportCheckError(
+                f"{path}: {side} outputs hold {bad} non-finite values at {where} "
+                f"({cause}); the file cannot be trusted"
+            )
 
 
 def check_exported(
@@ -74,8 +91,9 @@ def check_exported(
     return diffs
 
 
-def check_detections(path: str | os.PathLike, model: nn.Module,
-                     inputs: Sequence[tuple[tuple[int, int], int]]) -> dict[str, float]:
+def check_detections(
+    path: str | os.PathLike, model: nn.Module, inputs: Sequence[tuple[tuple[int, int], int]]
+) -> dict[str, float]:
     """Per input, how many of PyTorch's detections the file's do not match (and vice versa): a
     match has the same label, a box within ``BOX_TOLERANCE`` px and a score within
     ``SCORE_TOLERANCE``."""
@@ -85,24 +103,33 @@ def check_detections(path: str | os.PathLike, model: nn.Module,
         with torch.no_grad():
             expected = model(images)
         count, boxes, scores, labels = run(images)
-        check_finite_outputs(path, name, [t for d in expected for t in (d["boxes"], d["scores"])],
-                             [boxes, scores])
+        check_finite_outputs(
+            path, name, [t for d in expected for t in (d["boxes"], d["scores"])], [boxes, scores]
+        )
         misses = 0
         for i, exp in enumerate(expected):
             n = int(count[i])
-            misses += unmatched(exp, {"boxes": boxes[i, :n], "scores": scores[i, :n], "labels": labels[i, :n]})
+            misses += unmatched(
+                exp, {"boxes": boxes[i, :n], "scores": scores[i, :n], "labels": labels[i, :n]}
+            )
         counts[name] = float(misses)
     return counts
 
 
-def unmatched(a: Mapping[str, Tensor], b: Mapping[str, Tensor], box_tol: float = BOX_TOLERANCE,
-              score_tol: float = SCORE_TOLERANCE) -> int:
+def unmatched(
+    a: Mapping[str, Tensor],
+    b: Mapping[str, Tensor],
+    box_tol: float = BOX_TOLERANCE,
+    score_tol: float = SCORE_TOLERANCE,
+) -> int:
     """Detections of ``a`` with no partner in ``b`` plus those of ``b`` left over (greedy one-to-one
     matching: same label, boxes within ``box_tol``, scores within ``score_tol``; order free, as
     detections of equal score may come in either order)."""
-    close = ((a["boxes"][:, None].float() - b["boxes"][None].float()).abs().amax(-1) <= box_tol) \
-        & ((a["scores"][:, None].float() - b["scores"][None].float()).abs() <= score_tol) \
+    close = (
+        ((a["boxes"][:, None].float() - b["boxes"][None].float()).abs().amax(-1) <= box_tol)
+        & ((a["scores"][:, None].float() - b["scores"][None].float()).abs() <= score_tol)
         & (a["labels"][:, None] == b["labels"][None].to(a["labels"].dtype))
+    )
     used = torch.zeros(len(b["scores"]), dtype=torch.bool)
     missing = 0
     for row in close:

@@ -44,7 +44,13 @@ from .export_check import quiet
 from .optimize import prepare_for_inference
 from .quantize import PIXEL_AGREEMENT, REL_RMS_TOLERANCE, agreement
 
-__all__ = ["FP32_TOLERANCE", "ExecuTorchReport", "export_executorch", "lower_to_xnnpack", "require_executorch"]
+__all__ = [
+    "FP32_TOLERANCE",
+    "ExecuTorchReport",
+    "export_executorch",
+    "lower_to_xnnpack",
+    "require_executorch",
+]
 
 #: Largest max abs difference of an fp32 ``.pte``'s outputs from PyTorch's, relative to the output's
 #: largest magnitude (at least 1), that passes the check. XNNPACK sums convolutions in another
@@ -65,8 +71,10 @@ def require_executorch(what: str = "--format executorch") -> None:
     try:
         importlib.import_module("executorch")
     except ImportError:
-        raise UserError(f"{what} needs the 'executorch' package, which is not installed: "
-                        f"pip install densemnv3[executorch]") from None
+        raise UserError(
+            f"{what} needs the 'executorch' package, which is not installed: "
+            f"pip install densemnv3[executorch]"
+        ) from None
 
 
 @dataclass
@@ -88,15 +96,18 @@ class ExecuTorchReport:
     def ok(self) -> bool:
         if self.precision == "fp32":
             return all(d <= self.tolerance for d in self.check.values())
-        return (self.check.get("pixel_agreement", 1.0) >= PIXEL_AGREEMENT
-                and all(v <= REL_RMS_TOLERANCE for k, v in self.check.items() if k.startswith("rel_rms")))
+        return self.check.get("pixel_agreement", 1.0) >= PIXEL_AGREEMENT and all(
+            v <= REL_RMS_TOLERANCE for k, v in self.check.items() if k.startswith("rel_rms")
+        )
 
     def summary(self) -> str:
         verdict = "OK" if self.ok else "FAILED"
         if self.precision == "fp32":
             diffs = ", ".join(f"{k}: {d:.2e}" for k, d in self.check.items())
-            return (f"max abs diff vs PyTorch over the largest |output| (at least 1) ({diffs}) -> {verdict} "
-                    f"(tolerance {self.tolerance:g})")
+            return (
+                f"max abs diff vs PyTorch over the largest |output| (at least 1) ({diffs}) -> {verdict} "
+                f"(tolerance {self.tolerance:g})"
+            )
         figures = ", ".join(f"{k} {v:.4f}" for k, v in self.check.items())
         bars = f"pixel agreement >= {PIXEL_AGREEMENT:g}, rel RMS <= {REL_RMS_TOLERANCE:g}"
         return f"int8 vs fp32 PyTorch: {figures} -> {verdict} ({bars})"
@@ -133,43 +144,82 @@ def export_executorch(
     (the file is kept, for inspection); another model or a missing ExecuTorch :class:`UserError`.
     """
     if not isinstance(model, (LRASPP, SSDLite, LRASPPSSDLite)):
-        raise UserError(f"--format executorch exports LR-ASPP, SSDLite and multi-task models, not "
-                        f"{type(model).__name__}")
+        raise UserError(
+            f"--format executorch exports LR-ASPP, SSDLite and multi-task models, not "
+            f"{type(model).__name__}"
+        )
     if int8 and (calibration is None or num_images < 1):
-        raise UserError(f"--int8 calibrates on training images: --calib-images must be at least 1, got {num_images}")
+        raise UserError(
+            f"--int8 calibrates on training images: --calib-images must be at least 1, got {num_images}"
+        )
     require_executorch("--format executorch" + (" --int8" if int8 else ""))
     from densemnv3.runtimes.executorch_engine import pte_metadata_method
 
     size = (int(input_size[0]), int(input_size[1]))
     path = check_output_path(path)
     reference = model.eval().cpu()
-    net, form = exportable(prepare_for_inference(copy.deepcopy(reference), fuse_bn=fuse_bn), outputs="raw",
-                           full_size_logits=full_size_logits)
+    net, form = exportable(
+        prepare_for_inference(copy.deepcopy(reference), fuse_bn=fuse_bn),
+        outputs="raw",
+        full_size_logits=full_size_logits,
+    )
     images = None
     if int8:
         images = [_at_size(image, size) for _, image in zip(range(num_images), calibration)]
         if not images:
             raise UserError("--int8: no calibration images (the training split is empty)")
         num_images = len(images)
-    values = {**metadata, "outputs": form, "precision": "int8" if int8 else "fp32",
-              **size_metadata(size, None), **({"calibration_images": num_images} if int8 else {})}
-    program = lower_to_xnnpack(net, size, calibration=images, progress=progress,
-                               constant_methods=pte_metadata_method(values))
+    values = {
+        **metadata,
+        "outputs": form,
+        "precision": "int8" if int8 else "fp32",
+        **size_metadata(size, None),
+        **({"calibration_images": num_images} if int8 else {}),
+    }
+    program = lower_to_xnnpack(
+        net,
+        size,
+        calibration=images,
+        progress=progress,
+        constant_methods=pte_metadata_method(values),
+    )
     with atomic_write(path) as tmp:
         tmp.write_bytes(program.buffer)
-    report = ExecuTorchReport(path, path.stat().st_size, values["precision"], form, size,
-                              calibration_images=num_images if int8 else 0, tolerance=tolerance)
+    report = ExecuTorchReport(
+        path,
+        path.stat().st_size,
+        values["precision"],
+        form,
+        size,
+        calibration_images=num_images if int8 else 0,
+        tolerance=tolerance,
+    )
     checks = [_at_size(image, size) for image in check_images] or (images[:2] if int8 else [])
-    report.check = (_int8_check(path, values, reference, checks) if int8
-                    else _fp32_check(path, exportable(reference, outputs="raw", full_size_logits=full_size_logits)[0],
-                                     size, checks))
+    report.check = (
+        _int8_check(path, values, reference, checks)
+        if int8
+        else _fp32_check(
+            path,
+            exportable(reference, outputs="raw", full_size_logits=full_size_logits)[0],
+            size,
+            checks,
+        )
+    )
     if not report.ok:
-        raise ExportCheckError(f"{path}: the ExecuTorch program disagrees with PyTorch: {report.summary()}")
+        raise ExportCheckError(
+            f"{path}: the ExecuTorch program disagrees with PyTorch: {report.summary()}"
+        )
     return report
 
 
-def lower_to_xnnpack(net: nn.Module, input_size: Sequence[int], *, calibration: Sequence[Tensor] | None = None,
-                     progress: bool = False, constant_methods: Mapping[str, Any] | None = None) -> Any:
+def lower_to_xnnpack(
+    net: nn.Module,
+    input_size: Sequence[int],
+    *,
+    calibration: Sequence[Tensor] | None = None,
+    progress: bool = False,
+    constant_methods: Mapping[str, Any] | None = None,
+) -> Any:
     """``net`` exported at ``(1, 3, *input_size)`` (quantized to int8 on the ``calibration``
     images when given) and lowered to XNNPACK: the ``ExecutorchProgramManager`` (``.buffer`` is
     the ``.pte``)."""
@@ -184,9 +234,14 @@ def lower_to_xnnpack(net: nn.Module, input_size: Sequence[int], *, calibration: 
     with torch.no_grad(), quiet():
         exported = torch.export.export(net, example)
         if calibration is not None:
-            exported = torch.export.export(_quantize(exported.module(), calibration, progress), example)
-        edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()],
-                                           constant_methods=dict(constant_methods or {}))
+            exported = torch.export.export(
+                _quantize(exported.module(), calibration, progress), example
+            )
+        edge = to_edge_transform_and_lower(
+            exported,
+            partitioner=[XnnpackPartitioner()],
+            constant_methods=dict(constant_methods or {}),
+        )
         return edge.to_executorch()
 
 
@@ -204,10 +259,18 @@ def _quantize(module: nn.Module, images: Sequence[Tensor], progress: bool) -> nn
         )
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    quantizer = XNNPACKQuantizer().set_global(
+        get_symmetric_quantization_config(is_per_channel=True)
+    )
     prepared = prepare_pt2e(module, quantizer)
-    for image in tqdm(images, desc="calibration", unit="img", disable=None if progress else True,
-                      dynamic_ncols=True, leave=False):
+    for image in tqdm(
+        images,
+        desc="calibration",
+        unit="img",
+        disable=None if progress else True,
+        dynamic_ncols=True,
+        leave=False,
+    ):
         prepared(image)
     return convert_pt2e(prepared)
 
@@ -221,14 +284,25 @@ def _at_size(image: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 @torch.no_grad()
-def _fp32_check(path: Path, reference: nn.Module, size: tuple[int, int], images: Sequence[Tensor]) -> dict[str, float]:
+def _fp32_check(
+    path: Path, reference: nn.Module, size: tuple[int, int], images: Sequence[Tensor]
+) -> dict[str, float]:
     """Per input, the max abs difference of the file's outputs from ``reference``'s, each relative
     to its output's largest magnitude (at least 1: logits near 0 are compared absolutely)."""
     generator = torch.Generator().manual_seed(1)
     low = (-(-size[0] // 8), -(-size[1] // 8))
-    inputs = [(f"random #{i + 1}", F.interpolate(torch.randn(1, 3, *low, generator=generator), size=size,
-                                                 mode="bilinear", align_corners=False))
-              for i in range(CHECK_RANDOM)]
+    inputs = [
+        (
+            f"random #{i + 1}",
+            F.interpolate(
+                torch.randn(1, 3, *low, generator=generator),
+                size=size,
+                mode="bilinear",
+                align_corners=False,
+            ),
+        )
+        for i in range(CHECK_RANDOM)
+    ]
     inputs += [(f"image #{i + 1}", image) for i, image in enumerate(images)]
     from densemnv3.runtimes.executorch_engine import ExecuTorchEngine
 
@@ -239,20 +313,26 @@ def _fp32_check(path: Path, reference: nn.Module, size: tuple[int, int], images:
         expected = expected if isinstance(expected, tuple) else (expected,)
         got = engine.run(x.numpy())
         if [tuple(g.shape) for g in got] != [tuple(e.shape) for e in expected]:
-            raise ExportCheckError(f"{path}: outputs of shapes {[tuple(g.shape) for g in got]}, expected "
-                                   f"{[tuple(e.shape) for e in expected]}")
-        diffs[name] = max(float((torch.from_numpy(g) - e).abs().max() / e.abs().max().clamp(min=1))
-                          for g, e in zip(got, expected))
+            raise ExportCheckError(
+                f"{path}: outputs of shapes {[tuple(g.shape) for g in got]}, expected "
+                f"{[tuple(e.shape) for e in expected]}"
+            )
+        diffs[name] = max(
+            float((torch.from_numpy(g) - e).abs().max() / e.abs().max().clamp(min=1))
+            for g, e in zip(got, expected)
+        )
     return diffs
 
 
-def _int8_check(path: Path, values: Mapping[str, Any], reference: nn.Module,
-                images: Sequence[Tensor]) -> dict[str, float]:
+def _int8_check(
+    path: Path, values: Mapping[str, Any], reference: nn.Module, images: Sequence[Tensor]
+) -> dict[str, float]:
     """:func:`~densemnv3.inference.quantize.agreement` of the int8 file, run as the tools run it."""
     from densemnv3.runtimes.executorch_engine import ExecuTorchEngine
     from densemnv3.runtimes.metadata import TASK_OF_OUTPUTS
     from densemnv3.runtimes.model import exported_model
 
-    quantized = exported_model(path, {"task": TASK_OF_OUTPUTS[values["outputs"]], **values}, reference,
-                               ExecuTorchEngine)
+    quantized = exported_model(
+        path, {"task": TASK_OF_OUTPUTS[values["outputs"]], **values}, reference, ExecuTorchEngine
+    )
     return agreement(quantized, reference, images)

@@ -49,7 +49,9 @@ def fuse_conv_bn_(model: nn.Module) -> nn.Module:
             continue
         children = list(seq.named_children())
         for (conv_name, conv), (bn_name, bn) in zip(children, children[1:]):
-            if not (isinstance(conv, nn.Conv2d) and isinstance(bn, (nn.BatchNorm2d, FrozenBatchNorm2d))):
+            if not (
+                isinstance(conv, nn.Conv2d) and isinstance(bn, (nn.BatchNorm2d, FrozenBatchNorm2d))
+            ):
                 continue
             if conv.training or bn.training:
                 continue
@@ -142,7 +144,8 @@ class CUDAGraphed(nn.Module):
         static = self._static_in if isinstance(self._static_in, list) else [self._static_in]
         given = list(x) if isinstance(x, (list, tuple)) else [x]
         if len(given) != len(static) or any(
-            g.shape != s.shape or g.dtype != s.dtype or g.device != s.device for g, s in zip(given, static)
+            g.shape != s.shape or g.dtype != s.dtype or g.device != s.device
+            for g, s in zip(given, static)
         ):
             return self.module(x)
         for s, g in zip(static, given):
@@ -184,6 +187,7 @@ def accelerated(network: nn.Module, settings: InferenceSettings) -> Callable[[Te
     if settings.compile:
         compiled = compile_for_inference(network, mode=settings.compile_mode)
         if settings.cuda_graphs:  # Inductor's CUDA graphs: one step per call
+
             def step(x: Tensor) -> Any:
                 torch.compiler.cudagraph_mark_step_begin()
                 return compiled(x)

@@ -113,17 +113,26 @@ class Predictor:
         runtime = getattr(model, "runtime", "torch")
         if runtime != "torch":  # an exported file: the precision it was loaded with
             if precision not in (None, model.precision, model.compute_precision, model.asked):
-                raise UserError(f"{model.path} is an {model.precision} file run by {runtime} in "
-                                f"{model.compute_precision}; choose its precision when loading it "
-                                f"(load_model(..., precision=...)), or drop --precision {precision}")
+                raise UserError(
+                    f"{model.path} is an {model.precision} file run by {runtime} in "
+                    f"{model.compute_precision}; choose its precision when loading it "
+                    f"(load_model(..., precision=...)), or drop --precision {precision}"
+                )
             precision, device = model.compute_precision, "cpu" if str(device) == "auto" else device
             memory_format = memory_format or "nchw"  # what the runtime reads without a copy
         elif precision == "int8":
-            raise UserError("int8 runs a quantized file: python tools/quantize.py --weights CKPT, then "
-                            "--weights CKPT.int8.onnx (without --precision)")
+            raise UserError(
+                "int8 runs a quantized file: python tools/quantize.py --weights CKPT, then "
+                "--weights CKPT.int8.onnx (without --precision)"
+            )
         self.settings: InferenceSettings = resolve_inference(
-            device, precision=precision, memory_format=memory_format, channels_last=channels_last,
-            compile=compile, cuda_graphs=cuda_graphs, runtime=runtime,
+            device,
+            precision=precision,
+            memory_format=memory_format,
+            channels_last=channels_last,
+            compile=compile,
+            cuda_graphs=cuda_graphs,
+            runtime=runtime,
         )
         if runtime != "torch":
             self.settings = replace(self.settings, engine=f"{model.describe()}; {model.route}")
@@ -136,14 +145,23 @@ class Predictor:
 
         # segmentation casts the network (no per-call weight casts); detection keeps fp32 weights
         # under autocast, so its postprocess sees what it always saw
-        cast = self.task == "segmentation" and self.settings.dtype != torch.float32 and runtime == "torch"
-        model = prepare_for_inference(model.to(self.device), fuse_bn=fuse_bn,
-                                      channels_last=self.channels_last,
-                                      dtype=self.settings.dtype if cast else None)
+        cast = (
+            self.task == "segmentation"
+            and self.settings.dtype != torch.float32
+            and runtime == "torch"
+        )
+        model = prepare_for_inference(
+            model.to(self.device),
+            fuse_bn=fuse_bn,
+            channels_last=self.channels_last,
+            dtype=self.settings.dtype if cast else None,
+        )
         self.model = model
         self._input_dtype = self.settings.dtype if cast else torch.float32
         self.num_classes = int(getattr(model, "num_classes", 0))
-        network = {"segmentation": _SegmentationLogits, "multitask": _MultiTaskNetwork}.get(self.task)
+        network = {"segmentation": _SegmentationLogits, "multitask": _MultiTaskNetwork}.get(
+            self.task
+        )
         self._network = accelerated(network(model) if network else model, self.settings)
 
         if self.task != "detection":
@@ -157,7 +175,8 @@ class Predictor:
             self.input_size = detector_input_size(cfg.data.image_size)
             mean, std = _DET_MEAN, _DET_STD
             self.class_names = (
-                list(class_names) if class_names is not None
+                list(class_names)
+                if class_names is not None
                 else detection_class_names(cfg, self.num_classes)
             )
         self._mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
@@ -211,8 +230,15 @@ class Predictor:
         from densemnv3.models import load_model
 
         cfg = load_config(config, overrides) if isinstance(config, (str, os.PathLike)) else config
-        loaded = load_model(cfg, weights, overrides=overrides, runtime=runtime,
-                            precision=kwargs.get("precision"), threads=threads, size=measure_size)
+        loaded = load_model(
+            cfg,
+            weights,
+            overrides=overrides,
+            runtime=runtime,
+            precision=kwargs.get("precision"),
+            threads=threads,
+            size=measure_size,
+        )
         predictor = cls(loaded.model, loaded.cfg, device=device, **kwargs)
         if threads is not None:
             predictor.use_threads(threads)
@@ -229,7 +255,9 @@ class Predictor:
         **kwargs: Any,
     ) -> Predictor:
         """:meth:`from_checkpoint` with the config first, as the tools take them."""
-        return cls.from_checkpoint(weights, config_path, device=device, overrides=overrides, **kwargs)
+        return cls.from_checkpoint(
+            weights, config_path, device=device, overrides=overrides, **kwargs
+        )
 
     # ------------------------------------------------------------------ public
     @torch.inference_mode()
@@ -250,7 +278,11 @@ class Predictor:
             if note:  # a fixed-size exported file: said once
                 print(note, flush=True)
                 self._resize_noted = True
-            stacked = batch[indices[0]][None] if len(indices) == 1 else np.stack([batch[i] for i in indices])
+            stacked = (
+                batch[indices[0]][None]
+                if len(indices) == 1
+                else np.stack([batch[i] for i in indices])
+            )
             pixels = torch.from_numpy(stacked).to(self.device, non_blocking=True)
             with self._autocast():
                 if self.task == "segmentation":
@@ -289,7 +321,9 @@ class Predictor:
             if (height, width) == size:
                 cv2.LUT(rgb, self._lut, dst=nhwc)
             else:
-                cv2.resize(cv2.LUT(rgb, self._lut), size[::-1], dst=nhwc, interpolation=cv2.INTER_LINEAR)
+                cv2.resize(
+                    cv2.LUT(rgb, self._lut), size[::-1], dst=nhwc, interpolation=cv2.INTER_LINEAR
+                )
         x = torch.from_numpy(out).permute(0, 3, 1, 2)  # an NCHW view of channels-last memory
         return x.contiguous(memory_format=self.memory_format)
 
@@ -300,8 +334,9 @@ class Predictor:
             return self._test_time_labels(self._network, x, frame_size)
         return self._label_maps(self._network(x), frame_size)
 
-    def _test_time_labels(self, network: Callable[[Tensor], Tensor], x: Tensor,
-                          frame_size: tuple[int, int]) -> list[np.ndarray]:
+    def _test_time_labels(
+        self, network: Callable[[Tensor], Tensor], x: Tensor, frame_size: tuple[int, int]
+    ) -> list[np.ndarray]:
         crop = self.test_time.crop or self.cfg.data.crop_size
         scores = seg_scores(network, x, frame_size, self.test_time, crop=crop)
         return list(label_map(scores, threads=self.threads))
@@ -310,33 +345,52 @@ class Predictor:
         if tuple(logits.shape[-2:]) != frame_size:
             labels_first = self.label_upsample == "labels"
             size = (self.input_size or frame_size) if labels_first else frame_size
-            if not labels_first:  # argmax of the bilinearly upsampled scores, without upsampling them
+            if (
+                not labels_first
+            ):  # argmax of the bilinearly upsampled scores, without upsampling them
                 return list(upsampled_labels(logits, frame_size, threads=self.threads))
             # argmax at the network's size (of the scores upsampled to it), then nearest to the frame
-            labels = (upsampled_labels(logits, size, threads=self.threads) if tuple(logits.shape[-2:]) != size
-                      else label_map(logits.contiguous(), threads=self.threads))
-            return [cv2.resize(lab, frame_size[::-1], interpolation=cv2.INTER_NEAREST) for lab in labels]
+            labels = (
+                upsampled_labels(logits, size, threads=self.threads)
+                if tuple(logits.shape[-2:]) != size
+                else label_map(logits.contiguous(), threads=self.threads)
+            )
+            return [
+                cv2.resize(lab, frame_size[::-1], interpolation=cv2.INTER_NEAREST) for lab in labels
+            ]
         return list(label_map(logits, threads=self.threads))  # NCHW, CPU: 10x argmax(1)
 
     def _detect(self, pixels: Tensor, threshold: float) -> list[DetResult]:
         x = self.preprocess(pixels)
-        return self._in_frame(self._thresholded(self.model, threshold, lambda: self._network(x)),
-                              pixels, x, threshold)
+        return self._in_frame(
+            self._thresholded(self.model, threshold, lambda: self._network(x)), pixels, x, threshold
+        )
 
     def _segment_and_detect(self, pixels: Tensor, threshold: float) -> list[MultiTaskResult]:
         x = self.preprocess(pixels)
         logits, cls_logits, bbox_regression, anchors = self._network(x)
         det = self.model.det
-        detections = self._thresholded(det, threshold, lambda: det.postprocess(
-            cls_logits.float(), bbox_regression.float(), anchors.float(), x.shape[-2:]))
+        detections = self._thresholded(
+            det,
+            threshold,
+            lambda: det.postprocess(
+                cls_logits.float(), bbox_regression.float(), anchors.float(), x.shape[-2:]
+            ),
+        )
         size = tuple(pixels.shape[1:3])
-        label_maps = (self._label_maps(logits, size) if self.test_time is None
-                      else self._test_time_labels(lambda images: self._network(images)[0], x, size))
-        return [{"segmentation": labels, "detections": boxes}
-                for labels, boxes in zip(label_maps, self._in_frame(detections, pixels, x, threshold))]
+        label_maps = (
+            self._label_maps(logits, size)
+            if self.test_time is None
+            else self._test_time_labels(lambda images: self._network(images)[0], x, size)
+        )
+        return [
+            {"segmentation": labels, "detections": boxes}
+            for labels, boxes in zip(label_maps, self._in_frame(detections, pixels, x, threshold))
+        ]
 
-    def _in_frame(self, detections: list[dict[str, Tensor]], pixels: Tensor, x: Tensor,
-                  threshold: float) -> list[DetResult]:
+    def _in_frame(
+        self, detections: list[dict[str, Tensor]], pixels: Tensor, x: Tensor, threshold: float
+    ) -> list[DetResult]:
         """The detections at or above ``threshold``, in frame pixels, with class names."""
         height, width = pixels.shape[1:3]
         in_h, in_w = x.shape[-2:]
@@ -348,12 +402,14 @@ class Predictor:
             boxes = (det["boxes"][keep].float() * scale).clamp_(min=0)
             boxes = torch.minimum(boxes, limit)
             labels = det["labels"][keep].cpu().numpy().astype(np.int64)
-            results.append({
-                "boxes": boxes.cpu().numpy().astype(np.float32).reshape(-1, 4),
-                "scores": det["scores"][keep].float().cpu().numpy(),
-                "labels": labels,
-                "class_names": [self._name(int(label)) for label in labels],
-            })
+            results.append(
+                {
+                    "boxes": boxes.cpu().numpy().astype(np.float32).reshape(-1, 4),
+                    "scores": det["scores"][keep].float().cpu().numpy(),
+                    "labels": labels,
+                    "class_names": [self._name(int(label)) for label in labels],
+                }
+            )
         return results
 
     @staticmethod
@@ -385,10 +441,12 @@ class Predictor:
         return torch.autocast(device_type=self.device.type, dtype=self.settings.dtype)
 
     def __repr__(self) -> str:
-        return (f"Predictor(task={self.task!r}, model={type(self.model).__name__}, "
-                f"device={str(self.device)!r}, precision={self.precision!r}, "
-                f"memory_format={self.settings.memory_format!r}, compile={self.settings.compile}, "
-                f"cuda_graphs={self.settings.cuda_graphs}, input_size={self.input_size})")
+        return (
+            f"Predictor(task={self.task!r}, model={type(self.model).__name__}, "
+            f"device={str(self.device)!r}, precision={self.precision!r}, "
+            f"memory_format={self.settings.memory_format!r}, compile={self.settings.compile}, "
+            f"cuda_graphs={self.settings.cuda_graphs}, input_size={self.input_size})"
+        )
 
 
 # ---------------------------------------------------------------------- network

@@ -71,8 +71,16 @@ from .export import (
 from .export_check import quiet
 from .optimize import prepare_for_inference
 
-__all__ = ["QuantizeReport", "agreement", "calibration_order", "export_for_quantization", "float_nodes",
-           "int8_friendly", "quantize_model", "quantize_onnx"]
+__all__ = [
+    "QuantizeReport",
+    "agreement",
+    "calibration_order",
+    "export_for_quantization",
+    "float_nodes",
+    "int8_friendly",
+    "quantize_model",
+    "quantize_onnx",
+]
 
 #: The int8 file passes its check when, on the check images, its segmentation labels agree with
 #: fp32's on at least this fraction of pixels, and its outputs' relative RMS error is at most
@@ -89,18 +97,23 @@ class QuantizeReport:
     path: Path
     size_bytes: int
     calibration_images: int
-    min_size: tuple[int, int] | None  # the file takes every size from this up; None: input_size only
+    min_size: (
+        tuple[int, int] | None
+    )  # the file takes every size from this up; None: input_size only
     check: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        return (self.check.get("pixel_agreement", 1.0) >= PIXEL_AGREEMENT
-                and all(v <= REL_RMS_TOLERANCE for k, v in self.check.items() if k.startswith("rel_rms")))
+        return self.check.get("pixel_agreement", 1.0) >= PIXEL_AGREEMENT and all(
+            v <= REL_RMS_TOLERANCE for k, v in self.check.items() if k.startswith("rel_rms")
+        )
 
     def summary(self) -> str:
         parts = [f"{k} {v:.4f}" for k, v in self.check.items()]
         bars = f"pixel agreement >= {PIXEL_AGREEMENT:g}, rel RMS <= {REL_RMS_TOLERANCE:g}"
-        return f"int8 vs fp32 PyTorch: {', '.join(parts)} -> {'OK' if self.ok else 'FAILED'} ({bars})"
+        return (
+            f"int8 vs fp32 PyTorch: {', '.join(parts)} -> {'OK' if self.ok else 'FAILED'} ({bars})"
+        )
 
 
 def quantize_model(
@@ -133,8 +146,10 @@ def quantize_model(
     bad = non_finite(reference.state_dict())
     if bad:  # calibration would measure ranges of NaN
         first, counts = next(iter(bad.items()))
-        raise UserError(f"cannot quantize a model whose weights hold NaN or inf ({len(bad)} tensors, "
-                        f"first {first}: {counts}); use a checkpoint of a run that did not diverge")
+        raise UserError(
+            f"cannot quantize a model whose weights hold NaN or inf ({len(bad)} tensors, "
+            f"first {first}: {counts}); use a checkpoint of a run that did not diverge"
+        )
     with tempfile.TemporaryDirectory(prefix="densemnv3-quantize-") as tmp:
         prepared, int8 = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
         form = export_for_quantization(reference, prepared, input_size)
@@ -143,45 +158,74 @@ def quantize_model(
 
         proto = onnx.load(str(int8))
         min_size = min_input_size(reference, input_size)
-        write_metadata(proto, {**(metadata or {}), "outputs": form, "precision": "int8",
-                               **size_metadata(input_size, min_size), "calibration_images": num_images})
+        write_metadata(
+            proto,
+            {
+                **(metadata or {}),
+                "outputs": form,
+                "precision": "int8",
+                **size_metadata(input_size, min_size),
+                "calibration_images": num_images,
+            },
+        )
         with atomic_write(path) as out:
             onnx.save(proto, str(out))
     report = QuantizeReport(path, path.stat().st_size, num_images, min_size)
     if check_images:
-        quantized = exported_model(path, {"task": TASK_OF_OUTPUTS[form], **read_metadata(path)}, reference,
-                                   engine_class("onnxruntime"))
+        quantized = exported_model(
+            path,
+            {"task": TASK_OF_OUTPUTS[form], **read_metadata(path)},
+            reference,
+            engine_class("onnxruntime"),
+        )
         report.check = agreement(quantized, reference, check_images)
         if not report.ok:
-            raise ExportCheckError(f"{path}: the int8 model is too far from fp32: {report.summary()}")
+            raise ExportCheckError(
+                f"{path}: the int8 model is too far from fp32: {report.summary()}"
+            )
     return report
 
 
-def export_for_quantization(model: nn.Module, path: str | os.PathLike, input_size: Sequence[int], *,
-                            static: bool = False) -> str:
+def export_for_quantization(
+    model: nn.Module, path: str | os.PathLike, input_size: Sequence[int], *, static: bool = False
+) -> str:
     """Write ``model``'s fp32 graph to ``path`` as :func:`quantize_onnx` takes it (BatchNorm folded,
     SSDLite and the multi-task model with raw outputs, dynamic height and width where the model
     allows, rewritten by :func:`int8_friendly`); return what it outputs (``"logits_raw"``, ``"raw"``
     or ``"multitask_raw"``). ``static``: every dimension fixed, batch 1 (a file to time:
     :func:`~.export.export_onnx`)."""
     if not isinstance(model, (LRASPP, SSDLite, LRASPPSSDLite)):
-        raise UserError(f"int8 quantization supports LR-ASPP, SSDLite and multi-task models, not "
-                        f"{type(model).__name__}")
+        raise UserError(
+            f"int8 quantization supports LR-ASPP, SSDLite and multi-task models, not "
+            f"{type(model).__name__}"
+        )
     require_onnx("int8 quantization")
     import onnx
 
     net, form = exportable(prepare_for_inference(copy.deepcopy(model).eval().cpu()), outputs="raw")
     with quiet():
-        export_onnx(net, path, input_size, OUTPUT_NAMES[form], static=static,
-                    min_size=None if static else min_input_size(model, input_size))
+        export_onnx(
+            net,
+            path,
+            input_size,
+            OUTPUT_NAMES[form],
+            static=static,
+            min_size=None if static else min_input_size(model, input_size),
+        )
     proto = onnx.load(str(path))
     int8_friendly(proto)
     onnx.save(proto, str(path))
     return form
 
 
-def quantize_onnx(source: str | os.PathLike, target: str | os.PathLike, calibration: Iterable[Tensor],
-                  num_images: int, *, progress: bool = True) -> None:
+def quantize_onnx(
+    source: str | os.PathLike,
+    target: str | os.PathLike,
+    calibration: Iterable[Tensor],
+    num_images: int,
+    *,
+    progress: bool = True,
+) -> None:
     """Quantize the fp32 graph at ``source`` (from :func:`export_for_quantization`) to ``target``:
     QDQ, int8 weights per channel, uint8 activations with ranges from ``num_images`` images of
     ``calibration`` (the same images in the same order give the same file); the nodes of
@@ -189,7 +233,9 @@ def quantize_onnx(source: str | os.PathLike, target: str | os.PathLike, calibrat
     import onnx
 
     keep_float = float_nodes(onnx.load(str(source), load_external_data=False))
-    _quantize_static(Path(source), Path(target), _Reader(calibration, num_images, progress), keep_float)
+    _quantize_static(
+        Path(source), Path(target), _Reader(calibration, num_images, progress), keep_float
+    )
 
 
 class _Reader:
@@ -198,8 +244,14 @@ class _Reader:
     def __init__(self, images: Iterable[Tensor], total: int, progress: bool) -> None:
         from tqdm import tqdm
 
-        self._bar = tqdm(total=total, desc="calibration", unit="img", disable=None if progress else True,
-                         dynamic_ncols=True, leave=False)
+        self._bar = tqdm(
+            total=total,
+            desc="calibration",
+            unit="img",
+            disable=None if progress else True,
+            dynamic_ncols=True,
+            leave=False,
+        )
         self._images = iter(images)
         self._total = self._left = total
 
@@ -236,22 +288,30 @@ def _quantize_static(source: Path, target: Path, reader: _Reader, keep_float: li
     try:
         with quiet():  # the calibrator prints its histogram settings
             quantize_static(
-                str(source), str(target), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                str(source),
+                str(target),
+                reader,
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
                 # 7-bit weights: x86 CPUs without VNNI multiply u8 by s8 in pairs summed in 16
                 # bits, which 8-bit weights overflow (0.82 pixel agreement with fp32 instead of
                 # above 0.9 on an AVX2-only host); a file must be right on every CPU it meets
                 reduce_range=True,
-                calibrate_method=CalibrationMethod.Percentile, nodes_to_exclude=keep_float,
+                calibrate_method=CalibrationMethod.Percentile,
+                nodes_to_exclude=keep_float,
                 extra_options={"CalibStridedMinMax": chunk, "CalibPercentile": PERCENTILE},
             )
     except ValueError as err:  # numpy.histogram, from the calibrator: a range it cannot bin
         if "bins" not in str(err):
             raise
-        raise UserError("int8 calibration found an activation whose values on the calibration "
-                        "images are all (almost) equal, which cannot be given an int8 range; "
-                        "quantize a trained checkpoint, or calibrate on more images "
-                        "(--calib-images)") from None
+        raise UserError(
+            "int8 calibration found an activation whose values on the calibration "
+            "images are all (almost) equal, which cannot be given an int8 range; "
+            "quantize a trained checkpoint, or calibrate on more images "
+            "(--calib-images)"
+        ) from None
     finally:
         root.setLevel(level)
         onnxruntime.set_default_logger_severity(2)
@@ -265,25 +325,45 @@ def int8_friendly(proto: Any) -> None:
 
     graph = proto.graph
     inferred = shape_inference.infer_shapes(proto).graph
-    channels = {v.name: v.type.tensor_type.shape.dim[1].dim_value
-                for v in [*inferred.value_info, *inferred.input, *inferred.output]
-                if len(v.type.tensor_type.shape.dim) == 4}
+    channels = {
+        v.name: v.type.tensor_type.shape.dim[1].dim_value
+        for v in [*inferred.value_info, *inferred.input, *inferred.output]
+        if len(v.type.tensor_type.shape.dim) == 4
+    }
     constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    graph.initializer.extend([numpy_helper.from_array(np.array(0, np.float32), "int8_hs_low"),
-                              numpy_helper.from_array(np.array(1, np.float32), "int8_hs_high")])
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.array(0, np.float32), "int8_hs_low"),
+            numpy_helper.from_array(np.array(1, np.float32), "int8_hs_high"),
+        ]
+    )
     nodes = []
     for i, node in enumerate(graph.node):
         x = node.input[0] if node.input else ""
         if node.op_type == "HardSwish" and channels.get(x):
             c = channels[x]
             weight, bias, gate, clipped = (f"int8_hs{i}_{s}" for s in ("w", "b", "gate", "clip"))
-            graph.initializer.extend([numpy_helper.from_array(np.full((c, 1, 1, 1), 1 / 6, np.float32), weight),
-                                      numpy_helper.from_array(np.full((c,), 0.5, np.float32), bias)])
-            nodes += [helper.make_node("Conv", [x, weight, bias], [gate], name=gate, group=c, kernel_shape=[1, 1]),
-                      helper.make_node("Clip", [gate, "int8_hs_low", "int8_hs_high"], [clipped], name=clipped),
-                      helper.make_node("Mul", [x, clipped], list(node.output), name=node.name or f"int8_hs{i}")]
+            graph.initializer.extend(
+                [
+                    numpy_helper.from_array(np.full((c, 1, 1, 1), 1 / 6, np.float32), weight),
+                    numpy_helper.from_array(np.full((c,), 0.5, np.float32), bias),
+                ]
+            )
+            nodes += [
+                helper.make_node(
+                    "Conv", [x, weight, bias], [gate], name=gate, group=c, kernel_shape=[1, 1]
+                ),
+                helper.make_node(
+                    "Clip", [gate, "int8_hs_low", "int8_hs_high"], [clipped], name=clipped
+                ),
+                helper.make_node(
+                    "Mul", [x, clipped], list(node.output), name=node.name or f"int8_hs{i}"
+                ),
+            ]
         elif node.op_type == "ReduceMean" and _pools_spatially(node, constants):
-            nodes.append(helper.make_node("GlobalAveragePool", [x], list(node.output), name=node.name))
+            nodes.append(
+                helper.make_node("GlobalAveragePool", [x], list(node.output), name=node.name)
+            )
         else:
             nodes.append(node)
     del graph.node[:]
@@ -298,7 +378,11 @@ def _pools_spatially(node: Any, constants: Mapping[str, Any]) -> bool:
     axes = attrs.get("axes")
     if axes is None and len(node.input) > 1:
         axes = constants.get(node.input[1])
-    return attrs.get("keepdims", 1) == 1 and axes is not None and sorted(int(a) % 4 for a in axes) == [2, 3]
+    return (
+        attrs.get("keepdims", 1) == 1
+        and axes is not None
+        and sorted(int(a) % 4 for a in axes) == [2, 3]
+    )
 
 
 def float_nodes(proto: Any) -> list[str]:
@@ -341,7 +425,9 @@ def calibration_order(total: int, count: int, seed: int = 0) -> list[int]:
 
 
 @torch.no_grad()
-def agreement(quantized: nn.Module, reference: nn.Module, images: Sequence[Tensor]) -> dict[str, float]:
+def agreement(
+    quantized: nn.Module, reference: nn.Module, images: Sequence[Tensor]
+) -> dict[str, float]:
     """How close ``quantized`` (an int8 ``ExportedModel``) is to ``reference`` (the fp32 model) on
     ``images``: segmentation ``pixel_agreement`` (argmax) and ``rel_rms`` of the logits;
     detection ``rel_rms_cls`` and ``rel_rms_box`` (class logits, box deltas); the multi-task
@@ -351,9 +437,17 @@ def agreement(quantized: nn.Module, reference: nn.Module, images: Sequence[Tenso
     for image in images:
         image = image if image.dim() == 4 else image[None]
         if isinstance(reference, SSDLite):
-            pairs = list(zip(("cls", "box"), quantized.predict_raw(image)[:2], reference.predict_raw(image)[:2]))
+            pairs = list(
+                zip(
+                    ("cls", "box"),
+                    quantized.predict_raw(image)[:2],
+                    reference.predict_raw(image)[:2],
+                )
+            )
         elif isinstance(reference, LRASPPSSDLite):
-            pairs = list(zip(("", "cls", "box"), quantized.network(image)[:3], reference.network(image)[:3]))
+            pairs = list(
+                zip(("", "cls", "box"), quantized.network(image)[:3], reference.network(image)[:3])
+            )
         else:
             pairs = [("", quantized(image), reference(image))]
         if pairs[0][0] == "":
@@ -361,11 +455,12 @@ def agreement(quantized: nn.Module, reference: nn.Module, images: Sequence[Tenso
             agree += int((got.argmax(1) == expected.argmax(1)).sum())
             pixels += expected[:, 0].numel()
         for name, got, expected in pairs:
-            num, den = float(((got - expected) ** 2).sum()), float((expected ** 2).sum())
+            num, den = float(((got - expected) ** 2).sum()), float((expected**2).sum())
             errors.setdefault(name, []).extend([num, den])
-    check = {f"rel_rms{'_' + name if name else ''}": (sum(v[::2]) / max(sum(v[1::2]), 1e-30)) ** 0.5
-             for name, v in errors.items()}
+    check = {
+        f"rel_rms{'_' + name if name else ''}": (sum(v[::2]) / max(sum(v[1::2]), 1e-30)) ** 0.5
+        for name, v in errors.items()
+    }
     if pixels:
         check = {"pixel_agreement": agree / pixels, **check}
     return check
-

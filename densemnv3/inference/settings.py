@@ -100,8 +100,10 @@ class InferenceSettings:
             return f"inference: {self.device}, {self.precision}, {self.engine or self.runtime}"
         fmt = "channels_last" if self.channels_last else "NCHW"
         onoff = {True: "on", False: "off"}
-        return (f"inference: {self.device}, {self.precision}, {fmt}, compile {onoff[self.compile]}, "
-                f"cuda-graphs {onoff[self.cuda_graphs]}")
+        return (
+            f"inference: {self.device}, {self.precision}, {fmt}, compile {onoff[self.compile]}, "
+            f"cuda-graphs {onoff[self.cuda_graphs]}"
+        )
 
     def apply_backend_flags(self) -> None:
         """cuDNN autotuning on CUDA (the fastest convolution per shape), unless deterministic
@@ -144,30 +146,49 @@ def resolve_inference(
     if channels_last is not None:
         spelled = "channels_last" if channels_last else "nchw"
         if memory_format is not None and memory_format != spelled:
-            raise UserError(f"memory_format={memory_format!r} contradicts channels_last={channels_last}; "
-                            f"give one of them")
+            raise UserError(
+                f"memory_format={memory_format!r} contradicts channels_last={channels_last}; "
+                f"give one of them"
+            )
         memory_format = spelled
     resolved = torch.device(resolve_device(str(device)))
-    given = {"precision": precision, "memory_format": memory_format, "compile": compile,
-             "cuda_graphs": cuda_graphs}
-    settings = replace(inference_defaults(resolved), runtime=runtime,
-                       **{k: v for k, v in given.items() if v is not None})
+    given = {
+        "precision": precision,
+        "memory_format": memory_format,
+        "compile": compile,
+        "cuda_graphs": cuda_graphs,
+    }
+    settings = replace(
+        inference_defaults(resolved),
+        runtime=runtime,
+        **{k: v for k, v in given.items() if v is not None},
+    )
     if settings.precision not in ALL_PRECISIONS:
-        raise UserError(f"precision must be one of {', '.join(ALL_PRECISIONS)}, got {settings.precision!r}")
+        raise UserError(
+            f"precision must be one of {', '.join(ALL_PRECISIONS)}, got {settings.precision!r}"
+        )
     if settings.precision == "int8" and settings.runtime == "torch":
         settings = replace(settings, runtime="onnxruntime")  # int8 is a quantized ONNX file
     if settings.runtime != "torch":
-        what = "int8 (a quantized ONNX file)" if settings.precision == "int8" else "an exported file"
+        what = (
+            "int8 (a quantized ONNX file)" if settings.precision == "int8" else "an exported file"
+        )
         if resolved.type != "cpu" or settings.compile or settings.cuda_graphs:
-            raise UserError(f"{what} runs in {settings.runtime} on the CPU: use --device cpu, without "
-                            f"--compile and --cuda-graphs")
+            raise UserError(
+                f"{what} runs in {settings.runtime} on the CPU: use --device cpu, without "
+                f"--compile and --cuda-graphs"
+            )
     if settings.memory_format not in MEMORY_FORMATS:
-        raise UserError(f"memory format must be one of {', '.join(MEMORY_FORMATS)}, got "
-                        f"{settings.memory_format!r}")
+        raise UserError(
+            f"memory format must be one of {', '.join(MEMORY_FORMATS)}, got "
+            f"{settings.memory_format!r}"
+        )
     if resolved.type != "cuda" and settings.runtime == "torch":
         if settings.precision == "fp16":
-            raise UserError("precision fp16 needs a CUDA device (CPU kernels for half precision are slow "
-                            "or missing); use --precision bf16 or fp32 on CPU")
+            raise UserError(
+                "precision fp16 needs a CUDA device (CPU kernels for half precision are slow "
+                "or missing); use --precision bf16 or fp32 on CPU"
+            )
         if settings.cuda_graphs:
             raise UserError("CUDA graphs need a CUDA device; drop --cuda-graphs on CPU")
     return settings
@@ -177,36 +198,73 @@ def add_runtime_argument(parser: argparse.ArgumentParser) -> None:
     """``--runtime``: what runs the model (see :mod:`densemnv3.runtimes.choice`)."""
     from densemnv3.runtimes.names import RUNTIMES
 
-    parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
-                        help="what runs the model: auto (default: torch for a checkpoint; for an exported "
-                             "file the fastest installed runtime, measured on this CPU and said in the "
-                             "'inference:' line), torch, onnxruntime / openvino (.onnx), executorch (.pte)")
+    parser.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default="auto",
+        help="what runs the model: auto (default: torch for a checkpoint; for an exported "
+        "file the fastest installed runtime, measured on this CPU and said in the "
+        "'inference:' line), torch, onnxruntime / openvino (.onnx), executorch (.pte)",
+    )
 
 
-def add_inference_arguments(parser: argparse.ArgumentParser, *, multi_precision: bool = False) -> None:
+def add_inference_arguments(
+    parser: argparse.ArgumentParser, *, multi_precision: bool = False
+) -> None:
     """``--precision``, ``--memory-format`` (``--channels-last`` for short), ``--compile`` and
     ``--cuda-graphs`` (each with a ``--no-`` form); left out, each is the device's default.
     ``multi_precision``: ``--precision`` takes several values (the benchmark)."""
-    parser.add_argument("--precision", choices=ALL_PRECISIONS if multi_precision else PRECISIONS, default=None,
-                        nargs="+" if multi_precision else None,
-                        help="default: fp16 on CUDA, fp32 on CPU" + ("; int8: the model quantized by "
-                             "onnxruntime (CPU)" if multi_precision else "; an int8 file sets its own"))
-    parser.add_argument("--memory-format", choices=MEMORY_FORMATS, default=None,
-                        help="default: nchw (channels_last slows CUDA's depthwise convolutions)")
-    parser.add_argument("--channels-last", dest="memory_format", action="store_const", const="channels_last",
-                        help="same as --memory-format channels_last")
-    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                        help="torch.compile the network (default: off)")
-    parser.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
-                        help="replay the network from CUDA graphs (default: off)")
+    parser.add_argument(
+        "--precision",
+        choices=ALL_PRECISIONS if multi_precision else PRECISIONS,
+        default=None,
+        nargs="+" if multi_precision else None,
+        help="default: fp16 on CUDA, fp32 on CPU"
+        + (
+            "; int8: the model quantized by onnxruntime (CPU)"
+            if multi_precision
+            else "; an int8 file sets its own"
+        ),
+    )
+    parser.add_argument(
+        "--memory-format",
+        choices=MEMORY_FORMATS,
+        default=None,
+        help="default: nchw (channels_last slows CUDA's depthwise convolutions)",
+    )
+    parser.add_argument(
+        "--channels-last",
+        dest="memory_format",
+        action="store_const",
+        const="channels_last",
+        help="same as --memory-format channels_last",
+    )
+    parser.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="torch.compile the network (default: off)",
+    )
+    parser.add_argument(
+        "--cuda-graphs",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="replay the network from CUDA graphs (default: off)",
+    )
 
 
-def settings_from_args(args: argparse.Namespace, device: str | torch.device | None = None) -> InferenceSettings:
+def settings_from_args(
+    args: argparse.Namespace, device: str | torch.device | None = None
+) -> InferenceSettings:
     """The settings the options of :func:`add_inference_arguments` (and ``args.device``) ask for."""
     precision = args.precision[0] if isinstance(args.precision, list) else args.precision
-    return resolve_inference(device if device is not None else args.device, precision=precision,
-                             memory_format=args.memory_format, compile=args.compile,
-                             cuda_graphs=args.cuda_graphs)
+    return resolve_inference(
+        device if device is not None else args.device,
+        precision=precision,
+        memory_format=args.memory_format,
+        compile=args.compile,
+        cuda_graphs=args.cuda_graphs,
+    )
 
 
 def parse_variant(text: str, device: str | torch.device) -> InferenceSettings:
@@ -228,29 +286,47 @@ def parse_variant(text: str, device: str | torch.device) -> InferenceSettings:
         elif token in ("graphs", "cuda_graphs", "cuda-graphs"):
             options["cuda_graphs"] = True
         else:
-            raise UserError(f"variant {text!r}: unknown part {token!r}; use a precision "
-                            f"({', '.join(ALL_PRECISIONS)}), nchw, channels_last, compile or graphs, "
-                            f"joined by '+', e.g. fp16+graphs")
+            raise UserError(
+                f"variant {text!r}: unknown part {token!r}; use a precision "
+                f"({', '.join(ALL_PRECISIONS)}), nchw, channels_last, compile or graphs, "
+                f"joined by '+', e.g. fp16+graphs"
+            )
     return resolve_inference(device, **options)
 
 
-def variants_from_args(args: argparse.Namespace, device: str | torch.device) -> list[InferenceSettings]:
+def variants_from_args(
+    args: argparse.Namespace, device: str | torch.device
+) -> list[InferenceSettings]:
     """The combinations a benchmark times: ``args.variants`` (specs for :func:`parse_variant`)
     when given, else one per ``--precision`` (the device's default precision when none) with the
     other options of :func:`add_inference_arguments`."""
     if getattr(args, "variants", None):
-        given = [a for a in ("memory_format", "compile", "cuda_graphs") if getattr(args, a) is not None]
+        given = [
+            a for a in ("memory_format", "compile", "cuda_graphs") if getattr(args, a) is not None
+        ]
         if args.precision or given:
-            raise UserError("--variants names every option of each combination; drop --precision, "
-                            "--memory-format, --compile and --cuda-graphs, or drop --variants")
+            raise UserError(
+                "--variants names every option of each combination; drop --precision, "
+                "--memory-format, --compile and --cuda-graphs, or drop --variants"
+            )
         return [parse_variant(spec, device) for spec in args.variants]
     precisions = args.precision or [None]
-    return [resolve_inference(device, precision=p, memory_format=args.memory_format, compile=args.compile,
-                              cuda_graphs=args.cuda_graphs) for p in precisions]
+    return [
+        resolve_inference(
+            device,
+            precision=p,
+            memory_format=args.memory_format,
+            compile=args.compile,
+            cuda_graphs=args.cuda_graphs,
+        )
+        for p in precisions
+    ]
 
 
 def export_settings() -> InferenceSettings:
     """What ``export.py`` writes on every device: an fp32 NCHW graph, traced and checked on CPU.
     The file is device-neutral; reduced precision is the runtime's choice (TensorRT ``--fp16``,
     onnxruntime's float16 conversion), made where it runs and checked against this fp32 file."""
-    return resolve_inference("cpu", precision="fp32", memory_format="nchw", compile=False, cuda_graphs=False)
+    return resolve_inference(
+        "cpu", precision="fp32", memory_format="nchw", compile=False, cuda_graphs=False
+    )

@@ -51,7 +51,9 @@ def _source(out: int, src: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For each of ``out`` output positions: the two source indices and the weight of the second,
     as ``F.interpolate(..., align_corners=False)`` computes them (float32, clamped at 0)."""
     scale = np.float32(src / out)
-    pos = np.maximum((np.arange(out, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5), 0)
+    pos = np.maximum(
+        (np.arange(out, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5), 0
+    )
     first = np.minimum(pos.astype(np.int64), src - 1)
     second = np.minimum(first + 1, src - 1)
     return first, second, (pos - first).astype(np.float32)
@@ -66,12 +68,16 @@ def _runs(out: int, src: int) -> tuple[np.ndarray, np.ndarray]:
     limit = -(-out // src)
     starts = np.flatnonzero(np.r_[True, first[1:] != first[:-1]])
     ends = np.r_[starts[1:], out]
-    runs = np.array([(s, min(s + limit, e)) for s0, e in zip(starts, ends) for s in range(s0, e, limit)])
+    runs = np.array(
+        [(s, min(s + limit, e)) for s0, e in zip(starts, ends) for s in range(s0, e, limit)]
+    )
     positions = np.minimum(runs[:, :1] + np.arange(limit), runs[:, 1:] - 1)
     return first[runs[:, 0]], positions
 
 
-def upsampled_labels(logits: Tensor, size: tuple[int, int], *, threads: int | None = None) -> np.ndarray:
+def upsampled_labels(
+    logits: Tensor, size: tuple[int, int], *, threads: int | None = None
+) -> np.ndarray:
     """``F.interpolate(logits, size, mode="bilinear", align_corners=False).argmax(1)`` as ``uint8``
     NumPy labels ``(N, *size)``, for ``(N, C, h, w)`` scores (C <= 256) no larger than ``size``.
 
@@ -80,15 +86,26 @@ def upsampled_labels(logits: Tensor, size: tuple[int, int], *, threads: int | No
     """
     height, width = size
     n, classes, h, w = logits.shape
-    if (logits.device.type != "cpu" or logits.dtype != torch.float32 or height < h or width < w
-            or classes > 256):
-        up = F.interpolate(logits.contiguous(memory_format=torch.channels_last), size=size, mode="bilinear",
-                           align_corners=False)
+    if (
+        logits.device.type != "cpu"
+        or logits.dtype != torch.float32
+        or height < h
+        or width < w
+        or classes > 256
+    ):
+        up = F.interpolate(
+            logits.contiguous(memory_format=torch.channels_last),
+            size=size,
+            mode="bilinear",
+            align_corners=False,
+        )
         return label_map(up.contiguous(), threads=threads)
     low = label_map(logits.detach().contiguous(), threads=threads)  # (N, h, w) at the scores' size
     agreeing = [agreeing_cells(labels) for labels in low]
     if 1 - np.mean(agreeing) > FULL_ABOVE:
-        up = F.interpolate(logits.detach().contiguous(), size=size, mode="bilinear", align_corners=False)
+        up = F.interpolate(
+            logits.detach().contiguous(), size=size, mode="bilinear", align_corners=False
+        )
         return label_map(up, threads=threads)  # NCHW: label_map's blocks are planes of a class
     y0, _, wy = _source(height, h)
     x0, _, wx = _source(width, w)
@@ -96,8 +113,12 @@ def upsampled_labels(logits: Tensor, size: tuple[int, int], *, threads: int | No
     run_x, cols_of = _runs(width, w)
     out = np.empty((n, height, width), np.uint8)
     for i, agree in enumerate(agreeing):
-        out[i] = low[i].take(y0, 0).take(x0, 1)  # every output pixel: its top-left source pixel's label
-        ty, tx = np.nonzero(~agree[run_y][:, run_x])  # the cells (runs of rows x runs of columns) to compute
+        out[i] = (
+            low[i].take(y0, 0).take(x0, 1)
+        )  # every output pixel: its top-left source pixel's label
+        ty, tx = np.nonzero(
+            ~agree[run_y][:, run_x]
+        )  # the cells (runs of rows x runs of columns) to compute
         if len(ty) == 0:
             continue
         rows, cols = rows_of[ty], cols_of[tx]
@@ -105,8 +126,15 @@ def upsampled_labels(logits: Tensor, size: tuple[int, int], *, threads: int | No
         bottom, right = np.minimum(top + 1, h - 1), np.minimum(left + 1, w - 1)
         scores = logits[i].detach().permute(1, 2, 0).contiguous().numpy().reshape(h * w, classes)
         # (cells, 4, C): the corners in F.interpolate's order: top-left, top-right, bottom-left, bottom-right
-        corners = np.stack([scores[top * w + left], scores[top * w + right], scores[bottom * w + left],
-                            scores[bottom * w + right]], axis=1)
+        corners = np.stack(
+            [
+                scores[top * w + left],
+                scores[top * w + right],
+                scores[bottom * w + left],
+                scores[bottom * w + right],
+            ],
+            axis=1,
+        )
         bound = corners.min(1).max(1, keepdims=True)
         candidate = corners.max(1) >= bound - SLACK * np.maximum(np.abs(bound), 1)
         count = candidate.sum(1)
@@ -117,12 +145,16 @@ def upsampled_labels(logits: Tensor, size: tuple[int, int], *, threads: int | No
             fewer = most
             if len(cells):
                 ys, xs = rows[cells], cols[cells]
-                labels = _cell_labels(corners[cells], order[cells, :min(most, classes)], wy[ys], wx[xs])
+                labels = _cell_labels(
+                    corners[cells], order[cells, : min(most, classes)], wy[ys], wx[xs]
+                )
                 out[i][ys[:, :, None], xs[:, None, :]] = labels
     return out
 
 
-def _cell_labels(corners: np.ndarray, classes: np.ndarray, wy: np.ndarray, wx: np.ndarray) -> np.ndarray:
+def _cell_labels(
+    corners: np.ndarray, classes: np.ndarray, wy: np.ndarray, wx: np.ndarray
+) -> np.ndarray:
     """The labels ``(M, Ly, Lx)`` of M cells from their ``corners`` ``(M, 4, C)``, over their
     candidate ``classes`` ``(M, K)`` (in class order), at the row and column weights ``wy``
     ``(M, Ly)`` and ``wx`` ``(M, Lx)``."""

@@ -73,12 +73,15 @@ def open_source(src: str) -> cv2.VideoCapture:
             raise SourceError(f"cannot open video source {src!r}: the file is empty")
     with _native_stderr() as native:
         if kind == "camera":
-            index = int(src[len("/dev/video"):]) if src.startswith("/dev/video") else int(src)
+            index = int(src[len("/dev/video") :]) if src.startswith("/dev/video") else int(src)
             capture = cv2.VideoCapture(index)
         elif kind == "stream":
             ms = int(STREAM_TIMEOUT_S * 1000)
-            capture = cv2.VideoCapture(src, cv2.CAP_ANY, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms,
-                                                          cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+            capture = cv2.VideoCapture(
+                src,
+                cv2.CAP_ANY,
+                [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms],
+            )
         else:
             capture = cv2.VideoCapture(src)
         opened = capture.isOpened()
@@ -94,11 +97,15 @@ def open_source(src: str) -> cv2.VideoCapture:
         detail = f": no {device} device" if missing else f" ({reason})" if reason else ""
         raise SourceError(f"cannot open camera {src.removeprefix('/dev/video')}{detail}")
     if kind == "stream":
-        raise SourceError(f"cannot open stream {_redact(src)}: check the URL and that the stream "
-                          f"is live{f' ({reason})' if reason else ''}")
-    raise SourceError(f"cannot open video source {src!r}: OpenCV cannot decode it ("
-                      f"{reason + '; ' if reason else ''}not a video, truncated, without a video "
-                      "track, or in a codec this FFmpeg lacks)")
+        raise SourceError(
+            f"cannot open stream {_redact(src)}: check the URL and that the stream "
+            f"is live{f' ({reason})' if reason else ''}"
+        )
+    raise SourceError(
+        f"cannot open video source {src!r}: OpenCV cannot decode it ("
+        f"{reason + '; ' if reason else ''}not a video, truncated, without a video "
+        "track, or in a codec this FFmpeg lacks)"
+    )
 
 
 def source_fps(capture: Any, default: float = 25.0) -> float:
@@ -303,8 +310,10 @@ class VideoWriter:
         self.path = Path(path)
         self.fourcc = self.FOURCC.get(self.path.suffix.lower())
         if self.fourcc is None:
-            raise UserError(f"cannot write video {str(self.path)!r}: unsupported extension "
-                            f"{self.path.suffix!r}; use one of {', '.join(self.FOURCC)}")
+            raise UserError(
+                f"cannot write video {str(self.path)!r}: unsupported extension "
+                f"{self.path.suffix!r}; use one of {', '.join(self.FOURCC)}"
+            )
         if not fps > 0:
             raise UserError(f"video fps must be positive, got {fps!r}")
         self.fps = float(fps)
@@ -328,8 +337,9 @@ class VideoWriter:
         except OSError as err:
             raise UserError(f"cannot write video {str(self.path)!r}: {err.strerror}") from None
         with _native_stderr() as native:
-            writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*self.fourcc),
-                                     self.fps, (width, height))
+            writer = cv2.VideoWriter(
+                str(self.path), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, (width, height)
+            )
             opened = writer.isOpened()
         if not opened:
             writer.release()

@@ -90,8 +90,16 @@ def draw_label(
     x = int(min(max(x, 0), max(width - box_w, 0)))
     top = int(min(max(top, 0), max(height - box_h, 0)))
     cv2.rectangle(frame, (x, top), (x + box_w, top + box_h), color, cv2.FILLED)
-    cv2.putText(frame, text, (x + pad, top + pad + th), _FONT, scale, _text_color(color),
-                thickness, cv2.LINE_AA)
+    cv2.putText(
+        frame,
+        text,
+        (x + pad, top + pad + th),
+        _FONT,
+        scale,
+        _text_color(color),
+        thickness,
+        cv2.LINE_AA,
+    )
     return frame
 
 
@@ -129,8 +137,9 @@ def draw_detections(
         x1, y1, x2, y2 = (int(round(float(v))) for v in boxes[i])
         cv2.rectangle(frame_bgr, (x1, y1), (x2, y2), color, line)  # axis-aligned: no AA
         text = f"{name} {scores[i]:.2f}" if show_scores else name
-        draw_label(frame_bgr, text, (x1 - (line - 1) // 2, y1 - (line - 1) // 2), color,
-                   font_scale=scale)
+        draw_label(
+            frame_bgr, text, (x1 - (line - 1) // 2, y1 - (line - 1) // 2), color, font_scale=scale
+        )
     return frame_bgr
 
 

@@ -88,14 +88,20 @@ class SSDLite(nn.Module):
         self.taps = tuple(taps)
         missing = [t for t in self.taps if t not in backbone.feature_info]
         if len(self.taps) != 2 or missing:
-            raise ConfigError(f"SSDLite needs two taps of its backbone (strides 16, 32), got {taps}")
+            raise ConfigError(
+                f"SSDLite needs two taps of its backbone (strides 16, 32), got {taps}"
+            )
         self.backbone = backbone
         c4, c5 = (backbone.feature_info[t].channels for t in self.taps)
         self.extra = build_extra(c5, width_mult)
         low, high = (float(v) for v in anchor_scale_range)
         if not 0 < low < high <= 1:
-            raise ConfigError(f"anchor_scale_range must satisfy 0 < min < max <= 1, got {anchor_scale_range}")
-        self.anchors = DefaultBoxes([[2, 3]] * 6, min_ratio=low, max_ratio=high, box_size=anchor_size)
+            raise ConfigError(
+                f"anchor_scale_range must satisfy 0 < min < max <= 1, got {anchor_scale_range}"
+            )
+        self.anchors = DefaultBoxes(
+            [[2, 3]] * 6, min_ratio=low, max_ratio=high, box_size=anchor_size
+        )
         channels = [c4, c5] + [block[-1].out_channels for block in self.extra]
         self.head = SSDLiteHead(channels, self.anchors.num_anchors_per_location(), num_classes)
         self.box_coder = BoxCoder((10.0, 10.0, 5.0, 5.0))
@@ -352,9 +358,11 @@ def ssdlite(
     the multi-task model's dilated option does. ``kwargs`` go to :class:`SSDLite`.
     """
     if backbone is None:
-        raise ConfigError("model.name 'ssdlite' is SSDLite on the backbone model.backbone names, "
-                          "and none is set: e.g. --set model.backbone=mobilenet_v3_large "
-                          "(or tv:resnet18, timm:efficientnet_b0)")
+        raise ConfigError(
+            "model.name 'ssdlite' is SSDLite on the backbone model.backbone names, "
+            "and none is set: e.g. --set model.backbone=mobilenet_v3_large "
+            "(or tv:resnet18, timm:efficientnet_b0)"
+        )
     if not 0 < bn_momentum <= 1:
         raise ConfigError(f"bn_momentum must be in (0, 1], got {bn_momentum}")
 

@@ -36,17 +36,24 @@ class DetectionBackbone(nn.Module):
     an FPN also ``"pool"``), all with ``out_channels`` channels.
     """
 
-    def __init__(self, backbone: nn.Module, taps: Sequence[str], fpn_channels: int | None = None) -> None:
+    def __init__(
+        self, backbone: nn.Module, taps: Sequence[str], fpn_channels: int | None = None
+    ) -> None:
         super().__init__()
         channels = [backbone.feature_info[t].channels for t in taps]
         if fpn_channels is None and len(taps) > 1:
-            raise ConfigError(f"taps {tuple(taps)}: several maps need a common width; pass "
-                              f"fpn_channels (e.g. 256) to join them with an FPN, or one tap")
+            raise ConfigError(
+                f"taps {tuple(taps)}: several maps need a common width; pass "
+                f"fpn_channels (e.g. 256) to join them with an FPN, or one tap"
+            )
         self.body = backbone
         self.taps = tuple(taps)
         self.strides = [backbone.feature_info[t].stride for t in taps]
-        self.fpn = (FeaturePyramidNetwork(channels, fpn_channels, extra_blocks=LastLevelMaxPool())
-                    if fpn_channels is not None else None)
+        self.fpn = (
+            FeaturePyramidNetwork(channels, fpn_channels, extra_blocks=LastLevelMaxPool())
+            if fpn_channels is not None
+            else None
+        )
         self.out_channels = fpn_channels if fpn_channels is not None else channels[0]
 
     def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
@@ -59,8 +66,11 @@ class DetectionBackbone(nn.Module):
         """How many maps ``forward`` returns (the FPN adds a pooled one)."""
         return len(self.taps) + (self.fpn is not None)
 
-    def anchor_generator(self, sizes: Sequence[int] = (32, 64, 128, 256, 512),
-                         aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0)) -> AnchorGenerator:
+    def anchor_generator(
+        self,
+        sizes: Sequence[int] = (32, 64, 128, 256, 512),
+        aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
+    ) -> AnchorGenerator:
         """Anchors for these maps: one map takes every size; several take one size each, spread
         evenly from the smallest (finest map) to the largest (the RPN head shares its layers
         across maps, so each needs as many anchors per location)."""
@@ -89,7 +99,11 @@ def torchvision_detection_backbone(
 
         backbone = build(None)
     else:
+
         def build(out):
-            raise ConfigError(f"this backbone cannot return taps {tuple(out)} (it has no "
-                              f"set_out_features); build it with out_features={tuple(out)}")
+            raise ConfigError(
+                f"this backbone cannot return taps {tuple(out)} (it has no "
+                f"set_out_features); build it with out_features={tuple(out)}"
+            )
+
     return DetectionBackbone(select_taps(backbone, tuple(taps), build), taps, fpn_channels)

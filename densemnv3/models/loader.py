@@ -71,8 +71,14 @@ def _get(cfg: Config, key: str):
     return node
 
 
-def reconcile_config(cfg: Config, info: CheckpointInfo, *, chosen: Sequence[str] = (),
-                     inputs: bool = True, warn: Callable[[str], None] = _warn) -> Config:
+def reconcile_config(
+    cfg: Config,
+    info: CheckpointInfo,
+    *,
+    chosen: Sequence[str] = (),
+    inputs: bool = True,
+    warn: Callable[[str], None] = _warn,
+) -> Config:
     """``cfg`` checked against the config ``info`` records (a copy; ``cfg`` is not changed).
 
     A different model (name, classes, options, backbone) raises :class:`CheckpointError`; a different input
@@ -87,8 +93,11 @@ def reconcile_config(cfg: Config, info: CheckpointInfo, *, chosen: Sequence[str]
         return cfg
     if cfg.model.widths is None:  # a NetAdapt checkpoint describes its widths; a config cannot
         cfg.model.widths = saved.model.widths
-    differ = [f"model.{k} {getattr(saved.model, k)!r} (config: {getattr(cfg.model, k)!r})"
-              for k in _MODEL_KEYS if getattr(saved.model, k) != getattr(cfg.model, k)]
+    differ = [
+        f"model.{k} {getattr(saved.model, k)!r} (config: {getattr(cfg.model, k)!r})"
+        for k in _MODEL_KEYS
+        if getattr(saved.model, k) != getattr(cfg.model, k)
+    ]
     if differ:
         raise CheckpointError(
             f"{info.path}: trained with {'; '.join(differ)}; give the config it was trained with, "
@@ -99,19 +108,31 @@ def reconcile_config(cfg: Config, info: CheckpointInfo, *, chosen: Sequence[str]
         if theirs == ours:
             continue
         if key in chosen:
-            warn(f"{info.path} was trained with {key}={theirs!r}; running at {ours!r} as --set says")
+            warn(
+                f"{info.path} was trained with {key}={theirs!r}; running at {ours!r} as --set says"
+            )
         else:
             section, name = key.rsplit(".", 1)
             setattr(_get(cfg, section), name, theirs)
-            warn(f"{info.path} was trained with {key}={theirs!r}, the config says {ours!r}: using "
-                 f"the checkpoint's (--set {key}=... to choose)")
+            warn(
+                f"{info.path} was trained with {key}={theirs!r}, the config says {ours!r}: using "
+                f"the checkpoint's (--set {key}=... to choose)"
+            )
     return cfg
 
 
-def load_model(cfg: Config | str | os.PathLike | None, weights: str | os.PathLike | None = None, *,
-               overrides: Sequence[str] = (), warn: Callable[[str], None] = _warn,
-               pytorch: str | None = None, runtime: str = "auto", precision: str | None = None,
-               threads: int | None = None, size: tuple[int, int] | None = None) -> LoadedModel:
+def load_model(
+    cfg: Config | str | os.PathLike | None,
+    weights: str | os.PathLike | None = None,
+    *,
+    overrides: Sequence[str] = (),
+    warn: Callable[[str], None] = _warn,
+    pytorch: str | None = None,
+    runtime: str = "auto",
+    precision: str | None = None,
+    threads: int | None = None,
+    size: tuple[int, int] | None = None,
+) -> LoadedModel:
     """Build the model ``cfg`` describes and load ``weights`` into it.
 
     ``cfg`` is a :class:`Config`, or a config file's path or a shipped config's name (loaded
@@ -149,9 +170,11 @@ def load_model(cfg: Config | str | os.PathLike | None, weights: str | os.PathLik
     if cfg is None:
         cfg = checkpoint_config(info)
         if cfg is None:
-            raise CheckpointError(f"{info.path}: {info.description}, which does not record the "
-                                  f"config it was trained with; give that config too "
-                                  f"(CONFIG --weights {info.path})")
+            raise CheckpointError(
+                f"{info.path}: {info.description}, which does not record the "
+                f"config it was trained with; give that config too "
+                f"(CONFIG --weights {info.path})"
+            )
         for override in overrides:
             apply_override(cfg, override)
         validate(cfg)
@@ -162,10 +185,20 @@ def load_model(cfg: Config | str | os.PathLike | None, weights: str | os.PathLik
     model = build_model(cfg.model)
     if info.exported:
         if info.task != cfg.task:
-            raise CheckpointError(f"{info.path}: {info.description}, but the config builds a {cfg.task} "
-                                  f"model; use it with the config it was made from, or none")
-        exported = load_exported(info.path, info.format, info.state, model, runtime=runtime,
-                                 precision=precision, size=size or _input_size(cfg), threads=threads)
+            raise CheckpointError(
+                f"{info.path}: {info.description}, but the config builds a {cfg.task} "
+                f"model; use it with the config it was made from, or none"
+            )
+        exported = load_exported(
+            info.path,
+            info.format,
+            info.state,
+            model,
+            runtime=runtime,
+            precision=precision,
+            size=size or _input_size(cfg),
+            threads=threads,
+        )
         return LoadedModel(exported, cfg, info)
     load_weights(model, info, task=cfg.task, model_name=cfg.model.name)
     return LoadedModel(model, cfg, info)

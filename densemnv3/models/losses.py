@@ -21,7 +21,12 @@ from densemnv3.errors import ConfigError
 
 from .resize import deterministic_cuda
 
-__all__ = ["cross_entropy_2d", "deterministic_cross_entropy", "ohem_cross_entropy", "segmentation_loss"]
+__all__ = [
+    "cross_entropy_2d",
+    "deterministic_cross_entropy",
+    "ohem_cross_entropy",
+    "segmentation_loss",
+]
 
 SegmentationLoss = Callable[[Tensor, Tensor], Tensor]
 
@@ -32,11 +37,15 @@ def segmentation_loss(cfg: LossConfig) -> SegmentationLoss:
     if cfg.ohem_thresh is None:
         return cross_entropy_2d
     if not 0.0 < cfg.ohem_thresh <= 1.0:
-        raise ConfigError(f"config key 'loss.ohem_thresh': expected a probability in (0, 1] (0.7 is "
-                          f"mmsegmentation's), or None for plain cross entropy; got {cfg.ohem_thresh!r}")
+        raise ConfigError(
+            f"config key 'loss.ohem_thresh': expected a probability in (0, 1] (0.7 is "
+            f"mmsegmentation's), or None for plain cross entropy; got {cfg.ohem_thresh!r}"
+        )
     if cfg.ohem_min_kept < 0:
-        raise ConfigError(f"config key 'loss.ohem_min_kept': expected a pixel count >= 0, "
-                          f"got {cfg.ohem_min_kept!r}")
+        raise ConfigError(
+            f"config key 'loss.ohem_min_kept': expected a pixel count >= 0, "
+            f"got {cfg.ohem_min_kept!r}"
+        )
     return partial(ohem_cross_entropy, thresh=cfg.ohem_thresh, min_kept=cfg.ohem_min_kept)
 
 
@@ -49,7 +58,9 @@ def cross_entropy_2d(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_
     return F.cross_entropy(logits, target, ignore_index=ignore_index)
 
 
-def deterministic_cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
+def deterministic_cross_entropy(
+    logits: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX
+) -> Tensor:
     """Mean cross entropy over the pixels whose target is not ``ignore_index``, from each pixel's
     gathered target log-probability (fp32): the value of ``F.cross_entropy`` with
     ``ignore_index``, with a deterministic reduction and a gather whose CUDA backward has a
@@ -67,8 +78,14 @@ def _target_log_probs(log_probs: Tensor, target: Tensor, valid: Tensor) -> Tenso
     return log_probs.gather(1, torch.where(valid, target, 0).unsqueeze(1)).squeeze(1)
 
 
-def ohem_cross_entropy(logits: Tensor, target: Tensor, *, thresh: float, min_kept: int,
-                       ignore_index: int = IGNORE_INDEX) -> Tensor:
+def ohem_cross_entropy(
+    logits: Tensor,
+    target: Tensor,
+    *,
+    thresh: float,
+    min_kept: int,
+    ignore_index: int = IGNORE_INDEX,
+) -> Tensor:
     """Cross entropy averaged over the batch's hard pixels only: online hard example mining as
     mmsegmentation's ``OHEMPixelSampler`` does it. A pixel is hard when the probability the model
     gives its target class is below ``thresh``; when fewer than ``min_kept`` pixels are, the
@@ -85,8 +102,11 @@ def ohem_cross_entropy(logits: Tensor, target: Tensor, *, thresh: float, min_kep
         least = min(min_kept, int(valid.sum())) if min_kept else 0
         if int(keep.sum()) < least:  # the least-th largest: topk on CUDA (kthvalue is not
             ranked = ranked.flatten()  # deterministic there), kthvalue on CPU (10x faster)
-            bar = (ranked.topk(least).values[-1] if ranked.is_cuda
-                   else ranked.kthvalue(ranked.numel() - least + 1).values)
+            bar = (
+                ranked.topk(least).values[-1]
+                if ranked.is_cuda
+                else ranked.kthvalue(ranked.numel() - least + 1).values
+            )
             keep = (ranked >= bar).view_as(target)
         kept_target = torch.where(keep, target, ignore_index)
     if deterministic_cuda(logits):

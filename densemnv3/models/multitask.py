@@ -46,8 +46,13 @@ from .segmentation import LRASPP
 
 Checkpoint = Mapping[str, Tensor] | str | os.PathLike
 
-__all__ = ["LRASPPSSDLite", "MultiTaskOutput", "lraspp_ssdlite", "multitask_mobilenet_v3_large",
-           "multitask_mobilenet_v3_small"]
+__all__ = [
+    "LRASPPSSDLite",
+    "MultiTaskOutput",
+    "lraspp_ssdlite",
+    "multitask_mobilenet_v3_large",
+    "multitask_mobilenet_v3_small",
+]
 
 
 class MultiTaskOutput(NamedTuple):
@@ -75,12 +80,15 @@ class LRASPPSSDLite(nn.Module):
 
     task = "multitask"
 
-    def __init__(self, det: SSDLite, seg: LRASPPHead, *, low_tap: str, high_tap: str = "C5") -> None:
+    def __init__(
+        self, det: SSDLite, seg: LRASPPHead, *, low_tap: str, high_tap: str = "C5"
+    ) -> None:
         super().__init__()
         taps = tuple(getattr(det.backbone, "out_features", ()))
         if not {low_tap, high_tap} <= set(taps):
-            raise ConfigError(f"the multi-task backbone must return taps {low_tap!r} and {high_tap!r}, "
-                              f"got {taps}")
+            raise ConfigError(
+                f"the multi-task backbone must return taps {low_tap!r} and {high_tap!r}, got {taps}"
+            )
         self.det = det
         self.seg = seg
         self.low_tap = low_tap
@@ -113,13 +121,17 @@ class LRASPPSSDLite(nn.Module):
         self, images: Tensor, targets: Targets | None = None
     ) -> dict[str, Tensor] | MultiTaskOutput:
         if self.training and targets is None:
-            raise ValueError("the multi-task model in training mode needs targets (call .eval() to predict)")
+            raise ValueError(
+                "the multi-task model in training mode needs targets (call .eval() to predict)"
+            )
         logits, cls_logits, bbox_regression, anchors = self.network(images)
         logits = resize_bilinear(logits, images.shape[-2:])
         if self.training:
             masks = [t.get("mask") for t in targets]
             if any(m is None or tuple(m.shape) != tuple(images.shape[-2:]) for m in masks):
-                raise ValueError(f"each target needs a 'mask' of the input size {tuple(images.shape[-2:])}")
+                raise ValueError(
+                    f"each target needs a 'mask' of the input size {tuple(images.shape[-2:])}"
+                )
             ce = self.seg_loss(logits, torch.stack([m.long() for m in masks]))
             return {"ce": ce} | self.det.compute_loss(cls_logits, bbox_regression, anchors, targets)
         detections = self.det.postprocess(cls_logits, bbox_regression, anchors, images.shape[-2:])
@@ -162,17 +174,35 @@ def lraspp_ssdlite(
     go to :class:`SSDLite`.
     """
     if output_stride not in (16, 32):
-        raise ConfigError(f"output_stride must be 16 or 32 for the multi-task model, got {output_stride!r}")
-    spec = {"name": backbone, "width_mult": width_mult, "reduced_tail": reduced_tail,
-            "output_stride": output_stride}
-    det = ssdlite(spec, num_classes=det_num_classes, width_mult=width_mult, taps=("C4_expand", "C5"),
-                  frozen_bn=frozen_bn, backbone_weights=backbone_weights, bn_momentum=bn_momentum,
-                  **det_kwargs)
+        raise ConfigError(
+            f"output_stride must be 16 or 32 for the multi-task model, got {output_stride!r}"
+        )
+    spec = {
+        "name": backbone,
+        "width_mult": width_mult,
+        "reduced_tail": reduced_tail,
+        "output_stride": output_stride,
+    }
+    det = ssdlite(
+        spec,
+        num_classes=det_num_classes,
+        width_mult=width_mult,
+        taps=("C4_expand", "C5"),
+        frozen_bn=frozen_bn,
+        backbone_weights=backbone_weights,
+        bn_momentum=bn_momentum,
+        **det_kwargs,
+    )
     net = det.backbone
     low_tap = low_tap or net.first_block_at_stride(8)
     net.set_out_features((low_tap, "C4_expand", "C5"))
-    seg = LRASPPHead(net.feature_info[low_tap].channels, net.feature_info["C5"].channels, num_classes,
-                     inter_channels=inter_channels, pool=pool)
+    seg = LRASPPHead(
+        net.feature_info[low_tap].channels,
+        net.feature_info["C5"].channels,
+        num_classes,
+        inter_channels=inter_channels,
+        pool=pool,
+    )
     for module in seg.modules():
         if isinstance(module, nn.BatchNorm2d):
             module.momentum = bn_momentum

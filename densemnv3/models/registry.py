@@ -76,24 +76,35 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     spec = backbone_spec(cfg.backbone)
     builder_name = HEADS.get(cfg.name, cfg.name) if spec is not None else cfg.name
     if spec is not None and not generic(builder_name):
-        raise ConfigError(f"model.backbone: {cfg.name} does not take a backbone from the config; "
-                          f"use model.name 'lraspp' or 'ssdlite' (or a model built on them)")
+        raise ConfigError(
+            f"model.backbone: {cfg.name} does not take a backbone from the config; "
+            f"use model.name 'lraspp' or 'ssdlite' (or a model built on them)"
+        )
     accepted = MODELS.options(builder_name) - {"num_classes"}
     own = MODELS.options(cfg.name) - accepted - {"num_classes"}
     options = {k: v for k, v in cfg.options.items() if k not in own}
     if len(options) < len(cfg.options):  # options of the backbone the named model fixes, swapped
         left_out = ", ".join(f"{k}={v!r}" for k, v in cfg.options.items() if k in own)
-        print(f"warning: model.options {left_out}: for {cfg.name}'s own backbone, which "
-              f"model.backbone={cfg.backbone!r} replaces; left out (options of the new backbone go "
-              f"in model.backbone, e.g. {{'name': {spec[0]!r}, ...}})", file=sys.stderr)
+        print(
+            f"warning: model.options {left_out}: for {cfg.name}'s own backbone, which "
+            f"model.backbone={cfg.backbone!r} replaces; left out (options of the new backbone go "
+            f"in model.backbone, e.g. {{'name': {spec[0]!r}, ...}})",
+            file=sys.stderr,
+        )
     for key in options:
         if key == "backbone":
-            raise ConfigError("model.options.backbone: the backbone is model.backbone, e.g. "
-                              f"--set model.backbone={cfg.options[key]}")
+            raise ConfigError(
+                "model.options.backbone: the backbone is model.backbone, e.g. "
+                f"--set model.backbone={cfg.options[key]}"
+            )
         if key not in accepted:
-            hint = " (a backbone option? give it in model.backbone)" if generic(builder_name) else ""
-            raise ConfigError(f"model.options.{key}: {builder_name} has no option {key!r}"
-                              f"{did_you_mean(key, accepted)}{hint}")
+            hint = (
+                " (a backbone option? give it in model.backbone)" if generic(builder_name) else ""
+            )
+            raise ConfigError(
+                f"model.options.{key}: {builder_name} has no option {key!r}"
+                f"{did_you_mean(key, accepted)}{hint}"
+            )
     build = MODELS.get(builder_name)
     if generic(builder_name):
         model = build(cfg.backbone, num_classes=cfg.num_classes, **options)

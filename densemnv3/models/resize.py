@@ -39,8 +39,13 @@ def resize_bilinear(x: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
     """``F.interpolate(x, size, mode="bilinear", align_corners=False)``; with gradients, as
     matrix products on CUDA in deterministic mode and on CPU for small inputs (module doc)."""
     size = (_dim(size[0]), _dim(size[1]))
-    if x.requires_grad and torch.is_grad_enabled() and (
-        deterministic_cuda(x) or (x.device.type == "cpu" and x.shape[-2] * x.shape[-1] <= CPU_MATMUL_MAX_CELLS)
+    if (
+        x.requires_grad
+        and torch.is_grad_enabled()
+        and (
+            deterministic_cuda(x)
+            or (x.device.type == "cpu" and x.shape[-2] * x.shape[-1] <= CPU_MATMUL_MAX_CELLS)
+        )
     ):
         return resize_bilinear_matmul(x, size)
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)

@@ -107,19 +107,30 @@ def lraspp(
     backbone. ``frozen_bn`` freezes the backbone's BatchNorm only.
     """
     if backbone is None:
-        raise ConfigError("model.name 'lraspp' is LR-ASPP on the backbone model.backbone names, "
-                          "and none is set: e.g. --set model.backbone=mobilenet_v3_large "
-                          "(or tv:resnet18, timm:efficientnet_b0)")
+        raise ConfigError(
+            "model.name 'lraspp' is LR-ASPP on the backbone model.backbone names, "
+            "and none is set: e.g. --set model.backbone=mobilenet_v3_large "
+            "(or tv:resnet18, timm:efficientnet_b0)"
+        )
     name, options = backbone_spec(backbone)
     if output_stride is None:
         output_stride = options.get("output_stride", 16)
 
     def build(taps=None):
         try:
-            return create_backbone(backbone, output_stride=output_stride, out_features=taps,
-                                   frozen_bn=frozen_bn, **backbone_kwargs)
+            return create_backbone(
+                backbone,
+                output_stride=output_stride,
+                out_features=taps,
+                frozen_bn=frozen_bn,
+                **backbone_kwargs,
+            )
         except ConfigError as err:
-            hint = " (for LR-ASPP: model.options.output_stride)" if "output_stride=" in str(err) else ""
+            hint = (
+                " (for LR-ASPP: model.options.output_stride)"
+                if "output_stride=" in str(err)
+                else ""
+            )
             raise ConfigError(f"{err}{hint}") from None
 
     net = build()
@@ -153,9 +164,15 @@ def lraspp_mobilenet_v3_large(
     """LR-ASPP on MobileNetV3-Large; with the defaults (and ``num_classes=21``) it matches
     torchvision's ``lraspp_mobilenet_v3_large`` key for key."""
     return lraspp(
-        "mobilenet_v3_large", num_classes=num_classes, output_stride=output_stride, pool=pool,
-        inter_channels=inter_channels, frozen_bn=frozen_bn, backbone_weights=backbone_weights,
-        width_mult=width_mult, reduced_tail=reduced_tail,
+        "mobilenet_v3_large",
+        num_classes=num_classes,
+        output_stride=output_stride,
+        pool=pool,
+        inter_channels=inter_channels,
+        frozen_bn=frozen_bn,
+        backbone_weights=backbone_weights,
+        width_mult=width_mult,
+        reduced_tail=reduced_tail,
     )
 
 
@@ -173,7 +190,13 @@ def lraspp_mobilenet_v3_small(
 ) -> LRASPP:
     """LR-ASPP on MobileNetV3-Small (torchvision has no pretrained one, but the same layout)."""
     return lraspp(
-        "mobilenet_v3_small", num_classes=num_classes, output_stride=output_stride, pool=pool,
-        inter_channels=inter_channels, frozen_bn=frozen_bn, backbone_weights=backbone_weights,
-        width_mult=width_mult, reduced_tail=reduced_tail,
+        "mobilenet_v3_small",
+        num_classes=num_classes,
+        output_stride=output_stride,
+        pool=pool,
+        inter_channels=inter_channels,
+        frozen_bn=frozen_bn,
+        backbone_weights=backbone_weights,
+        width_mult=width_mult,
+        reduced_tail=reduced_tail,
     )

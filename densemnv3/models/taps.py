@@ -49,15 +49,21 @@ def lraspp_taps(backbone: nn.Module, name: str, low_tap: str | None = None) -> t
         except ConfigError:
             low_tap = None
     if low_tap is None:
-        raise ConfigError(f"LR-ASPP needs a stride-8 tap (its low-level branch), and backbone "
-                          f"{name!r} has none; it offers {_offers(info)}")
+        raise ConfigError(
+            f"LR-ASPP needs a stride-8 tap (its low-level branch), and backbone "
+            f"{name!r} has none; it offers {_offers(info)}"
+        )
     if low_tap not in info:
-        raise ConfigError(f"LR-ASPP low_tap {low_tap!r} is not a tap of backbone {name!r}; it offers "
-                          f"{', '.join(info)}")
+        raise ConfigError(
+            f"LR-ASPP low_tap {low_tap!r} is not a tap of backbone {name!r}; it offers "
+            f"{', '.join(info)}"
+        )
     levels = stage_taps(info)
     if not levels:
-        raise ConfigError(f"LR-ASPP reads the deepest stage tap (C5), and backbone {name!r} has no "
-                          f"stage taps C1..C5; it offers {', '.join(info)}")
+        raise ConfigError(
+            f"LR-ASPP reads the deepest stage tap (C5), and backbone {name!r} has no "
+            f"stage taps C1..C5; it offers {', '.join(info)}"
+        )
     return low_tap, levels[-1]
 
 
@@ -67,11 +73,15 @@ def ssdlite_taps(backbone: nn.Module, name: str) -> tuple[str, str]:
     first = "C4_expand" if "C4_expand" in info and info["C4_expand"].stride == 16 else None
     first = first or _at_stride(info, 16, deepest=True)
     if first is None:
-        raise ConfigError(f"SSDLite needs a stride-16 tap for its first map (C4_expand, or else C4), "
-                          f"and backbone {name!r} has none; it offers {_offers(info)}")
+        raise ConfigError(
+            f"SSDLite needs a stride-16 tap for its first map (C4_expand, or else C4), "
+            f"and backbone {name!r} has none; it offers {_offers(info)}"
+        )
     second = _at_stride(info, 32, deepest=True)
     if second is None:
-        raise ConfigError(f"SSDLite needs a stride-32 tap for its second map (C5), and backbone "
-                          f"{name!r} has none; it offers {_offers(info)} (build it without "
-                          f"output_stride / dilated)")
+        raise ConfigError(
+            f"SSDLite needs a stride-32 tap for its second map (C5), and backbone "
+            f"{name!r} has none; it offers {_offers(info)} (build it without "
+            f"output_stride / dilated)"
+        )
     return first, second

@@ -21,7 +21,15 @@ import torch
 
 from densemnv3.errors import CheckpointError
 
-__all__ = ["FIX", "Kind", "TORCH_KINDS", "file_kind", "not_a_checkpoint", "read_checkpoint", "sniff"]
+__all__ = [
+    "FIX",
+    "Kind",
+    "TORCH_KINDS",
+    "file_kind",
+    "not_a_checkpoint",
+    "read_checkpoint",
+    "sniff",
+]
 
 Kind = Literal["empty", "zip", "torchscript", "pickle", "onnx", "pte", "text", "unknown binary"]
 #: The kinds ``torch.load`` reads (TorchScript is a zip too, but holds a program, not a state dict).
@@ -57,7 +65,9 @@ def file_kind(path: str | os.PathLike) -> Kind:
     try:
         return sniff(path)
     except OSError as err:
-        raise CheckpointError(f"{path}: cannot read it ({err.strerror}); check its permissions") from None
+        raise CheckpointError(
+            f"{path}: cannot read it ({err.strerror}); check its permissions"
+        ) from None
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -71,8 +81,12 @@ def _is_torchscript(path: Path) -> bool:
 def _is_pte(head: bytes) -> bool:
     """An ExecuTorch program: a flatbuffer whose file identifier (bytes 4-8) is ``ET`` and the
     schema version in two digits (``ET12`` from ExecuTorch 1.x), its root table after that."""
-    return (len(head) >= 8 and head[4:6] == b"ET" and head[6:8].isdigit()
-            and 8 <= int.from_bytes(head[:4], "little") < 2**31)
+    return (
+        len(head) >= 8
+        and head[4:6] == b"ET"
+        and head[6:8].isdigit()
+        and 8 <= int.from_bytes(head[:4], "little") < 2**31
+    )
 
 
 def _varint(f: BinaryIO) -> int | None:
@@ -159,15 +173,21 @@ def not_a_checkpoint(path: str | os.PathLike, kind: Kind) -> str:
     if kind == "torchscript":
         return f"a TorchScript model (as tools/export.py writes), not a checkpoint; {FIX}"
     if kind == "onnx":
-        return ("an ONNX model, run by onnxruntime, not a PyTorch checkpoint; give the checkpoint it "
-                "was made from (best.pt)")
+        return (
+            "an ONNX model, run by onnxruntime, not a PyTorch checkpoint; give the checkpoint it "
+            "was made from (best.pt)"
+        )
     if kind == "pte":
-        return ("an ExecuTorch program (.pte), run by ExecuTorch, not a PyTorch checkpoint; give the "
-                "checkpoint it was exported from (best.pt)")
+        return (
+            "an ExecuTorch program (.pte), run by ExecuTorch, not a PyTorch checkpoint; give the "
+            "checkpoint it was exported from (best.pt)"
+        )
     if kind == "text":
         if _sets_cfg(path):
-            return ("a densemnv3 config (Python that sets cfg), not a checkpoint; give it as the config "
-                    "(the first argument) and a checkpoint as the weights, e.g. last.pt or best.pt of a run")
+            return (
+                "a densemnv3 config (Python that sets cfg), not a checkpoint; give it as the config "
+                "(the first argument) and a checkpoint as the weights, e.g. last.pt or best.pt of a run"
+            )
         with open(path, "rb") as f:
             text = _text(f.read(_HEAD)) or ""
         first = text.strip().splitlines()[0][:40] if text.strip() else ""
@@ -187,8 +207,10 @@ def _unreadable(path: Path, kind: Kind, err: BaseException) -> str:
             first = names[0] if names else "nothing"
             return f"a zip archive (first entry {first!r}), not a PyTorch checkpoint"
     if "Unsupported global" in str(err):
-        return ("holds pickled Python objects (e.g. a whole nn.Module saved with torch.save(model)), "
-                "which are not loaded, for safety; save model.state_dict() instead")
+        return (
+            "holds pickled Python objects (e.g. a whole nn.Module saved with torch.save(model)), "
+            "which are not loaded, for safety; save model.state_dict() instead"
+        )
     if kind == "pickle" and (isinstance(err, (EOFError, struct.error)) or "EOF" in str(err)):
         return f"truncated checkpoint ({size} bytes; the pickle stream ends early)"
     return f"a damaged checkpoint ({size} bytes; torch.load fails with {type(err).__name__})"
@@ -200,7 +222,9 @@ def read_checkpoint(path: str | os.PathLike, kind: Kind | None = None) -> dict:
     :func:`sniff`, when the caller has it already."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found; check the path (--weights / --resume)")
+        raise CheckpointError(
+            f"{path}: checkpoint not found; check the path (--weights / --resume)"
+        )
     kind = kind or file_kind(path)
     if kind not in TORCH_KINDS:
         raise CheckpointError(f"{path}: {not_a_checkpoint(path, kind)}")

@@ -24,8 +24,11 @@ def non_finite(tensors: Mapping[str, Tensor]) -> dict[str, str]:
     for name, t in tensors.items():
         if not isinstance(t, Tensor) or not t.is_floating_point() or bool(torch.isfinite(t).all()):
             continue
-        counts = (("NaN", int(t.isnan().sum())), ("+inf", int(t.isposinf().sum())),
-                  ("-inf", int(t.isneginf().sum())))
+        counts = (
+            ("NaN", int(t.isnan().sum())),
+            ("+inf", int(t.isposinf().sum())),
+            ("-inf", int(t.isneginf().sum())),
+        )
         found[name] = ", ".join(f"{n} {what}" for what, n in counts if n)
     return found
 
@@ -38,15 +41,21 @@ def check_finite(tensors: Mapping[str, Tensor], what: str = "the checkpoint") ->
         return
     listed = "; ".join(f"{name} ({counts})" for name, counts in list(bad.items())[:3])
     more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
-    message = (f"{what} holds non-finite values in {len(bad)} of {len(tensors)} tensors: "
-               f"{listed}{more}")
+    message = (
+        f"{what} holds non-finite values in {len(bad)} of {len(tensors)} tensors: {listed}{more}"
+    )
     if os.environ.get(ALLOW_NON_FINITE) == "1":
-        print(f"warning: {message}; loaded anyway ({ALLOW_NON_FINITE}=1): every output derived "
-              f"from it is suspect", file=sys.stderr)
+        print(
+            f"warning: {message}; loaded anyway ({ALLOW_NON_FINITE}=1): every output derived "
+            f"from it is suspect",
+            file=sys.stderr,
+        )
         return
-    raise CheckpointError(f"{message}; the run that wrote it diverged or the file is damaged: use "
-                          f"an earlier checkpoint (or set {ALLOW_NON_FINITE}=1 to load it anyway, "
-                          f"for inspection)")
+    raise CheckpointError(
+        f"{message}; the run that wrote it diverged or the file is damaged: use "
+        f"an earlier checkpoint (or set {ALLOW_NON_FINITE}=1 to load it anyway, "
+        f"for inspection)"
+    )
 
 
 @dataclass
@@ -82,7 +91,9 @@ def load_state_dict_checked(
             return load_state_dict_checked(module, read_checkpoint(source))
         except CheckpointError as err:
             message = str(err)
-            raise CheckpointError(message if message.startswith(str(source)) else f"{source}: {message}") from None
+            raise CheckpointError(
+                message if message.startswith(str(source)) else f"{source}: {message}"
+            ) from None
     state = dict(_unwrap(source))
     own = module.state_dict()
     convert = getattr(module, "convert_torchvision_state_dict", None)
@@ -118,7 +129,8 @@ def load_state_dict_checked(
             parts.append(f"{len(unexpected)} unexpected keys, first: {unexpected[:3]}")
         name = type(module).__name__
         raise CheckpointError(
-            f"checkpoint does not match {name}: " + " | ".join(parts)
+            f"checkpoint does not match {name}: "
+            + " | ".join(parts)
             + ". Is it for another architecture or options (width_mult, reduced_tail, num_classes)?"
         )
     state = {k: v for k, v in state.items() if k in own}

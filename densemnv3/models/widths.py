@@ -38,8 +38,16 @@ from densemnv3.errors import ConfigError, did_you_mean
 from .backbones.base import FeatureBackbone, make_divisible
 from .backbones.mobilenet_v3 import InvertedResidual
 
-__all__ = ["IMPORTANCE", "KINDS", "Unit", "channel_importance", "set_widths_", "shrink_", "widths_of",
-           "width_units"]
+__all__ = [
+    "IMPORTANCE",
+    "KINDS",
+    "Unit",
+    "channel_importance",
+    "set_widths_",
+    "shrink_",
+    "widths_of",
+    "width_units",
+]
 
 #: The kinds of unit NetAdapt proposes to shrink (a ``squeeze`` follows its unit).
 KINDS = ("expansion", "chain", "head")
@@ -74,10 +82,15 @@ def _conv_block(path: str) -> list[tuple[str, str]]:
 def _backbone_units(backbone: nn.Module, prefix: str, units: dict[str, Unit]) -> dict[str, Unit]:
     """The units of a MobileNetV3 ``FeatureBackbone``; returns tap name -> the unit it carries."""
     features = getattr(backbone, "features", None)
-    if not (isinstance(backbone, FeatureBackbone) and features is not None
-            and all(isinstance(b, InvertedResidual) for b in list(features)[1:-1])):
-        raise ConfigError(f"channel widths can be changed on a MobileNetV3 backbone only; this "
-                          f"model's is a {type(backbone).__name__}")
+    if not (
+        isinstance(backbone, FeatureBackbone)
+        and features is not None
+        and all(isinstance(b, InvertedResidual) for b in list(features)[1:-1])
+    ):
+        raise ConfigError(
+            f"channel widths can be changed on a MobileNetV3 backbone only; this "
+            f"model's is a {type(backbone).__name__}"
+        )
     p = f"{prefix}features"
     current = _space(units, f"{p}.0", "chain", *_conv_block(f"{p}.0"))
     out_of: dict[str, Unit] = {"0": current}
@@ -94,7 +107,13 @@ def _backbone_units(backbone: nn.Module, prefix: str, units: dict[str, Unit]) ->
         if isinstance(block.block[j], SqueezeExcitation):
             inner.members += [(f"{path}.{j}.fc1", "in"), (f"{path}.{j}.fc2", "out")]
             inner.squeeze = f"{inner.name}.se"
-            _space(units, inner.squeeze, "squeeze", (f"{path}.{j}.fc1", "out"), (f"{path}.{j}.fc2", "in"))
+            _space(
+                units,
+                inner.squeeze,
+                "squeeze",
+                (f"{path}.{j}.fc1", "out"),
+                (f"{path}.{j}.fc2", "in"),
+            )
             j += 1
         inner.members.append((f"{path}.{j}.0", "in"))
         if block.use_res_connect:
@@ -105,32 +124,59 @@ def _backbone_units(backbone: nn.Module, prefix: str, units: dict[str, Unit]) ->
     last = len(features) - 1
     current.members.append((f"{p}.{last}.0", "in"))
     out_of[str(last)] = _space(units, f"{p}.{last}", "chain", *_conv_block(f"{p}.{last}"))
-    return {tap: out_of[info.module.removeprefix("features.")] for tap, info in backbone.feature_info.items()}
+    return {
+        tap: out_of[info.module.removeprefix("features.")]
+        for tap, info in backbone.feature_info.items()
+    }
 
 
 def _lraspp_units(prefix: str, low: Unit, high: Unit, units: dict[str, Unit]) -> None:
     low.members.append((f"{prefix}low_classifier", "in"))
     high.members += [(f"{prefix}cbr.0", "in"), (f"{prefix}scale.1", "in")]
-    _space(units, f"{prefix}cbr", "head", (f"{prefix}cbr.0", "out"), (f"{prefix}cbr.1", "norm"),
-           (f"{prefix}scale.1", "out"), (f"{prefix}high_classifier", "in"))
+    _space(
+        units,
+        f"{prefix}cbr",
+        "head",
+        (f"{prefix}cbr.0", "out"),
+        (f"{prefix}cbr.1", "norm"),
+        (f"{prefix}scale.1", "out"),
+        (f"{prefix}high_classifier", "in"),
+    )
 
 
 def _prediction_members(prefix: str, index: int) -> list[tuple[str, str]]:
-    return [member for head in ("classification", "regression")
-            for member in ((f"{prefix}head.{head}.{index}.0.0", "depthwise"),
-                           (f"{prefix}head.{head}.{index}.0.1", "norm"), (f"{prefix}head.{head}.{index}.1", "in"))]
+    return [
+        member
+        for head in ("classification", "regression")
+        for member in (
+            (f"{prefix}head.{head}.{index}.0.0", "depthwise"),
+            (f"{prefix}head.{head}.{index}.0.1", "norm"),
+            (f"{prefix}head.{head}.{index}.1", "in"),
+        )
+    ]
 
 
-def _ssdlite_units(model: nn.Module, prefix: str, taps: Mapping[str, Unit], units: dict[str, Unit]) -> None:
+def _ssdlite_units(
+    model: nn.Module, prefix: str, taps: Mapping[str, Unit], units: dict[str, Unit]
+) -> None:
     for index, tap in enumerate(model.taps):
         taps[tap].members += _prediction_members(prefix, index)
     previous = taps[model.taps[-1]]
     for k in range(len(model.extra)):
         e = f"{prefix}extra.{k}"
         previous.members.append((f"{e}.0.0", "in"))
-        _space(units, f"{e}.mid", "head", *_conv_block(f"{e}.0"), (f"{e}.1.0", "depthwise"), (f"{e}.1.1", "norm"),
-               (f"{e}.2.0", "in"))
-        previous = _space(units, e, "head", *_conv_block(f"{e}.2"), *_prediction_members(prefix, k + 2))
+        _space(
+            units,
+            f"{e}.mid",
+            "head",
+            *_conv_block(f"{e}.0"),
+            (f"{e}.1.0", "depthwise"),
+            (f"{e}.1.1", "norm"),
+            (f"{e}.2.0", "in"),
+        )
+        previous = _space(
+            units, e, "head", *_conv_block(f"{e}.2"), *_prediction_members(prefix, k + 2)
+        )
 
 
 def width_units(model: nn.Module) -> dict[str, Unit]:
@@ -151,8 +197,10 @@ def width_units(model: nn.Module) -> dict[str, Unit]:
         _ssdlite_units(model.det, "det.", taps, units)
         _lraspp_units("seg.", taps[model.low_tap], taps[model.high_tap], units)
     else:
-        raise ConfigError(f"channel widths can be changed on LR-ASPP, SSDLite and multi-task models, "
-                          f"not on a {type(model).__name__}")
+        raise ConfigError(
+            f"channel widths can be changed on LR-ASPP, SSDLite and multi-task models, "
+            f"not on a {type(model).__name__}"
+        )
     for unit in units.values():
         unit.width = _width(model.get_submodule(unit.members[0][0]), unit.members[0][1])
     return units
@@ -228,7 +276,9 @@ def _apply(model: nn.Module, unit: Unit, keep: Tensor) -> None:
         _cut(model.get_submodule(path), role, keep)
 
 
-def shrink_(model: nn.Module, name: str, keep: Tensor | int, *, importance: str = "l2") -> nn.Module:
+def shrink_(
+    model: nn.Module, name: str, keep: Tensor | int, *, importance: str = "l2"
+) -> nn.Module:
     """Keep the channels ``keep`` (sorted indices, or a count: that many of the most important by
     ``importance``) of unit ``name`` of ``model``, in place; its squeeze-excitation follows, keeping
     its most important squeeze channels (weight L2 norm). Returns ``model``."""
@@ -246,7 +296,11 @@ def shrink_(model: nn.Module, name: str, keep: Tensor | int, *, importance: str 
         squeeze = units[unit.squeeze]
         width = min(squeeze.width, make_divisible(len(keep) // 4, 8))
         if width < squeeze.width:
-            _apply(model, squeeze, top_channels(channel_importance(model, squeeze, "l2"), width).sort().values)
+            _apply(
+                model,
+                squeeze,
+                top_channels(channel_importance(model, squeeze, "l2"), width).sort().values,
+            )
     _refresh_feature_info(model)
     return model
 
@@ -258,7 +312,9 @@ def set_widths_(model: nn.Module, widths: Mapping[str, int]) -> nn.Module:
     for name, width in widths.items():
         unit = _unit(units, name, key="model.widths")
         if not isinstance(width, int) or not 0 < width <= unit.width:
-            raise ConfigError(f"model.widths[{name!r}] = {width!r}: a width from 1 to {unit.width} is needed")
+            raise ConfigError(
+                f"model.widths[{name!r}] = {width!r}: a width from 1 to {unit.width} is needed"
+            )
         if width < unit.width:
             _apply(model, unit, torch.arange(width))
     _refresh_feature_info(model)
@@ -267,8 +323,10 @@ def set_widths_(model: nn.Module, widths: Mapping[str, int]) -> nn.Module:
 
 def _unit(units: Mapping[str, Unit], name: str, key: str = "unit") -> Unit:
     if name not in units:
-        raise ConfigError(f"{key} {name!r}: this model has no such channel width{did_you_mean(name, units)}; "
-                          f"its widths are {', '.join(units)}")
+        raise ConfigError(
+            f"{key} {name!r}: this model has no such channel width{did_you_mean(name, units)}; "
+            f"its widths are {', '.join(units)}"
+        )
     return units[name]
 
 
@@ -290,7 +348,10 @@ def channel_importance(model: nn.Module, unit: Unit, method: str = "l2") -> Tens
             if method == "bn":
                 score += module.weight.detach().abs().double().cpu()
             else:
-                score += module.weight.detach().double().cpu() ** 2 + module.bias.detach().double().cpu() ** 2
+                score += (
+                    module.weight.detach().double().cpu() ** 2
+                    + module.bias.detach().double().cpu() ** 2
+                )
         elif role in ("out", "depthwise") and method == "l2":
             score += module.weight.detach().double().cpu().flatten(1).pow(2).sum(1)
             if module.bias is not None:

@@ -29,12 +29,30 @@ from .proposals import Batches, fine_tune, first_images, quick_metric, table_pro
 
 __all__ = ["compare_importance", "summarize"]
 
-FIELDS = ("unit", "kind", "width", "new_width", "latency_ms", "importance", "metric_cut", "metric_tuned")
+FIELDS = (
+    "unit",
+    "kind",
+    "width",
+    "new_width",
+    "latency_ms",
+    "importance",
+    "metric_cut",
+    "metric_tuned",
+)
 
 
-def compare_importance(model: nn.Module, task, cfg: Config, table, run_dir: Path, device: torch.device, *,
-                       calibration=None, progress: bool = True,
-                       log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+def compare_importance(
+    model: nn.Module,
+    task,
+    cfg: Config,
+    table,
+    run_dir: Path,
+    device: torch.device,
+    *,
+    calibration=None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
     """Cut every unit of ``cfg.netadapt.kinds`` to the first iteration's proposed width, keeping
     its channels by each criterion of :data:`IMPORTANCE`; write ``importance.csv`` in ``run_dir``
     and return its rows."""
@@ -49,23 +67,44 @@ def compare_importance(model: nn.Module, task, cfg: Config, table, run_dir: Path
     units = [u for u in width_units(model).values() if u.kind in n.kinds and u.width > 8]
     step, proposals = n.step, []
     while not proposals and step >= 0.01:  # as the search: where no unit cuts `step`, ask for less
-        proposals = [(unit, width, latency) for unit, width, _, latency in table_proposals(
-            model, units, table, current - step * current, n.importance, progress=progress)]
+        proposals = [
+            (unit, width, latency)
+            for unit, width, _, latency in table_proposals(
+                model, units, table, current - step * current, n.importance, progress=progress
+            )
+        ]
         step /= 2
     shared = Batches(task, cfg, seed=cfg.train.seed).take(n.short_iters)
     rows = []
-    for unit, width, latency in tqdm(proposals, desc="importance study", leave=False, disable=not progress,
-                                     dynamic_ncols=True):
+    for unit, width, latency in tqdm(
+        proposals, desc="importance study", leave=False, disable=not progress, dynamic_ncols=True
+    ):
         for method in IMPORTANCE:
             candidate = shrink_(copy.deepcopy(model), unit.name, width, importance=method)
-            cut = quick_metric(copy.deepcopy(candidate), task, quick, device)  # evaluation may mark tensors
-            tuned = quick_metric(fine_tune(candidate, task, cfg, shared, device), task, quick, device)
-            rows.append({"unit": unit.name, "kind": unit.kind, "width": unit.width, "new_width": width,
-                         "latency_ms": latency, "importance": method, "metric_cut": cut, "metric_tuned": tuned})
+            cut = quick_metric(
+                copy.deepcopy(candidate), task, quick, device
+            )  # evaluation may mark tensors
+            tuned = quick_metric(
+                fine_tune(candidate, task, cfg, shared, device), task, quick, device
+            )
+            rows.append(
+                {
+                    "unit": unit.name,
+                    "kind": unit.kind,
+                    "width": unit.width,
+                    "new_width": width,
+                    "latency_ms": latency,
+                    "importance": method,
+                    "metric_cut": cut,
+                    "metric_tuned": tuned,
+                }
+            )
     with atomic_write(run_dir / "importance.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=FIELDS)
         writer.writeheader()
-        writer.writerows({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in r.items()} for r in rows)
+        writer.writerows(
+            {k: f"{v:.6g}" if isinstance(v, float) else v for k, v in r.items()} for r in rows
+        )
     log(summarize(rows, task.metric, current, base))
     return rows
 
@@ -77,17 +116,26 @@ def summarize(rows: list[dict[str, Any]], metric: str, current_ms: float, base: 
     by_unit: dict[str, dict[str, dict[str, Any]]] = {}
     for r in rows:
         by_unit.setdefault(r["unit"], {})[r["importance"]] = r
-    lines = [f"importance on {len(by_unit)} proposals ({metric} {base:.4f} before; kept = the proposal the "
-             f"search would keep):",
-             f"  {'importance':10s} {'mean after cut':>15s} {'mean tuned':>11s} {'wins':>5s} {'kept':>11s}"]
+    lines = [
+        f"importance on {len(by_unit)} proposals ({metric} {base:.4f} before; kept = the proposal the "
+        f"search would keep):",
+        f"  {'importance':10s} {'mean after cut':>15s} {'mean tuned':>11s} {'wins':>5s} {'kept':>11s}",
+    ]
     for method in IMPORTANCE:
         mine = [u[method] for u in by_unit.values() if method in u]
         if not mine:
             continue
-        wins = sum(1 for u in by_unit.values()
-                   if all(u[method]["metric_tuned"] > u[o]["metric_tuned"] for o in u if o != method))
-        best = max(mine, key=lambda r: (r["metric_tuned"] - base) / max(current_ms - r["latency_ms"], 1e-6))
-        lines.append(f"  {method:10s} {statistics.fmean(r['metric_cut'] for r in mine):15.4f} "
-                     f"{statistics.fmean(r['metric_tuned'] for r in mine):11.4f} {wins:5d} "
-                     f"{best['metric_tuned']:11.4f}")
+        wins = sum(
+            1
+            for u in by_unit.values()
+            if all(u[method]["metric_tuned"] > u[o]["metric_tuned"] for o in u if o != method)
+        )
+        best = max(
+            mine, key=lambda r: (r["metric_tuned"] - base) / max(current_ms - r["latency_ms"], 1e-6)
+        )
+        lines.append(
+            f"  {method:10s} {statistics.fmean(r['metric_cut'] for r in mine):15.4f} "
+            f"{statistics.fmean(r['metric_tuned'] for r in mine):11.4f} {wins:5d} "
+            f"{best['metric_tuned']:11.4f}"
+        )
     return "\n".join(lines)

@@ -73,8 +73,11 @@ __all__ = ["ROUTES", "LatencyTable", "check_route", "default_cache_dir", "model_
 
 ROUTES: tuple[str, ...] = ("torch", "onnxruntime", "onnxruntime-int8", "openvino")
 #: Packages each route needs, with the extra of densemnv3 that installs them.
-_NEEDS = {"torch": (), "onnxruntime": (("onnxruntime", "export"), ("onnx", "export"), ("onnxscript", "export")),
-          "openvino": (("openvino", "openvino"), ("onnx", "export"), ("onnxscript", "export"))}
+_NEEDS = {
+    "torch": (),
+    "onnxruntime": (("onnxruntime", "export"), ("onnx", "export"), ("onnxscript", "export")),
+    "openvino": (("openvino", "openvino"), ("onnx", "export"), ("onnxscript", "export")),
+}
 _NEEDS["onnxruntime-int8"] = _NEEDS["onnxruntime"]
 #: Seconds of timed runs per layer (at least LAYER_RUNS runs) and per whole model (MODEL_RUNS),
 #: after WARMUP runs and WARMUP_SECONDS.
@@ -94,17 +97,23 @@ _FORMAT = 1
 def check_route(route: str) -> None:
     """A one-line :class:`UserError` for an unknown route, or one whose package is missing."""
     if route not in ROUTES:
-        raise UserError(f"unknown latency route {route!r}{did_you_mean(route, ROUTES)}; "
-                        f"choose one of {', '.join(ROUTES)}")
+        raise UserError(
+            f"unknown latency route {route!r}{did_you_mean(route, ROUTES)}; "
+            f"choose one of {', '.join(ROUTES)}"
+        )
     for package, extra in _NEEDS[route]:
         if importlib.util.find_spec(package) is None:
-            raise UserError(f"the latency route {route!r} needs the {package!r} package, which is not "
-                            f"installed: pip install densemnv3[{extra}]")
+            raise UserError(
+                f"the latency route {route!r} needs the {package!r} package, which is not "
+                f"installed: pip install densemnv3[{extra}]"
+            )
 
 
 def default_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/densemnv3/latency`` (default ``~/.cache/densemnv3/latency``)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "densemnv3" / "latency"
+    return (
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "densemnv3" / "latency"
+    )
 
 
 @functools.cache
@@ -133,10 +142,22 @@ class LatencyTable:
     timed.
     """
 
-    def __init__(self, route: str, *, threads: int, size: tuple[int, int],
-                 cache_dir: str | os.PathLike | None = None, progress: bool = True) -> None:
+    def __init__(
+        self,
+        route: str,
+        *,
+        threads: int,
+        size: tuple[int, int],
+        cache_dir: str | os.PathLike | None = None,
+        progress: bool = True,
+    ) -> None:
         check_route(route)
-        self.route, self.threads, self.size, self.progress = route, int(threads), tuple(size), progress
+        self.route, self.threads, self.size, self.progress = (
+            route,
+            int(threads),
+            tuple(size),
+            progress,
+        )
         self.runtime = _runtime(route)
         name = f"{route}_{self.runtime}_{self.threads}t_{self.size[0]}x{self.size[1]}_{cpu_model()}"
         folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -166,20 +187,24 @@ class LatencyTable:
         with self._threads():
             return median_ms(self._model_runner(model, calibration), MODEL_SECONDS, MODEL_RUNS)
 
-    def runner(self, model: nn.Module,
-               calibration: Sequence[Tensor] | None = None) -> Callable[[], Any]:
+    def runner(
+        self, model: nn.Module, calibration: Sequence[Tensor] | None = None
+    ) -> Callable[[], Any]:
         """A call that runs ``model`` once on the route (its file exported now), for
         :meth:`side_by_side`; ``calibration`` as in :meth:`measure`."""
         return self._model_runner(model, calibration)
 
-    def side_by_side(self, runners: dict[str, Callable[[], Any]],
-                     rounds: int = SIDE_ROUNDS) -> SideBySide:
+    def side_by_side(
+        self, runners: dict[str, Callable[[], Any]], rounds: int = SIDE_ROUNDS
+    ) -> SideBySide:
         """``runners`` (name -> :meth:`runner`) timed in turn, ``rounds`` rounds: what decides
         whether one model is faster than another on a machine whose load drifts."""
         with self._threads():
             return SideBySide(interleaved_ms(runners, rounds, BLOCK_SECONDS, BLOCK_CALLS))
 
-    def calibrate(self, model: nn.Module, calibration: Sequence[Tensor] | None = None) -> tuple[float, float]:
+    def calibrate(
+        self, model: nn.Module, calibration: Sequence[Tensor] | None = None
+    ) -> tuple[float, float]:
         """Measure the original ``model`` and set :attr:`glue_ms` to what its layers leave out
         (stored in the table); returns ``(predicted, measured)`` ms, equal from now on."""
         layers_ms = self._layers_ms(model)
@@ -194,8 +219,14 @@ class LatencyTable:
         if len(new) > 1:
             from tqdm import tqdm
 
-            for layer in tqdm(new, desc=f"latency table ({self.route})", unit="layer", leave=False,
-                              disable=None if self.progress else True, dynamic_ncols=True):
+            for layer in tqdm(
+                new,
+                desc=f"latency table ({self.route})",
+                unit="layer",
+                leave=False,
+                disable=None if self.progress else True,
+                dynamic_ncols=True,
+            ):
                 self.layer_ms(layer)
         return sum(self.layer_ms(layer) for layer in layers)
 
@@ -210,8 +241,14 @@ class LatencyTable:
     def _write(self, update: dict[str, Any]) -> None:
         """Merge ``update`` into the file (re-read first: another process may have added layers),
         written atomically."""
-        data = self._read() or {"format": _FORMAT, "route": self.route, "runtime": self.runtime,
-                                "threads": self.threads, "size": list(self.size), "cpu": cpu_model()}
+        data = self._read() or {
+            "format": _FORMAT,
+            "route": self.route,
+            "runtime": self.runtime,
+            "threads": self.threads,
+            "size": list(self.size),
+            "cpu": cpu_model(),
+        }
         data.setdefault("layers", {}).update(update.get("layers", {}))
         if "glue" in update:
             data["glue"] = update["glue"]
@@ -228,13 +265,18 @@ class LatencyTable:
         with self._threads():
             if self.route == "torch":
                 module = prepare_for_inference(torch_module(layer), channels_last=True)
-                return median_ms(torch_call(module, x.contiguous(memory_format=torch.channels_last)),
-                                 LAYER_SECONDS, LAYER_RUNS)
+                return median_ms(
+                    torch_call(module, x.contiguous(memory_format=torch.channels_last)),
+                    LAYER_SECONDS,
+                    LAYER_RUNS,
+                )
             with tempfile.TemporaryDirectory(prefix="densemnv3-latency-") as tmp:
                 path = self._layer_file(layer, Path(tmp), x)
                 if self.route in PROFILED:
                     runtime = "openvino" if self.route == "openvino" else "onnxruntime"
-                    return profiled_ms(runtime, path, x.numpy(), self.threads, LAYER_SECONDS, LAYER_RUNS)
+                    return profiled_ms(
+                        runtime, path, x.numpy(), self.threads, LAYER_SECONDS, LAYER_RUNS
+                    )
                 engine = self._engine(path)
             return median_ms(functools.partial(engine.run, x.numpy()), LAYER_SECONDS, LAYER_RUNS)
 
@@ -258,12 +300,16 @@ class LatencyTable:
         engine = OpenVINOEngine if self.route == "openvino" else OnnxRuntimeEngine
         return engine(path, self.threads, "int8" if self.route == "onnxruntime-int8" else "fp32")
 
-    def _model_runner(self, model: nn.Module, calibration: Sequence[Tensor] | None) -> Callable[[], Any]:
+    def _model_runner(
+        self, model: nn.Module, calibration: Sequence[Tensor] | None
+    ) -> Callable[[], Any]:
         """A call that runs ``model`` once on the route (its file exported now)."""
         model = copy.deepcopy(model).cpu().eval()
         x = torch.randn(1, 3, *self.size, generator=torch.Generator().manual_seed(0))
         if self.route == "torch":
-            net, _ = exportable(prepare_for_inference(model, fuse_bn=True, channels_last=True), outputs="raw")
+            net, _ = exportable(
+                prepare_for_inference(model, fuse_bn=True, channels_last=True), outputs="raw"
+            )
             return torch_call(net, x.contiguous(memory_format=torch.channels_last))
         with tempfile.TemporaryDirectory(prefix="densemnv3-latency-") as tmp:
             path = Path(tmp) / "model.onnx"
@@ -281,8 +327,9 @@ class LatencyTable:
         return functools.partial(engine.run, x.numpy())
 
 
-def _quantized_file(model: nn.Module, path: Path, size: tuple[int, int], images: list[Tensor],
-                    progress: bool) -> None:
+def _quantized_file(
+    model: nn.Module, path: Path, size: tuple[int, int], images: list[Tensor], progress: bool
+) -> None:
     """``model`` as tools/quantize.py writes its int8 file. Where its percentile calibration
     fails on ``images`` (an activation constant over them: random images on an untrained model),
     the graph is calibrated by min/max instead: the same nodes, so the same speed."""
@@ -295,11 +342,15 @@ def _quantized_file(model: nn.Module, path: Path, size: tuple[int, int], images:
     except UserError:
         import onnx
 
-        feeds = [{"images": (image if image.dim() == 4 else image[None]).numpy()} for image in images]
+        feeds = [
+            {"images": (image if image.dim() == 4 else image[None]).numpy()} for image in images
+        ]
         _quantize_minmax(prepared, path, feeds, float_nodes(onnx.load(str(prepared))))
 
 
-def _quantize_minmax(source: Path, target: Path, feeds: Sequence[dict], keep_float: Sequence[str]) -> None:
+def _quantize_minmax(
+    source: Path, target: Path, feeds: Sequence[dict], keep_float: Sequence[str]
+) -> None:
     """Quantize the fp32 graph at ``source`` to ``target`` with tools/quantize.py's settings (QDQ,
     int8 weights per channel, uint8 activations; the ``keep_float`` nodes left in float), the
     ranges min/max over ``feeds`` (input name -> array): the nodes its percentile ranges give,
@@ -321,9 +372,17 @@ def _quantize_minmax(source: Path, target: Path, feeds: Sequence[dict], keep_flo
     onnxruntime.set_default_logger_severity(3)
     try:
         with quiet():
-            quantize_static(str(source), str(target), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=list(keep_float))
+            quantize_static(
+                str(source),
+                str(target),
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+                nodes_to_exclude=list(keep_float),
+            )
     finally:
         root.setLevel(level)
         onnxruntime.set_default_logger_severity(2)

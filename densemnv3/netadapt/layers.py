@@ -46,12 +46,26 @@ from densemnv3.models.heads.lraspp import LRASPPHead
 from densemnv3.models.heads.ssdlite import SSDLiteHead
 from densemnv3.models.resize import resize_bilinear
 
-__all__ = ["FLOAT_PREFIX", "Chain", "Conv", "LRASPPBranch", "Layer", "SqueezeExcite", "model_layers",
-           "onnx_model", "torch_module"]
+__all__ = [
+    "FLOAT_PREFIX",
+    "Chain",
+    "Conv",
+    "LRASPPBranch",
+    "Layer",
+    "SqueezeExcite",
+    "model_layers",
+    "onnx_model",
+    "torch_module",
+]
 
 #: The activations a :class:`Conv` may end in, by module class.
-ACTIVATIONS: dict[type[nn.Module], str] = {nn.ReLU: "relu", nn.ReLU6: "relu6", nn.Hardswish: "hardswish",
-                                           nn.Hardsigmoid: "hardsigmoid", nn.Sigmoid: "sigmoid"}
+ACTIVATIONS: dict[type[nn.Module], str] = {
+    nn.ReLU: "relu",
+    nn.ReLU6: "relu6",
+    nn.Hardswish: "hardswish",
+    nn.Hardsigmoid: "hardsigmoid",
+    nn.Sigmoid: "sigmoid",
+}
 _MODULES = {name: cls for cls, name in ACTIVATIONS.items()}
 #: Modules that compute nothing once BatchNorm is folded into the conv before them.
 _FOLDED = (nn.BatchNorm2d, FrozenBatchNorm2d, nn.Identity, nn.Dropout)
@@ -119,8 +133,13 @@ Layer = Chain | LRASPPBranch
 def model_layers(model: nn.Module, size: tuple[int, int]) -> list[Layer]:
     """The width-dependent layers of ``model`` for one ``(1, 3, *size)`` input, in the order they
     run (a layer that runs twice is listed twice). ``model`` is not changed."""
-    run = model.network if isinstance(model, LRASPPSSDLite) else \
-        model.predict_raw if isinstance(model, SSDLite) else model
+    run = (
+        model.network
+        if isinstance(model, LRASPPSSDLite)
+        else model.predict_raw
+        if isinstance(model, SSDLite)
+        else model
+    )
     floats = _classifier_convs(model)
     events: list[tuple[str, list[Layer]]] = []
 
@@ -129,10 +148,13 @@ def model_layers(model: nn.Module, size: tuple[int, int]) -> list[Layer]:
         if found:
             events.append((name, found))
 
-    handles = [module.register_forward_pre_hook(lambda m, args, name=name: record(name, m, args))
-               for name, module in model.named_modules()
-               if isinstance(module, (LRASPPHead, InvertedResidual, nn.Sequential, nn.Conv2d,
-                                      SqueezeExcitation))]
+    handles = [
+        module.register_forward_pre_hook(lambda m, args, name=name: record(name, m, args))
+        for name, module in model.named_modules()
+        if isinstance(
+            module, (LRASPPHead, InvertedResidual, nn.Sequential, nn.Conv2d, SqueezeExcitation)
+        )
+    ]
     modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
@@ -144,8 +166,12 @@ def model_layers(model: nn.Module, size: tuple[int, int]) -> list[Layer]:
         for module, training in modes:
             module.training = training
     units = {name for name, _ in events}
-    return [layer for name, found in events
-            if not any(name.startswith(f"{other}.") for other in units) for layer in found]
+    return [
+        layer
+        for name, found in events
+        if not any(name.startswith(f"{other}.") for other in units)
+        for layer in found
+    ]
 
 
 def _classifier_convs(model: nn.Module) -> set[nn.Module]:
@@ -165,8 +191,9 @@ def _unit(module: nn.Module, shapes: list[tuple], floats: set[nn.Module]) -> lis
         if module.pool != "global":
             return None  # the paper's pool: its convs are found one by one
         low, high = shapes
-        branch = LRASPPBranch(high, module.cbr[0].out_channels, module.high_classifier.out_channels,
-                              low[1:])
+        branch = LRASPPBranch(
+            high, module.cbr[0].out_channels, module.high_classifier.out_channels, low[1:]
+        )
         return [branch, Chain(low, _ops(module.low_classifier, floats))]
     ops = _ops(module.block if isinstance(module, InvertedResidual) else module, floats)
     if not ops or not shapes:
@@ -203,10 +230,24 @@ def _ops(module: nn.Module, floats: set[nn.Module]) -> tuple[Op, ...] | None:
 
 def _conv(conv: nn.Conv2d, keep_float: bool) -> tuple[Conv] | None:
     sides = (conv.kernel_size, conv.stride, conv.padding, conv.dilation)
-    if conv.padding_mode != "zeros" or isinstance(conv.padding, str) or any(s[0] != s[1] for s in sides):
+    if (
+        conv.padding_mode != "zeros"
+        or isinstance(conv.padding, str)
+        or any(s[0] != s[1] for s in sides)
+    ):
         return None  # not a square conv: its time stays in the glue
-    return (Conv(conv.in_channels, conv.out_channels, conv.kernel_size[0], conv.stride[0], conv.padding[0],
-                 conv.dilation[0], conv.groups, keep_float=keep_float),)
+    return (
+        Conv(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size[0],
+            conv.stride[0],
+            conv.padding[0],
+            conv.dilation[0],
+            conv.groups,
+            keep_float=keep_float,
+        ),
+    )
 
 
 # --------------------------------------------------------------------------- building one layer
@@ -227,7 +268,9 @@ class _BranchModule(nn.Module):
         super().__init__()
         channels, inter = layer.shape[0], layer.inter_channels
         self.cbr = nn.Sequential(nn.Conv2d(channels, inter, 1), nn.ReLU(inplace=True))
-        self.scale = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels, inter, 1), nn.Sigmoid())
+        self.scale = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels, inter, 1), nn.Sigmoid()
+        )
         self.high_classifier = nn.Conv2d(inter, layer.num_classes, 1)
         self.out_size = layer.out_size
 
@@ -239,7 +282,9 @@ class _BranchModule(nn.Module):
 def _op_module(op: Op) -> nn.Module:
     if isinstance(op, SqueezeExcite):
         return SqueezeExcitation(op.channels, op.squeeze, scale_activation=_MODULES[op.gate])
-    conv = nn.Conv2d(op.in_channels, op.out_channels, op.kernel, op.stride, op.padding, op.dilation, op.groups)
+    conv = nn.Conv2d(
+        op.in_channels, op.out_channels, op.kernel, op.stride, op.padding, op.dilation, op.groups
+    )
     return nn.Sequential(conv, _MODULES[op.act]()) if op.act != "none" else nn.Sequential(conv)
 
 
@@ -266,24 +311,46 @@ def onnx_model(layer: Layer, module: nn.Module | None = None) -> Any:
     module = module if module is not None else torch_module(layer)
     graph = _Graph()
     if isinstance(layer, LRASPPBranch):
-        gate = graph.act(graph.conv(graph.node("ReduceMean", "x", graph.const(np.array([2, 3])), keepdims=1),
-                                    module.scale[1]), "sigmoid")
+        gate = graph.act(
+            graph.conv(
+                graph.node("ReduceMean", "x", graph.const(np.array([2, 3])), keepdims=1),
+                module.scale[1],
+            ),
+            "sigmoid",
+        )
         branch = graph.act(graph.conv("x", module.cbr[0]), "relu")
         y = graph.conv(graph.node("Mul", branch, gate), module.high_classifier, keep_float=True)
         if layer.out_size != layer.shape[1:]:
-            y = graph.node("Resize", y, "", "", graph.const(np.array([1, layer.num_classes, *layer.out_size])),
-                           mode="linear", coordinate_transformation_mode="half_pixel", float_=True)
+            y = graph.node(
+                "Resize",
+                y,
+                "",
+                "",
+                graph.const(np.array([1, layer.num_classes, *layer.out_size])),
+                mode="linear",
+                coordinate_transformation_mode="half_pixel",
+                float_=True,
+            )
     else:
         y = "x"
         for op, part in zip(layer.ops, module):
-            y = graph.squeeze_excite(y, part) if isinstance(op, SqueezeExcite) else graph.conv_act(y, op, part)
+            y = (
+                graph.squeeze_excite(y, part)
+                if isinstance(op, SqueezeExcite)
+                else graph.conv_act(y, op, part)
+            )
         if layer.residual:
             y = graph.node("Add", y, "x")
     graph.nodes[-1].output[0] = "y"
     shape = [1, *layer.shape]
     out = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
-    proto = helper.make_graph(graph.nodes, "layer", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-                              [out], graph.initializers)
+    proto = helper.make_graph(
+        graph.nodes,
+        "layer",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [out],
+        graph.initializers,
+    )
     return helper.make_model(proto, opset_imports=[helper.make_opsetid("", OPSET)])
 
 
@@ -311,25 +378,39 @@ class _Graph:
 
     def conv(self, x: str, conv: nn.Conv2d, keep_float: bool = False) -> str:
         bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
-        return self.node("Conv", x, self.const(conv.weight.numpy()), self.const(bias.numpy()),
-                         kernel_shape=list(conv.kernel_size), strides=list(conv.stride),
-                         pads=[*conv.padding, *conv.padding], dilations=list(conv.dilation), group=conv.groups,
-                         float_=keep_float)
+        return self.node(
+            "Conv",
+            x,
+            self.const(conv.weight.numpy()),
+            self.const(bias.numpy()),
+            kernel_shape=list(conv.kernel_size),
+            strides=list(conv.stride),
+            pads=[*conv.padding, *conv.padding],
+            dilations=list(conv.dilation),
+            group=conv.groups,
+            float_=keep_float,
+        )
 
     def act(self, x: str, act: str, float_: bool = False) -> str:
         if act == "none":
             return x
         if act == "relu6":
-            return self.node("Clip", x, self.const(np.array(0.0)), self.const(np.array(6.0)), float_=float_)
+            return self.node(
+                "Clip", x, self.const(np.array(0.0)), self.const(np.array(6.0)), float_=float_
+            )
         if act == "hardsigmoid":
             return self.node("HardSigmoid", x, alpha=1 / 6, beta=0.5, float_=float_)
-        return self.node({"relu": "Relu", "hardswish": "HardSwish", "sigmoid": "Sigmoid"}[act], x, float_=float_)
+        return self.node(
+            {"relu": "Relu", "hardswish": "HardSwish", "sigmoid": "Sigmoid"}[act], x, float_=float_
+        )
 
     def conv_act(self, x: str, op: Conv, part: nn.Sequential) -> str:
         return self.act(self.conv(x, part[0], op.keep_float), op.act, op.keep_float)
 
     def squeeze_excite(self, x: str, se: SqueezeExcitation) -> str:
         pooled = self.node("ReduceMean", x, self.const(np.array([2, 3])), keepdims=1)
-        gate = self.act(self.conv(self.act(self.conv(pooled, se.fc1), "relu"), se.fc2),
-                        ACTIVATIONS[type(se.scale_activation)])
+        gate = self.act(
+            self.conv(self.act(self.conv(pooled, se.fc1), "relu"), se.fc2),
+            ACTIVATIONS[type(se.scale_activation)],
+        )
         return self.node("Mul", x, gate)

@@ -61,8 +61,9 @@ class Judge:
     """Keeps the original and the current model ready to run on the table's route (their files
     exported once) and measures each candidate beside both."""
 
-    def __init__(self, table, original: nn.Module, calibration=None, *,
-                 current: nn.Module | None = None) -> None:
+    def __init__(
+        self, table, original: nn.Module, calibration=None, *, current: nn.Module | None = None
+    ) -> None:
         self.table, self.calibration = table, calibration
         self._original = table.runner(original, calibration)
         self._current = self._original if current is None else table.runner(current, calibration)
@@ -80,8 +81,12 @@ class Judge:
         if UNDECIDED[0] <= sum(r < 1 for r in ratios) / len(ratios) <= UNDECIDED[1]:
             times = times + self.table.side_by_side(runs)  # the rounds disagree: as many again
         step = times.ratio("candidate", replaced)
-        return Verdict(step=step, total=times.ratio("candidate", "original"),
-                       ms=times.ms("candidate"), runner=run)
+        return Verdict(
+            step=step,
+            total=times.ratio("candidate", "original"),
+            ms=times.ms("candidate"),
+            runner=run,
+        )
 
     def confirm(self) -> float:
         """The current model's time over the original's, from twice the rounds: what decides

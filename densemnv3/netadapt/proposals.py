@@ -19,8 +19,16 @@ from densemnv3.errors import UserError
 from densemnv3.models.backbones.base import FeatureBackbone
 from densemnv3.models.widths import shrink_, width_units
 
-__all__ = ["Batches", "Found", "cut_copy", "fine_tune", "first_images", "narrowest_proposals",
-           "quick_metric", "table_proposals"]
+__all__ = [
+    "Batches",
+    "Found",
+    "cut_copy",
+    "fine_tune",
+    "first_images",
+    "narrowest_proposals",
+    "quick_metric",
+    "table_proposals",
+]
 
 #: A proposal: (unit, new width, the cut model, its predicted latency in ms).
 Found = tuple[Any, int, nn.Module, float]
@@ -32,8 +40,14 @@ class Batches:
 
     def __init__(self, task, cfg: Config, seed: int) -> None:
         generator = torch.Generator().manual_seed(seed)
-        self.loader = DataLoader(task.train_dataset(), batch_size=cfg.data.batch_size, shuffle=True,
-                                 drop_last=True, collate_fn=task.collate, generator=generator)
+        self.loader = DataLoader(
+            task.train_dataset(),
+            batch_size=cfg.data.batch_size,
+            shuffle=True,
+            drop_last=True,
+            collate_fn=task.collate,
+            generator=generator,
+        )
         self._it = iter(())
 
     def take(self, n: int) -> list:
@@ -47,8 +61,9 @@ class Batches:
         return out
 
 
-def fine_tune(model: nn.Module, task, cfg: Config, batches: list,
-              device: torch.device) -> nn.Module:
+def fine_tune(
+    model: nn.Module, task, cfg: Config, batches: list, device: torch.device
+) -> nn.Module:
     """``len(batches)`` steps of ``cfg.optim`` at ``netadapt.lr_scale`` × its lr (constant)."""
     if not batches:
         return model
@@ -124,8 +139,14 @@ def _own(module: nn.Module) -> nn.Module:
     return twin
 
 
-def _largest_width(model: nn.Module, unit, now_ms: float, predict: Callable[[nn.Module], float],
-                   budget: float, importance: str) -> tuple[int, nn.Module, float] | None:
+def _largest_width(
+    model: nn.Module,
+    unit,
+    now_ms: float,
+    predict: Callable[[nn.Module], float],
+    budget: float,
+    importance: str,
+) -> tuple[int, nn.Module, float] | None:
     """The widest multiple of 8 below ``unit``'s width whose model ``predict``s at or under
     ``budget`` (``model`` itself: ``now_ms``), assuming latency grows with width; None if not
     even 8 does. A unit's latency is close to linear in its width: after 8, the width where the
@@ -162,8 +183,16 @@ def _largest_width(model: nn.Module, unit, now_ms: float, predict: Callable[[nn.
     return lo, copy.deepcopy(candidate), ms  # its own weights: the fine-tune changes them
 
 
-def table_proposals(model: nn.Module, units: list, table, budget_ms: float, importance: str, *,
-                    desc: str = "proposals", progress: bool = True) -> list[Found]:
+def table_proposals(
+    model: nn.Module,
+    units: list,
+    table,
+    budget_ms: float,
+    importance: str,
+    *,
+    desc: str = "proposals",
+    progress: bool = True,
+) -> list[Found]:
     """``(unit, width, cut model, predicted latency)`` for each of ``units`` that can be cut to a
     model the table predicts at or under ``budget_ms``: its widest such multiple of 8."""
     from tqdm import tqdm

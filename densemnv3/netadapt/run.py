@@ -44,8 +44,17 @@ def _params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def fine_tune_long(cfg: Config, weights: Path, widths: dict[str, int] | None, steps: int,
-                   work_dir: Path, device: str, *, resume: bool, progress: bool) -> Path:
+def fine_tune_long(
+    cfg: Config,
+    weights: Path,
+    widths: dict[str, int] | None,
+    steps: int,
+    work_dir: Path,
+    device: str,
+    *,
+    resume: bool,
+    progress: bool,
+) -> Path:
     """``steps`` of training (``optim`` at ``netadapt.lr_scale`` × its lr, the config's policy)
     from ``weights`` with ``widths``, as a training run in ``work_dir``; returns its ``best.pt``."""
     from densemnv3.engine.trainer import Trainer
@@ -61,8 +70,13 @@ def fine_tune_long(cfg: Config, weights: Path, widths: dict[str, int] | None, st
     tuned.train.checkpoint_interval = max(steps // 4, 1)
     tuned.work_dir = str(work_dir)
     last = work_dir / "last.pt"
-    trainer = Trainer(tuned, build_task(tuned), device=device,
-                      resume=last if resume and last.is_file() else None, progress=progress)
+    trainer = Trainer(
+        tuned,
+        build_task(tuned),
+        device=device,
+        resume=last if resume and last.is_file() else None,
+        progress=progress,
+    )
     trainer.fit()
     return _result_of(work_dir)
 
@@ -72,32 +86,65 @@ def _result_of(work_dir: Path) -> Path:
     return work_dir / "best.pt" if (work_dir / "best.pt").is_file() else work_dir / "last.pt"
 
 
-def run_netadapt(cfg: Config, model: nn.Module, task, table, run_dir: Path, device: str, *,
-                 resume: bool, calibration=None, progress: bool = True,
-                 log: Callable[[str], None] = print) -> Path:
+def run_netadapt(
+    cfg: Config,
+    model: nn.Module,
+    task,
+    table,
+    run_dir: Path,
+    device: str,
+    *,
+    resume: bool,
+    calibration=None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> Path:
     """The search (continued from ``search.pt`` with ``resume``) then the long fine-tune; returns
     the fine-tuned checkpoint."""
     state_path = run_dir / STATE_FILE
     state, current = None, None
     if state_path.is_file():
         if not resume:
-            raise UserError(f"{run_dir} holds a NetAdapt run ({STATE_FILE}); continue it with "
-                            f"--resume, or choose another --work-dir")
+            raise UserError(
+                f"{run_dir} holds a NetAdapt run ({STATE_FILE}); continue it with "
+                f"--resume, or choose another --work-dir"
+            )
         _, state = load_state(state_path)
         current = load_model(None, state_path).model
-        log(f"resuming {run_dir} after iteration {state.iteration} ({state.ratio:.2f}x the "
-            f"original, side by side)")
+        log(
+            f"resuming {run_dir} after iteration {state.iteration} ({state.ratio:.2f}x the "
+            f"original, side by side)"
+        )
     torch_device = torch.device(device)
     if state is None or not state.done:
-        model, state = search(model, task, cfg, table, run_dir, torch_device, state=state,
-                              current=current, calibration=calibration, log=log, progress=progress)
+        model, state = search(
+            model,
+            task,
+            cfg,
+            table,
+            run_dir,
+            torch_device,
+            state=state,
+            current=current,
+            calibration=calibration,
+            log=log,
+            progress=progress,
+        )
     write_csv(run_dir / "netadapt.csv", state.proposals)
     widths = load_model(None, state_path).cfg.model.widths
     if resume and _finished(run_dir / "finetune", cfg.netadapt.long_iters):
         return run_dir / "finetune" / "best.pt"
     log(f"long fine-tune: {cfg.netadapt.long_iters} steps in {run_dir / 'finetune'}")
-    return fine_tune_long(cfg, state_path, widths, cfg.netadapt.long_iters, run_dir / "finetune",
-                          device, resume=resume, progress=progress)
+    return fine_tune_long(
+        cfg,
+        state_path,
+        widths,
+        cfg.netadapt.long_iters,
+        run_dir / "finetune",
+        device,
+        resume=resume,
+        progress=progress,
+    )
 
 
 def _finished(work_dir: Path, steps: int) -> bool:
@@ -110,8 +157,11 @@ def _finished(work_dir: Path, steps: int) -> bool:
 
 def uniform_widths(model: nn.Module, factor: float, kinds) -> dict[str, int]:
     """Every unit of ``kinds`` at ``factor`` × its width, to a multiple of 8 (at least 8)."""
-    return {u.name: max(8, int(round(u.width * factor / 8)) * 8)
-            for u in width_units(model).values() if u.kind in kinds}
+    return {
+        u.name: max(8, int(round(u.width * factor / 8)) * 8)
+        for u in width_units(model).values()
+        if u.kind in kinds
+    }
 
 
 def _shrunk(model: nn.Module, widths: dict[str, int], importance: str) -> nn.Module:
@@ -134,9 +184,18 @@ def _uniform_factor(model: nn.Module, table, aim: float, kinds, importance: str)
     return lo
 
 
-def run_uniform(cfg: Config, model: nn.Module, table, run_dir: Path, device: str, *, resume: bool,
-                calibration=None, progress: bool = True,
-                log: Callable[[str], None] = print) -> Path:
+def run_uniform(
+    cfg: Config,
+    model: nn.Module,
+    table,
+    run_dir: Path,
+    device: str,
+    *,
+    resume: bool,
+    calibration=None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> Path:
     """The uniform baseline: ``model`` with every prunable width scaled by the one factor that
     reaches the NetAdapt result's latency, fine-tuned as many steps as the NetAdapt model had
     (its short fine-tunes and its long one); returns its checkpoint. The factor is chosen on the
@@ -145,8 +204,10 @@ def run_uniform(cfg: Config, model: nn.Module, table, run_dir: Path, device: str
     summary = _read_summary(run_dir)
     netadapt = next((r for r in summary.get("rows", []) if r["name"] == "NetAdapt"), None)
     if netadapt is None:
-        raise UserError(f"{run_dir}: no finished NetAdapt run to compare with; run "
-                        f"tools/netadapt.py without --uniform first")
+        raise UserError(
+            f"{run_dir}: no finished NetAdapt run to compare with; run "
+            f"tools/netadapt.py without --uniform first"
+        )
     steps = int(netadapt.get("steps", cfg.netadapt.long_iters))
     if resume and _finished(run_dir / "uniform", steps):
         return run_dir / "uniform" / "best.pt"
@@ -171,8 +232,10 @@ def run_uniform(cfg: Config, model: nn.Module, table, run_dir: Path, device: str
     under = [t for t in trials if t[2] <= SLACK]
     best = max(under, key=lambda t: t[0]) if under else min(trials, key=lambda t: t[2])
     chosen, candidate, ratio = best
-    log(f"uniform: every width x{chosen:.3f} -> {ratio:.3f}x the NetAdapt model's time, side by "
-        f"side")
+    log(
+        f"uniform: every width x{chosen:.3f} -> {ratio:.3f}x the NetAdapt model's time, side by "
+        f"side"
+    )
     start = run_dir / "uniform_start.pt"
     from densemnv3.engine.checkpoint import atomic_save
 
@@ -180,12 +243,24 @@ def run_uniform(cfg: Config, model: nn.Module, table, run_dir: Path, device: str
     before = widths_of(model)
     shrunk_cfg.model.widths = {k: v for k, v in widths_of(candidate).items() if v != before[k]}
     shrunk_cfg.model.weights = shrunk_cfg.model.backbone_weights = None
-    atomic_save({"model": candidate.state_dict(), "config": asdict(shrunk_cfg),
-                 "arch": cfg.model.name}, start)
-    log(f"uniform fine-tune: {steps} steps (as many as the NetAdapt model had) in "
-        f"{run_dir / 'uniform'}")
-    return fine_tune_long(cfg, start, shrunk_cfg.model.widths, steps, run_dir / "uniform", device,
-                          resume=resume, progress=progress)
+    atomic_save(
+        {"model": candidate.state_dict(), "config": asdict(shrunk_cfg), "arch": cfg.model.name},
+        start,
+    )
+    log(
+        f"uniform fine-tune: {steps} steps (as many as the NetAdapt model had) in "
+        f"{run_dir / 'uniform'}"
+    )
+    return fine_tune_long(
+        cfg,
+        start,
+        shrunk_cfg.model.widths,
+        steps,
+        run_dir / "uniform",
+        device,
+        resume=resume,
+        progress=progress,
+    )
 
 
 def _read_summary(run_dir: Path) -> dict[str, Any]:
@@ -193,9 +268,19 @@ def _read_summary(run_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def finish(cfg: Config, original: nn.Module, results: dict[str, Path], task, table, run_dir: Path,
-           device: str, *, calibration=None, rounds: int = SIDE_ROUNDS,
-           log: Callable[[str], None] = print) -> dict[str, Any]:
+def finish(
+    cfg: Config,
+    original: nn.Module,
+    results: dict[str, Path],
+    task,
+    table,
+    run_dir: Path,
+    device: str,
+    *,
+    calibration=None,
+    rounds: int = SIDE_ROUNDS,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Evaluate every model on the whole validation split and time them side by side (``rounds``
     rounds: each model's median ms, and its ratio to the original's taken round by round); write
     ``summary.json``, ``netadapt.csv``, ``pareto.png``; print and return the table."""
@@ -213,21 +298,44 @@ def finish(cfg: Config, original: nn.Module, results: dict[str, Path], task, tab
     rows = []
     for name, model in models.items():
         scores = task.evaluate(model.to(device), val, torch.device(device), progress=False)
-        rows.append({"name": name, "latency_ms": times.ms(name),
-                     "ratio": times.ratio(name, "original"), "metric": float(scores[task.metric]),
-                     "params": _params(model), "steps": steps.get(name, 0)})
+        rows.append(
+            {
+                "name": name,
+                "latency_ms": times.ms(name),
+                "ratio": times.ratio(name, "original"),
+                "metric": float(scores[task.metric]),
+                "params": _params(model),
+                "steps": steps.get(name, 0),
+            }
+        )
         model.cpu()
-    table_text = format_table(rows, task.metric, f"{table.route}, {table.size[0]}x{table.size[1]}, "
-                                                 f"{table.threads} threads")
-    summary = {"route": table.route, "size": list(table.size), "threads": table.threads,
-               "rows": rows, "metric": task.metric, "target": cfg.netadapt.target,
-               "search_seconds": state.seconds, "iterations": state.iteration}
+    table_text = format_table(
+        rows,
+        task.metric,
+        f"{table.route}, {table.size[0]}x{table.size[1]}, {table.threads} threads",
+    )
+    summary = {
+        "route": table.route,
+        "size": list(table.size),
+        "threads": table.threads,
+        "rows": rows,
+        "metric": task.metric,
+        "target": cfg.netadapt.target,
+        "search_seconds": state.seconds,
+        "iterations": state.iteration,
+    }
     write_text(run_dir / SUMMARY, json.dumps(summary, indent=2))
     write_csv(run_dir / "netadapt.csv", state.proposals)
     plot = asdict(state) | {"target": cfg.netadapt.target}
-    plot_pareto(run_dir / "pareto.png", plot, task.metric,
-                {r["name"]: (state.original_ms * r["ratio"], r["metric"]) for r in rows
-                 if not math.isnan(r["metric"])})
+    plot_pareto(
+        run_dir / "pareto.png",
+        plot,
+        task.metric,
+        {
+            r["name"]: (state.original_ms * r["ratio"], r["metric"])
+            for r in rows
+            if not math.isnan(r["metric"])
+        },
+    )
     log(table_text)
     return summary
-

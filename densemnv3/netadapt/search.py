@@ -107,10 +107,20 @@ class SearchState:
     stopped: str = ""  # why the search stopped short of the target
 
 
-def search(model: nn.Module, task, cfg: Config, table, run_dir: Path, device: torch.device, *,
-           state: SearchState | None = None, current: nn.Module | None = None, calibration=None,
-           log: Callable[[str], None] = print,
-           progress: bool = True) -> tuple[nn.Module, SearchState]:
+def search(
+    model: nn.Module,
+    task,
+    cfg: Config,
+    table,
+    run_dir: Path,
+    device: torch.device,
+    *,
+    state: SearchState | None = None,
+    current: nn.Module | None = None,
+    calibration=None,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+) -> tuple[nn.Module, SearchState]:
     """Run the search on the original ``model`` (or continue it from ``state`` and ``current``,
     the model saved with it) until the kept model runs at most ``cfg.netadapt.target`` × the
     original's time, side by side."""
@@ -120,13 +130,19 @@ def search(model: nn.Module, task, cfg: Config, table, run_dir: Path, device: to
     original = model.to(device).eval()
     if state is None:
         predicted, measured = table.calibrate(original, calibration)
-        state = SearchState(original_ms=measured, glue_ms=table.glue_ms, latency_ms=measured,
-                            original_metric=quick_metric(original, task, quick, device),
-                            predicted_ms=predicted)
+        state = SearchState(
+            original_ms=measured,
+            glue_ms=table.glue_ms,
+            latency_ms=measured,
+            original_metric=quick_metric(original, task, quick, device),
+            predicted_ms=predicted,
+        )
         state.metric = state.original_metric
-        log(f"original: {measured:.1f} ms measured on {table.route} ({_describe(table)}), "
+        log(
+            f"original: {measured:.1f} ms measured on {table.route} ({_describe(table)}), "
             f"{task.metric} {state.metric:.4f} on {len(quick)} val images (quick); "
-            f"target {n.target:g}x, judged side by side with the original")
+            f"target {n.target:g}x, judged side by side with the original"
+        )
         judge = Judge(table, original, calibration)
         _check_reachable(original, n, table, judge, log)
         model = original
@@ -140,23 +156,28 @@ def search(model: nn.Module, task, cfg: Config, table, run_dir: Path, device: to
     batches = Batches(task, cfg, seed=cfg.train.seed)
     for _ in range(state.iteration):  # a resumed run takes up the batches where it was
         batches.take(n.short_iters)
-    c = _Context(task, cfg, table, judge, batches, quick, device, table.predict(original), log,
-                 progress)
+    c = _Context(
+        task, cfg, table, judge, batches, quick, device, table.predict(original), log, progress
+    )
     while state.ratio > n.target or not _confirmed(state, c):
         model = _iteration(model, state, c)
         save_state(run_dir, model, state, cfg)
         if state.misses >= MISSES:
             last = state.cut_scale / 2 * n.step
-            state.stopped = (f"no proposal ran faster than the model it would replace in {MISSES} "
-                             f"iterations in a row (cuts up to {last:g}x the original), measured "
-                             f"side by side on {table.route}")
+            state.stopped = (
+                f"no proposal ran faster than the model it would replace in {MISSES} "
+                f"iterations in a row (cuts up to {last:g}x the original), measured "
+                f"side by side on {table.route}"
+            )
             save_state(run_dir, model, state, cfg)
-            raise UserError(f"the search stopped at {state.ratio:.2f}x the original, short of the "
-                            f"target {n.target:g}x: {state.stopped}; the machine may be too busy "
-                            f"to tell the cuts apart, or no width moves this network's time; "
-                            f"{run_dir / STATE_FILE} holds the model reached: --resume to try "
-                            f"again, or --resume --target {math.ceil(state.ratio * 100) / 100:g} "
-                            f"--work-dir {run_dir} to fine-tune it")
+            raise UserError(
+                f"the search stopped at {state.ratio:.2f}x the original, short of the "
+                f"target {n.target:g}x: {state.stopped}; the machine may be too busy "
+                f"to tell the cuts apart, or no width moves this network's time; "
+                f"{run_dir / STATE_FILE} holds the model reached: --resume to try "
+                f"again, or --resume --target {math.ceil(state.ratio * 100) / 100:g} "
+                f"--work-dir {run_dir} to fine-tune it"
+            )
     state.done = True
     save_state(run_dir, model, state, cfg)
     return model, state
@@ -197,8 +218,10 @@ def _iteration(model: nn.Module, state: SearchState, c: _Context) -> nn.Module:
     found = _proposals(model, state, c)
     lap("find")
     verdicts: list[Verdict | None] = [None] * len(found)
-    proposals = [Proposal(it, unit.name, unit.kind, unit.width, width, latency)
-                 for unit, width, _, latency in found]
+    proposals = [
+        Proposal(it, unit.name, unit.kind, unit.width, width, latency)
+        for unit, width, _, latency in found
+    ]
     if state.measure_whole:  # measured before the fine-tune: one that is not faster is dropped
         for i, (_, _, candidate, _) in enumerate(found):
             verdicts[i] = v = c.judge.judge(candidate)
@@ -208,8 +231,13 @@ def _iteration(model: nn.Module, state: SearchState, c: _Context) -> nn.Module:
     now_ms = state.latency_ms if state.measure_whole else c.table.predict(model)
     shared = c.batches.take(n.short_iters)
     live = [i for i, v in enumerate(verdicts) if v is None or v.step < 1]
-    for i in tqdm(live, desc=f"iteration {it}: fine-tune", leave=False, disable=not c.progress,
-                  dynamic_ncols=True):
+    for i in tqdm(
+        live,
+        desc=f"iteration {it}: fine-tune",
+        leave=False,
+        disable=not c.progress,
+        dynamic_ncols=True,
+    ):
         candidate, p = found[i][2], proposals[i]
         fine_tune(candidate, c.task, c.cfg, shared, c.device)
         p.metric = quick_metric(candidate, c.task, c.quick, c.device)
@@ -224,8 +252,10 @@ def _iteration(model: nn.Module, state: SearchState, c: _Context) -> nn.Module:
         if verdicts[i].step < 1:
             kept = i
             break
-        c.log(f"iteration {it}: {p.unit} {p.width}->{p.new_width} not kept: it measured "
-              f"{p.step_ratio:.3f}x the time of the model it would replace, side by side")
+        c.log(
+            f"iteration {it}: {p.unit} {p.width}->{p.new_width} not kept: it measured "
+            f"{p.step_ratio:.3f}x the time of the model it would replace, side by side"
+        )
     lap("measure")
     if kept is not None:
         proposals[kept].kept = True
@@ -235,8 +265,14 @@ def _iteration(model: nn.Module, state: SearchState, c: _Context) -> nn.Module:
     if kept is None:
         _missed(state, proposals, c, spent)
         return model
-    return _keep(found[kept][2], proposals[kept], verdicts[kept], state, c,
-                 f"{len(found)} proposals ({spent})")
+    return _keep(
+        found[kept][2],
+        proposals[kept],
+        verdicts[kept],
+        state,
+        c,
+        f"{len(found)} proposals ({spent})",
+    )
 
 
 def _missed(state: SearchState, proposals: list[Proposal], c: _Context, spent: str) -> None:
@@ -248,11 +284,15 @@ def _missed(state: SearchState, proposals: list[Proposal], c: _Context, spent: s
     tried = sorted(p.step_ratio for p in proposals if not math.isnan(p.step_ratio))
     then = ""
     if state.misses < MISSES:
-        then = (f"; the next iteration asks for {state.cut_scale * n.step:g}x and measures every "
-                f"proposal side by side before its fine-tune")
-    c.log(f"iteration {state.iteration}: nothing kept: none of the {len(tried)} proposals measured "
-          f"ran faster than the current model side by side (best {tried[0]:.3f}x){then} "
-          f"| {spent}")
+        then = (
+            f"; the next iteration asks for {state.cut_scale * n.step:g}x and measures every "
+            f"proposal side by side before its fine-tune"
+        )
+    c.log(
+        f"iteration {state.iteration}: nothing kept: none of the {len(tried)} proposals measured "
+        f"ran faster than the current model side by side (best {tried[0]:.3f}x){then} "
+        f"| {spent}"
+    )
 
 
 def _proposals(model: nn.Module, state: SearchState, c: _Context) -> list[Found]:
@@ -278,23 +318,35 @@ def _proposals(model: nn.Module, state: SearchState, c: _Context) -> list[Found]
     found: list = []
     while not found and cut >= MIN_CUT:
         budget = table_ms - cut / gain * layers_ms
-        found = table_proposals(model, units, c.table, budget, n.importance,
-                                desc=f"iteration {it}: proposals", progress=c.progress)
+        found = table_proposals(
+            model,
+            units,
+            c.table,
+            budget,
+            n.importance,
+            desc=f"iteration {it}: proposals",
+            progress=c.progress,
+        )
         if not found:
-            c.log(f"iteration {it}: no unit alone cuts {cut:g}x the original latency; asking "
-                  f"for {cut / 2:g}x")
+            c.log(
+                f"iteration {it}: no unit alone cuts {cut:g}x the original latency; asking "
+                f"for {cut / 2:g}x"
+            )
             cut /= 2
     if not found:  # close to the floor, where every unit's cut is small: the largest each makes
         c.log(f"iteration {it}: every unit cut to 8 channels, where that cuts latency at all")
         found = narrowest_proposals(model, units, c.table, n.importance)
     if not found:
-        raise UserError(f"no unit can be cut any more (at {state.ratio:.2f}x the original, target "
-                        f"{n.target:g}x): raise --target")
+        raise UserError(
+            f"no unit can be cut any more (at {state.ratio:.2f}x the original, target "
+            f"{n.target:g}x): raise --target"
+        )
     return found
 
 
-def _keep(model: nn.Module, kept: Proposal, verdict: Verdict, state: SearchState, c: _Context,
-          spent: str) -> nn.Module:
+def _keep(
+    model: nn.Module, kept: Proposal, verdict: Verdict, state: SearchState, c: _Context, spent: str
+) -> nn.Module:
     """Make ``model`` the current one and record its step."""
     c.judge.keep(verdict)
     predicted = c.table.predict(model)
@@ -302,17 +354,29 @@ def _keep(model: nn.Module, kept: Proposal, verdict: Verdict, state: SearchState
     state.predicted_ms, state.metric, state.widths = predicted, kept.metric, widths_of(model)
     state.misses, state.cut_scale = 0, 1.0
     state.steps += c.cfg.netadapt.short_iters
-    state.path.append({"iteration": state.iteration, "unit": kept.unit, "width": kept.width,
-                       "new_width": kept.new_width, "predicted_ms": predicted,
-                       "measured_ms": state.latency_ms, "step_ratio": verdict.step,
-                       "ratio": verdict.total, "ms": verdict.ms, "metric": kept.metric,
-                       "seconds": state.seconds})
+    state.path.append(
+        {
+            "iteration": state.iteration,
+            "unit": kept.unit,
+            "width": kept.width,
+            "new_width": kept.new_width,
+            "predicted_ms": predicted,
+            "measured_ms": state.latency_ms,
+            "step_ratio": verdict.step,
+            "ratio": verdict.total,
+            "ms": verdict.ms,
+            "metric": kept.metric,
+            "seconds": state.seconds,
+        }
+    )
     # a kept step is under 1: four digits where three would round it to 1.000
     step = f"{verdict.step:.3f}" if round(verdict.step, 3) < 1 else f"{verdict.step:.4f}"
-    c.log(f"iteration {state.iteration}: kept {kept.unit} {kept.width}->{kept.new_width} "
-          f"({kept.kind}) | side by side: {step}x the previous model, "
-          f"{verdict.total:.3f}x the original (table: {predicted / c.original_table_ms:.3f}x) | "
-          f"{c.task.metric} {kept.metric:.4f} (quick) | {spent}")
+    c.log(
+        f"iteration {state.iteration}: kept {kept.unit} {kept.width}->{kept.new_width} "
+        f"({kept.kind}) | side by side: {step}x the previous model, "
+        f"{verdict.total:.3f}x the original (table: {predicted / c.original_table_ms:.3f}x) | "
+        f"{c.task.metric} {kept.metric:.4f} (quick) | {spent}"
+    )
     return model
 
 
@@ -323,9 +387,11 @@ def _confirmed(state: SearchState, c: _Context) -> bool:
     state.ratio, state.latency_ms = ratio, state.original_ms * ratio
     if state.path:
         state.path[-1]["confirmed_ratio"] = ratio
-    c.log(f"the kept model runs {ratio:.3f}x the original's time, side by side over "
-          f"{2 * SIDE_ROUNDS} rounds: " + ("the target is reached" if ratio <= target else
-                                           f"over the target {target:g}x, going on"))
+    c.log(
+        f"the kept model runs {ratio:.3f}x the original's time, side by side over "
+        f"{2 * SIDE_ROUNDS} rounds: "
+        + ("the target is reached" if ratio <= target else f"over the target {target:g}x, going on")
+    )
     return ratio <= target
 
 
@@ -340,10 +406,12 @@ def _check_reachable(model: nn.Module, n, table, judge: Judge, log: Callable[[st
     floor = judge.judge(narrow).total
     if floor > n.target:
         above = math.ceil(floor * 100) / 100
-        raise UserError(f"netadapt.target {n.target:g} is out of reach on {table.route}: with "
-                        f"every width at 8 the model still takes {floor:.2f}x the original's "
-                        f"time (side by side); raise --target above {above:g}, or measure at a "
-                        f"larger --input-size")
+        raise UserError(
+            f"netadapt.target {n.target:g} is out of reach on {table.route}: with "
+            f"every width at 8 the model still takes {floor:.2f}x the original's "
+            f"time (side by side); raise --target above {above:g}, or measure at a "
+            f"larger --input-size"
+        )
     log(f"narrowest reachable: {floor:.2f}x the original, every width at 8 (side by side)")
 
 
@@ -362,9 +430,16 @@ def save_state(run_dir: Path, model: nn.Module, state: SearchState, cfg: Config)
     shrunk = copy.deepcopy(cfg)
     shrunk.model.widths = changed_widths(model, state_original_widths(cfg)) or None
     shrunk.model.weights = shrunk.model.backbone_weights = None
-    return atomic_save({"model": model.state_dict(), "config": asdict(shrunk),
-                        "arch": cfg.model.name, "netadapt": asdict(state)}, run_dir / STATE_FILE,
-                       hint="free some space, then continue with --resume")
+    return atomic_save(
+        {
+            "model": model.state_dict(),
+            "config": asdict(shrunk),
+            "arch": cfg.model.name,
+            "netadapt": asdict(state),
+        },
+        run_dir / STATE_FILE,
+        hint="free some space, then continue with --resume",
+    )
 
 
 def state_original_widths(cfg: Config) -> dict[str, int]:

@@ -25,14 +25,27 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["edge_nodes", "interleaved_ms", "median_ms", "profiled_ms", "steady_allocator",
-           "torch_call", "torch_threads", "warm_up"]
+__all__ = [
+    "edge_nodes",
+    "interleaved_ms",
+    "median_ms",
+    "profiled_ms",
+    "steady_allocator",
+    "torch_call",
+    "torch_threads",
+    "warm_up",
+]
 
 #: Calls before timing (at least, and at least WARMUP_SECONDS of them).
 WARMUP, WARMUP_SECONDS = 3, 0.05
 #: Nodes that only convert a graph's input or output: layout, quantization.
-_ONNXRUNTIME_EDGES = {"ReorderInput", "ReorderOutput", "Transpose", "QuantizeLinear",
-                      "DequantizeLinear"}
+_ONNXRUNTIME_EDGES = {
+    "ReorderInput",
+    "ReorderOutput",
+    "Transpose",
+    "QuantizeLinear",
+    "DequantizeLinear",
+}
 _OPENVINO_EDGES = {"Reorder", "Convert"}
 
 
@@ -59,8 +72,14 @@ def median_ms(run: Callable[[], Any], seconds: float, runs: int) -> float:
     return statistics.median(times)
 
 
-def interleaved_ms(runs: dict[str, Callable[[], Any]], rounds: int, seconds: float, calls: int, *,
-                   clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
+def interleaved_ms(
+    runs: dict[str, Callable[[], Any]],
+    rounds: int,
+    seconds: float,
+    calls: int,
+    *,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, list[float]]:
     """Per round, the median ms of each of ``runs`` over a block of at least ``calls`` calls and
     ``seconds``, the models taking turns block by block, the order reversed every other round
     (as the benchmark's interleaved timing, in blocks so that a model of a few ms is not timed
@@ -116,8 +135,9 @@ def steady_allocator() -> None:
     torch.empty((32 << 20) - (1 << 16), dtype=torch.uint8)  # allocated and freed at once
 
 
-def profiled_ms(runtime: str, path: Path, x: np.ndarray, threads: int, seconds: float,
-                runs: int) -> float:
+def profiled_ms(
+    runtime: str, path: Path, x: np.ndarray, threads: int, seconds: float, runs: int
+) -> float:
     """The median over runs of the ms the nodes of the graph at ``path`` take on ``runtime``
     (``"onnxruntime"`` or ``"openvino"``, set up as its engine is), less the nodes that only
     convert its input or output."""
@@ -133,8 +153,12 @@ def _repeat(run: Callable[[], Any], seconds: float, runs: int) -> Iterator[Any]:
         yield run()
 
 
-def edge_nodes(nodes: dict[str, tuple[str, list[str], list[str]]], inputs: set[str],
-               outputs: set[str], kinds: set[str]) -> set[str]:
+def edge_nodes(
+    nodes: dict[str, tuple[str, list[str], list[str]]],
+    inputs: set[str],
+    outputs: set[str],
+    kinds: set[str],
+) -> set[str]:
     """The nodes (name -> (kind, inputs, outputs)) of ``kinds`` on a path of them from a graph
     input or to a graph output."""
     edges: set[str] = set()
@@ -166,8 +190,9 @@ def _onnxruntime(path: Path, x: np.ndarray, threads: int, seconds: float, runs: 
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     graph = onnx.load(options.optimized_model_filepath).graph
     nodes = {n.name: (n.op_type, list(n.input), list(n.output)) for n in graph.node}
-    edges = edge_nodes(nodes, {i.name for i in graph.input}, {o.name for o in graph.output},
-                       _ONNXRUNTIME_EDGES)
+    edges = edge_nodes(
+        nodes, {i.name for i in graph.input}, {o.name for o in graph.output}, _ONNXRUNTIME_EDGES
+    )
     name = session.get_inputs()[0].name
     warm = warm_up(lambda: session.run(None, {name: x}))
     for _ in _repeat(lambda: session.run(None, {name: x}), seconds, runs):
@@ -177,8 +202,11 @@ def _onnxruntime(path: Path, x: np.ndarray, threads: int, seconds: float, runs: 
     totals = [0.0] * len(runs_at)
     starts = [begin for begin, _ in runs_at]
     for e in events:
-        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") \
-                and e["name"].removesuffix("_kernel_time") not in edges:
+        if (
+            e.get("cat") == "Node"
+            and e["name"].endswith("_kernel_time")
+            and e["name"].removesuffix("_kernel_time") not in edges
+        ):
             totals[max(bisect.bisect_right(starts, e["ts"]) - 1, 0)] += e["dur"] / 1e3
     return totals[warm:]
 
@@ -190,16 +218,24 @@ def _openvino(path: Path, x: np.ndarray, threads: int, seconds: float, runs: int
 
     from densemnv3.runtimes.engines import cpu_has_bf16, openvino_core
 
-    compiled = openvino_core().compile_model(str(path), "CPU", {  # as OpenVINOEngine's, plus the profiler
-        props.inference_num_threads(): threads,
-        hints.inference_precision(): "bf16" if cpu_has_bf16() else "f32",
-        hints.performance_mode(): hints.PerformanceMode.LATENCY,
-        props.enable_profiling(): True,
-    })
-    nodes = {op.get_friendly_name(): (op.get_rt_info()["layerType"].astype(str),
-                                      [i.get_node().get_friendly_name() for i in op.input_values()],
-                                      [op.get_friendly_name()])
-             for op in compiled.get_runtime_model().get_ordered_ops()}
+    compiled = openvino_core().compile_model(
+        str(path),
+        "CPU",
+        {  # as OpenVINOEngine's, plus the profiler
+            props.inference_num_threads(): threads,
+            hints.inference_precision(): "bf16" if cpu_has_bf16() else "f32",
+            hints.performance_mode(): hints.PerformanceMode.LATENCY,
+            props.enable_profiling(): True,
+        },
+    )
+    nodes = {
+        op.get_friendly_name(): (
+            op.get_rt_info()["layerType"].astype(str),
+            [i.get_node().get_friendly_name() for i in op.input_values()],
+            [op.get_friendly_name()],
+        )
+        for op in compiled.get_runtime_model().get_ordered_ops()
+    }
     inputs = {name for name, (kind, _, _) in nodes.items() if kind == "Input"}
     outputs = {ins[0] for kind, ins, _ in nodes.values() if kind == "Output"}
     edges = edge_nodes(nodes, inputs, outputs, _OPENVINO_EDGES)

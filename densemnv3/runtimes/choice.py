@@ -31,9 +31,20 @@ from .engines import Engine, OnnxRuntimeEngine, OpenVINOEngine, package_version
 from .model import ExportedModel, exported_model
 from .names import RUNTIMES
 
-__all__ = ["FORMAT_NAMES", "RUNTIMES", "engine_class", "engines_for", "load_exported", "route_cache_path"]
+__all__ = [
+    "FORMAT_NAMES",
+    "RUNTIMES",
+    "engine_class",
+    "engines_for",
+    "load_exported",
+    "route_cache_path",
+]
 
-FORMAT_NAMES = {"onnx": "an ONNX file", "pte": "an ExecuTorch program (.pte)", "pytorch": "a PyTorch checkpoint"}
+FORMAT_NAMES = {
+    "onnx": "an ONNX file",
+    "pte": "an ExecuTorch program (.pte)",
+    "pytorch": "a PyTorch checkpoint",
+}
 _WARMUP, _TIMED = 2, 5
 
 
@@ -63,14 +74,18 @@ def check_runtime(runtime: str, fmt: str, path: str | os.PathLike) -> None:
         return
     if fmt == "pytorch":
         if runtime != "torch":
-            raise UserError(f"--runtime {runtime}: {path} is a PyTorch checkpoint, which runs in torch; "
-                            f"export it first (tools/export.py, tools/quantize.py) and give that file, "
-                            f"or drop --runtime")
+            raise UserError(
+                f"--runtime {runtime}: {path} is a PyTorch checkpoint, which runs in torch; "
+                f"export it first (tools/export.py, tools/quantize.py) and give that file, "
+                f"or drop --runtime"
+            )
         return
     names = [e.name for e in engines_for(fmt)]
     if runtime not in names:
-        raise UserError(f"--runtime {runtime}: {path} is {FORMAT_NAMES[fmt]}, which runs in "
-                        f"{' or '.join(names)}; use one of them, or drop --runtime")
+        raise UserError(
+            f"--runtime {runtime}: {path} is {FORMAT_NAMES[fmt]}, which runs in "
+            f"{' or '.join(names)}; use one of them, or drop --runtime"
+        )
 
 
 def route_cache_path() -> Path:
@@ -78,12 +93,15 @@ def route_cache_path() -> Path:
     return Path(base) / "densemnv3" / "routes.json"
 
 
-def _cache_key(path: Path, size: tuple[int, int], threads: int, asked: str | None,
-               engines: list[type[Engine]]) -> str:
+def _cache_key(
+    path: Path, size: tuple[int, int], threads: int, asked: str | None, engines: list[type[Engine]]
+) -> str:
     stat = path.stat()
     versions = ",".join(f"{e.name}={package_version(e.package)}" for e in engines)
-    return (f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{size[0]}x{size[1]}|{threads}t|"
-            f"{asked or 'default'}|{versions}")
+    return (
+        f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{size[0]}x{size[1]}|{threads}t|"
+        f"{asked or 'default'}|{versions}"
+    )
 
 
 def _read_cache() -> dict:
@@ -120,9 +138,17 @@ def time_engine(model: ExportedModel, size: tuple[int, int]) -> float:
     return statistics.median(times)
 
 
-def load_exported(path: str | os.PathLike, fmt: str, metadata: Mapping[str, Any], template: nn.Module, *,
-                  runtime: str = "auto", precision: str | None = None,
-                  size: tuple[int, int] | None = None, threads: int | None = None) -> ExportedModel:
+def load_exported(
+    path: str | os.PathLike,
+    fmt: str,
+    metadata: Mapping[str, Any],
+    template: nn.Module,
+    *,
+    runtime: str = "auto",
+    precision: str | None = None,
+    size: tuple[int, int] | None = None,
+    threads: int | None = None,
+) -> ExportedModel:
     """The exported file at ``path`` (format ``fmt``) run by ``runtime``; ``auto`` measures the
     installed engines at ``size`` (the file's fixed size wins) with ``threads`` threads (None:
     torch's count) and takes the fastest. ``model.route`` says which and why, in a few words."""
@@ -139,15 +165,19 @@ def load_exported(path: str | os.PathLike, fmt: str, metadata: Mapping[str, Any]
     installed = [e for e in engines if e.installed()]
     if not installed:
         extras = " or ".join(f"pip install densemnv3[{e.extra}]" for e in engines)
-        raise UserError(f"{path} is {FORMAT_NAMES[fmt]}, which no installed runtime reads: {extras}")
+        raise UserError(
+            f"{path} is {FORMAT_NAMES[fmt]}, which no installed runtime reads: {extras}"
+        )
     if len(installed) == 1:
         model = exported_model(path, metadata, template, installed[0], precision)
         model.threads = threads
         missing = [e for e in engines if e not in installed]
         left_out = [e.name for e in engines_for(fmt) if e.inaccurate(metadata)]
-        model.route = (f"the only installed runtime for {fmt} files" + "".join(
-            f"; pip install densemnv3[{e.extra}] adds {e.name}" for e in missing) + "".join(
-            f"; not {name}, which scores this file below PyTorch" for name in left_out))
+        model.route = (
+            f"the only installed runtime for {fmt} files"
+            + "".join(f"; pip install densemnv3[{e.extra}] adds {e.name}" for e in missing)
+            + "".join(f"; not {name}, which scores this file below PyTorch" for name in left_out)
+        )
         return model
     fixed = metadata.get("input_size")
     size = tuple(fixed) if isinstance(fixed, (list, tuple)) else tuple(size or (512, 1024))
@@ -167,6 +197,10 @@ def load_exported(path: str | os.PathLike, fmt: str, metadata: Mapping[str, Any]
         _write_cache(key, {"choice": min(timings, key=timings.get), "ms": timings})
     choice = min(timings, key=timings.get)
     model = candidates[choice]
-    figures = ", ".join(f"{name} {ms:.1f} ms" for name, ms in sorted(timings.items(), key=lambda kv: kv[1]))
-    model.route = f"auto: fastest here at {size[0]}x{size[1]}, {threads} threads ({figures}; {source})"
+    figures = ", ".join(
+        f"{name} {ms:.1f} ms" for name, ms in sorted(timings.items(), key=lambda kv: kv[1])
+    )
+    model.route = (
+        f"auto: fastest here at {size[0]}x{size[1]}, {threads} threads ({figures}; {source})"
+    )
     return model

@@ -60,8 +60,14 @@ class Engine:
     #: Whether it runs slices of a batch side by side (:meth:`run_streams`).
     splits: ClassVar[bool] = False
 
-    def __init__(self, path: str | os.PathLike, threads: int, file_precision: str,
-                 precision: str | None = None, streams: int = 1) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        threads: int,
+        file_precision: str,
+        precision: str | None = None,
+        streams: int = 1,
+    ) -> None:
         self.path = Path(path)
         self.threads = threads
         self.streams = streams
@@ -80,18 +86,25 @@ class Engine:
     def require(cls) -> None:
         """A :class:`UserError` naming the extra when the engine's package is missing."""
         if not cls.installed():
-            raise UserError(f"--runtime {cls.name} needs the '{cls.package}' package, which is not "
-                            f"installed: pip install densemnv3[{cls.extra}]")
+            raise UserError(
+                f"--runtime {cls.name} needs the '{cls.package}' package, which is not "
+                f"installed: pip install densemnv3[{cls.extra}]"
+            )
 
     @classmethod
     def compute_precision(cls, file_precision: str, precision: str | None) -> str:
         """The precision the engine computes a ``file_precision`` file in when ``precision`` is
         asked for; raises :class:`UserError` for one it cannot give."""
         if precision not in (None, file_precision):
-            raise UserError(f"{cls.name} runs an {file_precision} file in {file_precision}; drop "
-                            f"--precision {precision}" + (" (or use --runtime openvino, whose precision "
-                                                          "hint takes fp32 and bf16)"
-                                                          if file_precision == "fp32" else ""))
+            raise UserError(
+                f"{cls.name} runs an {file_precision} file in {file_precision}; drop "
+                f"--precision {precision}"
+                + (
+                    " (or use --runtime openvino, whose precision hint takes fp32 and bf16)"
+                    if file_precision == "fp32"
+                    else ""
+                )
+            )
         return file_precision
 
     @classmethod
@@ -124,7 +137,11 @@ class OnnxRuntimeEngine(Engine):
         self.sessions = [self._session(max(1, threads // streams)) for _ in range(streams)]
         self.session = self.sessions[0]
         self.input_name = self.session.get_inputs()[0].name
-        self.pool = ThreadPoolExecutor(streams - 1, thread_name_prefix="densemnv3-stream") if streams > 1 else None
+        self.pool = (
+            ThreadPoolExecutor(streams - 1, thread_name_prefix="densemnv3-stream")
+            if streams > 1
+            else None
+        )
 
     def _session(self, threads: int):
         import onnxruntime as ort
@@ -143,7 +160,10 @@ class OnnxRuntimeEngine(Engine):
         return self.session.run(None, {self.input_name: x})
 
     def run_streams(self, chunks: list[np.ndarray]) -> list[list[np.ndarray]]:
-        pending = [self.pool.submit(s.run, None, {self.input_name: c}) for s, c in zip(self.sessions[1:], chunks[1:])]
+        pending = [
+            self.pool.submit(s.run, None, {self.input_name: c})
+            for s, c in zip(self.sessions[1:], chunks[1:])
+        ]
         return [self.run(chunks[0])] + [p.result() for p in pending]
 
 
@@ -177,11 +197,15 @@ class OpenVINOEngine(Engine):
         int8 (their float parts follow the same hint)."""
         cls.require()
         if precision not in (None, "fp32", "bf16", file_precision):
-            raise UserError(f"openvino's precision hint is fp32 or bf16 (default: bf16 where the CPU has "
-                            f"it), got --precision {precision}")
+            raise UserError(
+                f"openvino's precision hint is fp32 or bf16 (default: bf16 where the CPU has "
+                f"it), got --precision {precision}"
+            )
         if precision == "bf16" and not cpu_has_bf16():
-            raise UserError("--precision bf16: this CPU has no bf16 instructions (AVX-512 BF16 or AMX) "
-                            "for OpenVINO; use fp32")
+            raise UserError(
+                "--precision bf16: this CPU has no bf16 instructions (AVX-512 BF16 or AMX) "
+                "for OpenVINO; use fp32"
+            )
         if file_precision != "fp32":
             return file_precision
         return "bf16" if precision == "bf16" or (precision is None and cpu_has_bf16()) else "fp32"
@@ -189,8 +213,10 @@ class OpenVINOEngine(Engine):
     @classmethod
     def inaccurate(cls, metadata: Mapping[str, Any]) -> str | None:
         if metadata.get("task") == "detection" and metadata.get("precision") == "int8":
-            return ("OpenVINO 2026.4 scores the int8 SSDLite file 4 AP50 points below PyTorch on the "
-                    "synthetic val split, with either precision hint (onnxruntime: 0.4; BENCHMARKS.md)")
+            return (
+                "OpenVINO 2026.4 scores the int8 SSDLite file 4 AP50 points below PyTorch on the "
+                "synthetic val split, with either precision hint (onnxruntime: 0.4; BENCHMARKS.md)"
+            )
         return None
 
     splits = True
@@ -204,12 +230,19 @@ class OpenVINOEngine(Engine):
         self.asked = precision
         # streams of one compiled model, not a model per stream: each of those would pin its
         # threads to the same first cores (SSDLite batch 8, 2 threads: 51 against 102 ms)
-        compiled = openvino_core().compile_model(str(self.path), "CPU", {
-            props.inference_num_threads(): threads,
-            hints.inference_precision(): self.hint,
-            **({props.num_streams(): streams} if streams > 1 else
-               {hints.performance_mode(): hints.PerformanceMode.LATENCY}),
-        })
+        compiled = openvino_core().compile_model(
+            str(self.path),
+            "CPU",
+            {
+                props.inference_num_threads(): threads,
+                hints.inference_precision(): self.hint,
+                **(
+                    {props.num_streams(): streams}
+                    if streams > 1
+                    else {hints.performance_mode(): hints.PerformanceMode.LATENCY}
+                ),
+            },
+        )
         self.requests = [compiled.create_infer_request() for _ in range(streams)]
         self.request = self.requests[0]
         self.count = len(compiled.outputs)
@@ -230,6 +263,11 @@ class OpenVINOEngine(Engine):
         return [request.get_output_tensor(i).data.copy() for i in range(self.count)]
 
     def describe(self) -> str:
-        why = ("--precision fp32" if self.asked == "fp32" else
-               "the CPU has bf16" if self.hint == "bf16" else "no bf16 on this CPU")
+        why = (
+            "--precision fp32"
+            if self.asked == "fp32"
+            else "the CPU has bf16"
+            if self.hint == "bf16"
+            else "no bf16 on this CPU"
+        )
         return f"{super().describe()}, precision hint {self.hint} ({why})"

@@ -38,8 +38,16 @@ from .engines import Engine
 from .metadata import decode_values, encode_values
 from .signature import Signature
 
-__all__ = ["METADATA_METHOD", "ExecuTorchEngine", "pte_metadata_method", "quiet_imports", "quiet_native",
-           "read_pte", "read_pte_metadata", "runtime"]
+__all__ = [
+    "METADATA_METHOD",
+    "ExecuTorchEngine",
+    "pte_metadata_method",
+    "quiet_imports",
+    "quiet_native",
+    "read_pte",
+    "read_pte_metadata",
+    "runtime",
+]
 
 #: The constant method of a densemnv3 ``.pte`` that returns its metadata as JSON.
 METADATA_METHOD = "densemnv3_metadata"
@@ -116,8 +124,16 @@ def read_pte(path: str | os.PathLike) -> tuple[dict[str, Any], tuple[Signature, 
 
 
 #: ExecuTorch's ScalarType codes of the element types the check names.
-_SCALAR_TYPES = {6: "float32", 5: "float16", 7: "float64", 4: "int64", 3: "int32", 1: "int8",
-                 0: "uint8", 15: "bfloat16"}
+_SCALAR_TYPES = {
+    6: "float32",
+    5: "float16",
+    7: "float64",
+    4: "int64",
+    3: "int32",
+    1: "int8",
+    0: "uint8",
+    15: "bfloat16",
+}
 
 
 def _forward_signature(program: Any) -> tuple[Signature, Signature]:
@@ -177,9 +193,11 @@ class ExecuTorchEngine(Engine):
                 self.program = runtime().load_program(self.path)
                 self.method = self.program.load_method("forward")
             except (RuntimeError, KeyError) as err:  # the runtime's error code; no forward method
-                raise CheckpointError(f"{self.path}: ExecuTorch cannot load its forward method "
-                                      f"({_reason(err)}); export it again with tools/export.py "
-                                      f"--format executorch") from None
+                raise CheckpointError(
+                    f"{self.path}: ExecuTorch cannot load its forward method "
+                    f"({_reason(err)}); export it again with tools/export.py "
+                    f"--format executorch"
+                ) from None
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
         if self._resets != _pool_resets:  # another engine resized the pool: ours is gone

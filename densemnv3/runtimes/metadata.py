@@ -15,8 +15,16 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["METADATA_PREFIX", "OUTPUT_NAMES", "TASK_OF_OUTPUTS", "encode_values", "decode_values",
-           "metadata_of", "read_metadata", "write_metadata"]
+__all__ = [
+    "METADATA_PREFIX",
+    "OUTPUT_NAMES",
+    "TASK_OF_OUTPUTS",
+    "encode_values",
+    "decode_values",
+    "metadata_of",
+    "read_metadata",
+    "write_metadata",
+]
 
 METADATA_PREFIX = "densemnv3."
 #: What a graph outputs, by the ``outputs`` metadata value.
@@ -32,8 +40,13 @@ OUTPUT_NAMES = {
     "multitask_raw": ("logits", "cls_logits", "bbox_regression", "anchors"),
 }
 #: The task of a graph the tools run, by its ``outputs``.
-TASK_OF_OUTPUTS = {"logits": "segmentation", "logits_raw": "segmentation", "raw": "detection", "detections": "detection",
-                   "multitask_raw": "multitask"}
+TASK_OF_OUTPUTS = {
+    "logits": "segmentation",
+    "logits_raw": "segmentation",
+    "raw": "detection",
+    "detections": "detection",
+    "multitask_raw": "multitask",
+}
 
 
 def encode_values(values: Mapping[str, Any]) -> dict[str, str]:
@@ -71,5 +84,10 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
 
 def metadata_of(proto: Any) -> dict[str, Any]:
     """The ``densemnv3.*`` metadata of an ``onnx.ModelProto`` (empty for another model's)."""
-    return decode_values({entry.key[len(METADATA_PREFIX):]: entry.value for entry in proto.metadata_props
-                          if entry.key.startswith(METADATA_PREFIX)})
+    return decode_values(
+        {
+            entry.key[len(METADATA_PREFIX) :]: entry.value
+            for entry in proto.metadata_props
+            if entry.key.startswith(METADATA_PREFIX)
+        }
+    )

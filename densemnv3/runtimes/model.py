@@ -41,8 +41,14 @@ from .signature import output_mismatch
 #: graphs with their postprocess inside: run whole, never split over engines
 NMS_OUTPUTS = ("detections",)
 
-__all__ = ["ExportedDetector", "ExportedModel", "ExportedMultiTask", "ExportedSegmenter", "SSDPostprocess",
-           "exported_model"]
+__all__ = [
+    "ExportedDetector",
+    "ExportedModel",
+    "ExportedMultiTask",
+    "ExportedSegmenter",
+    "SSDPostprocess",
+    "exported_model",
+]
 
 
 class ExportedModel(nn.Module):
@@ -53,13 +59,20 @@ class ExportedModel(nn.Module):
     user's ``--precision``, None for the engine's default).
     """
 
-    def __init__(self, path: str | os.PathLike, metadata: Mapping[str, Any], engine: type[Engine],
-                 asked: str | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        metadata: Mapping[str, Any],
+        engine: type[Engine],
+        asked: str | None = None,
+    ) -> None:
         super().__init__()
         self.path = Path(path)
         self.engine_class = engine
         self.runtime = engine.name
-        self.route = f"--runtime {self.runtime}"  # how the engine was chosen (load_exported says more)
+        self.route = (
+            f"--runtime {self.runtime}"  # how the engine was chosen (load_exported says more)
+        )
         self.outputs = str(metadata.get("outputs", ""))
         self.precision = str(metadata.get("precision", "fp32"))
         self.asked = asked
@@ -87,7 +100,9 @@ class ExportedModel(nn.Module):
         if streams not in self._engines:
             if streams > 1:
                 self._engines = {n: e for n, e in self._engines.items() if n == 1}
-            self._engines[streams] = self.engine_class(self.path, threads, self.precision, self.asked, streams)
+            self._engines[streams] = self.engine_class(
+                self.path, threads, self.precision, self.asked, streams
+            )
         return self._engines[streams]
 
     def release(self) -> None:
@@ -100,7 +115,11 @@ class ExportedModel(nn.Module):
         per image or shared (a network's tensors, not a graph's NMS), else 1. A depthwise network
         on a few cores runs slices side by side faster than the batch on all of them (SSDLite
         batch 8, 2 threads: int8 onnxruntime 61 -> 54 ms, OpenVINO 63 -> 51; BENCHMARKS.md)."""
-        if not self.engine_class.splits or self.outputs not in OUTPUT_NAMES or self.outputs in NMS_OUTPUTS:
+        if (
+            not self.engine_class.splits
+            or self.outputs not in OUTPUT_NAMES
+            or self.outputs in NMS_OUTPUTS
+        ):
             return 1
         return max(1, min(batch, self.threads or torch.get_num_threads()))
 
@@ -112,13 +131,17 @@ class ExportedModel(nn.Module):
         """A :class:`UserError` for an input size the file does not take."""
         if self.fixed_size and (height, width) != self.fixed_size:
             h, w = self.fixed_size
-            raise UserError(f"{self.path} takes {h}x{w} inputs only (it was exported at a fixed size), "
-                            f"got {height}x{width}; resize to it (--set data.eval_resize=[{h},{w}])")
+            raise UserError(
+                f"{self.path} takes {h}x{w} inputs only (it was exported at a fixed size), "
+                f"got {height}x{width}; resize to it (--set data.eval_resize=[{h},{w}])"
+            )
         if self.min_size and (height < self.min_size[0] or width < self.min_size[1]):
             h, w = self.min_size
-            raise UserError(f"{self.path} takes inputs of at least {h}x{w} (pool='paper' has a fixed window "
-                            f"from there up), got {height}x{width}; resize to a larger size "
-                            f"(--set data.eval_resize=[H,W])")
+            raise UserError(
+                f"{self.path} takes inputs of at least {h}x{w} (pool='paper' has a fixed window "
+                f"from there up), got {height}x{width}; resize to a larger size "
+                f"(--set data.eval_resize=[H,W])"
+            )
 
     def resize_note(self, height: int, width: int) -> str | None:
         """The note a tool prints, once, when it resizes ``height`` x ``width`` frames to the
@@ -126,10 +149,12 @@ class ExportedModel(nn.Module):
         if not self.fixed_size or (height, width) == self.fixed_size:
             return None
         h, w = self.fixed_size
-        return (f"note: {self.path} takes {h}x{w} inputs only (exported at a fixed size): the "
-                f"{height}x{width} frames are resized to it, its predictions scaled back to the "
-                f"frame (export at the frames' size, tools/export.py --input-size {height} "
-                f"{width}, to run them as they are)")
+        return (
+            f"note: {self.path} takes {h}x{w} inputs only (exported at a fixed size): the "
+            f"{height}x{width} frames are resized to it, its predictions scaled back to the "
+            f"frame (export at the frames' size, tools/export.py --input-size {height} "
+            f"{width}, to run them as they are)"
+        )
 
     def run(self, images: Tensor) -> tuple[Tensor, ...]:
         """The graph's outputs for a normalised ``(N, 3, H, W)`` batch, on ``images``' device;
@@ -149,13 +174,15 @@ class ExportedModel(nn.Module):
         else:  # a file of a fixed batch (a .pte: 1): image by image, outputs joined on the batch
             # (an output without a batch axis, SSDLite's anchors (A, 4), is the same for each)
             engine = self.engine()
-            parts = [engine.run(x[i:i + 1]) for i in range(len(x))]
+            parts = [engine.run(x[i : i + 1]) for i in range(len(x))]
             outputs = [np.concatenate(o) if o[0].shape[:1] == (1,) else o[0] for o in zip(*parts)]
         problem = output_mismatch(self.metadata, x.shape, [o.shape for o in outputs])
         if problem:
-            raise UserError(f"{self.path}: its graph is not the model its densemnv3 metadata "
-                            f"describes: {problem}; export the checkpoint again with "
-                            f"tools/export.py")
+            raise UserError(
+                f"{self.path}: its graph is not the model its densemnv3 metadata "
+                f"describes: {problem}; export the checkpoint again with "
+                f"tools/export.py"
+            )
         return tuple(torch.from_numpy(o).to(images.device) for o in outputs)
 
     def __getstate__(self) -> dict:
@@ -186,18 +213,36 @@ class _SSDSettings:
     def _take_settings(self, template: nn.Module) -> None:
         self.box_coder = template.box_coder
         self.num_classes = template.num_classes
-        for name in ("score_thresh", "nms_thresh", "detections_per_img", "topk_candidates", "nms_prefix",
-                     "nms_impl"):
+        for name in (
+            "score_thresh",
+            "nms_thresh",
+            "detections_per_img",
+            "topk_candidates",
+            "nms_prefix",
+            "nms_impl",
+        ):
             setattr(self, name, getattr(template, name))
 
-    def postprocess(self, cls_logits: Tensor, bbox_regression: Tensor, anchors: Tensor,
-                    image_size: tuple[int, int]) -> Detections:
+    def postprocess(
+        self,
+        cls_logits: Tensor,
+        bbox_regression: Tensor,
+        anchors: Tensor,
+        image_size: tuple[int, int],
+    ) -> Detections:
         """:meth:`SSDLite.postprocess`: decode, score threshold, top-k per class, NMS."""
         return ssd_postprocess(
-            cls_logits, bbox_regression, anchors, image_size, self.box_coder,
-            score_thresh=self.score_thresh, nms_thresh=self.nms_thresh,
-            detections_per_img=self.detections_per_img, topk_candidates=self.topk_candidates,
-            nms_prefix=self.nms_prefix, impl=self.nms_impl,
+            cls_logits,
+            bbox_regression,
+            anchors,
+            image_size,
+            self.box_coder,
+            score_thresh=self.score_thresh,
+            nms_thresh=self.nms_thresh,
+            detections_per_img=self.detections_per_img,
+            topk_candidates=self.topk_candidates,
+            nms_prefix=self.nms_prefix,
+            impl=self.nms_impl,
         )
 
 
@@ -213,12 +258,20 @@ class ExportedDetector(_SSDSettings, ExportedModel):
     """Detections from an exported SSDLite; the postprocess settings are ``template``'s (the
     :class:`~densemnv3.models.SSDLite` its config builds), changeable as on the model itself."""
 
-    def __init__(self, path: str | os.PathLike, metadata: Mapping[str, Any], engine: type[Engine],
-                 template: nn.Module, asked: str | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        metadata: Mapping[str, Any],
+        engine: type[Engine],
+        template: nn.Module,
+        asked: str | None = None,
+    ) -> None:
         ExportedModel.__init__(self, path, metadata, engine, asked)
         if self.outputs not in ("raw", "detections"):
-            raise UserError(f"{path}: an SSDLite file without NMS (outputs boxes and scores), which "
-                            f"the tools cannot score; export with --postprocess, or use tools/quantize.py's file")
+            raise UserError(
+                f"{path}: an SSDLite file without NMS (outputs boxes and scores), which "
+                f"the tools cannot score; export with --postprocess, or use tools/quantize.py's file"
+            )
         self._take_settings(template)
 
     def predict_raw(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -230,8 +283,10 @@ class ExportedDetector(_SSDSettings, ExportedModel):
     def forward(self, images: Tensor) -> Detections:
         if self.outputs == "detections":
             count, boxes, scores, labels = self.run(images)
-            return [{"boxes": b[:n], "scores": s[:n], "labels": lab[:n]}
-                    for n, b, s, lab in zip(count.tolist(), boxes, scores, labels)]
+            return [
+                {"boxes": b[:n], "scores": s[:n], "labels": lab[:n]}
+                for n, b, s, lab in zip(count.tolist(), boxes, scores, labels)
+            ]
         return self.postprocess(*self.run(images), images.shape[-2:])
 
 
@@ -240,13 +295,21 @@ class ExportedMultiTask(ExportedModel):
     post-processes with ``template.det``'s settings (``template``: the
     :class:`~densemnv3.models.LRASPPSSDLite` its config builds)."""
 
-    def __init__(self, path: str | os.PathLike, metadata: Mapping[str, Any], engine: type[Engine],
-                 template: nn.Module, asked: str | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        metadata: Mapping[str, Any],
+        engine: type[Engine],
+        template: nn.Module,
+        asked: str | None = None,
+    ) -> None:
         super().__init__(path, metadata, engine, asked)
         if self.outputs != "multitask_raw":
-            raise UserError(f"{path}: a multi-task file of decoded boxes and scores without NMS, which the "
-                            f"tools do not run; use tools/quantize.py's file or a .pte (--format executorch), or give the tools the "
-                            f"checkpoint it was exported from")
+            raise UserError(
+                f"{path}: a multi-task file of decoded boxes and scores without NMS, which the "
+                f"tools do not run; use tools/quantize.py's file or a .pte (--format executorch), or give the tools the "
+                f"checkpoint it was exported from"
+            )
         self.det = SSDPostprocess(template.det)
         self.num_classes = template.num_classes
         self.det_num_classes = template.det_num_classes
@@ -262,8 +325,13 @@ class ExportedMultiTask(ExportedModel):
         return MultiTaskOutput(resize_bilinear(logits, size), self.det.postprocess(*raw, size))
 
 
-def exported_model(path: str | os.PathLike, metadata: Mapping[str, Any], template: nn.Module,
-                   engine: type[Engine], asked: str | None = None) -> ExportedModel:
+def exported_model(
+    path: str | os.PathLike,
+    metadata: Mapping[str, Any],
+    template: nn.Module,
+    engine: type[Engine],
+    asked: str | None = None,
+) -> ExportedModel:
     """The wrapper of ``path`` for its task, run by ``engine``; ``template`` is the PyTorch model
     its config builds."""
     if metadata.get("task") == "detection":

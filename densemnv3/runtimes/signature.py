@@ -23,8 +23,16 @@ from densemnv3.errors import CheckpointError
 
 from .metadata import OUTPUT_NAMES
 
-__all__ = ["INPUT_NAME", "OUTPUT_DIMS", "Signature", "check_graph", "graph_mismatch",
-           "onnx_float_weights", "onnx_signature", "output_mismatch"]
+__all__ = [
+    "INPUT_NAME",
+    "OUTPUT_DIMS",
+    "Signature",
+    "check_graph",
+    "graph_mismatch",
+    "onnx_float_weights",
+    "onnx_signature",
+    "output_mismatch",
+]
 
 Dim = int | str | None
 #: A graph's inputs or outputs: (name or None where the format keeps none, dims or None
@@ -55,8 +63,10 @@ def _classes(metadata: Mapping[str, Any]) -> dict[str, int | None]:
     model = model if isinstance(model, Mapping) else {}
     options = model.get("options") if isinstance(model.get("options"), Mapping) else {}
     classes, det = model.get("num_classes"), options.get("det_num_classes")
-    return {"C": classes if isinstance(classes, int) else None,
-            "K": det if isinstance(det, int) else None}
+    return {
+        "C": classes if isinstance(classes, int) else None,
+        "K": det if isinstance(det, int) else None,
+    }
 
 
 def _values(metadata: Mapping[str, Any]) -> dict[str, int | None]:
@@ -64,8 +74,13 @@ def _values(metadata: Mapping[str, Any]) -> dict[str, int | None]:
     size = metadata.get("input_size")
     fixed = isinstance(size, (list, tuple)) and len(size) == 2
     h, w = (int(size[0]), int(size[1])) if fixed else (None, None)
-    return {**_classes(metadata), "H": h, "W": w, "H/8": None if h is None else -(-h // 8),
-            "W/8": None if w is None else -(-w // 8)}
+    return {
+        **_classes(metadata),
+        "H": h,
+        "W": w,
+        "H/8": None if h is None else -(-h // 8),
+        "W/8": None if w is None else -(-w // 8),
+    }
 
 
 def _declared(metadata: Mapping[str, Any]) -> str:
@@ -73,8 +88,11 @@ def _declared(metadata: Mapping[str, Any]) -> str:
     size = metadata.get("input_size")
     shown = "x".join(map(str, size)) if isinstance(size, (list, tuple)) else size or "of any size"
     classes = _classes(metadata)["C"]
-    return (f"outputs: {metadata.get('outputs')}" + (f", {classes} classes" if classes else "")
-            + f", input {shown}")
+    return (
+        f"outputs: {metadata.get('outputs')}"
+        + (f", {classes} classes" if classes else "")
+        + f", input {shown}"
+    )
 
 
 def _show(dims: Sequence[Any] | None, values: Mapping[str, int | None] | None = None) -> str:
@@ -95,8 +113,9 @@ def _names(symbol: str, text: str) -> bool:
     return re.search(rf"(?<![\w]){re.escape(symbol)}(?![\w])", text) is not None
 
 
-def _dim_fits(got: Dim, want: Any, values: Mapping[str, int | None], input_dims: Sequence[Dim],
-              sizes: str) -> bool:
+def _dim_fits(
+    got: Dim, want: Any, values: Mapping[str, int | None], input_dims: Sequence[Dim], sizes: str
+) -> bool:
     """Whether a graph's dim ``got`` can be the declared ``want``; ``sizes``: the metadata's input
     size, ``"fixed"``, ``"dynamic"`` or ``"unknown"`` (not recorded)."""
     if got is None or want in _FREE:
@@ -122,8 +141,9 @@ def _dim_fits(got: Dim, want: Any, values: Mapping[str, int | None], input_dims:
     return True
 
 
-def graph_mismatch(metadata: Mapping[str, Any], inputs: Signature,
-                   outputs: Signature) -> str | None:
+def graph_mismatch(
+    metadata: Mapping[str, Any], inputs: Signature, outputs: Signature
+) -> str | None:
     """What differs between a graph's ``inputs``/``outputs`` and what ``metadata`` declares, in a
     few words for a message, or ``None``. A file whose ``outputs`` the tools do not know is left
     alone; one that records no ``input_size`` has its height and width taken on trust."""
@@ -144,36 +164,52 @@ def graph_mismatch(metadata: Mapping[str, Any], inputs: Signature,
     renamed = any(n is not None and n != want for n, want in zip(got_names, names))
     if len(outputs) != len(names) or renamed:
         if all(got_names):
-            return (f"it outputs ({', '.join(map(str, got_names))}), its metadata ({declared}) "
-                    f"declares ({', '.join(names)})")
+            return (
+                f"it outputs ({', '.join(map(str, got_names))}), its metadata ({declared}) "
+                f"declares ({', '.join(names)})"
+            )
         count = f"{len(outputs)} tensor" + ("" if len(outputs) == 1 else "s")
-        return (f"it outputs {count}, its metadata ({declared}) declares {len(names)} "
-                f"({', '.join(names)})")
+        return (
+            f"it outputs {count}, its metadata ({declared}) declares {len(names)} "
+            f"({', '.join(names)})"
+        )
     input_dims = tuple(dims) if dims is not None else ()
-    if dims is not None and (len(dims) != 4 or not all(
-            _dim_fits(g, w, values, input_dims, sizes) for g, w in zip(dims, INPUT_DIMS))):
-        return (f"its input {INPUT_NAME!r} is {_show(dims)}, its metadata ({declared}) implies "
-                f"{_show(INPUT_DIMS, values)}")
+    if dims is not None and (
+        len(dims) != 4
+        or not all(_dim_fits(g, w, values, input_dims, sizes) for g, w in zip(dims, INPUT_DIMS))
+    ):
+        return (
+            f"its input {INPUT_NAME!r} is {_show(dims)}, its metadata ({declared}) implies "
+            f"{_show(INPUT_DIMS, values)}"
+        )
     for i, ((name, dims, _), want) in enumerate(zip(outputs, OUTPUT_DIMS[form])):
-        if dims is not None and (len(dims) != len(want) or not all(
-                _dim_fits(g, w, values, input_dims, sizes) for g, w in zip(dims, want))):
-            return (f"output {name or names[i]!r} is {_show(dims)}, its metadata ({declared}) "
-                    f"implies {_show(want, values)}")
+        if dims is not None and (
+            len(dims) != len(want)
+            or not all(_dim_fits(g, w, values, input_dims, sizes) for g, w in zip(dims, want))
+        ):
+            return (
+                f"output {name or names[i]!r} is {_show(dims)}, its metadata ({declared}) "
+                f"implies {_show(want, values)}"
+            )
     return None
 
 
-def check_graph(path: Any, metadata: Mapping[str, Any], inputs: Signature, outputs: Signature, *,
-                remedy: str) -> None:
+def check_graph(
+    path: Any, metadata: Mapping[str, Any], inputs: Signature, outputs: Signature, *, remedy: str
+) -> None:
     """One :class:`CheckpointError` naming ``path`` and what differs (:func:`graph_mismatch`)."""
     problem = graph_mismatch(metadata, inputs, outputs)
     if problem:
-        raise CheckpointError(f"{path}: its graph is not the model its densemnv3 metadata "
-                              f"describes: {problem} (another model's file with copied "
-                              f"metadata?); {remedy}")
+        raise CheckpointError(
+            f"{path}: its graph is not the model its densemnv3 metadata "
+            f"describes: {problem} (another model's file with copied "
+            f"metadata?); {remedy}"
+        )
 
 
-def output_mismatch(metadata: Mapping[str, Any], input_shape: Sequence[int],
-                    shapes: Sequence[Sequence[int]]) -> str | None:
+def output_mismatch(
+    metadata: Mapping[str, Any], input_shape: Sequence[int], shapes: Sequence[Sequence[int]]
+) -> str | None:
     """What differs between the output ``shapes`` a file returned for an ``input_shape``
     ``(N, 3, H, W)`` batch and those its ``metadata`` implies, or ``None``."""
     form = metadata.get("outputs")
@@ -195,8 +231,10 @@ def output_mismatch(metadata: Mapping[str, Any], input_shape: Sequence[int],
         return None
     got = ", ".join(_show(tuple(s)) for s in shapes)
     implied = ", ".join(_show(want, values) for want in wanted)
-    return (f"it returned {got} for a {n}x3x{h}x{w} input, where its metadata "
-            f"(outputs: {form}) implies {implied}")
+    return (
+        f"it returned {got} for a {n}x3x{h}x{w} input, where its metadata "
+        f"(outputs: {form}) implies {implied}"
+    )
 
 
 def onnx_signature(proto: Any) -> tuple[Signature, Signature]:
@@ -209,8 +247,10 @@ def onnx_signature(proto: Any) -> tuple[Signature, Signature]:
             return value.name, None, "not a tensor"
         dims = None
         if tensor.HasField("shape"):
-            dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-                         for d in tensor.shape.dim)
+            dims = tuple(
+                d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                for d in tensor.shape.dim
+            )
         try:
             dtype = helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
         except (KeyError, ValueError, TypeError):
@@ -218,8 +258,10 @@ def onnx_signature(proto: Any) -> tuple[Signature, Signature]:
         return value.name, dims, dtype
 
     weights = {i.name for i in proto.graph.initializer}
-    return ([entry(v) for v in proto.graph.input if v.name not in weights],
-            [entry(v) for v in proto.graph.output])
+    return (
+        [entry(v) for v in proto.graph.input if v.name not in weights],
+        [entry(v) for v in proto.graph.output],
+    )
 
 
 def onnx_float_weights(proto: Any) -> dict[str, Any]:

@@ -5,7 +5,15 @@ from .multitask import MultiTaskTask
 from .registry import TASKS, register_task
 from .segmentation import SegmentationTask
 
-__all__ = ["TASKS", "DetectionTask", "MultiTaskTask", "SegmentationTask", "build_task", "list_tasks", "register_task"]
+__all__ = [
+    "TASKS",
+    "DetectionTask",
+    "MultiTaskTask",
+    "SegmentationTask",
+    "build_task",
+    "list_tasks",
+    "register_task",
+]
 
 
 def build_task(cfg):

@@ -27,8 +27,9 @@ def eval_progress(iterable, progress: bool):
     loader fails (so an error line starts at the beginning of a line)."""
     from tqdm import tqdm
 
-    return tqdm(iterable, desc="eval", disable=None if progress else True, dynamic_ncols=True,
-                leave=False)
+    return tqdm(
+        iterable, desc="eval", disable=None if progress else True, dynamic_ncols=True, leave=False
+    )
 
 
 def ensure_synthetic(cfg: Config) -> None:

@@ -27,7 +27,9 @@ def category_table(dataset) -> Tensor:
     return torch.tensor([mapping.get(i, -1) for i in range(max(mapping) + 1)])
 
 
-def add_detections(evaluator: CocoEvaluator, detections, targets, input_size, to_category: Tensor) -> None:
+def add_detections(
+    evaluator: CocoEvaluator, detections, targets, input_size, to_category: Tensor
+) -> None:
     """Record a batch's detections (boxes in pixels of the ``input_size`` network input) with
     ``evaluator``, in each image's original pixels (``orig_size``) and COCO category ids."""
     in_h, in_w = input_size
@@ -37,11 +39,17 @@ def add_detections(evaluator: CocoEvaluator, detections, targets, input_size, to
         boxes = det["boxes"].float().cpu() * scale
         labels = det["labels"].cpu()
         keep = labels < len(to_category)
-        evaluator.add(target["image_id"], boxes[keep], det["scores"].float().cpu()[keep],
-                      to_category[labels[keep]])
+        evaluator.add(
+            target["image_id"],
+            boxes[keep],
+            det["scores"].float().cpu()[keep],
+            to_category[labels[keep]],
+        )
 
 
-def coco_metrics(evaluator: CocoEvaluator, dataset, results_path: str | Path | None) -> DetMetrics | None:
+def coco_metrics(
+    evaluator: CocoEvaluator, dataset, results_path: str | Path | None
+) -> DetMetrics | None:
     """COCOeval over exactly ``dataset.ids`` after gathering every rank's detections (on the main
     process; None elsewhere), and the results file when ``results_path`` is given."""
     evaluator.gather()
@@ -68,15 +76,23 @@ class DetectionTask:
 
     def dataset(self, split: str, *, train: bool) -> CocoDetection:
         d = self.cfg.data
-        images, ann = (d.train_images, d.train_ann) if split == d.train_split else (d.val_images, d.val_ann)
+        images, ann = (
+            (d.train_images, d.train_ann) if split == d.train_split else (d.val_images, d.val_ann)
+        )
         root = Path(d.root)
         if train:
             transform = det_train_transform(d.image_size, zoom_out=d.zoom_out, iou_crop=d.iou_crop)
         else:
             transform = det_eval_transform(d.image_size)
-        return CocoDetection(root / images, root / ann, transform, label_mapping=d.label_mapping,
-                             skip_bad=d.skip_bad, cache=d.cache_images,
-                             max_pixels=d.max_image_pixels)
+        return CocoDetection(
+            root / images,
+            root / ann,
+            transform,
+            label_mapping=d.label_mapping,
+            skip_bad=d.skip_bad,
+            cache=d.cache_images,
+            max_pixels=d.max_image_pixels,
+        )
 
     def train_dataset(self) -> Dataset:
         return self.dataset(self.cfg.data.train_split, train=True)
@@ -92,19 +108,31 @@ class DetectionTask:
         images = images.to(device, non_blocking=True)
         if self.cfg.train.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        targets = [{"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)} for t in targets]
+        targets = [
+            {"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)} for t in targets
+        ]
         return model(images, targets)
 
     @torch.inference_mode()
-    def evaluate(self, model: nn.Module, dataset: CocoDetection, device: torch.device, *,
-                 progress: bool = True, results_path: str | Path | None = None) -> dict[str, Any]:
+    def evaluate(
+        self,
+        model: nn.Module,
+        dataset: CocoDetection,
+        device: torch.device,
+        *,
+        progress: bool = True,
+        results_path: str | Path | None = None,
+    ) -> dict[str, Any]:
         """COCO metrics (fractions) over the images of ``dataset`` (and only those: COCOeval
         scores no image left out as bad); detections go back to original pixels and category ids."""
         memory_format = prepare_for_eval(model, self.cfg)
         rank, world = dist_utils.get_rank(), dist_utils.get_world_size()
-        loader = DataLoader(Subset(dataset, shard_indices(len(dataset), rank, world)),
-                            batch_size=max(self.cfg.data.eval_batch_size, 1),
-                            num_workers=min(self.cfg.data.workers, 2), collate_fn=detection_collate)
+        loader = DataLoader(
+            Subset(dataset, shard_indices(len(dataset), rank, world)),
+            batch_size=max(self.cfg.data.eval_batch_size, 1),
+            num_workers=min(self.cfg.data.workers, 2),
+            collate_fn=detection_collate,
+        )
         evaluator = CocoEvaluator(dataset.coco)
         to_category = category_table(dataset)
         for images, targets in eval_progress(loader, progress):

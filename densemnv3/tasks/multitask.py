@@ -50,43 +50,72 @@ class MultiTaskTask(SegmentationTask):
         model = build_model(self.cfg.model)
         needed = len(THING_LABEL_IDS) + 1
         if getattr(model, "det_num_classes", needed) < needed:
-            raise ConfigError(f"model.options.det_num_classes: the multi-task data has {needed - 1} thing "
-                              f"classes plus the background; set it to {needed}")
+            raise ConfigError(
+                f"model.options.det_num_classes: the multi-task data has {needed - 1} thing "
+                f"classes plus the background; set it to {needed}"
+            )
         model.seg_loss = self.seg_loss
         return model
 
     def dataset(self, split: str, *, train: bool) -> CityscapesMultiTask:
         d = self.cfg.data
-        transform = (seg_train_transform(tuple(d.crop_size), scale_range=tuple(d.scale_range), boxes=True)
-                     if train else seg_eval_transform(resize=tuple(d.eval_resize) if d.eval_resize else None))
-        return CityscapesMultiTask(d.root, split, transform, skip_bad=d.skip_bad, cache=d.cache_images,
-                                   decoded_cache=d.decoded_cache if train else None,
-                                   max_pixels=d.max_image_pixels)
+        transform = (
+            seg_train_transform(tuple(d.crop_size), scale_range=tuple(d.scale_range), boxes=True)
+            if train
+            else seg_eval_transform(resize=tuple(d.eval_resize) if d.eval_resize else None)
+        )
+        return CityscapesMultiTask(
+            d.root,
+            split,
+            transform,
+            skip_bad=d.skip_bad,
+            cache=d.cache_images,
+            decoded_cache=d.decoded_cache if train else None,
+            max_pixels=d.max_image_pixels,
+        )
 
     def collate(self, batch: list) -> Any:
         return detection_collate(batch)
 
     def losses(self, model: nn.Module, batch: Any, device: torch.device) -> dict[str, Tensor]:
         images, targets = batch
-        memory_format = torch.channels_last if self.cfg.train.channels_last else torch.contiguous_format
-        losses = model(images.to(device, non_blocking=True).contiguous(memory_format=memory_format),
-                       [{key: t[key].to(device) for key in ("mask", "boxes", "labels")} for t in targets])
-        weights = {"ce": self.cfg.loss.seg_weight, "bbox_regression": self.cfg.loss.det_weight,
-                   "classification": self.cfg.loss.det_weight}
+        memory_format = (
+            torch.channels_last if self.cfg.train.channels_last else torch.contiguous_format
+        )
+        losses = model(
+            images.to(device, non_blocking=True).contiguous(memory_format=memory_format),
+            [{key: t[key].to(device) for key in ("mask", "boxes", "labels")} for t in targets],
+        )
+        weights = {
+            "ce": self.cfg.loss.seg_weight,
+            "bbox_regression": self.cfg.loss.det_weight,
+            "classification": self.cfg.loss.det_weight,
+        }
         return {name: weights[name] * value for name, value in losses.items()}
 
     @torch.inference_mode()
-    def evaluate(self, model: nn.Module, dataset: CityscapesMultiTask, device: torch.device, *,
-                 progress: bool = True, on_prediction=None,
-                 results_path: str | Path | None = None) -> dict[str, Any]:
+    def evaluate(
+        self,
+        model: nn.Module,
+        dataset: CityscapesMultiTask,
+        device: torch.device,
+        *,
+        progress: bool = True,
+        on_prediction=None,
+        results_path: str | Path | None = None,
+    ) -> dict[str, Any]:
         """Segmentation metrics (as the segmentation task) and COCO metrics (as the detection
         task) of ``dataset`` in one pass, plus ``mIoU_AP_mean``. ``on_prediction(index, pred)``
         receives each train-id prediction; ``results_path`` gets the COCO results file."""
         memory_format = prepare_for_eval(model, self.cfg)
         rank, world = dist_utils.get_rank(), dist_utils.get_world_size()
         indices = shard_indices(len(dataset), rank, world)
-        loader = DataLoader(Subset(dataset, indices), batch_size=max(self.cfg.data.eval_batch_size, 1),
-                            num_workers=min(self.cfg.data.workers, 2), collate_fn=detection_collate)
+        loader = DataLoader(
+            Subset(dataset, indices),
+            batch_size=max(self.cfg.data.eval_batch_size, 1),
+            num_workers=min(self.cfg.data.workers, 2),
+            collate_fn=detection_collate,
+        )
         scoring = SegScoring(self.cfg, dataset, device)
         evaluator = CocoEvaluator(dataset.coco)
         to_category = category_table(dataset)
@@ -95,7 +124,7 @@ class MultiTaskTask(SegmentationTask):
             images = images.to(device).contiguous(memory_format=memory_format)
             masks = torch.stack([t["mask"] for t in targets]).to(device)
             first = step * loader.batch_size
-            batch = indices[first:first + len(images)]
+            batch = indices[first : first + len(images)]
             outputs = {}
 
             def segment(x: Tensor, outputs=outputs) -> Tensor:
@@ -121,6 +150,11 @@ class MultiTaskTask(SegmentationTask):
         """The per-class IoU table, pycocotools' summary and the per-class AP table."""
         if self.last_metrics is None or self.last_det is None:
             return ""
-        return "\n\n".join([format_iou_table(self.last_metrics, self.class_names) + "\n" + timing_line(metrics),
-                            self.last_det.summary_text.rstrip(), format_ap_table(self.last_det),
-                            f"{self.metric} {metrics[self.metric]:.4f} = (mIoU + AP) / 2"])
+        return "\n\n".join(
+            [
+                format_iou_table(self.last_metrics, self.class_names) + "\n" + timing_line(metrics),
+                self.last_det.summary_text.rstrip(),
+                format_ap_table(self.last_det),
+                f"{self.metric} {metrics[self.metric]:.4f} = (mIoU + AP) / 2",
+            ]
+        )

@@ -47,28 +47,41 @@ class SegScoring:
         self.crop = tuple(cfg.eval.crop or cfg.data.crop_size)
         self.seconds, self.images = 0.0, 0
 
-    def predict(self, forward: Callable[[Tensor], Tensor], images: Tensor, targets: Tensor,
-                indices: Sequence[int]) -> Tensor:
+    def predict(
+        self,
+        forward: Callable[[Tensor], Tensor],
+        images: Tensor,
+        targets: Tensor,
+        indices: Sequence[int],
+    ) -> Tensor:
         """Count a batch: ``forward(images)`` gives the logits; returns the predicted train ids
         ``(N, H, W)`` at the targets' size. ``indices``: the samples' dataset indices."""
         start = time.perf_counter()
-        scores = seg_scores(forward, images, tuple(targets.shape[-2:]), self.cfg.eval, crop=self.crop)
+        scores = seg_scores(
+            forward, images, tuple(targets.shape[-2:]), self.cfg.eval, crop=self.crop
+        )
         if scores.device.type == "cuda":
             torch.cuda.synchronize(scores.device)
         self.seconds += time.perf_counter() - start
         self.images += len(images)
         # label_map: argmax(1)'s labels, ~10x faster over NCHW on the CPU (its own argmax otherwise)
-        pred = torch.from_numpy(label_map(scores)) if scores.device.type == "cpu" else scores.argmax(1)
+        pred = (
+            torch.from_numpy(label_map(scores)) if scores.device.type == "cpu" else scores.argmax(1)
+        )
         self.confmat.update(pred, targets)
         if self.instances is not None:
-            self.instances.update(pred, torch.stack([self._instance_ids(i, p.shape) for i, p in zip(indices, pred)]))
+            self.instances.update(
+                pred, torch.stack([self._instance_ids(i, p.shape) for i, p in zip(indices, pred)])
+            )
         return pred
 
     def _instance_ids(self, index: int, shape: torch.Size) -> Tensor:
         ids = self.dataset.instance_ids(index)
         if ids.shape != shape:
-            raise DataError(f"{self.dataset.instance_path(index)}: instance ids are {ids.shape[1]}x{ids.shape[0]} "
-                            f"(WxH) but the label is {shape[1]}x{shape[0]}; regenerate them")
+            raise DataError(
+                f"{self.dataset.instance_path(index)}: instance ids are {ids.shape[1]}x{ids.shape[0]} "
+                f"(WxH) but the label is {shape[1]}x{shape[0]}; regenerate them"
+            )
         return torch.from_numpy(ids.astype("int32"))
 
     def compute(self) -> tuple[SegMetrics, dict[str, Any]]:
@@ -76,8 +89,10 @@ class SegScoring:
         self.confmat.reduce_from_all_processes()
         if self.instances is not None:
             self.instances.reduce_from_all_processes()
-        timing = {"eval_mode": describe(self.cfg.eval, crop=self.crop),
-                  "ms_per_image": 1000 * self.seconds / max(self.images, 1)}
+        timing = {
+            "eval_mode": describe(self.cfg.eval, crop=self.crop),
+            "ms_per_image": 1000 * self.seconds / max(self.images, 1),
+        }
         return self.confmat.compute(self.instances), timing
 
 
@@ -109,9 +124,15 @@ class SegmentationTask:
             if train
             else seg_eval_transform(resize=tuple(d.eval_resize) if d.eval_resize else None)
         )
-        return CityscapesSegmentation(d.root, split, transform, skip_bad=d.skip_bad, cache=d.cache_images,
-                                      decoded_cache=d.decoded_cache if train else None,
-                                      max_pixels=d.max_image_pixels)
+        return CityscapesSegmentation(
+            d.root,
+            split,
+            transform,
+            skip_bad=d.skip_bad,
+            cache=d.cache_images,
+            decoded_cache=d.decoded_cache if train else None,
+            max_pixels=d.max_image_pixels,
+        )
 
     def train_dataset(self) -> Dataset:
         return self.dataset(self.cfg.data.train_split, train=True)
@@ -131,21 +152,32 @@ class SegmentationTask:
         return {"ce": self.seg_loss(logits, targets.to(device).long())}
 
     @torch.inference_mode()
-    def evaluate(self, model: nn.Module, dataset: Dataset, device: torch.device, *,
-                 progress: bool = True, on_prediction=None) -> dict[str, Any]:
+    def evaluate(
+        self,
+        model: nn.Module,
+        dataset: Dataset,
+        device: torch.device,
+        *,
+        progress: bool = True,
+        on_prediction=None,
+    ) -> dict[str, Any]:
         """mIoU etc. (fractions) over ``dataset``, sharded across processes.
         ``on_prediction(index, pred)`` receives each train-id prediction at label resolution
         (for saving PNGs)."""
         memory_format = prepare_for_eval(model, self.cfg)
         rank, world = dist_utils.get_rank(), dist_utils.get_world_size()
         indices = shard_indices(len(dataset), rank, world)
-        loader = DataLoader(Subset(dataset, indices), batch_size=self.cfg.data.eval_batch_size,
-                            num_workers=min(self.cfg.data.workers, 2), collate_fn=default_collate)
+        loader = DataLoader(
+            Subset(dataset, indices),
+            batch_size=self.cfg.data.eval_batch_size,
+            num_workers=min(self.cfg.data.workers, 2),
+            collate_fn=default_collate,
+        )
         scoring = SegScoring(self.cfg, dataset, device)
         position = 0
         for images, targets in eval_progress(loader, progress):
             images = images.to(device).contiguous(memory_format=memory_format)
-            batch = indices[position:position + len(images)]
+            batch = indices[position : position + len(images)]
             pred = scoring.predict(model, images, targets.to(device), batch)
             for index, p in zip(batch, pred) if on_prediction is not None else ():
                 on_prediction(index, p)

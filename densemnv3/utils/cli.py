@@ -24,7 +24,9 @@ def run_main(main: Callable[[], int | None]) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
-    except Exception as err:  # a write that did not go through atomic_write: one line if the disk refused
+    except (
+        Exception
+    ) as err:  # a write that did not go through atomic_write: one line if the disk refused
         storage = disk_error(err)
         if storage is None:
             raise
@@ -45,6 +47,11 @@ def user_message(err: BaseException) -> str:
 
 def add_set_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--set", dest="overrides", metavar="KEY=VALUE", nargs="+", action="extend", default=[],
+        "--set",
+        dest="overrides",
+        metavar="KEY=VALUE",
+        nargs="+",
+        action="extend",
+        default=[],
         help="override config values, e.g. --set optim.lr=0.02 data.batch_size=4",
     )

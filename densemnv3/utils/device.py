@@ -14,7 +14,9 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for but no CUDA device is available; use --device cpu")
+        raise UserError(
+            "--device cuda was asked for but no CUDA device is available; use --device cpu"
+        )
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise UserError(f"unknown device {device!r}; use cpu, cuda or auto")
     return device

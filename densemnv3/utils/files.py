@@ -26,8 +26,15 @@ from densemnv3.errors import UserError
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["WriteError", "atomic_write", "disk_error", "remove_stale_temps", "storage_problem",
-           "write_image", "write_text"]
+__all__ = [
+    "WriteError",
+    "atomic_write",
+    "disk_error",
+    "remove_stale_temps",
+    "storage_problem",
+    "write_image",
+    "write_text",
+]
 
 #: errno values that mean "this storage cannot take the file", not a bug: one line, not a traceback.
 _STORAGE_ERRORS = {
@@ -85,8 +92,10 @@ def atomic_write(path: str | os.PathLike, *, hint: str = "") -> Iterator[Path]:
         remove_stale_temps(path)
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # umask applies
     except OSError as err:
-        raise WriteError(f"{path}: cannot create a file in {path.parent} ({err.strerror}); choose "
-                         f"another place or free some space") from None
+        raise WriteError(
+            f"{path}: cannot create a file in {path.parent} ({err.strerror}); choose "
+            f"another place or free some space"
+        ) from None
     try:
         yield tmp
         fd = os.open(tmp, os.O_RDONLY)
@@ -101,10 +110,15 @@ def atomic_write(path: str | os.PathLike, *, hint: str = "") -> Iterator[Path]:
         storage = disk_error(err)
         if storage is None:
             raise
-        kept = (f"the previous {path.name} is unchanged there" if path.is_file()
-                else f"no {path.name} was written")
-        raise WriteError(f"{path}: cannot write, {storage_problem(storage)}; {kept} and no temp "
-                         f"file is left{'; ' + hint if hint else ''}") from None
+        kept = (
+            f"the previous {path.name} is unchanged there"
+            if path.is_file()
+            else f"no {path.name} was written"
+        )
+        raise WriteError(
+            f"{path}: cannot write, {storage_problem(storage)}; {kept} and no temp "
+            f"file is left{'; ' + hint if hint else ''}"
+        ) from None
     with contextlib.suppress(OSError):  # the rename itself is durable once the folder is synced
         fd = os.open(path.parent, os.O_RDONLY)
         try:
@@ -136,8 +150,10 @@ def write_image(path: str | os.PathLike, array: np.ndarray, *, hint: str = "") -
     except cv2.error:
         ok = False
     if not ok:
-        raise WriteError(f"{path}: OpenCV cannot encode a {array.dtype} array of shape "
-                         f"{tuple(array.shape)} as {path.suffix or 'an image (no suffix)'}")
+        raise WriteError(
+            f"{path}: OpenCV cannot encode a {array.dtype} array of shape "
+            f"{tuple(array.shape)} as {path.suffix or 'an image (no suffix)'}"
+        )
     with atomic_write(path, hint=hint) as tmp:
         tmp.write_bytes(encoded.tobytes())
     return path
@@ -154,7 +170,7 @@ def remove_stale_temps(path: str | os.PathLike, *, any_owner: bool = False) -> l
     path = Path(path)
     removed = []
     for tmp in path.parent.glob(f".{_glob_escape(path.name)}.*.tmp"):
-        owner = tmp.name[len(path.name) + 2:-len(".tmp")].split("-", 1)[0]
+        owner = tmp.name[len(path.name) + 2 : -len(".tmp")].split("-", 1)[0]
         if any_owner or (owner.isdigit() and not _alive(int(owner))):
             with contextlib.suppress(OSError):
                 tmp.unlink()

@@ -40,8 +40,11 @@ def keep_freed_memory() -> bool:
     (False off glibc, with ``DENSEMNV3_KEEP_FREED_MEMORY=0`` or where glibc refuses)."""
     global _kept
     if _kept is None:
-        _kept = os.environ.get(ENV, "1") != "0" and _mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) \
+        _kept = (
+            os.environ.get(ENV, "1") != "0"
+            and _mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
             and _mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+        )
     return _kept
 
 

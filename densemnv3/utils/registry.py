@@ -25,7 +25,10 @@ class Registry(Generic[T]):
         self._forwards: dict[str, tuple[Callable, ...]] = {}
 
     def register(
-        self, name: str | None = None, *, overwrite: bool = False,
+        self,
+        name: str | None = None,
+        *,
+        overwrite: bool = False,
         forwards_kwargs_to: Iterable[Callable] = (),
     ) -> Callable[[T], T]:
         """Decorator adding a builder under ``name`` (default: its ``__name__``).

@@ -29,7 +29,9 @@ def convert(key: str, text: str, hint: Any) -> Any:
     value = literal(text)
     if matches(value, hint):
         return value
-    if isinstance(value, (list, int)) and matches(tuple(value) if isinstance(value, list) else (value,), hint):
+    if isinstance(value, (list, int)) and matches(
+        tuple(value) if isinstance(value, list) else (value,), hint
+    ):
         return tuple(value) if isinstance(value, list) else (value,)
     if matches(text, hint):  # e.g. a str field given "123"
         return text

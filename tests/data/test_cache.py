@@ -24,7 +24,9 @@ def root(tiny_synthetic, tmp_path) -> Path:
 
 @pytest.fixture
 def cache(root, tmp_path) -> Path:
-    return write_decoded_cache(CityscapesSegmentation(root, "train"), tmp_path / "cache", progress=False)
+    return write_decoded_cache(
+        CityscapesSegmentation(root, "train"), tmp_path / "cache", progress=False
+    )
 
 
 def open_cached(root, cache, **kwargs) -> CityscapesSegmentation:
@@ -61,8 +63,10 @@ def test_cache_works_for_the_training_task(root, cache, tiny_overrides, tmp_path
     from densemnv3.config import load_config
     from densemnv3.tasks import build_task
 
-    cfg = load_config(ROOT / "configs" / "lraspp_synthetic.py",
-                      tiny_overrides(root, tmp_path / "run", data__decoded_cache=cache))
+    cfg = load_config(
+        ROOT / "configs" / "lraspp_synthetic.py",
+        tiny_overrides(root, tmp_path / "run", data__decoded_cache=cache),
+    )
     task = build_task(cfg)
     assert task.train_dataset()._decoded is not None
     assert task.val_dataset()._decoded is None  # the cache is of the training split
@@ -115,7 +119,9 @@ def test_another_root_or_split_is_refused(root, cache, tmp_path):
 def test_old_format_version_and_missing_manifest_are_refused(root, cache):
     manifest = json.loads((cache / MANIFEST).read_text())
     (cache / MANIFEST).write_text(json.dumps(manifest | {"version": 0}))
-    _expect_stale(root, cache, "version 0, this densemnv3 reads densemnv3-decoded-cityscapes version 1")
+    _expect_stale(
+        root, cache, "version 0, this densemnv3 reads densemnv3-decoded-cityscapes version 1"
+    )
     (cache / MANIFEST).unlink()
     _expect_stale(root, cache, "no decoded cache here")
 
@@ -160,9 +166,22 @@ def test_tool_writes_the_cache_of_the_config(root, tmp_path, capsys):
 
     out = tmp_path / "tool_cache"
     config = str(ROOT / "configs" / "lraspp_synthetic.py")
-    assert main([config, "--no-progress", "--set", f"data.root={root}", f"data.decoded_cache={out}",
-                 "data.synthetic=None"]) == 0
+    assert (
+        main(
+            [
+                config,
+                "--no-progress",
+                "--set",
+                f"data.root={root}",
+                f"data.decoded_cache={out}",
+                "data.synthetic=None",
+            ]
+        )
+        == 0
+    )
     assert "8 samples" in capsys.readouterr().out
-    np.testing.assert_array_equal(open_cached(root, out).load(0)[1], CityscapesSegmentation(root, "train").load(0)[1])
+    np.testing.assert_array_equal(
+        open_cached(root, out).load(0)[1], CityscapesSegmentation(root, "train").load(0)[1]
+    )
     with pytest.raises(UserError, match="data.decoded_cache=DIR"):
         main([config, "--set", f"data.root={root}", "data.synthetic=None"])

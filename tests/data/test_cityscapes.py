@@ -215,7 +215,10 @@ def test_cache_serves_decoded_pairs_after_the_first_read(tiny_synthetic, tmp_pat
     import shutil
 
     root = shutil.copytree(tiny_synthetic, tmp_path / "s")
-    cached, plain = CityscapesSegmentation(root, "train", cache=True), CityscapesSegmentation(root, "train")
+    cached, plain = (
+        CityscapesSegmentation(root, "train", cache=True),
+        CityscapesSegmentation(root, "train"),
+    )
     image, target = plain[0]
     got_image, got_target = cached[0]
     got_image[:] = 0  # the caller owns what it gets: the cache keeps its own copy

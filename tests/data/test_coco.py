@@ -178,7 +178,6 @@ def test_category_id_zero_needs_contiguous_mapping(tmp_path):
     assert dataset[0][1]["labels"].tolist() == [1] and dataset.label_to_category_id == {1: 0}
 
 
-
 def test_cache_serves_decoded_images_after_the_first_read(tiny_synthetic, tmp_path):
     import shutil
 
@@ -195,6 +194,7 @@ def test_cache_serves_decoded_images_after_the_first_read(tiny_synthetic, tmp_pa
 
 
 # ---------------------------------------------------------------- annotation files that parse but are wrong
+
 
 def edited_coco(root: Path, edit) -> Path:
     """``make_coco(root)`` with its json changed by ``edit(data)``."""
@@ -221,16 +221,26 @@ def test_duplicate_image_id(tmp_path):
     def edit(data):
         data["images"][1]["id"] = 1
 
-    file_error(tmp_path, edit, "image id 1 is listed twice (file_name leftImg8bit/train/x/img1.png "
-               "and leftImg8bit/train/x/img2.png)", "its own id")
+    file_error(
+        tmp_path,
+        edit,
+        "image id 1 is listed twice (file_name leftImg8bit/train/x/img1.png "
+        "and leftImg8bit/train/x/img2.png)",
+        "its own id",
+    )
 
 
 def test_duplicate_annotation_id(tmp_path):
     def edit(data):
         data["annotations"][2]["id"] = 1
 
-    file_error(tmp_path, edit, "annotation id 1 is listed twice (annotations[0] on image id 1 and "
-               "annotations[2] on image id 1)", "its own id")
+    file_error(
+        tmp_path,
+        edit,
+        "annotation id 1 is listed twice (annotations[0] on image id 1 and "
+        "annotations[2] on image id 1)",
+        "its own id",
+    )
 
 
 def test_duplicate_category_id(tmp_path):
@@ -245,11 +255,20 @@ def test_missing_top_level_key(tmp_path, key):
     file_error(tmp_path, lambda data: data.pop(key), f"the '{key}' key is missing")
 
 
-@pytest.mark.parametrize(("key", "field"), [
-    ("images", "id"), ("images", "file_name"), ("images", "width"), ("images", "height"),
-    ("annotations", "id"), ("annotations", "image_id"), ("annotations", "category_id"),
-    ("annotations", "bbox"), ("categories", "id"),
-])
+@pytest.mark.parametrize(
+    ("key", "field"),
+    [
+        ("images", "id"),
+        ("images", "file_name"),
+        ("images", "width"),
+        ("images", "height"),
+        ("annotations", "id"),
+        ("annotations", "image_id"),
+        ("annotations", "category_id"),
+        ("annotations", "bbox"),
+        ("categories", "id"),
+    ],
+)
 def test_missing_entry_field(tmp_path, key, field):
     file_error(tmp_path, lambda data: data[key][1].pop(field), f"{key}[1] has no '{field}'")
 
@@ -265,8 +284,13 @@ def test_annotation_of_an_unlisted_category(tmp_path):
     def edit(data):
         data["annotations"][0]["category_id"] = 99
 
-    file_error(tmp_path, edit, "annotation id 1 has category id 99", "'categories' does not list",
-               "[24, 26, 33]")
+    file_error(
+        tmp_path,
+        edit,
+        "annotation id 1 has category id 99",
+        "'categories' does not list",
+        "[24, 26, 33]",
+    )
 
 
 @pytest.mark.parametrize("bbox", [[1, 2, 3], "1 2 3 4", [1, 2, "3", 4], None])

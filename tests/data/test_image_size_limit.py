@@ -27,7 +27,7 @@ def jpeg_declaring(width: int, height: int, *, progressive: bool = False) -> byt
     params = [cv2.IMWRITE_JPEG_PROGRESSIVE, 1] if progressive else []
     data = cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8), params)[1].tobytes()
     sof = data.index(b"\xff\xc2" if progressive else b"\xff\xc0")
-    return data[:sof + 5] + struct.pack(">HH", height, width) + data[sof + 9:]
+    return data[: sof + 5] + struct.pack(">HH", height, width) + data[sof + 9 :]
 
 
 def with_exif_thumbnail(jpeg: bytes) -> bytes:
@@ -70,7 +70,8 @@ def test_a_file_declaring_too_much_is_refused_with_the_limit_and_the_fix(tmp_pat
     assert str(info.value) == (
         f"{path}: the image declares 40000x40000 (1,600,000,000 pixels), over the limit of "
         "268,435,456 pixels (data.max_image_pixels); if it is real, raise the limit with --set "
-        "data.max_image_pixels=1600000000, or skip such files with --set data.skip_bad=True")
+        "data.max_image_pixels=1600000000, or skip such files with --set data.skip_bad=True"
+    )
     small = tmp_path / "small.png"
     cv2.imwrite(str(small), np.full((6, 10), 7, np.uint8))
     assert reader(small, max_pixels=60).shape[:2] == (6, 10)
@@ -82,10 +83,20 @@ def test_a_file_declaring_too_much_is_refused_with_the_limit_and_the_fix(tmp_pat
 def test_the_limit_reaches_every_dataset_the_tasks_build(tiny_synthetic, tmp_path, config):
     from densemnv3.tasks import build_task
 
-    cfg = load_config(config, [f"data.root={tiny_synthetic}", "data.synthetic=None",
-                               "data.max_image_pixels=8191", "data.skip_bad=True",
-                               f"work_dir={tmp_path}"])
+    cfg = load_config(
+        config,
+        [
+            f"data.root={tiny_synthetic}",
+            "data.synthetic=None",
+            "data.max_image_pixels=8191",
+            "data.skip_bad=True",
+            f"work_dir={tmp_path}",
+        ],
+    )
     dataset = build_task(cfg).dataset(cfg.data.val_split, train=False)
-    with pytest.raises(DataError, match=r"every .* unreadable; the first: .*_leftImg8bit\.png: "
-                       r"the image declares 128x64 \(8,192 pixels\), over the limit of 8,191 "):
+    with pytest.raises(
+        DataError,
+        match=r"every .* unreadable; the first: .*_leftImg8bit\.png: "
+        r"the image declares 128x64 \(8,192 pixels\), over the limit of 8,191 ",
+    ):
         dataset.validate(progress=False)

@@ -20,7 +20,9 @@ def hand_made_ids() -> np.ndarray:
     ids = np.full((40, 60), 7, np.uint16)  # road
     ids[:5] = 23  # sky
     ids[10:20, 5:15] = CAR * 1000  # car 0: x 5..14, y 10..19
-    ids[12:30, 40:44] = CAR * 1000 + 1  # car 1: x 40..43, y 12..29, its bottom right hidden by the person
+    ids[12:30, 40:44] = (
+        CAR * 1000 + 1
+    )  # car 1: x 40..43, y 12..29, its bottom right hidden by the person
     ids[25:35, 42:50] = PERSON * 1000  # person: x 42..49, y 25..34
     ids[30, 20] = BICYCLE * 1000 + 3  # a one-pixel bicycle
     ids[0:3, 50:55] = CAR  # car group: crowd, two pieces
@@ -33,9 +35,22 @@ def test_boxes_from_instance_ids_equal_the_hand_computed_ones():
     boxes, labels, areas, crowd = instance_boxes(hand_made_ids())
     label = {lid: k + 1 for k, lid in enumerate(THING_LABEL_IDS)}
     # instances first, by id (person 24000, car 26000, car 26001, bicycle 33003), then crowd regions
-    assert boxes.tolist() == [[42, 25, 50, 35], [5, 10, 15, 20], [40, 12, 44, 30], [20, 30, 21, 31],
-                              [50, 0, 55, 3], [0, 38, 2, 40]]
-    assert labels.tolist() == [label[PERSON], label[CAR], label[CAR], label[BICYCLE], label[CAR], label[CAR]]
+    assert boxes.tolist() == [
+        [42, 25, 50, 35],
+        [5, 10, 15, 20],
+        [40, 12, 44, 30],
+        [20, 30, 21, 31],
+        [50, 0, 55, 3],
+        [0, 38, 2, 40],
+    ]
+    assert labels.tolist() == [
+        label[PERSON],
+        label[CAR],
+        label[CAR],
+        label[BICYCLE],
+        label[CAR],
+        label[CAR],
+    ]
     assert labels.tolist()[:4] == [1, 3, 3, 8]
     assert areas.tolist() == [80, 100, 13 * 4 + 5 * 2, 1, 15, 4]
     assert crowd.tolist() == [False] * 4 + [True] * 2
@@ -54,13 +69,25 @@ def test_synthetic_boxes_equal_its_coco_json(tiny_synthetic):
         ds = CityscapesMultiTask(tiny_synthetic, split)
         data = json.loads((tiny_synthetic / f"annotations/instances_{split}.json").read_text())
         names = {im["id"]: im["file_name"] for im in data["images"]}
-        theirs = sorted((names[a["image_id"]], a["category_id"], tuple(a["bbox"]), a["area"])
-                        for a in data["annotations"])
-        ours_names = {im["id"]: Path(im["file_name"]).relative_to(tiny_synthetic).as_posix()
-                      for im in ds.coco.dataset["images"]}
+        theirs = sorted(
+            (names[a["image_id"]], a["category_id"], tuple(a["bbox"]), a["area"])
+            for a in data["annotations"]
+        )
+        ours_names = {
+            im["id"]: Path(im["file_name"]).relative_to(tiny_synthetic).as_posix()
+            for im in ds.coco.dataset["images"]
+        }
         anns = ds.coco.dataset["annotations"]
-        ours = sorted((ours_names[a["image_id"]], a["category_id"], tuple(int(v) for v in a["bbox"]), a["area"])
-                      for a in anns if not a["iscrowd"])
+        ours = sorted(
+            (
+                ours_names[a["image_id"]],
+                a["category_id"],
+                tuple(int(v) for v in a["bbox"]),
+                a["area"],
+            )
+            for a in anns
+            if not a["iscrowd"]
+        )
         assert ours == theirs and len(ours) > 0
         assert sorted(ds.ids) == sorted(ours_names)
 
@@ -69,9 +96,14 @@ def test_items_hold_mask_and_boxes_without_crowd(tiny_synthetic):
     ds = CityscapesMultiTask(tiny_synthetic, "val", seg_eval_transform(resize=(32, 64)))
     for index in range(len(ds)):
         image, target = ds[index]
-        assert image.shape == (3, 32, 64) and target["mask"].shape == (64, 128)  # labels at full size
+        assert image.shape == (3, 32, 64) and target["mask"].shape == (
+            64,
+            128,
+        )  # labels at full size
         gt = [a for a in ds.coco.imgToAnns[target["image_id"]] if not a["iscrowd"]]
-        assert len(target["boxes"]) == len(gt) == len(target["labels"])  # original pixels: not resized
+        assert (
+            len(target["boxes"]) == len(gt) == len(target["labels"])
+        )  # original pixels: not resized
         assert target["orig_size"] == (64, 128)
 
 
@@ -87,12 +119,16 @@ def test_joint_pipeline_moves_boxes_with_the_mask():
         ys, xs = np.nonzero(m.numpy() == 13)
         return [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
 
-    exact = seg_train_transform((40, 80), scale_range=(2.0, 2.0), hflip=1.0, color_jitter=False, boxes=True)
+    exact = seg_train_transform(
+        (40, 80), scale_range=(2.0, 2.0), hflip=1.0, color_jitter=False, boxes=True
+    )
     for seed in range(4):
         exact.set_random_seed(seed)
         out = exact(image=image, mask=mask, bboxes=box, labels=np.array([3]))
         if len(out["bboxes"]):
-            np.testing.assert_allclose(out["bboxes"][0], mask_box(out["mask"]), atol=1e-4)  # float32 round-off
+            np.testing.assert_allclose(
+                out["bboxes"][0], mask_box(out["mask"]), atol=1e-4
+            )  # float32 round-off
     loose = seg_train_transform((32, 64), scale_range=(0.6, 1.7), color_jitter=False, boxes=True)
     checked = 0
     for seed in range(30):
@@ -118,7 +154,9 @@ def test_missing_instance_file_and_decoded_cache_are_named(tiny_synthetic, tmp_p
         for index in range(len(ds)):
             ds[index]
     assert len(CityscapesMultiTask(root, "val", skip_bad=True).validate(progress=False)) == 1
-    with pytest.raises(ConfigError, match="data.decoded_cache: the multi-task dataset reads the PNGs"):
+    with pytest.raises(
+        ConfigError, match="data.decoded_cache: the multi-task dataset reads the PNGs"
+    ):
         CityscapesMultiTask(root, "train", decoded_cache=tmp_path / "cache")
 
 

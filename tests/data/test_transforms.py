@@ -128,7 +128,9 @@ def test_det_transforms_take_height_and_width():
     out = det_eval_transform(size=(50, 100))(image=image, bboxes=boxes, labels=[1])
     assert out["image"].shape == (3, 50, 100)
     np.testing.assert_allclose(out["bboxes"], [[5, 10, 15, 20]], atol=1e-4)
-    out = det_train_transform((48, 96), zoom_out=False, iou_crop=False, hflip=0)(image=image, bboxes=boxes, labels=[1])
+    out = det_train_transform((48, 96), zoom_out=False, iou_crop=False, hflip=0)(
+        image=image, bboxes=boxes, labels=[1]
+    )
     assert out["image"].shape == (3, 48, 96)
 
 
@@ -197,7 +199,9 @@ def test_iou_with_crop_matches_torchvision_box_iou():
     boxes = np.concatenate([corners, corners + rng.uniform(1, 80, (50, 2))], 1)
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     crop = (30, 40, 170, 150)
-    expected = box_iou(torch.as_tensor(boxes), torch.tensor([crop], dtype=torch.float64))[:, 0].numpy()
+    expected = box_iou(torch.as_tensor(boxes), torch.tensor([crop], dtype=torch.float64))[
+        :, 0
+    ].numpy()
     np.testing.assert_allclose(_iou_with(boxes, areas, crop), expected, rtol=1e-12)
 
 
@@ -214,4 +218,6 @@ def test_normalize_to_tensor_equals_albumentations_normalize_and_to_tensor(image
     assert torch.equal(got["image"], ref["image"]) and torch.equal(got["mask"], ref["mask"])
     floats = image.astype(np.float32) / 255  # a non-uint8 image takes albumentations' own path
     ref = A.Compose([A.Normalize(mean=mean, std=std), ToTensorV2()])(image=floats)["image"]
-    assert torch.equal(A.Compose([NormalizeToTensor(mean=mean, std=std)])(image=floats)["image"], ref)
+    assert torch.equal(
+        A.Compose([NormalizeToTensor(mean=mean, std=std)])(image=floats)["image"], ref
+    )

@@ -39,8 +39,9 @@ def assert_same_weights(a: dict, b: dict) -> None:
 @pytest.mark.slow
 def test_train_writes_run_directory(tiny_synthetic, tmp_path, tiny_overrides, run_tool, tiny_cfg):
     work = tmp_path / "run"
-    proc = run_tool("train_seg.py", CONFIG, "--no-progress", "--set",
-                    *tiny_overrides(tiny_synthetic, work))
+    proc = run_tool(
+        "train_seg.py", CONFIG, "--no-progress", "--set", *tiny_overrides(tiny_synthetic, work)
+    )
     assert proc.returncode == 0, proc.stderr
     for name in ("last.pt", "best.pt", "results.csv", "results.png", "metrics.json", "config.py"):
         assert (work / name).is_file(), name
@@ -65,12 +66,24 @@ def test_kill_9_then_resume_is_bit_exact(tiny_synthetic, tmp_path, tiny_override
     wall-clock column, equal an uninterrupted run's."""
     extra = {"schedule__iters": 12, "train__eval_interval": 3, "train__checkpoint_interval": 2}
     ref = tmp_path / "reference"
-    proc = run_tool("train_seg.py", CONFIG, "--no-progress", "--set", *tiny_overrides(tiny_synthetic, ref, **extra))
+    proc = run_tool(
+        "train_seg.py",
+        CONFIG,
+        "--no-progress",
+        "--set",
+        *tiny_overrides(tiny_synthetic, ref, **extra),
+    )
     assert proc.returncode == 0, proc.stderr
 
     crashed = tmp_path / "crashed"
-    args = [sys.executable, str(ROOT / "tools/train_seg.py"), CONFIG, "--no-progress", "--set",
-            *tiny_overrides(tiny_synthetic, crashed, **extra)]
+    args = [
+        sys.executable,
+        str(ROOT / "tools/train_seg.py"),
+        CONFIG,
+        "--no-progress",
+        "--set",
+        *tiny_overrides(tiny_synthetic, crashed, **extra),
+    ]
     child = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     killed_at = None
@@ -86,8 +99,14 @@ def test_kill_9_then_resume_is_bit_exact(tiny_synthetic, tmp_path, tiny_override
     assert killed_at is not None and killed_at < 12, "the run finished before it could be killed"
     assert child.returncode == -signal.SIGKILL
 
-    proc = run_tool("train_seg.py", CONFIG, "--no-progress", "--resume", "--set",
-                    *tiny_overrides(tiny_synthetic, crashed, **extra))
+    proc = run_tool(
+        "train_seg.py",
+        CONFIG,
+        "--no-progress",
+        "--resume",
+        "--set",
+        *tiny_overrides(tiny_synthetic, crashed, **extra),
+    )
     assert proc.returncode == 0, proc.stderr
     assert "resumed from" in proc.stderr
     final_ref = read_checkpoint(ref / "last.pt")
@@ -101,19 +120,34 @@ def test_kill_9_then_resume_is_bit_exact(tiny_synthetic, tmp_path, tiny_override
     rows = {}
     for run in (ref, crashed):
         with open(run / "results.csv") as f:
-            rows[run] = [{k: v for k, v in row.items() if k not in ("time", "val/ms_per_image")}  # timings
-                         for row in csv.DictReader(f)]
+            rows[run] = [
+                {k: v for k, v in row.items() if k not in ("time", "val/ms_per_image")}  # timings
+                for row in csv.DictReader(f)
+            ]
     assert [int(r["iter"]) for r in rows[ref]] == [3, 6, 9, 12]
     assert rows[crashed] == rows[ref]  # the running loss means too, not only the weights
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 0), (signal.SIGINT, 130)])
-def test_signal_saves_checkpoint_and_exits_cleanly(tiny_synthetic, tmp_path, sig, code, tiny_overrides):
+def test_signal_saves_checkpoint_and_exits_cleanly(
+    tiny_synthetic, tmp_path, sig, code, tiny_overrides
+):
     work = tmp_path / "run"
-    args = [sys.executable, str(ROOT / "tools/train_seg.py"), CONFIG, "--no-progress", "--set",
-            *tiny_overrides(tiny_synthetic, work, schedule__iters=400, train__checkpoint_interval=1000,
-                            train__eval_interval=1000)]
+    args = [
+        sys.executable,
+        str(ROOT / "tools/train_seg.py"),
+        CONFIG,
+        "--no-progress",
+        "--set",
+        *tiny_overrides(
+            tiny_synthetic,
+            work,
+            schedule__iters=400,
+            train__checkpoint_interval=1000,
+            train__eval_interval=1000,
+        ),
+    ]
     child = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not (work / "config.py").is_file():
@@ -157,8 +191,13 @@ def test_nan_loss_stops_with_iteration_and_keeps_best(tiny_synthetic, tmp_path, 
 
 def test_nan_loss_names_the_checkpoint_saved_before_it(tiny_synthetic, tmp_path, tiny_cfg):
     work = tmp_path / "run"
-    cfg = tiny_cfg(tiny_synthetic, work, schedule__iters=8, train__eval_interval=100,
-                   train__checkpoint_interval=3)
+    cfg = tiny_cfg(
+        tiny_synthetic,
+        work,
+        schedule__iters=8,
+        train__eval_interval=100,
+        train__checkpoint_interval=3,
+    )
     trainer = Trainer(cfg, NaNAt(build_task(cfg), at=5), device="cpu", progress=False)
     with pytest.raises(TrainingError) as error:
         trainer.fit()
@@ -168,13 +207,26 @@ def test_nan_loss_names_the_checkpoint_saved_before_it(tiny_synthetic, tmp_path,
     assert read_checkpoint(work / "last.pt")["iter"] == 3
 
 
-def test_diverging_run_names_only_files_that_exist(tiny_synthetic, tmp_path, tiny_overrides, run_tool):
+def test_diverging_run_names_only_files_that_exist(
+    tiny_synthetic, tmp_path, tiny_overrides, run_tool
+):
     """``optim.lr`` far too high: the loss becomes NaN before the first checkpoint is due, and the
     one error line says that no checkpoint exists instead of naming a last.pt."""
     work = tmp_path / "diverge"
-    proc = run_tool("train_seg.py", CONFIG, "--no-progress", "--set",
-                    *tiny_overrides(tiny_synthetic, work, optim__lr=1e12, schedule__iters=40,
-                                    train__checkpoint_interval=1000, train__eval_interval=1000))
+    proc = run_tool(
+        "train_seg.py",
+        CONFIG,
+        "--no-progress",
+        "--set",
+        *tiny_overrides(
+            tiny_synthetic,
+            work,
+            optim__lr=1e12,
+            schedule__iters=40,
+            train__checkpoint_interval=1000,
+            train__eval_interval=1000,
+        ),
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     error = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(error) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
@@ -183,11 +235,19 @@ def test_diverging_run_names_only_files_that_exist(tiny_synthetic, tmp_path, tin
     assert not (work / "last.pt").exists() and not (work / "best.pt").exists()
 
 
-def test_resume_rejects_other_architecture(tiny_synthetic, tmp_path, tiny_cfg, tiny_overrides, run_tool):
+def test_resume_rejects_other_architecture(
+    tiny_synthetic, tmp_path, tiny_cfg, tiny_overrides, run_tool
+):
     cfg = tiny_cfg(tiny_synthetic, tmp_path / "a", schedule__iters=2, train__eval_interval=100)
     Trainer(cfg, build_task(cfg), device="cpu", progress=False).fit()
-    proc = run_tool("train_seg.py", CONFIG, "--resume", str(tmp_path / "a" / "last.pt"), "--set",
-                    *tiny_overrides(tiny_synthetic, tmp_path / "b", model__name="lraspp_mobilenet_v3_large"))
+    proc = run_tool(
+        "train_seg.py",
+        CONFIG,
+        "--resume",
+        str(tmp_path / "a" / "last.pt"),
+        "--set",
+        *tiny_overrides(tiny_synthetic, tmp_path / "b", model__name="lraspp_mobilenet_v3_large"),
+    )
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
     assert "lraspp_mobilenet_v3_small" in proc.stderr and "lraspp_mobilenet_v3_large" in proc.stderr
@@ -198,10 +258,22 @@ def test_torchrun_two_processes_only_rank0_writes(tiny_synthetic, tmp_path, tiny
     work = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         str(ROOT / "tools/train_seg.py"), CONFIG, "--no-progress", "--set",
-         *tiny_overrides(tiny_synthetic, work, data__batch_size=1)],
-        capture_output=True, text=True, timeout=300, env=env,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(ROOT / "tools/train_seg.py"),
+            CONFIG,
+            "--no-progress",
+            "--set",
+            *tiny_overrides(tiny_synthetic, work, data__batch_size=1),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(list((work / "tb").glob("events.out.tfevents.*"))) == 1  # one writer: rank 0
@@ -215,8 +287,14 @@ def test_torchrun_two_processes_only_rank0_writes(tiny_synthetic, tmp_path, tiny
 
 def test_image_smaller_than_the_crop_is_padded(tiny_synthetic, tmp_path, tiny_cfg):
     """64x128 images, 96x160 crops: padded (label 255) rather than failing."""
-    cfg = tiny_cfg(tiny_synthetic, tmp_path / "run", data__crop_size="[96,160]", data__scale_range="[1.0,1.0]",
-                   schedule__iters=1, train__eval_interval=100)
+    cfg = tiny_cfg(
+        tiny_synthetic,
+        tmp_path / "run",
+        data__crop_size="[96,160]",
+        data__scale_range="[1.0,1.0]",
+        schedule__iters=1,
+        train__eval_interval=100,
+    )
     task = build_task(cfg)
     image, target = task.train_dataset()[0]
     assert tuple(image.shape) == (3, 96, 160) and tuple(target.shape) == (96, 160)
@@ -234,8 +312,16 @@ def test_build_optimizer_groups_and_kind(name):
     from densemnv3.engine.trainer import build_optimizer
 
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
-    cfg = load_config(CONFIG, [f"optim.name={name}", "optim.lr=0.003", "optim.weight_decay=0.01",
-                               "optim.norm_weight_decay=0.0", "optim.momentum=0.8"])
+    cfg = load_config(
+        CONFIG,
+        [
+            f"optim.name={name}",
+            "optim.lr=0.003",
+            "optim.weight_decay=0.01",
+            "optim.norm_weight_decay=0.0",
+            "optim.momentum=0.8",
+        ],
+    )
     optimizer = build_optimizer(model, cfg)
     assert type(optimizer) is {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}[name]
     decay, no_decay = optimizer.param_groups
@@ -259,7 +345,13 @@ def test_loader_keeps_its_workers_across_epochs(tiny_synthetic, tmp_path, tiny_c
     assert len(list(loader)) == len(epochs[1]) - 1  # resumed at batch 1 of epoch 1
     assert len(epochs[0]) == len(epochs[1]) == trainer.iters_per_epoch
     assert any(not a.equal(b) for a, b in zip(*epochs))
-    fresh = Trainer(cfg, build_task(cfg), device="cpu", progress=False)  # same batches as a new loader
+    fresh = Trainer(
+        cfg, build_task(cfg), device="cpu", progress=False
+    )  # same batches as a new loader
     assert all(a.equal(b) for a, (_, b) in zip(epochs[1], fresh._loader(1, 0), strict=True))
     cfg0 = tiny_cfg(tiny_synthetic, tmp_path / "run0", data__workers=0)
-    assert not Trainer(cfg0, build_task(cfg0), device="cpu", progress=False)._loader(0, 0).persistent_workers
+    assert (
+        not Trainer(cfg0, build_task(cfg0), device="cpu", progress=False)
+        ._loader(0, 0)
+        .persistent_workers
+    )

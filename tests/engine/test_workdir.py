@@ -21,16 +21,28 @@ time.sleep(60)
 
 
 def _dead_pid() -> int:
-    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return int(done.stdout)
 
 
 def _write_lock(work, **holder) -> None:
     work.mkdir(exist_ok=True)
-    (work / LOCK_NAME).write_text(json.dumps({"host": socket.gethostname(), "start": None,
-                                              "started": "2026-12-01T10:00:00",
-                                              "command": "train_seg.py cfg.py"} | holder))
+    (work / LOCK_NAME).write_text(
+        json.dumps(
+            {
+                "host": socket.gethostname(),
+                "start": None,
+                "started": "2026-12-01T10:00:00",
+                "command": "train_seg.py cfg.py",
+            }
+            | holder
+        )
+    )
 
 
 def test_lock_records_the_holder_and_is_released(tmp_path):
@@ -44,21 +56,25 @@ def test_lock_records_the_holder_and_is_released(tmp_path):
 
 def test_a_live_holder_in_another_process_stops_the_second_run(tmp_path):
     work = tmp_path / "run"
-    with subprocess.Popen([sys.executable, "-c", HOLD, str(work)], stdout=subprocess.PIPE,
-                          text=True) as holder:
+    with subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(work)], stdout=subprocess.PIPE, text=True
+    ) as holder:
         try:
             assert holder.stdout.readline().strip() == "held"
             with pytest.raises(UserError) as info:
                 WorkDirLock(work)
             message = str(info.value)
-            assert message.startswith(f"{work}: another run is using this work dir: pid {holder.pid} on ")
+            assert message.startswith(
+                f"{work}: another run is using this work dir: pid {holder.pid} on "
+            )
             assert f"delete {work / LOCK_NAME}" in message and "\n" not in message
         finally:
             holder.kill()
     notes = []
     WorkDirLock(work, log=notes.append).release()  # killed: its lock is stale now
     assert len(notes) == 1 and notes[0].startswith(
-        f"note: {work / LOCK_NAME}: taking over the lock of pid {holder.pid} on ")
+        f"note: {work / LOCK_NAME}: taking over the lock of pid {holder.pid} on "
+    )
     assert notes[0].endswith("which is no longer running")
 
 
@@ -68,9 +84,11 @@ def test_stale_lock_is_taken_over_with_a_note(tmp_path):
     _write_lock(work, pid=pid)
     notes = []
     lock = WorkDirLock(work, log=notes.append)
-    assert notes == [f"note: {work / LOCK_NAME}: taking over the lock of pid {pid} on "
-                     f"{socket.gethostname()} (started 2026-12-01T10:00:00: train_seg.py cfg.py), "
-                     "which is no longer running"]
+    assert notes == [
+        f"note: {work / LOCK_NAME}: taking over the lock of pid {pid} on "
+        f"{socket.gethostname()} (started 2026-12-01T10:00:00: train_seg.py cfg.py), "
+        "which is no longer running"
+    ]
     assert json.loads((work / LOCK_NAME).read_text())["pid"] == os.getpid()
     lock.release()
 
@@ -100,8 +118,11 @@ def test_unreadable_lock_is_one_line(tmp_path):
 
 
 def test_clean_interrupted_writes_removes_only_the_runs_own_temps(tmp_path):
-    temps = [tmp_path / ".last.pt.123-abcd.tmp", tmp_path / ".last.pt.k2j3h4_x.tmp",
-             tmp_path / ".results.csv.9-ff.tmp"]
+    temps = [
+        tmp_path / ".last.pt.123-abcd.tmp",
+        tmp_path / ".last.pt.k2j3h4_x.tmp",
+        tmp_path / ".results.csv.9-ff.tmp",
+    ]
     foreign = [tmp_path / ".model.onnx.1-ab.tmp", tmp_path / "notes.tmp", tmp_path / "last.pt"]
     for p in temps + foreign:
         p.write_bytes(b"x")

@@ -35,12 +35,18 @@ pytestmark = [
 def exact_fp32():
     """fp32 convolutions and matmuls in full fp32 (no TF32), restored afterwards; so is cuDNN
     autotuning, which a CUDA Predictor turns on."""
-    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
-             torch.backends.cudnn.benchmark)
+    saved = (
+        torch.backends.cudnn.allow_tf32,
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.backends.cudnn.benchmark,
+    )
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     yield
-    (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
-     torch.backends.cudnn.benchmark) = saved
+    (
+        torch.backends.cudnn.allow_tf32,
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.backends.cudnn.benchmark,
+    ) = saved
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -61,9 +67,13 @@ def test_lraspp_on_cuda_matches_cpu(rand_init):
 
 
 @torch.inference_mode()
-@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize(
+    "memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"]
+)
 def test_cuda_graph_replays_eager_result_for_new_inputs(rand_init, memory_format):
-    model = prepare_for_inference(_lraspp(rand_init), channels_last=memory_format == torch.channels_last)
+    model = prepare_for_inference(
+        _lraspp(rand_init), channels_last=memory_format == torch.channels_last
+    )
     gen = torch.Generator(device="cuda").manual_seed(0)
     first, second = (torch.randn(2, 3, 256, 512, device="cuda", generator=gen) for _ in range(2))
     first, second = (x.contiguous(memory_format=memory_format) for x in (first, second))
@@ -77,13 +87,18 @@ def test_cuda_graph_replays_eager_result_for_new_inputs(rand_init, memory_format
 
 
 @torch.inference_mode()
-@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize(
+    "memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"]
+)
 def test_fp16_within_fp16_tolerance(rand_init, memory_format):
     reference_model = _lraspp(rand_init)
-    x = torch.randn(2, 3, 512, 1024, device="cuda", generator=torch.Generator(device="cuda").manual_seed(1))
+    x = torch.randn(
+        2, 3, 512, 1024, device="cuda", generator=torch.Generator(device="cuda").manual_seed(1)
+    )
     reference = reference_model(x)
-    fast = prepare_for_inference(_lraspp(rand_init), channels_last=memory_format == torch.channels_last,
-                                 dtype=torch.float16)
+    fast = prepare_for_inference(
+        _lraspp(rand_init), channels_last=memory_format == torch.channels_last, dtype=torch.float16
+    )
     got = fast(x.half().contiguous(memory_format=memory_format))
     assert got.dtype == torch.float16
     assert _rel(got, reference) < 2e-2
@@ -94,14 +109,18 @@ def test_fp16_within_fp16_tolerance(rand_init, memory_format):
 @torch.inference_mode()
 def test_compiled_lraspp_matches_eager(rand_init):
     model = prepare_for_inference(_lraspp(rand_init))
-    x = torch.randn(1, 3, 256, 512, device="cuda", generator=torch.Generator(device="cuda").manual_seed(2))
+    x = torch.randn(
+        1, 3, 256, 512, device="cuda", generator=torch.Generator(device="cuda").manual_seed(2)
+    )
     expected = model(x).clone()
     compiled = compile_for_inference(model, mode="default")
     assert _rel(compiled(x), expected) < 1e-4
 
 
 def _torchvision_and_ours_ssdlite(rand_init):
-    tv = torchvision.models.detection.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None)
+    tv = torchvision.models.detection.ssdlite320_mobilenet_v3_large(
+        weights=None, weights_backbone=None
+    )
     rand_init(tv)
     ours = models.ssdlite320_mobilenet_v3_large()
     models.load_state_dict_checked(ours, tv.state_dict())
@@ -113,7 +132,9 @@ def test_ssdlite_detections_on_cuda_match_torchvision(rand_init):
     tv, ours = _torchvision_and_ours_ssdlite(rand_init)
     for model in (tv, ours):
         model.score_thresh = 0.01  # random weights: many candidates per class, NMS does real work
-    images = torch.rand(4, 3, 320, 320, device="cuda", generator=torch.Generator(device="cuda").manual_seed(3))
+    images = torch.rand(
+        4, 3, 320, 320, device="cuda", generator=torch.Generator(device="cuda").manual_seed(3)
+    )
     expected = tv(list(images))
     got = ours((images - 0.5) / 0.5)
     for e, g in zip(expected, got):
@@ -152,7 +173,9 @@ def test_batched_postprocess_on_cuda_equals_cpu(score_thresh):
     """The batched NMS on CUDA keeps exactly what torchvision's CPU nms keeps from the same
     candidates; from the same logits the detections agree to float rounding of softmax/exp."""
     model, cls_logits, bbox_regression, anchors = _detector_outputs(8, 6)
-    cand = pp.candidates(cls_logits, bbox_regression, anchors, (320, 320), model.box_coder, score_thresh, 300)
+    cand = pp.candidates(
+        cls_logits, bbox_regression, anchors, (320, 320), model.box_coder, score_thresh, 300
+    )
     expected = pp._per_image(cand, 321, 0.55, 300, 512)
     got = pp._batched(pp.Candidates(*(t.cuda() for t in cand)), 321, 0.55, 300)
     assert len(got) == len(expected) and len(expected[0]["scores"]) == 0
@@ -161,7 +184,9 @@ def test_batched_postprocess_on_cuda_equals_cpu(score_thresh):
             assert torch.equal(g[name].cpu(), e[name]), name
     model.score_thresh = score_thresh
     cpu = model.postprocess(cls_logits, bbox_regression, anchors, (320, 320))  # per image on CPU
-    cuda = model.cuda().postprocess(cls_logits.cuda(), bbox_regression.cuda(), anchors.cuda(), (320, 320))
+    cuda = model.cuda().postprocess(
+        cls_logits.cuda(), bbox_regression.cuda(), anchors.cuda(), (320, 320)
+    )
     for e, g in zip(cpu, cuda):  # the same detections; near-equal scores may swap places
         g = {name: t.cpu() for name, t in g.items()}
         assert len(g["scores"]) == len(e["scores"])
@@ -180,7 +205,11 @@ def test_batched_postprocess_syncs_do_not_grow_with_the_batch():
     model.cuda()
 
     def syncs(repeat: int, impl: str) -> int:
-        args = (cls_logits.repeat(repeat, 1, 1).cuda(), bbox_regression.repeat(repeat, 1, 1).cuda(), anchors.cuda())
+        args = (
+            cls_logits.repeat(repeat, 1, 1).cuda(),
+            bbox_regression.repeat(repeat, 1, 1).cuda(),
+            anchors.cuda(),
+        )
         torch.cuda.synchronize()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -211,8 +240,12 @@ def test_predictor_defaults_on_cuda_are_nchw_fp16_and_agree_with_fp32(rand_init)
     from densemnv3.inference import Predictor
 
     fast = Predictor(_lraspp(rand_init), _seg_config(), device="cuda")
-    assert (fast.precision, fast.memory_format, fast.settings.compile, fast.settings.cuda_graphs) == (
-        "fp16", torch.contiguous_format, False, False)
+    assert (
+        fast.precision,
+        fast.memory_format,
+        fast.settings.compile,
+        fast.settings.cuda_graphs,
+    ) == ("fp16", torch.contiguous_format, False, False)
     assert fast.settings.describe() == "inference: cuda, fp16, NCHW, compile off, cuda-graphs off"
     assert next(fast.model.parameters()).dtype == torch.float16  # the network runs in fp16
     assert fast.model.backbone.features[0][0].weight.is_contiguous()  # NCHW weights
@@ -222,8 +255,11 @@ def test_predictor_defaults_on_cuda_are_nchw_fp16_and_agree_with_fp32(rand_init)
         assert (a == b).mean() > 0.98
 
 
-@pytest.mark.parametrize("options", [{"precision": "bf16"}, {"memory_format": "channels_last"},
-                                     {"cuda_graphs": True}], ids=["bf16", "channels_last", "cuda_graphs"])
+@pytest.mark.parametrize(
+    "options",
+    [{"precision": "bf16"}, {"memory_format": "channels_last"}, {"cuda_graphs": True}],
+    ids=["bf16", "channels_last", "cuda_graphs"],
+)
 def test_predictor_overrides_on_cuda_agree_with_fp32(options, rand_init):
     from densemnv3.inference import Predictor
 
@@ -240,8 +276,11 @@ def test_detection_predictor_on_cuda_agrees_with_fp32(options, rand_init):
     from densemnv3.config import Config, DataConfig, ModelConfig
     from densemnv3.inference import Predictor
 
-    cfg = Config(task="detection", model=ModelConfig(name="ssdlite320_mobilenet_v3_large", num_classes=91),
-                 data=DataConfig(root="/nonexistent"))
+    cfg = Config(
+        task="detection",
+        model=ModelConfig(name="ssdlite320_mobilenet_v3_large", num_classes=91),
+        data=DataConfig(root="/nonexistent"),
+    )
     state = rand_init(models.ssdlite320_mobilenet_v3_large()).state_dict()
 
     def predictor(**kwargs):
@@ -257,8 +296,9 @@ def test_detection_predictor_on_cuda_agrees_with_fp32(options, rand_init):
             assert len(a["scores"]) > 0
             assert abs(len(b["scores"]) - len(a["scores"])) <= max(3, 0.05 * len(a["scores"]))
             top = min(len(a["scores"]), len(b["scores"]), 20)
-            np.testing.assert_allclose(np.sort(b["scores"])[::-1][:top], np.sort(a["scores"])[::-1][:top],
-                                       atol=1e-2)
+            np.testing.assert_allclose(
+                np.sort(b["scores"])[::-1][:top], np.sort(a["scores"])[::-1][:top], atol=1e-2
+            )
 
 
 def test_deterministic_loss_and_resize_on_cuda_equal_the_ops_they_replace():
@@ -273,8 +313,9 @@ def test_deterministic_loss_and_resize_on_cuda_equal_the_ops_they_replace():
     assert torch.allclose(deterministic_cross_entropy(logits, target, 255), expected, rtol=1e-5)
     small = logits[:, :, ::8, ::8].detach().requires_grad_()
     got = resize_bilinear_matmul(small, (64, 128))
-    assert torch.allclose(got, F.interpolate(small, size=(64, 128), mode="bilinear", align_corners=False),
-                          atol=1e-5)
+    assert torch.allclose(
+        got, F.interpolate(small, size=(64, 128), mode="bilinear", align_corners=False), atol=1e-5
+    )
 
 
 def test_ohem_on_cuda_equals_cpu_and_runs_in_deterministic_mode():
@@ -301,28 +342,50 @@ def _train_overrides(tool, tiny_synthetic, tiny_overrides, work):
     if tool == "train_seg.py":  # tiny_overrides sets train.deterministic=True
         return "lraspp_synthetic.py", tiny_overrides(tiny_synthetic, work, train__amp=True)
     return "ssdlite_synthetic.py", [
-        "model.name=ssdlite320_mobilenet_v3_small", f"data.root={tiny_synthetic}", "data.synthetic=None",
-        "data.batch_size=4", "data.eval_batch_size=2", "data.workers=0", "schedule.iters=6",
-        "schedule.warmup_iters=1", "train.eval_interval=3", "train.checkpoint_interval=3",
-        "train.amp=True", "train.channels_last=True", "train.deterministic=True", f"work_dir={work}",
+        "model.name=ssdlite320_mobilenet_v3_small",
+        f"data.root={tiny_synthetic}",
+        "data.synthetic=None",
+        "data.batch_size=4",
+        "data.eval_batch_size=2",
+        "data.workers=0",
+        "schedule.iters=6",
+        "schedule.warmup_iters=1",
+        "train.eval_interval=3",
+        "train.checkpoint_interval=3",
+        "train.amp=True",
+        "train.channels_last=True",
+        "train.deterministic=True",
+        f"work_dir={work}",
     ]
 
 
 @pytest.mark.parametrize("tool", ["train_seg.py", "train_det.py"])
-def test_deterministic_amp_training_on_cuda_is_bit_identical(tool, tiny_synthetic, tiny_overrides, run_tool,
-                                                              tmp_path):
+def test_deterministic_amp_training_on_cuda_is_bit_identical(
+    tool, tiny_synthetic, tiny_overrides, run_tool, tmp_path
+):
     """train.deterministic=True with AMP on CUDA: it runs, and twice gives the same weights bit for bit."""
     weights = []
     for run in ("a", "b"):
         work = tmp_path / run
         config, overrides = _train_overrides(tool, tiny_synthetic, tiny_overrides, work)
-        done = run_tool(tool, str(ROOT / "configs" / config), "--device", "cuda", "--no-progress",
-                        "--set", *overrides)
+        done = run_tool(
+            tool,
+            str(ROOT / "configs" / config),
+            "--device",
+            "cuda",
+            "--no-progress",
+            "--set",
+            *overrides,
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         assert json.loads((work / "metrics.json").read_text())
         header, *rows = (work / "results.csv").read_text().splitlines()
         assert rows and "nan" not in rows[-1].lower()
-        weights.append(torch.load(work / "last.pt", map_location="cpu", weights_only=False)["model"])
+        weights.append(
+            torch.load(work / "last.pt", map_location="cpu", weights_only=False)["model"]
+        )
     assert weights[0].keys() == weights[1].keys()
     different = [k for k in weights[0] if not torch.equal(weights[0][k], weights[1][k])]
-    assert not different, f"{len(different)} tensors differ between two deterministic runs, e.g. {different[:3]}"
+    assert not different, (
+        f"{len(different)} tensors differ between two deterministic runs, e.g. {different[:3]}"
+    )

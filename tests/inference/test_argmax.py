@@ -26,7 +26,11 @@ def test_equals_argmax(shape, threads):
 
 def test_other_layouts_and_types_fall_back_to_argmax():
     logits = torch.randn(1, 7, 20, 30)
-    for other in (logits.contiguous(memory_format=torch.channels_last), logits.half(), logits[..., ::2]):
+    for other in (
+        logits.contiguous(memory_format=torch.channels_last),
+        logits.half(),
+        logits[..., ::2],
+    ):
         assert np.array_equal(label_map(other), other.argmax(1).numpy())
     with pytest.raises(ValueError, match="expected"):
         label_map(torch.zeros(7, 20, 30))

@@ -65,14 +65,19 @@ def test_whole_without_tta_is_the_resized_logits():
 def test_flip_averages_the_mirrored_probabilities():
     x = torch.randn(2, 3, 12, 20)
     pointwise = conv_model(1)  # mirror-equivariant: the flipped pass mirrors back to the same
-    assert torch.allclose(seg_scores(pointwise, x, (12, 20), tta(flip=True)), pointwise(x).softmax(1), atol=1e-6)
+    assert torch.allclose(
+        seg_scores(pointwise, x, (12, 20), tta(flip=True)), pointwise(x).softmax(1), atol=1e-6
+    )
     model = conv_model(3)
     manual = (model(x).softmax(1) + model(x.flip(-1)).softmax(1).flip(-1)) / 2
     scores = seg_scores(model, x, (12, 20), tta(flip=True))
     assert torch.allclose(scores, manual, atol=1e-6)
     assert not torch.allclose(scores, model(x).softmax(1), atol=1e-3)  # the flip did something
     # at another size: each pass resized to it, then mirrored back
-    manual = (resize(model(x), (15, 33)).softmax(1) + resize(model(x.flip(-1)), (15, 33)).flip(-1).softmax(1)) / 2
+    manual = (
+        resize(model(x), (15, 33)).softmax(1)
+        + resize(model(x.flip(-1)), (15, 33)).flip(-1).softmax(1)
+    ) / 2
     assert torch.allclose(seg_scores(model, x, (15, 33), tta(flip=True)), manual, atol=1e-6)
 
 
@@ -93,20 +98,36 @@ def test_the_flipped_copy_runs_in_the_same_forward():
 @torch.no_grad()
 def test_scales_average_the_probabilities_of_each_scale():
     model, x, size = conv_model(3), torch.randn(1, 3, 16, 24), (16, 24)
-    sizes = {0.5: (8, 12), 0.75: (12, 18), 1.0: (16, 24), 1.25: (20, 30), 1.5: (24, 36), 1.75: (28, 42)}
-    manual = torch.stack([resize(model(x if s == 1.0 else resize(x, sizes[s])), size).softmax(1)
-                          for s in SIX_SCALES]).mean(0)
+    sizes = {
+        0.5: (8, 12),
+        0.75: (12, 18),
+        1.0: (16, 24),
+        1.25: (20, 30),
+        1.5: (24, 36),
+        1.75: (28, 42),
+    }
+    manual = torch.stack(
+        [resize(model(x if s == 1.0 else resize(x, sizes[s])), size).softmax(1) for s in SIX_SCALES]
+    ).mean(0)
     assert torch.allclose(seg_scores(model, x, size, tta(scales=SIX_SCALES)), manual, atol=1e-6)
     both = [resize(model(resize(x, sizes[s])), size) for s in (0.5, 1.5)]
     both += [resize(model(resize(x.flip(-1), sizes[s])), size).flip(-1) for s in (0.5, 1.5)]
     manual = torch.stack([logits.softmax(1) for logits in both]).mean(0)
-    assert torch.allclose(seg_scores(model, x, size, tta(scales=(0.5, 1.5), flip=True)), manual, atol=1e-6)
+    assert torch.allclose(
+        seg_scores(model, x, size, tta(scales=(0.5, 1.5), flip=True)), manual, atol=1e-6
+    )
 
 
-@pytest.mark.parametrize(("size", "crop", "stride"), [
-    ((1024, 2048), (512, 1024), (341, 683)), ((1024, 2048), (769, 769), (513, 513)),
-    ((100, 37), (40, 40), (13, 40)), ((30, 30), (40, 50), (20, 20)), ((64, 96), (64, 32), (64, 32)),
-])
+@pytest.mark.parametrize(
+    ("size", "crop", "stride"),
+    [
+        ((1024, 2048), (512, 1024), (341, 683)),
+        ((1024, 2048), (769, 769), (513, 513)),
+        ((100, 37), (40, 40), (13, 40)),
+        ((30, 30), (40, 50), (20, 20)),
+        ((64, 96), (64, 32), (64, 32)),
+    ],
+)
 def test_windows_are_mmsegs_and_cover_every_pixel(size, crop, stride):
     windows = slide_windows(*size, crop, stride)
     assert windows == mmseg_windows(*size, crop, stride)
@@ -119,14 +140,18 @@ def test_windows_are_mmsegs_and_cover_every_pixel(size, crop, stride):
 
 def test_slide_geometry_defaults_to_two_thirds_of_the_crop():
     assert slide_windows(1024, 2048, (512, 1024), (341, 683)) == [
-        (y1, y1 + 512, x1, x1 + 1024) for y1 in (0, 341, 512) for x1 in (0, 683, 1024)]
+        (y1, y1 + 512, x1, x1 + 1024) for y1 in (0, 341, 512) for x1 in (0, 683, 1024)
+    ]
     assert slide_geometry(EvalConfig(mode="slide", crop=(512, 1024))) == ((512, 1024), (341, 683))
     assert slide_geometry(EvalConfig(mode="slide"), crop=(769, 769)) == ((769, 769), (513, 513))
     assert slide_geometry(EvalConfig(stride=(10, 10)), crop=(20, 20)) == ((20, 20), (10, 10))
     with pytest.raises(ValueError, match="crop"):
         slide_geometry(EvalConfig(mode="slide"))
-    for bad, key in [(dict(crop=(0, 8)), "eval.crop"), (dict(crop=(8, 8), stride=(-1, 4)), "eval.stride"),
-                     (dict(crop=(8, 8), stride=(9, 4)), "eval.stride")]:
+    for bad, key in [
+        (dict(crop=(0, 8)), "eval.crop"),
+        (dict(crop=(8, 8), stride=(-1, 4)), "eval.stride"),
+        (dict(crop=(8, 8), stride=(9, 4)), "eval.stride"),
+    ]:
         with pytest.raises(ConfigError, match=key):
             slide_geometry(EvalConfig(mode="slide", **bad))
 
@@ -135,8 +160,12 @@ def test_slide_geometry_defaults_to_two_thirds_of_the_crop():
 def test_slide_over_an_image_within_the_crop_is_whole():
     model, x = conv_model(3), torch.randn(2, 3, 12, 20)
     whole = seg_scores(model, x, (24, 40), EvalConfig())
-    assert torch.equal(seg_scores(model, x, (24, 40), EvalConfig(mode="slide", crop=(12, 20))), whole)
-    assert torch.equal(seg_scores(model, x, (24, 40), EvalConfig(mode="slide"), crop=(16, 32)), whole)
+    assert torch.equal(
+        seg_scores(model, x, (24, 40), EvalConfig(mode="slide", crop=(12, 20))), whole
+    )
+    assert torch.equal(
+        seg_scores(model, x, (24, 40), EvalConfig(mode="slide"), crop=(16, 32)), whole
+    )
 
 
 @torch.no_grad()
@@ -144,7 +173,9 @@ def test_overlapping_windows_average_to_the_whole_logits_of_a_pointwise_model():
     model, x = conv_model(1), torch.randn(1, 3, 40, 52)
     calls = []
     counted = lambda images: calls.append(tuple(images.shape[-2:])) or model(images)  # noqa: E731
-    slide = seg_scores(counted, x, (40, 52), EvalConfig(mode="slide", crop=(16, 24), stride=(7, 10)))
+    slide = seg_scores(
+        counted, x, (40, 52), EvalConfig(mode="slide", crop=(16, 24), stride=(7, 10))
+    )
     assert calls == [(16, 24)] * len(slide_windows(40, 52, (16, 24), (7, 10))) and len(calls) == 20
     assert torch.allclose(slide, model(x), atol=1e-6)
     # windows at a lower resolution than the window (stride-8 logits) are resized to it first
@@ -167,8 +198,13 @@ def test_slide_with_flip_slides_each_pass():
     cfg = EvalConfig(mode="slide", crop=(20, 18), stride=(20, 12))
     plain = lambda images: seg_scores(model, images, (20, 30), cfg)  # noqa: E731
     manual = (plain(x).softmax(1) + plain(x.flip(-1)).softmax(1).flip(-1)) / 2
-    assert torch.allclose(seg_scores(model, x, (20, 30), tta(flip=True, mode="slide", crop=(20, 18),
-                                                             stride=(20, 12))), manual, atol=1e-6)
+    assert torch.allclose(
+        seg_scores(
+            model, x, (20, 30), tta(flip=True, mode="slide", crop=(20, 18), stride=(20, 12))
+        ),
+        manual,
+        atol=1e-6,
+    )
 
 
 def test_tta_is_checked():
@@ -178,17 +214,22 @@ def test_tta_is_checked():
             seg_scores(conv_model(1), x, (8, 8), tta(scales=scales))
 
 
-@pytest.mark.parametrize(("words", "expected"), [
-    (["scales=0.5,0.75,1.0,1.25,1.5,1.75", "flip"], TTAConfig(scales=SIX_SCALES, flip=True)),
-    (["flip"], TTAConfig(scales=(1.0,), flip=True)),
-    (["scales=1.0,1.5"], TTAConfig(scales=(1.0, 1.5))),
-    (["off"], TTAConfig()),
-])
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        (["scales=0.5,0.75,1.0,1.25,1.5,1.75", "flip"], TTAConfig(scales=SIX_SCALES, flip=True)),
+        (["flip"], TTAConfig(scales=(1.0,), flip=True)),
+        (["scales=1.0,1.5"], TTAConfig(scales=(1.0, 1.5))),
+        (["off"], TTAConfig()),
+    ],
+)
 def test_parse_tta(words, expected):
     assert parse_tta(words) == expected
 
 
-@pytest.mark.parametrize("words", [["scales=a"], ["scales=0"], ["scales="], ["foo"], ["off", "flip"], []])
+@pytest.mark.parametrize(
+    "words", [["scales=a"], ["scales=0"], ["scales="], ["foo"], ["off", "flip"], []]
+)
 def test_parse_tta_rejects(words):
     with pytest.raises(ConfigError, match="scales=S") as error:
         parse_tta(words)
@@ -205,8 +246,13 @@ def test_describe():
     assert describe(tta(flip=True)) == "whole, flip"
     assert describe(tta(scales=SIX_SCALES, flip=True)) == "whole, 6 scales 0.5-1.75 + flip"
     assert describe(tta(scales=(1.5,))) == "whole, scale 1.5"
-    assert describe(tta(flip=True, mode="slide"), (512, 1024)) == "slide 512x1024 every 341x683, flip"
-    assert describe(EvalConfig(mode="slide", crop=(512, 512), stride=(256, 256))) == "slide 512x512 every 256x256"
+    assert (
+        describe(tta(flip=True, mode="slide"), (512, 1024)) == "slide 512x1024 every 341x683, flip"
+    )
+    assert (
+        describe(EvalConfig(mode="slide", crop=(512, 512), stride=(256, 256)))
+        == "slide 512x512 every 256x256"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -221,15 +267,22 @@ def test_a_real_lraspp(lraspp):
     x = torch.randn(1, 3, 64, 128)
     whole = seg_scores(lraspp, x, (64, 128), EvalConfig())
     assert torch.equal(whole, lraspp(x))
-    assert torch.equal(seg_scores(lraspp, x, (64, 128), EvalConfig(mode="slide", crop=(64, 128))), whole)
+    assert torch.equal(
+        seg_scores(lraspp, x, (64, 128), EvalConfig(mode="slide", crop=(64, 128))), whole
+    )
     flip = seg_scores(lraspp, x, (64, 128), tta(flip=True))
-    assert flip.shape == (1, 19, 64, 128) and torch.allclose(flip.sum(1), torch.ones(1, 64, 128), atol=1e-5)
+    assert flip.shape == (1, 19, 64, 128) and torch.allclose(
+        flip.sum(1), torch.ones(1, 64, 128), atol=1e-5
+    )
 
 
 @torch.no_grad()
 def test_predictor_with_flip(lraspp):
-    cfg = Config(task="segmentation", model=ModelConfig(name="lraspp_mobilenet_v3_small", num_classes=19),
-                 data=DataConfig())
+    cfg = Config(
+        task="segmentation",
+        model=ModelConfig(name="lraspp_mobilenet_v3_small", num_classes=19),
+        data=DataConfig(),
+    )
     predictor = Predictor(copy.deepcopy(lraspp), cfg, device="cpu", test_time=tta(flip=True))
     frame = np.random.default_rng(0).integers(0, 256, (48, 80, 3), dtype=np.uint8)
     labels = predictor(frame)
@@ -242,9 +295,19 @@ def test_predictor_with_flip(lraspp):
     plain = Predictor(copy.deepcopy(lraspp), cfg, device="cpu", test_time=EvalConfig())
     assert plain.test_time is None and (plain(frame) != labels).any()
     # a multi-task model's segmentation gets the same flip as its LR-ASPP view's
-    model = randomize_(multitask_mobilenet_v3_small(num_classes=19, det_num_classes=9), seed=3).eval()
-    both = Predictor(model, Config(task="multitask", model=ModelConfig(name="multitask_mobilenet_v3_small")),
-                     device="cpu", test_time=tta(flip=True))
-    seg = Predictor(model.single_task_view("segmentation"), Config(task="segmentation"), device="cpu",
-                    test_time=tta(flip=True))
+    model = randomize_(
+        multitask_mobilenet_v3_small(num_classes=19, det_num_classes=9), seed=3
+    ).eval()
+    both = Predictor(
+        model,
+        Config(task="multitask", model=ModelConfig(name="multitask_mobilenet_v3_small")),
+        device="cpu",
+        test_time=tta(flip=True),
+    )
+    seg = Predictor(
+        model.single_task_view("segmentation"),
+        Config(task="segmentation"),
+        device="cpu",
+        test_time=tta(flip=True),
+    )
     assert np.array_equal(both(frame)["segmentation"], seg(frame))

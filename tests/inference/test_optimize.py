@@ -20,7 +20,10 @@ def count(model: nn.Module, kind) -> int:
 def assert_close(got: torch.Tensor, expected: torch.Tensor, rel: float) -> None:
     scale = expected.abs().max().item()
     assert got.shape == expected.shape
-    assert (got - expected).abs().max().item() <= rel * scale, ((got - expected).abs().max().item(), scale)
+    assert (got - expected).abs().max().item() <= rel * scale, (
+        (got - expected).abs().max().item(),
+        scale,
+    )
 
 
 def assert_same_detections(got: dict, expected: dict, rel: float) -> None:
@@ -41,8 +44,9 @@ def lraspp(rand_init):
 @pytest.fixture
 def ssdlite(rand_init):
     # No top-k cut-off: near-tied scores at the 300th place would make the kept set arbitrary.
-    model = ssdlite320_mobilenet_v3_small(num_classes=4, score_thresh=0.29, topk_candidates=10**4,
-                                          detections_per_img=10**4)
+    model = ssdlite320_mobilenet_v3_small(
+        num_classes=4, score_thresh=0.29, topk_candidates=10**4, detections_per_img=10**4
+    )
     return rand_init(model, seed=1).eval()
 
 
@@ -107,7 +111,10 @@ def test_prepare_for_inference_keeps_ssdlite_detections(ssdlite, channels_last):
     with torch.no_grad():
         raw, detections = ssdlite.predict_raw(x), ssdlite(x)
         model = prepare_for_inference(copy.deepcopy(ssdlite), channels_last=channels_last)
-        got_raw, got = model.predict_raw(x.contiguous(memory_format=fmt)), model(x.contiguous(memory_format=fmt))
+        got_raw, got = (
+            model.predict_raw(x.contiguous(memory_format=fmt)),
+            model(x.contiguous(memory_format=fmt)),
+        )
     for g, e in zip(got_raw, raw):
         assert_close(g, e, 1e-4)
     for g, e in zip(got, detections):

@@ -24,13 +24,19 @@ SYNTHETIC_NAMES = ["person", "rider", "car", "truck", "bus", "train", "motorcycl
 
 
 def seg_config(**data) -> Config:
-    return Config(task="segmentation", model=ModelConfig(name="lraspp_mobilenet_v3_small", num_classes=19),
-                  data=DataConfig(**data))
+    return Config(
+        task="segmentation",
+        model=ModelConfig(name="lraspp_mobilenet_v3_small", num_classes=19),
+        data=DataConfig(**data),
+    )
 
 
 def det_config(root: str = "/nonexistent", **data) -> Config:
-    return Config(task="detection", model=ModelConfig(name="ssdlite320_mobilenet_v3_small", num_classes=9),
-                  data=DataConfig(root=root, label_mapping="contiguous", **data))
+    return Config(
+        task="detection",
+        model=ModelConfig(name="ssdlite320_mobilenet_v3_small", num_classes=9),
+        data=DataConfig(root=root, label_mapping="contiguous", **data),
+    )
 
 
 def calibrate_bn_(model, run, inputs):
@@ -57,7 +63,9 @@ def seg_model():
 def det_model():
     torch.manual_seed(0)
     model = ssdlite320_mobilenet_v3_small(num_classes=9)
-    return calibrate_bn_(model, lambda x: model.head(model.features(x)), torch.rand(2, 3, 320, 320) * 2 - 1)
+    return calibrate_bn_(
+        model, lambda x: model.head(model.features(x)), torch.rand(2, 3, 320, 320) * 2 - 1
+    )
 
 
 # Predictor folds BatchNorm into the convs of the model it gets (in place): give it copies.
@@ -102,7 +110,9 @@ def test_label_upsample_labels_resizes_the_label_map_of_the_input_size(seg_model
     predictor.label_upsample = "labels"  # the demo's --input-size
     out = predictor(frame(96, 160))
     with torch.no_grad():
-        small = predictor.model(normalized(frame(96, 160), IMAGENET_MEAN, IMAGENET_STD, size=(48, 80)))
+        small = predictor.model(
+            normalized(frame(96, 160), IMAGENET_MEAN, IMAGENET_STD, size=(48, 80))
+        )
     labels = small.argmax(1)[0].numpy().astype(np.uint8)  # argmax at the input size, then x2
     assert out.shape == (96, 160) and (out == labels.repeat(2, 0).repeat(2, 1)).mean() > 0.999
 
@@ -199,7 +209,9 @@ def test_precision_options(seg_model):
         Predictor(seg_model, seg_config(), device="cpu", precision="int4")
     with pytest.raises(UserError, match="int8 runs a quantized file: python tools/quantize.py"):
         Predictor(seg_model, seg_config(), device="cpu", precision="int8")
-    out = Predictor(copy.deepcopy(seg_model), seg_config(), device="cpu", precision="bf16")(frame(8, 8))
+    out = Predictor(copy.deepcopy(seg_model), seg_config(), device="cpu", precision="bf16")(
+        frame(8, 8)
+    )
     assert out.shape == (8, 8) and out.dtype == np.uint8
 
 
@@ -220,9 +232,16 @@ def test_batchnorm_is_folded_unless_fuse_bn_is_off(seg_model):
 
 def test_cpu_defaults_and_overrides(seg_model):
     default = Predictor(copy.deepcopy(seg_model), seg_config(), device="cpu")
-    assert (default.precision, default.channels_last, default.settings.compile) == ("fp32", True, False)
+    assert (default.precision, default.channels_last, default.settings.compile) == (
+        "fp32",
+        True,
+        False,
+    )
     assert default.memory_format == torch.channels_last
-    assert default.settings.describe() == "inference: cpu, fp32, channels_last, compile off, cuda-graphs off"
+    assert (
+        default.settings.describe()
+        == "inference: cpu, fp32, channels_last, compile off, cuda-graphs off"
+    )
     nchw = Predictor(copy.deepcopy(seg_model), seg_config(), device="cpu", memory_format="nchw")
     assert nchw.memory_format == torch.contiguous_format
     assert nchw.settings == InferenceSettings(torch.device("cpu"), memory_format="nchw")
@@ -281,22 +300,34 @@ def test_detection_class_names(tmp_path, det_model):
     ann = tmp_path / "annotations" / "instances_val2017.json"
     ann.parent.mkdir()
     ann.write_text(json.dumps({"categories": [{"id": 7, "name": "cat"}, {"id": 3, "name": "dog"}]}))
-    assert detection_class_names(det_config(root=str(tmp_path)), 3) == ["__background__", "dog", "cat"]
+    assert detection_class_names(det_config(root=str(tmp_path)), 3) == [
+        "__background__",
+        "dog",
+        "cat",
+    ]
     by_id = det_config(root=str(tmp_path))
     by_id.data.label_mapping = "category_id"
-    assert detection_class_names(by_id, 8)[3] == "dog" and detection_class_names(by_id, 8)[7] == "cat"
+    assert (
+        detection_class_names(by_id, 8)[3] == "dog" and detection_class_names(by_id, 8)[7] == "cat"
+    )
     coco = det_config()
     coco.data.label_mapping = "category_id"
     names = detection_class_names(coco, 91)
     assert names[1] == "person" and names[90] == "toothbrush" and names[12] == "class 12"
     assert detection_class_names(det_config(), 81)[80] == "toothbrush"
-    assert detection_class_names(det_config(), 5) == ["__background__"] + [f"class {i}" for i in range(1, 5)]
-    explicit = Predictor(copy.deepcopy(det_model), det_config(), device="cpu", class_names=["bg", *"abcdefgh"])
+    assert detection_class_names(det_config(), 5) == ["__background__"] + [
+        f"class {i}" for i in range(1, 5)
+    ]
+    explicit = Predictor(
+        copy.deepcopy(det_model), det_config(), device="cpu", class_names=["bg", *"abcdefgh"]
+    )
     assert explicit.class_names[1] == "a"
     assert len(COCO_CATEGORY_NAMES) == 91
     from torchvision.models.detection import SSDLite320_MobileNet_V3_Large_Weights
 
-    assert COCO_CATEGORY_NAMES == tuple(SSDLite320_MobileNet_V3_Large_Weights.COCO_V1.meta["categories"])
+    assert COCO_CATEGORY_NAMES == tuple(
+        SSDLite320_MobileNet_V3_Large_Weights.COCO_V1.meta["categories"]
+    )
 
 
 def test_from_config_loads_a_checkpoint(tmp_path, seg_model):
@@ -306,16 +337,25 @@ def test_from_config_loads_a_checkpoint(tmp_path, seg_model):
         "cfg = Config(task='segmentation', model=ModelConfig(name='lraspp_mobilenet_v3_small', num_classes=19))\n"
     )
     torch.save({"model": seg_model.state_dict()}, tmp_path / "last.pt")
-    predictor = Predictor.from_config(config, tmp_path / "last.pt", device="cpu",
-                                      overrides=["data.eval_resize=[48,80]"])
+    predictor = Predictor.from_config(
+        config, tmp_path / "last.pt", device="cpu", overrides=["data.eval_resize=[48,80]"]
+    )
     assert predictor.input_size == (48, 80)
     assert predictor(frame()).shape == (48, 80)
-    torch.save({"model": lraspp_mobilenet_v3_small(num_classes=5).state_dict()}, tmp_path / "other.pt")
+    torch.save(
+        {"model": lraspp_mobilenet_v3_small(num_classes=5).state_dict()}, tmp_path / "other.pt"
+    )
     with pytest.raises(CheckpointError, match="does not match"):
         Predictor.from_config(config, tmp_path / "other.pt", device="cpu")
-    torch.save({"model": seg_model.state_dict(), "arch": "ssdlite320_mobilenet_v3_large"}, tmp_path / "det.pt")
-    with pytest.raises(CheckpointError, match="det.pt: a detection checkpoint of "
-                       "ssdlite320_mobilenet_v3_large .* builds a segmentation model"):
+    torch.save(
+        {"model": seg_model.state_dict(), "arch": "ssdlite320_mobilenet_v3_large"},
+        tmp_path / "det.pt",
+    )
+    with pytest.raises(
+        CheckpointError,
+        match="det.pt: a detection checkpoint of "
+        "ssdlite320_mobilenet_v3_large .* builds a segmentation model",
+    ):
         Predictor.from_config(config, tmp_path / "det.pt", device="cpu")
 
 
@@ -358,8 +398,11 @@ def test_draw_detections_boxes_labels_and_colours():
     blank = np.zeros((10, 10, 3), np.uint8)
     assert not draw_detections(blank, empty).any()
     tiny = np.zeros((1, 1, 3), np.uint8)
-    draw_detections(tiny, {"boxes": np.array([[0, 0, 1, 1]]), "scores": [0.5], "labels": [2]},
-                    class_names=["bg", "a", "b"])
+    draw_detections(
+        tiny,
+        {"boxes": np.array([[0, 0, 1, 1]]), "scores": [0.5], "labels": [2]},
+        class_names=["bg", "a", "b"],
+    )
 
 
 def test_draw_fps_writes_in_the_top_left_corner():

@@ -13,7 +13,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_one_pass_gives_the_label_map_and_the_boxes(rand_init):
-    model = rand_init(multitask_mobilenet_v3_small(num_classes=19, det_num_classes=9), seed=3).eval()
+    model = rand_init(
+        multitask_mobilenet_v3_small(num_classes=19, det_num_classes=9), seed=3
+    ).eval()
     cfg = Config(task="multitask", model=ModelConfig(name="multitask_mobilenet_v3_small"))
     calls = []
     model.backbone.register_forward_hook(lambda *_: calls.append(1))
@@ -25,7 +27,9 @@ def test_one_pass_gives_the_label_map_and_the_boxes(rand_init):
     det = out["detections"]
     assert len(det["boxes"]) > 0 and (det["scores"] >= 0.1).all()
     assert (det["boxes"][:, 2:] <= [100, 48]).all() and (det["boxes"] >= 0).all()
-    assert det["class_names"] == [["__background__", *THING_NAMES][label] for label in det["labels"]]
+    assert det["class_names"] == [
+        ["__background__", *THING_NAMES][label] for label in det["labels"]
+    ]
     # the label map is the LR-ASPP view's (the same modules, already prepared)
     seg_cfg = Config(task="segmentation")
     seg = Predictor(model.single_task_view("segmentation"), seg_cfg, device="cpu")
@@ -35,4 +39,6 @@ def test_one_pass_gives_the_label_map_and_the_boxes(rand_init):
     assert len(more["scores"]) >= len(det["scores"])
     both = predictor([frame, frame[:32]])
     assert np.array_equal(both[0]["segmentation"], out["segmentation"])
-    assert torch.equal(torch.as_tensor(both[0]["detections"]["boxes"]), torch.as_tensor(det["boxes"]))
+    assert torch.equal(
+        torch.as_tensor(both[0]["detections"]["boxes"]), torch.as_tensor(det["boxes"])
+    )

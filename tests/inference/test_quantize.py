@@ -67,12 +67,18 @@ def seg(tmp_path_factory):
 
 def test_int8_agrees_with_fp32_on_fixed_inputs(seg):
     model, _, int8, images = seg
-    quantized = exported_model(int8, {"task": "segmentation", "outputs": "logits_raw", "precision": "int8"}, model, ORT)
+    quantized = exported_model(
+        int8, {"task": "segmentation", "outputs": "logits_raw", "precision": "int8"}, model, ORT
+    )
     assert isinstance(quantized, ExportedSegmenter)
     check = agreement(quantized, model, images[4:])  # two images the calibration did not see
     # stated tolerance: argmax equal on >= 90 % of pixels, ||int8 - fp32|| <= 0.35 ||fp32||
-    assert check["pixel_agreement"] >= PIXEL_AGREEMENT and check["rel_rms"] <= REL_RMS_TOLERANCE, check
-    assert check["pixel_agreement"] > 0.93 and check["rel_rms"] < 0.12, check  # measured: 0.951, 0.063
+    assert check["pixel_agreement"] >= PIXEL_AGREEMENT and check["rel_rms"] <= REL_RMS_TOLERANCE, (
+        check
+    )
+    assert check["pixel_agreement"] > 0.93 and check["rel_rms"] < 0.12, (
+        check
+    )  # measured: 0.951, 0.063
 
 
 def test_calibration_is_deterministic(seg, tmp_path):
@@ -99,7 +105,9 @@ def test_int8_graph_runs_in_onnxruntime_at_any_size(seg):
         assert logits.shape == (1, 5, size[0] // 8, size[1] // 8)  # at stride 8, as LRASPP.network
         with torch.no_grad():  # the rewritten fp32 graph computes what PyTorch does
             expected = model.network(x)
-        assert torch.allclose(torch.from_numpy(fp32.run(None, {"images": x.numpy()})[0]), expected, atol=1e-4)
+        assert torch.allclose(
+            torch.from_numpy(fp32.run(None, {"images": x.numpy()})[0]), expected, atol=1e-4
+        )
 
 
 def test_the_classifiers_stay_in_float_and_the_graph_ends_at_stride_8(seg):
@@ -110,26 +118,40 @@ def test_the_classifiers_stay_in_float_and_the_graph_ends_at_stride_8(seg):
     assert total.op_type == "Add"
     assert {producer[i].op_type for i in total.input} == {"Conv", "Resize"}
     classifiers = [producer[i] for i in total.input if producer[i].op_type == "Conv"]
-    assert all(conv.input[1] in weights for conv in classifiers)  # float weights, no DequantizeLinear
+    assert all(
+        conv.input[1] in weights for conv in classifiers
+    )  # float weights, no DequantizeLinear
 
 
 @pytest.mark.slow
 def test_int8_detector_postprocesses_in_float(tmp_path):
     images = fixed_images(6, DET_SIZE, seed=3)
-    model = realistic(lambda: ssdlite320_mobilenet_v3_small(num_classes=4, score_thresh=0.2), images)
+    model = realistic(
+        lambda: ssdlite320_mobilenet_v3_small(num_classes=4, score_thresh=0.2), images
+    )
     assert export_for_quantization(model, tmp_path / "prepared.onnx", DET_SIZE) == "raw"
-    quantize_onnx(tmp_path / "prepared.onnx", tmp_path / "int8.onnx", iter(images[:4]), 4, progress=False)
-    detector = exported_model(tmp_path / "int8.onnx", {"task": "detection", "outputs": "raw", "precision": "int8"},
-                              model, ORT)
+    quantize_onnx(
+        tmp_path / "prepared.onnx", tmp_path / "int8.onnx", iter(images[:4]), 4, progress=False
+    )
+    detector = exported_model(
+        tmp_path / "int8.onnx",
+        {"task": "detection", "outputs": "raw", "precision": "int8"},
+        model,
+        ORT,
+    )
     assert isinstance(detector, ExportedDetector) and detector.score_thresh == 0.2
     check = agreement(detector, model, images[4:])
-    assert check["rel_rms_cls"] <= REL_RMS_TOLERANCE and check["rel_rms_box"] <= REL_RMS_TOLERANCE, check
+    assert (
+        check["rel_rms_cls"] <= REL_RMS_TOLERANCE and check["rel_rms_box"] <= REL_RMS_TOLERANCE
+    ), check
     for size in (DET_SIZE, (96, 160)):  # default boxes in float, computed in the graph for the size
         x = fixed_images(2, size, seed=7)[0]
         cls_logits, bbox_regression, anchors = detector.predict_raw(x)
         with torch.no_grad():
             assert torch.equal(anchors, model.predict_raw(x)[2])
-            expected = model.postprocess(cls_logits, bbox_regression, anchors, size)  # the same code
+            expected = model.postprocess(
+                cls_logits, bbox_regression, anchors, size
+            )  # the same code
         for got, exp in zip(detector(x), expected):
             assert all(torch.equal(got[k], exp[k]) for k in ("boxes", "scores", "labels"))
 
@@ -139,13 +161,19 @@ def test_multitask_file_gives_what_the_pytorch_model_gives(tmp_path):
     """The raw multi-task graph: fp32 as PyTorch (logits at stride 8, SSDLite's tensors), the same
     postprocess; int8 within the stated agreement."""
     images = fixed_images(6, DET_SIZE, seed=4)
-    model = realistic(lambda: multitask_mobilenet_v3_small(num_classes=5, det_num_classes=4, score_thresh=0.2),
-                      images)
+    model = realistic(
+        lambda: multitask_mobilenet_v3_small(num_classes=5, det_num_classes=4, score_thresh=0.2),
+        images,
+    )
     prepared, int8 = tmp_path / "prepared.onnx", tmp_path / "int8.onnx"
     assert export_for_quantization(model, prepared, DET_SIZE) == "multitask_raw"
     meta = {"task": "multitask", "outputs": "multitask_raw"}
     fp32 = exported_model(prepared, {**meta, "precision": "fp32"}, model, ORT)
-    assert isinstance(fp32, ExportedMultiTask) and fp32.det.score_thresh == 0.2 and fp32.num_classes == 5
+    assert (
+        isinstance(fp32, ExportedMultiTask)
+        and fp32.det.score_thresh == 0.2
+        and fp32.num_classes == 5
+    )
     for size in (DET_SIZE, (96, 160)):
         x = fixed_images(1, size, seed=8)[0]
         with torch.no_grad():
@@ -155,15 +183,27 @@ def test_multitask_file_gives_what_the_pytorch_model_gives(tmp_path):
             for g, e in zip(got, expected):
                 assert torch.allclose(g, e, atol=1e-4), (g - e).abs().max()
             out, reference = fp32(x), model(x)
-        assert torch.allclose(out.logits, reference.logits, atol=1e-4)  # upsampled to the input size
-        replay = model.det.postprocess(*got[1:], size)  # the model's own postprocess on the file's tensors
-        assert all(torch.equal(a[k], b[k]) for a, b in zip(out.detections, replay) for k in ("boxes", "labels"))
+        assert torch.allclose(
+            out.logits, reference.logits, atol=1e-4
+        )  # upsampled to the input size
+        replay = model.det.postprocess(
+            *got[1:], size
+        )  # the model's own postprocess on the file's tensors
+        assert all(
+            torch.equal(a[k], b[k])
+            for a, b in zip(out.detections, replay)
+            for k in ("boxes", "labels")
+        )
         fp32.det.score_thresh = 0.9  # the settings are the wrapper's, changeable as on the model
         assert all((d["scores"] > 0.9).all() for d in fp32(x).detections)
         fp32.det.score_thresh = 0.2
 
     quantize_onnx(prepared, int8, iter(images[:4]), 4, progress=False)
-    check = agreement(exported_model(int8, {**meta, "precision": "int8"}, model, ORT), model, images[4:])
+    check = agreement(
+        exported_model(int8, {**meta, "precision": "int8"}, model, ORT), model, images[4:]
+    )
     assert set(check) == {"pixel_agreement", "rel_rms", "rel_rms_cls", "rel_rms_box"}
     assert check["pixel_agreement"] >= PIXEL_AGREEMENT, check
-    assert max(check["rel_rms"], check["rel_rms_cls"], check["rel_rms_box"]) <= REL_RMS_TOLERANCE, check
+    assert max(check["rel_rms"], check["rel_rms_cls"], check["rel_rms_box"]) <= REL_RMS_TOLERANCE, (
+        check
+    )

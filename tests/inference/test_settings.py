@@ -18,11 +18,21 @@ from densemnv3.inference.settings import (
 
 def test_defaults_per_device():
     cuda = inference_defaults("cuda")
-    assert (cuda.precision, cuda.memory_format, cuda.compile, cuda.cuda_graphs) == ("fp16", "nchw", False, False)
+    assert (cuda.precision, cuda.memory_format, cuda.compile, cuda.cuda_graphs) == (
+        "fp16",
+        "nchw",
+        False,
+        False,
+    )
     assert cuda.dtype == torch.float16 and cuda.torch_memory_format == torch.contiguous_format
     assert cuda.describe() == "inference: cuda, fp16, NCHW, compile off, cuda-graphs off"
     cpu = inference_defaults("cpu")
-    assert (cpu.precision, cpu.memory_format, cpu.compile, cpu.cuda_graphs) == ("fp32", "channels_last", False, False)
+    assert (cpu.precision, cpu.memory_format, cpu.compile, cpu.cuda_graphs) == (
+        "fp32",
+        "channels_last",
+        False,
+        False,
+    )
     assert cpu.describe() == "inference: cpu, fp32, channels_last, compile off, cuda-graphs off"
 
 
@@ -35,14 +45,20 @@ def test_overrides_replace_only_what_is_given():
     assert resolve_inference("cpu", channels_last=False).memory_format == "nchw"
 
 
-@pytest.mark.parametrize("options, words", [
-    ({"precision": "fp16"}, "fp16 needs a CUDA device"),
-    ({"precision": "int4"}, "fp32, fp16, bf16, int8"),
-    ({"precision": "int8", "compile": True}, "int8 .a quantized ONNX file. runs in onnxruntime on the CPU"),
-    ({"memory_format": "nhwc"}, "nchw, channels_last"),
-    ({"cuda_graphs": True}, "CUDA graphs need a CUDA device"),
-    ({"memory_format": "nchw", "channels_last": True}, "contradicts"),
-])
+@pytest.mark.parametrize(
+    "options, words",
+    [
+        ({"precision": "fp16"}, "fp16 needs a CUDA device"),
+        ({"precision": "int4"}, "fp32, fp16, bf16, int8"),
+        (
+            {"precision": "int8", "compile": True},
+            "int8 .a quantized ONNX file. runs in onnxruntime on the CPU",
+        ),
+        ({"memory_format": "nhwc"}, "nchw, channels_last"),
+        ({"cuda_graphs": True}, "CUDA graphs need a CUDA device"),
+        ({"memory_format": "nchw", "channels_last": True}, "contradicts"),
+    ],
+)
 def test_bad_options_on_cpu_are_user_errors(options, words):
     with pytest.raises(UserError, match=words):
         resolve_inference("cpu", **options)
@@ -66,7 +82,10 @@ def test_int8_is_an_onnxruntime_precision_on_the_cpu():
 
 def test_compile_modes():
     assert inference_defaults("cuda").compile_mode is None
-    assert InferenceSettings(torch.device("cuda"), compile=True).compile_mode == "max-autotune-no-cudagraphs"
+    assert (
+        InferenceSettings(torch.device("cuda"), compile=True).compile_mode
+        == "max-autotune-no-cudagraphs"
+    )
     both = InferenceSettings(torch.device("cuda"), compile=True, cuda_graphs=True)
     assert both.compile_mode == "max-autotune"
 
@@ -77,7 +96,9 @@ def test_cli_arguments_resolve_to_settings():
     add_inference_arguments(parser)
     assert settings_from_args(parser.parse_args([])) == inference_defaults("cpu")
     args = parser.parse_args(["--precision", "bf16", "--channels-last", "--compile"])
-    assert settings_from_args(args) == InferenceSettings(torch.device("cpu"), "bf16", "channels_last", True)
+    assert settings_from_args(args) == InferenceSettings(
+        torch.device("cpu"), "bf16", "channels_last", True
+    )
     args = parser.parse_args(["--memory-format", "nchw", "--no-compile", "--no-cuda-graphs"])
     assert settings_from_args(args) == InferenceSettings(torch.device("cpu"), memory_format="nchw")
 
@@ -85,7 +106,8 @@ def test_cli_arguments_resolve_to_settings():
 def test_variants_start_from_the_device_defaults():
     assert parse_variant("default", "cpu") == inference_defaults("cpu")
     assert parse_variant("bf16+channels_last+compile", "cpu") == InferenceSettings(
-        torch.device("cpu"), "bf16", "channels_last", True)
+        torch.device("cpu"), "bf16", "channels_last", True
+    )
     with pytest.raises(UserError, match="unknown part 'fast'"):
         parse_variant("fp32+fast", "cpu")
     with pytest.raises(UserError, match="CUDA graphs need"):

@@ -61,11 +61,15 @@ def test_source_kind():
         (lambda tmp: "missing.mp4", "cannot open video source 'missing.mp4': no such file"),
         (lambda tmp: str(tmp), "it is a directory"),
         (lambda tmp: str((tmp / "empty.mp4").touch() or tmp / "empty.mp4"), "the file is empty"),
-        (lambda tmp: str((tmp / "a.mp4").write_text("not a video") and tmp / "a.mp4"),
-         "OpenCV cannot decode it"),
+        (
+            lambda tmp: str((tmp / "a.mp4").write_text("not a video") and tmp / "a.mp4"),
+            "OpenCV cannot decode it",
+        ),
         (lambda tmp: "97", "cannot open camera 97"),
-        (lambda tmp: "rtsp://user:secret@127.0.0.1:1/live",
-         "cannot open stream rtsp://user:***@127.0.0.1:1/live: check the URL and that the stream is live"),
+        (
+            lambda tmp: "rtsp://user:secret@127.0.0.1:1/live",
+            "cannot open stream rtsp://user:***@127.0.0.1:1/live: check the URL and that the stream is live",
+        ),
     ],
     ids=["missing", "directory", "empty", "not-a-video", "camera", "stream"],
 )

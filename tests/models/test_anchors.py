@@ -76,9 +76,15 @@ def test_box_size_fixes_the_boxes_pixel_size():
     assert torch.equal(fixed(grids, (256, 512)), relative(grids, (256, 512)))
     crop, whole = fixed(half, (128, 256)), fixed(grids, (256, 512))
     sizes = lambda b: b[:, 2:] - b[:, :2]  # noqa: E731
-    torch.testing.assert_close(sizes(crop)[:6], sizes(whole)[:6])  # the first map's boxes: same pixels
-    torch.testing.assert_close(sizes(crop)[:6], 2 * sizes(relative(half, (128, 256)))[:6])  # not halved
-    torch.testing.assert_close((crop[0, :2] + crop[0, 2:]) / 2, torch.tensor([8.0, 8.0]))  # centres: its grid
+    torch.testing.assert_close(
+        sizes(crop)[:6], sizes(whole)[:6]
+    )  # the first map's boxes: same pixels
+    torch.testing.assert_close(
+        sizes(crop)[:6], 2 * sizes(relative(half, (128, 256)))[:6]
+    )  # not halved
+    torch.testing.assert_close(
+        (crop[0, :2] + crop[0, 2:]) / 2, torch.tensor([8.0, 8.0])
+    )  # centres: its grid
 
 
 def test_default_boxes_rejects_wrong_number_of_maps():

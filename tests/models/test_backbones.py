@@ -28,7 +28,10 @@ def test_mobilenet_v3_parity_with_torchvision(arch, dilated, reduced_tail, width
     )
     rand_init(tv).eval()
     ours = create_backbone(
-        f"mobilenet_v3_{arch}", dilated=dilated, reduced_tail=reduced_tail, width_mult=width,
+        f"mobilenet_v3_{arch}",
+        dilated=dilated,
+        reduced_tail=reduced_tail,
+        width_mult=width,
         out_features=("C5",),
     ).eval()
     result = load_state_dict_checked(ours, tv.state_dict())
@@ -59,7 +62,9 @@ def test_published_channels():
     assert [info[f"C{i}"].channels for i in range(1, 6)] == [16, 24, 40, 112, 960]
     assert [info[f"C{i}"].stride for i in range(1, 6)] == [2, 4, 8, 16, 32]
     assert (info["C4_expand"].channels, info["C4_expand"].stride) == (672, 16)
-    assert create_backbone("mobilenet_v3_large", reduced_tail=True).feature_info["C5"].channels == 480
+    assert (
+        create_backbone("mobilenet_v3_large", reduced_tail=True).feature_info["C5"].channels == 480
+    )
     small = create_backbone("mobilenet_v3_small").feature_info
     assert (small["C5"].channels, small["C4_expand"].channels) == (576, 288)
     # torchvision's LR-ASPP low tap: the block that opens the stride-8 stage
@@ -68,8 +73,9 @@ def test_published_channels():
     assert create_backbone("mobilenet_v3_small").first_block_at_stride(8) == "features.2"
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v3_large", "mobilenet_v3_small", "mobilenet_v2",
-                                  "mobilenet_v1"])
+@pytest.mark.parametrize(
+    "name", ["mobilenet_v3_large", "mobilenet_v3_small", "mobilenet_v2", "mobilenet_v1"]
+)
 @pytest.mark.parametrize("output_stride", [8, 16, 32])
 @pytest.mark.parametrize("size", [(224, 224), (513, 1025)])
 def test_feature_info_matches_real_sizes(name, output_stride, size):
@@ -89,7 +95,9 @@ def test_feature_info_matches_real_sizes(name, output_stride, size):
 
 def test_output_stride_8_dilates_c3_stage_and_loads_torchvision_weights(rand_init):
     tv = rand_init(torchvision.models.mobilenet_v3_large()).eval()
-    backbone = create_backbone("mobilenet_v3_large", output_stride=8, out_features=("C3", "C4", "C5"))
+    backbone = create_backbone(
+        "mobilenet_v3_large", output_stride=8, out_features=("C3", "C4", "C5")
+    )
     load_state_dict_checked(backbone, tv.state_dict())
     assert backbone.strides == {"C3": 8, "C4": 8, "C5": 8}
     backbone.eval()
@@ -144,7 +152,10 @@ def test_frozen_bn_keeps_outputs(rand_init):
 def test_mismatched_architecture_names_keys(rand_init):
     small = torchvision.models.mobilenet_v3_small().state_dict()
     backbone = create_backbone("mobilenet_v3_large")
-    with pytest.raises(CheckpointError, match=r"features\.2\.block\.0\.0\.weight: checkpoint \(72, 16, 1, 1\) vs model \(64, 16, 1, 1\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"features\.2\.block\.0\.0\.weight: checkpoint \(72, 16, 1, 1\) vs model \(64, 16, 1, 1\)",
+    ):
         load_state_dict_checked(backbone, small)
 
 
@@ -154,7 +165,9 @@ def test_load_from_path_and_missing_path(tmp_path):
     torch.save(tv.state_dict(), path)
     backbone = create_backbone("mobilenet_v3_large")
     load_state_dict_checked(backbone, path)
-    torch.testing.assert_close(backbone.features[5].block[0][0].weight, tv.features[5].block[0][0].weight)
+    torch.testing.assert_close(
+        backbone.features[5].block[0][0].weight, tv.features[5].block[0][0].weight
+    )
     with pytest.raises(CheckpointError, match="not found"):
         load_state_dict_checked(backbone, tmp_path / "nope.pth")
     truncated = tmp_path / "truncated.pth"
@@ -165,7 +178,9 @@ def test_load_from_path_and_missing_path(tmp_path):
 
 def test_registry():
     names = list_backbones()
-    assert {"mobilenet_v3_large", "mobilenet_v3_small", "mobilenet_v2", "mobilenet_v1"} <= set(names)
+    assert {"mobilenet_v3_large", "mobilenet_v3_small", "mobilenet_v2", "mobilenet_v1"} <= set(
+        names
+    )
     with pytest.raises(ConfigError, match="did you mean 'mobilenet_v3_large'"):
         create_backbone("mobilenet_v3_lrge")
 
@@ -220,8 +235,12 @@ def test_shufflenet_v2_parity_with_torchvision(width, rand_init, one_thread):
 
 
 def test_shufflenet_v2_published_channels():
-    expected = {0.5: [24, 24, 48, 96, 192, 1024], 1.0: [24, 24, 116, 232, 464, 1024],
-                1.5: [24, 24, 176, 352, 704, 1024], 2.0: [24, 24, 244, 488, 976, 2048]}
+    expected = {
+        0.5: [24, 24, 48, 96, 192, 1024],
+        1.0: [24, 24, 116, 232, 464, 1024],
+        1.5: [24, 24, 176, 352, 704, 1024],
+        2.0: [24, 24, 244, 488, 976, 2048],
+    }
     for width, (c1, c2, c3, c4, stage4, c5) in expected.items():
         info = create_backbone("shufflenet_v2", width_mult=width).feature_info
         assert info.channels() == [c1, c2, c3, c4, c5]
@@ -229,16 +248,25 @@ def test_shufflenet_v2_published_channels():
 
 
 def test_features_only_returns_a_list_in_out_indices_order():
-    features = create_backbone("mobilenet_v3_large", features_only=True, out_indices=(4, 2, 3)).eval()
+    features = create_backbone(
+        "mobilenet_v3_large", features_only=True, out_indices=(4, 2, 3)
+    ).eval()
     assert features.feature_info.channels() == [960, 40, 112]
     assert features.feature_info.reduction() == [32, 8, 16]
     with torch.no_grad():
         out = features(torch.zeros(1, 3, 64, 96))
-    assert isinstance(out, list) and [tuple(o.shape[1:]) for o in out] == [(960, 2, 3), (40, 8, 12), (112, 4, 6)]
+    assert isinstance(out, list) and [tuple(o.shape[1:]) for o in out] == [
+        (960, 2, 3),
+        (40, 8, 12),
+        (112, 4, 6),
+    ]
     every = create_backbone("tv:resnet18", features_only=True)
     assert every.feature_info.channels() == [64, 64, 128, 256, 512]
-    with pytest.raises(ConfigError, match=r"out_indices \(5,\): backbone 'mobilenet_v1' offers "
-                                          r"0=C1, 1=C2, 2=C3, 3=C4, 4=C5"):
+    with pytest.raises(
+        ConfigError,
+        match=r"out_indices \(5,\): backbone 'mobilenet_v1' offers "
+        r"0=C1, 1=C2, 2=C3, 3=C4, 4=C5",
+    ):
         create_backbone("mobilenet_v1", features_only=True, out_indices=(5,))
     with pytest.raises(ConfigError, match="out_indices needs features_only=True"):
         create_backbone("mobilenet_v1", out_indices=(1,))
@@ -246,9 +274,15 @@ def test_features_only_returns_a_list_in_out_indices_order():
 
 @pytest.mark.parametrize("name", ["mobilenet_v3_large", "shufflenet_v2", "tv:resnet18"])
 def test_integer_and_unknown_taps_list_the_valid_ones(name):
-    with pytest.raises(ConfigError, match=rf"out_features takes tap names, got 2; backbone '{name}' "
-                                          r"offers C1, C2, C3, C4, C5.*features_only=True, out_indices"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"out_features takes tap names, got 2; backbone '{name}' "
+        r"offers C1, C2, C3, C4, C5.*features_only=True, out_indices",
+    ):
         create_backbone(name, out_features=(2, 3, 4))
-    with pytest.raises(ConfigError, match=rf"unknown feature tap 'C6' \(did you mean 'C5'\?\); "
-                                          rf"backbone '{name}' offers C1, C2, C3, C4, C5"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"unknown feature tap 'C6' \(did you mean 'C5'\?\); "
+        rf"backbone '{name}' offers C1, C2, C3, C4, C5",
+    ):
         create_backbone(name, out_features=("C6",))

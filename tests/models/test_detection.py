@@ -140,7 +140,9 @@ def test_postprocess_matches_torchvision(pair, score_thresh, nms_prefix, nms_imp
     ours.nms_prefix = nms_prefix
     try:
         expected = tv.postprocess_detections(head, tv_anchors, image_list.image_sizes)
-        found = ours.postprocess(cls_logits, bbox_regression, anchors, (320, 320), nms_impl=nms_impl)
+        found = ours.postprocess(
+            cls_logits, bbox_regression, anchors, (320, 320), nms_impl=nms_impl
+        )
     finally:
         tv.score_thresh, ours.score_thresh, ours.nms_prefix = 0.001, 0.001, 512
     _assert_same_detections(expected, found)
@@ -288,8 +290,11 @@ def test_generic_builder_and_eval_output():
     v1 = ssdlite("mobilenet_v1", num_classes=3)
     assert v1.taps == ("C4", "C5")
     assert v1.head.classification[0][0][0].in_channels == 512
-    with pytest.raises(ConfigError, match=r"stride-32 tap .* backbone 'mobilenet_v1' has none; it "
-                                          r"offers C1 \(stride 2\).*C5 \(stride 16\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"stride-32 tap .* backbone 'mobilenet_v1' has none; it "
+        r"offers C1 \(stride 2\).*C5 \(stride 16\)",
+    ):
         ssdlite({"name": "mobilenet_v1", "output_stride": 16}, num_classes=3)
 
 
@@ -321,7 +326,9 @@ def test_is_a_module_with_expected_parts():
 
 def test_anchor_scale_range_and_bn_momentum_options():
     default = ssdlite320_mobilenet_v3_small(num_classes=3)
-    model = ssdlite320_mobilenet_v3_small(num_classes=3, anchor_scale_range=(0.1, 0.9), bn_momentum=0.1)
+    model = ssdlite320_mobilenet_v3_small(
+        num_classes=3, anchor_scale_range=(0.1, 0.9), bn_momentum=0.1
+    )
     assert all(m.momentum == 0.1 for m in model.modules() if isinstance(m, nn.BatchNorm2d))
     sizes = [(20, 20), (10, 10), (5, 5), (3, 3), (2, 2), (1, 1)]
     boxes = model.anchors(sizes, (320, 320), device=torch.device("cpu"), dtype=torch.float32)
@@ -340,9 +347,19 @@ def test_config_options_are_checked_through_the_builders_kwargs():
     from densemnv3.config import ModelConfig
     from densemnv3.models import build_model
 
-    model = build_model(ModelConfig(name="ssdlite320_mobilenet_v3_small", num_classes=3,
-                                    options={"anchor_scale_range": (0.1, 0.9), "score_thresh": 0.2}))
+    model = build_model(
+        ModelConfig(
+            name="ssdlite320_mobilenet_v3_small",
+            num_classes=3,
+            options={"anchor_scale_range": (0.1, 0.9), "score_thresh": 0.2},
+        )
+    )
     assert model.score_thresh == 0.2
     with pytest.raises(ConfigError, match="did you mean 'anchor_scale_range'"):
-        build_model(ModelConfig(name="ssdlite320_mobilenet_v3_small", num_classes=3,
-                                options={"anchor_scale_rnage": (0.1, 0.9)}))
+        build_model(
+            ModelConfig(
+                name="ssdlite320_mobilenet_v3_small",
+                num_classes=3,
+                options={"anchor_scale_rnage": (0.1, 0.9)},
+            )
+        )

@@ -10,20 +10,30 @@ from densemnv3.models import DetectionBackbone, create_backbone, torchvision_det
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.mark.parametrize("taps,fpn_channels,out_channels,maps", [
-    (("C5",), None, 960, {"0": (960, 10, 10)}),
-    (("C4", "C5"), 64, 64, {"0": (64, 20, 20), "1": (64, 10, 10), "pool": (64, 5, 5)}),
-])
+@pytest.mark.parametrize(
+    "taps,fpn_channels,out_channels,maps",
+    [
+        (("C5",), None, 960, {"0": (960, 10, 10)}),
+        (("C4", "C5"), 64, 64, {"0": (64, 20, 20), "1": (64, 10, 10), "pool": (64, 5, 5)}),
+    ],
+)
 def test_faster_rcnn_on_mobilenet_v3_returns_detections(taps, fpn_channels, out_channels, maps):
     torch.manual_seed(0)
-    backbone = torchvision_detection_backbone("mobilenet_v3_large", taps=taps, fpn_channels=fpn_channels)
+    backbone = torchvision_detection_backbone(
+        "mobilenet_v3_large", taps=taps, fpn_channels=fpn_channels
+    )
     assert isinstance(backbone, DetectionBackbone) and backbone.out_channels == out_channels
     image = torch.rand(3, 320, 320)
     with torch.no_grad():
         features = backbone.eval()(image[None])
     assert {k: tuple(v.shape[1:]) for k, v in features.items()} == maps
-    model = FasterRCNN(backbone, num_classes=3, rpn_anchor_generator=backbone.anchor_generator(),
-                       min_size=320, max_size=320).eval()
+    model = FasterRCNN(
+        backbone,
+        num_classes=3,
+        rpn_anchor_generator=backbone.anchor_generator(),
+        min_size=320,
+        max_size=320,
+    ).eval()
     with torch.no_grad():
         (detections,) = model([image])
     boxes, scores, labels = detections["boxes"], detections["scores"], detections["labels"]

@@ -33,9 +33,12 @@ def onnx_file(path: Path, metadata: dict | None = None) -> Path:
 
     from densemnv3.runtimes import write_metadata
 
-    graph = helper.make_graph([helper.make_node("Relu", ["images"], ["logits"])], "g",
-                              [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 4, 4])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3, 4, 4])])
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["images"], ["logits"])],
+        "g",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3, 4, 4])],
+    )
     proto = helper.make_model(graph, producer_name="pytorch")
     write_metadata(proto, metadata or {})
     onnx.save(proto, str(path))
@@ -45,9 +48,15 @@ def onnx_file(path: Path, metadata: dict | None = None) -> Path:
 @pytest.fixture
 def files(tmp_path) -> dict[str, Path]:
     """One file of each kind, named so that the name says nothing."""
-    made = {"empty": tmp_path / "empty", "zip": tmp_path / "zip", "pickle": tmp_path / "pickle",
-            "torchscript": tmp_path / "torchscript", "text": tmp_path / "text",
-            "config": tmp_path / "config", "random": tmp_path / "random"}
+    made = {
+        "empty": tmp_path / "empty",
+        "zip": tmp_path / "zip",
+        "pickle": tmp_path / "pickle",
+        "torchscript": tmp_path / "torchscript",
+        "text": tmp_path / "text",
+        "config": tmp_path / "config",
+        "random": tmp_path / "random",
+    }
     made["empty"].write_bytes(b"")
     torch.save({"model": tiny().state_dict()}, made["zip"])
     torch.save({"model": tiny().state_dict()}, made["pickle"], _use_new_zipfile_serialization=False)
@@ -60,8 +69,15 @@ def files(tmp_path) -> dict[str, Path]:
 
 def test_sniff_tells_each_kind_by_content(files, tmp_path):
     kinds = {name: sniff(path) for name, path in files.items()}
-    assert kinds == {"empty": "empty", "zip": "zip", "pickle": "pickle", "torchscript": "torchscript",
-                     "text": "text", "config": "text", "random": "unknown binary"}
+    assert kinds == {
+        "empty": "empty",
+        "zip": "zip",
+        "pickle": "pickle",
+        "torchscript": "torchscript",
+        "text": "text",
+        "config": "text",
+        "random": "unknown binary",
+    }
     assert sniff(onnx_file(tmp_path / "model")) == "onnx"
 
 
@@ -88,17 +104,24 @@ def message(path: Path) -> str:
         inspect_checkpoint(path)
     text = str(info.value)
     assert text.startswith(f"{path}: ") and "\n" not in text
-    return text[len(f"{path}: "):]
+    return text[len(f"{path}: ") :]
 
 
 def test_each_kind_that_is_no_checkpoint_says_what_it_is(files):
     assert message(files["empty"]).startswith("an empty file (0 bytes), not a checkpoint")
-    assert message(files["random"]).startswith("not a checkpoint at all (4096 bytes of unknown binary data)")
+    assert message(files["random"]).startswith(
+        "not a checkpoint at all (4096 bytes of unknown binary data)"
+    )
     assert message(files["text"]).startswith(
-        "a text file, not a checkpoint (it starts 'hello, I am not a checkpoint')")
-    assert message(files["config"]).startswith("a densemnv3 config (Python that sets cfg), not a checkpoint; "
-                                               "give it as the config (the first argument)")
-    assert message(files["torchscript"]).startswith("a TorchScript model (as tools/export.py writes)")
+        "a text file, not a checkpoint (it starts 'hello, I am not a checkpoint')"
+    )
+    assert message(files["config"]).startswith(
+        "a densemnv3 config (Python that sets cfg), not a checkpoint; "
+        "give it as the config (the first argument)"
+    )
+    assert message(files["torchscript"]).startswith(
+        "a TorchScript model (as tools/export.py writes)"
+    )
     for name in ("random", "text", "config", "empty", "torchscript"):
         assert "pickled" not in message(files[name])
         with pytest.raises(CheckpointError, match="not a checkpoint|TorchScript"):
@@ -110,12 +133,17 @@ def test_only_a_real_pickled_module_is_called_pickled_objects(tmp_path, zipped):
     path = tmp_path / "module.pt"
     torch.save(tiny(), path, _use_new_zipfile_serialization=zipped)
     assert sniff(path) == ("zip" if zipped else "pickle")
-    assert message(path).startswith("holds pickled Python objects (e.g. a whole nn.Module saved with "
-                                    "torch.save(model)), which are not loaded, for safety")
+    assert message(path).startswith(
+        "holds pickled Python objects (e.g. a whole nn.Module saved with "
+        "torch.save(model)), which are not loaded, for safety"
+    )
 
 
 def test_truncated_files_keep_their_messages(files, tmp_path):
-    for kind, ends in (("zip", "the zip archive ends early"), ("pickle", "the pickle stream ends early")):
+    for kind, ends in (
+        ("zip", "the zip archive ends early"),
+        ("pickle", "the pickle stream ends early"),
+    ):
         path = tmp_path / f"cut_{kind}.pt"
         path.write_bytes(files[kind].read_bytes()[:300])
         assert sniff(path) == kind
@@ -125,11 +153,19 @@ def test_truncated_files_keep_their_messages(files, tmp_path):
 def test_onnx_and_torch_files_are_read_by_content_not_suffix(files, tmp_path):
     # 3 classes: the one-node graph's output, which the metadata must describe
     cfg = load_config(SEG_CONFIG, ["model.name=lraspp_mobilenet_v3_small", "model.num_classes=3"])
-    metadata = {"config": dataclasses.asdict(cfg), "task": "segmentation", "arch": cfg.model.name,
-                "outputs": "logits", "precision": "int8"}
+    metadata = {
+        "config": dataclasses.asdict(cfg),
+        "task": "segmentation",
+        "arch": cfg.model.name,
+        "outputs": "logits",
+        "precision": "int8",
+    }
     info = inspect_checkpoint(onnx_file(tmp_path / "model_int8", metadata))
     assert info.format == "onnx" and info.task == "segmentation"
-    assert info.description == "an int8 ONNX segmentation model of lraspp_mobilenet_v3_small (tools/quantize.py)"
+    assert (
+        info.description
+        == "an int8 ONNX segmentation model of lraspp_mobilenet_v3_small (tools/quantize.py)"
+    )
 
     torch_named_onnx = tmp_path / "weights.onnx"
     shutil.copy(files["zip"], torch_named_onnx)

@@ -15,16 +15,23 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def seg_config(**options) -> Config:
-    return Config(task="segmentation",
-                  model=ModelConfig(name="lraspp_mobilenet_v3_small", num_classes=5,
-                                    options={"output_stride": 16, **options}),
-                  data=DataConfig(eval_resize=(64, 128)))
+    return Config(
+        task="segmentation",
+        model=ModelConfig(
+            name="lraspp_mobilenet_v3_small",
+            num_classes=5,
+            options={"output_stride": 16, **options},
+        ),
+        data=DataConfig(eval_resize=(64, 128)),
+    )
 
 
 def det_config(image_size=(128, 256)) -> Config:
-    return Config(task="detection",
-                  model=ModelConfig(name="ssdlite320_mobilenet_v3_small", num_classes=4),
-                  data=DataConfig(image_size=image_size))
+    return Config(
+        task="detection",
+        model=ModelConfig(name="ssdlite320_mobilenet_v3_small", num_classes=4),
+        data=DataConfig(image_size=image_size),
+    )
 
 
 def save(tmp_path, cfg: Config, *, record_config: bool = True, seed: int = 0, rand_init=None):
@@ -53,7 +60,9 @@ def test_a_checkpoint_alone_rebuilds_its_model_and_config(tmp_path, rand_init):
 def test_a_config_that_builds_another_model_is_an_error(tmp_path):
     path, _ = save(tmp_path, seg_config())
     other = seg_config(output_stride=8)  # same weights' shapes, another network
-    with pytest.raises(CheckpointError, match=r"seg.*\.pt: trained with model\.options .*output_stride"):
+    with pytest.raises(
+        CheckpointError, match=r"seg.*\.pt: trained with model\.options .*output_stride"
+    ):
         load_model(other, path)
     fewer = seg_config()
     fewer.model.num_classes = 3
@@ -67,10 +76,16 @@ def test_input_size_comes_from_the_checkpoint_unless_set(tmp_path):
     repo = det_config(image_size=320)  # the repo config, as a user would pass it
     loaded = load_model(repo, path, warn=warnings.append)
     assert loaded.cfg.data.image_size == (128, 256) and repo.data.image_size == 320
-    assert len(warnings) == 1 and "data.image_size=(128, 256)" in warnings[0] and "320" in warnings[0]
+    assert (
+        len(warnings) == 1 and "data.image_size=(128, 256)" in warnings[0] and "320" in warnings[0]
+    )
     warnings.clear()
-    loaded = load_model(det_config(image_size=(96, 96)), path, overrides=["data.image_size=[96,96]"],
-                        warn=warnings.append)
+    loaded = load_model(
+        det_config(image_size=(96, 96)),
+        path,
+        overrides=["data.image_size=[96,96]"],
+        warn=warnings.append,
+    )
     assert loaded.cfg.data.image_size == (96, 96) and "as --set says" in warnings[0]
     # no config: the recorded one, with --set applied to it
     loaded = load_model(None, path, overrides=["data.image_size=160"])
@@ -114,14 +129,19 @@ def test_a_checkpoint_records_its_backbone(tmp_path, rand_init, backbone):
     assert "lraspp on backbone" in loaded.checkpoint.description
     # the same config loads it; another backbone is one line naming both
     assert load_model(swapped_config(backbone), path).cfg.model.backbone == backbone
-    with pytest.raises(CheckpointError, match=r"trained with model\.backbone .* \(config: 'mobilenet_v2'\)"):
+    with pytest.raises(
+        CheckpointError, match=r"trained with model\.backbone .* \(config: 'mobilenet_v2'\)"
+    ):
         load_model(swapped_config("mobilenet_v2"), path)
 
 
 def test_weights_alone_are_checked_by_backbone_family(tmp_path, rand_init):
     """A state dict without a config: its family (from its layer names) must match the model's."""
-    cases = {"resnet": swapped_config("tv:resnet18"), "shufflenet": swapped_config("shufflenet_v2"),
-             "mnv2": swapped_config("mobilenet_v2")}
+    cases = {
+        "resnet": swapped_config("tv:resnet18"),
+        "shufflenet": swapped_config("shufflenet_v2"),
+        "mnv2": swapped_config("mobilenet_v2"),
+    }
     paths = {}
     for key, cfg in cases.items():
         (tmp_path / key).mkdir()
@@ -129,8 +149,10 @@ def test_weights_alone_are_checked_by_backbone_family(tmp_path, rand_init):
         paths[key] = path
     # each loads into the model its config builds
     for key, cfg in cases.items():
-        assert load_model(cfg, paths[key]).checkpoint.backbone == {
-            "resnet": "ResNet", "shufflenet": "ShuffleNetV2", "mnv2": "MobileNetV2"}[key]
+        assert (
+            load_model(cfg, paths[key]).checkpoint.backbone
+            == {"resnet": "ResNet", "shufflenet": "ShuffleNetV2", "mnv2": "MobileNetV2"}[key]
+        )
     # ShuffleNetV2 and MobileNetV2 both have 19 blocks: told apart by their layers
     with pytest.raises(CheckpointError) as info:
         load_model(cases["mnv2"], paths["shufflenet"])
@@ -138,6 +160,9 @@ def test_weights_alone_are_checked_by_backbone_family(tmp_path, rand_init):
     assert "segmentation checkpoint of lraspp on backbone ShuffleNetV2" in message
     assert "config builds a segmentation model, lraspp on MobileNetV2" in message
     assert "\n" not in message
-    with pytest.raises(CheckpointError, match=r"checkpoint of lraspp on backbone ResNet .* on "
-                                              r"ShuffleNetV2; pass the config"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"checkpoint of lraspp on backbone ResNet .* on "
+        r"ShuffleNetV2; pass the config",
+    ):
         load_model(cases["shufflenet"], paths["resnet"])

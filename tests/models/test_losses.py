@@ -48,8 +48,9 @@ def test_ohem_never_counts_ignored_pixels():
 
 def test_ohem_at_threshold_one_is_plain_cross_entropy_and_only_kept_pixels_get_gradients():
     logits, target = _batch(seed=3)
-    torch.testing.assert_close(ohem_cross_entropy(logits, target, thresh=1.0, min_kept=0),
-                               cross_entropy_2d(logits, target))
+    torch.testing.assert_close(
+        ohem_cross_entropy(logits, target, thresh=1.0, min_kept=0), cross_entropy_2d(logits, target)
+    )
     logits.requires_grad_(True)
     ohem_cross_entropy(logits, target, thresh=0.7, min_kept=0).backward()
     nll = _pixel_nll(logits.detach(), target)
@@ -62,9 +63,12 @@ def test_the_config_picks_the_loss_and_names_a_bad_key():
     logits, target = _batch(seed=4)
     assert segmentation_loss(LossConfig()) is cross_entropy_2d
     loss = segmentation_loss(LossConfig(ohem_thresh=0.7, ohem_min_kept=16))
-    torch.testing.assert_close(loss(logits, target),
-                               ohem_cross_entropy(logits, target, thresh=0.7, min_kept=16))
-    with pytest.raises(ConfigError, match=r"'loss\.ohem_thresh': expected a probability in \(0, 1\]"):
+    torch.testing.assert_close(
+        loss(logits, target), ohem_cross_entropy(logits, target, thresh=0.7, min_kept=16)
+    )
+    with pytest.raises(
+        ConfigError, match=r"'loss\.ohem_thresh': expected a probability in \(0, 1\]"
+    ):
         segmentation_loss(LossConfig(ohem_thresh=1.5))
     with pytest.raises(ConfigError, match=r"'loss\.ohem_min_kept': expected a pixel count >= 0"):
         segmentation_loss(LossConfig(ohem_thresh=0.7, ohem_min_kept=-1))

@@ -29,7 +29,9 @@ def random_outputs(batch, classes, num_anchors, seed, spread=3.0):
 
 def run(cls_logits, bbox_regression, anchors, impl, **params):
     params = {**PARAMS, "score_thresh": 0.01, **params}
-    return pp.ssd_postprocess(cls_logits, bbox_regression, anchors, SIZE, BoxCoder(), impl=impl, **params)
+    return pp.ssd_postprocess(
+        cls_logits, bbox_regression, anchors, SIZE, BoxCoder(), impl=impl, **params
+    )
 
 
 def assert_identical(expected, found):
@@ -68,7 +70,12 @@ def test_batched_equals_per_image(anchors, score_thresh, seed, batch, spread):
 def test_equals_the_previous_postprocess_on_a_hand_checked_case():
     """Two classes, boxes by hand: class-wise suppression, order by score, and the cap."""
     anchors = torch.tensor(
-        [[0.0, 0.0, 100.0, 100.0], [5.0, 5.0, 105.0, 105.0], [200.0, 200.0, 300.0, 300.0], [0.0, 0.0, 60.0, 60.0]]
+        [
+            [0.0, 0.0, 100.0, 100.0],
+            [5.0, 5.0, 105.0, 105.0],
+            [200.0, 200.0, 300.0, 300.0],
+            [0.0, 0.0, 60.0, 60.0],
+        ]
     )
     probs = torch.tensor([[[0.1, 0.8, 0.1], [0.2, 0.7, 0.1], [0.3, 0.1, 0.6], [0.1, 0.15, 0.75]]])
     cls_logits, bbox_regression = probs.log(), torch.zeros(1, 4, 4)
@@ -86,7 +93,9 @@ def clustered(batch, classes, seed, count=400):
     """Boxes piled on a few spots, scores for few classes: long suppression chains, few survivors."""
     g = torch.Generator().manual_seed(seed)
     centres = torch.rand(3, 2, generator=g) * 200 + 60
-    centre = centres[torch.randint(0, 3, (count,), generator=g)] + torch.randn(count, 2, generator=g) * 6
+    centre = (
+        centres[torch.randint(0, 3, (count,), generator=g)] + torch.randn(count, 2, generator=g) * 6
+    )
     half = 25 + torch.rand(count, 2, generator=g) * 10
     anchors = torch.cat((centre - half, centre + half), 1)
     cls_logits = torch.randn(batch, count, classes, generator=g) * 2
@@ -99,9 +108,13 @@ def test_many_overlapping_boxes_grow_the_prefix(seed, monkeypatch):
     cls_logits, bbox_regression, anchors = clustered(3, 4, seed)
     rounds = []
     greedy_nms = pp.greedy_nms
-    monkeypatch.setattr(pp, "greedy_nms", lambda b, *a: rounds.append(b.shape[:2]) or greedy_nms(b, *a))
+    monkeypatch.setattr(
+        pp, "greedy_nms", lambda b, *a: rounds.append(b.shape[:2]) or greedy_nms(b, *a)
+    )
     out = both(cls_logits, bbox_regression, anchors, score_thresh=0.001)
-    assert all(0 < len(d["scores"]) < 300 for d in out)  # fewer survivors than the cap: all examined
+    assert all(
+        0 < len(d["scores"]) < 300 for d in out
+    )  # fewer survivors than the cap: all examined
     assert [p for _, p in rounds] == [32, 128, 300]
     assert rounds[0][0] == 3 * 3 and 0 < rounds[1][0] <= 9
 
@@ -109,14 +122,27 @@ def test_many_overlapping_boxes_grow_the_prefix(seed, monkeypatch):
 def test_prefix_growth_and_chunking_do_not_change_detections(anchors, monkeypatch):
     cls_logits, bbox_regression = random_outputs(3, 21, len(anchors), 7)
     expected = run(cls_logits, bbox_regression, anchors, "per_image", score_thresh=0.001)
-    for first, growth, budget, chunk in [(1, 2, 2**28, 2**23), (5, 3, 5000, 700), (300, 4, 2**28, 2**23)]:
+    for first, growth, budget, chunk in [
+        (1, 2, 2**28, 2**23),
+        (5, 3, 5000, 700),
+        (300, 4, 2**28, 2**23),
+    ]:
         monkeypatch.setattr(pp, "FIRST_PREFIX", first)
         monkeypatch.setattr(pp, "PREFIX_GROWTH", growth)
         monkeypatch.setattr(pp, "MATRIX_BUDGET", budget)
         monkeypatch.setattr(pp, "IOU_CHUNK", chunk)
-        assert_identical(expected, run(cls_logits, bbox_regression, anchors, "batched", score_thresh=0.001))
+        assert_identical(
+            expected, run(cls_logits, bbox_regression, anchors, "batched", score_thresh=0.001)
+        )
     for nms_prefix in (1, 8, 10**6):  # the per-image path's prefix (grown when too short)
-        found = run(cls_logits, bbox_regression, anchors, "per_image", score_thresh=0.001, nms_prefix=nms_prefix)
+        found = run(
+            cls_logits,
+            bbox_regression,
+            anchors,
+            "per_image",
+            score_thresh=0.001,
+            nms_prefix=nms_prefix,
+        )
         assert_identical(expected, found)
 
 
@@ -146,8 +172,14 @@ def test_ties_at_a_class_cap_keep_the_lowest_anchors(nms_prefix):
     anchors = torch.tensor([[30.0 * i, 0.0, 30.0 * i + 20, 20.0] for i in range(10)])  # disjoint
     cls_logits = torch.zeros(1, 10, 3)
     cls_logits[0, :, 2] = -3.0  # class 2 below class 1 everywhere, all its scores equal too
-    out = both(cls_logits, torch.zeros(1, 10, 4), anchors, score_thresh=0.01, topk_candidates=4,
-               nms_prefix=nms_prefix)
+    out = both(
+        cls_logits,
+        torch.zeros(1, 10, 4),
+        anchors,
+        score_thresh=0.01,
+        topk_candidates=4,
+        nms_prefix=nms_prefix,
+    )
     (det,) = out
     assert det["labels"].tolist() == [1] * 4 + [2] * 4
     torch.testing.assert_close(det["boxes"], anchors[[0, 1, 2, 3] * 2])
@@ -155,13 +187,21 @@ def test_ties_at_a_class_cap_keep_the_lowest_anchors(nms_prefix):
 
 def test_nan_scores_are_never_candidates(anchors):
     cls_logits, bbox_regression = random_outputs(2, 21, len(anchors), 3)
-    cls_logits[0, 100:3000] = float("nan")  # most anchors of image 0: fewer valid ones than the prefix
+    cls_logits[0, 100:3000] = float(
+        "nan"
+    )  # most anchors of image 0: fewer valid ones than the prefix
     cls_logits[1, ::2] = float("nan")
     for prefix in (64, 512):
         out = both(cls_logits, bbox_regression, anchors, score_thresh=0.001, nms_prefix=prefix)
         assert all(torch.isfinite(d["scores"]).all() and len(d["scores"]) > 0 for d in out)
     kept = torch.cat((torch.arange(100), torch.arange(3000, len(anchors))))
-    clean = run(cls_logits[:1, kept], bbox_regression[:1, kept], anchors[kept], "per_image", score_thresh=0.001)
+    clean = run(
+        cls_logits[:1, kept],
+        bbox_regression[:1, kept],
+        anchors[kept],
+        "per_image",
+        score_thresh=0.001,
+    )
     assert_identical(clean, out[:1])  # no box of a NaN anchor, and the others as without them
 
 
@@ -188,7 +228,9 @@ def test_suppression_uses_the_cpu_kernels_strict_threshold():
     boxes = torch.tensor([[[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 20.0]]])  # IoU 0.5 exactly
     assert pp.suppression(boxes, 0.5)[0, 0, 1] == 0
     assert nms(boxes[0], torch.tensor([1.0, 0.5]), 0.5).tolist() == [0, 1]
-    assert pp.suppression(boxes, 0.4999)[0, 0, 1] == 1 and pp.suppression(boxes, 0.4999)[0, 1, 0] == 0
+    assert (
+        pp.suppression(boxes, 0.4999)[0, 0, 1] == 1 and pp.suppression(boxes, 0.4999)[0, 1, 0] == 0
+    )
 
 
 class OpCounter(TorchDispatchMode):
@@ -215,7 +257,10 @@ def test_batched_path_runs_no_per_image_or_per_class_loop(anchors):
 
     def ops(batch_repeat, empty_classes, impl):
         logits = torch.cat((cls_logits, torch.full((2, len(anchors), empty_classes), -30.0)), -1)
-        logits, regression = logits.repeat(batch_repeat, 1, 1), bbox_regression.repeat(batch_repeat, 1, 1)
+        logits, regression = (
+            logits.repeat(batch_repeat, 1, 1),
+            bbox_regression.repeat(batch_repeat, 1, 1),
+        )
         return count_ops(lambda: run(logits, regression, anchors, impl, score_thresh=0.001))
 
     base = ops(1, 0, "batched")
@@ -230,7 +275,9 @@ def test_model_option_selects_the_path(monkeypatch):
     calls = []
     for name in ("_per_image", "_batched"):
         real = getattr(pp, name)
-        monkeypatch.setattr(pp, name, lambda *a, real=real, name=name: calls.append(name) or real(*a))
+        monkeypatch.setattr(
+            pp, name, lambda *a, real=real, name=name: calls.append(name) or real(*a)
+        )
     with torch.no_grad():
         auto = model(images)
         model.nms_impl = "batched"
@@ -252,6 +299,9 @@ def test_degenerate_sizes(anchors):
     cls_logits, bbox_regression = random_outputs(2, 3, len(anchors), 5)
     both(cls_logits, bbox_regression, anchors, topk_candidates=10**6, detections_per_img=5000)
     both(cls_logits, bbox_regression, anchors, topk_candidates=3, detections_per_img=1)
-    for out in (run(cls_logits[:, :, :1], bbox_regression, anchors, impl) for impl in ("per_image", "batched")):
+    for out in (
+        run(cls_logits[:, :, :1], bbox_regression, anchors, impl)
+        for impl in ("per_image", "batched")
+    ):
         assert [len(d["scores"]) for d in out] == [0, 0]  # background only
     assert run(cls_logits[:0], bbox_regression[:0], anchors, "batched") == []

@@ -15,9 +15,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_shipped_models_and_tasks_are_registered():
     assert list_models() == [
-        "lraspp", "lraspp_mobilenet_v3_large", "lraspp_mobilenet_v3_small",
-        "multitask_mobilenet_v3_large", "multitask_mobilenet_v3_small",
-        "ssdlite", "ssdlite320_mobilenet_v3_large", "ssdlite320_mobilenet_v3_small",
+        "lraspp",
+        "lraspp_mobilenet_v3_large",
+        "lraspp_mobilenet_v3_small",
+        "multitask_mobilenet_v3_large",
+        "multitask_mobilenet_v3_small",
+        "ssdlite",
+        "ssdlite320_mobilenet_v3_large",
+        "ssdlite320_mobilenet_v3_small",
     ]
     assert list_tasks() == ["detection", "multitask", "segmentation"]
 
@@ -38,8 +43,11 @@ def test_every_model_builds_runs_and_reads_published_taps(name):
     if isinstance(model, LRASPPSSDLite):  # both heads, on one backbone's taps
         assert out.logits.shape == (2, 5, 96, 128) and len(out.detections) == 2
         taps = (model.low_tap, "C4_expand", "C5")
-        reads = (model.seg.low_classifier.in_channels, model.det.head.classification[0][0][0].in_channels,
-                 model.seg.cbr[0].in_channels)
+        reads = (
+            model.seg.low_classifier.in_channels,
+            model.det.head.classification[0][0][0].in_channels,
+            model.seg.cbr[0].in_channels,
+        )
         assert [info[t].stride for t in taps] == [8, 16, 32]
     elif isinstance(model, LRASPP):
         assert out.shape == (2, 5, 96, 128) and torch.isfinite(out).all()
@@ -58,16 +66,22 @@ def test_every_model_builds_runs_and_reads_published_taps(name):
 
 
 def test_model_options_are_checked_through_forwarded_kwargs():
-    assert {"nms_thresh", "anchor_scale_range", "reduced_tail"} <= MODELS.options("ssdlite320_mobilenet_v3_small")
+    assert {"nms_thresh", "anchor_scale_range", "reduced_tail"} <= MODELS.options(
+        "ssdlite320_mobilenet_v3_small"
+    )
     with pytest.raises(ConfigError, match=r"no option 'nms_tresh' \(did you mean 'nms_thresh'\?\)"):
         build_model(ModelConfig(name="ssdlite320_mobilenet_v3_small", options={"nms_tresh": 0.5}))
-    with pytest.raises(ConfigError, match=r"is not a model \(did you mean 'lraspp_mobilenet_v3_large'\?\)"):
+    with pytest.raises(
+        ConfigError, match=r"is not a model \(did you mean 'lraspp_mobilenet_v3_large'\?\)"
+    ):
         build_model(ModelConfig(name="lraspp_mobilenet_v3_lrge"))
 
 
 def test_unknown_task_suggests_the_closest():
     cfg = Config(task="segmentaton")
-    with pytest.raises(ConfigError, match=r"unknown task 'segmentaton' \(did you mean 'segmentation'\?\)"):
+    with pytest.raises(
+        ConfigError, match=r"unknown task 'segmentaton' \(did you mean 'segmentation'\?\)"
+    ):
         build_task(cfg)
     assert TASKS.get("segmentation").__name__ == "SegmentationTask"
 
@@ -89,7 +103,10 @@ def test_registry_register_get_unregister():
     with pytest.raises(ValueError, match="already registered"):
         reg.register("small")(small)
     reg.register("small", overwrite=True)(small)
-    with pytest.raises(ConfigError, match=r"unknown widget 'smal' \(did you mean 'small'\?\); available: small, small_alias"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown widget 'smal' \(did you mean 'small'\?\); available: small, small_alias",
+    ):
         reg.get("smal")
     reg.unregister("small_alias")
     assert reg.names() == ["small"]
@@ -100,20 +117,38 @@ SWAPS = [
     ("lraspp", "mobilenet_v2", {}, ("features.4", "C5"), [(32, 8), (1280, 16)]),
     ("lraspp", "shufflenet_v2", {}, ("features.2", "C5"), [(116, 8), (1024, 16)]),
     ("lraspp", {"name": "tv:resnet18"}, {"output_stride": 8}, ("C3", "C5"), [(128, 8), (512, 8)]),
-    ("lraspp_mobilenet_v3_large", "tv:convnext_tiny", {"output_stride": 32}, ("C3", "C5"),
-     [(192, 8), (768, 32)]),
+    (
+        "lraspp_mobilenet_v3_large",
+        "tv:convnext_tiny",
+        {"output_stride": 32},
+        ("C3", "C5"),
+        [(192, 8), (768, 32)],
+    ),
     ("ssdlite", "mobilenet_v1", {}, ("C4", "C5"), [(512, 16), (1024, 32)]),
     ("ssdlite", "shufflenet_v2", {"bn_momentum": 0.1}, ("C4", "C5"), [(232, 16), (1024, 32)]),
-    ("ssdlite320_mobilenet_v3_small", "tv:efficientnet_b0", {}, ("C4", "C5"), [(112, 16), (1280, 32)]),
-    ("ssdlite320_mobilenet_v3_small", "mobilenet_v3_large", {}, ("C4_expand", "C5"),
-     [(672, 16), (960, 32)]),
+    (
+        "ssdlite320_mobilenet_v3_small",
+        "tv:efficientnet_b0",
+        {},
+        ("C4", "C5"),
+        [(112, 16), (1280, 32)],
+    ),
+    (
+        "ssdlite320_mobilenet_v3_small",
+        "mobilenet_v3_large",
+        {},
+        ("C4_expand", "C5"),
+        [(672, 16), (960, 32)],
+    ),
 ]
 
 
 @pytest.mark.parametrize("name,backbone,options,taps,published", SWAPS)
 def test_model_backbone_swaps_the_backbone_of_any_head(name, backbone, options, taps, published):
     torch.manual_seed(0)
-    model = build_model(ModelConfig(name=name, num_classes=4, backbone=backbone, options=options)).eval()
+    model = build_model(
+        ModelConfig(name=name, num_classes=4, backbone=backbone, options=options)
+    ).eval()
     info = model.backbone.feature_info
     if isinstance(model, LRASPP):
         assert (model.low_tap, model.high_tap) == taps
@@ -131,12 +166,20 @@ def test_model_backbone_swaps_the_backbone_of_any_head(name, backbone, options, 
 def test_a_named_models_own_backbone_options_are_left_out_with_a_warning(capsys):
     """lraspp_synthetic sets reduced_tail for its MobileNetV3; --set model.backbone=mobilenet_v2
     replaces that backbone, and with it that option (said once, on stderr)."""
-    model = build_model(ModelConfig(name="lraspp_mobilenet_v3_large", backbone="mobilenet_v2",
-                                    options={"output_stride": 16, "reduced_tail": True, "width_mult": 0.75}))
+    model = build_model(
+        ModelConfig(
+            name="lraspp_mobilenet_v3_large",
+            backbone="mobilenet_v2",
+            options={"output_stride": 16, "reduced_tail": True, "width_mult": 0.75},
+        )
+    )
     assert model.backbone.feature_info["C5"].channels == 1280  # MobileNetV2 at width 1.0
     err = capsys.readouterr().err
     assert err.count("warning:") == 1 and "reduced_tail=True, width_mult=0.75" in err
-    assert "left out (options of the new backbone go in model.backbone, e.g. {'name': 'mobilenet_v2'" in err
+    assert (
+        "left out (options of the new backbone go in model.backbone, e.g. {'name': 'mobilenet_v2'"
+        in err
+    )
 
 
 def test_backbone_options_and_missing_backbones_get_one_line():
@@ -149,19 +192,29 @@ def test_backbone_options_and_missing_backbones_get_one_line():
     assert "--set model.backbone=mobilenet_v3_large" in error(name="lraspp")
     assert "model.backbone names, and none is set" in error(name="ssdlite", num_classes=3)
     assert error(name="lraspp_mobilenet_v3_large", options={"backbone": "mobilenet_v2"}) == (
-        "model.options.backbone: the backbone is model.backbone, e.g. --set model.backbone=mobilenet_v2")
+        "model.options.backbone: the backbone is model.backbone, e.g. --set model.backbone=mobilenet_v2"
+    )
     assert "a backbone option? give it in model.backbone" in error(
-        name="lraspp", backbone="mobilenet_v2", options={"width_mult": 0.5})
-    assert "expected a backbone name or a dict with 'name'" in error(name="lraspp", backbone={"os": 8})
+        name="lraspp", backbone="mobilenet_v2", options={"width_mult": 0.5}
+    )
+    assert "expected a backbone name or a dict with 'name'" in error(
+        name="lraspp", backbone={"os": 8}
+    )
     assert error(name="lraspp", backbone="mobilenet_v3_lrge").startswith(
-        "unknown backbone 'mobilenet_v3_lrge' (did you mean 'mobilenet_v3_large'?)")
-    assert "LR-ASPP needs a stride-8 tap (its low-level branch), and backbone 'tv:swin_t' has none; " \
-        "it offers C2 (stride 4), C5 (stride 32)" == error(name="lraspp", backbone="tv:swin_t",
-                                                          options={"output_stride": 32})
+        "unknown backbone 'mobilenet_v3_lrge' (did you mean 'mobilenet_v3_large'?)"
+    )
+    assert (
+        "LR-ASPP needs a stride-8 tap (its low-level branch), and backbone 'tv:swin_t' has none; "
+        "it offers C2 (stride 4), C5 (stride 32)"
+        == error(name="lraspp", backbone="tv:swin_t", options={"output_stride": 32})
+    )
     assert error(name="lraspp", backbone="tv:convnext_tiny").endswith(
-        "use output_stride=32 (for LR-ASPP: model.options.output_stride)")
+        "use output_stride=32 (for LR-ASPP: model.options.output_stride)"
+    )
     # options of the swapped backbone go with it
-    model = build_model(ModelConfig(name="lraspp", backbone={"name": "mobilenet_v2", "width_mult": 0.5}))
+    model = build_model(
+        ModelConfig(name="lraspp", backbone={"name": "mobilenet_v2", "width_mult": 0.5})
+    )
     assert model.backbone.feature_info["C5"].channels == 1280
     assert model.backbone.feature_info["C4"].channels == 48  # 96 * 0.5
 
@@ -183,8 +236,10 @@ def test_heads_need_only_the_documented_backbone_contract():
     class Plain(nn.Module):
         def __init__(self, out_features):
             super().__init__()
-            self.stages = nn.ModuleList(nn.Conv2d(c_in, c_out, 3, stride=2, padding=1)
-                                        for c_in, c_out in [(3, 8), (8, 16), (16, 24), (24, 32), (32, 40)])
+            self.stages = nn.ModuleList(
+                nn.Conv2d(c_in, c_out, 3, stride=2, padding=1)
+                for c_in, c_out in [(3, 8), (8, 16), (16, 24), (24, 32), (32, 40)]
+            )
             self.feature_info = {f"C{i + 1}": Info(8 * (i + 1), 2 ** (i + 1)) for i in range(5)}
             self.out_features = tuple(out_features)
 
@@ -200,10 +255,18 @@ def test_heads_need_only_the_documented_backbone_contract():
         return Plain(out_features)
 
     try:
-        seg = build_model(ModelConfig(name="lraspp", num_classes=3, backbone="plain_test_backbone",
-                                      options={"output_stride": 32}))
+        seg = build_model(
+            ModelConfig(
+                name="lraspp",
+                num_classes=3,
+                backbone="plain_test_backbone",
+                options={"output_stride": 32},
+            )
+        )
         assert (seg.low_tap, seg.high_tap) == ("C3", "C5") and built[-1] == ("C3", "C5")
-        det = build_model(ModelConfig(name="ssdlite", num_classes=3, backbone="plain_test_backbone"))
+        det = build_model(
+            ModelConfig(name="ssdlite", num_classes=3, backbone="plain_test_backbone")
+        )
         assert det.taps == ("C4", "C5") and built[-1] == ("C4", "C5")
         with torch.no_grad():
             assert seg.eval()(torch.rand(1, 3, 64, 64)).shape == (1, 3, 64, 64)

@@ -43,8 +43,10 @@ def _tv_lraspp_small(num_classes: int) -> nn.Module:
 @pytest.mark.parametrize(
     "reference, ours",
     [
-        (lambda: tv_lraspp_large(weights=None, weights_backbone=None, num_classes=21),
-         lambda: lraspp_mobilenet_v3_large(num_classes=21)),
+        (
+            lambda: tv_lraspp_large(weights=None, weights_backbone=None, num_classes=21),
+            lambda: lraspp_mobilenet_v3_large(num_classes=21),
+        ),
         (lambda: _tv_lraspp_small(21), lambda: lraspp_mobilenet_v3_small(num_classes=21)),
     ],
     ids=["large", "small"],
@@ -76,7 +78,9 @@ def test_torchvision_keys_are_converted_and_own_keys_pass():
     converted = model.convert_torchvision_state_dict(tv_keys)
     assert set(converted) == set(model.state_dict())
     # a checkpoint saved from this model loads through the same path
-    assert model.convert_torchvision_state_dict(model.state_dict()).keys() == model.state_dict().keys()
+    assert (
+        model.convert_torchvision_state_dict(model.state_dict()).keys() == model.state_dict().keys()
+    )
     load_state_dict_checked(model, model.state_dict())
 
 
@@ -128,7 +132,9 @@ def test_paper_gate_is_upsampled_to_high_size():
     assert gate.shape == (1, 8, 64, 128)
     coarse = head.scale(high)
     assert coarse.shape == (1, 8, 1, 4)
-    expected = nn.functional.interpolate(coarse, size=(64, 128), mode="bilinear", align_corners=False)
+    expected = nn.functional.interpolate(
+        coarse, size=(64, 128), mode="bilinear", align_corners=False
+    )
     torch.testing.assert_close(gate, expected)
     # the global gate stays 1×1 and broadcasts
     assert LRASPPHead(4, 6, 3, inter_channels=8).gate(high).shape == (1, 8, 1, 1)
@@ -148,7 +154,9 @@ def test_head_matches_resize_then_classify():
 
 def test_small_checkpoint_into_large_names_key_and_shapes():
     model = lraspp_mobilenet_v3_large(num_classes=21)
-    with pytest.raises(CheckpointError, match=r"backbone\.features\.\S+: checkpoint \(\d+.*\) vs model \("):
+    with pytest.raises(
+        CheckpointError, match=r"backbone\.features\.\S+: checkpoint \(\d+.*\) vs model \("
+    ):
         load_state_dict_checked(model, _tv_lraspp_small(21).state_dict())
 
 

@@ -13,14 +13,24 @@ from densemnv3.models.backbones.base import make_divisible
 from densemnv3.models.widths import channel_importance, set_widths_, shrink_, width_units, widths_of
 
 MODELS = {
-    "lraspp-large": (ModelConfig(name="lraspp_mobilenet_v3_large", options={"reduced_tail": True,
-                                                                           "output_stride": 32}), (64, 128)),
+    "lraspp-large": (
+        ModelConfig(
+            name="lraspp_mobilenet_v3_large", options={"reduced_tail": True, "output_stride": 32}
+        ),
+        (64, 128),
+    ),
     "lraspp-small": (ModelConfig(name="lraspp_mobilenet_v3_small"), (64, 128)),
     "ssdlite-large": (ModelConfig(name="ssdlite320_mobilenet_v3_large", num_classes=5), (128, 128)),
-    "ssdlite-small": (ModelConfig(name="ssdlite320_mobilenet_v3_small", num_classes=5,
-                                  options={"reduced_tail": True}), (128, 128)),
-    "multitask-small": (ModelConfig(name="multitask_mobilenet_v3_small", options={"det_num_classes": 5}),
-                        (128, 128)),
+    "ssdlite-small": (
+        ModelConfig(
+            name="ssdlite320_mobilenet_v3_small", num_classes=5, options={"reduced_tail": True}
+        ),
+        (128, 128),
+    ),
+    "multitask-small": (
+        ModelConfig(name="multitask_mobilenet_v3_small", options={"det_num_classes": 5}),
+        (128, 128),
+    ),
 }
 
 
@@ -40,7 +50,9 @@ def _model(key):
 
 def _outputs(model, x):
     with torch.no_grad():
-        if hasattr(model, "network"):  # the multi-task model's tensors; an LR-ASPP's stride-8 logits
+        if hasattr(
+            model, "network"
+        ):  # the multi-task model's tensors; an LR-ASPP's stride-8 logits
             out = model.network(x)
             return out[:3] if isinstance(out, tuple) else (out,)
         if hasattr(model, "predict_raw"):
@@ -78,7 +90,9 @@ def test_removing_zero_channels_changes_no_output(key):
             kept = min(squeeze.width, make_divisible((unit.width - 8) // 4, 8))
             _zero_channels(shrunk, squeeze, torch.arange(kept, squeeze.width))
         before = _outputs(shrunk, x)
-        shrink_(shrunk, unit.name, unit.width - 8)  # the 8 channels of zero weight are the least important
+        shrink_(
+            shrunk, unit.name, unit.width - 8
+        )  # the 8 channels of zero weight are the least important
         assert widths_of(shrunk)[unit.name] == unit.width - 8
         for a, b in zip(before, _outputs(shrunk, x)):
             assert a.shape == b.shape
@@ -94,7 +108,10 @@ def test_units_of_mobilenet_v3_large_lraspp():
     chain = units["backbone.features.4"]
     assert chain.kind == "chain" and chain.width == 40
     assert ("head.low_classifier", "in") in chain.members
-    assert ("backbone.features.6.block.3.0", "out") in chain.members  # the residual block's projection
+    assert (
+        "backbone.features.6.block.3.0",
+        "out",
+    ) in chain.members  # the residual block's projection
     assert units["backbone.features.13.expand"].width == 672
     assert units["backbone.features.13.expand"].squeeze == "backbone.features.13.expand.se"
     assert units["head.cbr"].width == 128
@@ -127,7 +144,9 @@ def test_recorded_widths_rebuild_the_architecture():
     shrink_(model, "backbone.features.5.expand", 160)
     shrink_(model, "backbone.features.1", 16 - 8)
     shrink_(model, "head.cbr", 96)
-    widths = {k: v for k, v in widths_of(model).items() if v != widths_of(_model("lraspp-small")[0])[k]}
+    widths = {
+        k: v for k, v in widths_of(model).items() if v != widths_of(_model("lraspp-small")[0])[k]
+    }
     assert widths["backbone.features.5.expand.se"] == 40  # followed: make_divisible(160 / 4)
     rebuilt = build_model(ModelConfig(name="lraspp_mobilenet_v3_small", widths=widths)).eval()
     rebuilt.load_state_dict(model.state_dict())
@@ -142,4 +161,6 @@ def test_bad_widths_are_one_clear_error():
     with pytest.raises(ConfigError, match="a width from 1 to 128"):
         build_model(ModelConfig(name="lraspp_mobilenet_v3_small", widths={"head.cbr": 256}))
     with pytest.raises(ConfigError, match="MobileNetV3 backbone only"):
-        set_widths_(build_model(ModelConfig(name="lraspp", backbone="mobilenet_v2")), {"head.cbr": 64})
+        set_widths_(
+            build_model(ModelConfig(name="lraspp", backbone="mobilenet_v2")), {"head.cbr": 64}
+        )

@@ -27,14 +27,23 @@ SIZE = (64, 128)
 
 
 def lraspp_small(width: float = 1.0) -> nn.Module:
-    return build_model(ModelConfig(name="lraspp_mobilenet_v3_small", num_classes=5,
-                                   options={"width_mult": width, "reduced_tail": True, "output_stride": 32}))
+    return build_model(
+        ModelConfig(
+            name="lraspp_mobilenet_v3_small",
+            num_classes=5,
+            options={"width_mult": width, "reduced_tail": True, "output_stride": 32},
+        )
+    )
 
 
 def convs_in(layers) -> int:
     """How many convs the layers hold (a squeeze-excitation has two, LR-ASPP's branch three)."""
-    return sum(3 if isinstance(layer, LRASPPBranch) else sum(2 if isinstance(op, SqueezeExcite) else 1
-                                                              for op in layer.ops) for layer in layers)
+    return sum(
+        3
+        if isinstance(layer, LRASPPBranch)
+        else sum(2 if isinstance(op, SqueezeExcite) else 1 for op in layer.ops)
+        for layer in layers
+    )
 
 
 def test_lraspp_layers_are_its_blocks_and_cover_every_conv():
@@ -72,14 +81,28 @@ def test_layers_change_with_the_widths():
 
 @pytest.mark.parametrize("name", ["ssdlite320_mobilenet_v3_small", "multitask_mobilenet_v3_small"])
 def test_detectors_cover_every_conv(name):
-    model = build_model(ModelConfig(name=name, num_classes=9 if name.startswith("ssd") else 5,
-                                    options={"reduced_tail": True}))
+    model = build_model(
+        ModelConfig(
+            name=name,
+            num_classes=9 if name.startswith("ssd") else 5,
+            options={"reduced_tail": True},
+        )
+    )
     layers = model_layers(model, SIZE)
     assert convs_in(layers) == sum(isinstance(m, nn.Conv2d) for m in model.modules())
-    classifiers = [layer for layer in layers if isinstance(layer, Chain) and getattr(layer.ops[-1], "keep_float", False)]
-    assert len(classifiers) == 12 + name.startswith("multi")  # 6 maps x (class, box) (+ LR-ASPP's low one)
+    classifiers = [
+        layer
+        for layer in layers
+        if isinstance(layer, Chain) and getattr(layer.ops[-1], "keep_float", False)
+    ]
+    assert len(classifiers) == 12 + name.startswith(
+        "multi"
+    )  # 6 maps x (class, box) (+ LR-ASPP's low one)
     # the block SSDLite taps inside (C4_expand) runs in two pieces: found as its expansion, then the rest
-    assert sum(layer.ops == (SqueezeExcite(288, 72),) for layer in layers if isinstance(layer, Chain)) == 1
+    assert (
+        sum(layer.ops == (SqueezeExcite(288, 72),) for layer in layers if isinstance(layer, Chain))
+        == 1
+    )
 
 
 def test_layer_graphs_compute_what_their_modules_compute():
@@ -89,18 +112,25 @@ def test_layer_graphs_compute_what_their_modules_compute():
     for layer in layers:
         module = torch_module(layer)
         x = torch.randn(1, *layer.shape, generator=torch.Generator().manual_seed(1))
-        session = ort.InferenceSession(onnx_model(layer, module).SerializeToString(), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(
+            onnx_model(layer, module).SerializeToString(), providers=["CPUExecutionProvider"]
+        )
         got = session.run(None, {"x": x.numpy()})[0]
         assert got.shape == tuple(module(x).shape), layer
         assert abs(got - module(x).numpy()).max() < 1e-4, layer
 
 
 def test_check_route_says_what_to_do_in_one_line(monkeypatch):
-    with pytest.raises(UserError, match=r"unknown latency route 'onnxrutime' \(did you mean 'onnxruntime'\?\); "
-                                        r"choose one of torch, onnxruntime, onnxruntime-int8, openvino"):
+    with pytest.raises(
+        UserError,
+        match=r"unknown latency route 'onnxrutime' \(did you mean 'onnxruntime'\?\); "
+        r"choose one of torch, onnxruntime, onnxruntime-int8, openvino",
+    ):
         check_route("onnxrutime")
     real = latency.importlib.util.find_spec
-    monkeypatch.setattr(latency.importlib.util, "find_spec", lambda name: None if name == "openvino" else real(name))
+    monkeypatch.setattr(
+        latency.importlib.util, "find_spec", lambda name: None if name == "openvino" else real(name)
+    )
     with pytest.raises(UserError, match=r"pip install densemnv3\[openvino\]$") as err:
         check_route("openvino")
     assert "\n" not in str(err.value)
@@ -118,12 +148,20 @@ def test_the_cache_file_keeps_layers_and_glue(tmp_path, monkeypatch):
     table = LatencyTable("onnxruntime", threads=1, size=SIZE, cache_dir=tmp_path, progress=False)
     layers = model_layers(model, SIZE)
     table.glue_ms = 1.5
-    assert table.predict(model) == pytest.approx(sum(table.layer_ms(layer) for layer in layers) + 1.5)
+    assert table.predict(model) == pytest.approx(
+        sum(table.layer_ms(layer) for layer in layers) + 1.5
+    )
     stored = json.loads(table.path.read_text())
-    assert len(stored["layers"]) == len(set(layers)) and stored["threads"] == 1 and stored["size"] == [64, 128]
+    assert (
+        len(stored["layers"]) == len(set(layers))
+        and stored["threads"] == 1
+        and stored["size"] == [64, 128]
+    )
     monkeypatch.setattr(LatencyTable, "measure", lambda self, model, calibration=None: 30.0)
     predicted, measured = table.calibrate(model)
-    assert predicted == measured == 30.0 and table.glue_ms == pytest.approx(30.0 - sum(map(fake_ms, layers)))
+    assert predicted == measured == 30.0 and table.glue_ms == pytest.approx(
+        30.0 - sum(map(fake_ms, layers))
+    )
 
     def fail(self, layer):
         raise AssertionError(f"re-measured {layer}")
@@ -137,23 +175,45 @@ def test_the_cache_file_keeps_layers_and_glue(tmp_path, monkeypatch):
 
 
 def test_the_cache_key_names_what_a_latency_depends_on(tmp_path):
-    table = LatencyTable("onnxruntime", threads=2, size=(512, 1024), cache_dir=tmp_path, progress=False)
+    table = LatencyTable(
+        "onnxruntime", threads=2, size=(512, 1024), cache_dir=tmp_path, progress=False
+    )
     name = table.path.name
-    assert table.path.parent == tmp_path and name.startswith("onnxruntime_onnxruntime-") and "_2t_512x1024_" in name
+    assert (
+        table.path.parent == tmp_path
+        and name.startswith("onnxruntime_onnxruntime-")
+        and "_2t_512x1024_" in name
+    )
     assert latency.package_version("onnxruntime") in name
-    others = {LatencyTable(route, threads=threads, size=size, cache_dir=tmp_path, progress=False).path
-              for route, threads, size in [("onnxruntime", 1, (512, 1024)), ("onnxruntime", 2, (256, 512)),
-                                           ("onnxruntime-int8", 2, (512, 1024)), ("torch", 2, (512, 1024))]}
+    others = {
+        LatencyTable(route, threads=threads, size=size, cache_dir=tmp_path, progress=False).path
+        for route, threads, size in [
+            ("onnxruntime", 1, (512, 1024)),
+            ("onnxruntime", 2, (256, 512)),
+            ("onnxruntime-int8", 2, (512, 1024)),
+            ("torch", 2, (512, 1024)),
+        ]
+    }
     assert len(others) == 4 and table.path not in others
     assert latency.default_cache_dir().parts[-2:] == ("densemnv3", "latency")
 
 
 def test_edges_are_the_conversions_at_the_graph_inputs_and_outputs():
-    nodes = {"q": ("QuantizeLinear", ["x"], ["a"]), "t": ("Transpose", ["a"], ["b"]),
-             "conv": ("QLinearConv", ["b"], ["c"]), "t2": ("Transpose", ["c"], ["d"]),  # inside: kept
-             "conv2": ("QLinearConv", ["d"], ["e"]), "t3": ("Transpose", ["e"], ["f"]),
-             "dq": ("DequantizeLinear", ["f"], ["y"])}
-    assert edge_nodes(nodes, {"x"}, {"y"}, {"QuantizeLinear", "DequantizeLinear", "Transpose"}) == {"q", "t", "t3", "dq"}
+    nodes = {
+        "q": ("QuantizeLinear", ["x"], ["a"]),
+        "t": ("Transpose", ["a"], ["b"]),
+        "conv": ("QLinearConv", ["b"], ["c"]),
+        "t2": ("Transpose", ["c"], ["d"]),  # inside: kept
+        "conv2": ("QLinearConv", ["d"], ["e"]),
+        "t3": ("Transpose", ["e"], ["f"]),
+        "dq": ("DequantizeLinear", ["f"], ["y"]),
+    }
+    assert edge_nodes(nodes, {"x"}, {"y"}, {"QuantizeLinear", "DequantizeLinear", "Transpose"}) == {
+        "q",
+        "t",
+        "t3",
+        "dq",
+    }
 
 
 def test_torch_route_times_layers_and_models_and_restores_threads(tmp_path):
@@ -181,12 +241,15 @@ def test_onnxruntime_runs_models_side_by_side_on_the_route(tmp_path):
         def call():
             calls[name] += 1
             return run()
+
         return call
 
     run = table.runner(thin)
     assert run()[0].shape[:2] == (1, 5)  # the route's raw logits
-    times = table.side_by_side({"original": counted("original", table.runner(original)),
-                                "thin": counted("thin", run)}, rounds=3)
+    times = table.side_by_side(
+        {"original": counted("original", table.runner(original)), "thin": counted("thin", run)},
+        rounds=3,
+    )
     assert {k: len(v) for k, v in times.rounds.items()} == {"original": 3, "thin": 3}
     assert all(t > 0 for v in times.rounds.values() for t in v)
     assert times.ratio("thin", "original") > 0
@@ -200,8 +263,17 @@ def test_int8_layer_graphs_run_the_int8_files_kernels(tmp_path):
     for one (QLinearConv with int8_friendly's hard-swish convs, the classifiers in float, ...)."""
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
-    compute = {"QLinearConv", "QLinearMul", "QLinearAdd", "QLinearGlobalAveragePool", "QLinearSigmoid", "Conv",
-               "HardSigmoid", "Mul", "HardSwish"}
+    compute = {
+        "QLinearConv",
+        "QLinearMul",
+        "QLinearAdd",
+        "QLinearGlobalAveragePool",
+        "QLinearSigmoid",
+        "Conv",
+        "HardSigmoid",
+        "Mul",
+        "HardSwish",
+    }
 
     def kernels(path):
         options = ort.SessionOptions()
@@ -211,7 +283,9 @@ def test_int8_layer_graphs_run_the_int8_files_kernels(tmp_path):
         return Counter(node.op_type for node in nodes if node.op_type in compute)
 
     model = lraspp_small()
-    table = LatencyTable("onnxruntime-int8", threads=1, size=SIZE, cache_dir=tmp_path, progress=False)
+    table = LatencyTable(
+        "onnxruntime-int8", threads=1, size=SIZE, cache_dir=tmp_path, progress=False
+    )
     whole = tmp_path / "model.onnx"
     latency._quantized_file(model, whole, SIZE, latency._random_images(SIZE)[:2], progress=False)
     layers = Counter()

@@ -23,12 +23,13 @@ def test_interleaved_rounds_take_turns_and_their_ratios_cancel_the_load(monkeypa
             k = max(len(order) - 2 * timing.WARMUP, 0)  # calls after both warm-ups
             order.append(name)
             now[0] += cost * loads[k // block // 2 % len(loads)]
+
         return run
 
     runs = {"a": model("a", 2e-3), "b": model("b", 1e-3)}
     times = timing.interleaved_ms(runs, rounds=4, seconds=0.0, calls=3, clock=lambda: now[0])
     assert {k: len(v) for k, v in times.items()} == {"a": 4, "b": 4}
-    blocks = [name for name, _ in itertools.groupby(order[2 * timing.WARMUP:])]
+    blocks = [name for name, _ in itertools.groupby(order[2 * timing.WARMUP :])]
     assert blocks == ["a", "b", "a", "b", "a"]  # in turns, reversed every round: ab|ba|ab|ba
     assert len(order) == 2 * timing.WARMUP + 4 * 2 * block
     assert SideBySide(times).ratio("a", "b") == pytest.approx(2.0)

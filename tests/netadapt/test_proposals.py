@@ -51,8 +51,10 @@ def test_narrowest_proposals_cut_each_unit_to_8_where_that_cuts_at_all():
         assert latency < table.predict(model)
 
 
-@pytest.mark.parametrize("name", ["lraspp_mobilenet_v3_small", "ssdlite320_mobilenet_v3_small",
-                                  "multitask_mobilenet_v3_small"])
+@pytest.mark.parametrize(
+    "name",
+    ["lraspp_mobilenet_v3_small", "ssdlite320_mobilenet_v3_small", "multitask_mobilenet_v3_small"],
+)
 def test_a_cut_copy_is_the_cut_model_and_leaves_the_model_as_it_was(name):
     model = build_model(ModelConfig(name=name, num_classes=5)).eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}

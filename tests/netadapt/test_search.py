@@ -62,8 +62,12 @@ class StubTable:
         elif "candidate" not in ms and self.doubts:
             self.doubts -= 1
             ms["current"] = 0.99 * ms["original"]
-        return SideBySide({name: [t * self.LOADS[r % len(self.LOADS)] for r in range(rounds)]
-                           for name, t in ms.items()})
+        return SideBySide(
+            {
+                name: [t * self.LOADS[r % len(self.LOADS)] for r in range(rounds)]
+                for name, t in ms.items()
+            }
+        )
 
 
 class StubTask:
@@ -95,9 +99,18 @@ def run_search(monkeypatch, tmp_path):
         cfg.data.batch_size, cfg.data.workers = 2, 0
         lines: list[str] = []
         torch.manual_seed(0)
-        model, state = search(build_model(MODEL).eval(), StubTask(), cfg, table, tmp_path,
-                              torch.device("cpu"), state=state, current=current, log=lines.append,
-                              progress=False)
+        model, state = search(
+            build_model(MODEL).eval(),
+            StubTask(),
+            cfg,
+            table,
+            tmp_path,
+            torch.device("cpu"),
+            state=state,
+            current=current,
+            log=lines.append,
+            progress=False,
+        )
         return model, state, lines
 
     return run
@@ -142,21 +155,25 @@ def test_a_candidate_that_measures_slower_is_not_kept_and_the_log_says_why(run_s
     kept = [p for p in first if p["kept"]]
     assert len(kept) == 1 and kept[0]["step_ratio"] < 1 and state.path[0]["unit"] == kept[0]["unit"]
     named = f"{slower[0]['unit']} {slower[0]['width']}->{slower[0]['new_width']} not kept"
-    assert any(named in line and "1.200x the time of the model it would replace" in line
-               for line in lines), lines
+    assert any(
+        named in line and "1.200x the time of the model it would replace" in line for line in lines
+    ), lines
     assert all(p["step_ratio"] < 1 for p in state.path)
 
 
 def test_a_search_where_nothing_measures_faster_stops_and_says_why(run_search, tmp_path):
     table = StubTable(slow=range(2, 1000))
-    with pytest.raises(UserError, match=r"the search stopped at 1\.00x the original, short of the "
-                                        r"target 0\.8x: no proposal ran faster than the model it "
-                                        r"would replace") as err:
+    with pytest.raises(
+        UserError,
+        match=r"the search stopped at 1\.00x the original, short of the "
+        r"target 0\.8x: no proposal ran faster than the model it "
+        r"would replace",
+    ) as err:
         run_search(table, target=0.8)
     assert "--resume" in str(err.value) and "\n" not in str(err.value)
     _, state = load_state(tmp_path / "search.pt")
     assert state.iteration == MISSES and state.path == [] and not state.done and state.stopped
-    assert state.misses == MISSES and state.cut_scale == 2 ** MISSES
+    assert state.misses == MISSES and state.cut_scale == 2**MISSES
     # the first iteration tried its best proposals; the next measured every one before its
     # fine-tune (and fine-tuned none); none kept, each recorded with its ratio
     tried = [p for p in state.proposals if not math.isnan(p["step_ratio"])]
@@ -184,8 +201,9 @@ def test_after_an_iteration_that_kept_nothing_every_proposal_is_measured(run_sea
     assert not any(p["kept"] for p in by_iteration[1]) and state.path[0]["iteration"] == 2
     measured = {i: sum(not math.isnan(p["step_ratio"]) for p in by_iteration[i]) for i in (2, 3)}
     assert measured == {2: len(by_iteration[2]), 3: 1}  # all before the fine-tune, then the best
-    assert any("nothing kept" in line and "measures every proposal" in line
-               for line in lines), lines
+    assert any("nothing kept" in line and "measures every proposal" in line for line in lines), (
+        lines
+    )
     assert state.misses == 0 and state.cut_scale == 1.0
 
 

@@ -24,8 +24,14 @@ def seg_files(tmp_path_factory):
     torch.manual_seed(0)
     model = randomize_(lraspp_mobilenet_v3_small(num_classes=5)).eval()
     folder = tmp_path_factory.mktemp("engines")
-    export_model(model, folder / "fp32.onnx", fmt="onnx", input_size=SIZE, check_batches=(1,),
-                 metadata={"task": "segmentation"})
+    export_model(
+        model,
+        folder / "fp32.onnx",
+        fmt="onnx",
+        input_size=SIZE,
+        check_batches=(1,),
+        metadata={"task": "segmentation"},
+    )
     x = torch.randn(2, 3, *SIZE, generator=torch.Generator().manual_seed(1))
     return model, folder / "fp32.onnx", x
 
@@ -41,11 +47,16 @@ def test_onnxruntime_and_openvino_fp32_match_pytorch(seg_files):
     assert isinstance(ort, ExportedSegmenter)
     torch.testing.assert_close(ort(x), ref, atol=1e-4, rtol=1e-4)  # upsampled outside the graph
     with torch.inference_mode():
-        torch.testing.assert_close(ort.network(x), model.network(x), atol=1e-4, rtol=1e-4)  # stride 8
+        torch.testing.assert_close(
+            ort.network(x), model.network(x), atol=1e-4, rtol=1e-4
+        )  # stride 8
     if not engine_class("openvino").installed():
         pytest.skip("openvino not installed")
     f32 = exported_model(path, META, model, engine_class("openvino"), asked="fp32")
-    assert f32.compute_precision == "fp32" and "precision hint f32 (--precision fp32)" in f32.describe()
+    assert (
+        f32.compute_precision == "fp32"
+        and "precision hint f32 (--precision fp32)" in f32.describe()
+    )
     torch.testing.assert_close(f32(x), ref, atol=1e-3, rtol=1e-3)
     default = exported_model(path, META, model, engine_class("openvino"))
     from densemnv3.runtimes.engines import cpu_has_bf16
@@ -74,26 +85,40 @@ def test_the_predictor_takes_the_labels_of_the_files_stride_8_logits(tmp_path):
     calibrate_bn_(model, model, torch.rand(2, 3, *SIZE) * 4 - 2)  # labels that vary
     export_model(model, tmp_path / "m.onnx", fmt="onnx", input_size=SIZE, check_batches=(1,))
     ort = exported_model(tmp_path / "m.onnx", META, model, engine_class("onnxruntime"))
-    got, expected = Predictor(ort, cfg, device="cpu")(frames), Predictor(model, cfg, device="cpu")(frames)
+    got, expected = (
+        Predictor(ort, cfg, device="cpu")(frames),
+        Predictor(model, cfg, device="cpu")(frames),
+    )
     agree = np.mean([np.mean(g == e) for g, e in zip(got, expected)])
     assert agree > 0.999 and len(np.unique(got[0])) > 2, agree  # ties aside; measured 1.0
 
 
 def test_runtime_errors_are_one_line(seg_files, monkeypatch):
     _, path, _ = seg_files
-    with pytest.raises(UserError, match=r"--runtime torch: .*fp32.onnx is an ONNX file, which runs in openvino or onnxruntime"):
+    with pytest.raises(
+        UserError,
+        match=r"--runtime torch: .*fp32.onnx is an ONNX file, which runs in openvino or onnxruntime",
+    ):
         check_runtime("torch", "onnx", path)
     with pytest.raises(UserError, match=r"--runtime executorch: .* an ONNX file"):
         check_runtime("executorch", "onnx", path)
-    with pytest.raises(UserError, match=r"--runtime openvino: best.pt is a PyTorch checkpoint, which runs in torch; export it"):
+    with pytest.raises(
+        UserError,
+        match=r"--runtime openvino: best.pt is a PyTorch checkpoint, which runs in torch; export it",
+    ):
         check_runtime("openvino", "pytorch", "best.pt")
     with pytest.raises(UserError, match="--runtime must be one of auto, torch"):
         check_runtime("tensorrt", "onnx", path)
     monkeypatch.setattr(engine_class("openvino"), "installed", classmethod(lambda cls: False))
-    with pytest.raises(UserError, match=r"--runtime openvino needs the 'openvino' package, which is not installed: "
-                                        r"pip install densemnv3\[openvino\]"):
+    with pytest.raises(
+        UserError,
+        match=r"--runtime openvino needs the 'openvino' package, which is not installed: "
+        r"pip install densemnv3\[openvino\]",
+    ):
         exported_model(path, META, None, engine_class("openvino"))
-    with pytest.raises(UserError, match=r"onnxruntime runs an fp32 file in fp32; drop --precision bf16"):
+    with pytest.raises(
+        UserError, match=r"onnxruntime runs an fp32 file in fp32; drop --precision bf16"
+    ):
         exported_model(path, META, None, engine_class("onnxruntime"), asked="bf16")
 
 
@@ -111,10 +136,19 @@ def test_auto_takes_the_fastest_measured_and_remembers_it(seg_files, monkeypatch
     chosen = choice_module.load_exported(path, "onnx", META, model, size=(48, 96), threads=1)
     assert chosen.runtime == "onnxruntime" and chosen.threads == 1
     assert sorted(calls) == [("onnxruntime", (48, 96), 1), ("openvino", (48, 96), 1)]
-    assert "auto: fastest here at 48x96, 1 threads (onnxruntime 5.0 ms, openvino 9.0 ms; measured now)" in chosen.route
+    assert (
+        "auto: fastest here at 48x96, 1 threads (onnxruntime 5.0 ms, openvino 9.0 ms; measured now)"
+        in chosen.route
+    )
     again = choice_module.load_exported(path, "onnx", META, model, size=(48, 96), threads=1)
-    assert len(calls) == 2 and again.runtime == "onnxruntime" and "measured on this CPU earlier" in again.route
-    choice_module.load_exported(path, "onnx", META, model, size=(48, 96), threads=2)  # another budget: timed again
+    assert (
+        len(calls) == 2
+        and again.runtime == "onnxruntime"
+        and "measured on this CPU earlier" in again.route
+    )
+    choice_module.load_exported(
+        path, "onnx", META, model, size=(48, 96), threads=2
+    )  # another budget: timed again
     assert len(calls) == 4
     asked = choice_module.load_exported(path, "onnx", META, model, runtime="openvino")
     assert asked.runtime == "openvino" and asked.route == "--runtime openvino" and len(calls) == 4
@@ -126,7 +160,9 @@ def test_one_installed_engine_is_taken_without_timing(seg_files, monkeypatch):
     monkeypatch.setattr(choice_module, "time_engine", lambda *a: pytest.fail("timed"))
     chosen = choice_module.load_exported(path, "onnx", META, model)
     assert chosen.runtime == "onnxruntime"
-    assert chosen.route == ("the only installed runtime for onnx files; pip install densemnv3[openvino] adds openvino")
+    assert chosen.route == (
+        "the only installed runtime for onnx files; pip install densemnv3[openvino] adds openvino"
+    )
 
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
@@ -134,7 +170,9 @@ def test_the_thread_budget_reaches_the_engine(seg_files, runtime):
     model, path, x = seg_files
     if not engine_class(runtime).installed():
         pytest.skip(f"{runtime} not installed")
-    m = exported_model(path, META, model, engine_class(runtime), asked="fp32" if runtime == "openvino" else None)
+    m = exported_model(
+        path, META, model, engine_class(runtime), asked="fp32" if runtime == "openvino" else None
+    )
     m.threads = 1
     first = m.engine()
     if runtime == "onnxruntime":
@@ -151,10 +189,16 @@ def test_the_thread_budget_reaches_the_engine(seg_files, runtime):
     whole = torch.cat([m(x[:1]), m(x[1:])])
     split = m(x)  # two images, two threads: two streams of one thread, side by side
     if runtime == "onnxruntime":
-        assert [s.get_session_options().intra_op_num_threads for s in m.engine(2).sessions] == [1, 1]
+        assert [s.get_session_options().intra_op_num_threads for s in m.engine(2).sessions] == [
+            1,
+            1,
+        ]
     else:
         compiled = m.engine(2).request.get_compiled_model()
-        assert compiled.get_property("NUM_STREAMS") == 2 and compiled.get_property("INFERENCE_NUM_THREADS") == 2
+        assert (
+            compiled.get_property("NUM_STREAMS") == 2
+            and compiled.get_property("INFERENCE_NUM_THREADS") == 2
+        )
     torch.testing.assert_close(split, whole, atol=1e-5, rtol=1e-5)
 
 
@@ -196,7 +240,11 @@ def test_a_batch_is_split_into_streams_that_share_the_thread_budget(tmp_path, mo
 
         def run(self, x):
             seen.append(len(x))
-            return [x.mean(1, keepdims=True), np.arange(8, dtype=np.float32).reshape(2, 4), x[:, :1, 0, 0]]
+            return [
+                x.mean(1, keepdims=True),
+                np.arange(8, dtype=np.float32).reshape(2, 4),
+                x[:, :1, 0, 0],
+            ]
 
         def run_streams(self, chunks):
             assert len(chunks) == self.streams
@@ -211,35 +259,51 @@ def test_a_batch_is_split_into_streams_that_share_the_thread_budget(tmp_path, mo
     torch.testing.assert_close(mean, x.mean(1, keepdim=True))  # in order
     assert anchors.shape == (2, 4) and torch.equal(corner, x[:, :1, 0, 0])
     made.clear()
-    assert model.run(x[:1])[0].shape == (1, 1, 8, 8) and made == [(3, 1)]  # one image: the batch whole
+    assert model.run(x[:1])[0].shape == (1, 1, 8, 8) and made == [
+        (3, 1)
+    ]  # one image: the batch whole
     model.run(x)
     assert made == [(3, 1)]  # the engine of each stream count is kept
     model.run(x[:2])
-    assert made == [(3, 1), (3, 2)] and len(model._engines) == 2  # the split engine of 3 streams freed
+    assert (
+        made == [(3, 1), (3, 2)] and len(model._engines) == 2
+    )  # the split engine of 3 streams freed
     model.threads = 2
     model.run(x)
     assert made == [(3, 1), (3, 2), (2, 2)]  # a new budget: a new engine
-    nms = ExportedModel(tmp_path / "m.onnx", {"precision": "fp32", "outputs": "detections"}, Recording)
+    nms = ExportedModel(
+        tmp_path / "m.onnx", {"precision": "fp32", "outputs": "detections"}, Recording
+    )
     nms.threads = 2
     assert nms.streams(8) == 1 and model.streams(8) == 2 and model.streams(1) == 1
     Recording.splits = False
     assert model.streams(8) == 1
 
 
-def test_auto_leaves_out_a_runtime_that_scores_the_file_below_pytorch(seg_files, monkeypatch, capsys):
+def test_auto_leaves_out_a_runtime_that_scores_the_file_below_pytorch(
+    seg_files, monkeypatch, capsys
+):
     """OpenVINO loses 4 AP50 points on int8 SSDLite files (BENCHMARKS.md): auto never takes it,
     and asking for it warns."""
     from types import SimpleNamespace
 
     model, path, _ = seg_files
     monkeypatch.setattr(choice_module, "time_engine", lambda *a: pytest.fail("timed"))
-    monkeypatch.setattr(choice_module, "exported_model",
-                        lambda p, meta, t, engine, asked: SimpleNamespace(runtime=engine.name))
+    monkeypatch.setattr(
+        choice_module,
+        "exported_model",
+        lambda p, meta, t, engine, asked: SimpleNamespace(runtime=engine.name),
+    )
     int8_det = {**META, "task": "detection", "precision": "int8"}
-    assert engine_class("openvino").inaccurate(int8_det) and not engine_class("openvino").inaccurate(META)
+    assert engine_class("openvino").inaccurate(int8_det) and not engine_class(
+        "openvino"
+    ).inaccurate(META)
     assert engine_class("onnxruntime").inaccurate(int8_det) is None
     chosen = choice_module.load_exported(path, "onnx", int8_det, model)
-    assert chosen.runtime == "onnxruntime" and "not openvino, which scores this file below PyTorch" in chosen.route
+    assert (
+        chosen.runtime == "onnxruntime"
+        and "not openvino, which scores this file below PyTorch" in chosen.route
+    )
     asked = choice_module.load_exported(path, "onnx", int8_det, model, runtime="openvino")
     assert asked.runtime == "openvino"
     err = capsys.readouterr().err

@@ -28,9 +28,19 @@ from densemnv3.runtimes.executorch_engine import (  # noqa: E402
 
 SIZE = (16, 24)
 #: Values of every type the metadata holds: a nested config, tuples, strings, numbers.
-METADATA = {"config": {"model": {"name": "tiny", "options": {"k": [1, 2]}}, "data": {"eval_resize": (16, 24)}},
-            "task": "segmentation", "arch": "tiny", "outputs": "logits", "precision": "fp32",
-            "input_size": SIZE, "calibration_images": 0, "scale": 0.5}
+METADATA = {
+    "config": {
+        "model": {"name": "tiny", "options": {"k": [1, 2]}},
+        "data": {"eval_resize": (16, 24)},
+    },
+    "task": "segmentation",
+    "arch": "tiny",
+    "outputs": "logits",
+    "precision": "fp32",
+    "input_size": SIZE,
+    "calibration_images": 0,
+    "scale": 0.5,
+}
 
 
 class Tiny(nn.Module):
@@ -42,8 +52,9 @@ class Tiny(nn.Module):
         self.act = nn.Hardswish()
 
     def forward(self, x):
-        return nn.functional.interpolate(self.act(self.conv(x)), size=x.shape[-2:], mode="bilinear",
-                                         align_corners=False)
+        return nn.functional.interpolate(
+            self.act(self.conv(x)), size=x.shape[-2:], mode="bilinear", align_corners=False
+        )
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +77,12 @@ def test_metadata_round_trips_and_the_file_is_told_by_content(tiny, tmp_path):
     shutil.copy(path, renamed)
     assert sniff(renamed) == "pte"
     info = inspect_checkpoint(renamed)
-    assert info.format == "pte" and info.exported and info.task == "segmentation" and info.arch == "tiny"
+    assert (
+        info.format == "pte"
+        and info.exported
+        and info.task == "segmentation"
+        and info.arch == "tiny"
+    )
     assert info.state == METADATA
     assert info.description == "an fp32 ExecuTorch segmentation model of tiny (tools/export.py)"
 
@@ -92,7 +108,9 @@ def test_threads_reach_the_xnnpack_pool(tiny):
     expected = one.run(x)[0]
     two = ExecuTorchEngine(path, 2, "fp32")  # resizes the process's pool: `one`'s method is stale
     assert two.pool_threads() == 2
-    np.testing.assert_allclose(one.run(x)[0], expected, atol=1e-6)  # loaded again on a 1-thread pool
+    np.testing.assert_allclose(
+        one.run(x)[0], expected, atol=1e-6
+    )  # loaded again on a 1-thread pool
     assert one.pool_threads() == 1
     np.testing.assert_allclose(two.run(x)[0], expected, atol=1e-5)
     assert two.pool_threads() == 2
@@ -117,7 +135,9 @@ def test_damaged_and_foreign_programs_are_one_line(tiny, tmp_path):
     with pytest.raises(CheckpointError, match="an ExecuTorch program not written by densemnv3"):
         inspect_checkpoint(foreign)
     (tmp_path / "junk.pte").write_bytes(b"\x00\xff" * 100)
-    with pytest.raises(CheckpointError, match=r"not a readable ExecuTorch program \(200 bytes, unknown binary"):
+    with pytest.raises(
+        CheckpointError, match=r"not a readable ExecuTorch program \(200 bytes, unknown binary"
+    ):
         inspect_checkpoint(tmp_path / "junk.pte")
     with pytest.raises(CheckpointError, match="ExecuTorch program not found"):
         inspect_checkpoint(tmp_path / "missing.pte")
@@ -125,11 +145,16 @@ def test_damaged_and_foreign_programs_are_one_line(tiny, tmp_path):
 
 def test_a_pte_is_no_pytorch_checkpoint(tiny):
     _, path, _ = tiny
-    with pytest.raises(CheckpointError, match=r"an ExecuTorch program \(.pte\), run by ExecuTorch, not a PyTorch "
-                                              r"checkpoint; give the checkpoint it was exported from"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"an ExecuTorch program \(.pte\), run by ExecuTorch, not a PyTorch "
+        r"checkpoint; give the checkpoint it was exported from",
+    ):
         read_checkpoint(path)
-    with pytest.raises(CheckpointError, match="ExecuTorch segmentation model of tiny .*holds no PyTorch weights "
-                                              "for export"):
+    with pytest.raises(
+        CheckpointError,
+        match="ExecuTorch segmentation model of tiny .*holds no PyTorch weights for export",
+    ):
         pytorch_only(inspect_checkpoint(path), "export")
 
 
@@ -160,12 +185,18 @@ def test_xnnpack_fp32_and_int8_stay_close_to_pytorch(tmp_path):
     from densemnv3.inference.optimize import prepare_for_inference
 
     size, generator = (64, 128), torch.Generator().manual_seed(3)
-    images = [nn.functional.interpolate(torch.randn(1, 3, 8, 16, generator=generator), size=size, mode="bilinear")
-              for _ in range(10)]  # smooth, image-like inputs
+    images = [
+        nn.functional.interpolate(
+            torch.randn(1, 3, 8, 16, generator=generator), size=size, mode="bilinear"
+        )
+        for _ in range(10)
+    ]  # smooth, image-like inputs
     model = _bn_calibrated_lraspp(images)
     net, _ = exportable(prepare_for_inference(model))
     for name, calibration in (("fp32", None), ("int8", images[:8])):
-        (tmp_path / f"{name}.pte").write_bytes(lower_to_xnnpack(net, size, calibration=calibration).buffer)
+        (tmp_path / f"{name}.pte").write_bytes(
+            lower_to_xnnpack(net, size, calibration=calibration).buffer
+        )
     fp32, int8 = (ExecuTorchEngine(tmp_path / f"{name}.pte", 2, name) for name in ("fp32", "int8"))
     agree = pixels = 0
     num = den = 0.0
@@ -179,10 +210,15 @@ def test_xnnpack_fp32_and_int8_stay_close_to_pytorch(tmp_path):
         # measured 6e-7 on image-like inputs, 2e-5 on white noise (logits of ~150 there)
         assert relative < (FP32_TOLERANCE if x is noise else FP32_TOLERANCE / 100), relative
         if x is not noise:
-            quantized = resize_bilinear(torch.from_numpy(int8.run(x.numpy())[0]), size)  # as the tools do
+            quantized = resize_bilinear(
+                torch.from_numpy(int8.run(x.numpy())[0]), size
+            )  # as the tools do
             agree += int((quantized.argmax(1) == expected.argmax(1)).sum())
             pixels += expected[:, 0].numel()
-            num, den = num + float(((quantized - expected) ** 2).sum()), den + float((expected ** 2).sum())
+            num, den = (
+                num + float(((quantized - expected) ** 2).sum()),
+                den + float((expected**2).sum()),
+            )
             classes |= set(expected.argmax(1).unique().tolist())
     assert len(classes) > 10
     # a random network has small margins: measured 0.845 agreement, 0.145 relative RMS (the int8

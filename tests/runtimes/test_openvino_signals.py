@@ -47,7 +47,13 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_engines_freed_out_of_order_leave_signals_handled(tmp_path):
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "conv.onnx")], capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0 and proc.stdout.strip().endswith("survived"), (proc.returncode,
-                                                                               proc.stderr[-2000:])
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tmp_path / "conv.onnx")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("survived"), (
+        proc.returncode,
+        proc.stderr[-2000:],
+    )

@@ -12,8 +12,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_losses_are_weighted_by_the_config(tiny_synthetic):
     def losses(seg_weight, det_weight):
-        cfg = Config(task="multitask", model=ModelConfig(name="multitask_mobilenet_v3_small"),
-                     loss=LossConfig(seg_weight=seg_weight, det_weight=det_weight))
+        cfg = Config(
+            task="multitask",
+            model=ModelConfig(name="multitask_mobilenet_v3_small"),
+            loss=LossConfig(seg_weight=seg_weight, det_weight=det_weight),
+        )
         cfg.data.root, cfg.data.crop_size, cfg.data.workers = str(tiny_synthetic), (48, 96), 0
         task = build_task(cfg)
         torch.manual_seed(0)
@@ -31,8 +34,12 @@ def test_losses_are_weighted_by_the_config(tiny_synthetic):
 
 
 def test_a_detector_too_small_for_the_things_is_a_config_error(tiny_synthetic):
-    cfg = Config(task="multitask", model=ModelConfig(name="multitask_mobilenet_v3_small",
-                                                     options={"det_num_classes": 5}))
+    cfg = Config(
+        task="multitask",
+        model=ModelConfig(name="multitask_mobilenet_v3_small", options={"det_num_classes": 5}),
+    )
     cfg.data.root = str(tiny_synthetic)
-    with pytest.raises(ConfigError, match="model.options.det_num_classes: .* 8 thing classes .* set it to 9"):
+    with pytest.raises(
+        ConfigError, match="model.options.det_num_classes: .* 8 thing classes .* set it to 9"
+    ):
         build_task(cfg).build_model()

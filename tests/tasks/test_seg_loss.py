@@ -11,11 +11,16 @@ from densemnv3.tasks import build_task
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.mark.parametrize("task_name, model_name", [("segmentation", "lraspp_mobilenet_v3_small"),
-                                                   ("multitask", "multitask_mobilenet_v3_small")])
+@pytest.mark.parametrize(
+    "task_name, model_name",
+    [("segmentation", "lraspp_mobilenet_v3_small"), ("multitask", "multitask_mobilenet_v3_small")],
+)
 def test_the_task_trains_on_ohem_when_the_config_asks(tiny_synthetic, task_name, model_name):
-    cfg = Config(task=task_name, model=ModelConfig(name=model_name),
-                 loss=LossConfig(ohem_thresh=1 / 19, ohem_min_kept=0))  # ~ chance: an untrained
+    cfg = Config(
+        task=task_name,
+        model=ModelConfig(name=model_name),
+        loss=LossConfig(ohem_thresh=1 / 19, ohem_min_kept=0),
+    )  # ~ chance: an untrained
     # model gives some pixels more, some less
     cfg.data.root, cfg.data.crop_size, cfg.data.workers = str(tiny_synthetic), (48, 96), 0
     task = build_task(cfg)

@@ -59,7 +59,10 @@ def export_checkpoints(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("export")
     torch.manual_seed(0)
-    seg, det = lraspp_mobilenet_v3_small(num_classes=19), ssdlite320_mobilenet_v3_small(num_classes=4)
+    seg, det = (
+        lraspp_mobilenet_v3_small(num_classes=19),
+        ssdlite320_mobilenet_v3_small(num_classes=4),
+    )
     with torch.no_grad():
         for model in (seg, det):
             for name, t in model.state_dict().items():
@@ -87,8 +90,16 @@ def fitted_seg_checkpoint(tiny_synthetic, tmp_path_factory) -> Path:
     from densemnv3.tasks import build_task
 
     root = tmp_path_factory.mktemp("fitted_seg")
-    cfg = load_config(SEG_CONFIG, ["model.name=lraspp_mobilenet_v3_small", f"data.root={tiny_synthetic}",
-                                   "data.synthetic=None", "data.cache_images=False", f"work_dir={root}"])
+    cfg = load_config(
+        SEG_CONFIG,
+        [
+            "model.name=lraspp_mobilenet_v3_small",
+            f"data.root={tiny_synthetic}",
+            "data.synthetic=None",
+            "data.cache_images=False",
+            f"work_dir={root}",
+        ],
+    )
     torch.manual_seed(0)
     model = build_model(cfg.model)
     train = build_task(cfg).dataset("train", train=False)
@@ -100,6 +111,8 @@ def fitted_seg_checkpoint(tiny_synthetic, tmp_path_factory) -> Path:
         loss.backward()
         optimizer.step()
     model.eval()
-    torch.save({"model": model.state_dict(), "arch": cfg.model.name, "config": dataclasses.asdict(cfg)},
-               root / "best.pt")
+    torch.save(
+        {"model": model.state_dict(), "arch": cfg.model.name, "config": dataclasses.asdict(cfg)},
+        root / "best.pt",
+    )
     return root / "best.pt"

@@ -24,17 +24,27 @@ from densemnv3.inference import Predictor
 ROOT = Path(__file__).resolve().parents[2]
 SEG_CONFIG = str(ROOT / "configs" / "lraspp_synthetic.py")
 DET_CONFIG = str(ROOT / "configs" / "ssdlite_synthetic.py")
-TIMM = pytest.mark.skipif(importlib.util.find_spec("timm") is None,
-                          reason="timm is not installed (pip install 'densemnv3[timm]')")
+TIMM = pytest.mark.skipif(
+    importlib.util.find_spec("timm") is None,
+    reason="timm is not installed (pip install 'densemnv3[timm]')",
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
 def tiny(root: Path, work: Path | None, task: str, iters: int) -> list[str]:
-    values = {"data.root": root, "data.synthetic": None, "data.batch_size": 2,
-              "data.eval_batch_size": 2, "data.workers": 0, "schedule.iters": iters,
-              "schedule.warmup_iters": 2, "train.eval_interval": iters,
-              "train.checkpoint_interval": iters, "train.log_interval": 1}
+    values = {
+        "data.root": root,
+        "data.synthetic": None,
+        "data.batch_size": 2,
+        "data.eval_batch_size": 2,
+        "data.workers": 0,
+        "schedule.iters": iters,
+        "schedule.warmup_iters": 2,
+        "train.eval_interval": iters,
+        "train.checkpoint_interval": iters,
+        "train.log_interval": 1,
+    }
     values |= {"data.crop_size": [64, 96]} if task == "seg" else {"data.image_size": [64, 128]}
     if work is not None:
         values["work_dir"] = work
@@ -60,13 +70,15 @@ def val_image(root: Path):
 
 OTHER_BACKBONES = [
     pytest.param(task, backbone, marks=[TIMM] if backbone.startswith("timm:") else [])
-    for task in ("seg", "det") for backbone in ("shufflenet_v2", "tv:resnet18", "timm:regnetx_002")
+    for task in ("seg", "det")
+    for backbone in ("shufflenet_v2", "tv:resnet18", "timm:regnetx_002")
 ]
 
 
 @pytest.mark.parametrize("task,backbone", OTHER_BACKBONES)
 def test_twenty_steps_on_other_backbones_lower_the_loss_and_evaluate(
-        task, backbone, tiny_synthetic, tmp_path, capsys, monkeypatch):
+    task, backbone, tiny_synthetic, tmp_path, capsys, monkeypatch
+):
     work = tmp_path / "run"
     config = SEG_CONFIG if task == "seg" else DET_CONFIG
     overrides = [f"model.backbone={backbone}", *tiny(tiny_synthetic, work, task, 20)]
@@ -75,14 +87,19 @@ def test_twenty_steps_on_other_backbones_lower_the_loss_and_evaluate(
     losses = step_losses(capsys.readouterr().err)
     assert len(losses) == 20
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
-    print(f"{task} {backbone}: loss step 1 {losses[0]:.3f}, step 20 {losses[-1]:.3f}; "
-          f"mean of steps 1-5 {first:.3f}, 16-20 {last:.3f}")
+    print(
+        f"{task} {backbone}: loss step 1 {losses[0]:.3f}, step 20 {losses[-1]:.3f}; "
+        f"mean of steps 1-5 {first:.3f}, 16-20 {last:.3f}"
+    )
     assert last < 0.9 * first
     trained = json.loads((work / "metrics.json").read_text())
     assert trained.pop("iter") == 20 and trained["images_evaluated"] == 2
     # the checkpoint alone: the eval tool rebuilds the backbone and gets the same numbers
-    run_eval_tool(f"eval_{task}", ["--weights", str(work / "best.pt"), "--out", str(tmp_path / "ev")],
-                  monkeypatch)
+    run_eval_tool(
+        f"eval_{task}",
+        ["--weights", str(work / "best.pt"), "--out", str(tmp_path / "ev")],
+        monkeypatch,
+    )
     evaluated = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     for metrics in (evaluated, trained):
         metrics.pop("ms_per_image", None)  # a timing (segmentation)
@@ -93,12 +110,20 @@ def test_twenty_steps_on_other_backbones_lower_the_loss_and_evaluate(
     assert out.shape == (64, 128) if task == "seg" else set(out) >= {"boxes", "scores", "labels"}
 
 
-@pytest.mark.parametrize("backbone", ["mobilenet_v2", "tv:resnet18", pytest.param("timm:regnetx_002", marks=TIMM)])
+@pytest.mark.parametrize(
+    "backbone", ["mobilenet_v2", "tv:resnet18", pytest.param("timm:regnetx_002", marks=TIMM)]
+)
 def test_train_seg_tool_swaps_backbone_and_its_checkpoint_remembers_it(
-        backbone, run_tool, tiny_synthetic, tmp_path, monkeypatch, capsys):
+    backbone, run_tool, tiny_synthetic, tmp_path, monkeypatch, capsys
+):
     work = tmp_path / "run"
-    argv = [SEG_CONFIG, "--no-progress", "--set", f"model.backbone={backbone}",
-            *tiny(tiny_synthetic, work, "seg", 2)]
+    argv = [
+        SEG_CONFIG,
+        "--no-progress",
+        "--set",
+        f"model.backbone={backbone}",
+        *tiny(tiny_synthetic, work, "seg", 2),
+    ]
     if backbone.startswith("tv:"):  # the tool itself, once
         proc = run_tool("train_seg.py", *argv)
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -106,8 +131,9 @@ def test_train_seg_tool_swaps_backbone_and_its_checkpoint_remembers_it(
         assert train_from_cli("segmentation", "test", argv) == 0
     saved = torch.load(work / "best.pt")["config"]["model"]
     assert saved["backbone"] == backbone and saved["name"] == "lraspp_mobilenet_v3_large"
-    run_eval_tool("eval_seg", ["--weights", str(work / "best.pt"), "--out", str(tmp_path / "ev")],
-                  monkeypatch)
+    run_eval_tool(
+        "eval_seg", ["--weights", str(work / "best.pt"), "--out", str(tmp_path / "ev")], monkeypatch
+    )
     assert "mIoU" in capsys.readouterr().out
     predictor = Predictor.from_checkpoint(work / "best.pt", device="cpu")
     assert predictor(val_image(tiny_synthetic)).shape == (64, 128)
@@ -124,7 +150,9 @@ def test_readme_backbone_commands_run_as_written(tiny_synthetic, tmp_path, monke
     section = readme_backbones()
     for block in re.findall(r"```python\n(.*?)```", section, re.S):
         exec(compile(block, "README.md (Backbones)", "exec"), {})
-    commands = [line.strip() for line in section.splitlines() if line.strip().startswith("python tools/")]
+    commands = [
+        line.strip() for line in section.splitlines() if line.strip().startswith("python tools/")
+    ]
     assert len(commands) >= 4
     if importlib.util.find_spec("timm") is None:
         commands = [c for c in commands if "timm:" not in c]
@@ -135,8 +163,16 @@ def test_readme_backbone_commands_run_as_written(tiny_synthetic, tmp_path, monke
         if tool.startswith("train_"):
             task = tool.removeprefix("train_")
             config = argv[0]
-            argv = [str(ROOT / config), *argv[1:], "--no-progress", "--set", *tiny(tiny_synthetic, None, task, 2)]
-            assert train_from_cli("segmentation" if task == "seg" else "detection", "test", argv) == 0, command
+            argv = [
+                str(ROOT / config),
+                *argv[1:],
+                "--no-progress",
+                "--set",
+                *tiny(tiny_synthetic, None, task, 2),
+            ]
+            assert (
+                train_from_cli("segmentation" if task == "seg" else "detection", "test", argv) == 0
+            ), command
         else:
             run_eval_tool(tool, argv, monkeypatch)
         capsys.readouterr()

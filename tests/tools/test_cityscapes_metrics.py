@@ -18,8 +18,10 @@ from densemnv3.data.labels import CLASS_NAMES, ID_TO_TRAIN_ID, LABELS, TRAIN_ID_
 from densemnv3.evaluation.cityscapes import CATEGORIES, INSTANCE_CATEGORIES, InstanceStats
 from densemnv3.evaluation.segmentation import ConfusionMatrix, format_iou_table
 
-cs = pytest.importorskip("cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling",
-                         reason="cityscapesscripts (the dev extra) is the reference")
+cs = pytest.importorskip(
+    "cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling",
+    reason="cityscapesscripts (the dev extra) is the reference",
+)
 
 
 @pytest.fixture
@@ -29,11 +31,14 @@ def official(monkeypatch):
     monkeypatch.setattr(cs.args, "JSONOutput", False)
     monkeypatch.setattr(cs.args, "quiet", True)
     monkeypatch.setattr(cs.args, "evalInstLevelScore", True)
-    return lambda preds, gts: cs.evaluateImgLists([str(p) for p in preds], [str(g) for g in gts], cs.args)
+    return lambda preds, gts: cs.evaluateImgLists(
+        [str(p) for p in preds], [str(g) for g in gts], cs.args
+    )
 
 
 def _assert_equal_to_official(ours: dict, theirs: dict) -> None:
     """Every average and every per-class / per-category value within 1e-6; NaN there is None here."""
+
     def same(a, b, what):
         if b is None or math.isnan(b):
             assert a is None, (what, a, b)
@@ -53,18 +58,22 @@ def _assert_equal_to_official(ours: dict, theirs: dict) -> None:
     assert set(ours["per_category_iou"]) == {c for c in theirs["categoryScores"] if c != "void"}
 
 
-def _random_scene(rng: np.random.Generator, h: int = 48, w: int = 64) -> tuple[np.ndarray, np.ndarray]:
+def _random_scene(
+    rng: np.random.Generator, h: int = 48, w: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
     """Ground-truth label ids and instance ids with what the official rules single out: instances
     of several sizes, bare thing pixels (a crowd: no instance id), instances of classes left out of
     evaluation (caravan), ignored pixels, and classes absent from the image."""
-    label = rng.choice([7, 8, 11, 17, 21, 23, 0, 4], size=(h // 8, w // 8)).repeat(8, 0).repeat(8, 1)
+    label = (
+        rng.choice([7, 8, 11, 17, 21, 23, 0, 4], size=(h // 8, w // 8)).repeat(8, 0).repeat(8, 1)
+    )
     ids = label.astype(np.uint16).copy()
     things = [24, 25, 26, 26, 27, 29, 32, 33]
     for k, label_id in enumerate(rng.choice(things, size=6)):
         y, x = rng.integers(0, h - 4), rng.integers(0, w - 4)
         dy, dx = rng.integers(2, 20), rng.integers(2, 24)
-        label[y:y + dy, x:x + dx] = label_id
-        ids[y:y + dy, x:x + dx] = label_id * 1000 + k
+        label[y : y + dy, x : x + dx] = label_id
+        ids[y : y + dy, x : x + dx] = label_id * 1000 + k
     label[:3, :5], ids[:3, :5] = 26, 26  # car pixels without an instance id
     return label.astype(np.uint8), ids
 
@@ -147,16 +156,30 @@ def test_without_instance_ids_iiou_is_left_out_and_said_so():
 
 
 def test_eval_tool_metrics_equal_the_official_evaluation_of_its_predictions(
-        fitted_seg_checkpoint, cityscapes_eval_set, tmp_path, official, run_in_process):
+    fitted_seg_checkpoint, cityscapes_eval_set, tmp_path, official, run_in_process
+):
     """A trained synthetic model's predictions, written by ``--save-predictions`` in Cityscapes'
     result format and scored by the official script: all four averages and every per-class and
     per-category value equal ``metrics.json``."""
     from densemnv3.cli import eval_seg
 
     out, preds = tmp_path / "out", tmp_path / "preds"
-    code, stdout, err = run_in_process(eval_seg.main, [
-        "--weights", str(fitted_seg_checkpoint), "--out", str(out), "--save-predictions", str(preds),
-        "--set", f"data.root={cityscapes_eval_set}", "data.workers=0", "--device", "cpu"])
+    code, stdout, err = run_in_process(
+        eval_seg.main,
+        [
+            "--weights",
+            str(fitted_seg_checkpoint),
+            "--out",
+            str(out),
+            "--save-predictions",
+            str(preds),
+            "--set",
+            f"data.root={cityscapes_eval_set}",
+            "data.workers=0",
+            "--device",
+            "cpu",
+        ],
+    )
     assert code == 0, err
     ours = json.loads((out / "metrics.json").read_text())
     gts = sorted((cityscapes_eval_set / "gtFine" / "val").glob("*/*_gtFine_labelIds.png"))
@@ -170,7 +193,8 @@ def test_eval_tool_metrics_equal_the_official_evaluation_of_its_predictions(
 
 
 def test_a_set_without_instance_ids_reports_iou_and_says_why_not_iiou(
-        fitted_seg_checkpoint, cityscapes_eval_set, tmp_path, run_in_process):
+    fitted_seg_checkpoint, cityscapes_eval_set, tmp_path, run_in_process
+):
     import shutil
 
     from densemnv3.cli import eval_seg
@@ -178,9 +202,20 @@ def test_a_set_without_instance_ids_reports_iou_and_says_why_not_iiou(
     root = Path(shutil.copytree(cityscapes_eval_set, tmp_path / "no_instances"))
     for path in root.glob("gtFine/*/*/*_instanceIds.png"):
         path.unlink()
-    code, stdout, err = run_in_process(eval_seg.main, [
-        "--weights", str(fitted_seg_checkpoint), "--out", str(tmp_path / "out"), "--set", f"data.root={root}",
-        "data.workers=0", "--device", "cpu"])
+    code, stdout, err = run_in_process(
+        eval_seg.main,
+        [
+            "--weights",
+            str(fitted_seg_checkpoint),
+            "--out",
+            str(tmp_path / "out"),
+            "--set",
+            f"data.root={root}",
+            "data.workers=0",
+            "--device",
+            "cpu",
+        ],
+    )
     assert code == 0, err
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["iIoU"] is None and metrics["iIoU_category"] is None
@@ -193,8 +228,9 @@ def test_a_set_without_instance_ids_reports_iou_and_says_why_not_iiou(
 def cityscapes_eval_set(tmp_path_factory):
     from densemnv3.data.synthetic import make_synthetic
 
-    return make_synthetic(tmp_path_factory.mktemp("cs_eval"), train=1, val=6, size=(64, 128), seed=3,
-                          progress=False)
+    return make_synthetic(
+        tmp_path_factory.mktemp("cs_eval"), train=1, val=6, size=(64, 128), seed=3, progress=False
+    )
 
 
 def test_label_table_categories_are_the_official_seven():

@@ -47,7 +47,14 @@ def work(tmp_path_factory):
 
 
 def args(work, task, *more):
-    return [str(work / f"{task}.py"), "--weights", str(work / f"{task}.pt"), "--device", "cpu", *more]
+    return [
+        str(work / f"{task}.py"),
+        "--weights",
+        str(work / f"{task}.pt"),
+        "--device",
+        "cpu",
+        *more,
+    ]
 
 
 def read_back(path):
@@ -68,15 +75,35 @@ def test_overlapping_pipeline_writes_every_frame_in_order(demo, work, tmp_path, 
     frame k of the source (alpha 0: the overlay leaves the picture; the FPS text is left out)."""
     out = tmp_path / "out.avi"
     source = make_synthetic_video(tmp_path / "drive.avi", frames=10, size=(128, 256), fps=4.0)
-    assert demo.main(args(work, "segmentation", "--source", str(source), "--output", str(out),
-                          "--no-display", "--alpha", "0", "--threads", "2",
-                          "--input-size", "64", "128")) == 0
+    assert (
+        demo.main(
+            args(
+                work,
+                "segmentation",
+                "--source",
+                str(source),
+                "--output",
+                str(out),
+                "--no-display",
+                "--alpha",
+                "0",
+                "--threads",
+                "2",
+                "--input-size",
+                "64",
+                "128",
+            )
+        )
+        == 0
+    )
     written, original = read_back(out), read_back(source)
     assert len(written) == len(original) == 10
     below_text = slice(40, None)
     for k, frame in enumerate(written):
-        errors = [np.abs(frame[below_text].astype(int) - o[below_text].astype(int)).mean()
-                  for o in original]
+        errors = [
+            np.abs(frame[below_text].astype(int) - o[below_text].astype(int)).mean()
+            for o in original
+        ]
         assert int(np.argmin(errors)) == k, errors
     stdout = capsys.readouterr().out
     assert "network input 64x128, label map scaled to the frame" in stdout
@@ -86,14 +113,18 @@ def test_overlapping_pipeline_writes_every_frame_in_order(demo, work, tmp_path, 
 @pytest.mark.parametrize("task", ["segmentation", "detection"])
 def test_headless_run_writes_every_frame(demo, work, tmp_path, capsys, task):
     out = tmp_path / "out.mp4"
-    code = demo.main(args(work, task, "--source", str(work / "clip.mp4"), "--output", str(out), "--no-display"))
+    code = demo.main(
+        args(work, task, "--source", str(work / "clip.mp4"), "--output", str(out), "--no-display")
+    )
     assert code == 0
     frames = read_back(out)
     assert len(frames) == len(read_back(work / "clip.mp4")) == 12
     assert frames[0].shape == (64, 128, 3)
     stdout = capsys.readouterr().out
     assert "display off: --no-display" in stdout
-    assert "inference: cpu, fp32, channels_last, compile off, cuda-graphs off" in stdout  # CPU defaults
+    assert (
+        "inference: cpu, fp32, channels_last, compile off, cuda-graphs off" in stdout
+    )  # CPU defaults
     assert "frames: 12 processed, 0 dropped, 0 read failures" in stdout
     for stage in ("decode", "infer", "draw", "write", "end-to-end"):
         assert stage in stdout
@@ -102,9 +133,26 @@ def test_headless_run_writes_every_frame(demo, work, tmp_path, capsys, task):
 
 def test_max_frames(demo, work, tmp_path, capsys):
     out = tmp_path / "out.avi"
-    assert demo.main(args(work, "segmentation", "--source", str(work / "clip.mp4"), "--output", str(out),
-                          "--memory-format", "nchw",
-                          "--no-display", "--max-frames", "5", "--threads", "2")) == 0
+    assert (
+        demo.main(
+            args(
+                work,
+                "segmentation",
+                "--source",
+                str(work / "clip.mp4"),
+                "--output",
+                str(out),
+                "--memory-format",
+                "nchw",
+                "--no-display",
+                "--max-frames",
+                "5",
+                "--threads",
+                "2",
+            )
+        )
+        == 0
+    )
     assert len(read_back(out)) == 5
     stdout = capsys.readouterr().out
     assert "frames: 5 processed" in stdout
@@ -116,8 +164,12 @@ def test_zero_frame_video_writes_nothing_and_succeeds(demo, work, tmp_path, caps
     writer = cv2.VideoWriter(str(empty), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (128, 64))
     writer.release()
     out = tmp_path / "out.mp4"
-    assert demo.main(args(work, "segmentation", "--source", str(empty), "--output", str(out),
-                          "--no-display")) == 0
+    assert (
+        demo.main(
+            args(work, "segmentation", "--source", str(empty), "--output", str(out), "--no-display")
+        )
+        == 0
+    )
     assert "source has no frames" in capsys.readouterr().out
     assert not out.exists()
 
@@ -144,14 +196,21 @@ def test_bad_source_is_one_error_line(demo, work, tmp_path, capsys, source):
 def test_missing_source_exits_2_without_traceback(work):
     result = subprocess.run(
         [sys.executable, str(TOOL), *args(work, "segmentation", "--source", "missing.mp4")],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
     )
     assert result.returncode == 2
-    assert result.stderr.splitlines() == ["error: cannot open video source 'missing.mp4': no such file"]
+    assert result.stderr.splitlines() == [
+        "error: cannot open video source 'missing.mp4': no such file"
+    ]
     assert "Traceback" not in result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 0)], ids=["ctrl-c", "sigterm"])
+@pytest.mark.parametrize(
+    "sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 0)], ids=["ctrl-c", "sigterm"]
+)
 def test_signal_stops_cleanly_and_finalizes_the_output(work, tmp_path, sig, code):
     source = tmp_path / "long.avi"  # far too long to finish before the signal comes
     writer = cv2.VideoWriter(str(source), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (128, 64))
@@ -161,9 +220,16 @@ def test_signal_stops_cleanly_and_finalizes_the_output(work, tmp_path, sig, code
     writer.release()
     out = tmp_path / "out.mp4"
     child = subprocess.Popen(
-        [sys.executable, str(TOOL), *args(work, "segmentation", "--source", str(source), "--output",
-                                          str(out), "--no-display")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            str(TOOL),
+            *args(
+                work, "segmentation", "--source", str(source), "--output", str(out), "--no-display"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.time() + 120
     while time.time() < deadline and child.poll() is None:

@@ -22,10 +22,19 @@ SIZE = (64, 128)
 
 
 def det_set(root: Path, work: Path, **extra) -> list[str]:
-    values = {"model.name": "ssdlite320_mobilenet_v3_small", "data.root": root,
-              "data.synthetic": None, "data.image_size": list(SIZE), "data.batch_size": 2,
-              "data.eval_batch_size": 2, "data.workers": 0, "schedule.iters": 1,
-              "schedule.warmup_iters": 0, "train.eval_interval": 1, "work_dir": work} | extra
+    values = {
+        "model.name": "ssdlite320_mobilenet_v3_small",
+        "data.root": root,
+        "data.synthetic": None,
+        "data.image_size": list(SIZE),
+        "data.batch_size": 2,
+        "data.eval_batch_size": 2,
+        "data.workers": 0,
+        "schedule.iters": 1,
+        "schedule.warmup_iters": 0,
+        "train.eval_interval": 1,
+        "work_dir": work,
+    } | extra
     return ["--set", *(f"{k}={v}" for k, v in values.items())]
 
 
@@ -42,21 +51,31 @@ def base(tmp_path_factory) -> Path:
     """2 train and 3 val images of 64x128, and a random-weight detector beside them (det.pt)."""
     from densemnv3.data.synthetic import make_synthetic
 
-    root = make_synthetic(tmp_path_factory.mktemp("faults_coco") / "data", train=2, val=3,
-                          size=SIZE, seed=3, progress=False)
+    root = make_synthetic(
+        tmp_path_factory.mktemp("faults_coco") / "data",
+        train=2,
+        val=3,
+        size=SIZE,
+        seed=3,
+        progress=False,
+    )
     torch.manual_seed(0)
-    torch.save({"model": ssdlite320_mobilenet_v3_small(num_classes=9).state_dict()},
-               root.parent / "det.pt")
+    torch.save(
+        {"model": ssdlite320_mobilenet_v3_small(num_classes=9).state_dict()}, root.parent / "det.pt"
+    )
     return root
 
 
 # ---------------------------------------------------------------- the faults
 
+
 def duplicate_image_id(data) -> str:
     first, second = data["images"][:2]
     second["id"] = first["id"]
-    return (f"image id {first['id']} is listed twice (file_name {first['file_name']} and "
-            f"{second['file_name']})")
+    return (
+        f"image id {first['id']} is listed twice (file_name {first['file_name']} and "
+        f"{second['file_name']})"
+    )
 
 
 def missing_annotations_key(data) -> str:
@@ -94,18 +113,29 @@ def faulty_copy(base: Path, tmp_path: Path, split: str, fault) -> tuple[Path, Pa
 
 @pytest.mark.parametrize("skip_bad", [False, True])
 @pytest.mark.parametrize("fault", FAULTS, ids=lambda f: f.__name__)
-def test_eval_det_names_the_annotation_file(run_tool, assert_one_error_line, base, tmp_path, fault, skip_bad):
+def test_eval_det_names_the_annotation_file(
+    run_tool, assert_one_error_line, base, tmp_path, fault, skip_bad
+):
     root, ann_file, reason = faulty_copy(base, tmp_path, "val", fault)
     out = tmp_path / "out"
-    proc = run_tool("eval_det.py", DET_CONFIG, "--weights", str(base.parent / "det.pt"),
-                    "--out", str(out), *det_set(root, tmp_path / "run", **{"data.skip_bad": skip_bad}))
+    proc = run_tool(
+        "eval_det.py",
+        DET_CONFIG,
+        "--weights",
+        str(base.parent / "det.pt"),
+        "--out",
+        str(out),
+        *det_set(root, tmp_path / "run", **{"data.skip_bad": skip_bad}),
+    )
     assert_one_error_line(proc, str(ann_file), reason)
     assert not (out / "metrics.json").exists()  # never a -1 (or any) metric
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fault", FAULTS, ids=lambda f: f.__name__)
-def test_train_det_names_the_annotation_file(run_tool, assert_one_error_line, base, tmp_path, fault):
+def test_train_det_names_the_annotation_file(
+    run_tool, assert_one_error_line, base, tmp_path, fault
+):
     root, ann_file, reason = faulty_copy(base, tmp_path, "train", fault)
     work = tmp_path / "run"
     proc = run_tool("train_det.py", DET_CONFIG, *det_set(root, work))
@@ -114,7 +144,9 @@ def test_train_det_names_the_annotation_file(run_tool, assert_one_error_line, ba
 
 
 @pytest.mark.slow
-def test_train_det_checks_the_val_file_before_training(run_tool, assert_one_error_line, base, tmp_path):
+def test_train_det_checks_the_val_file_before_training(
+    run_tool, assert_one_error_line, base, tmp_path
+):
     root, ann_file, reason = faulty_copy(base, tmp_path, "val", duplicate_image_id)
     work = tmp_path / "run"
     proc = run_tool("train_det.py", DET_CONFIG, *det_set(root, work))

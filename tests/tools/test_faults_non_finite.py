@@ -38,8 +38,11 @@ def test_eval_refuses_non_finite_weights(poisoned, tmp_path, run_in_process):
     from densemnv3.cli.eval_seg import main
 
     path, counts = poisoned
-    _assert_refused(*run_in_process(main, ["--weights", str(path), "--out", str(tmp_path / "eval")]),
-                    path, counts)
+    _assert_refused(
+        *run_in_process(main, ["--weights", str(path), "--out", str(tmp_path / "eval")]),
+        path,
+        counts,
+    )
     assert not (tmp_path / "eval").exists()
 
 
@@ -51,8 +54,11 @@ def test_export_refuses_non_finite_weights(poisoned, tmp_path, run_in_process, f
     out = tmp_path / f"model.{'onnx' if fmt == 'onnx' else 'pt'}"
     if fmt == "onnx":
         pytest.importorskip("onnxruntime")
-    _assert_refused(*run_in_process(main, ["--weights", str(path), "--format", fmt, "--out", str(out)]),
-                    path, counts)
+    _assert_refused(
+        *run_in_process(main, ["--weights", str(path), "--format", fmt, "--out", str(out)]),
+        path,
+        counts,
+    )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -61,8 +67,22 @@ def test_quantize_refuses_non_finite_weights(poisoned, tmp_path, run_in_process)
     from densemnv3.cli.quantize import main
 
     path, counts = poisoned
-    _assert_refused(*run_in_process(main, ["--weights", str(path), "--calib-images", "2", "--no-progress",
-                                           "--out", str(tmp_path / "int8.onnx")]), path, counts)
+    _assert_refused(
+        *run_in_process(
+            main,
+            [
+                "--weights",
+                str(path),
+                "--calib-images",
+                "2",
+                "--no-progress",
+                "--out",
+                str(tmp_path / "int8.onnx"),
+            ],
+        ),
+        path,
+        counts,
+    )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -73,8 +93,24 @@ def test_demo_refuses_non_finite_weights(poisoned, tmp_path, run_in_process):
     path, counts = poisoned
     source = make_synthetic_video(tmp_path / "clip.avi", frames=2, size=(64, 128))
     out = tmp_path / "out.mp4"
-    _assert_refused(*run_in_process(main, ["--weights", str(path), "--source", str(source), "--output",
-                                           str(out), "--no-display", "--device", "cpu"]), path, counts)
+    _assert_refused(
+        *run_in_process(
+            main,
+            [
+                "--weights",
+                str(path),
+                "--source",
+                str(source),
+                "--output",
+                str(out),
+                "--no-display",
+                "--device",
+                "cpu",
+            ],
+        ),
+        path,
+        counts,
+    )
     assert not out.exists()
 
 
@@ -87,8 +123,9 @@ def test_predictor_refuses_non_finite_weights(poisoned):
 
 
 @pytest.mark.slow
-def test_override_loads_and_the_export_check_refuses_the_file(poisoned, tmp_path, run_in_process,
-                                                              monkeypatch):
+def test_override_loads_and_the_export_check_refuses_the_file(
+    poisoned, tmp_path, run_in_process, monkeypatch
+):
     """With the forensic override the checkpoint loads, with a warning; the export's check then
     fails on the non-finite outputs (exit 1), where it once compared NaN with NaN and passed."""
     pytest.importorskip("onnxruntime")
@@ -96,8 +133,9 @@ def test_override_loads_and_the_export_check_refuses_the_file(poisoned, tmp_path
 
     path, _ = poisoned
     monkeypatch.setenv(ALLOW_NON_FINITE, "1")
-    code, out, err = run_in_process(main, ["--weights", str(path), "--format", "onnx", "--out",
-                                           str(tmp_path / "m.onnx")])
+    code, out, err = run_in_process(
+        main, ["--weights", str(path), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]
+    )
     assert code == 1, err
     assert err.startswith("warning: the checkpoint holds non-finite values in 1 of "), err
     assert "error: " in err and "PyTorch's outputs hold" in err and "non-finite values" in err, err

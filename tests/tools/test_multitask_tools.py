@@ -12,16 +12,29 @@ CONFIG = str(ROOT / "configs" / "multitask_synthetic.py")
 pytestmark = pytest.mark.slow
 
 #: tiny_overrides' segmentation run, made multi-task: the Small model, 4 iterations, one evaluation.
-MULTITASK = {"model__name": "multitask_mobilenet_v3_small", "model__options": "{}", "data__crop_size": "[48,96]",
-             "data__eval_batch_size": 2, "schedule__iters": 4, "schedule__warmup_iters": 1,
-             "train__eval_interval": 4, "train__checkpoint_interval": 4}
+MULTITASK = {
+    "model__name": "multitask_mobilenet_v3_small",
+    "model__options": "{}",
+    "data__crop_size": "[48,96]",
+    "data__eval_batch_size": 2,
+    "schedule__iters": 4,
+    "schedule__warmup_iters": 1,
+    "train__eval_interval": 4,
+    "train__checkpoint_interval": 4,
+}
 
 
 @pytest.fixture(scope="module")
 def trained(run_tool, tiny_overrides, tiny_synthetic, tmp_path_factory):
     """(the run folder, tools/train.py's CompletedProcess)."""
     work = tmp_path_factory.mktemp("multitask") / "run"
-    proc = run_tool("train.py", CONFIG, "--no-progress", "--set", *tiny_overrides(tiny_synthetic, work, **MULTITASK))
+    proc = run_tool(
+        "train.py",
+        CONFIG,
+        "--no-progress",
+        "--set",
+        *tiny_overrides(tiny_synthetic, work, **MULTITASK),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return work, proc
 
@@ -30,8 +43,15 @@ def trained(run_tool, tiny_overrides, tiny_synthetic, tmp_path_factory):
 def evaluated(trained, run_tool, tmp_path_factory):
     """(tools/eval.py's metrics of last.pt, its output folder, its CompletedProcess)."""
     out = tmp_path_factory.mktemp("multitask_eval")
-    proc = run_tool("eval.py", "--weights", str(trained[0] / "last.pt"), "--out", str(out),
-                    "--save-predictions", str(out / "png"))
+    proc = run_tool(
+        "eval.py",
+        "--weights",
+        str(trained[0] / "last.pt"),
+        "--out",
+        str(out),
+        "--save-predictions",
+        str(out / "png"),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((out / "metrics.json").read_text()), out, proc
 
@@ -39,13 +59,33 @@ def evaluated(trained, run_tool, tmp_path_factory):
 def test_training_logs_and_records_both_tasks(trained):
     work, proc = trained
     lines = [line for line in proc.stderr.splitlines() if line.startswith("iter ")]
-    assert len(lines) == 4 and all(f"{k} " in lines[-1] for k in ("ce", "bbox_regression", "classification"))
+    assert len(lines) == 4 and all(
+        f"{k} " in lines[-1] for k in ("ce", "bbox_regression", "classification")
+    )
     header = (work / "results.csv").read_text().splitlines()[0].split(",")
-    assert {"train/ce", "train/bbox_regression", "train/classification", "train/loss", "val/mIoU",
-            "val/AP", "val/AP50", "val/mIoU_AP_mean"} <= set(header)
+    assert {
+        "train/ce",
+        "train/bbox_regression",
+        "train/classification",
+        "train/loss",
+        "val/mIoU",
+        "val/AP",
+        "val/AP50",
+        "val/mIoU_AP_mean",
+    } <= set(header)
     in_training = json.loads((work / "metrics.json").read_text())
-    assert {"mIoU", "per_class_iou", "AP", "AP50", "AP75", "per_class_ap", "mIoU_AP_mean"} <= in_training.keys()
-    assert in_training["mIoU_AP_mean"] == pytest.approx((in_training["mIoU"] + in_training["AP"]) / 2)
+    assert {
+        "mIoU",
+        "per_class_iou",
+        "AP",
+        "AP50",
+        "AP75",
+        "per_class_ap",
+        "mIoU_AP_mean",
+    } <= in_training.keys()
+    assert in_training["mIoU_AP_mean"] == pytest.approx(
+        (in_training["mIoU"] + in_training["AP"]) / 2
+    )
     assert "final mIoU_AP_mean" in proc.stdout and "AP50 " in proc.stdout
 
 
@@ -62,10 +102,19 @@ def test_eval_gives_the_numbers_of_training_and_both_tasks_files(trained, evalua
     assert "IoU" in proc.stdout and "Average Precision" in proc.stdout
 
 
-def test_flip_averages_the_segmentation_and_keeps_the_detections(trained, evaluated, run_tool, tmp_path):
+def test_flip_averages_the_segmentation_and_keeps_the_detections(
+    trained, evaluated, run_tool, tmp_path
+):
     """Test-time flips: the segmentation averaged over the mirror, the detections of the image as it is."""
-    proc = run_tool("eval.py", "--weights", str(trained[0] / "last.pt"), "--out", str(tmp_path / "tta"),
-                    "--tta", "flip")
+    proc = run_tool(
+        "eval.py",
+        "--weights",
+        str(trained[0] / "last.pt"),
+        "--out",
+        str(tmp_path / "tta"),
+        "--tta",
+        "flip",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     flipped = json.loads((tmp_path / "tta" / "metrics.json").read_text())
     metrics = evaluated[0]
@@ -85,12 +134,23 @@ def test_one_onnx_graph_with_both_outputs(trained, run_tool, tmp_path):
     """Checked in onnxruntime against PyTorch (at a second size too); the tools do not run this
     decoded form, and say so."""
     onnx_file = tmp_path / "mt.onnx"
-    proc = run_tool("export.py", "--weights", str(trained[0] / "last.pt"), "--format", "onnx", "--out",
-                    str(onnx_file))
+    proc = run_tool(
+        "export.py",
+        "--weights",
+        str(trained[0] / "last.pt"),
+        "--format",
+        "onnx",
+        "--out",
+        str(onnx_file),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "input (N, 3, 48, 96), H and W dynamic" in proc.stdout and "-> OK" in proc.stdout
     proc = run_tool("eval.py", "--weights", str(onnx_file))
-    assert proc.returncode == 2 and "a multi-task ONNX file" in proc.stderr and "best.pt" in proc.stderr
+    assert (
+        proc.returncode == 2
+        and "a multi-task ONNX file" in proc.stderr
+        and "best.pt" in proc.stderr
+    )
 
 
 def test_the_int8_file_evaluates_and_the_demo_draws_both(trained, evaluated, run_tool, tmp_path):
@@ -98,22 +158,53 @@ def test_the_int8_file_evaluates_and_the_demo_draws_both(trained, evaluated, run
     draws mask and boxes of one pass per frame, from the checkpoint and the int8 file."""
     work, metrics = trained[0], evaluated[0]
     int8 = tmp_path / "mt.int8.onnx"
-    proc = run_tool("quantize.py", "--weights", str(work / "last.pt"), "--out", str(int8), "--calib-images", "2",
-                    "--no-progress")
+    proc = run_tool(
+        "quantize.py",
+        "--weights",
+        str(work / "last.pt"),
+        "--out",
+        str(int8),
+        "--calib-images",
+        "2",
+        "--no-progress",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "rel_rms_cls" in proc.stdout and "pixel_agreement" in proc.stdout and "-> OK" in proc.stdout
-    proc = run_tool("eval.py", "--weights", str(int8), "--runtime", "onnxruntime", "--out", str(tmp_path / "ev8"))
+    assert (
+        "rel_rms_cls" in proc.stdout and "pixel_agreement" in proc.stdout and "-> OK" in proc.stdout
+    )
+    proc = run_tool(
+        "eval.py",
+        "--weights",
+        str(int8),
+        "--runtime",
+        "onnxruntime",
+        "--out",
+        str(tmp_path / "ev8"),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "inference: cpu, int8, onnxruntime" in proc.stdout
     quantized = json.loads((tmp_path / "ev8" / "metrics.json").read_text())
     assert quantized["images_evaluated"] == metrics["images_evaluated"]
-    assert abs(quantized["mIoU"] - metrics["mIoU"]) < 0.05 and abs(quantized["AP50"] - metrics["AP50"]) < 0.1
+    assert (
+        abs(quantized["mIoU"] - metrics["mIoU"]) < 0.05
+        and abs(quantized["AP50"] - metrics["AP50"]) < 0.1
+    )
 
     from densemnv3.data.synthetic import make_synthetic_video
 
     video = make_synthetic_video(tmp_path / "street.mp4", frames=3, size=(64, 128))
     for weights in (work / "last.pt", int8):
-        proc = run_tool("demo_video.py", "--weights", str(weights), "--source", str(video),
-                        "--output", str(tmp_path / "out.mp4"), "--no-display", "--threads", "1")
+        proc = run_tool(
+            "demo_video.py",
+            "--weights",
+            str(weights),
+            "--source",
+            str(video),
+            "--output",
+            str(tmp_path / "out.mp4"),
+            "--no-display",
+            "--threads",
+            "1",
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert "multitask on" in proc.stdout and "wrote 3 frames" in proc.stdout

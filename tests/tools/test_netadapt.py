@@ -16,10 +16,32 @@ from densemnv3.data.synthetic import make_synthetic_video
 from densemnv3.models import load_model
 
 #: A schedule for a 128x256 input on the torch route: two or three iterations, a few steps each.
-FAST = ["--runtime", "torch", "--threads", "1", "--input-size", "128", "256", "--target", "0.75",
-        "--set", "netadapt.step=0.15", "--set", "netadapt.short_iters=2", "--set", "netadapt.eval_images=2",
-        "--set", "netadapt.long_iters=2", "--set", "data.crop_size=[64,128]", "--set", "data.batch_size=2",
-        "--device", "cpu", "--no-progress"]
+FAST = [
+    "--runtime",
+    "torch",
+    "--threads",
+    "1",
+    "--input-size",
+    "128",
+    "256",
+    "--target",
+    "0.75",
+    "--set",
+    "netadapt.step=0.15",
+    "--set",
+    "netadapt.short_iters=2",
+    "--set",
+    "netadapt.eval_images=2",
+    "--set",
+    "netadapt.long_iters=2",
+    "--set",
+    "data.crop_size=[64,128]",
+    "--set",
+    "data.batch_size=2",
+    "--device",
+    "cpu",
+    "--no-progress",
+]
 
 
 def _analytic_ms(self, layer) -> float:
@@ -51,8 +73,9 @@ def _patch_analytic(patch) -> None:
 
     patch.setattr(LatencyTable, "_time_layer", _analytic_ms)
     patch.setattr(LatencyTable, "measure", measure)
-    patch.setattr(LatencyTable, "runner",
-                  lambda self, model, calibration=None: _Ready(measure(self, model)))
+    patch.setattr(
+        LatencyTable, "runner", lambda self, model, calibration=None: _Ready(measure(self, model))
+    )
     patch.setattr(LatencyTable, "side_by_side", side_by_side)
 
 
@@ -94,7 +117,9 @@ def finished_run(fitted_seg_checkpoint, tmp_path_factory):
     return run_dir, first, out.getvalue()
 
 
-def test_run_writes_a_self_describing_checkpoint_and_its_report(finished_run, fitted_seg_checkpoint):
+def test_run_writes_a_self_describing_checkpoint_and_its_report(
+    finished_run, fitted_seg_checkpoint
+):
     finished_run = finished_run[0]
     best = finished_run / "finetune" / "best.pt"
     loaded = load_model(None, best)
@@ -114,7 +139,9 @@ def test_run_writes_a_self_describing_checkpoint_and_its_report(finished_run, fi
         kept = [r for r in of_it if r["kept"] == "1"]
         assert len(kept) == 1
         assert float(kept[0]["score"]) == max(float(r["score"]) for r in of_it)
-        assert all(int(r["new_width"]) % 8 == 0 and int(r["new_width"]) < int(r["width"]) for r in of_it)
+        assert all(
+            int(r["new_width"]) % 8 == 0 and int(r["new_width"]) < int(r["width"]) for r in of_it
+        )
     assert [r["name"] for r in summary["rows"]] == ["original", "NetAdapt"]
     assert all(0 <= r["metric"] <= 1 for r in summary["rows"])
     assert (finished_run / "pareto.png").stat().st_size > 10_000
@@ -144,13 +171,32 @@ def test_the_result_loads_in_every_tool(finished_run, tmp_path):
     assert eval_seg.main(["--weights", best, "--out", str(tmp_path / "eval")]) == 0
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert 0 <= metrics["mIoU"] <= 1
-    assert export.main(["--weights", best, "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 0
-    assert eval_seg.main(["--weights", str(tmp_path / "m.onnx"), "--out", str(tmp_path / "eval_onnx")]) == 0
+    assert (
+        export.main(["--weights", best, "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 0
+    )
+    assert (
+        eval_seg.main(["--weights", str(tmp_path / "m.onnx"), "--out", str(tmp_path / "eval_onnx")])
+        == 0
+    )
     onnx_metrics = json.loads((tmp_path / "eval_onnx" / "metrics.json").read_text())
     assert abs(onnx_metrics["mIoU"] - metrics["mIoU"]) < 0.02
-    assert quantize.main(["--weights", best, "--calib-images", "4", "--out", str(tmp_path / "m.int8.onnx"),
-                          "--no-progress"]) in (0, 1)  # 1: too far from fp32 for a 2-step fine-tune; file kept
-    assert eval_seg.main(["--weights", str(tmp_path / "m.int8.onnx"), "--out", str(tmp_path / "eval_int8")]) == 0
+    assert quantize.main(
+        [
+            "--weights",
+            best,
+            "--calib-images",
+            "4",
+            "--out",
+            str(tmp_path / "m.int8.onnx"),
+            "--no-progress",
+        ]
+    ) in (0, 1)  # 1: too far from fp32 for a 2-step fine-tune; file kept
+    assert (
+        eval_seg.main(
+            ["--weights", str(tmp_path / "m.int8.onnx"), "--out", str(tmp_path / "eval_int8")]
+        )
+        == 0
+    )
 
     from densemnv3.cli import demo
     from densemnv3.inference import Predictor
@@ -159,8 +205,22 @@ def test_the_result_loads_in_every_tool(finished_run, tmp_path):
     frame = (torch.rand(64, 128, 3) * 255).byte().numpy()
     assert predictor(frame).shape == (64, 128)  # a label map
     make_synthetic_video(tmp_path / "clip.mp4", frames=4, size=(64, 128))
-    assert demo.main(["--weights", best, "--source", str(tmp_path / "clip.mp4"), "--output",
-                      str(tmp_path / "out.mp4"), "--no-display", "--device", "cpu"]) == 0
+    assert (
+        demo.main(
+            [
+                "--weights",
+                best,
+                "--source",
+                str(tmp_path / "clip.mp4"),
+                "--output",
+                str(tmp_path / "out.mp4"),
+                "--no-display",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
 
 
 def test_a_killed_run_resumes_after_its_last_iteration(finished_run):
@@ -172,12 +232,17 @@ def test_a_killed_run_resumes_after_its_last_iteration(finished_run):
     assert str(earlier) == str(first["proposals"])  # as text: nan != nan
 
 
-@pytest.mark.parametrize("argv, needles", [
-    (["--target", "1.5"], ["--target 1.5", "between 0 and 1"]),
-    (["--target", "0"], ["--target 0", "between 0 and 1"]),
-    (["--runtime", "onnxrt"], ["onnxrt", "onnxruntime"]),
-])
-def test_bad_arguments_are_one_line(argv, needles, fitted_seg_checkpoint, run_in_process, assert_one_error_line):
+@pytest.mark.parametrize(
+    "argv, needles",
+    [
+        (["--target", "1.5"], ["--target 1.5", "between 0 and 1"]),
+        (["--target", "0"], ["--target 0", "between 0 and 1"]),
+        (["--runtime", "onnxrt"], ["onnxrt", "onnxruntime"]),
+    ],
+)
+def test_bad_arguments_are_one_line(
+    argv, needles, fitted_seg_checkpoint, run_in_process, assert_one_error_line
+):
     code, _, err = run_in_process(tool.main, ["--weights", str(fitted_seg_checkpoint), *argv])
     assert code == 2
     lines = [line for line in err.splitlines() if line.strip()]
@@ -185,28 +250,53 @@ def test_bad_arguments_are_one_line(argv, needles, fitted_seg_checkpoint, run_in
 
 
 def test_a_checkpoint_without_its_training_config_is_one_line(export_checkpoints, run_in_process):
-    code, _, err = run_in_process(tool.main, ["--weights", str(export_checkpoints / "seg.pt"), "--runtime", "torch"])
+    code, _, err = run_in_process(
+        tool.main, ["--weights", str(export_checkpoints / "seg.pt"), "--runtime", "torch"]
+    )
     assert code == 2
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and "config" in lines[0] and "seg.pt" in lines[0], err
 
 
-def test_a_target_no_width_reaches_is_refused_before_the_search(fitted_seg_checkpoint, tmp_path, run_in_process):
+def test_a_target_no_width_reaches_is_refused_before_the_search(
+    fitted_seg_checkpoint, tmp_path, run_in_process
+):
     """Every width at 8 still costs its resolution terms in the analytic latency: 0.01x is refused at
     once, naming the narrowest model's fraction, and no search state is written."""
-    argv = ["--weights", str(fitted_seg_checkpoint), "--work-dir", str(tmp_path / "run"), *FAST, "--target", "0.01"]
+    argv = [
+        "--weights",
+        str(fitted_seg_checkpoint),
+        "--work-dir",
+        str(tmp_path / "run"),
+        *FAST,
+        "--target",
+        "0.01",
+    ]
     code, _, err = run_in_process(tool.main, argv)
     assert code == 2
     lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and "out of reach" in lines[0] and "raise --target above" in lines[0], err
+    assert len(lines) == 1 and "out of reach" in lines[0] and "raise --target above" in lines[0], (
+        err
+    )
     assert not (tmp_path / "run" / "search.pt").exists()
 
 
 def test_importance_study_cuts_each_proposal_both_ways(fitted_seg_checkpoint, tmp_path):
     run_dir = tmp_path / "study"
     with contextlib.redirect_stdout(io.StringIO()) as out:
-        assert tool.main(["--weights", str(fitted_seg_checkpoint), "--work-dir", str(run_dir), *FAST,
-                          "--compare-importance"]) == 0
+        assert (
+            tool.main(
+                [
+                    "--weights",
+                    str(fitted_seg_checkpoint),
+                    "--work-dir",
+                    str(run_dir),
+                    *FAST,
+                    "--compare-importance",
+                ]
+            )
+            == 0
+        )
     with open(run_dir / "importance.csv") as f:
         rows = list(csv.DictReader(f))
     units = {r["unit"] for r in rows}
@@ -216,4 +306,8 @@ def test_importance_study_cuts_each_proposal_both_ways(fitted_seg_checkpoint, tm
         assert sorted(r["importance"] for r in pair) == ["bn", "l2"]
         assert len({(r["new_width"], r["latency_ms"]) for r in pair}) == 1
         assert all(0 <= float(r[k]) <= 1 for r in pair for k in ("metric_cut", "metric_tuned"))
-    assert "importance on" in out.getvalue() and "l2" in out.getvalue() and not (run_dir / "search.pt").exists()
+    assert (
+        "importance on" in out.getvalue()
+        and "l2" in out.getvalue()
+        and not (run_dir / "search.pt").exists()
+    )

@@ -40,8 +40,13 @@ def test_quantize_writes_a_self_describing_int8_file(int8_file, checkpoint):
     assert metadata["precision"] == "int8" and metadata["task"] == "segmentation"
     assert metadata["calibration_images"] == 3 and metadata["input_size"] == "dynamic"
     loaded = load_model(None, int8_file)
-    assert isinstance(loaded.model, ExportedSegmenter) and loaded.cfg == load_model(None, checkpoint).cfg
-    assert loaded.checkpoint.description.startswith("an int8 ONNX segmentation model of lraspp_mobilenet_v3_small")
+    assert (
+        isinstance(loaded.model, ExportedSegmenter)
+        and loaded.cfg == load_model(None, checkpoint).cfg
+    )
+    assert loaded.checkpoint.description.startswith(
+        "an int8 ONNX segmentation model of lraspp_mobilenet_v3_small"
+    )
 
 
 def test_predictor_runs_the_int8_file(int8_file, checkpoint, tiny_synthetic):
@@ -53,11 +58,16 @@ def test_predictor_runs_the_int8_file(int8_file, checkpoint, tiny_synthetic):
     frame = cv2.imread(str(next((tiny_synthetic / "leftImg8bit" / "val").rglob("*.png"))))
     int8 = Predictor.from_checkpoint(int8_file)  # the fastest installed runtime, measured
     assert int8.settings.describe().startswith("inference: cpu, int8, ")
-    assert "; auto: fastest here" in int8.settings.describe() or "the only installed runtime" in int8.settings.describe()
+    assert (
+        "; auto: fastest here" in int8.settings.describe()
+        or "the only installed runtime" in int8.settings.describe()
+    )
     labels, reference = int8(frame), Predictor.from_checkpoint(checkpoint, device="cpu")(frame)
     assert labels.shape == frame.shape[:2] and labels.dtype == np.uint8
     assert (labels == reference).mean() > 0.9
-    with pytest.raises(UserError, match="onnxruntime runs an int8 file in int8; drop --precision bf16"):
+    with pytest.raises(
+        UserError, match="onnxruntime runs an int8 file in int8; drop --precision bf16"
+    ):
         Predictor.from_checkpoint(int8_file, precision="bf16", runtime="onnxruntime")
     with pytest.raises(UserError, match="tools/quantize.py"):
         Predictor.from_checkpoint(checkpoint, precision="int8")
@@ -68,8 +78,20 @@ def test_demo_runs_the_int8_file(int8_file, tmp_path, capsys):
     from tools.demo_video import main
 
     video = make_synthetic_video(tmp_path / "clip.mp4", frames=3, size=(64, 128))
-    assert main(["--weights", str(int8_file), "--source", str(video), "--output", str(tmp_path / "out.mp4"),
-                 "--no-display"]) == 0
+    assert (
+        main(
+            [
+                "--weights",
+                str(int8_file),
+                "--source",
+                str(video),
+                "--output",
+                str(tmp_path / "out.mp4"),
+                "--no-display",
+            ]
+        )
+        == 0
+    )
     stdout = capsys.readouterr().out
     assert "inference: cpu, int8, onnxruntime" in stdout and "frames: 3 processed" in stdout
 
@@ -94,15 +116,26 @@ def test_what_an_onnx_file_cannot_do_is_one_line(int8_file, run_in_process, tmp_
     from tools.export import main as export
     from tools.quantize import main as quantize
 
-    code, _, err = run_in_process(export, ["--weights", str(int8_file), "--format", "onnx", "--out",
-                                           str(tmp_path / "m.onnx")])
-    assert_one_line_error(code, err, str(int8_file), "an int8 ONNX segmentation model", "holds no PyTorch "
-                          "weights for export", "give the checkpoint it was made from")
+    code, _, err = run_in_process(
+        export, ["--weights", str(int8_file), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]
+    )
+    assert_one_line_error(
+        code,
+        err,
+        str(int8_file),
+        "an int8 ONNX segmentation model",
+        "holds no PyTorch weights for export",
+        "give the checkpoint it was made from",
+    )
     code, _, err = run_in_process(quantize, ["--weights", str(int8_file)])
     assert_one_line_error(code, err, "holds no PyTorch weights for quantization")
     with pytest.raises(CheckpointError, match="holds no PyTorch weights for a PyTorch model"):
-        load_weights(lraspp_mobilenet_v3_small(), inspect_checkpoint(int8_file), task="segmentation",
-                     model_name="lraspp_mobilenet_v3_small")  # training, --resume, model.weights
+        load_weights(
+            lraspp_mobilenet_v3_small(),
+            inspect_checkpoint(int8_file),
+            task="segmentation",
+            model_name="lraspp_mobilenet_v3_small",
+        )  # training, --resume, model.weights
     foreign = tmp_path / "foreign.onnx"
     proto = onnx.load(str(int8_file))
     del proto.metadata_props[:]
@@ -114,10 +147,18 @@ def test_what_an_onnx_file_cannot_do_is_one_line(int8_file, run_in_process, tmp_
         inspect_checkpoint(tmp_path / "junk.onnx")
 
 
-def test_missing_onnxruntime_says_what_to_install(checkpoint, run_in_process, monkeypatch, tmp_path):
+def test_missing_onnxruntime_says_what_to_install(
+    checkpoint, run_in_process, monkeypatch, tmp_path
+):
     from tools.quantize import main
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
-    code, _, err = run_in_process(main, ["--weights", str(checkpoint), "--out", str(tmp_path / "q.onnx")])
-    assert_one_line_error(code, err, "int8 quantization needs the 'onnxruntime' package",
-                          "pip install densemnv3[export]")
+    code, _, err = run_in_process(
+        main, ["--weights", str(checkpoint), "--out", str(tmp_path / "q.onnx")]
+    )
+    assert_one_line_error(
+        code,
+        err,
+        "int8 quantization needs the 'onnxruntime' package",
+        "pip install densemnv3[export]",
+    )

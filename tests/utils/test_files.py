@@ -77,8 +77,10 @@ def test_disk_full_keeps_the_previous_checkpoint_and_no_temp(tmp_path, full_disk
     with pytest.raises(WriteError) as info:
         atomic_save({"iter": 80, "w": torch.randn(10_000)}, path, hint="free some space")
     message = str(info.value)
-    assert message == (f"{path}: cannot write, the disk is full (No space left on device); the "
-                       "previous last.pt is unchanged there and no temp file is left; free some space")
+    assert message == (
+        f"{path}: cannot write, the disk is full (No space left on device); the "
+        "previous last.pt is unchanged there and no temp file is left; free some space"
+    )
     assert info.value.exit_code == 1
     assert torch.load(path)["iter"] == 40
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
@@ -111,8 +113,12 @@ def test_disk_error_looks_through_the_chain():
 
 
 def test_stale_temps_of_dead_writers_are_removed(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     dead_pid = int(dead.stdout)
     stale = tmp_path / f".last.pt.{dead_pid}-0badc0de.tmp"
     live = tmp_path / f".last.pt.{os.getpid()}-12345678.tmp"  # this process: still writing

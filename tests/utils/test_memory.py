@@ -22,15 +22,18 @@ for _ in range(12):
 print(kept, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
-glibc = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
-                           reason="mallopt is glibc's")
+glibc = pytest.mark.skipif(
+    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's"
+)
 
 
 def _run(value: str | None) -> tuple[str, int]:
     env = {k: v for k, v in os.environ.items() if k != ENV}
     if value is not None:
         env[ENV] = value
-    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, check=True
+    )
     kept, faults = out.stdout.split()
     return kept, int(faults)
 

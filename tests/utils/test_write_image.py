@@ -29,9 +29,11 @@ def test_full_disk_keeps_the_previous_file_and_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "write_bytes", full)
     with pytest.raises(WriteError) as info:
         write_image(path, np.zeros((4, 4), np.uint8), hint="free some space")
-    assert str(info.value) == (f"{path}: cannot write, the disk is full (No space left on device); "
-                               "the previous pred.png is unchanged there and no temp file is left; "
-                               "free some space")
+    assert str(info.value) == (
+        f"{path}: cannot write, the disk is full (No space left on device); "
+        "the previous pred.png is unchanged there and no temp file is left; "
+        "free some space"
+    )
     monkeypatch.undo()
     assert path.read_bytes() == b"yesterday's"
     assert [p.name for p in tmp_path.iterdir()] == ["pred.png"]
@@ -39,7 +41,10 @@ def test_full_disk_keeps_the_previous_file_and_says_so(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name", ["pred.unknown", "pred"])
 def test_an_array_opencv_cannot_encode_is_one_line_and_no_file(tmp_path, name):
-    with pytest.raises(WriteError, match=f"{name}: OpenCV cannot encode a uint8 array of shape "
-                       r"\(4, 4\) as "):
+    with pytest.raises(
+        WriteError,
+        match=f"{name}: OpenCV cannot encode a uint8 array of shape "
+        r"\(4, 4\) as ",
+    ):
         write_image(tmp_path / name, np.zeros((4, 4), np.uint8))
     assert list(tmp_path.iterdir()) == []

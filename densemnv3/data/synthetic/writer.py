@@ -40,8 +40,10 @@ _FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG"}
 _COMPLETE = ".complete"
 _IN_PROGRESS = ".in_progress"
 _OWN_DIRS = ("leftImg8bit", "gtFine", "annotations")
-_UNFINISHED = (f"the files of the unfinished set were removed (it has no {_COMPLETE}, so no run "
-               "takes it as complete); free some space and run again")
+_UNFINISHED = (
+    f"the files of the unfinished set were removed (it has no {_COMPLETE}, so no run "
+    "takes it as complete); free some space and run again"
+)
 _CATEGORIES = [
     {"id": lab.id, "name": lab.name, "supercategory": lab.category}
     for lab in LABELS
@@ -87,8 +89,9 @@ def make_synthetic(
             shutil.rmtree(out / name, ignore_errors=True)
         if isinstance(err, WriteError):
             raise
-        raise WriteError(f"{out}: cannot write, {storage_problem(storage)}; "
-                         f"{_UNFINISHED}") from None
+        raise WriteError(
+            f"{out}: cannot write, {storage_problem(storage)}; {_UNFINISHED}"
+        ) from None
     (out / _IN_PROGRESS).unlink()
     return out
 
@@ -259,10 +262,17 @@ def _foreign_files(out: Path, marker: dict) -> list[Path]:
         for index in range(count if isinstance(count, int) else 0):
             city, stem = _stem(split, index)
             own.add(out / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png")
-            own |= {out / "gtFine" / split / city / f"{stem}_gtFine_{kind}.png"
-                    for kind in ("labelIds", "instanceIds", "color")}
-    return sorted(p for p in out.rglob("*") if not p.is_dir() and p not in own
-                  and not (p.name.startswith(".") and p.name.endswith(".tmp")))
+            own |= {
+                out / "gtFine" / split / city / f"{stem}_gtFine_{kind}.png"
+                for kind in ("labelIds", "instanceIds", "color")
+            }
+    return sorted(
+        p
+        for p in out.rglob("*")
+        if not p.is_dir()
+        and p not in own
+        and not (p.name.startswith(".") and p.name.endswith(".tmp"))
+    )
 
 
 def _write_json(path: Path, data: dict, hint: str = "") -> None:

@@ -59,7 +59,13 @@ class FeatureInfoMap(dict):
         return [t for t in LEVELS if t in self]
 
     def _taps(self, taps: Sequence[str] | None) -> Sequence[str]:
-        return taps if taps is not None else self.selected if self.selected is not None else self.levels()
+        return (
+            taps
+            if taps is not None
+            else self.selected
+            if self.selected is not None
+            else self.levels()
+        )
 
     def channels(self, taps: Sequence[str] | None = None) -> list[int]:
         return [self[t].channels for t in self._taps(taps)]
@@ -77,8 +83,10 @@ def check_adapter_options(label: str, output_stride: int, wants_download: bool) 
     if output_stride not in (8, 16, 32):
         raise ConfigError(f"output_stride must be 8, 16 or 32, got {output_stride!r}")
     if wants_download:
-        raise ConfigError(f"backbone {label!r}: weights are never downloaded; give a local file of "
-                          f"the classification model as model.backbone_weights instead")
+        raise ConfigError(
+            f"backbone {label!r}: weights are never downloaded; give a local file of "
+            f"the classification model as model.backbone_weights instead"
+        )
 
 
 def describe_taps(feature_info: Mapping[str, FeatureInfo]) -> str:
@@ -90,8 +98,11 @@ def describe_taps(feature_info: Mapping[str, FeatureInfo]) -> str:
     return ", ".join([*levels, *others, *span])
 
 
-def check_taps(out_features: Sequence[str] | str | None, feature_info: Mapping[str, FeatureInfo],
-               backbone: str = "this backbone") -> tuple[str, ...]:
+def check_taps(
+    out_features: Sequence[str] | str | None,
+    feature_info: Mapping[str, FeatureInfo],
+    backbone: str = "this backbone",
+) -> tuple[str, ...]:
     """``out_features`` as a tuple of known tap names (``None``: the stage taps); an integer or
     unknown tap raises one :class:`ConfigError` listing the valid ones."""
     if out_features is None:
@@ -191,7 +202,9 @@ class FeatureBackbone(nn.Module):
         self.features = features
         self.output_stride = output_stride
         self._split_expand = split_expand
-        self.feature_info = self._build_feature_info(blocks, output_stride, split_expand is not None)
+        self.feature_info = self._build_feature_info(
+            blocks, output_stride, split_expand is not None
+        )
         if frozen_bn:
             freeze_batchnorm_(self)
         self.out_features: tuple[str, ...] = ()
@@ -274,8 +287,15 @@ class LibraryBackbone(nn.Module):
     """Another library's model (``body``) behind the tap interface: the base of the ``tv:`` and
     ``timm:`` adapters. Subclasses say how ``body`` yields every stage tap (:meth:`stage_maps`)."""
 
-    def __init__(self, name: str, body: nn.Module, feature_info: FeatureInfoMap, *,
-                 output_stride: int, out_features: Sequence[str] | None) -> None:
+    def __init__(
+        self,
+        name: str,
+        body: nn.Module,
+        feature_info: FeatureInfoMap,
+        *,
+        output_stride: int,
+        out_features: Sequence[str] | None,
+    ) -> None:
         super().__init__()
         self.name = name
         self.body = body

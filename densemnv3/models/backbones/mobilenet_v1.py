@@ -16,8 +16,19 @@ from .registry import register_backbone
 
 # (out channels, stride) of each depthwise-separable block.
 BLOCKS = (
-    (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
-    (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1),
+    (64, 1),
+    (128, 2),
+    (128, 1),
+    (256, 2),
+    (256, 1),
+    (512, 2),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (1024, 2),
+    (1024, 1),
 )
 
 
@@ -38,8 +49,9 @@ def mobilenet_v1(
         out_channels = make_divisible(channels * width_mult)
         layers.append(
             nn.Sequential(
-                Conv2dNormActivation(in_channels, in_channels, kernel_size=3, stride=stride,
-                                     groups=in_channels),
+                Conv2dNormActivation(
+                    in_channels, in_channels, kernel_size=3, stride=stride, groups=in_channels
+                ),
                 Conv2dNormActivation(in_channels, out_channels, kernel_size=1),
             )
         )

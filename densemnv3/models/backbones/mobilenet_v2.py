@@ -22,7 +22,11 @@ class InvertedResidual(nn.Module):
     (ReLU6) → 1×1 linear projection, with a shortcut when stride is 1 and the shape is kept."""
 
     def __init__(
-        self, inp: int, oup: int, stride: int, expand_ratio: int,
+        self,
+        inp: int,
+        oup: int,
+        stride: int,
+        expand_ratio: int,
         norm_layer: Callable[[int], nn.Module] | None = None,
     ):
         super().__init__()
@@ -30,12 +34,18 @@ class InvertedResidual(nn.Module):
         hidden = int(round(inp * expand_ratio))
         layers: list[nn.Module] = []
         if expand_ratio != 1:
-            layers.append(Conv2dNormActivation(
-                inp, hidden, kernel_size=1, norm_layer=norm_layer, activation_layer=nn.ReLU6
-            ))
+            layers.append(
+                Conv2dNormActivation(
+                    inp, hidden, kernel_size=1, norm_layer=norm_layer, activation_layer=nn.ReLU6
+                )
+            )
         layers += [
             Conv2dNormActivation(
-                hidden, hidden, stride=stride, groups=hidden, norm_layer=norm_layer,
+                hidden,
+                hidden,
+                stride=stride,
+                groups=hidden,
+                norm_layer=norm_layer,
                 activation_layer=nn.ReLU6,
             ),
             nn.Conv2d(hidden, oup, 1, bias=False),

@@ -71,26 +71,44 @@ class InvertedResidual(nn.Module):
     """
 
     def __init__(
-        self, in_ch: int, kernel: int, expanded: int, out_ch: int, use_se: bool, activation: str,
-        stride: int, norm_layer: Callable[[int], nn.Module],
+        self,
+        in_ch: int,
+        kernel: int,
+        expanded: int,
+        out_ch: int,
+        use_se: bool,
+        activation: str,
+        stride: int,
+        norm_layer: Callable[[int], nn.Module],
     ):
         super().__init__()
         act = nn.Hardswish if activation == "HS" else nn.ReLU
         layers: list[nn.Module] = []
         if expanded != in_ch:
-            layers.append(Conv2dNormActivation(
-                in_ch, expanded, kernel_size=1, norm_layer=norm_layer, activation_layer=act
-            ))
-        layers.append(Conv2dNormActivation(
-            expanded, expanded, kernel_size=kernel, stride=stride, groups=expanded,
-            norm_layer=norm_layer, activation_layer=act,
-        ))
+            layers.append(
+                Conv2dNormActivation(
+                    in_ch, expanded, kernel_size=1, norm_layer=norm_layer, activation_layer=act
+                )
+            )
+        layers.append(
+            Conv2dNormActivation(
+                expanded,
+                expanded,
+                kernel_size=kernel,
+                stride=stride,
+                groups=expanded,
+                norm_layer=norm_layer,
+                activation_layer=act,
+            )
+        )
         if use_se:
             squeeze = make_divisible(expanded // 4, 8)
             layers.append(SqueezeExcitation(expanded, squeeze, scale_activation=nn.Hardsigmoid))
-        layers.append(Conv2dNormActivation(
-            expanded, out_ch, kernel_size=1, norm_layer=norm_layer, activation_layer=None
-        ))
+        layers.append(
+            Conv2dNormActivation(
+                expanded, out_ch, kernel_size=1, norm_layer=norm_layer, activation_layer=None
+            )
+        )
         self.block = nn.Sequential(*layers)
         self.has_expansion = expanded != in_ch
         self.use_res_connect = stride == 1 and in_ch == out_ch
@@ -127,15 +145,26 @@ def _build(
     # channels scale with the width (torchvision's adjust_channels); kernel, SE, activation and
     # stride do not
     rows = [
-        (make_divisible(i * width_mult), k, make_divisible(e * width_mult),
-         make_divisible(o * width_mult), se, act, s)
+        (
+            make_divisible(i * width_mult),
+            k,
+            make_divisible(e * width_mult),
+            make_divisible(o * width_mult),
+            se,
+            act,
+            s,
+        )
         for i, k, e, o, se, act, s in table
     ]
     stem_channels = rows[0][0]
     last_channels = 6 * rows[-1][3]
     layers: list[nn.Module] = [
         Conv2dNormActivation(
-            3, stem_channels, kernel_size=3, stride=2, norm_layer=norm_layer,
+            3,
+            stem_channels,
+            kernel_size=3,
+            stride=2,
+            norm_layer=norm_layer,
             activation_layer=nn.Hardswish,
         )
     ]
@@ -147,7 +176,10 @@ def _build(
         specs.append(BlockSpec(out_ch, downsamples=stride == 2, expand_channels=expand))
     layers.append(
         Conv2dNormActivation(
-            rows[-1][3], last_channels, kernel_size=1, norm_layer=norm_layer,
+            rows[-1][3],
+            last_channels,
+            kernel_size=1,
+            norm_layer=norm_layer,
             activation_layer=nn.Hardswish,
         )
     )
@@ -173,8 +205,12 @@ def mobilenet_v3_large(
 ) -> FeatureBackbone:
     """MobileNetV3-Large (C5: 960 channels at width 1.0, 480 with ``reduced_tail``)."""
     return _build(
-        LARGE, width_mult=width_mult, reduced_tail=reduced_tail, output_stride=output_stride,
-        out_features=out_features, frozen_bn=frozen_bn,
+        LARGE,
+        width_mult=width_mult,
+        reduced_tail=reduced_tail,
+        output_stride=output_stride,
+        out_features=out_features,
+        frozen_bn=frozen_bn,
     )
 
 
@@ -189,6 +225,10 @@ def mobilenet_v3_small(
 ) -> FeatureBackbone:
     """MobileNetV3-Small (C5: 576 channels at width 1.0, 288 with ``reduced_tail``)."""
     return _build(
-        SMALL, width_mult=width_mult, reduced_tail=reduced_tail, output_stride=output_stride,
-        out_features=out_features, frozen_bn=frozen_bn,
+        SMALL,
+        width_mult=width_mult,
+        reduced_tail=reduced_tail,
+        output_stride=output_stride,
+        out_features=out_features,
+        frozen_bn=frozen_bn,
     )

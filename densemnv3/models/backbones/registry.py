@@ -34,7 +34,9 @@ BACKBONES: Registry[BackboneBuilder] = Registry("backbone")
 PREFIXES = ("tv:", "timm:")
 
 
-def register_backbone(name: str, builder: BackboneBuilder | None = None, *, overwrite: bool = False):
+def register_backbone(
+    name: str, builder: BackboneBuilder | None = None, *, overwrite: bool = False
+):
     """Register ``builder`` under ``name`` (also usable as a decorator).
 
     A builder takes keyword arguments (at least ``output_stride``, ``out_features`` and
@@ -90,21 +92,29 @@ def create_backbone(
     with ``feature_info.channels()`` / ``.reduction()`` in the same order.
     """
     label, options = backbone_spec(name, key="backbone")
-    given = {"width_mult": (width_mult, 1.0), "dilated": (dilated, False),
-             "reduced_tail": (reduced_tail, False), "output_stride": (output_stride, None),
-             "frozen_bn": (frozen_bn, False)}
+    given = {
+        "width_mult": (width_mult, 1.0),
+        "dilated": (dilated, False),
+        "reduced_tail": (reduced_tail, False),
+        "output_stride": (output_stride, None),
+        "frozen_bn": (frozen_bn, False),
+    }
     for key in [k for k in options if k in given or k in kwargs]:
         value, default = given.get(key, (kwargs.get(key), None))
         if value not in (default, options[key]):
-            raise ConfigError(f"backbone {label!r}: {key}={options[key]!r} in its options "
-                              f"contradicts {key}={value!r}; give it once")
+            raise ConfigError(
+                f"backbone {label!r}: {key}={options[key]!r} in its options "
+                f"contradicts {key}={value!r}; give it once"
+            )
         if key in given:
             given[key] = (options.pop(key), default)
     width_mult, dilated, reduced_tail, output_stride, frozen_bn = (v for v, _ in given.values())
     kwargs = {**options, **kwargs}
     if out_indices is not None and not features_only:
-        raise ConfigError("out_indices needs features_only=True (timm's interface); or pick taps "
-                          "by name with out_features=('C3', 'C5')")
+        raise ConfigError(
+            "out_indices needs features_only=True (timm's interface); or pick taps "
+            "by name with out_features=('C3', 'C5')"
+        )
     builder = _builder(label)
     if output_stride is None:
         output_stride = 16 if dilated else 32
@@ -138,12 +148,15 @@ def create_backbone(
             offered = ", ".join(f"{i}={t}" for i, t in enumerate(levels))
             raise ConfigError(f"out_indices {tuple(indices)}: backbone {label!r} offers {offered}")
         taps = [levels[i] for i in indices]
-        return FeatureList(select_taps(backbone, taps, lambda t: build(out_features=tuple(t))), taps)
+        return FeatureList(
+            select_taps(backbone, taps, lambda t: build(out_features=tuple(t))), taps
+        )
     return backbone
 
 
-def select_taps(backbone: nn.Module, taps: Sequence[str],
-                rebuild: Callable[[Sequence[str]], nn.Module]) -> nn.Module:
+def select_taps(
+    backbone: nn.Module, taps: Sequence[str], rebuild: Callable[[Sequence[str]], nn.Module]
+) -> nn.Module:
     """``backbone`` returning ``taps``: re-selected in place where it can (``set_out_features``),
     else the one ``rebuild(taps)`` builds (the contract's fallback)."""
     if hasattr(backbone, "set_out_features"):
@@ -159,7 +172,9 @@ class FeatureList(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.taps = tuple(taps)
-        self.feature_info = FeatureInfoMap(((t, backbone.feature_info[t]) for t in taps), selected=taps)
+        self.feature_info = FeatureInfoMap(
+            ((t, backbone.feature_info[t]) for t in taps), selected=taps
+        )
 
     def forward(self, x):
         out = self.backbone(x)

@@ -31,8 +31,13 @@ class ShuffleNetV2Backbone(FeatureBackbone):
 
     torchvision_ignored_prefixes = ("fc.",)
 
-    def __init__(self, features: nn.Sequential, blocks: Sequence[BlockSpec], stage_sizes: Sequence[int],
-                 **kwargs) -> None:
+    def __init__(
+        self,
+        features: nn.Sequential,
+        blocks: Sequence[BlockSpec],
+        stage_sizes: Sequence[int],
+        **kwargs,
+    ) -> None:
         super().__init__(features, blocks, split_expand=None, **kwargs)
         self.stage_sizes = tuple(stage_sizes)
 
@@ -45,7 +50,7 @@ class ShuffleNetV2Backbone(FeatureBackbone):
         for key, value in state.items():
             if match := _STAGE_KEY.match(key):
                 index = first[int(match.group(1))] + int(match.group(2))
-                key = f"features.{index}." + key[match.end():]
+                key = f"features.{index}." + key[match.end() :]
             elif key.startswith("conv1."):
                 key = "features.0." + key.removeprefix("conv1.")
             elif key.startswith("conv5."):
@@ -74,13 +79,19 @@ def shufflenet_v2(
 ) -> ShuffleNetV2Backbone:
     """ShuffleNetV2 at width 0.5, 1.0, 1.5 or 2.0 (C5: ``conv5``, 1024 channels, 2048 at 2.0)."""
     if width_mult not in WIDTHS:
-        raise ConfigError(f"shufflenet_v2 width_mult must be one of {sorted(WIDTHS)}, got {width_mult!r}")
+        raise ConfigError(
+            f"shufflenet_v2 width_mult must be one of {sorted(WIDTHS)}, got {width_mult!r}"
+        )
     net = getattr(torchvision.models, f"shufflenet_v2_{WIDTHS[width_mult]}")(weights=None)
     stages = [net.stage2, net.stage3, net.stage4]
     features = nn.Sequential(net.conv1, net.maxpool, *(b for s in stages for b in s), net.conv5)
     specs = [_spec(net.conv1), BlockSpec(_spec(net.conv1).channels, downsamples=True)]  # + max pool
     specs += [_spec(layer) for layer in features[2:]]
     return ShuffleNetV2Backbone(
-        features, specs, [len(s) for s in stages], output_stride=output_stride,
-        out_features=out_features, frozen_bn=frozen_bn,
+        features,
+        specs,
+        [len(s) for s in stages],
+        output_stride=output_stride,
+        out_features=out_features,
+        frozen_bn=frozen_bn,
     )

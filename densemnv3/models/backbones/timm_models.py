@@ -37,8 +37,10 @@ def import_timm():
     try:
         import timm
     except ImportError:
-        raise ConfigError("timm: backbones need timm, an optional dependency: pip install "
-                          "'densemnv3[timm]' (or pip install timm)") from None
+        raise ConfigError(
+            "timm: backbones need timm, an optional dependency: pip install "
+            "'densemnv3[timm]' (or pip install timm)"
+        ) from None
     return timm
 
 
@@ -46,8 +48,15 @@ class TimmBackbone(LibraryBackbone):
     """A timm ``features_only`` model (``body``) returning taps ``C<k>`` as a dict."""
 
     #: What a timm classification checkpoint holds past the features (its head), not loaded.
-    torchvision_ignored_prefixes = ("fc.", "head.", "head_", "classifier.", "conv_head.", "bn2.",
-                                    "global_pool.")
+    torchvision_ignored_prefixes = (
+        "fc.",
+        "head.",
+        "head_",
+        "classifier.",
+        "conv_head.",
+        "bn2.",
+        "global_pool.",
+    )
 
     def stage_maps(self, x: Tensor) -> dict[str, Tensor]:
         return dict(zip(self.feature_info, self.body(x)))
@@ -66,7 +75,6 @@ class TimmBackbone(LibraryBackbone):
         return out
 
 
-
 def timm_backbone(
     name: str,
     *,
@@ -77,21 +85,32 @@ def timm_backbone(
 ) -> TimmBackbone:
     """``timm.create_model(name, pretrained=False, features_only=True, ...)`` with taps by stride."""
     label = f"{PREFIX}{name}"
-    check_adapter_options(label, output_stride, bool(model_kwargs.pop("pretrained", False)
-                                                    or model_kwargs.get("pretrained_cfg_overlay")))
+    check_adapter_options(
+        label,
+        output_stride,
+        bool(model_kwargs.pop("pretrained", False) or model_kwargs.get("pretrained_cfg_overlay")),
+    )
     timm = import_timm()
     if not timm.is_model(name):
         close = timm.list_models(f"*{name[:4]}*")[:5]
-        raise ConfigError(f"unknown timm model {name!r} in backbone {label!r}"
-                          + (f"; similar: {', '.join(close)}" if close else "; see timm.list_models()"))
+        raise ConfigError(
+            f"unknown timm model {name!r} in backbone {label!r}"
+            + (f"; similar: {', '.join(close)}" if close else "; see timm.list_models()")
+        )
     if output_stride != 32:
         model_kwargs["output_stride"] = output_stride
     try:
         body = timm.create_model(name, pretrained=False, features_only=True, **model_kwargs)
     except Exception as err:  # noqa: BLE001 - timm raises what its model raises
-        what = f"output_stride={output_stride}" if output_stride != 32 else f"options {sorted(model_kwargs)}"
-        raise ConfigError(f"backbone {label!r} does not support {what} "
-                          f"({type(err).__name__}: {err}); use output_stride=32") from None
+        what = (
+            f"output_stride={output_stride}"
+            if output_stride != 32
+            else f"options {sorted(model_kwargs)}"
+        )
+        raise ConfigError(
+            f"backbone {label!r} does not support {what} "
+            f"({type(err).__name__}: {err}); use output_stride=32"
+        ) from None
     if frozen_bn:
         freeze_batchnorm_(body)
     info = _feature_info(body, label, output_stride)
@@ -105,8 +124,10 @@ def _feature_info(body: nn.Module, label: str, output_stride: int) -> FeatureInf
     try:
         outputs = body.eval()(torch.zeros(1, 3, *PROBE_SIZE))
     except Exception as err:  # noqa: BLE001 - the model's own error, reworded
-        raise ConfigError(f"backbone {label!r} fails on a {PROBE_SIZE[0]}x{PROBE_SIZE[1]} input "
-                          f"({type(err).__name__}: {err})") from None
+        raise ConfigError(
+            f"backbone {label!r} fails on a {PROBE_SIZE[0]}x{PROBE_SIZE[1]} input "
+            f"({type(err).__name__}: {err})"
+        ) from None
     body.train(training)
     reductions = body.feature_info.reduction()
     first = round(math.log2(reductions[0]))  # never dilated: later levels follow it by octaves
@@ -116,11 +137,15 @@ def _feature_info(body: nn.Module, label: str, output_stride: int) -> FeatureInf
     deepest = 1
     for i, (out, module) in enumerate(zip(outputs, body.feature_info.module_name())):
         if not isinstance(out, Tensor) or out.dim() != 4 or PROBE_SIZE[0] % out.shape[-2]:
-            raise ConfigError(f"backbone {label!r}: its level {module!r} is not an (N, C, H, W) map")
+            raise ConfigError(
+                f"backbone {label!r}: its level {module!r} is not an (N, C, H, W) map"
+            )
         stride = PROBE_SIZE[0] // out.shape[-2]
         deepest = max(deepest, stride)
         info[LEVELS[first - 1 + i]] = FeatureInfo(int(out.shape[1]), stride, module)
     if deepest > output_stride:
-        raise ConfigError(f"backbone {label!r} ignored output_stride={output_stride} (its deepest "
-                          f"map is at stride {deepest}); use output_stride=32")
+        raise ConfigError(
+            f"backbone {label!r} ignored output_stride={output_stride} (its deepest "
+            f"map is at stride {deepest}); use output_stride=32"
+        )
     return info

@@ -50,9 +50,19 @@ _FUNCTIONAL_RESAMPLING = (F.max_pool2d, F.avg_pool2d, F.conv2d, F.interpolate)
 class TorchvisionBackbone(LibraryBackbone):
     """A torchvision model's trunk (``body``, an FX graph module) returning taps ``C1``..``C5``."""
 
-    def __init__(self, name: str, body: nn.Module, feature_info: FeatureInfoMap, *,
-                 output_stride: int, out_features: Sequence[str] | None, ignored: Sequence[str]) -> None:
-        super().__init__(name, body, feature_info, output_stride=output_stride, out_features=out_features)
+    def __init__(
+        self,
+        name: str,
+        body: nn.Module,
+        feature_info: FeatureInfoMap,
+        *,
+        output_stride: int,
+        out_features: Sequence[str] | None,
+        ignored: Sequence[str],
+    ) -> None:
+        super().__init__(
+            name, body, feature_info, output_stride=output_stride, out_features=out_features
+        )
         self.torchvision_ignored_prefixes = tuple(f"body.{p}." for p in ignored)
 
     def stage_maps(self, x: Tensor) -> dict[str, Tensor]:
@@ -73,8 +83,11 @@ def torchvision_backbone(
 ) -> TorchvisionBackbone:
     """The trunk of ``torchvision.models.get_model(name, weights=None, **model_kwargs)``."""
     label = f"{PREFIX}{name}"
-    check_adapter_options(label, output_stride, model_kwargs.get("weights") is not None
-                          or bool(model_kwargs.get("pretrained")))
+    check_adapter_options(
+        label,
+        output_stride,
+        model_kwargs.get("weights") is not None or bool(model_kwargs.get("pretrained")),
+    )
     model_kwargs.pop("weights", None)
     model = _classification_model(name, label, model_kwargs).eval()
     if frozen_bn:
@@ -82,34 +95,49 @@ def torchvision_backbone(
     probed = _probe(model, _candidates(model, label), label)
     nominal = _levels(probed)
     if not nominal:
-        raise ConfigError(f"backbone {label!r}: no (N, C, H, W) feature map at a power-of-two stride "
-                          f"was found in it (a vision transformer?); use a convolutional model")
+        raise ConfigError(
+            f"backbone {label!r}: no (N, C, H, W) feature map at a power-of-two stride "
+            f"was found in it (a vision transformer?); use a convolutional model"
+        )
     if output_stride < max(probed[m][0] for m in nominal.values()):
         _dilate(model, nominal[max(nominal, key=LEVELS.index)], output_stride, label)
         probed = _probe(model, list(nominal.values()), label)
         deepest = max((s for s, _ in probed.values()), default=0)
         if deepest > output_stride or len(probed) < len(nominal):
-            raise ConfigError(f"backbone {label!r} cannot run at output_stride {output_stride}: "
-                              f"dilation does not keep its maps; use output_stride=32")
+            raise ConfigError(
+                f"backbone {label!r} cannot run at output_stride {output_stride}: "
+                f"dilation does not keep its maps; use output_stride=32"
+            )
     body = create_feature_extractor(model, return_nodes={m: tap for tap, m in nominal.items()})
     info = FeatureInfoMap(
         (tap, FeatureInfo(probed[m][1], probed[m][0], m)) for tap, m in nominal.items()
     )
-    ignored = sorted({k.split(".")[0] for k in model.state_dict()}
-                     - {k.split(".")[0] for k in body.state_dict()})
-    return TorchvisionBackbone(label, body.train(), info, output_stride=output_stride,
-                               out_features=out_features, ignored=ignored)
+    ignored = sorted(
+        {k.split(".")[0] for k in model.state_dict()} - {k.split(".")[0] for k in body.state_dict()}
+    )
+    return TorchvisionBackbone(
+        label,
+        body.train(),
+        info,
+        output_stride=output_stride,
+        out_features=out_features,
+        ignored=ignored,
+    )
 
 
 def _classification_model(name: str, label: str, kwargs: dict) -> nn.Module:
     available = torchvision.models.list_models(module=torchvision.models)
     if name not in available:
-        raise ConfigError(f"unknown torchvision classification model {name!r} in backbone {label!r}"
-                          f"{did_you_mean(name, available)}; see torchvision.models.list_models()")
+        raise ConfigError(
+            f"unknown torchvision classification model {name!r} in backbone {label!r}"
+            f"{did_you_mean(name, available)}; see torchvision.models.list_models()"
+        )
     try:
         return torchvision.models.get_model(name, weights=None, **kwargs)
     except (TypeError, ValueError, NotImplementedError) as err:
-        raise ConfigError(f"backbone {label!r} does not take these options {sorted(kwargs)}: {err}") from None
+        raise ConfigError(
+            f"backbone {label!r} does not take these options {sorted(kwargs)}: {err}"
+        ) from None
 
 
 def _candidates(model: nn.Module, label: str) -> list[str]:
@@ -117,8 +145,10 @@ def _candidates(model: nn.Module, label: str) -> list[str]:
     try:
         train_nodes, eval_nodes = get_graph_node_names(model)
     except Exception as err:  # noqa: BLE001 - FX tracing fails in many ways
-        raise ConfigError(f"backbone {label!r}: torchvision's feature extraction cannot trace it "
-                          f"({type(err).__name__}: {err})") from None
+        raise ConfigError(
+            f"backbone {label!r}: torchvision's feature extraction cannot trace it "
+            f"({type(err).__name__}: {err})"
+        ) from None
     modules = {name for name, _ in model.named_modules() if name}
     in_train = {p for n in train_nodes for p in _prefixes(n)}
     last: dict[str, int] = {}  # module -> index of its last node
@@ -148,8 +178,10 @@ def _probe(model: nn.Module, modules: list[str], label: str) -> dict[str, tuple[
             extractor = create_feature_extractor(model, return_nodes={m: m for m in modules}).eval()
             outputs = extractor(torch.zeros(1, 3, *size))
         except Exception as err:  # noqa: BLE001 - the model's own error, reworded
-            raise ConfigError(f"backbone {label!r} fails on a {size[0]}x{size[1]} input "
-                              f"({type(err).__name__}: {err})") from None
+            raise ConfigError(
+                f"backbone {label!r} fails on a {size[0]}x{size[1]} input "
+                f"({type(err).__name__}: {err})"
+            ) from None
         found.append({m: _stride_and_channels(out, size) for m, out in outputs.items()})
     return {m: v for m, v in found[0].items() if v is not None and all(f[m] == v for f in found)}
 
@@ -183,22 +215,29 @@ def _dilate(model: nn.Module, last: str, output_stride: int, label: str) -> None
         inputs = node.all_input_nodes
         stride = max((stride_at[n] for n in inputs), default=1)
         rate = max((rate_at[n] for n in inputs), default=1)
-        if node.op == "call_module":  # a leaf of the trace: a layer or a chain (Conv2dNormActivation)
+        if (
+            node.op == "call_module"
+        ):  # a leaf of the trace: a layer or a chain (Conv2dNormActivation)
             for name, layer in graph_module.get_submodule(node.target).named_modules():
                 if isinstance(layer, nn.Conv2d | nn.MaxPool2d | nn.AvgPool2d):
                     where = f"{node.target}.{name}".rstrip(".")
                     stride, rate = _resample(layer, stride, rate, output_stride, where, label)
-        if node.op == "call_function" and node.target in _FUNCTIONAL_RESAMPLING and (
-            rate > 1 or stride >= output_stride
+        if (
+            node.op == "call_function"
+            and node.target in _FUNCTIONAL_RESAMPLING
+            and (rate > 1 or stride >= output_stride)
         ):
-            raise ConfigError(f"backbone {label!r} cannot run at output_stride {output_stride}: "
-                              f"{node.name} is a functional {node.target.__name__} that dilation "
-                              f"cannot change; use output_stride=32")
+            raise ConfigError(
+                f"backbone {label!r} cannot run at output_stride {output_stride}: "
+                f"{node.name} is a functional {node.target.__name__} that dilation "
+                f"cannot change; use output_stride=32"
+            )
         stride_at[node], rate_at[node] = stride, rate
 
 
-def _resample(layer: nn.Module, stride: int, rate: int, output_stride: int, where: str,
-              label: str) -> tuple[int, int]:
+def _resample(
+    layer: nn.Module, stride: int, rate: int, output_stride: int, where: str, label: str
+) -> tuple[int, int]:
     """``(stride, rate)`` after ``layer``, made stride 1 and dilated where the stride would pass
     ``output_stride``; a layer reached by a dilated input gets that dilation."""
     step = _pair(layer.stride)[0]
@@ -220,8 +259,10 @@ def _set_dilation(module: nn.Module, rate: int, name: str, label: str, output_st
     refuse = isinstance(module, nn.AvgPool2d) or any(k % 2 == 0 for k in kernel)
     if refuse:
         what = f"{type(module).__name__} {name!r} (kernel {kernel[0]}x{kernel[1]})"
-        raise ConfigError(f"backbone {label!r} cannot run at output_stride {output_stride}: dilation "
-                          f"cannot replace the stride of its {what}; use output_stride=32")
+        raise ConfigError(
+            f"backbone {label!r} cannot run at output_stride {output_stride}: dilation "
+            f"cannot replace the stride of its {what}; use output_stride=32"
+        )
     old = _pair(module.dilation)[0]
     module.dilation = (old * rate,) * 2 if isinstance(module, nn.Conv2d) else old * rate
     if not isinstance(module.padding, str):

@@ -138,7 +138,11 @@ class DefaultBoxes(nn.Module):
         scale = torch.where(x_scale, width, height).to(torch.float32)
         if self.box_size is not None:
             centres = cxcywh[:, :2] * scale
-            half = 0.5 * cxcywh[:, 2:] * torch.tensor([self.box_size[1], self.box_size[0]], dtype=torch.float32)
+            half = (
+                0.5
+                * cxcywh[:, 2:]
+                * torch.tensor([self.box_size[1], self.box_size[0]], dtype=torch.float32)
+            )
             return torch.cat((centres - half, centres + half), dim=-1)
         xy_min = cxcywh[:, :2] - 0.5 * cxcywh[:, 2:]
         xy_max = cxcywh[:, :2] + 0.5 * cxcywh[:, 2:]

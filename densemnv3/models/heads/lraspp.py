@@ -106,8 +106,9 @@ class LRASPPHead(nn.Module):
         gate = self.scale(high)
         if self.pool == "global":
             return gate  # (N, C, 1, 1)
-        if torch.compiler.is_exporting() or (gate.shape[-2] * gate.shape[-1] != 1
-                                             and gate.shape[-2:] != high.shape[-2:]):
+        if torch.compiler.is_exporting() or (
+            gate.shape[-2] * gate.shape[-1] != 1 and gate.shape[-2:] != high.shape[-2:]
+        ):
             # exported, the sizes are symbolic: always resize (a 1x1 gate resizes to a constant,
             # the same as broadcasting it)
             gate = resize_bilinear(gate, high.shape[-2:])

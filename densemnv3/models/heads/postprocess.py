@@ -83,20 +83,30 @@ def ssd_postprocess(
     size = (int(image_size[0]), int(image_size[1]))
     probs, boxes = _scores_and_boxes(cls_logits, bbox_regression, anchors, size, box_coder)
     if impl == "per_image":
-        limits = Limits(score_thresh, topk_candidates, max(size) + 1, nms_thresh, detections_per_img)
+        limits = Limits(
+            score_thresh, topk_candidates, max(size) + 1, nms_thresh, detections_per_img
+        )
         return _per_image(probs, boxes, limits, nms_prefix)
     cand = _class_candidates(probs, boxes, score_thresh, topk_candidates)
     return _batched(cand, max(size) + 1, nms_thresh, detections_per_img)
 
 
 def _scores_and_boxes(
-    cls_logits: Tensor, bbox_regression: Tensor, anchors: Tensor, image_size: tuple[int, int], box_coder: BoxCoder
+    cls_logits: Tensor,
+    bbox_regression: Tensor,
+    anchors: Tensor,
+    image_size: tuple[int, int],
+    box_coder: BoxCoder,
 ) -> tuple[Tensor, Tensor]:
     """Softmax scores ``(N, A, C)`` and every anchor's decoded, clipped box ``(N, A, 4)``, in fp32
     (torchvision's nms has no bf16 kernel, and fp16 corners are coarse). Boxes depend on the
     anchor alone: decoding every anchor once gives each candidate the same bits whichever path
     and prefix picks it (exp differs in the last bit across layouts)."""
-    cls_logits, bbox_regression, anchors = cls_logits.float(), bbox_regression.float(), anchors.float()
+    cls_logits, bbox_regression, anchors = (
+        cls_logits.float(),
+        bbox_regression.float(),
+        anchors.float(),
+    )
     boxes = clip_boxes_to_image(box_coder.decode(bbox_regression, anchors), image_size)
     return F.softmax(cls_logits, dim=-1), boxes
 
@@ -123,12 +133,18 @@ def candidates(
     return _class_candidates(probs, boxes, score_thresh, topk_candidates)
 
 
-def _class_candidates(probs: Tensor, boxes: Tensor, score_thresh: float, topk_candidates: int) -> Candidates:
+def _class_candidates(
+    probs: Tensor, boxes: Tensor, score_thresh: float, topk_candidates: int
+) -> Candidates:
     scores = probs[..., 1:].transpose(1, 2)  # (N, C-1, A)
     classes, num_anchors = scores.shape[1:]
     order = torch.arange(classes * num_anchors, device=scores.device).view(classes, num_anchors)
     # top-k of the keys (unique), not of the scores: ties at a class's k-th score break by anchor
-    key = order_keys(scores, order, score_thresh).topk(min(topk_candidates, num_anchors), dim=2).values
+    key = (
+        order_keys(scores, order, score_thresh)
+        .topk(min(topk_candidates, num_anchors), dim=2)
+        .values
+    )
     anchor = (2**32 - 1 - key % 2**32) % num_anchors
     return Candidates(scores.gather(2, anchor), anchor, key, boxes)
 
@@ -169,13 +185,19 @@ def _per_image(probs: Tensor, boxes: Tensor, limits: Limits, prefix: int) -> Det
             if len(keep) >= limits.detections_per_img or exhausted:
                 break
             size *= 4  # prefix too short
-            key, anchor, label, take = (t[0] for t in _prefixes(scores[i : i + 1], best[i : i + 1], size, limits))
+            key, anchor, label, take = (
+                t[0] for t in _prefixes(scores[i : i + 1], best[i : i + 1], size, limits)
+            )
         keep = keep[: limits.detections_per_img]
-        detections.append({"boxes": cand_boxes[keep], "scores": cand_scores[keep], "labels": label[keep]})
+        detections.append(
+            {"boxes": cand_boxes[keep], "scores": cand_scores[keep], "labels": label[keep]}
+        )
     return detections
 
 
-def _prefixes(scores: Tensor, best: Tensor, prefix: int, limits: Limits) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _prefixes(
+    scores: Tensor, best: Tensor, prefix: int, limits: Limits
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Each image's ``prefix`` best entries of ``scores`` ``(n, A, C-1)``, best first: their
     keys (:func:`order_keys`; padded with the lowest int64 where an image has fewer entries),
     anchors, classes - 1, and which are candidates (above the threshold and among their class's
@@ -192,7 +214,9 @@ def _prefixes(scores: Tensor, best: Tensor, prefix: int, limits: Limits) -> tupl
         image, anchor = image[row], anchor[row]
     else:
         image, anchor, label = torch.ones_like(scores, dtype=torch.bool).nonzero().unbind(1)
-    key = order_keys(scores[image, anchor, label], label * num_anchors + anchor, limits.score_thresh)
+    key = order_keys(
+        scores[image, anchor, label], label * num_anchors + anchor, limits.score_thresh
+    )
     # one row per image: its entries in the order found, then padding below every key
     counts = torch.bincount(image, minlength=n)
     slot = torch.arange(len(image), device=scores.device) - (counts.cumsum(0) - counts)[image]
@@ -213,15 +237,21 @@ def class_ranks(label: Tensor) -> Tensor:
     group = torch.argsort(label, stable=True)
     ordered = label[group]
     rank = torch.empty_like(label)
-    rank[group] = torch.arange(len(label), device=label.device) - torch.searchsorted(ordered, ordered)
+    rank[group] = torch.arange(len(label), device=label.device) - torch.searchsorted(
+        ordered, ordered
+    )
     return rank
 
 
-def _nms_shifted(boxes: Tensor, scores: Tensor, labels: Tensor, offset: int, nms_thresh: float) -> Tensor:
+def _nms_shifted(
+    boxes: Tensor, scores: Tensor, labels: Tensor, offset: int, nms_thresh: float
+) -> Tensor:
     return nms(boxes + (labels * offset).to(boxes)[:, None], scores, nms_thresh)
 
 
-def _batched(cand: Candidates, offset: int, nms_thresh: float, detections_per_img: int) -> Detections:
+def _batched(
+    cand: Candidates, offset: int, nms_thresh: float, detections_per_img: int
+) -> Detections:
     """Greedy NMS of the ``P`` best candidates of every (image, class) at once, ``P`` growing (for
     those groups only) while a group's first unexamined candidate outranks its image's
     ``detections_per_img``-th survivor. Syncs: one per round plus the fixed-point checks."""
@@ -244,7 +274,11 @@ def _batched(cand: Candidates, offset: int, nms_thresh: float, detections_per_im
         examined.index_fill_(0, todo, prefix)
         best = torch.where(survivor, key, -1).view(batch, classes * k)
         top_key, top_pos = best.topk(min(detections_per_img, classes * k), dim=1)
-        cut = top_key[:, -1] if top_key.shape[1] == detections_per_img else torch.full_like(top_key[:, 0], -1)
+        cut = (
+            top_key[:, -1]
+            if top_key.shape[1] == detections_per_img
+            else torch.full_like(top_key[:, 0], -1)
+        )
         pending = torch.where(columns >= examined[:, None], key, -1).amax(1)
         todo = (pending > cut[image]).nonzero().squeeze(1)  # sync
         if len(todo) == 0:
@@ -300,8 +334,12 @@ def pairwise_iou(boxes: Tensor) -> Tensor:
     temporaries (3x faster on CPU, half the memory traffic)."""
     x1, y1, x2, y2 = boxes.unbind(-1)
     area = (x2 - x1) * (y2 - y1)
-    w = torch.minimum(x2[:, :, None], x2[:, None, :]).sub_(torch.maximum(x1[:, :, None], x1[:, None, :]))
-    h = torch.minimum(y2[:, :, None], y2[:, None, :]).sub_(torch.maximum(y1[:, :, None], y1[:, None, :]))
+    w = torch.minimum(x2[:, :, None], x2[:, None, :]).sub_(
+        torch.maximum(x1[:, :, None], x1[:, None, :])
+    )
+    h = torch.minimum(y2[:, :, None], y2[:, None, :]).sub_(
+        torch.maximum(y1[:, :, None], y1[:, None, :])
+    )
     inter = w.clamp_(min=0).mul_(h.clamp_(min=0))
     return inter.div_((area[:, :, None] + area[:, None, :]).sub_(inter))
 

@@ -137,7 +137,9 @@ def _flatten_maps(outputs: list[Tensor], columns: int) -> Tensor:
     map; with channels_last outputs the copy is contiguous).
     """
     batch = outputs[0].shape[0]
-    if torch.compiler.is_exporting():  # symbolic sizes: a concatenation exports in a fraction of the time
+    if (
+        torch.compiler.is_exporting()
+    ):  # symbolic sizes: a concatenation exports in a fraction of the time
         return torch.cat([o.permute(0, 2, 3, 1).reshape(batch, -1, columns) for o in outputs], 1)
     rows = [o.shape[1] // columns * o.shape[2] * o.shape[3] for o in outputs]
     out = outputs[0].new_empty(batch, sum(rows), columns)
