@@ -1,6 +1,6 @@
 """Errors meant for the person running a tool.
 
-Every tool catches :class:`UserError` at its entry point (see :mod:`densemnv3.utils.cli`) and
+Every tool catches :class:`UserError` at its entry point (see :mod:`densemnv3.cli.entry`) and
 prints its message as one line, without a traceback. Raise it (or a subclass) whenever the cause
 is the user's input — a path, a config key, a data file — and say what to do about it.
 :func:`did_you_mean` adds the closest valid name to such a message.

@@ -234,7 +234,7 @@ def test_load_model_and_the_predictor_take_a_shipped_config_by_name(tmp_path):
     import torch
 
     from densemnv3.inference import Predictor
-    from densemnv3.models import load_model
+    from densemnv3.load import load_model
 
     small = ["model.name=lraspp_mobilenet_v3_small"]
     loaded = load_model("lraspp_synthetic", overrides=small)

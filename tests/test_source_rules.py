@@ -122,42 +122,6 @@ def test_benchmark_package_sits_above_the_layers_it_measures():
             assert not [m for m in _imports(path) if m.startswith("densemnv3.benchmark")], path
 
 
-#: The package's layers, lowest first: a module imports from its own layer or lower ones only.
-LAYERS = {
-    "errors": 0,
-    "config": 0,
-    "utils": 0,
-    "data": 1,
-    "models": 1,
-    "evaluation": 1,
-    "runtimes": 1,
-    "engine": 2,
-    "inference": 2,
-    "tasks": 3,
-    "netadapt": 3,
-    "commands": 4,
-    "benchmark": 4,
-    "cli": 5,
-}
-
-
-def _layer(module: str) -> int | None:
-    parts = module.split(".")
-    return LAYERS.get(parts[1]) if len(parts) > 1 and parts[0] == "densemnv3" else None
-
-
-@pytest.mark.parametrize(
-    "path", sorted((ROOT / "densemnv3").rglob("*.py")), ids=lambda p: str(p.relative_to(ROOT))
-)
-def test_no_import_runs_up_a_layer(path):
-    module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
-    own = _layer(module if path.name != "__init__.py" else module + ".x")
-    if own is None:  # densemnv3/__init__.py
-        return
-    upward = [m for m in _imports(path) if (_layer(m) or 0) > own]
-    assert upward == [], f"{module} (layer {own}) imports {upward}"
-
-
 @pytest.mark.parametrize(
     "path", sorted((ROOT / "densemnv3").rglob("*.py")), ids=lambda p: str(p.relative_to(ROOT))
 )

@@ -1,7 +1,7 @@
 """Run a tool's ``main`` in the test process as ``python tools/<tool>.py`` would run it.
 
 A fresh interpreter costs the suite seconds of imports per tool call (torch, torchvision and the
-toolkit); in this process the tool runs through the same :func:`~densemnv3.utils.cli.run_main`,
+toolkit); in this process the tool runs through the same :func:`~densemnv3.cli.entry.run_main`,
 with what a process of its own would give it and nothing it leaves behind: its own ``sys.argv``,
 file descriptors 1 and 2 captured (so C libraries' lines count, as in a child's stderr), Python's
 default warning filters printing to stderr, and afterwards the environment, working directory,
@@ -125,7 +125,7 @@ def _read(file) -> str:
 
 def run_tool_here(tool: Path, argv: list[str]) -> subprocess.CompletedProcess:
     """``python <tool> *argv`` in this process -> CompletedProcess (text, captured)."""
-    from densemnv3.utils import cli
+    from densemnv3.cli import entry as cli
 
     main = _tool_main(tool)
     argv0, keep = sys.argv, cli.keep_freed_memory

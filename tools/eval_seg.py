@@ -7,8 +7,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from densemnv3.cli.entry import run_main  # noqa: E402
 from densemnv3.cli.eval_seg import main  # noqa: E402
-from densemnv3.utils.cli import run_main  # noqa: E402
 
 __all__ = ["main"]
 

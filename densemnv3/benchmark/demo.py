@@ -27,7 +27,8 @@ import torch
 
 from densemnv3.config import load_config
 from densemnv3.data.synthetic import make_synthetic_video
-from densemnv3.models import build_model, load_model
+from densemnv3.load import load_model
+from densemnv3.models import build_model
 from densemnv3.runtimes import engines_for
 
 from .models import calibrate_bn_

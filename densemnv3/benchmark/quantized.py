@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
+from densemnv3.export.quantize import REL_RMS_TOLERANCE, quantize_model
 from densemnv3.inference.optimize import prepare_for_inference
-from densemnv3.inference.quantize import REL_RMS_TOLERANCE, quantize_model
 from densemnv3.runtimes import engine_class, exported_model, read_metadata
 
 from .models import build_pair, gflops_per_image

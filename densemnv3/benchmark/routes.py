@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 
 from densemnv3.errors import ExportCheckError
-from densemnv3.inference.export import export_model, min_input_size, size_metadata
+from densemnv3.export.onnx_export import export_model, min_input_size, size_metadata
+from densemnv3.export.quantize import export_for_quantization, quantize_model
 from densemnv3.inference.optimize import prepare_for_inference
-from densemnv3.inference.quantize import export_for_quantization, quantize_model
 from densemnv3.inference.upsample import upsampled_labels
 from densemnv3.runtimes import engine_class, engines_for, exported_model, read_metadata
 
@@ -82,7 +82,7 @@ def route_files(
         metadata=metadata,
     )
     if engine_class("executorch").installed():
-        from densemnv3.inference.export_executorch import export_executorch
+        from densemnv3.export.pte import export_executorch
 
         for precision in ("fp32", "int8"):
             files[f"{precision}.pte"] = folder / f"{precision}.pte"
@@ -120,7 +120,7 @@ def _with_metadata(
 
 def _metadata(path: Path, detection: bool) -> dict:
     if path.suffix == ".pte":
-        from densemnv3.runtimes.executorch_engine import read_pte_metadata
+        from densemnv3.checkpoint.pte import read_pte_metadata
 
         meta = read_pte_metadata(path)
     else:
@@ -232,7 +232,7 @@ def bench_routes(case: str, size: tuple[int, int], batch: int, args, device: tor
 def _trained(weights: str, case: str) -> torch.nn.Module:
     """The segmentation checkpoint ``weights`` as ours (its model must be the ``case``'s)."""
     from densemnv3.errors import UserError
-    from densemnv3.models import load_model
+    from densemnv3.load import load_model
 
     from .models import case_of
 

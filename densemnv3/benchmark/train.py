@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from densemnv3.config import SHIPPED_ROOT, load_config
+from densemnv3.config import SHIPPED_CONFIGS, load_config
 
 TRAIN_CASES = ("train_seg", "train_step_lraspp")
-TRAIN_CONFIG = SHIPPED_ROOT / "configs" / "lraspp_cityscapes.py"
+TRAIN_CONFIG = SHIPPED_CONFIGS / "lraspp_cityscapes.py"
 
 
 def bench_train(args, device: torch.device) -> dict:
@@ -72,7 +72,7 @@ def bench_train_step(args, device: torch.device) -> dict:
     from .reference import SEG_CLASSES
     from .timing import time_interleaved, timed_record
 
-    cfg = args.cfg or load_config(SHIPPED_ROOT / "configs" / "lraspp_synthetic.py")
+    cfg = args.cfg or load_config(SHIPPED_CONFIGS / "lraspp_synthetic.py")
     batch, size = (2, (64, 128)) if args.quick else (cfg.data.batch_size, tuple(cfg.data.crop_size))
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, *size, generator=gen).to(device)

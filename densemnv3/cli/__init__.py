@@ -92,6 +92,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def run() -> None:
     """The console script's entry point: :func:`main` with one-line errors."""
-    from densemnv3.utils.cli import run_main
+    from densemnv3.cli.entry import run_main
 
     run_main(main)

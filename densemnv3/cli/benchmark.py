@@ -69,9 +69,8 @@ from densemnv3.benchmark.report import (
 )
 from densemnv3.benchmark.routes import bench_routes, format_routes
 from densemnv3.benchmark.train import TRAIN_CASES, bench_train, bench_train_step
+from densemnv3.cli.arguments import add_inference_arguments, add_set_argument, variants_from_args
 from densemnv3.config import load_config
-from densemnv3.inference.settings import add_inference_arguments, variants_from_args
-from densemnv3.utils.cli import add_set_argument
 from densemnv3.utils.device import resolve_device
 
 

@@ -12,7 +12,7 @@ dataset changes (training refuses a stale cache and says so).
 import argparse
 import time
 
-from densemnv3.utils.cli import add_set_argument
+from densemnv3.cli.arguments import add_set_argument
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,8 +29,7 @@ import time
 
 import numpy as np
 
-from densemnv3.inference.settings import add_inference_arguments, add_runtime_argument
-from densemnv3.utils.cli import add_set_argument
+from densemnv3.cli.arguments import add_inference_arguments, add_runtime_argument, add_set_argument
 
 WINDOW = "densemnv3 demo"
 PROGRESS_EVERY_S = 5.0

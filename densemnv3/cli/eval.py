@@ -9,7 +9,7 @@ label-id PNGs for Cityscapes' official script (models that segment). Bad samples
 ``tools/eval_seg.py`` (``--set data.skip_bad=True``).
 """
 
-from densemnv3.commands import eval_from_cli
+from densemnv3.cli.commands import eval_from_cli
 
 
 def main(argv: list[str] | None = None) -> int:

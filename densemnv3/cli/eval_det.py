@@ -12,7 +12,7 @@ out — of ``detections.json`` and of the image ids COCOeval scores — and list
 ``DIR/skipped_files.txt``.
 """
 
-from densemnv3.commands import eval_from_cli
+from densemnv3.cli.commands import eval_from_cli
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ writes one label-id PNG per evaluated image (``{city}_{seq}_{frame}.png``) that 
 official ``evalPixelLevelSemanticLabeling`` can score.
 """
 
-from densemnv3.commands import eval_from_cli
+from densemnv3.cli.commands import eval_from_cli
 
 
 def main(argv: list[str] | None = None) -> int:

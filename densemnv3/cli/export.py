@@ -14,7 +14,7 @@ upsample: take labels at the frame size from them as ``densemnv3.inference.upsam
 does (the same labels as ``argmax`` of the upsampled logits, without computing them), or
 upsample them yourself; ``--full-size-logits`` puts the upsample in the graph, (N, C, H, W).
 Detection outputs ``boxes`` (N, A, 4) xyxy pixels
-and ``scores`` (N, A, C) softmax, without NMS (see ``densemnv3.inference.export.SSDLiteExport``),
+and ``scores`` (N, A, C) softmax, without NMS (see ``densemnv3.export.onnx_export.SSDLiteExport``),
 or with ``--postprocess`` (ONNX) the detections: ``num_detections`` (N,), ``boxes`` (N, D, 4),
 ``scores`` (N, D), ``labels`` (N, D) after the score threshold, per-class top-k and NMS
 (ONNX ``NonMaxSuppression``) of the model's settings. The multi-task model outputs
@@ -48,7 +48,7 @@ code 1 and keeps the file.
 import argparse
 from pathlib import Path
 
-from densemnv3.utils.cli import add_set_argument
+from densemnv3.cli.arguments import add_set_argument
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,9 +111,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from densemnv3.config import load_config
     from densemnv3.errors import UserError
-    from densemnv3.inference.export import export_model, min_input_size, output_file, require_onnx
+    from densemnv3.export.onnx_export import export_model, min_input_size, output_file, require_onnx
     from densemnv3.inference.settings import export_settings
-    from densemnv3.models import load_model
+    from densemnv3.load import load_model
 
     executorch = args.format == "executorch"
     if args.int8 and not executorch:
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.format == "onnx":
         require_onnx()
     if executorch:
-        from densemnv3.inference.export_executorch import require_executorch
+        from densemnv3.export.pte import require_executorch
 
         require_executorch("--format executorch" + (" --int8" if args.int8 else ""))
     loaded = load_model(
@@ -247,7 +247,7 @@ def _export_executorch(
     import dataclasses
 
     from densemnv3.errors import UserError
-    from densemnv3.inference.export_executorch import export_executorch
+    from densemnv3.export.pte import export_executorch
 
     if cfg.task != "detection":
         cfg.data.eval_resize = size  # the file takes this size only: the tools resize frames to it
@@ -260,7 +260,7 @@ def _export_executorch(
     calibration, check, n = None, [], 0
     if args.int8:
         from densemnv3.cli.quantize import CHECK_IMAGES
-        from densemnv3.inference.quantize import calibration_order
+        from densemnv3.export.quantize import calibration_order
         from densemnv3.tasks import build_task
         from densemnv3.tasks.common import ensure_synthetic
 

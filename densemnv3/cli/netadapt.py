@@ -31,7 +31,7 @@ import argparse
 import os
 from pathlib import Path
 
-from densemnv3.utils.cli import add_set_argument
+from densemnv3.cli.arguments import add_set_argument
 
 #: Routes NetAdapt measures on (densemnv3.netadapt.latency.ROUTES; here without importing torch).
 ROUTE_HELP = "torch, onnxruntime, onnxruntime-int8 or openvino"
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch.nn.functional as F
 
     from densemnv3.config import load_config
-    from densemnv3.models import load_model
+    from densemnv3.load import load_model
     from densemnv3.netadapt.run import finish, run_netadapt, run_uniform
     from densemnv3.tasks import build_task
     from densemnv3.tasks.common import ensure_synthetic

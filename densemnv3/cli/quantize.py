@@ -22,7 +22,7 @@ Default output: ``CKPT`` with the suffix ``.int8.onnx`` (``best.pt`` -> ``best.i
 import argparse
 from pathlib import Path
 
-from densemnv3.utils.cli import add_set_argument
+from densemnv3.cli.arguments import add_set_argument
 
 CHECK_IMAGES = 4
 
@@ -60,9 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--calib-images must be at least 1, got {args.calib_images}")
 
     from densemnv3.config import load_config
-    from densemnv3.inference.export import min_input_size, output_file, require_onnx
-    from densemnv3.inference.quantize import calibration_order, quantize_model
-    from densemnv3.models import load_model
+    from densemnv3.export.onnx_export import min_input_size, output_file, require_onnx
+    from densemnv3.export.quantize import calibration_order, quantize_model
+    from densemnv3.load import load_model
     from densemnv3.tasks import build_task
     from densemnv3.tasks.common import ensure_synthetic
 

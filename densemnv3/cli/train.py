@@ -5,7 +5,7 @@ Segmentation, detection or the multi-task model, as the config's ``task`` says; 
 ``--no-progress``). Multi-GPU / multi-process: ``torchrun --nproc_per_node=N tools/train.py CONFIG``.
 """
 
-from densemnv3.commands import train_from_cli
+from densemnv3.cli.commands import train_from_cli
 
 
 def main(argv: list[str] | None = None) -> int:

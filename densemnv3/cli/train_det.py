@@ -3,7 +3,7 @@
 Multi-GPU / multi-process: ``torchrun --nproc_per_node=N tools/train_det.py CONFIG``.
 """
 
-from densemnv3.commands import train_from_cli
+from densemnv3.cli.commands import train_from_cli
 
 
 def main(argv: list[str] | None = None) -> int:

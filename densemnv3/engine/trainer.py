@@ -2,7 +2,7 @@
 
 The loop is task-agnostic; a :class:`Task` (segmentation or detection, see :mod:`densemnv3.tasks`)
 builds the model and data, computes the losses of a batch and evaluates. Checkpoints record the
-resolved config, so :func:`densemnv3.models.load_model` rebuilds the model from them alone.
+resolved config, so :func:`densemnv3.load.load_model` rebuilds the model from them alone.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from densemnv3.checkpoint.state import non_finite
 from densemnv3.config import Config, save_config
 from densemnv3.data.checks import report_bad_data, sample_counts
 from densemnv3.errors import CheckpointError, TrainingError, UserError
-from densemnv3.models.weights import non_finite
 from densemnv3.utils.files import write_text
 
 from . import distributed as dist_utils
@@ -252,8 +252,8 @@ class Trainer:
         return said + "."
 
     def _resume(self, path: Path) -> None:
+        from densemnv3.load import reconcile_config
         from densemnv3.models import inspect_checkpoint, load_weights
-        from densemnv3.models.loader import reconcile_config
 
         info = inspect_checkpoint(path)
         if info.task in ("segmentation", "detection") and self.cfg.task == "multitask":

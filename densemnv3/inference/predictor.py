@@ -75,7 +75,7 @@ class Predictor:
         device: ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:N``.
         precision: ``fp32``, ``fp16`` (CUDA only) or ``bf16``. Segmentation casts the network
             to it; detection runs it under ``torch.autocast``. An exported ``model`` (``--weights
-            model.int8.onnx`` / ``model.pte``, loaded by :func:`~densemnv3.models.load_model`)
+            model.int8.onnx`` / ``model.pte``, loaded by :func:`~densemnv3.load.load_model`)
             runs in its runtime on the CPU, in the precision it was loaded with.
         memory_format: ``nchw`` or ``channels_last``; ``channels_last=True/False`` says the same.
         compile: ``torch.compile`` the network (the first frames of each size compile it).
@@ -223,11 +223,11 @@ class Predictor:
         """The model a checkpoint describes (``last.pt``/``best.pt`` record their config), with
         its weights, wrapped; ``config`` is needed only for files that record none (torchvision
         checkpoints) and is checked against the recorded one (see
-        :func:`densemnv3.models.load_model`). An exported file runs in ``runtime`` (``auto``:
+        :func:`densemnv3.load.load_model`). An exported file runs in ``runtime`` (``auto``:
         the fastest installed here, measured with ``threads`` threads at ``measure_size`` — default
         the config's evaluation size —, which :meth:`use_threads` then gives the frame's work).
         ``kwargs`` (``precision``, ``memory_format``, ``test_time``, ...) go to :class:`Predictor`."""
-        from densemnv3.models import load_model
+        from densemnv3.load import load_model
 
         cfg = load_config(config, overrides) if isinstance(config, (str, os.PathLike)) else config
         loaded = load_model(

@@ -1,5 +1,17 @@
 """Models: backbones with feature taps, LR-ASPP segmentation, SSDLite detection, and both on one
-backbone pass (the multi-task model)."""
+backbone pass (the multi-task model). A file to a ready model (a checkpoint or an exported file):
+:func:`densemnv3.load.load_model`."""
+
+import warnings
+
+from densemnv3.checkpoint import (
+    CheckpointInfo,
+    LoadResult,
+    inspect_checkpoint,
+    load_state_dict_checked,
+    load_weights,
+    read_checkpoint,
+)
 
 from .backbones import (
     FeatureBackbone,
@@ -9,6 +21,7 @@ from .backbones import (
     list_backbones,
     register_backbone,
 )
+from .build import build_model
 from .detection import (
     SSDLite,
     ssdlite,
@@ -16,8 +29,6 @@ from .detection import (
     ssdlite320_mobilenet_v3_small,
 )
 from .frameworks import DetectionBackbone, torchvision_detection_backbone
-from .identify import CheckpointInfo, inspect_checkpoint, load_weights, read_checkpoint
-from .loader import LoadedModel, load_model
 from .multitask import (
     LRASPPSSDLite,
     MultiTaskOutput,
@@ -25,9 +36,8 @@ from .multitask import (
     multitask_mobilenet_v3_large,
     multitask_mobilenet_v3_small,
 )
-from .registry import MODELS, build_model, list_models, register_model
+from .registry import MODELS, list_models, register_model
 from .segmentation import LRASPP, lraspp, lraspp_mobilenet_v3_large, lraspp_mobilenet_v3_small
-from .weights import LoadResult, load_state_dict_checked
 
 __all__ = [
     "LRASPP",
@@ -39,7 +49,6 @@ __all__ = [
     "FeatureInfo",
     "FeatureInfoMap",
     "LoadResult",
-    "LoadedModel",
     "MODELS",
     "MultiTaskOutput",
     "build_model",
@@ -47,7 +56,6 @@ __all__ = [
     "inspect_checkpoint",
     "list_backbones",
     "list_models",
-    "load_model",
     "load_state_dict_checked",
     "load_weights",
     "lraspp",
@@ -64,3 +72,21 @@ __all__ = [
     "ssdlite320_mobilenet_v3_small",
     "torchvision_detection_backbone",
 ]
+
+
+#: Names that moved out of this package, kept for one release with a warning.
+_MOVED = {"load_model": "densemnv3.load", "LoadedModel": "densemnv3.load"}
+
+
+def __getattr__(name: str):
+    if name not in _MOVED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    warnings.warn(
+        f"densemnv3.models.{name} moved to {_MOVED[name]}.{name}; the old name goes in the next "
+        f"release",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return getattr(importlib.import_module(_MOVED[name]), name)

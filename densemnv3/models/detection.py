@@ -8,27 +8,27 @@ takes a normalised ``(N, 3, H, W)`` batch and returns boxes in its pixels.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import box_iou
 
-from densemnv3.config import backbone_spec
+from densemnv3.checkpoint import StateDict, load_state_dict_checked
 from densemnv3.errors import ConfigError
 
 from .backbones import FeatureBackbone, create_backbone
-from .backbones.registry import BackboneSpec, select_taps
+from .backbones.registry import BackboneSpec, backbone_spec, require_backbone, select_taps
 from .heads.anchors import BoxCoder, DefaultBoxes
 from .heads.postprocess import NMS_IMPLS, Detections, ssd_postprocess
 from .heads.ssdlite import SSDLiteHead, build_extra, normal_init_
 from .registry import register_model
 from .taps import ssdlite_taps
-from .weights import load_state_dict_checked
 
 Targets = Sequence[Mapping[str, Tensor]]
+M = TypeVar("M", bound=nn.Module)
 
 
 class SSDLite(nn.Module):
@@ -61,6 +61,7 @@ class SSDLite(nn.Module):
             results up to float rounding, ~1.3-1.5x faster backbone); set False to turn it off.
     """
 
+    task = "detection"
     cpu_channels_last: bool = True
 
     torchvision_ignored_prefixes: tuple[str, ...] = ()
@@ -338,7 +339,7 @@ def ssdlite(
     width_mult: float = 1.0,
     taps: tuple[str, str] | None = None,
     frozen_bn: bool = False,
-    backbone_weights: Mapping[str, Tensor] | str | os.PathLike | None = None,
+    backbone_weights: StateDict | None = None,
     bn_momentum: float = 0.03,
     **kwargs,
 ) -> SSDLite:
@@ -357,12 +358,7 @@ def ssdlite(
     ``output_stride=16`` reads ``C5`` at stride 16 too (maps at strides 16, 16, 32, ... 256), as
     the multi-task model's dilated option does. ``kwargs`` go to :class:`SSDLite`.
     """
-    if backbone is None:
-        raise ConfigError(
-            "model.name 'ssdlite' is SSDLite on the backbone model.backbone names, "
-            "and none is set: e.g. --set model.backbone=mobilenet_v3_large "
-            "(or tv:resnet18, timm:efficientnet_b0)"
-        )
+    require_backbone(backbone, "ssdlite", "SSDLite")
     if not 0 < bn_momentum <= 1:
         raise ConfigError(f"bn_momentum must be in (0, 1], got {bn_momentum}")
 
@@ -376,11 +372,17 @@ def ssdlite(
         load_state_dict_checked(net, backbone_weights)
     elif isinstance(net, FeatureBackbone):
         normal_init_(net)
-    model = SSDLite(net, num_classes, taps, width_mult=width_mult, **kwargs)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.momentum = bn_momentum
-    return model
+    return set_bn_momentum_(
+        SSDLite(net, num_classes, taps, width_mult=width_mult, **kwargs), bn_momentum
+    )
+
+
+def set_bn_momentum_(module: M, momentum: float) -> M:
+    """Give every BatchNorm of ``module`` the ``momentum``; returns ``module``."""
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = momentum
+    return module
 
 
 @register_model(forwards_kwargs_to=(ssdlite, SSDLite.__init__), head="ssdlite")
@@ -390,7 +392,7 @@ def ssdlite320_mobilenet_v3_large(
     reduced_tail: bool = True,
     width_mult: float = 1.0,
     frozen_bn: bool = False,
-    backbone_weights: Mapping[str, Tensor] | str | os.PathLike | None = None,
+    backbone_weights: StateDict | None = None,
     **kwargs,
 ) -> SSDLite:
     """torchvision's ``ssdlite320_mobilenet_v3_large`` (3,440,060 parameters at 91 classes)."""
@@ -411,7 +413,7 @@ def ssdlite320_mobilenet_v3_small(
     reduced_tail: bool = True,
     width_mult: float = 1.0,
     frozen_bn: bool = False,
-    backbone_weights: Mapping[str, Tensor] | str | os.PathLike | None = None,
+    backbone_weights: StateDict | None = None,
     **kwargs,
 ) -> SSDLite:
     """SSDLite on MobileNetV3-Small (the paper's V3-Small† detector)."""

@@ -27,24 +27,21 @@ LR-ASPP or SSDLite made of this model's own modules, which is what
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
+from densemnv3.checkpoint import StateDict
 from densemnv3.errors import ConfigError
 
-from .detection import SSDLite, Targets, ssdlite
+from .detection import SSDLite, Targets, set_bn_momentum_, ssdlite
 from .heads.lraspp import LRASPPHead, PoolMode
 from .heads.postprocess import Detections
 from .losses import SegmentationLoss, cross_entropy_2d
 from .registry import register_model
 from .resize import resize_bilinear
 from .segmentation import LRASPP
-
-Checkpoint = Mapping[str, Tensor] | str | os.PathLike
 
 __all__ = [
     "LRASPPSSDLite",
@@ -161,7 +158,7 @@ def lraspp_ssdlite(
     low_tap: str | None = None,
     frozen_bn: bool = False,
     bn_momentum: float = 0.03,
-    backbone_weights: Checkpoint | None = None,
+    backbone_weights: StateDict | None = None,
     **det_kwargs,
 ) -> LRASPPSSDLite:
     """LR-ASPP (``num_classes``) and SSDLite (``det_num_classes``, background included) on one
@@ -203,10 +200,7 @@ def lraspp_ssdlite(
         inter_channels=inter_channels,
         pool=pool,
     )
-    for module in seg.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.momentum = bn_momentum
-    return LRASPPSSDLite(det, seg, low_tap=low_tap)
+    return LRASPPSSDLite(det, set_bn_momentum_(seg, bn_momentum), low_tap=low_tap)
 
 
 @register_model(forwards_kwargs_to=(lraspp_ssdlite, ssdlite, SSDLite.__init__))

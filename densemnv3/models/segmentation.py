@@ -9,24 +9,23 @@ in a config, ``model.name = "lraspp"`` and ``model.backbone = ...``.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 
 from torch import Tensor, nn
 
-from densemnv3.config import backbone_spec
+from densemnv3.checkpoint import LoadResult, StateDict, load_state_dict_checked
 from densemnv3.errors import ConfigError
 
 from .backbones import create_backbone
-from .backbones.registry import BackboneSpec, select_taps
+from .backbones.registry import BackboneSpec, backbone_spec, require_backbone, select_taps
 from .heads.lraspp import LRASPPHead, PoolMode
 from .registry import register_model
 from .resize import resize_bilinear
 from .taps import lraspp_taps
-from .weights import LoadResult, load_state_dict_checked
 
-Checkpoint = Mapping[str, Tensor] | str | os.PathLike
+#: LR-ASPP's output stride unless a backbone's options give one: the paper's.
+OUTPUT_STRIDE = 16
 
 _TORCHVISION_BACKBONE_KEY = re.compile(r"^backbone\.(\d+)\.")
 
@@ -40,6 +39,7 @@ class LRASPP(nn.Module):
         low_tap, high_tap: the backbone taps fed to the head as ``low`` and ``high``.
     """
 
+    task = "segmentation"
     #: Every key of torchvision's ``lraspp_mobilenet_v3_*`` checkpoint is used.
     torchvision_ignored_prefixes: tuple[str, ...] = ()
 
@@ -78,7 +78,7 @@ class LRASPP(nn.Module):
             converted[key] = value
         return converted
 
-    def load_backbone_weights(self, checkpoint: Checkpoint) -> LoadResult:
+    def load_backbone_weights(self, checkpoint: StateDict) -> LoadResult:
         """Load a torchvision ImageNet classification checkpoint (e.g. ``mobilenet_v3_large``'s
         state dict, or a path to one) into the backbone; its classifier is ignored."""
         return load_state_dict_checked(self.backbone, checkpoint)
@@ -94,7 +94,7 @@ def lraspp(
     inter_channels: int = 128,
     frozen_bn: bool = False,
     low_tap: str | None = None,
-    backbone_weights: Checkpoint | None = None,
+    backbone_weights: StateDict | None = None,
     **backbone_kwargs,
 ) -> LRASPP:
     """LR-ASPP on any backbone at ``output_stride`` 8, 16 (the paper's; the default unless the
@@ -106,15 +106,9 @@ def lraspp(
     go to :func:`create_backbone`; ``backbone_weights`` is a classification checkpoint for the
     backbone. ``frozen_bn`` freezes the backbone's BatchNorm only.
     """
-    if backbone is None:
-        raise ConfigError(
-            "model.name 'lraspp' is LR-ASPP on the backbone model.backbone names, "
-            "and none is set: e.g. --set model.backbone=mobilenet_v3_large "
-            "(or tv:resnet18, timm:efficientnet_b0)"
-        )
-    name, options = backbone_spec(backbone)
+    name, options = backbone_spec(require_backbone(backbone, "lraspp", "LR-ASPP"))
     if output_stride is None:
-        output_stride = options.get("output_stride", 16)
+        output_stride = options.get("output_stride", OUTPUT_STRIDE)
 
     def build(taps=None):
         try:
@@ -156,10 +150,10 @@ def lraspp_mobilenet_v3_large(
     pool: PoolMode = "global",
     width_mult: float = 1.0,
     reduced_tail: bool = False,
-    output_stride: int = 16,
+    output_stride: int = OUTPUT_STRIDE,
     frozen_bn: bool = False,
     inter_channels: int = 128,
-    backbone_weights: Checkpoint | None = None,
+    backbone_weights: StateDict | None = None,
 ) -> LRASPP:
     """LR-ASPP on MobileNetV3-Large; with the defaults (and ``num_classes=21``) it matches
     torchvision's ``lraspp_mobilenet_v3_large`` key for key."""
@@ -183,10 +177,10 @@ def lraspp_mobilenet_v3_small(
     pool: PoolMode = "global",
     width_mult: float = 1.0,
     reduced_tail: bool = False,
-    output_stride: int = 16,
+    output_stride: int = OUTPUT_STRIDE,
     frozen_bn: bool = False,
     inter_channels: int = 128,
-    backbone_weights: Checkpoint | None = None,
+    backbone_weights: StateDict | None = None,
 ) -> LRASPP:
     """LR-ASPP on MobileNetV3-Small (torchvision has no pretrained one, but the same layout)."""
     return lraspp(

@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from densemnv3.config import Config
-from densemnv3.models.widths import IMPORTANCE, shrink_, width_units
+from densemnv3.config.schema import IMPORTANCE
+from densemnv3.models.prune import shrink_, width_units
 from densemnv3.utils.files import atomic_write
 
 from .proposals import Batches, fine_tune, first_images, quick_metric, table_proposals

@@ -23,12 +23,12 @@ The routes, each at batch 1 (:meth:`LatencyTable.measure` runs the whole model t
   :class:`~densemnv3.runtimes.engines.OnnxRuntimeEngine`.
 - ``onnxruntime-int8``: the int8 QDQ file tools/quantize.py writes (LR-ASPP, SSDLite), in
   onnxruntime. Each layer is quantized with its settings (int8 weights per channel, uint8
-  activations, :func:`~densemnv3.inference.quantize.int8_friendly`'s rewrites, classifiers left
+  activations, :func:`~densemnv3.export.quantize.int8_friendly`'s rewrites, classifiers left
   in float) but calibrated on one random input by min/max: ranges change no kernel's speed.
 - ``openvino``: the fp32 ONNX file in :class:`~densemnv3.runtimes.engines.OpenVINOEngine`, with
   its default precision hint (bf16 where the CPU has it).
 
-Every model is timed as :func:`~densemnv3.inference.export.exportable` gives it with raw
+Every model is timed as :func:`~densemnv3.export.onnx_export.exportable` gives it with raw
 outputs, as the exported files hold it: the network, without the LR-ASPP's final upsample (its
 files output the logits at stride 8), box decoding or NMS.
 """
@@ -51,11 +51,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from densemnv3.checkpoint.metadata import OUTPUT_NAMES
 from densemnv3.errors import UserError, did_you_mean
-from densemnv3.inference.export import export_onnx, exportable, quiet
+from densemnv3.export.onnx_export import export_onnx, exportable, quiet
 from densemnv3.inference.optimize import prepare_for_inference
 from densemnv3.runtimes.engines import Engine, OnnxRuntimeEngine, OpenVINOEngine, package_version
-from densemnv3.runtimes.metadata import OUTPUT_NAMES
 from densemnv3.utils.files import write_text
 
 from .layers import FLOAT_PREFIX, Layer, model_layers, onnx_model, torch_module
@@ -287,7 +287,7 @@ class LatencyTable:
         if self.route != "onnxruntime-int8":
             onnx.save(proto, str(path))
             return path
-        from densemnv3.inference.quantize import int8_friendly
+        from densemnv3.export.quantize import int8_friendly
 
         int8_friendly(proto)
         onnx.save(proto, str(folder / "fp32.onnx"))
@@ -333,7 +333,7 @@ def _quantized_file(
     """``model`` as tools/quantize.py writes its int8 file. Where its percentile calibration
     fails on ``images`` (an activation constant over them: random images on an untrained model),
     the graph is calibrated by min/max instead: the same nodes, so the same speed."""
-    from densemnv3.inference.quantize import export_for_quantization, float_nodes, quantize_onnx
+    from densemnv3.export.quantize import export_for_quantization, float_nodes, quantize_onnx
 
     prepared = path.with_name("prepared.onnx")
     export_for_quantization(model, prepared, size, static=True)

@@ -79,7 +79,7 @@ OPSET = 18
 class Conv:
     """A square conv with BatchNorm folded in (so with a bias), then ``act`` (``"none"`` or a
     value of :data:`ACTIVATIONS`). ``keep_float``: a classifier, left in float in the int8 file
-    (:func:`~densemnv3.inference.quantize.float_nodes`)."""
+    (:func:`~densemnv3.export.quantize.float_nodes`)."""
 
     in_channels: int
     out_channels: int

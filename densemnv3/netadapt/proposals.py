@@ -17,7 +17,7 @@ from densemnv3.config import Config
 from densemnv3.engine.trainer import build_optimizer
 from densemnv3.errors import UserError
 from densemnv3.models.backbones.base import FeatureBackbone
-from densemnv3.models.widths import shrink_, width_units
+from densemnv3.models.prune import shrink_, width_units
 
 __all__ = [
     "Batches",
@@ -105,7 +105,7 @@ def first_images(dataset, count: int):
 
 
 def cut_copy(model: nn.Module, unit, width: int, importance: str) -> nn.Module:
-    """``model`` with ``unit`` cut to ``width`` (:func:`~densemnv3.models.widths.shrink_`), made
+    """``model`` with ``unit`` cut to ``width`` (:func:`~densemnv3.models.prune.shrink_`), made
     without copying ``model``: only the modules the cut changes (its unit's and squeeze's
     members, the backbones whose taps it refreshes) and those above them are copies, shallow
     ones; every other module and every weight is ``model``'s, which stays as it was. A bisection

@@ -25,8 +25,8 @@ from torch import nn
 
 from densemnv3.config import Config
 from densemnv3.errors import UserError
-from densemnv3.models import load_model
-from densemnv3.models.widths import shrink_, width_units, widths_of
+from densemnv3.load import load_model
+from densemnv3.models.prune import shrink_, width_units, widths_of
 from densemnv3.utils.files import write_text
 
 from .measure import SIDE_ROUNDS

@@ -4,7 +4,7 @@ Each iteration asks for a cut of ``step`` × the original's latency, as the look
 predicts it (:class:`~densemnv3.netadapt.latency.LatencyTable`, :mod:`.proposals`), scaled by
 how far the table's predictions of the kept steps fell from their measurements:
 
-1. every unit of the kinds asked for (:mod:`densemnv3.models.widths`: an expansion layer, the
+1. every unit of the kinds asked for (:mod:`densemnv3.models.prune`: an expansion layer, the
    width of a residual chain, a head's width) proposes its widest multiple of 8 whose model the
    table predicts at or under the iteration's budget, keeping its most important channels;
 2. each proposal is fine-tuned ``short_iters`` steps — every proposal on the same batches — and
@@ -42,7 +42,7 @@ from torch import nn
 from densemnv3.config import Config
 from densemnv3.engine.checkpoint import atomic_save
 from densemnv3.errors import UserError
-from densemnv3.models.widths import shrink_, width_units, widths_of
+from densemnv3.models.prune import shrink_, width_units, widths_of
 
 from .measure import SIDE_ROUNDS, Judge, Verdict
 from .proposals import (

@@ -3,7 +3,7 @@ OpenVINO; :mod:`.executorch_engine`: ExecuTorch), the task wrappers that give an
 interface of the PyTorch model (:mod:`.model`), the metadata every exported file records
 (:mod:`.metadata`) and the choice of engine, asked for or measured (:mod:`.choice`).
 
-:func:`densemnv3.models.load_model` loads exported files through :func:`load_exported`, so the
+:func:`densemnv3.load.load_model` loads exported files through :func:`load_exported`, so the
 Predictor, the eval tools, the demo and the benchmark take ``--weights model.onnx`` /
 ``model.pte`` and ``--runtime`` alike. Names load on first use: ``densemnv3.runtimes.names``
 imports without torch.
@@ -23,11 +23,11 @@ _EXPORTS = {
     "load_exported": "choice",
     "route_cache_path": "choice",
     "Engine": "engines",
-    "METADATA_PREFIX": "metadata",
-    "OUTPUT_NAMES": "metadata",
-    "TASK_OF_OUTPUTS": "metadata",
-    "read_metadata": "metadata",
-    "write_metadata": "metadata",
+    "METADATA_PREFIX": "densemnv3.checkpoint.metadata",
+    "OUTPUT_NAMES": "densemnv3.checkpoint.metadata",
+    "TASK_OF_OUTPUTS": "densemnv3.checkpoint.metadata",
+    "read_metadata": "densemnv3.checkpoint.metadata",
+    "write_metadata": "densemnv3.checkpoint.metadata",
     "ExportedDetector": "model",
     "ExportedModel": "model",
     "ExportedMultiTask": "model",
@@ -56,15 +56,16 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .choice import check_runtime, engine_class, engines_for, load_exported, route_cache_path
-    from .engines import Engine
-    from .metadata import (
+    from densemnv3.checkpoint.metadata import (
         METADATA_PREFIX,
         OUTPUT_NAMES,
         TASK_OF_OUTPUTS,
         read_metadata,
         write_metadata,
     )
+
+    from .choice import check_runtime, engine_class, engines_for, load_exported, route_cache_path
+    from .engines import Engine
     from .model import (
         ExportedDetector,
         ExportedModel,

@@ -29,14 +29,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from densemnv3.checkpoint.metadata import OUTPUT_NAMES
+from densemnv3.checkpoint.signature import output_mismatch
 from densemnv3.errors import UserError
 from densemnv3.models.heads.postprocess import Detections, ssd_postprocess
 from densemnv3.models.multitask import MultiTaskOutput
 from densemnv3.models.resize import resize_bilinear
 
 from .engines import Engine
-from .metadata import OUTPUT_NAMES
-from .signature import output_mismatch
 
 #: graphs with their postprocess inside: run whole, never split over engines
 NMS_OUTPUTS = ("detections",)

@@ -15,12 +15,14 @@ def lazy_exports(
     package: str, namespace: dict[str, Any], exports: Mapping[str, str]
 ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """``(__getattr__, __dir__)`` for ``package``: ``exports`` maps a name to the submodule
-    that defines it; the value is imported at first access and kept in ``namespace``."""
+    (or the module, by its absolute name) that defines it; the value is imported at first access and kept in ``namespace``."""
 
     def __getattr__(name: str) -> Any:
         if name not in exports:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(f".{exports[name]}", package), name)
+        module = exports[name]  # a submodule, or a module's absolute name
+        module = module if module.startswith("densemnv3.") else f".{module}"
+        value = getattr(importlib.import_module(module, package), name)
         namespace[name] = value
         return value
 

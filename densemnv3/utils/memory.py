@@ -10,7 +10,7 @@ extension) get the same by preloading jemalloc or tcmalloc set never to give mem
 glibc, two ``mallopt`` calls do it in the running process: large blocks come from the heap, and
 the heap is not trimmed, so a freed block serves the next allocation of its size.
 
-The command-line tools call :func:`keep_freed_memory` first (:func:`densemnv3.utils.cli.run_main`);
+The command-line tools call :func:`keep_freed_memory` first (:func:`densemnv3.cli.entry.run_main`);
 an application of its own calls it once at start. The cost: the process keeps its peak memory
 until it exits. ``DENSEMNV3_KEEP_FREED_MEMORY=0`` turns it off; elsewhere than glibc it does
 nothing.

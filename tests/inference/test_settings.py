@@ -5,14 +5,13 @@ import argparse
 import pytest
 import torch
 
+from densemnv3.cli.arguments import add_inference_arguments, settings_from_args
 from densemnv3.errors import UserError
 from densemnv3.inference.settings import (
     InferenceSettings,
-    add_inference_arguments,
     inference_defaults,
     parse_variant,
     resolve_inference,
-    settings_from_args,
 )
 
 

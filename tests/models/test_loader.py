@@ -9,7 +9,8 @@ import torch
 from densemnv3.config import Config, DataConfig, ModelConfig
 from densemnv3.errors import CheckpointError
 from densemnv3.inference import Predictor
-from densemnv3.models import build_model, load_model
+from densemnv3.load import load_model
+from densemnv3.models import build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

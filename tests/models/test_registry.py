@@ -72,7 +72,7 @@ def test_model_options_are_checked_through_forwarded_kwargs():
     with pytest.raises(ConfigError, match=r"no option 'nms_tresh' \(did you mean 'nms_thresh'\?\)"):
         build_model(ModelConfig(name="ssdlite320_mobilenet_v3_small", options={"nms_tresh": 0.5}))
     with pytest.raises(
-        ConfigError, match=r"is not a model \(did you mean 'lraspp_mobilenet_v3_large'\?\)"
+        ConfigError, match=r"model.name: unknown model 'lraspp_mobilenet_v3_lrge' \(did you mean 'lraspp_mobilenet_v3_large'\?\)"
     ):
         build_model(ModelConfig(name="lraspp_mobilenet_v3_lrge"))
 

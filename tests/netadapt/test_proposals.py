@@ -8,8 +8,9 @@ import torch
 from torch import nn
 
 from densemnv3.config import ModelConfig
+from densemnv3.config.schema import PRUNABLE_KINDS as KINDS
 from densemnv3.models import build_model
-from densemnv3.models.widths import KINDS, shrink_, width_units, widths_of
+from densemnv3.models.prune import shrink_, width_units, widths_of
 from densemnv3.netadapt.proposals import cut_copy, narrowest_proposals, table_proposals
 
 

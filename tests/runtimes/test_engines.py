@@ -18,7 +18,7 @@ SIZE = (64, 128)
 def seg_files(tmp_path_factory):
     """A random-weight LR-ASPP-Small (BatchNorm statistics randomised too), its fp32 ONNX file
     and an image batch."""
-    from densemnv3.inference.export import export_model
+    from densemnv3.export.onnx_export import export_model
     from tests.conftest import randomize_
 
     torch.manual_seed(0)
@@ -73,8 +73,8 @@ def test_the_predictor_takes_the_labels_of_the_files_stride_8_logits(tmp_path):
     import numpy as np
 
     from densemnv3.config import Config
+    from densemnv3.export.onnx_export import export_model
     from densemnv3.inference import Predictor
-    from densemnv3.inference.export import export_model
     from tests.inference.test_predictor import calibrate_bn_
 
     blocks = np.random.default_rng(2).integers(0, 256, (2, 9, 17, 3), dtype=np.uint8)

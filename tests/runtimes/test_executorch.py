@@ -13,18 +13,15 @@ from torch import nn
 pytest.importorskip("executorch")
 pytestmark = pytest.mark.executorch
 
+from densemnv3.checkpoint import pytorch_only  # noqa: E402
+from densemnv3.checkpoint.files import sniff  # noqa: E402
+from densemnv3.checkpoint.pte import pte_metadata_method, read_pte_metadata  # noqa: E402
 from densemnv3.errors import CheckpointError  # noqa: E402
-from densemnv3.inference.export_executorch import lower_to_xnnpack  # noqa: E402
+from densemnv3.export.pte import lower_to_xnnpack  # noqa: E402
 from densemnv3.models import inspect_checkpoint, read_checkpoint  # noqa: E402
-from densemnv3.models.identify import pytorch_only  # noqa: E402
 from densemnv3.models.resize import resize_bilinear  # noqa: E402
-from densemnv3.models.weight_files import sniff  # noqa: E402
 from densemnv3.runtimes import ExportedSegmenter, exported_model  # noqa: E402
-from densemnv3.runtimes.executorch_engine import (  # noqa: E402
-    ExecuTorchEngine,
-    pte_metadata_method,
-    read_pte_metadata,
-)
+from densemnv3.runtimes.executorch_engine import ExecuTorchEngine  # noqa: E402
 
 SIZE = (16, 24)
 #: Values of every type the metadata holds: a nested config, tuples, strings, numbers.
@@ -180,8 +177,8 @@ def _bn_calibrated_lraspp(images: list[torch.Tensor]) -> nn.Module:
 @pytest.mark.slow
 def test_xnnpack_fp32_and_int8_stay_close_to_pytorch(tmp_path):
     """The figures behind FP32_TOLERANCE and the int8 check, on a network with spread-out logits."""
-    from densemnv3.inference.export import exportable
-    from densemnv3.inference.export_executorch import FP32_TOLERANCE
+    from densemnv3.export.onnx_export import exportable
+    from densemnv3.export.pte import FP32_TOLERANCE
     from densemnv3.inference.optimize import prepare_for_inference
 
     size, generator = (64, 128), torch.Generator().manual_seed(3)

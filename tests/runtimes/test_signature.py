@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from densemnv3.checkpoint.signature import graph_mismatch, output_mismatch
 from densemnv3.errors import UserError
-from densemnv3.runtimes.signature import graph_mismatch, output_mismatch
 
 BOXES = "6*((((height - 1)//16)) + 1)*((((width - 1)//16)) + 1) + 6*((((height - 1)//32)) + 1)"
 STRIDE_8 = ("(((height - 1)//8)) + 1", "(((width - 1)//8)) + 1")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from densemnv3.utils.cli import run_main
+from densemnv3.cli.entry import run_main
 
 SEG_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "lraspp_synthetic.py"
 

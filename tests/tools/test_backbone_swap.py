@@ -2,7 +2,7 @@
 remembers the backbone (eval tools and the Predictor need no config), and LR-ASPP and SSDLite
 learn on three non-MobileNet backbones (native ShuffleNetV2, ``tv:resnet18``, ``timm:regnetx_002``).
 
-Training runs in this process through ``densemnv3.commands.train_from_cli`` — all that
+Training runs in this process through ``densemnv3.cli.commands.train_from_cli`` — all that
 ``tools/train_*.py`` do — to spare an interpreter start per run; one run goes through the tool
 itself."""
 
@@ -18,7 +18,7 @@ import cv2
 import pytest
 import torch
 
-from densemnv3.commands import train_from_cli
+from densemnv3.cli.commands import train_from_cli
 from densemnv3.inference import Predictor
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -140,16 +140,18 @@ def test_train_seg_tool_swaps_backbone_and_its_checkpoint_remembers_it(
 
 
 def readme_backbones() -> str:
-    return (ROOT / "README.md").read_text().split("\n## Backbones", 1)[1].split("\n## ", 1)[0]
+    """The "## The backbones" section of ``docs/backbones.md`` (its commands and examples)."""
+    text = (ROOT / "docs" / "backbones.md").read_text()
+    return text.split("\n## The backbones\n", 1)[1].split("\n## ", 1)[0]
 
 
 def test_readme_backbone_commands_run_as_written(tiny_synthetic, tmp_path, monkeypatch, capsys):
-    """Each command of the README's Backbones section, run from a fresh folder with the data and
-    length made tiny by appended ``--set`` options (the README's own options are kept), and its
-    Python examples."""
+    """Each command of docs/backbones.md's "The backbones" section, run from a fresh folder with
+    the data and length made tiny by appended ``--set`` options (the page's own options are kept),
+    and its Python examples."""
     section = readme_backbones()
     for block in re.findall(r"```python\n(.*?)```", section, re.S):
-        exec(compile(block, "README.md (Backbones)", "exec"), {})
+        exec(compile(block, "docs/backbones.md (The backbones)", "exec"), {})
     commands = [
         line.strip() for line in section.splitlines() if line.strip().startswith("python tools/")
     ]

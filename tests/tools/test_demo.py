@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from densemnv3.cli.entry import run_main
 from densemnv3.config import load_config
 from densemnv3.data.synthetic import make_synthetic_video
 from densemnv3.models import build_model
-from densemnv3.utils.cli import run_main
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / "tools" / "demo_video.py"

@@ -3,7 +3,7 @@ size it resizes to; a file that takes the frames as they are says nothing."""
 
 from types import SimpleNamespace
 
-from densemnv3.commands import _note_resized_frames
+from densemnv3.cli.commands import _note_resized_frames
 from densemnv3.runtimes.model import ExportedModel
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from densemnv3.inference.export_check import unmatched
+from densemnv3.cli.entry import run_main
+from densemnv3.export.check import unmatched
 from densemnv3.models import lraspp_mobilenet_v3_small, ssdlite320_mobilenet_v3_small
-from densemnv3.utils.cli import run_main
 
 ROOT = Path(__file__).resolve().parents[2]
 SEG_CONFIG = ROOT / "configs" / "lraspp_mnv3small_cityscapes.py"
@@ -105,7 +105,7 @@ def test_export_matches_pytorch_at_batch_1_and_3(tool, checkpoints, tmp_path, ca
             and boxes.shape[:2] == scores.shape == labels.shape
             and boxes.shape[2] == 4
         )
-        from densemnv3.models import load_model
+        from densemnv3.load import load_model
 
         detector = load_model(
             None, out, runtime="onnxruntime"
@@ -130,7 +130,7 @@ def test_full_size_logits_put_the_upsample_in_the_graph(tool, checkpoints, tmp_p
     model's logits through the loader (the stride-8 file upsampled outside the graph)."""
     import onnxruntime as ort
 
-    from densemnv3.models import load_model
+    from densemnv3.load import load_model
     from densemnv3.runtimes import read_metadata
 
     model = load_model(SEG_CONFIG, checkpoints / "seg.pt").model.eval()
@@ -182,7 +182,7 @@ def test_exported_detector_reproduces_its_postprocess(checkpoints):
     """boxes/scores of the export module + per-class NMS = SSDLite's own detections."""
     from torchvision.ops import batched_nms
 
-    from densemnv3.inference.export import SSDLiteExport
+    from densemnv3.export.onnx_export import SSDLiteExport
 
     model = ssdlite320_mobilenet_v3_small(num_classes=4, score_thresh=0.3, topk_candidates=10**4)
     model.load_state_dict(torch.load(checkpoints / "det.pt")["model"])
@@ -298,7 +298,7 @@ def test_missing_onnx_packages_say_what_to_install(
 
 def test_a_failed_check_exits_with_code_1(checkpoints, tmp_path):
     from densemnv3.errors import ExportCheckError
-    from densemnv3.inference.export import export_model
+    from densemnv3.export.onnx_export import export_model
 
     model = lraspp_mobilenet_v3_small(num_classes=19)
     model.load_state_dict(torch.load(checkpoints / "seg.pt")["model"])
@@ -344,8 +344,8 @@ def test_a_self_describing_checkpoint_exports_without_a_config(tool, tmp_path, c
     )
 
     from densemnv3.errors import UserError
-    from densemnv3.inference.export import dynamic_size
-    from densemnv3.models import load_model
+    from densemnv3.export.onnx_export import dynamic_size
+    from densemnv3.load import load_model
     from densemnv3.runtimes import ExportedSegmenter
 
     # fp32 exactly: onnxruntime (auto may take OpenVINO's bf16 hint, checked by agreement elsewhere)

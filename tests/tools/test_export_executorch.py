@@ -106,11 +106,12 @@ def test_missing_executorch_says_what_to_install(run_in_process, monkeypatch, tm
 def test_a_multitask_pte_runs_as_the_pytorch_model(tmp_path):
     """One program, both heads: the logits at stride 8 and SSDLite's tensors, as PyTorch's."""
     from densemnv3.benchmark.models import calibrate_bn_
+    from densemnv3.checkpoint.pte import read_pte_metadata
     from densemnv3.config import ModelConfig
-    from densemnv3.inference.export_executorch import export_executorch
+    from densemnv3.export.pte import export_executorch
     from densemnv3.models import build_model
     from densemnv3.runtimes import ExportedMultiTask, exported_model
-    from densemnv3.runtimes.executorch_engine import ExecuTorchEngine, read_pte_metadata
+    from densemnv3.runtimes.executorch_engine import ExecuTorchEngine
 
     torch.manual_seed(0)
     model = build_model(
@@ -147,9 +148,9 @@ def test_a_multitask_pte_runs_as_the_pytorch_model(tmp_path):
 
 @pytest.mark.slow
 def test_fp32_pte_matches_pytorch_and_describes_itself(seg_files, tiny_synthetic):
-    from densemnv3.models import load_model
+    from densemnv3.checkpoint.pte import read_pte_metadata
+    from densemnv3.load import load_model
     from densemnv3.runtimes import ExportedSegmenter
-    from densemnv3.runtimes.executorch_engine import read_pte_metadata
     from densemnv3.tasks import build_task
 
     checkpoint, fp32, _ = seg_files
@@ -178,7 +179,7 @@ def test_fp32_pte_matches_pytorch_and_describes_itself(seg_files, tiny_synthetic
 
 @pytest.mark.slow
 def test_int8_pte_agrees_with_fp32(seg_files, tiny_synthetic):
-    from densemnv3.models import load_model
+    from densemnv3.load import load_model
     from densemnv3.tasks import build_task
 
     checkpoint, _, int8 = seg_files
@@ -254,8 +255,9 @@ def test_a_pte_cannot_be_exported_again(seg_files, run_in_process, tmp_path):
 @pytest.mark.slow
 def test_detection_pte_gives_pytorchs_detections(run_in_process, export_checkpoints, tmp_path):
     """SSDLite's raw outputs from the ``.pte``, decoded and NMS'd by the tools: PyTorch's boxes."""
-    from densemnv3.inference.export_check import unmatched
-    from densemnv3.models import load_model, ssdlite320_mobilenet_v3_small
+    from densemnv3.export.check import unmatched
+    from densemnv3.load import load_model
+    from densemnv3.models import ssdlite320_mobilenet_v3_small
 
     det = ssdlite320_mobilenet_v3_small(num_classes=4)
     det.load_state_dict(torch.load(export_checkpoints / "det.pt")["model"])

@@ -50,8 +50,8 @@ def default_pte(fitted_seg_checkpoint, tmp_path_factory) -> tuple[Path, str]:
 def test_a_default_pte_is_made_at_the_eval_size_and_scores_as_the_checkpoint(
     default_pte, fitted_seg_checkpoint, run_in_process, tmp_path
 ):
+    from densemnv3.checkpoint.pte import read_pte_metadata
     from densemnv3.cli.eval_seg import main
-    from densemnv3.runtimes.executorch_engine import read_pte_metadata
 
     pte, printed = default_pte
     assert (
@@ -139,9 +139,9 @@ class _FullSize(nn.Module):
 def test_a_foreign_pte_with_copied_metadata_is_one_line(
     default_pte, run_in_process, tmp_path, size, words
 ):
+    from densemnv3.checkpoint.pte import pte_metadata_method, read_pte_metadata
     from densemnv3.cli.eval_seg import main
-    from densemnv3.inference.export_executorch import lower_to_xnnpack
-    from densemnv3.runtimes.executorch_engine import pte_metadata_method, read_pte_metadata
+    from densemnv3.export.pte import lower_to_xnnpack
 
     pte, _ = default_pte
     foreign = tmp_path / "foreign.pte"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from densemnv3.commands import default_output_dir
+from densemnv3.cli.commands import default_output_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 SEG_CONFIG = ROOT / "configs" / "lraspp_synthetic.py"

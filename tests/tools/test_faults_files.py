@@ -173,7 +173,7 @@ def test_quantize_out_without_a_suffix_writes_an_onnx_file_the_tools_run(
 
 
 def test_a_torch_checkpoint_named_onnx_is_read_as_torch(random_weights, tmp_path):
-    from densemnv3.models import load_model
+    from densemnv3.load import load_model
 
     named = tmp_path / "best.onnx"
     shutil.copy(random_weights, named)

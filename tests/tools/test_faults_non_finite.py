@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from densemnv3.checkpoint.state import ALLOW_NON_FINITE
 from densemnv3.errors import CheckpointError
-from densemnv3.models.weights import ALLOW_NON_FINITE
 
 POISONED = "backbone.features.0.0.weight"
 

@@ -13,7 +13,7 @@ import torch
 from densemnv3.cli import eval_seg, export, quantize
 from densemnv3.cli import netadapt as tool
 from densemnv3.data.synthetic import make_synthetic_video
-from densemnv3.models import load_model
+from densemnv3.load import load_model
 
 #: A schedule for a 128x256 input on the torch route: two or three iterations, a few steps each.
 FAST = [
@@ -89,8 +89,8 @@ def analytic_latency(monkeypatch):
 def finished_run(fitted_seg_checkpoint, tmp_path_factory):
     """A run killed right after its first iteration was saved, then continued with --resume:
     ``(run folder, the state saved before the kill, what the tool printed and wrote to stderr)``."""
+    from densemnv3.cli.entry import run_main
     from densemnv3.netadapt import search as search_module
-    from densemnv3.utils.cli import run_main
 
     run_dir = tmp_path_factory.mktemp("netadapt") / "run"
     argv = ["--weights", str(fitted_seg_checkpoint), "--work-dir", str(run_dir), *FAST]

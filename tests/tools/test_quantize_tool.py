@@ -33,7 +33,7 @@ def int8_file(checkpoint):
 
 
 def test_quantize_writes_a_self_describing_int8_file(int8_file, checkpoint):
-    from densemnv3.models import load_model
+    from densemnv3.load import load_model
     from densemnv3.runtimes import ExportedSegmenter, read_metadata
 
     metadata = read_metadata(int8_file)

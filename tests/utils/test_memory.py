@@ -53,7 +53,7 @@ def test_turned_off_each_large_tensor_is_mapped_afresh():
 
 
 def test_the_tools_keep_freed_memory(monkeypatch):
-    from densemnv3.utils import cli
+    from densemnv3.cli import entry as cli
 
     calls = []
     monkeypatch.setattr(cli, "keep_freed_memory", lambda: calls.append(1))

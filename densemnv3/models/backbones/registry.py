@@ -18,7 +18,6 @@ from collections.abc import Callable, Mapping, Sequence
 
 from torch import nn
 
-from densemnv3.config import backbone_spec
 from densemnv3.errors import ConfigError
 from densemnv3.utils.registry import Registry
 
@@ -32,6 +31,34 @@ BACKBONES: Registry[BackboneBuilder] = Registry("backbone")
 
 #: Name prefixes of the backbones that other libraries build.
 PREFIXES = ("tv:", "timm:")
+
+
+def backbone_spec(
+    value: str | Mapping | None, key: str = "model.backbone"
+) -> tuple[str, dict] | None:
+    """``(name, options)`` of a backbone given as a name or ``{"name": ..., **options}``; None."""
+    if value is None:
+        return None
+    options = {} if isinstance(value, str) else dict(value)
+    name = value if isinstance(value, str) else options.pop("name", None)
+    if not isinstance(name, str) or not name:
+        raise ConfigError(
+            f"{key}: expected a backbone name or a dict with 'name', e.g. "
+            f"{{'name': 'tv:resnet18', 'output_stride': 16}}, got {value!r}"
+        )
+    return name, options
+
+
+def require_backbone(backbone: BackboneSpec | None, model: str, head: str) -> BackboneSpec:
+    """``backbone``, or the one :class:`ConfigError` of a generic model (``model``, ``head`` on
+    any backbone) built without one."""
+    if backbone is None:
+        raise ConfigError(
+            f"model.name {model!r} is {head} on the backbone model.backbone names, "
+            "and none is set: e.g. --set model.backbone=mobilenet_v3_large "
+            "(or tv:resnet18, timm:efficientnet_b0)"
+        )
+    return backbone
 
 
 def register_backbone(

@@ -47,9 +47,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from densemnv3.checkpoint.state import non_finite
 from densemnv3.errors import ExportCheckError, UserError
+from densemnv3.inference.optimize import prepare_for_inference
 from densemnv3.models import LRASPP, LRASPPSSDLite, SSDLite
-from densemnv3.models.weights import non_finite
 from densemnv3.runtimes import (
     OUTPUT_NAMES,
     TASK_OF_OUTPUTS,
@@ -60,7 +61,8 @@ from densemnv3.runtimes import (
 )
 from densemnv3.utils.files import atomic_write
 
-from .export import (
+from .check import quiet
+from .onnx_export import (
     check_output_path,
     export_onnx,
     exportable,
@@ -68,8 +70,6 @@ from .export import (
     require_onnx,
     size_metadata,
 )
-from .export_check import quiet
-from .optimize import prepare_for_inference
 
 __all__ = [
     "QuantizeReport",
@@ -134,7 +134,7 @@ def quantize_model(
     (the data pipeline's eval transform: what the model will see), in a fixed order, so the file
     is the same for the same images; a progress bar counts them. ``input_size`` is the size the
     graph is traced at (other sizes run when the model exports with a dynamic size, see
-    :func:`~densemnv3.inference.export.min_input_size`). ``check_images`` (``(1, 3, H, W)``) are run
+    :func:`~densemnv3.export.onnx_export.min_input_size`). ``check_images`` (``(1, 3, H, W)``) are run
     through the int8 file and the fp32 model and compared (:func:`agreement`); outside the
     tolerance :class:`ExportCheckError` is raised after the file is written. ``metadata`` (config,
     task, arch) is recorded so the tools load the file with ``--weights``.

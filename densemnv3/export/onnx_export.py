@@ -38,13 +38,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from densemnv3.checkpoint.metadata import OUTPUT_NAMES, write_metadata
 from densemnv3.errors import ExportCheckError, UserError
+from densemnv3.inference.optimize import prepare_for_inference
 from densemnv3.models import LRASPP, LRASPPSSDLite, SSDLite
 from densemnv3.models.resize import resize_bilinear
-from densemnv3.runtimes.metadata import OUTPUT_NAMES, write_metadata
 from densemnv3.utils.files import atomic_write
 
-from .export_check import (
+from .check import (
     BOX_TOLERANCE,
     SCORE_TOLERANCE,
     Format,
@@ -52,7 +53,6 @@ from .export_check import (
     check_exported,
     quiet,
 )
-from .optimize import prepare_for_inference
 
 __all__ = [
     "ExportCheckError",

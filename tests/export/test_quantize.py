@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from densemnv3.benchmark.models import calibrate_bn_
-from densemnv3.inference.quantize import (
+from densemnv3.export.quantize import (
     PIXEL_AGREEMENT,
     REL_RMS_TOLERANCE,
     agreement,

@@ -12,7 +12,10 @@ from torch import Tensor, nn
 
 from densemnv3.errors import CheckpointError
 
-from .identify import read_checkpoint
+from .files import read_checkpoint
+
+#: A state dict, or the path of a file holding one (a checkpoint, a torchvision file).
+StateDict = Mapping[str, Tensor] | str | os.PathLike
 
 #: Set to 1 to load weights that hold NaN or inf anyway (to inspect a diverged run), with a warning.
 ALLOW_NON_FINITE = "DENSEMNV3_ALLOW_NON_FINITE"
@@ -65,16 +68,16 @@ class LoadResult:
     ignored_keys: list[str] = field(default_factory=list)
 
 
-def _unwrap(state: Mapping) -> Mapping[str, Tensor]:
+def unwrap_state_dict(state: Mapping) -> Mapping:
+    """The model's state dict inside a checkpoint: its ``model`` (densemnv3) or ``state_dict``
+    entry, else ``state`` itself (a bare state dict, as torchvision's files are)."""
     for key in ("model", "state_dict"):
         if key in state and isinstance(state[key], Mapping):
             return state[key]
     return state
 
 
-def load_state_dict_checked(
-    module: nn.Module, state_dict_or_path: Mapping[str, Tensor] | str | os.PathLike
-) -> LoadResult:
+def load_state_dict_checked(module: nn.Module, state_dict_or_path: StateDict) -> LoadResult:
     """Load a state dict (or a file holding one) of the matching architecture into ``module``:
     a torchvision checkpoint, or a densemnv3 one (``last.pt``/``best.pt``, whose ``model`` entry
     already has ``module``'s keys).
@@ -94,7 +97,7 @@ def load_state_dict_checked(
             raise CheckpointError(
                 message if message.startswith(str(source)) else f"{source}: {message}"
             ) from None
-    state = dict(_unwrap(source))
+    state = dict(unwrap_state_dict(source))
     own = module.state_dict()
     convert = getattr(module, "convert_torchvision_state_dict", None)
     if convert is not None and not own.keys() <= state.keys():  # a densemnv3 checkpoint needs none

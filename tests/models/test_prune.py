@@ -10,7 +10,7 @@ from densemnv3.config import ModelConfig
 from densemnv3.errors import ConfigError
 from densemnv3.models import build_model
 from densemnv3.models.backbones.base import make_divisible
-from densemnv3.models.widths import channel_importance, set_widths_, shrink_, width_units, widths_of
+from densemnv3.models.prune import channel_importance, set_widths_, shrink_, width_units, widths_of
 
 MODELS = {
     "lraspp-large": (

@@ -36,12 +36,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from densemnv3.errors import ExportCheckError, UserError
+from densemnv3.inference.optimize import prepare_for_inference
 from densemnv3.models import LRASPP, LRASPPSSDLite, SSDLite
 from densemnv3.utils.files import atomic_write
 
-from .export import check_output_path, exportable, size_metadata
-from .export_check import quiet
-from .optimize import prepare_for_inference
+from .check import quiet
+from .onnx_export import check_output_path, exportable, size_metadata
 from .quantize import PIXEL_AGREEMENT, REL_RMS_TOLERANCE, agreement
 
 __all__ = [
@@ -81,7 +81,7 @@ def require_executorch(what: str = "--format executorch") -> None:
 class ExecuTorchReport:
     """What :func:`export_executorch` wrote and how close the file is to PyTorch: fp32, the max abs
     difference per check input (relative, see :data:`FP32_TOLERANCE`); int8,
-    :func:`~densemnv3.inference.quantize.agreement`'s figures."""
+    :func:`~densemnv3.export.quantize.agreement`'s figures."""
 
     path: Path
     size_bytes: int
@@ -140,7 +140,7 @@ def export_executorch(
     inputs and ``check_images`` against the *unfolded* model, every output within ``tolerance`` of its
     largest magnitude (:data:`FP32_TOLERANCE`); int8 on
     ``check_images`` (none given: the first two calibration images) by
-    :func:`~densemnv3.inference.quantize.agreement`. Outside raises :class:`ExportCheckError`
+    :func:`~densemnv3.export.quantize.agreement`. Outside raises :class:`ExportCheckError`
     (the file is kept, for inspection); another model or a missing ExecuTorch :class:`UserError`.
     """
     if not isinstance(model, (LRASPP, SSDLite, LRASPPSSDLite)):
@@ -153,7 +153,7 @@ def export_executorch(
             f"--int8 calibrates on training images: --calib-images must be at least 1, got {num_images}"
         )
     require_executorch("--format executorch" + (" --int8" if int8 else ""))
-    from densemnv3.runtimes.executorch_engine import pte_metadata_method
+    from densemnv3.checkpoint.pte import pte_metadata_method
 
     size = (int(input_size[0]), int(input_size[1]))
     path = check_output_path(path)
@@ -223,7 +223,7 @@ def lower_to_xnnpack(
     """``net`` exported at ``(1, 3, *input_size)`` (quantized to int8 on the ``calibration``
     images when given) and lowered to XNNPACK: the ``ExecutorchProgramManager`` (``.buffer`` is
     the ``.pte``)."""
-    from densemnv3.runtimes.executorch_engine import quiet_imports
+    from densemnv3.checkpoint.pte import quiet_imports
 
     with quiet_imports():
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
@@ -250,7 +250,7 @@ def _quantize(module: nn.Module, images: Sequence[Tensor], progress: bool) -> nn
     per-tensor activations observed on ``images``."""
     from tqdm import tqdm
 
-    from densemnv3.runtimes.executorch_engine import quiet_imports
+    from densemnv3.checkpoint.pte import quiet_imports
 
     with quiet_imports():
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
@@ -327,9 +327,9 @@ def _fp32_check(
 def _int8_check(
     path: Path, values: Mapping[str, Any], reference: nn.Module, images: Sequence[Tensor]
 ) -> dict[str, float]:
-    """:func:`~densemnv3.inference.quantize.agreement` of the int8 file, run as the tools run it."""
+    """:func:`~densemnv3.export.quantize.agreement` of the int8 file, run as the tools run it."""
+    from densemnv3.checkpoint.metadata import TASK_OF_OUTPUTS
     from densemnv3.runtimes.executorch_engine import ExecuTorchEngine
-    from densemnv3.runtimes.metadata import TASK_OF_OUTPUTS
     from densemnv3.runtimes.model import exported_model
 
     quantized = exported_model(

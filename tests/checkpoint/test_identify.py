@@ -1,5 +1,5 @@
 """Weights files classified by their content, whatever their name, and the one-line message for
-each kind that is no checkpoint (densemnv3.models.weight_files, densemnv3.models.identify)."""
+each kind that is no checkpoint (densemnv3.checkpoint.files, densemnv3.checkpoint)."""
 
 import dataclasses
 import random
@@ -11,10 +11,10 @@ import pytest
 import torch
 from torch import nn
 
+from densemnv3.checkpoint.files import sniff
 from densemnv3.config import load_config
 from densemnv3.errors import CheckpointError
 from densemnv3.models import inspect_checkpoint, read_checkpoint
-from densemnv3.models.weight_files import sniff
 
 ROOT = Path(__file__).resolve().parents[2]
 SEG_CONFIG = ROOT / "configs" / "lraspp_synthetic.py"

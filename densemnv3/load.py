@@ -5,7 +5,7 @@ A checkpoint written by the trainer carries the resolved config it was trained w
 must agree on the model; where it disagrees on the input size the checkpoint's wins, with a
 printed warning, unless ``--set`` chose the size. Torchvision files and older checkpoints record
 no config and need one. Every tool, the Predictor, export and the trainer's ``--resume`` load
-through here and :func:`~densemnv3.models.identify.load_weights`.
+through here and :func:`~densemnv3.checkpoint.load_weights`.
 
 An exported file (``tools/quantize.py``'s int8 ONNX, ``tools/export.py``'s fp32 ONNX or ExecuTorch
 ``.pte``) records its config too; it loads as an :class:`~densemnv3.runtimes.ExportedModel`, run by
@@ -22,11 +22,12 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from densemnv3.checkpoint import CheckpointInfo, inspect_checkpoint, load_weights, pytorch_only
 from densemnv3.config import Config, apply_override, config_from_dict, load_config, validate
+from densemnv3.data.transforms import detector_input_size
 from densemnv3.errors import CheckpointError, ConfigError, UserError
-
-from .identify import CheckpointInfo, inspect_checkpoint, load_weights, pytorch_only
-from .registry import build_model
+from densemnv3.models.build import build_model
+from densemnv3.runtimes.choice import check_runtime, load_exported
 
 __all__ = ["INPUT_KEYS", "LoadedModel", "checkpoint_config", "load_model", "reconcile_config"]
 
@@ -158,11 +159,6 @@ def load_model(
         if cfg is None:
             raise UserError("load_model needs a config, weights, or both")
         return LoadedModel(build_model(cfg.model), cfg, None)
-    from densemnv3.runtimes.choice import (  # models <-> runtimes: at call time
-        check_runtime,
-        load_exported,
-    )
-
     info = inspect_checkpoint(weights)
     check_runtime(runtime, info.format, info.path)
     if pytorch is not None:
@@ -207,8 +203,6 @@ def load_model(
 def _input_size(cfg: Config) -> tuple[int, int] | None:
     """The size the model is fed at evaluation (None: the images' own), for timing runtimes."""
     if cfg.task == "detection":
-        from densemnv3.data.transforms import detector_input_size
-
         return detector_input_size(cfg.data.image_size)
     resize = cfg.data.eval_resize
     return tuple(int(s) for s in resize) if resize else None

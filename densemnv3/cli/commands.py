@@ -1,7 +1,7 @@
 """The application layer: the ``train*`` and ``eval*`` command lines the tools share.
 
 The top of the import graph: it builds tasks (:mod:`densemnv3.tasks`), the trainer
-(:mod:`densemnv3.engine`) and models (:func:`densemnv3.models.load_model`); nothing in the
+(:mod:`densemnv3.engine`) and models (:func:`densemnv3.load.load_model`); nothing in the
 package imports it.
 """
 
@@ -12,10 +12,9 @@ import json
 import sys
 from pathlib import Path
 
+from densemnv3.cli.arguments import add_runtime_argument, add_set_argument
 from densemnv3.config import load_config
 from densemnv3.errors import ConfigError, UserError
-from densemnv3.inference.settings import add_runtime_argument
-from densemnv3.utils.cli import add_set_argument
 from densemnv3.utils.device import resolve_device
 from densemnv3.utils.files import write_image, write_text
 
@@ -139,7 +138,7 @@ def load_for_eval(args: argparse.Namespace):
     and config from ``--weights`` (checked against CONFIG when one is given)."""
     import torch
 
-    from densemnv3.models import load_model
+    from densemnv3.load import load_model
     from densemnv3.tasks import build_task
 
     cfg = load_config(args.config, args.overrides) if args.config else None

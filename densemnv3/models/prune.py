@@ -33,14 +33,13 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import FrozenBatchNorm2d, SqueezeExcitation
 
+from densemnv3.config.schema import IMPORTANCE
 from densemnv3.errors import ConfigError, did_you_mean
 
 from .backbones.base import FeatureBackbone, make_divisible
 from .backbones.mobilenet_v3 import InvertedResidual
 
 __all__ = [
-    "IMPORTANCE",
-    "KINDS",
     "Unit",
     "channel_importance",
     "set_widths_",
@@ -48,12 +47,6 @@ __all__ = [
     "widths_of",
     "width_units",
 ]
-
-#: The kinds of unit NetAdapt proposes to shrink (a ``squeeze`` follows its unit).
-KINDS = ("expansion", "chain", "head")
-#: How the channels kept are chosen: the L2 norm of the weights producing them (NetAdapt), or the
-#: magnitude of their BatchNorm scales.
-IMPORTANCE = ("l2", "bn")
 
 
 @dataclass
@@ -182,17 +175,14 @@ def _ssdlite_units(
 def width_units(model: nn.Module) -> dict[str, Unit]:
     """Every unit of ``model`` (LR-ASPP, SSDLite or the multi-task model on a MobileNetV3), in
     model order, with its current width; a :class:`ConfigError` for any other model."""
-    from .detection import SSDLite
-    from .multitask import LRASPPSSDLite
-    from .segmentation import LRASPP
-
     units: dict[str, Unit] = {}
-    if isinstance(model, LRASPP):
+    task = getattr(model, "task", None)
+    if task == "segmentation":
         taps = _backbone_units(model.backbone, "backbone.", units)
         _lraspp_units("head.", taps[model.low_tap], taps[model.high_tap], units)
-    elif isinstance(model, SSDLite):
+    elif task == "detection":
         _ssdlite_units(model, "", _backbone_units(model.backbone, "backbone.", units), units)
-    elif isinstance(model, LRASPPSSDLite):
+    elif task == "multitask":
         taps = _backbone_units(model.det.backbone, "det.backbone.", units)
         _ssdlite_units(model.det, "det.", taps, units)
         _lraspp_units("seg.", taps[model.low_tap], taps[model.high_tap], units)

@@ -21,7 +21,7 @@ def pp_session(tmp_path_factory):
     comes from the shape of its first input, as in an exported detector)."""
     from onnx import TensorProto, helper
 
-    from densemnv3.inference.onnx_postprocess import append_ssd_postprocess
+    from densemnv3.export.onnx_postprocess import append_ssd_postprocess
 
     graph = helper.make_graph(
         [
