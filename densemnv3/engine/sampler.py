@@ -8,11 +8,12 @@ number of loader workers.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+import signal
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 
 class ResumableBatchSampler(Sampler[list[tuple[int, int]]]):
@@ -84,3 +85,32 @@ class SeededDataset(Dataset):
 def shard_indices(size: int, rank: int, world_size: int) -> list[int]:
     """Evaluation shard: every index exactly once across ranks (no padding)."""
     return list(range(rank, size, world_size))
+
+
+def train_loader(
+    dataset: Dataset, batch_sampler: Sampler, workers: int, collate: Callable, *, pin_memory: bool
+) -> DataLoader:
+    """The training loader over ``dataset`` (each sample seeded, :class:`SeededDataset`); its
+    workers persist across epochs and ignore Ctrl-C, which the main process handles."""
+    if workers > 0:
+        # Parallelism comes from the workers: OpenCV's own threads would only contend. Set
+        # before the workers fork: a forked worker that resizes OpenCV's pool deadlocks when
+        # this process has used the pool (e.g. checking files up front).
+        import cv2
+
+        cv2.setNumThreads(1)
+    return DataLoader(
+        SeededDataset(dataset),
+        batch_sampler=batch_sampler,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=pin_memory,
+        worker_init_fn=_ignore_sigint,
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+    )
+
+
+def _ignore_sigint(worker_id: int) -> None:
+    # Ctrl-C is handled by the main process, which saves a checkpoint and stops the workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

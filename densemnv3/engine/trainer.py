@@ -9,101 +9,39 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import sys
 import time
 from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from densemnv3.checkpoint.state import non_finite
+from densemnv3.checkpoint import inspect_checkpoint, load_weights, non_finite
 from densemnv3.config import Config, save_config
 from densemnv3.data.checks import report_bad_data, sample_counts
 from densemnv3.errors import CheckpointError, TrainingError, UserError
+from densemnv3.load import reconcile_config
 from densemnv3.utils.files import write_text
 
 from . import distributed as dist_utils
 from .checkpoint import atomic_save, get_rng_state, set_rng_state
 from .determinism import enable_determinism, nondeterministic_op_is_a_user_error
+from .optim import build_optimizer, lr_factor
 from .results import ResultsLog
-from .sampler import ResumableBatchSampler, SeededDataset
+from .sampler import ResumableBatchSampler, train_loader
+from .task import Task
 from .workdir import WorkDirLock, clean_interrupted_writes
 
-
-class Task(Protocol):
-    metric: str  # the metric that decides best.pt (higher is better)
-
-    def build_model(self) -> nn.Module: ...
-    def train_dataset(self) -> Dataset: ...
-    def val_dataset(self) -> Dataset: ...
-    def collate(self, batch: list) -> Any: ...
-    def losses(self, model: nn.Module, batch: Any, device: torch.device) -> dict[str, Tensor]: ...
-    def evaluate(
-        self, model: nn.Module, dataset: Dataset, device: torch.device, *, progress: bool = True
-    ) -> dict[str, Any]: ...
-    def report(self, metrics: dict[str, Any]) -> str: ...
-
-
-#: Layers whose weights get ``optim.norm_weight_decay`` (torchvision's references test for the
-#: private ``_NormBase``; these are its public subclasses plus the other norms).
-NORM_LAYERS = (
-    nn.BatchNorm1d,
-    nn.BatchNorm2d,
-    nn.BatchNorm3d,
-    nn.SyncBatchNorm,
-    nn.InstanceNorm1d,
-    nn.InstanceNorm2d,
-    nn.InstanceNorm3d,
-    nn.GroupNorm,
-    nn.LayerNorm,
-)
-
-
-def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
-    """SGD or AdamW (``optim.name``); norm layers and biases get ``optim.norm_weight_decay`` when
-    it is set."""
-    o = cfg.optim
-    decay, no_decay = [], []
-    for module in model.modules():
-        for name, p in module.named_parameters(recurse=False):
-            if not p.requires_grad:
-                continue
-            is_norm = isinstance(module, NORM_LAYERS)
-            (
-                no_decay
-                if (is_norm or name == "bias") and o.norm_weight_decay is not None
-                else decay
-            ).append(p)
-    groups = [{"params": decay, "weight_decay": o.weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": o.norm_weight_decay})
-    if o.name == "adamw":
-        return torch.optim.AdamW(groups, lr=o.lr, betas=(o.momentum, 0.999))
-    return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
-
-
-def lr_factor(it: int, total: int, cfg: Config) -> float:
-    """Multiplier of ``optim.lr`` at iteration ``it``: linear warmup, then poly or cosine."""
-    s = cfg.schedule
-    progress = min(it / max(total, 1), 1.0)
-    if s.policy == "poly":
-        factor = (1.0 - progress) ** s.power
-    elif s.policy == "cosine":
-        factor = 0.5 * (1.0 + math.cos(math.pi * progress))
-    else:
-        raise UserError(f"schedule.policy must be 'poly' or 'cosine', got {s.policy!r}")
-    floor = s.min_lr / cfg.optim.lr if cfg.optim.lr else 0.0
-    factor = floor + (1.0 - floor) * factor
-    if it < s.warmup_iters:
-        alpha = it / s.warmup_iters
-        factor *= s.warmup_factor * (1 - alpha) + alpha
-    return factor
+#: Set to 1 to have every rank of a multi-process run print its log line, prefixed ``[rank N]``
+#: (their losses are the same means over all ranks: a check that every node trains as one).
+LOG_RANKS = "DENSEMNV3_LOG_RANKS"
 
 
 class Trainer:
@@ -252,9 +190,6 @@ class Trainer:
         return said + "."
 
     def _resume(self, path: Path) -> None:
-        from densemnv3.load import reconcile_config
-        from densemnv3.models import inspect_checkpoint, load_weights
-
         info = inspect_checkpoint(path)
         if info.task in ("segmentation", "detection") and self.cfg.task == "multitask":
             raise CheckpointError(
@@ -298,23 +233,12 @@ class Trainer:
         iteration picks up the epoch)."""
         self.batch_sampler.set_epoch(epoch, start_batch)
         if self._train_loader is None:
-            workers = self.cfg.data.workers
-            if workers > 0:
-                # Parallelism comes from the workers: OpenCV's own threads would only contend.
-                # Set here, before the workers fork: a forked worker that resizes OpenCV's pool
-                # deadlocks when this process has used the pool (e.g. checking files up front).
-                import cv2
-
-                cv2.setNumThreads(1)
-            self._train_loader = DataLoader(
-                SeededDataset(self.train_set),
-                batch_sampler=self.batch_sampler,
-                num_workers=workers,
-                collate_fn=self.task.collate,
+            self._train_loader = train_loader(
+                self.train_set,
+                self.batch_sampler,
+                self.cfg.data.workers,
+                self.task.collate,
                 pin_memory=self.device.type == "cuda",
-                worker_init_fn=_ignore_sigint,
-                persistent_workers=workers > 0,
-                prefetch_factor=4 if workers > 0 else None,
             )
         return self._train_loader
 
@@ -324,21 +248,34 @@ class Trainer:
         self._stop_signal = signum
         self._log(f"\n{signal.Signals(signum).name} received: saving a checkpoint after this step")
 
-    def _log_line(
-        self, window: dict[str, float], window_n: int, lr: float, t0: float, start_iter: int
-    ) -> None:
-        """``iter 120/480  loss 9.145 (bbox_regression 3.329, classification 5.815)  lr 1.28e-01
-        1.35 s/it  eta 8m06s`` (means over the iterations since the last evaluation)."""
-        if not self.is_main:
-            return
+    def _means(self, window: dict[str, float], window_n: int) -> dict[str, float]:
+        """The window's mean losses over every rank's batches (each rank sums its own; DDP
+        averages gradients, not losses). Called on every rank alike."""
         means = {k: v / max(window_n, 1) for k, v in window.items()}
+        if self.world_size > 1:
+            values = torch.tensor(list(means.values()), dtype=torch.float64, device=self.device)
+            torch.distributed.all_reduce(values)  # a sum: gloo has no average
+            means = dict(zip(means, (values / self.world_size).tolist()))
+        return means
+
+    def _log_line(self, means: dict[str, float], lr: float, t0: float, start_iter: int) -> None:
+        """``iter 120/480  loss 9.145 (bbox_regression 3.329, classification 5.815)  lr 1.28e-01
+        1.35 s/it  eta 8m06s`` (means over the iterations since the last evaluation). Rank 0
+        prints it; every rank does, prefixed ``[rank N]``, where :data:`LOG_RANKS` is 1."""
+        every_rank = self.world_size > 1 and os.environ.get(LOG_RANKS) == "1"
+        if not (self.is_main or every_rank):
+            return
         parts = ", ".join(f"{k} {v:.3f}" for k, v in means.items() if k != "loss")
         per_it = (time.time() - t0) / max(self.iter - start_iter, 1)
         eta = int(per_it * (self.total_iters - self.iter))
-        self._log(
-            f"iter {self.iter}/{self.total_iters}  loss {means.get('loss', float('nan')):.3f} ({parts})  "
-            f"lr {lr:.2e}  {per_it:.2f} s/it  eta {eta // 60}m{eta % 60:02d}s"
+        line = (
+            f"iter {self.iter}/{self.total_iters}  loss {means.get('loss', float('nan')):.3f} "
+            f"({parts})  lr {lr:.2e}  {per_it:.2f} s/it  eta {eta // 60}m{eta % 60:02d}s"
         )
+        if every_rank:
+            print(f"[rank {self.rank}] {line}", file=sys.stderr, flush=True)
+        else:
+            self._log(line)
 
     def _log(self, message: str) -> None:
         if self.is_main:
@@ -417,25 +354,23 @@ class Trainer:
                 lr = self.optimizer.param_groups[0]["lr"]
                 bar.update(1)
                 if self.iter % cfg.train.log_interval == 0 or self.iter == self.total_iters:
+                    means = self._means(window, window_n)
                     bar.set_postfix(
-                        loss=f"{window['loss'] / window_n:.4f}",
+                        loss=f"{means['loss']:.4f}",
                         lr=f"{lr:.2e}",
                         epoch=self.iter // self.iters_per_epoch,
                         refresh=False,
                     )
                     if self.results is not None:
-                        self.results.scalars(
-                            {f"train/{k}": v / window_n for k, v in window.items()}
-                            | {"train/lr": lr},
-                            self.iter,
-                        )
-                    if (
-                        not self.progress
-                    ):  # no bar (--no-progress, logs to a file): one line instead
-                        self._log_line(window, window_n, lr, t0, start_iter)
+                        train = {f"train/{k}": v for k, v in means.items()}
+                        self.results.scalars(train | {"train/lr": lr}, self.iter)
+                    if not self.progress:  # no bar (--no-progress, logs to a file): one line
+                        self._log_line(means, lr, t0, start_iter)
                 done = self.iter == self.total_iters
                 if self.iter % cfg.train.eval_interval == 0 or done:
-                    train_means = {f"train/{k}": v / window_n for k, v in window.items()}
+                    train_means = {
+                        f"train/{k}": v for k, v in self._means(window, window_n).items()
+                    }
                     self._evaluate_and_record(
                         train_means, lr, self.elapsed_before + time.time() - t0
                     )
@@ -500,8 +435,3 @@ class Trainer:
                 f"new best {self.task.metric} {value:.4f} (fraction 0-1): saved "
                 f"{self.work_dir / 'best.pt'}"
             )
-
-
-def _ignore_sigint(worker_id: int) -> None:
-    # Ctrl-C is handled by the main process, which saves a checkpoint and stops the workers.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)

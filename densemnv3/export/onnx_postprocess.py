@@ -1,27 +1,18 @@
 """SSDLite's postprocess as ONNX nodes, appended to an exported graph so that it outputs detections.
 
 ``SSDLite.postprocess`` (decode, score threshold, per-class top-k, class-wise NMS, the best
-``detections_per_img``) written with ONNX operators — ``TopK``, ``GatherElements``,
-``NonMaxSuppression`` (one (image, class) pair per NMS batch entry, so the NMS is per class and
-per image), ``ScatterND`` — so any ONNX runtime runs the whole detector, the most requested
-export fix for torchvision's SSDLite (pytorch/vision#2311). Written with ``onnx.helper`` rather
-than traced: ``torchvision.ops.nms`` has no ONNX translation in the ``torch.export``-based
-exporter, and ONNX's ``NonMaxSuppression`` does per-class NMS natively.
+``detections_per_img``) written with ``onnx.helper`` as ``TopK``, ``GatherElements``,
+``NonMaxSuppression`` (one (image, class) pair per batch entry) and ``ScatterND``, so any ONNX
+runtime runs the whole detector; traced, it would not export (``torchvision.ops.nms`` has no
+translation in the ``torch.export``-based exporter). The input graph's outputs are
+:class:`SSDLiteExport`'s ``boxes`` ``(N, A, 4)`` and ``scores`` ``(N, A, C)``; the outputs are
+``num_detections`` ``(N,)`` int64 and ``boxes`` ``(N, D, 4)``, ``scores`` ``(N, D)``, ``labels``
+``(N, D)`` best first, with ``D = min(detections_per_img, (C - 1) * min(topk_candidates, A))`` and
+zeros past ``num_detections``.
 
-Input: a graph whose first input is the images ``(N, 3, H, W)`` and whose outputs are ``boxes``
-``(N, A, 4)`` (decoded xyxy pixels, clipped) and ``scores`` ``(N, A, C)`` (softmax, column 0 the
-background) — :class:`SSDLiteExport`'s. Outputs:
-
-- ``num_detections`` ``(N,)`` int64;
-- ``boxes`` ``(N, D, 4)`` float32, ``scores`` ``(N, D)`` float32, ``labels`` ``(N, D)`` int64,
-  best first; ``D = min(detections_per_img, (C - 1) * min(topk_candidates, A))``; the rows past
-  ``num_detections`` are zeros (label 0 is the background).
-
-Ties order as in ``SSDLite.postprocess``: by score, then class, then per-class rank (``TopK``
-puts the lower index first among equal values). The NMS sees the boxes shifted per class as
-``SSDLite.postprocess`` does and the same IoU test, so a pair whose IoU is the threshold to the
-last bit is decided alike (with unshifted boxes, 1 of 12,000 detections of the synthetic SSDLite
-at 384×768 came out the other way: an IoU of 0.5500004 against 0.55).
+Ties order as in ``SSDLite.postprocess`` (score, then class, then per-class rank), and the NMS sees
+the boxes shifted per class as it does, so a pair whose IoU is the threshold to the last bit is
+decided alike.
 """
 
 from __future__ import annotations
@@ -53,7 +44,8 @@ def append_ssd_postprocess(
     detections_per_img: int,
 ) -> None:
     """Append the postprocess to ``proto`` (an ``onnx.ModelProto`` with outputs ``boxes`` and
-    ``scores``), in place; its outputs become ``num_detections``, ``boxes``, ``scores``, ``labels``."""
+    ``scores``), in place; its outputs become ``num_detections``, ``boxes``, ``scores``,
+    ``labels``."""
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 

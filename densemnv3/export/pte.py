@@ -1,24 +1,19 @@
-"""Export an LR-ASPP, SSDLite or multi-task model to an ExecuTorch ``.pte`` lowered to XNNPACK, fp32
-or int8, and check the file against PyTorch in ExecuTorch's own runtime.
+"""Export an LR-ASPP, SSDLite or multi-task model to an ExecuTorch ``.pte`` lowered to XNNPACK,
+fp32 or int8, and check the file against PyTorch in ExecuTorch's own runtime.
 
-The program takes one static ``(1, 3, H, W)`` input (the export size; phones run one frame at a
-time, and XNNPACK plans its buffers for it) and outputs what the ONNX files do: LR-ASPP
-``logits`` at stride 8 (at the input resolution with ``full_size_logits``); SSDLite ``cls_logits``, ``bbox_regression`` and ``anchors``
-(raw: :class:`~densemnv3.runtimes.ExportedDetector` decodes them and runs NMS in float, the
-same code as the PyTorch model); the multi-task model its logits at stride 8 and SSDLite's
-three (:class:`~densemnv3.runtimes.ExportedMultiTask`). It records its metadata (config, task, outputs, precision,
-input size) in a constant method (:mod:`densemnv3.runtimes.executorch_engine`), so the tools run
-it with ``--weights model.pte``.
+The program takes one static ``(1, 3, H, W)`` input (phones run one frame at a time, and XNNPACK
+plans its buffers for it) and outputs what the raw ONNX files do: LR-ASPP ``logits`` at stride 8
+(at the input size with ``full_size_logits``), SSDLite ``cls_logits``, ``bbox_regression`` and
+``anchors`` (decoded by :class:`~densemnv3.runtimes.ExportedDetector`), the multi-task model all
+four. Its metadata is a constant method (:mod:`densemnv3.checkpoint.pte`), so the tools run it
+with ``--weights model.pte``.
 
-int8 follows ExecuTorch's XNNPACK route: torchao's PT2E ``prepare_pt2e`` with XNNPACK's quantizer
-(weights int8 symmetric per output channel; activations int8 per tensor, their ranges chosen by
-a histogram observer over the calibration images to minimise the quantization error),
-``convert_pt2e``, then the quantized patterns lowered to XNNPACK's int8 kernels. Everything the
-quantizer annotates is int8, the classifiers included: leaving them in float, as the int8 ONNX
-file does, changed nothing measurable here (pixel agreement 0.8340 vs 0.8341, relative RMS of
-SSDLite's outputs 0.3528 vs 0.3529, on random networks). The export runs under ``torch.no_grad()`` with frozen parameters: with gradients
-on, the LR-ASPP's final resize takes its training path (matrix products,
-:mod:`densemnv3.models.resize`), which ``prepare_pt2e`` cannot annotate.
+int8 follows ExecuTorch's XNNPACK route (torchao's PT2E ``prepare_pt2e`` with XNNPACK's quantizer:
+weights per output channel, activations per tensor with histogram-observed ranges, then
+``convert_pt2e``). Everything the quantizer annotates is int8, the classifiers included: keeping
+them in float, as the int8 ONNX file does, made no measurable difference. The export runs under
+``torch.no_grad()``: with gradients on, the LR-ASPP's final resize takes its training path
+(:mod:`densemnv3.models.resize`), which ``prepare_pt2e`` cannot annotate.
 """
 
 from __future__ import annotations
@@ -41,8 +36,10 @@ from densemnv3.models import LRASPP, LRASPPSSDLite, SSDLite
 from densemnv3.utils.files import atomic_write
 
 from .check import quiet
-from .onnx_export import check_output_path, exportable, size_metadata
+from .graphs import exportable
+from .paths import check_output_path
 from .quantize import PIXEL_AGREEMENT, REL_RMS_TOLERANCE, agreement
+from .sizes import size_metadata
 
 __all__ = [
     "FP32_TOLERANCE",
@@ -54,15 +51,13 @@ __all__ = [
 
 #: Largest max abs difference of an fp32 ``.pte``'s outputs from PyTorch's, relative to the output's
 #: largest magnitude (at least 1), that passes the check. XNNPACK sums convolutions in another
-#: order and approximates sigmoid and hard-swish in its own way: on image-like inputs 6e-7
-#: (LR-ASPP-Small, 64x128) to 2e-5 (LR-ASPP-Large, 512x1024), random weights with BatchNorm
-#: statistics of such inputs; a wrong export (a resize, a folded BatchNorm) is off by 1e-1 and more.
+#: order and approximates sigmoid and hard-swish in its own way, which stays well under this on
+#: image-like inputs; a wrong export (a resize, a folded BatchNorm) is off by far more.
 FP32_TOLERANCE = 1e-3
 #: Random inputs the fp32 file is compared on (real images, when given, are added). They are
 #: image-like: normal noise at 1/8 of the size, upsampled. On white noise an untrained network's
-#: logits reach ~1000 through sums that cancel, and fp32 rounding alone moves them by up to 1e-3
-#: of that (LR-ASPP-Large 512x1024: XNNPACK 1.2e-3, onnxruntime 5.9e-4, PyTorch with BatchNorm
-#: folded 2.7e-4), which says nothing about the export.
+#: logits grow large through sums that cancel, and fp32 rounding alone (in any runtime) reaches
+#: the tolerance, which says nothing about the export.
 CHECK_RANDOM = 2
 
 
@@ -105,7 +100,8 @@ class ExecuTorchReport:
         if self.precision == "fp32":
             diffs = ", ".join(f"{k}: {d:.2e}" for k, d in self.check.items())
             return (
-                f"max abs diff vs PyTorch over the largest |output| (at least 1) ({diffs}) -> {verdict} "
+                f"max abs diff vs PyTorch over the largest |output| (at least 1) ({diffs}) "
+                f"-> {verdict} "
                 f"(tolerance {self.tolerance:g})"
             )
         figures = ", ".join(f"{k} {v:.4f}" for k, v in self.check.items())
@@ -128,20 +124,21 @@ def export_executorch(
     tolerance: float = FP32_TOLERANCE,
     progress: bool = False,
 ) -> ExecuTorchReport:
-    """Write ``model`` (an LR-ASPP, SSDLite or multi-task model in PyTorch) to ``path`` as an XNNPACK ``.pte`` taking
-    ``(1, 3, *input_size)`` and check it.
+    """Write ``model`` (an LR-ASPP, SSDLite or multi-task model in PyTorch) to ``path`` as an
+    XNNPACK ``.pte`` taking ``(1, 3, *input_size)`` and check it.
 
     ``metadata`` (``config``, ``task``, ``arch``) is recorded with ``outputs``, ``precision`` and
     ``input_size``. ``full_size_logits``: an LR-ASPP's logits upsampled in the program (as
-    :func:`~.export.export_model`'s). ``int8``: calibrated on ``num_images`` normalised images from ``calibration``
-    (``(3, H, W)`` or ``(1, 3, H, W)``, resized to ``input_size`` where they differ), in order.
+    :func:`~.export.export_model`'s). ``int8``: calibrated on ``num_images`` normalised images from
+    ``calibration`` (``(3, H, W)`` or ``(1, 3, H, W)``, resized to ``input_size`` where they
+    differ), in order.
 
     The check runs the written file in ExecuTorch: fp32 on :data:`CHECK_RANDOM` random image-like
-    inputs and ``check_images`` against the *unfolded* model, every output within ``tolerance`` of its
-    largest magnitude (:data:`FP32_TOLERANCE`); int8 on
-    ``check_images`` (none given: the first two calibration images) by
-    :func:`~densemnv3.export.quantize.agreement`. Outside raises :class:`ExportCheckError`
-    (the file is kept, for inspection); another model or a missing ExecuTorch :class:`UserError`.
+    inputs and ``check_images`` against the *unfolded* model, every output within ``tolerance`` of
+    its largest magnitude (:data:`FP32_TOLERANCE`); int8 on ``check_images`` (none given: the first
+    two calibration images) by :func:`~densemnv3.export.quantize.agreement`. Outside raises
+    :class:`ExportCheckError` (the file is kept, for inspection); another model or a missing
+    ExecuTorch :class:`UserError`.
     """
     if not isinstance(model, (LRASPP, SSDLite, LRASPPSSDLite)):
         raise UserError(
@@ -150,7 +147,8 @@ def export_executorch(
         )
     if int8 and (calibration is None or num_images < 1):
         raise UserError(
-            f"--int8 calibrates on training images: --calib-images must be at least 1, got {num_images}"
+            f"--int8 calibrates on training images: --calib-images must be at least 1, "
+            f"got {num_images}"
         )
     require_executorch("--format executorch" + (" --int8" if int8 else ""))
     from densemnv3.checkpoint.pte import pte_metadata_method

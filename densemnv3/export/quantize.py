@@ -1,36 +1,16 @@
-"""Post-training static int8 quantization: an LR-ASPP, SSDLite or multi-task model as an ONNX QDQ file
-for onnxruntime.
+"""Post-training static int8 quantization: an LR-ASPP, SSDLite or multi-task model as an ONNX QDQ
+file for onnxruntime (chosen over torchao's PT2E flow by measurement: BENCHMARKS.md, int8).
 
-The route (measured against torchao's PT2E + Inductor flow on LR-ASPP-Large 512×1024, 2 CPU
-threads; see BENCHMARKS.md): the fp32 network is exported to ONNX with a dynamic height and
-width, rewritten where int8 kernels need it (below), and quantized by onnxruntime's
-``quantize_static`` in the QDQ format — weights int8 per output channel in 7 bits (per-tensor
-weights collapse MobileNetV3; 8 bits overflow the 16-bit sums of CPUs without VNNI),
-activations uint8 per tensor, their ranges the 99.999th percentile of their values over the
-calibration images (the rare outliers left out: on the synthetic checkpoints, half the error
-of min/max ranges; BENCHMARKS.md) —
-so the file runs in any ONNX runtime and, in onnxruntime, on int8 kernels (``QLinearConv``
-with fused ReLU, ``QLinearMul``/``Add``/``GlobalAveragePool``). What stays in float:
-
-- the LR-ASPP's logits, which the file outputs at stride 8 (as ``tools/export.py``'s; the tools
-  take the labels of their upsampling, :func:`~densemnv3.inference.upsampled_labels`);
-- SSDLite's default boxes and its whole postprocess (decode, score threshold, NMS): the file
-  outputs ``cls_logits``, ``bbox_regression`` and ``anchors``, and
-  :class:`~densemnv3.runtimes.ExportedDetector` runs ``ssd_postprocess`` on them in fp32,
-  the same code as the PyTorch model; the multi-task model's file outputs those and its logits
-  at stride 8, upsampled by :class:`~densemnv3.runtimes.ExportedMultiTask` (or the Predictor's
-  label map);
-- the squeeze-excitation gates' hard-sigmoid (on ``(N, C, 1, 1)`` tensors: free).
-
-Rewrites, each exact in real arithmetic:
-
-- ``HardSwish(x)`` → ``x * Clip(DepthwiseConv1x1(x; 1/6, 0.5), 0, 1)``: onnxruntime has no
-  quantized hard-swish, so it would run in float between a dequantize and a quantize on the
-  largest tensors of the network; as a 1×1 depthwise conv with a fused clip and a ``QLinearMul``
-  it stays in int8 (in float it took about a third of the int8 graph's time in onnxruntime's
-  profile of LR-ASPP-Large 512×1024).
-- ``ReduceMean`` over H, W (squeeze-excitation's pool, as the exporter writes
-  ``AdaptiveAvgPool2d(1)``) → ``GlobalAveragePool``, which has an int8 kernel.
+The fp32 network is exported to ONNX with a dynamic height and width, rewritten where int8
+kernels need it (:mod:`.int8_graph`), and quantized by onnxruntime's ``quantize_static`` in the
+QDQ format: weights int8 per output channel in 7 bits (per-tensor weights collapse MobileNetV3;
+8 bits overflow the 16-bit sums of CPUs without VNNI), activations uint8 per tensor, their ranges
+the :data:`PERCENTILE` of their values over the calibration images (rare outliers left out).
+The file runs in any ONNX runtime and, in onnxruntime, on int8 kernels. What stays in float:
+the LR-ASPP's stride-8 logits (the tools take the labels of their upsampling); SSDLite's default
+boxes and whole postprocess (the file outputs ``cls_logits``, ``bbox_regression`` and
+``anchors``; :class:`~densemnv3.runtimes.ExportedDetector` runs the PyTorch model's
+``ssd_postprocess`` on them); the squeeze-excitation gates' hard-sigmoid.
 """
 
 from __future__ import annotations
@@ -62,22 +42,17 @@ from densemnv3.runtimes import (
 from densemnv3.utils.files import atomic_write
 
 from .check import quiet
-from .onnx_export import (
-    check_output_path,
-    export_onnx,
-    exportable,
-    min_input_size,
-    require_onnx,
-    size_metadata,
-)
+from .graphs import exportable
+from .int8_graph import float_nodes, int8_friendly
+from .onnx_export import export_onnx, require_onnx
+from .paths import check_output_path
+from .sizes import min_input_size, size_metadata
 
 __all__ = [
     "QuantizeReport",
     "agreement",
     "calibration_order",
     "export_for_quantization",
-    "float_nodes",
-    "int8_friendly",
     "quantize_model",
     "quantize_onnx",
 ]
@@ -315,106 +290,6 @@ def _quantize_static(source: Path, target: Path, reader: _Reader, keep_float: li
     finally:
         root.setLevel(level)
         onnxruntime.set_default_logger_severity(2)
-
-
-def int8_friendly(proto: Any) -> None:
-    """Rewrite ``proto`` (in place) so onnxruntime keeps it in int8: ``HardSwish`` as a 1×1
-    depthwise conv + clip + mul, ``ReduceMean`` over H and W as ``GlobalAveragePool``."""
-    import numpy as np
-    from onnx import helper, numpy_helper, shape_inference
-
-    graph = proto.graph
-    inferred = shape_inference.infer_shapes(proto).graph
-    channels = {
-        v.name: v.type.tensor_type.shape.dim[1].dim_value
-        for v in [*inferred.value_info, *inferred.input, *inferred.output]
-        if len(v.type.tensor_type.shape.dim) == 4
-    }
-    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    graph.initializer.extend(
-        [
-            numpy_helper.from_array(np.array(0, np.float32), "int8_hs_low"),
-            numpy_helper.from_array(np.array(1, np.float32), "int8_hs_high"),
-        ]
-    )
-    nodes = []
-    for i, node in enumerate(graph.node):
-        x = node.input[0] if node.input else ""
-        if node.op_type == "HardSwish" and channels.get(x):
-            c = channels[x]
-            weight, bias, gate, clipped = (f"int8_hs{i}_{s}" for s in ("w", "b", "gate", "clip"))
-            graph.initializer.extend(
-                [
-                    numpy_helper.from_array(np.full((c, 1, 1, 1), 1 / 6, np.float32), weight),
-                    numpy_helper.from_array(np.full((c,), 0.5, np.float32), bias),
-                ]
-            )
-            nodes += [
-                helper.make_node(
-                    "Conv", [x, weight, bias], [gate], name=gate, group=c, kernel_shape=[1, 1]
-                ),
-                helper.make_node(
-                    "Clip", [gate, "int8_hs_low", "int8_hs_high"], [clipped], name=clipped
-                ),
-                helper.make_node(
-                    "Mul", [x, clipped], list(node.output), name=node.name or f"int8_hs{i}"
-                ),
-            ]
-        elif node.op_type == "ReduceMean" and _pools_spatially(node, constants):
-            nodes.append(
-                helper.make_node("GlobalAveragePool", [x], list(node.output), name=node.name)
-            )
-        else:
-            nodes.append(node)
-    del graph.node[:]
-    graph.node.extend(nodes)
-
-
-def _pools_spatially(node: Any, constants: Mapping[str, Any]) -> bool:
-    """Whether a ``ReduceMean`` averages a 4-d tensor over H and W, keeping the dims."""
-    from onnx import helper
-
-    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    axes = attrs.get("axes")
-    if axes is None and len(node.input) > 1:
-        axes = constants.get(node.input[1])
-    return (
-        attrs.get("keepdims", 1) == 1
-        and axes is not None
-        and sorted(int(a) % 4 for a in axes) == [2, 3]
-    )
-
-
-def float_nodes(proto: Any) -> list[str]:
-    """Names of the nodes to leave in float: the last convolutions (the classifiers, SSDLite's
-    class and box predictors) and everything after them, and the nodes that only compute
-    SSDLite's anchors."""
-    graph = proto.graph
-    producer = {out: node for node in graph.node for out in node.output}
-    network = [o.name for o in graph.output if o.name != "anchors"]
-    keep = [node.name for node in graph.node if node.name not in _ancestors(producer, network)]
-    stack, seen = list(network), set()
-    while stack:  # from the outputs up to the first convolution on each path
-        node = producer.get(stack.pop())
-        if node is None or node.name in seen:
-            continue
-        seen.add(node.name)
-        keep.append(node.name)
-        if node.op_type != "Conv":
-            stack.extend(node.input)
-    return keep
-
-
-def _ancestors(producer: Mapping[str, Any], outputs: Sequence[str]) -> set[str]:
-    seen: set[str] = set()
-    stack = list(outputs)
-    while stack:
-        node = producer.get(stack.pop())
-        if node is None or node.name in seen:
-            continue
-        seen.add(node.name)
-        stack.extend(node.input)
-    return seen
 
 
 def calibration_order(total: int, count: int, seed: int = 0) -> list[int]:

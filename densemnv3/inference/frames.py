@@ -6,10 +6,11 @@ from typing import Any
 
 import cv2
 import numpy as np
+import torch
 
 from densemnv3.errors import UserError
 
-__all__ = ["as_bgr", "as_frame_list"]
+__all__ = ["as_bgr", "as_frame_list", "normalized_cpu"]
 
 
 def as_frame_list(frames: Any) -> tuple[list[np.ndarray], bool]:
@@ -51,3 +52,28 @@ def as_bgr(frame: Any, index: int | None) -> np.ndarray:
     if frame.shape[2] == 4:
         return cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
     return np.ascontiguousarray(frame)
+
+
+def normalized_cpu(
+    pixels: torch.Tensor,
+    size: tuple[int, int] | None,
+    lut: np.ndarray,
+    memory_format: torch.memory_format,
+) -> torch.Tensor:
+    """``(N, H, W, 3)`` uint8 BGR frames on the CPU -> the network's float RGB input at ``size``
+    (the frames' own when None), by OpenCV: each frame swapped to RGB and normalised by ``lut``
+    (a 256-entry table per channel) straight into channels-last memory, then resized in float
+    (bilinear with half-pixel centres, as ``F.interpolate``). The values of torch's passes up to
+    float rounding, in a fraction of their time."""
+    frames = pixels.numpy()
+    height, width = frames.shape[1:3]
+    size = tuple(size or (height, width))
+    out = np.empty((len(frames), *size, 3), np.float32)
+    for frame, nhwc in zip(frames, out):
+        rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        if (height, width) == size:
+            cv2.LUT(rgb, lut, dst=nhwc)
+        else:
+            cv2.resize(cv2.LUT(rgb, lut), size[::-1], dst=nhwc, interpolation=cv2.INTER_LINEAR)
+    x = torch.from_numpy(out).permute(0, 3, 1, 2)  # an NCHW view of channels-last memory
+    return x.contiguous(memory_format=memory_format)

@@ -21,15 +21,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from densemnv3.config import Config, EvalConfig, load_config
+from densemnv3.config import TASKS, Config, EvalConfig, load_config
 from densemnv3.data.labels import THING_NAMES, detection_class_names
 from densemnv3.data.transforms import IMAGENET_MEAN, IMAGENET_STD, detector_input_size
 from densemnv3.errors import UserError
-from densemnv3.models.multitask import LRASPPSSDLite
 
 from .argmax import label_map
 from .eval_modes import is_plain, seg_scores
-from .frames import as_frame_list
+from .frames import as_frame_list, normalized_cpu
+from .networks import MultiTaskNetwork, SegmentationLogits, thresholded
 from .optimize import accelerated, prepare_for_inference
 from .settings import PRECISIONS, InferenceSettings, resolve_inference
 from .upsample import upsampled_labels
@@ -43,7 +43,6 @@ Frame = np.ndarray
 SegResult = np.ndarray
 DetResult = dict[str, Any]
 MultiTaskResult = dict[str, Any]
-TASKS = ("segmentation", "detection", "multitask")
 
 
 class Predictor:
@@ -159,9 +158,7 @@ class Predictor:
         self.model = model
         self._input_dtype = self.settings.dtype if cast else torch.float32
         self.num_classes = int(getattr(model, "num_classes", 0))
-        network = {"segmentation": _SegmentationLogits, "multitask": _MultiTaskNetwork}.get(
-            self.task
-        )
+        network = {"segmentation": SegmentationLogits, "multitask": MultiTaskNetwork}.get(self.task)
         self._network = accelerated(network(model) if network else model, self.settings)
 
         if self.task != "detection":
@@ -299,32 +296,12 @@ class Predictor:
         """``(N, H, W, 3)`` uint8 BGR on the device → the network's normalized float RGB input
         ``(N, 3, h, w)`` at ``input_size`` (the frame size when that is None)."""
         if self.device.type == "cpu" and self._input_dtype == torch.float32:
-            return self._preprocess_cpu(pixels)
+            return normalized_cpu(pixels, self.input_size, self._lut, self.memory_format)
         x = pixels.permute(0, 3, 1, 2).flip(1).float()
         size = self.input_size or tuple(pixels.shape[1:3])
         if tuple(x.shape[-2:]) != size:
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         x = x.div_(255).sub_(self._mean).div_(self._std).to(self._input_dtype)
-        return x.contiguous(memory_format=self.memory_format)
-
-    def _preprocess_cpu(self, pixels: Tensor) -> Tensor:
-        """:meth:`preprocess` by OpenCV: the uint8 frame swapped to RGB and normalised by a
-        256-entry table per channel, straight into channels-last memory, then resized in float
-        (bilinear with half-pixel centres, as ``F.interpolate``): ~3 ms against ~11 ms for
-        torch's passes at 720p on one thread, the same values up to float rounding."""
-        frames = pixels.numpy()
-        height, width = frames.shape[1:3]
-        size = tuple(self.input_size or (height, width))
-        out = np.empty((len(frames), *size, 3), np.float32)
-        for frame, nhwc in zip(frames, out):
-            rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-            if (height, width) == size:
-                cv2.LUT(rgb, self._lut, dst=nhwc)
-            else:
-                cv2.resize(
-                    cv2.LUT(rgb, self._lut), size[::-1], dst=nhwc, interpolation=cv2.INTER_LINEAR
-                )
-        x = torch.from_numpy(out).permute(0, 3, 1, 2)  # an NCHW view of channels-last memory
         return x.contiguous(memory_format=self.memory_format)
 
     # ------------------------------------------------------------------ tasks
@@ -363,14 +340,14 @@ class Predictor:
     def _detect(self, pixels: Tensor, threshold: float) -> list[DetResult]:
         x = self.preprocess(pixels)
         return self._in_frame(
-            self._thresholded(self.model, threshold, lambda: self._network(x)), pixels, x, threshold
+            thresholded(self.model, threshold, lambda: self._network(x)), pixels, x, threshold
         )
 
     def _segment_and_detect(self, pixels: Tensor, threshold: float) -> list[MultiTaskResult]:
         x = self.preprocess(pixels)
         logits, cls_logits, bbox_regression, anchors = self._network(x)
         det = self.model.det
-        detections = self._thresholded(
+        detections = thresholded(
             det,
             threshold,
             lambda: det.postprocess(
@@ -412,24 +389,6 @@ class Predictor:
             )
         return results
 
-    @staticmethod
-    def _thresholded(detector: nn.Module, threshold: float, run: Callable[[], Any]) -> Any:
-        """``run()`` (the detector's detections) with candidates under ``threshold`` dropped
-        before NMS.
-
-        Greedy NMS keeps a box or not from higher-scored boxes only, so the detections at or
-        above ``threshold`` are the same, without decoding and suppressing the rest.
-        """
-        own = getattr(detector, "score_thresh", None)
-        if not isinstance(own, float) or threshold <= own:
-            return run()
-        # the model keeps float32 scores > its threshold: the float32 just below ours keeps >= ours
-        detector.score_thresh = float(np.nextafter(np.float32(threshold), np.float32(-np.inf)))
-        try:
-            return run()
-        finally:
-            detector.score_thresh = own
-
     def _name(self, label: int) -> str:
         names = self.class_names
         return names[label] if names is not None and 0 <= label < len(names) else f"class {label}"
@@ -447,32 +406,3 @@ class Predictor:
             f"memory_format={self.settings.memory_format!r}, compile={self.settings.compile}, "
             f"cuda_graphs={self.settings.cuda_graphs}, input_size={self.input_size})"
         )
-
-
-# ---------------------------------------------------------------------- network
-
-
-class _SegmentationLogits(nn.Module):
-    """A segmentation model's logits at its own stride (an LR-ASPP's, or an exported one's
-    ``network``: stride 8; the Predictor takes the labels of their upsampling once, at the frame
-    size); any other model's output as it is."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: Tensor) -> Tensor:
-        network = getattr(self.model, "network", None)
-        return network(x) if network is not None else self.model(x)
-
-
-class _MultiTaskNetwork(nn.Module):
-    """A multi-task model's tensors of one pass: stride-8 logits (upsampled once, by the
-    Predictor), class logits, box deltas and default boxes; the postprocess runs apart."""
-
-    def __init__(self, model: LRASPPSSDLite) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        return self.model.network(x)

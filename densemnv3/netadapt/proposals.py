@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from densemnv3.config import Config
-from densemnv3.engine.trainer import build_optimizer
+from densemnv3.engine.optim import build_optimizer
 from densemnv3.errors import UserError
 from densemnv3.models.backbones.base import FeatureBackbone
 from densemnv3.models.prune import shrink_, width_units

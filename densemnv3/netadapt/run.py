@@ -31,7 +31,8 @@ from densemnv3.utils.files import write_text
 
 from .measure import SIDE_ROUNDS
 from .report import format_table, plot_pareto, write_csv
-from .search import STATE_FILE, load_state, search
+from .search import search
+from .state import STATE_FILE, load_state
 
 __all__ = ["finish", "fine_tune_long", "run_netadapt", "run_uniform", "uniform_widths"]
 

@@ -309,7 +309,7 @@ def test_image_smaller_than_the_crop_is_padded(tiny_synthetic, tmp_path, tiny_cf
 def test_build_optimizer_groups_and_kind(name):
     from torch import nn
 
-    from densemnv3.engine.trainer import build_optimizer
+    from densemnv3.engine.optim import build_optimizer
 
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
     cfg = load_config(

@@ -13,7 +13,8 @@ from densemnv3.errors import UserError
 from densemnv3.models import build_model
 from densemnv3.netadapt import search as search_module
 from densemnv3.netadapt.measure import SideBySide
-from densemnv3.netadapt.search import MISSES, load_state, search
+from densemnv3.netadapt.search import MISSES, search
+from densemnv3.netadapt.state import load_state
 
 MODEL = ModelConfig(name="lraspp_mobilenet_v3_small", num_classes=5, options={"reduced_tail": True})
 
