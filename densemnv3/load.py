@@ -3,8 +3,8 @@
 A checkpoint written by the trainer carries the resolved config it was trained with, so
 ``load_model(None, "best.pt")`` rebuilds the same model and input size. A config given beside it
 must agree on the model; where it disagrees on the input size the checkpoint's wins, with a
-printed warning, unless ``--set`` chose the size. Torchvision files and older checkpoints record
-no config and need one. Every tool, the Predictor, export and the trainer's ``--resume`` load
+printed warning, unless ``--set`` chose the size. Torchvision files and checkpoints that record no
+config need one. Every tool, the Predictor, export and the trainer's ``--resume`` load
 through here and :func:`~densemnv3.checkpoint.load_weights`.
 
 An exported file (``tools/quantize.py``'s int8 ONNX, ``tools/export.py``'s fp32 ONNX or ExecuTorch
@@ -82,11 +82,11 @@ def reconcile_config(
 ) -> Config:
     """``cfg`` checked against the config ``info`` records (a copy; ``cfg`` is not changed).
 
-    A different model (name, classes, options, backbone) raises :class:`CheckpointError`; a different input
-    size (:data:`INPUT_KEYS`) takes the checkpoint's value with a warning, unless its key is in
-    ``chosen`` (given with ``--set``). A checkpoint of another task is left to
-    :func:`load_weights`, whose message names the tool to use. ``inputs=False`` checks the
-    model only (``--resume``, where the config's data settings are the run's).
+    A different model (name, classes, options, backbone) raises :class:`CheckpointError`; a
+    different input size (:data:`INPUT_KEYS`) takes the checkpoint's value with a warning, unless
+    its key is in ``chosen`` (given with ``--set``). A checkpoint of another task is left to
+    :func:`load_weights`, whose message names the tool to use. ``inputs=False`` checks the model
+    only (``--resume``, where the config's data settings are the run's).
     """
     cfg = copy.deepcopy(cfg)
     saved = checkpoint_config(info)

@@ -158,8 +158,8 @@ def test_cli_misspelled_key_gives_did_you_mean_not_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
         "error: unknown config key 'optim.lrr' (did you mean 'optim.lr'?); valid keys here: "
-        "optim.name, optim.lr, optim.momentum, optim.weight_decay, optim.norm_weight_decay, optim.nesterov, "
-        "optim.clip_grad_norm"
+        "optim.name, optim.lr, optim.momentum, optim.weight_decay, optim.norm_weight_decay, "
+        "optim.nesterov, optim.clip_grad_norm"
     )
     assert "Traceback" not in proc.stderr
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parents[1]
 
 #: The package's layers, lowest first: a module imports from its own layer or lower ones only.
@@ -117,7 +116,8 @@ def upward_imports(graph: Graph) -> list[str]:
                 continue
             if (layer(target) or 0) > layer(module):
                 found.append(
-                    f"{file}:{line} (layer {layer(module)}) imports {target} (layer {layer(target)})"
+                    f"{file}:{line} (layer {layer(module)}) imports {target} (layer "
+                    f"{layer(target)})"
                 )
     return found
 

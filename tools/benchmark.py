@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""``python tools/benchmark.py ...`` from a clone is ``densemnv3 benchmark ...`` after ``pip install``:
-the same ``main(argv)``, in :mod:`densemnv3.cli.benchmark`."""
+"""``python tools/benchmark.py ...`` from a clone is ``densemnv3 benchmark ...`` after
+``pip install``: the same ``main(argv)``, in :mod:`densemnv3.cli.benchmark`."""
 
 import sys
 from pathlib import Path

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""``python tools/cache_dataset.py ...`` from a clone is ``densemnv3 cache-dataset ...`` after ``pip install``:
-the same ``main(argv)``, in :mod:`densemnv3.cli.cache_dataset`."""
+"""``python tools/cache_dataset.py ...`` from a clone is ``densemnv3 cache-dataset ...`` after
+``pip install``: the same ``main(argv)``, in :mod:`densemnv3.cli.cache_dataset`."""
 
 import sys
 from pathlib import Path

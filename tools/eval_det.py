@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""``python tools/eval_det.py ...`` from a clone is ``densemnv3 eval-det ...`` after ``pip install``:
-the same ``main(argv)``, in :mod:`densemnv3.cli.eval_det`."""
+"""``python tools/eval_det.py ...`` from a clone is ``densemnv3 eval-det ...`` after
+``pip install``: the same ``main(argv)``, in :mod:`densemnv3.cli.eval_det`."""
 
 import sys
 from pathlib import Path

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""``python tools/eval_seg.py ...`` from a clone is ``densemnv3 eval-seg ...`` after ``pip install``:
-the same ``main(argv)``, in :mod:`densemnv3.cli.eval_seg`."""
+"""``python tools/eval_seg.py ...`` from a clone is ``densemnv3 eval-seg ...`` after
+``pip install``: the same ``main(argv)``, in :mod:`densemnv3.cli.eval_seg`."""
 
 import sys
 from pathlib import Path

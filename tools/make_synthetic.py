@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""``python tools/make_synthetic.py ...`` from a clone is ``densemnv3 make-synthetic ...`` after ``pip install``:
-the same ``main(argv)``, in :mod:`densemnv3.cli.make_synthetic`."""
+"""``python tools/make_synthetic.py ...`` from a clone is ``densemnv3 make-synthetic ...`` after
+``pip install``: the same ``main(argv)``, in :mod:`densemnv3.cli.make_synthetic`."""
 
 import sys
 from pathlib import Path

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""``python tools/netadapt.py ...`` from a clone is ``densemnv3 netadapt ...`` after ``pip install``:
-the same ``main(argv)``, in :mod:`densemnv3.cli.netadapt`."""
+"""``python tools/netadapt.py ...`` from a clone is ``densemnv3 netadapt ...`` after
+``pip install``: the same ``main(argv)``, in :mod:`densemnv3.cli.netadapt`."""
 
 import sys
 from pathlib import Path

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""``python tools/quantize.py ...`` from a clone is ``densemnv3 quantize ...`` after ``pip install``:
-the same ``main(argv)``, in :mod:`densemnv3.cli.quantize`."""
+"""``python tools/quantize.py ...`` from a clone is ``densemnv3 quantize ...`` after
+``pip install``: the same ``main(argv)``, in :mod:`densemnv3.cli.quantize`."""
 
 import sys
 from pathlib import Path

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""``python tools/train_det.py ...`` from a clone is ``densemnv3 train-det ...`` after ``pip install``:
-the same ``main(argv)``, in :mod:`densemnv3.cli.train_det`."""
+"""``python tools/train_det.py ...`` from a clone is ``densemnv3 train-det ...`` after
+``pip install``: the same ``main(argv)``, in :mod:`densemnv3.cli.train_det`."""
 
 import sys
 from pathlib import Path

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""``python tools/train_seg.py ...`` from a clone is ``densemnv3 train-seg ...`` after ``pip install``:
-the same ``main(argv)``, in :mod:`densemnv3.cli.train_seg`."""
+"""``python tools/train_seg.py ...`` from a clone is ``densemnv3 train-seg ...`` after
+``pip install``: the same ``main(argv)``, in :mod:`densemnv3.cli.train_seg`."""
 
 import sys
 from pathlib import Path

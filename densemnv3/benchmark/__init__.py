@@ -1,4 +1,4 @@
-"""The cases ``tools/benchmark.py`` times: densemnv3 against torchvision, interleaved in one process.
+"""The cases ``tools/benchmark.py`` times: densemnv3 vs torchvision, interleaved in one process.
 
 - :mod:`.timing`: interleaved timing, device sync, the record every timed case starts from;
 - :mod:`.reference`: torchvision's models for the model cases, from its public API only;

@@ -212,7 +212,8 @@ def format_demo(r: dict) -> str:
     lines = [
         f"demo, {r['task']} ({r['weights']}), {r['video']} video, network at {r['input']}, "
         f"{r['threads']} threads",
-        "| route | demo FPS | infer ms | draw ms | write ms | network alone ms (FPS) | demo / network |",
+        "| route | demo FPS | infer ms | draw ms | write ms | network alone ms (FPS) "
+        "| demo / network |",
         "|---|---|---|---|---|---|---|",
     ]
     for row in r["routes"]:
@@ -221,6 +222,7 @@ def format_demo(r: dict) -> str:
             continue
         lines.append(
             f"| {row['route']} | {row['fps']:.1f} | {row['infer_ms']:.1f} | {row['draw_ms']:.1f} "
-            f"| {row['write_ms']:.1f} | {row['net_ms']:.1f} ({row['net_fps']:.1f}) | {row['ratio']:.2f} |"
+            f"| {row['write_ms']:.1f} | {row['net_ms']:.1f} ({row['net_fps']:.1f}) "
+            f"| {row['ratio']:.2f} |"
         )
     return "\n".join(lines)

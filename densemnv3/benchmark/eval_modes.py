@@ -130,10 +130,11 @@ def _inside(model, mode, iters: int, device: torch.device) -> float:
 def format_test_time(r: dict) -> str:
     """The modes' times, each beside the forwards it runs."""
     return (
-        f"{r['case']} {r['input']}: whole {r['whole_ms']:.0f} ms; slide {r['crop']} every {r['stride']} "
-        f"({r['windows_count']} windows) {r['slide_ms']:.0f} ms against {r['windows_ms']:.0f} ms for its "
-        f"windows alone ({r['slide_over_windows']:.2f}x), {r['slide_forwards_ms']:.0f} ms for the forwards "
-        f"inside it ({r['slide_over_its_forwards']:.2f}x); flip {r['flip_ms']:.0f} ms; "
-        f"{len(r['scales'])} scales + flip {r['ms_flip_ms']:.0f} ms against {r['ms_flip_forwards_ms']:.0f} ms "
-        f"for its forwards alone ({r['ms_flip_over_forwards']:.2f}x)"
+        f"{r['case']} {r['input']}: whole {r['whole_ms']:.0f} ms; slide {r['crop']} every "
+        f"{r['stride']} ({r['windows_count']} windows) {r['slide_ms']:.0f} ms against "
+        f"{r['windows_ms']:.0f} ms for its windows alone ({r['slide_over_windows']:.2f}x), "
+        f"{r['slide_forwards_ms']:.0f} ms for the forwards inside it "
+        f"({r['slide_over_its_forwards']:.2f}x); flip {r['flip_ms']:.0f} ms; {len(r['scales'])} "
+        f"scales + flip {r['ms_flip_ms']:.0f} ms against {r['ms_flip_forwards_ms']:.0f} ms for its "
+        f"forwards alone ({r['ms_flip_over_forwards']:.2f}x)"
     )

@@ -1,4 +1,4 @@
-"""``--model label_map``: the label map of stride-8 scores at the frame size, ours against torchvision's way.
+"""``--model label_map``: stride-8 scores to a label map at the frame size, ours vs torchvision's.
 
 The Predictor turns LR-ASPP's (and the multi-task model's) stride-8 logits into a label map at
 the frame size with :func:`~densemnv3.inference.upsample.upsampled_labels`; torchvision's LR-ASPP
@@ -88,12 +88,13 @@ def format_label_map(r: dict) -> str:
     lines = [
         f"label map at {r['input']} from {r['scores']} scores, {r['threads']} threads "
         f"(torchvision: F.interpolate(...).argmax(1))",
-        "| regions (px) | boundary cells | torchvision ms | ours ms | x torchvision | same labels |",
+        "| regions (px) | boundary cells | torchvision ms | ours ms | x torchvision "
+        "| same labels |",
         "|---:|---:|---:|---:|---:|---:|",
     ]
     lines += [
-        f"| {row['region']} | {row['boundary_share']:.2f} | {row['tv_ms']:.1f} | {row['ours_ms']:.1f} "
-        f"| {row['ratio']:.2f} | {row['agreement']:.5f} |"
+        f"| {row['region']} | {row['boundary_share']:.2f} | {row['tv_ms']:.1f} "
+        f"| {row['ours_ms']:.1f} | {row['ratio']:.2f} | {row['agreement']:.5f} |"
         for row in r["rows"]
     ]
     return "\n".join(lines)

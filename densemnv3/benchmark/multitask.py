@@ -29,7 +29,8 @@ SEG_CLASSES, DET_CLASSES = 19, 9
 
 
 def multitask_case_of(model_name: str) -> str | None:
-    """The multi-task case of a builder name (``multitask_mobilenet_v3_small`` -> ``multitask_small``)."""
+    """The multi-task case of a builder name (``multitask_mobilenet_v3_small`` ->
+    ``multitask_small``)."""
     if not model_name.startswith("multitask"):
         return None
     return "multitask_small" if model_name.endswith("small") else "multitask_large"
@@ -120,9 +121,10 @@ def bench_multitask(
 
 
 def format_multitask(r: dict) -> str:
-    """One line: the multi-task forward against the two single-task forwards, one after the other."""
+    """One line: the multi-task forward against the two single-task forwards, run in turn."""
     return (
-        f"{r['case']} {r['input']} batch {r['batch']} {r['precision']}: multi-task {r['multitask_ms']:.1f} ms; "
-        f"segmentation {r['seg_ms']:.1f} ms + detection {r['det_ms']:.1f} ms, run one after the other "
-        f"{r['separate_ms']:.1f} ms; ratio {r['ratio']:.2f} (multi-task / both)"
+        f"{r['case']} {r['input']} batch {r['batch']} {r['precision']}: multi-task "
+        f"{r['multitask_ms']:.1f} ms; segmentation {r['seg_ms']:.1f} ms + detection "
+        f"{r['det_ms']:.1f} ms, run one after the other {r['separate_ms']:.1f} ms; ratio "
+        f"{r['ratio']:.2f} (multi-task / both)"
     )

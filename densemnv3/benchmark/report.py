@@ -17,8 +17,8 @@ from .train import TRAIN_CASES
 def format_table(results: list[dict]) -> str:
     """A markdown table of the results (ratio = ours throughput / torchvision throughput)."""
     head = (
-        "| case | input | batch | precision | ours ms | torchvision ms | ours img/s | torchvision img/s "
-        "| ratio | GFLOPs/img | params M | max abs diff (rel) | notes |"
+        "| case | input | batch | precision | ours ms | torchvision ms | ours img/s "
+        "| torchvision img/s | ratio | GFLOPs/img | params M | max abs diff (rel) | notes |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in results:
@@ -31,15 +31,17 @@ def format_table(results: list[dict]) -> str:
             if "rel_rms" in r:
                 diff = f"{r['max_abs_diff']:.1e} (rel RMS {r['rel_rms']:.1e}{flag})"
         lines.append(
-            f"| {r['case']} | {r['input']} | {r['batch']} | {r['precision']} | {r['ours_ms']:.1f} | {r['tv_ms']:.1f} "
-            f"| {r['ours_img_s']:.2f} | {r['tv_img_s']:.2f} | {r['ratio']:.2f}x | {gflops} | {params} | {diff} "
-            f"| {_notes(r)} |"
+            f"| {r['case']} | {r['input']} | {r['batch']} | {r['precision']} | {r['ours_ms']:.1f} "
+            f"| {r['tv_ms']:.1f} | {r['ours_img_s']:.2f} | {r['tv_img_s']:.2f} | {r['ratio']:.2f}x "
+            f"| {gflops} | {params} | {diff} | {_notes(r)} |"
         )
         if "ours_net_ms" in r:
             lines.append(
                 f"| {r['case']} (network only) | {r['input']} | {r['batch']} | {r['precision']} "
-                f"| {r['ours_net_ms']:.1f} | {r['tv_net_ms']:.1f} | {r['batch'] / r['ours_net_ms'] * 1e3:.2f} "
-                f"| {r['batch'] / r['tv_net_ms'] * 1e3:.2f} | {r['net_ratio']:.2f}x | | | | no postprocess |"
+                f"| {r['ours_net_ms']:.1f} | {r['tv_net_ms']:.1f} "
+                f"| {r['batch'] / r['ours_net_ms'] * 1e3:.2f} "
+                f"| {r['batch'] / r['tv_net_ms'] * 1e3:.2f} | {r['net_ratio']:.2f}x | | | "
+                f"| no postprocess |"
             )
     return "\n".join(lines)
 
@@ -49,8 +51,8 @@ def _notes(r: dict) -> str:
     options = r.get("ours_options", {})
     if "int8_speedup" in r:
         notes.append(
-            f"ours: int8 in onnxruntime (quantized in {r['quantize_seconds']:.0f} s); our fp32 path "
-            f"{r['ours_fp32_ms']:.1f} ms, int8 {r['int8_speedup']:.2f}x faster"
+            f"ours: int8 in onnxruntime (quantized in {r['quantize_seconds']:.0f} s); our fp32 "
+            f"path {r['ours_fp32_ms']:.1f} ms, int8 {r['int8_speedup']:.2f}x faster"
         )
     on = [k for k in ("channels_last", "cuda_graphs") if options.get(k)]
     if options.get("compile"):
@@ -107,17 +109,18 @@ def format_train(r: dict) -> str:
     loader, ratio); ``train_step_lraspp``: our step against torchvision's."""
     if r["case"] == "train_step_lraspp":
         return (
-            f"{r['case']} {r['input']} batch {r['batch']} {r['precision']}: ours {r['ours_ms']:.1f} ms, "
-            f"torchvision {r['tv_ms']:.1f} ms per step, ratio {r['ratio']:.2f}x (torchvision / ours)"
+            f"{r['case']} {r['input']} batch {r['batch']} {r['precision']}: ours "
+            f"{r['ours_ms']:.1f} ms, torchvision {r['tv_ms']:.1f} ms per step, ratio "
+            f"{r['ratio']:.2f}x (torchvision / ours)"
         )
     lines = []
     for name in ("loader", "cached"):
         if f"{name}_img_s" in r:
             lines.append(
-                f"{r['case']} {r['input']} batch {r['batch']} {r['precision']}, {r['workers']} workers"
-                f"{', decoded cache' if name == 'cached' or r['decoded_cache'] else ''}: on-device step "
-                f"{r['device_img_s']:.1f} img/s, loader-fed {r[f'{name}_img_s']:.1f} img/s, "
-                f"ratio {r[f'{name}_ratio']:.2f}"
+                f"{r['case']} {r['input']} batch {r['batch']} {r['precision']}, {r['workers']} "
+                f"workers{', decoded cache' if name == 'cached' or r['decoded_cache'] else ''}: "
+                f"on-device step {r['device_img_s']:.1f} img/s, loader-fed "
+                f"{r[f'{name}_img_s']:.1f} img/s, ratio {r[f'{name}_ratio']:.2f}"
             )
     return "\n".join(lines)
 

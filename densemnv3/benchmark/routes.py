@@ -23,8 +23,9 @@ from pathlib import Path
 import torch
 
 from densemnv3.errors import ExportCheckError
-from densemnv3.export.onnx_export import export_model, min_input_size, size_metadata
+from densemnv3.export.onnx_export import export_model
 from densemnv3.export.quantize import export_for_quantization, quantize_model
+from densemnv3.export.sizes import min_input_size, size_metadata
 from densemnv3.inference.optimize import prepare_for_inference
 from densemnv3.inference.upsample import upsampled_labels
 from densemnv3.runtimes import engine_class, engines_for, exported_model, read_metadata
@@ -246,7 +247,7 @@ def _trained(weights: str, case: str) -> torch.nn.Module:
 
 
 def _drive_frames(size: tuple[int, int], batch: int) -> torch.Tensor:
-    """``batch`` frames of the synthetic drive at ``size``, normalised as the eval transform does."""
+    """``batch`` frames of the synthetic drive at ``size``, normalised as by the eval transform."""
     import cv2
 
     from densemnv3.data.synthetic import synthetic_video_frames

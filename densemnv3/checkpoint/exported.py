@@ -61,7 +61,10 @@ def inspect_onnx(path: Path) -> CheckpointInfo:
     check_finite(onnx_float_weights(proto), what=f"{path}: its graph")
     arch = str(metadata.get("arch"))
     made_by = "tools/quantize.py" if metadata.get("precision") == "int8" else "tools/export.py"
-    what = f"an {metadata.get('precision', 'fp32')} ONNX {metadata['task']} model of {arch} ({made_by})"
+    what = (
+        f"an {metadata.get('precision', 'fp32')} ONNX {metadata['task']} model of {arch} "
+        f"({made_by})"
+    )
     return CheckpointInfo(
         path=path,
         state=metadata,
@@ -103,7 +106,10 @@ def inspect_pte(path: Path) -> CheckpointInfo:
             remedy="export the checkpoint with tools/export.py --format executorch",
         )
     arch = str(metadata.get("arch"))
-    what = f"an {metadata.get('precision', 'fp32')} ExecuTorch {metadata['task']} model of {arch} (tools/export.py)"
+    what = (
+        f"an {metadata.get('precision', 'fp32')} ExecuTorch {metadata['task']} model of {arch} "
+        f"(tools/export.py)"
+    )
     return CheckpointInfo(
         path=path,
         state=metadata,

@@ -165,7 +165,8 @@ def _sets_cfg(path: Path) -> bool:
 
 
 def not_a_checkpoint(path: str | os.PathLike, kind: Kind) -> str:
-    """What a file that is no PyTorch checkpoint is, and what to do: the message after ``path: ``."""
+    """What a file that is no PyTorch checkpoint is, and what to do: the message after
+    ``path: ``."""
     path = Path(path)
     size = path.stat().st_size
     if kind == "empty":
@@ -185,8 +186,9 @@ def not_a_checkpoint(path: str | os.PathLike, kind: Kind) -> str:
     if kind == "text":
         if _sets_cfg(path):
             return (
-                "a densemnv3 config (Python that sets cfg), not a checkpoint; give it as the config "
-                "(the first argument) and a checkpoint as the weights, e.g. last.pt or best.pt of a run"
+                "a densemnv3 config (Python that sets cfg), not a checkpoint; give it as the "
+                "config (the first argument) and a checkpoint as the weights, e.g. last.pt or "
+                "best.pt of a run"
             )
         with open(path, "rb") as f:
             text = _text(f.read(_HEAD)) or ""

@@ -105,8 +105,9 @@ def load_state_dict_checked(module: nn.Module, state_dict_or_path: StateDict) ->
             state = convert(state)
         except (KeyError, ValueError, IndexError) as err:  # keys of some other model
             raise CheckpointError(
-                f"checkpoint does not match {type(module).__name__}: its keys are not a torchvision "
-                f"{type(module).__name__}'s ({type(err).__name__}: {err}); is it of another model?"
+                f"checkpoint does not match {type(module).__name__}: its keys are not a "
+                f"torchvision {type(module).__name__}'s ({type(err).__name__}: {err}); is it of "
+                f"another model?"
             ) from None
     ignored_prefixes = tuple(getattr(module, "torchvision_ignored_prefixes", ()))
 

@@ -1,18 +1,19 @@
 """Speed of densemnv3 vs torchvision on the same weights and inputs, measured interleaved.
 
 ``densemnv3 benchmark [--model lraspp_large|lraspp_small|ssdlite_large|ssdlite_small|
-data_seg|data_det|demo|seg_test_time|label_map|all] [--routes] [--device cpu|cuda] [--batch-sizes 1 8] [--sizes 512x1024 1024x2048]
-[--precision fp32 fp16 bf16] [--threads 2] [--iters N] [--warmup N] [--json out.json]
-[--memory-format nchw|channels_last] [--compile [--compile-mode MODE]] [--cuda-graphs]
-[--variants default fp16+graphs bf16+compile ...] [--tv-same-options] [--quick] [--det-score-thresh T] [--det-nms auto|per_image|batched]``
+data_seg|data_det|demo|seg_test_time|label_map|all] [--routes] [--device cpu|cuda]
+[--batch-sizes 1 8] [--sizes 512x1024 1024x2048] [--precision fp32 fp16 bf16] [--threads 2]
+[--iters N] [--warmup N] [--json out.json] [--memory-format nchw|channels_last]
+[--compile [--compile-mode MODE]] [--cuda-graphs] [--variants default fp16+graphs bf16+compile ...]
+[--tv-same-options] [--quick] [--det-score-thresh T] [--det-nms auto|per_image|batched]``
 
 Ours runs with the device's inference defaults (``densemnv3.inference.settings``: CUDA fp16 NCHW,
-CPU fp32 channels_last) unless the options say otherwise; ``--variants`` times several combinations in one
-run (each ``+``-joined from a precision, ``nchw``/``channels_last``, ``compile``, ``graphs``;
+CPU fp32 channels_last) unless the options say otherwise; ``--variants`` times several combinations
+in one run (each ``+``-joined from a precision, ``nchw``/``channels_last``, ``compile``, ``graphs``;
 ``default`` is the device's defaults), each against torchvision eager fp32 and each checked against
-torchvision's fp32 output within its precision's tolerance (exit code 1 if one is outside).
-``int8`` (CPU) quantizes ours as ``tools/quantize.py`` does (onnxruntime, calibrated on a few
-random images) and times it against our fp32 inference path and torchvision fp32, interleaved:
+torchvision's fp32 output within its precision's tolerance (exit code 1 if one is outside). ``int8``
+(CPU) quantizes ours as ``tools/quantize.py`` does (onnxruntime, calibrated on a few random images)
+and times it against our fp32 inference path and torchvision fp32, interleaved:
 ``--model lraspp_large --variants int8`` (``BENCHMARKS.md``).
 
 Model cases: torchvision's model (``lraspp_mobilenet_v3_large``, ``ssdlite320_mobilenet_v3_large``
@@ -29,13 +30,14 @@ vs torchvision fp32 on the same input (SSDLite: class logits and box deltas).
 torchvision eager fp32 (:mod:`densemnv3.benchmark.routes`); ``--model demo`` runs the video demo
 through every route and sets its FPS beside the network's (:mod:`densemnv3.benchmark.demo`);
 ``--model seg_test_time``: sliding windows and TTA (:mod:`densemnv3.benchmark.eval_modes`);
-``--model label_map``: the Predictor's label map vs torchvision's (:mod:`densemnv3.benchmark.labels`).
+``--model label_map``: the Predictor's label map vs torchvision's
+(:mod:`densemnv3.benchmark.labels`).
 
 Data cases: one sample of decode + training augmentation. ``data_seg``: a 1024x2048 PNG + label
-through ``seg_train_transform((512, 1024))`` vs a torchvision-references-style PIL pipeline
-(random resize 0.5-2, pad, crop, flip, ColorJitter, to tensor, normalise); ours reads the pair from
-the decoded-sample cache (``data.decoded_cache``), and the same pipeline decoding the PNGs is timed
-too (``ours_uncached_ms``). ``data_det``: a 480x640 image + boxes through ``det_train_transform(320)``
+through ``seg_train_transform((512, 1024))`` vs a torchvision-references-style PIL pipeline (random
+resize 0.5-2, pad, crop, flip, ColorJitter, to tensor, normalise); ours reads the pair from the
+decoded-sample cache (``data.decoded_cache``), and the same pipeline decoding the PNGs is timed too
+(``ours_uncached_ms``). ``data_det``: a 480x640 image + boxes through ``det_train_transform(320)``
 vs torchvision references' SSDLite ``transforms.v2`` pipeline (+ resize 320, normalise). Both run
 one thread, as a loader worker.
 """
@@ -141,8 +143,8 @@ def parse_args(argv: list[str] | None):
         "--det-score-thresh",
         type=float,
         default=0.001,
-        help="SSDLite score threshold of both models (torchvision's 0.001: with random weights every "
-        "class of every box passes, the heaviest postprocess; 0.5: none does, the lightest)",
+        help="SSDLite score threshold of both models (torchvision's 0.001: with random weights "
+        "every class of every box passes, the heaviest postprocess; 0.5: none does, the lightest)",
     )
     parser.add_argument(
         "--det-nms",
@@ -291,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     outside = [r for r in results if r.get("check_ok") is False]
     if outside:
         print(
-            f"{len(outside)} configuration(s) outside their precision's tolerance of fp32 (MISMATCH above)"
+            f"{len(outside)} configuration(s) outside their precision's tolerance of fp32 "
+            f"(MISMATCH above)"
         )
     return 1 if outside else 0

@@ -1,6 +1,7 @@
 """Write the decoded-sample cache of a segmentation config's training split.
 
-``densemnv3 cache-dataset CONFIG [--split SPLIT] [--out DIR] [--set data.root=... data.decoded_cache=DIR]``
+``densemnv3 cache-dataset CONFIG [--split SPLIT] [--out DIR]
+[--set data.root=... data.decoded_cache=DIR]``
 
 Decodes every pair of ``data.root``'s split once into uncompressed ``.npy`` files under
 ``data.decoded_cache`` (or ``--out``), which training then memory-maps instead of decoding PNGs
@@ -37,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(args.config, args.overrides)
     if cfg.task != "segmentation":
         raise UserError(
-            f"{args.config}: the decoded cache is for segmentation configs, this one is {cfg.task!r}"
+            f"{args.config}: the decoded cache is for segmentation configs, this one is "
+            f"{cfg.task!r}"
         )
     out = args.out or cfg.data.decoded_cache
     if out is None:
@@ -51,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     write_decoded_cache(dataset, out, progress=not args.no_progress, threads=args.threads)
     bad = sum(1 for _ in dataset.bad_files)
     print(
-        f"wrote {out}: {len(dataset)} samples of {cfg.data.root} split {split!r}"
-        f"{f' ({bad} bad, skipped in training)' if bad else ''} in {time.perf_counter() - start:.1f} s; "
-        f"train with --set data.decoded_cache={out}"
+        f"wrote {out}: {len(dataset)} samples of {cfg.data.root} split "
+        f"{split!r}{f' ({bad} bad, skipped in training)' if bad else ''} in "
+        f"{time.perf_counter() - start:.1f} s; train with --set data.decoded_cache={out}"
     )
     return 0

@@ -12,8 +12,8 @@ CUDA graphs default to the device's fastest (CUDA: fp16, NCHW; CPU: fp32, channe
 file (``.onnx``, ``.pte``) runs in the fastest runtime installed here, measured, or the one
 ``--runtime`` names. The resolved choice is printed first (``inference: cuda, fp16, NCHW, compile
 off, cuda-graphs off``; ``inference: cpu, int8, openvino ..., precision hint bf16 (...); auto:
-fastest here at 720x1280, 2 threads (openvino 41.0 ms, onnxruntime 62.3 ms; measured now)``). Decoding runs in a background thread;
-from a camera or stream the oldest waiting frame is dropped when inference falls behind.
+fastest here at 720x1280, 2 threads (...; measured now)``). Decoding runs in a background
+thread;from a camera or stream the oldest waiting frame is dropped when inference falls behind.
 
 At the end a table gives the frames, the dropped frames, the mean decode / inference / drawing /
 writing time per frame and the end-to-end FPS. Ctrl-C or SIGTERM stop the run cleanly: the output

@@ -13,7 +13,8 @@ from densemnv3.utils.memory import keep_freed_memory
 def run_main(main: Callable[[], int | None]) -> None:
     """Run ``main`` and exit with its code; a :class:`UserError` prints ``error: ...`` (no
     traceback) and exits 2 (1 for a :class:`WriteError`), and so does a full disk anywhere; Ctrl-C
-    exits 130. Freed memory is kept for reuse first (:func:`~densemnv3.utils.memory.keep_freed_memory`)."""
+    exits 130. Freed memory is kept for reuse first
+    (:func:`~densemnv3.utils.memory.keep_freed_memory`)."""
     keep_freed_memory()
     try:
         code = main()

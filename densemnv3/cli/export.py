@@ -6,21 +6,19 @@
 CONFIG may be left out for ``last.pt`` / ``best.pt``, which record the config they were trained
 with; a torchvision file needs it.
 
-Input ``images`` (N, 3, H, W), normalised as in training. In an ONNX file N, H and W are all
-dynamic (one file for every frame size; LR-ASPP with ``pool='paper'``, whose window depends on
-the size, is exported at the input size); a TorchScript file is traced at the input size.
-Segmentation outputs ``logits`` (N, C, H/8, W/8), the LR-ASPP's logits before its bilinear
-upsample: take labels at the frame size from them as ``densemnv3.inference.upsampled_labels``
-does (the same labels as ``argmax`` of the upsampled logits, without computing them), or
-upsample them yourself; ``--full-size-logits`` puts the upsample in the graph, (N, C, H, W).
-Detection outputs ``boxes`` (N, A, 4) xyxy pixels
-and ``scores`` (N, A, C) softmax, without NMS (see ``densemnv3.export.onnx_export.SSDLiteExport``),
-or with ``--postprocess`` (ONNX) the detections: ``num_detections`` (N,), ``boxes`` (N, D, 4),
-``scores`` (N, D), ``labels`` (N, D) after the score threshold, per-class top-k and NMS
-(ONNX ``NonMaxSuppression``) of the model's settings. The multi-task model outputs
-``logits``, ``boxes`` and ``scores`` as above, from one graph and one backbone pass, for a
-deployment of its own (the tools run a multi-task model's ``.pte`` and ``tools/quantize.py``'s
-int8 file).
+Input ``images`` (N, 3, H, W), normalised as in training. In an ONNX file N, H and W are all dynamic
+(one file for every frame size; LR-ASPP with ``pool='paper'``, whose window depends on the size, is
+exported at the input size); a TorchScript file is traced at the input size. Segmentation outputs
+``logits`` (N, C, H/8, W/8), the LR-ASPP's logits before its bilinear upsample: take labels at the
+frame size from them as ``densemnv3.inference.upsampled_labels`` does (the same labels as ``argmax``
+of the upsampled logits, without computing them), or upsample them yourself; ``--full-size-logits``
+puts the upsample in the graph, (N, C, H, W). Detection outputs ``boxes`` (N, A, 4) xyxy pixels and
+``scores`` (N, A, C) softmax, without NMS (see ``densemnv3.export.onnx_export.SSDLiteExport``), or
+with ``--postprocess`` (ONNX) the detections: ``num_detections`` (N,), ``boxes`` (N, D, 4),
+``scores`` (N, D), ``labels`` (N, D) after the score threshold, per-class top-k and NMS (ONNX
+``NonMaxSuppression``) of the model's settings. The multi-task model outputs ``logits``, ``boxes``
+and ``scores`` as above, from one graph and one backbone pass, for a deployment of its own (the
+tools run a multi-task model's ``.pte`` and ``tools/quantize.py``'s int8 file).
 
 The file is run (onnxruntime / ``torch.jit.load``) on random input at batch 1 and 3 (and, when
 dynamic, at a second size) and compared with PyTorch: above 1e-3 max abs difference, or with
@@ -30,19 +28,18 @@ and the demo run it with ``--weights FILE``. The file is fp32 NCHW whatever the 
 line printed says so): reduced precision is chosen in the runtime that runs it (TensorRT
 ``--fp16``, ...), or int8 by ``tools/quantize.py``.
 
-``--format executorch`` writes a ``.pte`` for phones: lowered to XNNPACK, one ``(1, 3, H, W)``
-input of the export size (the tools resize frames to it, and say so; by default the size the model
-is evaluated at: ``data.eval_resize``, else its val frames'), outputs ``logits`` (segmentation, as
-above) or
-``cls_logits``, ``bbox_regression`` and ``anchors`` (detection, post-processed by the tools in
-float), or all four (multi-task; its logits at stride 8). ``--int8`` quantizes it with XNNPACK's quantizer (weights per channel, activations per
-tensor, ranges from N training images through the eval transform, default 32, the same seeded
-choice as ``tools/quantize.py``). It records its config like an ONNX file, so the eval tools, the
-Predictor and the demo run it with ``--weights FILE`` (``--runtime executorch``). It is run in
-ExecuTorch here and compared with PyTorch: fp32 on random image-like inputs (a max abs
-difference above 1e-3 of the output's largest magnitude fails), int8 on 4 validation images
-(below 0.9 pixel agreement or above 0.35 relative RMS error fails); a failed check exits with
-code 1 and keeps the file.
+``--format executorch`` writes a ``.pte`` for phones: lowered to XNNPACK, one ``(1, 3, H, W)`` input
+of the export size (the tools resize frames to it, and say so; by default the size the model is
+evaluated at: ``data.eval_resize``, else its val frames'), outputs ``logits`` (segmentation, as
+above) or ``cls_logits``, ``bbox_regression`` and ``anchors`` (detection, post-processed by the
+tools in float), or all four (multi-task; its logits at stride 8). ``--int8`` quantizes it with
+XNNPACK's quantizer (weights per channel, activations per tensor, ranges from N training images
+through the eval transform, default 32, the same seeded choice as ``tools/quantize.py``). It records
+its config like an ONNX file, so the eval tools, the Predictor and the demo run it with
+``--weights FILE`` (``--runtime executorch``). It is run in ExecuTorch here and compared with
+PyTorch: fp32 on random image-like inputs (a max abs difference above 1e-3 of the output's largest
+magnitude fails), int8 on 4 validation images (below 0.9 pixel agreement or above 0.35 relative RMS
+error fails); a failed check exits with code 1 and keeps the file.
 """
 
 import argparse
@@ -73,9 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         nargs=2,
         type=int,
         metavar=("H", "W"),
-        help="input size (default: data.image_size for detection, data.eval_resize or data.crop_size "
-        "for segmentation and multi-task; a .pte, which takes this size only, without "
-        "data.eval_resize: the val frames' size, which the model is evaluated at)",
+        help="input size (default: data.image_size for detection, data.eval_resize or "
+        "data.crop_size for segmentation and multi-task; a .pte, which takes this size only, "
+        "without data.eval_resize: the val frames' size, which the model is evaluated at)",
     )
     parser.add_argument(
         "--opset", type=int, default=None, help="ONNX opset (default: the exporter's)"
@@ -111,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from densemnv3.config import load_config
     from densemnv3.errors import UserError
-    from densemnv3.export.onnx_export import export_model, min_input_size, output_file, require_onnx
+    from densemnv3.export.onnx_export import export_model, require_onnx
+    from densemnv3.export.paths import output_file
+    from densemnv3.export.sizes import min_input_size
     from densemnv3.inference.settings import export_settings
     from densemnv3.load import load_model
 
@@ -183,9 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"exporting {cfg.model.name} ({args.format}, input {shape}) to {out} ...")
     if args.format == "onnx" and not dynamic:
         print(
-            f"note: pool='paper' averages a window clamped to maps smaller than it, so a file traced "
-            f"at {size[0]}x{size[1]} takes that size only (from 784x784 up its window is fixed and "
-            f"the file takes any size; pool='global' takes any size)"
+            f"note: pool='paper' averages a window clamped to maps smaller than it, so a file "
+            f"traced at {size[0]}x{size[1]} takes that size only (from 784x784 up its window is "
+            f"fixed and the file takes any size; pool='global' takes any size)"
         )
     if not dynamic and cfg.task != "detection":
         cfg.data.eval_resize = size  # the file takes this size only: the tools resize frames to it
@@ -276,12 +275,13 @@ def _export_executorch(
         val = task.dataset(cfg.data.val_split, train=False)
         check = [val[i][0][None] for i in range(min(CHECK_IMAGES, len(val)))]
         print(
-            f"int8: calibrating on {n} images of split {cfg.data.train_split!r} (XNNPACK quantizer, "
-            f"per-channel weights), checking on {len(check)} of split {cfg.data.val_split!r}"
+            f"int8: calibrating on {n} images of split {cfg.data.train_split!r} (XNNPACK "
+            f"quantizer, per-channel weights), checking on {len(check)} of split "
+            f"{cfg.data.val_split!r}"
         )
     print(
-        f"exporting {cfg.model.name} (executorch, XNNPACK, {precision}, input (1, 3, {size[0]}, {size[1]}) "
-        f"fixed) to {out} ..."
+        f"exporting {cfg.model.name} (executorch, XNNPACK, {precision}, input (1, 3, {size[0]}, "
+        f"{size[1]}) fixed) to {out} ..."
     )
     metadata = {"config": dataclasses.asdict(cfg), "task": cfg.task, "arch": cfg.model.name}
     if args.int8:

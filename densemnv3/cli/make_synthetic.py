@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.video, frames=args.frames, size=size, fps=args.fps, seed=args.seed
             )
             print(
-                f"wrote {video}: {args.frames} frames at {args.fps:g} fps in {time.perf_counter() - start:.1f} s"
+                f"wrote {video}: {args.frames} frames at {args.fps:g} fps in "
+                f"{time.perf_counter() - start:.1f} s"
             )
     except OSError as err:
         raise UserError(str(err)) from err

@@ -1,6 +1,7 @@
 """Shrink a trained model to a latency budget measured on the runtime it will run on (NetAdapt).
 
-``densemnv3 netadapt [CONFIG] --weights CKPT --target 0.7 --runtime R [--threads N] [--input-size H W]``
+``densemnv3 netadapt [CONFIG] --weights CKPT --target 0.7 --runtime R [--threads N]
+[--input-size H W]``
 
 NetAdapt (Yang et al., ECCV 2018), with the proposals MobileNetV3 used: each iteration, every
 expansion layer, residual-chain width and head width proposes the widest multiple of 8 that cuts
@@ -149,8 +150,9 @@ def main(argv: list[str] | None = None) -> int:
         ]
     table = LatencyTable(args.runtime, threads=threads, size=size, progress=not args.no_progress)
     print(
-        f"NetAdapt: {cfg.model.name} from {args.weights} to {cfg.netadapt.target:g}x its latency on "
-        f"{args.runtime} ({threads} threads, {size[0]}x{size[1]}); lookup table {table.path}; run in {run_dir}"
+        f"NetAdapt: {cfg.model.name} from {args.weights} to {cfg.netadapt.target:g}x its latency "
+        f"on {args.runtime} ({threads} threads, {size[0]}x{size[1]}); lookup table {table.path}; "
+        f"run in {run_dir}"
     )
     if args.compare_importance:
         from densemnv3.netadapt.importance import compare_importance

@@ -60,8 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--calib-images must be at least 1, got {args.calib_images}")
 
     from densemnv3.config import load_config
-    from densemnv3.export.onnx_export import min_input_size, output_file, require_onnx
+    from densemnv3.export.onnx_export import require_onnx
+    from densemnv3.export.paths import output_file
     from densemnv3.export.quantize import calibration_order, quantize_model
+    from densemnv3.export.sizes import min_input_size
     from densemnv3.load import load_model
     from densemnv3.tasks import build_task
     from densemnv3.tasks.common import ensure_synthetic
@@ -93,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     check = [val[i][0][None] for i in range(min(CHECK_IMAGES, len(val)))]
 
     print(
-        f"quantizing {cfg.model.name} to int8 (onnxruntime QDQ, per-channel weights), calibrating on "
-        f"{n} images of split {cfg.data.train_split!r} at {size[0]}x{size[1]} ..."
+        f"quantizing {cfg.model.name} to int8 (onnxruntime QDQ, per-channel weights), calibrating "
+        f"on {n} images of split {cfg.data.train_split!r} at {size[0]}x{size[1]} ..."
     )
     metadata = {
         "config": dataclasses.asdict(cfg),

@@ -5,12 +5,12 @@ A config file defines ``cfg``, a :class:`Config`. A derived config imports its b
     from densemnv3.configs.lraspp_cityscapes import cfg
     cfg.schedule.iters = 2000
 
-The shipped configs are the package ``densemnv3.configs`` (in a clone, a link to ``configs/``;
-there ``from configs.NAME import cfg`` works too) and load by name: ``load_config("lraspp_synthetic")``.
+The shipped configs are the package ``densemnv3.configs`` (in a clone, a link to ``configs/``; there
+``from configs.NAME import cfg`` works too) and load by name: ``load_config("lraspp_synthetic")``.
 :func:`load_config` runs the file with the config's folder and its parent importable, gives every
-load fresh module objects (so a base edited by one derived config is not seen by the next),
-applies overrides such as ``"optim.lr=0.02"`` with type conversion, and checks every value against
-its field's type. Unknown keys fail with the closest valid key.
+load fresh module objects (so a base edited by one derived config is not seen by the next), applies
+overrides such as ``"optim.lr=0.02"`` with type conversion, and checks every value against its
+field's type. Unknown keys fail with the closest valid key.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Decoded-sample cache: Cityscapes pairs decoded once into uncompressed ``.npy`` files.
 
-A 1024x2048 PNG takes ~40 ms to decode, longer than the whole training augmentation. The cache
-holds each pair as it comes out of :meth:`CityscapesSegmentation.load` (uint8 RGB image, uint8
-train ids); loader workers memory-map the files (``np.load(mmap_mode="r")``), so the random
-scale-and-crop warp reads only the source pixels of its crop, and the result is byte-identical to
-the decoded path. Layout::
+Decoding a full-size PNG costs more than the whole training augmentation (BENCHMARKS.md, data
+pipeline), so the cache holds each pair as it comes out of :meth:`CityscapesSegmentation.load`
+(uint8 RGB image, uint8 train ids); loader workers memory-map the files
+(``np.load(mmap_mode="r")``), so the random scale-and-crop warp reads only the source pixels of its
+crop, and the result is byte-identical to the decoded path. Layout::
 
     CACHE/manifest.json              format, version, dataset root, split, one entry per sample
     CACHE/000000_image.npy           (H, W, 3) uint8 RGB
@@ -148,7 +148,8 @@ class DecodedCache:
         if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
             raise DataError(
                 f"{self.path}: decoded cache format {manifest.get('format')} version "
-                f"{manifest.get('version')}, this densemnv3 reads {FORMAT} version {VERSION}; {hint}"
+                f"{manifest.get('version')}, this densemnv3 reads {FORMAT} version "
+                f"{VERSION}; {hint}"
             )
         if manifest.get("root") != str(real_root) or manifest.get("split") != split:
             raise DataError(

@@ -117,7 +117,7 @@ class CityscapesSegmentation(Dataset):
         return len(self.samples)
 
     def sample_id(self, index: int) -> str:
-        """``{city}_{seq}_{frame}`` of a sample, as the official evaluation expects in file names."""
+        """``{city}_{seq}_{frame}`` of a sample, as the official evaluation's file names hold it."""
         return os.path.basename(self.samples[index][0])[: -len(IMAGE_SUFFIX)]
 
     def instance_path(self, index: int) -> Path:

@@ -20,8 +20,8 @@ from densemnv3.errors import ConfigError, DataError
 
 LABEL_MAPPINGS = ("category_id", "contiguous")
 _FIX = (
-    "point the config at the data (--set data.root=PATH), or make a synthetic set with "
-    "python tools/make_synthetic.py --out PATH (it writes PATH/annotations/instances_{train,val}.json)"
+    "point the config at the data (--set data.root=PATH), or make a synthetic set with python "
+    "tools/make_synthetic.py --out PATH (it writes PATH/annotations/instances_{train,val}.json)"
 )
 #: The keys a COCO instances file needs, and those each entry of its lists needs.
 _FIELDS = {

@@ -33,8 +33,8 @@ _JPEG_STANDALONE = frozenset(range(0xD0, 0xDA)) | {0x01}  # RSTn, SOI, EOI, TEM:
 
 
 def _imread(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
-    # Decoded from bytes that passed a container check, so that a truncated file gets our message
-    # and not libpng's own "libpng error: Read Error" on stderr (OpenCV's log level does not reach it).
+    # Decoded from bytes that passed a container check, so that a truncated file gets our message,
+    # not libpng's "libpng error: Read Error" on stderr (OpenCV's log level does not reach it).
     if not os.path.isfile(path):
         raise DataError(f"{path}: no such file; check data.root and the dataset layout")
     with open(path, "rb") as f:

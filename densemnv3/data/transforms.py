@@ -1,4 +1,4 @@
-"""Albumentations pipelines for segmentation (image + mask) and detection (image + pascal_voc boxes).
+"""Albumentations pipelines: segmentation (image + mask), detection (image + pascal_voc boxes).
 
 Every pipeline is called as ``transform(image=..., mask=...)`` or
 ``transform(image=..., bboxes=..., labels=...)`` on a uint8 RGB image and returns a float32 CHW

@@ -53,7 +53,10 @@ def nondeterministic_op_is_a_user_error(
                 f"CUDA starts; it is {os.environ.get('CUBLAS_WORKSPACE_CONFIG')!r}"
             )
         else:
-            what = f"{text.split(' does not have', 1)[0].strip()} has no deterministic kernel on this device"
+            what = (
+                f"{text.split(' does not have', 1)[0].strip()} has no deterministic kernel on "
+                f"this device"
+            )
         raise error(
             f"train.deterministic=True: {what}; set train.deterministic=False to train "
             f"without bit-exact reproducibility"

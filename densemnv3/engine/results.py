@@ -1,4 +1,4 @@
-"""What a run leaves for people to read: ``results.csv``, ``results.png`` and TensorBoard scalars."""
+"""What a run leaves for people to read: ``results.csv``, ``results.png``, TensorBoard scalars."""
 
 from __future__ import annotations
 

@@ -73,8 +73,8 @@ class SeededDataset(Dataset):
         random.seed(seed)
         np.random.seed(seed)
         # the CPU generator only: torch.manual_seed also queues a seed for every lazily
-        # initialised accelerator (CUDA, XPU, MTIA), formatting a stack trace each time (~1.5 ms
-        # per sample, 5 % of a training step on 2 CPU cores); augmentation runs on the CPU
+        # initialised accelerator (CUDA, XPU, MTIA), formatting a stack trace each time, a cost
+        # per sample that shows in a CPU training step; augmentation runs on the CPU
         torch.default_generator.manual_seed(seed)
         transform = getattr(self.dataset, "transform", None)
         if hasattr(transform, "set_random_seed"):

@@ -384,8 +384,8 @@ class Trainer:
                     path = self.save()
                     dist_utils.barrier()
                     self._log(
-                        f"stopped at iteration {self.iter}: saved {path or self.work_dir / 'last.pt'}; "
-                        f"continue with --resume"
+                        f"stopped at iteration {self.iter}: saved "
+                        f"{path or self.work_dir / 'last.pt'}; continue with --resume"
                     )
                     raise SystemExit(0 if self._stop_signal == signal.SIGTERM else 130)
                 if done:

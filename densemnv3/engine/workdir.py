@@ -117,7 +117,7 @@ def _start_ticks(pid: int) -> int | None:
 
 
 def _read_holder(path: Path) -> dict | None:
-    """The lock's contents; ``None`` if it stays unreadable (retried: its writer may be mid-write)."""
+    """The lock's contents; ``None`` if it stays unreadable (retried: a writer may be mid-write)."""
     for _ in range(10):
         try:
             holder = json.loads(path.read_text())

@@ -115,7 +115,7 @@ class CocoEvaluator:
         return [det for dets in self._per_image.values() for det in dets]
 
     def add(self, image_id: int, boxes_xyxy, scores, category_ids) -> None:
-        """Record one image's detections: ``(n, 4)`` xyxy boxes in original pixels, scores, COCO ids."""
+        """One image's detections: ``(n, 4)`` xyxy boxes in original pixels, scores, COCO ids."""
         image_id = int(image_id.item() if hasattr(image_id, "item") else image_id)
         if image_id not in self.coco_gt.imgs:
             raise ValueError(f"image id {image_id} is not in the ground-truth annotations")

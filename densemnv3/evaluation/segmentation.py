@@ -69,7 +69,7 @@ class SegMetrics:
 
 
 class ConfusionMatrix:
-    """Accumulates an ``(n, n)`` int64 confusion matrix; rows are ground truth, columns prediction."""
+    """An ``(n, n)`` int64 confusion matrix; rows are ground truth, columns prediction."""
 
     def __init__(
         self, num_classes: int, ignore_index: int = IGNORE_INDEX, device: str | torch.device = "cpu"
@@ -82,7 +82,7 @@ class ConfusionMatrix:
 
     @torch.no_grad()
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        """Add a batch of integer predictions and targets (same shape); ignored pixels are skipped."""
+        """Add a batch of integer predictions and targets (same shape), ignored pixels aside."""
         if pred.shape != target.shape:
             raise ValueError(
                 f"pred shape {tuple(pred.shape)} != target shape {tuple(target.shape)}"

@@ -86,7 +86,10 @@ class ExportReport:
 
     def summary(self) -> str:
         if self.outputs == "detections":
-            what = f"detections vs PyTorch's (boxes within {BOX_TOLERANCE:g} px, scores within {SCORE_TOLERANCE:g}, same labels: "
+            what = (
+                f"detections vs PyTorch's (boxes within {BOX_TOLERANCE:g} px, scores within "
+                f"{SCORE_TOLERANCE:g}, same labels: "
+            )
             found = ", ".join(
                 f"{k}: {'same' if d == 0 else f'{d:g} differ'}"
                 for k, d in self.max_abs_diff.items()
@@ -219,7 +222,8 @@ def require_onnx(what: str = "ONNX export") -> None:
             importlib.import_module(name)
         except ImportError:
             raise UserError(
-                f"{what} needs the {name!r} package, which is not installed: pip install densemnv3[export]"
+                f"{what} needs the {name!r} package, which is not installed: "
+                f"pip install densemnv3[export]"
             ) from None
 
 

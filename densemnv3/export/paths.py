@@ -67,8 +67,8 @@ def output_file(path: str | os.PathLike, fmt: str) -> Path:
         return check_output_path(path)  # raises: a folder
     if suffix in _MODEL_SUFFIXES and suffix not in own:
         raise UserError(
-            f"{path}: {_FORMAT_NAMES[fmt]} file's name ends in {' or '.join(own)}, not {path.suffix}; "
-            f"choose --out {path.with_suffix(own[0])}"
+            f"{path}: {_FORMAT_NAMES[fmt]} file's name ends in {' or '.join(own)}, not "
+            f"{path.suffix}; choose --out {path.with_suffix(own[0])}"
         )
     if suffix not in own:
         path = path.with_name(path.name + own[0])

@@ -109,8 +109,8 @@ def quantize_model(
     (the data pipeline's eval transform: what the model will see), in a fixed order, so the file
     is the same for the same images; a progress bar counts them. ``input_size`` is the size the
     graph is traced at (other sizes run when the model exports with a dynamic size, see
-    :func:`~densemnv3.export.onnx_export.min_input_size`). ``check_images`` (``(1, 3, H, W)``) are run
-    through the int8 file and the fp32 model and compared (:func:`agreement`); outside the
+    :func:`~densemnv3.export.sizes.min_input_size`). ``check_images`` (``(1, 3, H, W)``) are
+    run through the int8 file and the fp32 model and compared (:func:`agreement`); outside the
     tolerance :class:`ExportCheckError` is raised after the file is written. ``metadata`` (config,
     task, arch) is recorded so the tools load the file with ``--weights``.
     """

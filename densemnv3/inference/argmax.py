@@ -1,10 +1,10 @@
 """Label maps from NCHW class scores at the speed of memory, on the CPU.
 
-``logits.argmax(1)`` over a contiguous ``(N, C, H, W)`` tensor reduces along a strided axis: at
-19x720x1280 it takes ~160 ms on two cores, more than the int8 network that produced the scores.
-:func:`label_map` computes the same labels (the first index of the maximum, as ``argmax``) by
-a running maximum over the class planes, in blocks of rows small enough that the running
-maximum stays in cache, on torch's thread count: ~14 ms for the same scores (BENCHMARKS.md).
+``logits.argmax(1)`` over a contiguous ``(N, C, H, W)`` tensor reduces along a strided axis, which
+on a CPU can cost more than the int8 network that produced the scores. :func:`label_map` computes
+the same labels (the first index of the maximum, as ``argmax``) by a running maximum over the class
+planes, in blocks of rows small enough that the running maximum stays in cache, on torch's thread
+count (BENCHMARKS.md, label maps on CPU).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ _pool_threads = 0
 def label_map(logits: Tensor, *, threads: int | None = None) -> np.ndarray:
     """``logits.argmax(1)`` as ``uint8`` NumPy labels, for ``(N, C, H, W)`` scores (C <= 256).
 
-    Contiguous CPU float scores take the blocked running maximum (NumPy's ufuncs release the
-    GIL, so the blocks run on ``threads`` threads, torch's count by default); any other tensor (CUDA,
+    Contiguous CPU float scores take the blocked running maximum (NumPy's ufuncs release the GIL, so
+    the blocks run on ``threads`` threads, torch's count by default); any other tensor (CUDA,
     channels-last, half precision) its own ``argmax``, which is fast there.
     """
     if logits.dim() != 4 or logits.shape[1] > 256:

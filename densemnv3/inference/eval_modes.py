@@ -8,9 +8,11 @@ mmsegmentation does, to compare with its tables:
   added at its place and divided by the number of windows over each pixel.
 - ``tta`` is ``TestTimeAug`` + ``SegTTAModel``: the image at each scale, and mirrored with
   ``flip``; each pass's logits resized to the label size and mirrored back, then the softmax
-  probabilities averaged. The mirrored copy runs in the same forward as the image.
+  probabilities averaged. The mirrored copy runs in the same forward as the image (on the CPU,
+  below :data:`MIRROR_APART_PIXELS`).
 
-Without TTA the scores are the logits, so the plain whole pass is today's evaluation bit for bit.
+Without TTA the scores are the logits, so a plain whole pass scores exactly as the model's forward
+resized to the labels.
 """
 
 from __future__ import annotations
@@ -39,11 +41,12 @@ __all__ = [
 Model = Callable[[Tensor], Tensor]
 Size = tuple[int, int]
 
-#: Rows of the label-size scores turned into probabilities at a time on the CPU, in cache: a flip
-#: pair at 19x1024x2048 takes ~80 ms on two cores, against ~370 ms for ``softmax(1)``, flip and add.
+#: Rows of the label-size scores turned into probabilities at a time on the CPU, so that they stay
+#: in cache: far cheaper than ``softmax(1)``, flip and add over whole planes (BENCHMARKS.md, eval
+#: modes).
 BLOCK_ROWS = 8
 #: From this many pixels an image and its mirror run as two forwards on the CPU, not one batch of
-#: two: LR-ASPP-Large at 512x1024, 159 ms as a pair against 2 x 71 ms (256x512: 26 against 2 x 16).
+#: two: at large inputs the pair costs more than two single forwards (BENCHMARKS.md, eval modes).
 MIRROR_APART_PIXELS = 512 * 1024
 TTA_WORDS = ("off", "flip", "scales")
 TTA_FORM = "off | flip | scales=S[,S...] [flip], e.g. --tta scales=0.5,0.75,1.0,1.25,1.5,1.75 flip"
@@ -232,7 +235,8 @@ def _slide(model: Model, images: Tensor, crop: Size, stride: Size) -> Tensor:
 
 def _empty_like_format(like: Tensor, shape: Sequence[int], dtype: torch.dtype) -> Tensor:
     """An empty tensor in ``like``'s memory format: channels-last logits (the CPU inference path's)
-    copied into an NCHW buffer would be transposed, ~6x the cost of the copy (BENCHMARKS.md)."""
+    copied into an NCHW buffer would be transposed, several times the cost of the copy
+    (BENCHMARKS.md)."""
     channels_last = (
         like.dim() == 4
         and not like.is_contiguous()

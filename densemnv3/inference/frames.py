@@ -35,8 +35,9 @@ def as_bgr(frame: Any, index: int | None) -> np.ndarray:
         raise UserError(f"{where}: expected a numpy uint8 array, got {type(frame).__name__}")
     if frame.dtype != np.uint8:
         raise UserError(
-            f"{where}: expected uint8 pixels (as cv2.imread / VideoCapture.read return), got "
-            f"dtype {frame.dtype} with shape {frame.shape}; convert with np.clip(x, 0, 255).astype(np.uint8)"
+            f"{where}: expected uint8 pixels (as cv2.imread / VideoCapture.read return), got dtype "
+            f"{frame.dtype} with shape {frame.shape}; convert with np.clip(x, 0, "
+            f"255).astype(np.uint8)"
         )
     if frame.ndim == 3 and frame.shape[2] == 1:
         frame = frame[:, :, 0]

@@ -1,10 +1,11 @@
 """One call from OpenCV frames to predictions at frame resolution.
 
 :class:`Predictor` wraps a segmentation (LR-ASPP), detection (SSDLite) or multi-task (both on
-one backbone pass) model with the pre-processing its config trained it with. Frames go to the device as uint8 (a quarter of the
-bytes of float32); the BGR→RGB swap, the resize and the normalization run there, batched over the
-frames of equal size. Precision, memory format, compile and CUDA graphs default to what runs
-fastest on the device (:mod:`densemnv3.inference.settings`).
+one backbone pass) model with the pre-processing its config trained it with. Frames go to the
+device as uint8 (a quarter of the bytes of float32); the BGR→RGB swap, the resize and the
+normalization run there, batched over the frames of equal size. Precision, memory format,
+compile and CUDA graphs default to what runs fastest on the device
+(:mod:`densemnv3.inference.settings`).
 """
 
 from __future__ import annotations
@@ -222,8 +223,10 @@ class Predictor:
         checkpoints) and is checked against the recorded one (see
         :func:`densemnv3.load.load_model`). An exported file runs in ``runtime`` (``auto``:
         the fastest installed here, measured with ``threads`` threads at ``measure_size`` — default
-        the config's evaluation size —, which :meth:`use_threads` then gives the frame's work).
-        ``kwargs`` (``precision``, ``memory_format``, ``test_time``, ...) go to :class:`Predictor`."""
+        the config's evaluation size —, which :meth:`use_threads` then gives the frame's
+        work).
+        ``kwargs`` (``precision``, ``memory_format``, ``test_time``, ...) go to
+        :class:`Predictor`."""
         from densemnv3.load import load_model
 
         cfg = load_config(config, overrides) if isinstance(config, (str, os.PathLike)) else config
@@ -326,7 +329,8 @@ class Predictor:
                 not labels_first
             ):  # argmax of the bilinearly upsampled scores, without upsampling them
                 return list(upsampled_labels(logits, frame_size, threads=self.threads))
-            # argmax at the network's size (of the scores upsampled to it), then nearest to the frame
+            # argmax at the network's size (of the scores upsampled to it), then nearest to the
+            # frame
             labels = (
                 upsampled_labels(logits, size, threads=self.threads)
                 if tuple(logits.shape[-2:]) != size

@@ -1,24 +1,15 @@
 """Per-device inference defaults: precision, memory format, ``torch.compile``, CUDA graphs.
 
-The one place that says what runs fastest where; the Predictor, ``demo_video.py``, ``export.py``
-and ``benchmark.py`` all resolve their options here, and every choice can be overridden.
+The one place that says what runs fastest where; the Predictor and the demo, export and benchmark
+tools resolve their options here, and every choice can be overridden. CUDA: fp16, NCHW (its
+depthwise convolutions are slower in channels_last), no compile or CUDA graphs, cuDNN autotuning
+on. CPU: fp32 and channels_last (oneDNN's convolutions run faster in NHWC once BatchNorm is
+folded), no compile. The figures behind both are in BENCHMARKS.md.
 
-- CUDA: fp16, NCHW, no compile, no CUDA graphs, cuDNN autotuning on. Measured on an H200
-  (torch 2.11, LR-ASPP-Large 1024×2048 batch 8, vs torchvision eager fp32 in the same run):
-  NCHW fp16 1.50×, NCHW fp32 1.14×, channels_last fp16 0.91×, channels_last fp32 0.69×
-  (channels_last slows CUDA's depthwise convolutions).
-- CPU: fp32, channels_last, no compile. With BatchNorm folded, NHWC halves oneDNN's
-  convolutions (LR-ASPP-Large 512×1024, 2 threads: 1.51× torchvision against 1.00× in NCHW;
-  BENCHMARKS.md); SSDLite's network also runs NHWC on CPU.
-
-An exported file (ONNX, ExecuTorch ``.pte``) runs in a runtime of :mod:`densemnv3.runtimes` on
-the CPU, without compile or CUDA graphs, in the file's precision (``int8`` for
-``tools/quantize.py``'s files) or the runtime's hint (OpenVINO: bf16 where the CPU has it); the
-Predictor takes both from the loaded file, and the benchmark times the int8 ONNX with
-``--precision int8`` / ``--variants int8``.
-
-Imports torch only when a device is resolved, so a tool parses its arguments (and reports a bad
-one) at once.
+An exported file (ONNX, ExecuTorch ``.pte``) runs in a runtime of :mod:`densemnv3.runtimes` on the
+CPU, without compile or CUDA graphs, in the file's precision (``int8`` for ``tools/quantize.py``'s
+files) or the runtime's hint (OpenVINO: bf16 where the CPU has it). Imports torch only when a
+device is resolved, so a tool parses its arguments (and reports a bad one) at once.
 """
 
 from __future__ import annotations
@@ -110,7 +101,7 @@ class InferenceSettings:
 
 
 def inference_defaults(device: str | torch.device) -> InferenceSettings:
-    """The fastest measured settings for ``device`` (see the module docstring)."""
+    """The fastest settings for ``device`` (see the module docstring)."""
     import torch
 
     device = torch.device(device)

@@ -118,7 +118,8 @@ class Timings:
         """The table printed at the end of a run."""
         s = self.stats(reader)
         lines = [
-            f"frames: {s['frames']} processed, {s['dropped']} dropped, {s['read_failures']} read failures"
+            f"frames: {s['frames']} processed, {s['dropped']} dropped, {s['read_failures']} read "
+            f"failures"
         ]
         if s["frames"] > 1:
             lines.append(f"first frame: {s['first_ms']:.0f} ms (warm-up, left out below)")

@@ -1,26 +1,17 @@
 """Label maps at a larger size than the scores, without upsampling the scores.
 
-Segmentation networks score classes at a fraction of the image size (LR-ASPP: stride 8) and the
-label map is ``argmax(bilinear_upsample(logits))``. Upsampling first writes ``C`` float planes at
-the full size (19x720x1280: 70 MB) only for most of them to be thrown away by the argmax.
+The label map is ``argmax(bilinear_upsample(logits))``; upsampling first writes ``C`` float planes
+at the full size only for the argmax to throw most of them away. :func:`upsampled_labels` gives the
+same labels from the small scores: every output pixel lies in a *cell* of four source pixels, and
+its scores are a convex combination of theirs. Where the four share their best class, every pixel
+of the cell takes it without arithmetic. On a class boundary, a class can win only if its largest
+corner score reaches the largest of the classes' smallest corner scores; the cell's pixels are
+interpolated over those few candidates, in ``F.interpolate``'s order, and compared in class order.
 
-:func:`upsampled_labels` gives the same labels from the small scores. Every output pixel lies in a
-*cell* of four source pixels, and its scores are a convex combination of theirs:
-
-- where the four share their best class ``k``, ``k`` is the best class of every combination of
-  them (each of the four has score ``k`` >= score ``j``; so has any sum of them with non-negative
-  weights): the cell's pixels take ``k`` without arithmetic;
-- in a cell on a class boundary, a class can win at some pixel only if its largest corner score
-  reaches the largest of the classes' smallest corner scores (every pixel of the cell scores at
-  least that for that class, and at most its largest corner score for any class). Usually two to
-  four of the 19 classes can; the cell's pixels are interpolated over those only, in the order
-  ``F.interpolate`` computes, and compared in class order.
-
-Ties aside (where ``argmax`` takes the first class and rounding can order two equal scores either
-way), the labels are ``argmax``'s of ``F.interpolate(logits, size, mode="bilinear",
-align_corners=False)``. Where boundaries are dense (more than :data:`FULL_ABOVE` of the cells),
-upsampling every score and taking :func:`~densemnv3.inference.argmax.label_map` over them costs
-less, and it runs.
+Ties aside, the labels are ``argmax``'s of ``F.interpolate(logits, size, mode="bilinear",
+align_corners=False)``. Where more than :data:`FULL_ABOVE` of the cells are on a boundary,
+upsampling every score and taking :func:`~densemnv3.inference.argmax.label_map` costs less, and
+that runs instead.
 """
 
 from __future__ import annotations
@@ -36,14 +27,14 @@ from .argmax import label_map
 
 __all__ = ["FULL_ABOVE", "agreeing_cells", "upsampled_labels"]
 
-#: The share of cells on a class boundary above which the full upsample costs less: 720p labels
-#: from 90x160 scores, 2 threads, freed memory kept (BENCHMARKS.md): 0.35 of the cells, 17.5 ms the
-#: boundary cells against 33.3 ms the full upsample; 0.58, 31.0 against 30.3; 0.84, 63.5 against 49.8.
+#: The share of cells on a class boundary above which the full upsample costs less (BENCHMARKS.md,
+#: label maps on CPU).
 FULL_ABOVE = 0.5
 #: A class is a candidate in a cell when its largest corner score is at least the bound less this
 #: share of it (at least 1): room for the rounding of the interpolation, so no winner is left out.
 SLACK = 1e-5
-#: Cells are interpolated in groups of at most this many candidate classes (fewer classes, less work).
+#: Cells are interpolated in groups of at most this many candidate classes (fewer classes, less
+#: work).
 GROUPS = (2, 3, 4, 6, 8, 12, 16, 256)
 
 
@@ -125,7 +116,8 @@ def upsampled_labels(
         top, left = run_y[ty], run_x[tx]
         bottom, right = np.minimum(top + 1, h - 1), np.minimum(left + 1, w - 1)
         scores = logits[i].detach().permute(1, 2, 0).contiguous().numpy().reshape(h * w, classes)
-        # (cells, 4, C): the corners in F.interpolate's order: top-left, top-right, bottom-left, bottom-right
+        # (cells, 4, C): the corners in F.interpolate's order: top-left, top-right, bottom-left,
+        # bottom-right
         corners = np.stack(
             [
                 scores[top * w + left],

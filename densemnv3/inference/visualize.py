@@ -38,7 +38,7 @@ def overlay_segmentation(
         raise ValueError(
             f"label map {label_map.shape} does not match the frame {frame_bgr.shape[:2]}"
         )
-    # A 256-entry table through cv2.LUT: 3.7 ms at 720p against 7.9 for palette[label_map]
+    # A 256-entry table through cv2.LUT: cheaper than indexing the palette with palette[label_map]
     lut = np.zeros((1, 256, 3), np.uint8)
     lut[0, : len(palette_rgb)] = palette_rgb[:256, ::-1]
     labels = label_map if label_map.dtype == np.uint8 else label_map.astype(np.uint8)

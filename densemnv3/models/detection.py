@@ -45,7 +45,8 @@ class SSDLite(nn.Module):
         iou_thresh: default boxes with IoU >= this with a ground-truth box are positives.
         neg_to_pos_ratio: hard negatives kept per positive in the classification loss.
         nms_prefix: candidates per image whose NMS the per-image path computes at once (exactness
-            does not depend on it: more are examined when fewer than ``detections_per_img`` survive).
+            does not depend on it: more are examined when fewer than ``detections_per_img``
+            survive).
         nms_impl: ``"per_image"`` (torchvision's nms per image, fastest on CPU), ``"batched"``
             (every image and class at once on the device, no per-image or per-class host
             synchronisation, fastest on GPUs) or ``"auto"`` (by device); the same detections.
@@ -58,7 +59,8 @@ class SSDLite(nn.Module):
 
     Attributes:
         cpu_channels_last: in eval mode on CPU, run the network on channels_last activations (same
-            results up to float rounding, ~1.3-1.5x faster backbone); set False to turn it off.
+            results up to float rounding, a faster backbone: BENCHMARKS.md, CPU routes); set False
+            to turn it off.
     """
 
     task = "detection"
@@ -141,7 +143,7 @@ class SSDLite(nn.Module):
         if images.dim() != 4:
             raise ValueError(f"expected a (N, 3, H, W) batch, got shape {tuple(images.shape)}")
         if self.cpu_channels_last and not self.training and images.device.type == "cpu":
-            # oneDNN's depthwise/1x1 convs are ~1.3-1.5x faster on NHWC activations on CPU
+            # oneDNN's depthwise/1x1 convs run faster on NHWC activations on CPU
             images = images.contiguous(memory_format=torch.channels_last)
         return self.predict_from_taps(self.backbone(images), images.shape[-2:])
 
@@ -199,7 +201,8 @@ class SSDLite(nn.Module):
         self, cls_logits: Tensor, bbox_regression: Tensor, anchors: Tensor, targets: Targets
     ) -> dict[str, Tensor]:
         """torchvision's SSD loss, batched: smooth-L1 on positives + cross-entropy on positives and
-        the ``neg_to_pos_ratio``× highest-loss negatives of each image, both / number of positives."""
+        the ``neg_to_pos_ratio``× highest-loss negatives of each image, both / number of
+        positives."""
         if len(targets) != cls_logits.shape[0]:
             raise ValueError(f"{len(targets)} targets for {cls_logits.shape[0]} images")
         _check_targets(targets)

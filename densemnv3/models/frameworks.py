@@ -8,7 +8,9 @@ attribute. :func:`torchvision_detection_backbone` makes one from any densemnv3 b
 ``BackboneWithFPN``). Outputs are keyed ``"0"``, ``"1"``, ... (``"pool"``), the names the detectors'
 default RoI pooling reads; :meth:`DetectionBackbone.anchor_generator` sizes anchors to the maps::
 
-    backbone = torchvision_detection_backbone("mobilenet_v3_large", taps=("C4", "C5"), fpn_channels=128)
+    backbone = torchvision_detection_backbone(
+        "mobilenet_v3_large", taps=("C4", "C5"), fpn_channels=128
+    )
     model = FasterRCNN(backbone, num_classes=9, rpn_anchor_generator=backbone.anchor_generator())
 """
 

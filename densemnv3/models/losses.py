@@ -101,7 +101,7 @@ def ohem_cross_entropy(
         keep = ranked > -math.log(thresh)
         least = min(min_kept, int(valid.sum())) if min_kept else 0
         if int(keep.sum()) < least:  # the least-th largest: topk on CUDA (kthvalue is not
-            ranked = ranked.flatten()  # deterministic there), kthvalue on CPU (10x faster)
+            ranked = ranked.flatten()  # deterministic there), kthvalue on CPU (much faster)
             bar = (
                 ranked.topk(least).values[-1]
                 if ranked.is_cuda

@@ -1,28 +1,15 @@
 """One backbone pass, two heads: LR-ASPP segmentation and SSDLite detection on shared taps.
 
-:class:`LRASPPSSDLite` holds a whole :class:`~densemnv3.models.SSDLite` (``det``: the backbone, the
-extra blocks, the class/box head, its loss and postprocess) and an
+:class:`LRASPPSSDLite` holds a whole :class:`~densemnv3.models.SSDLite` (``det``) and an
 :class:`~densemnv3.models.heads.lraspp.LRASPPHead` (``seg``) reading two more taps of the same
-backbone: the block that opens stride 8 and ``C5``. A forward runs the backbone once.
+backbone (the block that opens stride 8, and ``C5``). ``output_stride=32`` (the default) keeps the
+MobileNetV3 undilated, LR-ASPP upsampling its gated branch 4× to the stride-8 feature; ``16``
+dilates the last stage as the single-task LR-ASPP does, SSDLite then reading ``C5`` at stride 16
+too (only there does a single-task LR-ASPP checkpoint give the same logits). ``reduced_tail``
+(default on) halves the last stage for both. The defaults are the cheapest configuration in
+training and inference, and train as well as the dilated one (BENCHMARKS.md).
 
-How the backbone serves both heads (``output_stride``):
-
-- ``32`` (the default): the MobileNetV3 as SSDLite has it. SSDLite reads ``C4_expand`` (stride
-  16) and ``C5`` (stride 32); LR-ASPP reads ``C5`` at stride 32 and upsamples its gated branch 4×
-  to the stride-8 feature. No dilated convolution anywhere.
-- ``16``: the last stage dilated, as the single-task LR-ASPP; SSDLite then reads ``C5`` at stride
-  16 too (its six maps have strides 16, 16, 32, ... 256). LR-ASPP's receptive field, at the
-  dilated stage's price. A single-task LR-ASPP checkpoint gives the same logits only here.
-
-``reduced_tail`` (default on) halves the last stage for both (the paper's "RF2" LR-ASPP,
-torchvision's SSDLite). Measured on a 2-core CPU, the default is the cheapest way in training and
-inference (a forward at 512×1024 costs 0.50× the single-task LR-ASPP + SSDLite; 0.61× dilated with
-the reduced tail, 0.75× dilated without) and trained as well as the dilated one over a short
-run (README, "the multi-task model"; BENCHMARKS.md).
-
-Single-task checkpoints load into their part: :meth:`LRASPPSSDLite.single_task_view` is the
-LR-ASPP or SSDLite made of this model's own modules, which is what
-:func:`~densemnv3.models.load_weights` loads them into.
+Single-task checkpoints load into their part through :meth:`LRASPPSSDLite.single_task_view`.
 """
 
 from __future__ import annotations

@@ -1,26 +1,19 @@
 """Channel widths a model can be shrunk along, and the surgery that shrinks them (NetAdapt).
 
 A *unit* is one channel space: every tensor dimension that must keep the same channels for the
-model to compute. On a MobileNetV3 backbone (:class:`~.backbones.mobilenet_v3.InvertedResidual`
-blocks) and its heads there are four kinds:
-
-- ``expansion``: a block's 1×1 expansion output, its depthwise conv and squeeze-excitation, up to
-  the projection's input (``backbone.features.<i>.expand``); where the block is SSDLite's
-  ``C4_expand`` tap, the first prediction blocks read it too.
-- ``chain``: the width shared through a residual chain — the projection that opens a stage, the
-  residual blocks' projections and inputs, the convs that read it (``backbone.features.<i>``,
-  named after the layer that opens it; the last 1×1 conv ``C5`` is a chain of one); taps carry
-  it into the heads (LR-ASPP's low classifier, SSDLite's first maps).
-- ``head``: LR-ASPP's ``inter_channels`` branch (``head.cbr``); SSDLite's extra blocks, their
-  middle (``extra.<k>.mid``) and output (``extra.<k>``) widths, which the prediction blocks read.
-- ``squeeze``: a squeeze-excitation's bottleneck (``<unit>.se``). It is not shrunk on its own: it
-  follows the unit it squeezes, kept at ``make_divisible(width / 4)`` as the block was built.
+model to compute. On a MobileNetV3 backbone and its heads there are four kinds: ``expansion``, a
+block's expanded width up to its projection (``backbone.features.<i>.expand``); ``chain``, the
+width shared through a residual chain and the taps that carry it into the heads
+(``backbone.features.<i>``, named after the layer that opens it; ``C5`` is a chain of one);
+``head``, LR-ASPP's ``head.cbr`` and SSDLite's ``extra.<k>.mid`` and ``extra.<k>``; ``squeeze``, a
+squeeze-excitation's bottleneck (``<unit>.se``), never shrunk on its own but kept at
+``make_divisible(width / 4)`` of the unit it squeezes.
 
 :func:`shrink_` keeps the channels it is given (NetAdapt keeps the most important, see
-:func:`channel_importance`) in every member of a unit, so a channel whose producing weights are
-all zero is removed without changing any output. :func:`set_widths_` gives a model the widths a
-config records (``model.widths``), which is how :func:`~densemnv3.models.build_model` rebuilds a
-shrunk model before its checkpoint loads into it.
+:func:`channel_importance`) in every member of a unit, so a channel whose producing weights are all
+zero is removed without changing any output. :func:`set_widths_` gives a model the widths a config
+records (``model.widths``), which is how :func:`~densemnv3.models.build_model` rebuilds a shrunk
+model before its checkpoint loads into it.
 """
 
 from __future__ import annotations

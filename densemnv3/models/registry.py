@@ -38,7 +38,7 @@ def register_model(
 
 
 def generic(name: str) -> bool:
-    """Whether model ``name`` builds its head on the backbone it is given (``lraspp``, ``ssdlite``)."""
+    """Whether model ``name`` builds its head on the backbone it gets (``lraspp``, ``ssdlite``)."""
     return name in MODELS and name in HEADS.values()
 
 

@@ -1,15 +1,12 @@
 """Bilinear resizing as ``F.interpolate`` computes it, taking the faster or the deterministic
 path where ``F.interpolate``'s backward is slow or nondeterministic.
 
-:func:`resize_bilinear` can compute the resize as two matrix products with the interpolation
-weights (``rows @ x @ cols.T``), whose backward is two more. It does so only with gradients:
-- on CUDA under ``torch.use_deterministic_algorithms(True)``, where ``F.interpolate``'s backward
-  (which accumulates with atomics) refuses to run;
-- on CPU for small inputs (at most 32x64 cells, e.g. logits at stride 8 of a 256x512 crop), where
-  the products cost less than ``upsample_bilinear2d``'s backward: the LR-ASPP training step at
-  128x256 takes ~6 % less time (BENCHMARKS.md). At larger inputs the dense products do more work
-  than the kernel and lose, so the kernel runs.
-Without gradients (evaluation, export) it is always ``F.interpolate``.
+With gradients, :func:`resize_bilinear` computes the resize as two matrix products with the
+interpolation weights (``rows @ x @ cols.T``, whose backward is two more) on CUDA under
+``torch.use_deterministic_algorithms(True)``, where ``F.interpolate``'s atomic backward refuses to
+run, and on CPU for inputs up to :data:`CPU_MATMUL_MAX_CELLS`, where the products cost less than
+``upsample_bilinear2d``'s backward (BENCHMARKS.md, training step). Without gradients (evaluation,
+export) it is always ``F.interpolate``.
 """
 
 from __future__ import annotations
@@ -30,8 +27,8 @@ def deterministic_cuda(x: Tensor) -> bool:
 
 
 #: Input cells (H x W) up to which the matrix products beat ``upsample_bilinear2d``'s backward on
-#: CPU: 1.5x at 16x32 -> 128x256, 1.1x at 32x64 -> 256x512, 0.9x at 64x128 -> 512x1024
-#: (channels_last, batch 8, 19 channels, 2 threads; BENCHMARKS.md).
+#: CPU (logits at stride 8 of a 256x512 crop); at larger inputs the dense products do more work than
+#: the kernel.
 CPU_MATMUL_MAX_CELLS = 32 * 64
 
 

@@ -58,8 +58,9 @@ class LRASPP(nn.Module):
 
     def network(self, x: Tensor) -> Tensor:
         """The logits at the low tap's stride (8), before :meth:`forward` upsamples them: what the
-        Predictor and the exported files take labels from (:func:`~densemnv3.inference.upsampled_labels`
-        gives the labels of the upsampled logits without computing them)."""
+        Predictor and the exported files take labels from
+        (:func:`~densemnv3.inference.upsampled_labels` gives the labels of the upsampled logits
+        without computing them)."""
         features = self.backbone(x)
         return self.head(features[self.low_tap], features[self.high_tap])
 
@@ -100,11 +101,11 @@ def lraspp(
     """LR-ASPP on any backbone at ``output_stride`` 8, 16 (the paper's; the default unless the
     backbone's options give one) or 32.
 
-    ``backbone``: a registered name, ``tv:<model>``, ``timm:<model>`` or ``{"name": ..., **options}``
-    (``model.backbone`` in a config). ``low_tap`` defaults to the stride-8 tap (see
-    :mod:`densemnv3.models.taps`); ``backbone_kwargs`` (e.g. ``width_mult``, ``reduced_tail``)
-    go to :func:`create_backbone`; ``backbone_weights`` is a classification checkpoint for the
-    backbone. ``frozen_bn`` freezes the backbone's BatchNorm only.
+    ``backbone``: a registered name, ``tv:<model>``, ``timm:<model>`` or
+    ``{"name": ..., **options}`` (``model.backbone`` in a config). ``low_tap`` defaults to the
+    stride-8 tap (see :mod:`densemnv3.models.taps`); ``backbone_kwargs`` (e.g. ``width_mult``,
+    ``reduced_tail``) go to :func:`create_backbone`; ``backbone_weights`` is a classification
+    checkpoint for the backbone. ``frozen_bn`` freezes the backbone's BatchNorm only.
     """
     name, options = backbone_spec(require_backbone(backbone, "lraspp", "LR-ASPP"))
     if output_stride is None:

@@ -68,7 +68,8 @@ def lraspp_taps(backbone: nn.Module, name: str, low_tap: str | None = None) -> t
 
 
 def ssdlite_taps(backbone: nn.Module, name: str) -> tuple[str, str]:
-    """``(stride-16 map, stride-32 map)`` taps of SSDLite on ``backbone`` (registered as ``name``)."""
+    """``(stride-16 map, stride-32 map)`` taps of SSDLite on ``backbone`` (registered as
+    ``name``)."""
     info = backbone.feature_info
     first = "C4_expand" if "C4_expand" in info and info["C4_expand"].stride == 16 else None
     first = first or _at_stride(info, 16, deepest=True)

@@ -1,1 +1,1 @@
-"""NetAdapt: shrink a trained model's layer widths to a latency budget on the runtime it will run on."""
+"""NetAdapt: shrink a trained model's layer widths to a latency budget on its target runtime."""

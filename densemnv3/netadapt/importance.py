@@ -118,9 +118,10 @@ def summarize(rows: list[dict[str, Any]], metric: str, current_ms: float, base: 
     for r in rows:
         by_unit.setdefault(r["unit"], {})[r["importance"]] = r
     lines = [
-        f"importance on {len(by_unit)} proposals ({metric} {base:.4f} before; kept = the proposal the "
-        f"search would keep):",
-        f"  {'importance':10s} {'mean after cut':>15s} {'mean tuned':>11s} {'wins':>5s} {'kept':>11s}",
+        f"importance on {len(by_unit)} proposals ({metric} {base:.4f} before; kept = the proposal "
+        f"the search would keep):",
+        f"  {'importance':10s} {'mean after cut':>15s} {'mean tuned':>11s} {'wins':>5s} "
+        f"{'kept':>11s}",
     ]
     for method in IMPORTANCE:
         mine = [u[method] for u in by_unit.values() if method in u]

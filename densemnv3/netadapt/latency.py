@@ -1,36 +1,21 @@
 """NetAdapt's latency model: a lookup table of per-layer latencies on one inference route, whose
 sum predicts a whole model's (Yang et al., ECCV 2018, section 3.2).
 
-A table is one route (:data:`ROUTES`), thread count, input size and CPU. Each layer
-configuration (:mod:`.layers`: a MobileNetV3 block, a chain of convs, the LR-ASPP branch) is built
-as a network of its own, timed once on the route and kept in a JSON file; a model's prediction
-is the sum over its layers plus ``glue_ms``, what no layer accounts for (the final resize,
-SSDLite's flattening and anchors, the per-layer graphs' edges), which :meth:`LatencyTable.calibrate`
-measures once on the original model. A new layer costs a fraction of a second on onnxruntime
-(its graph is written with ``onnx.helper``, not exported), so the hundreds a search proposes
-cost minutes once and nothing afterwards.
+A table is one route (:data:`ROUTES`: ``torch``, the Predictor's CPU path; ``onnxruntime``, the
+fp32 ONNX file; ``onnxruntime-int8``, the int8 QDQ file of tools/quantize.py; ``openvino``, the
+fp32 ONNX file at its default precision hint), thread count, input size and CPU, at batch 1. Each
+layer configuration (:mod:`.layers`) is built as a network of its own, timed once and kept in a
+JSON file, so the hundreds a search proposes cost minutes once and nothing afterwards. A model's
+prediction is the sum over its layers plus ``glue_ms`` (what no layer accounts for), which
+:meth:`LatencyTable.calibrate` measures once on the original model. Int8 layers are quantized
+with tools/quantize.py's settings but calibrated on one random input by min/max: ranges change no
+kernel's speed.
 
-How a layer is timed is the route's (:mod:`.timing`): the wall clock of its graph or module
-(``torch``, ``onnxruntime``), or the sum of its nodes in the runtime's own profile less the
-conversions at the graph's edges (``onnxruntime-int8``, ``openvino``: there those conversions
-cost as much as the layer, and the whole model does not pay them per layer). Each was chosen by
-which predicted the whole model better (the figures are in the report of this change).
-
-The routes, each at batch 1 (:meth:`LatencyTable.measure` runs the whole model the same way):
-
-- ``torch``: the Predictor's PyTorch CPU path: BatchNorm folded, channels_last, inference mode.
-- ``onnxruntime``: the fp32 ONNX file tools/export.py writes, in
-  :class:`~densemnv3.runtimes.engines.OnnxRuntimeEngine`.
-- ``onnxruntime-int8``: the int8 QDQ file tools/quantize.py writes (LR-ASPP, SSDLite), in
-  onnxruntime. Each layer is quantized with its settings (int8 weights per channel, uint8
-  activations, :func:`~densemnv3.export.quantize.int8_friendly`'s rewrites, classifiers left
-  in float) but calibrated on one random input by min/max: ranges change no kernel's speed.
-- ``openvino``: the fp32 ONNX file in :class:`~densemnv3.runtimes.engines.OpenVINOEngine`, with
-  its default precision hint (bf16 where the CPU has it).
-
-Every model is timed as :func:`~densemnv3.export.onnx_export.exportable` gives it with raw
-outputs, as the exported files hold it: the network, without the LR-ASPP's final upsample (its
-files output the logits at stride 8), box decoding or NMS.
+How a layer is timed is the route's (:mod:`.timing`), whichever predicts the whole model better:
+the wall clock, or for the :data:`PROFILED` routes the sum of its nodes in the runtime's profile
+less the conversions at the graph's edges, which cost as much as the layer there. Every model is
+timed with raw outputs, as the exported files hold it: without the LR-ASPP's final upsample, box
+decoding or NMS.
 """
 
 from __future__ import annotations
@@ -53,7 +38,8 @@ from torch import Tensor, nn
 
 from densemnv3.checkpoint.metadata import OUTPUT_NAMES
 from densemnv3.errors import UserError, did_you_mean
-from densemnv3.export.onnx_export import export_onnx, exportable, quiet
+from densemnv3.export.graphs import exportable
+from densemnv3.export.onnx_export import export_onnx, quiet
 from densemnv3.inference.optimize import prepare_for_inference
 from densemnv3.runtimes.engines import Engine, OnnxRuntimeEngine, OpenVINOEngine, package_version
 from densemnv3.utils.files import write_text
@@ -83,8 +69,7 @@ _NEEDS["onnxruntime-int8"] = _NEEDS["onnxruntime"]
 #: after WARMUP runs and WARMUP_SECONDS.
 LAYER_SECONDS, LAYER_RUNS, MODEL_SECONDS, MODEL_RUNS = 0.15, 5, 2.0, 10
 #: Side by side (:data:`~.measure.SIDE_ROUNDS` rounds): per round and model, a block of at least
-#: BLOCK_CALLS calls and BLOCK_SECONDS: short, so that the models' turns see the same load
-#: (LR-ASPP-Large at 512x1024 on 2 quiet cores: 3 models in about 1.5 s).
+#: BLOCK_CALLS calls and BLOCK_SECONDS: short, so that the models' turns see the same load.
 BLOCK_SECONDS, BLOCK_CALLS = 0.02, 1
 #: Routes whose layers are timed by the runtime's per-node profile, less the graph's edges
 #: (:mod:`.timing`); the others by the wall clock.
@@ -136,10 +121,10 @@ def _runtime(route: str) -> str:
 class LatencyTable:
     """Per-layer latencies (ms) on ``route`` with ``threads`` threads for ``(1, 3, *size)`` inputs.
 
-    Measured layers are kept in :attr:`path` (under ``cache_dir``, default :func:`default_cache_dir`),
-    whose name holds everything a latency depends on: the route, the runtime's version, the
-    threads, the input size and the CPU model. ``progress`` shows a bar while new layers are
-    timed.
+    Measured layers are kept in :attr:`path` (under ``cache_dir``, default
+    :func:`default_cache_dir`), whose name holds everything a latency depends on: the route, the
+    runtime's version, the threads, the input size and the CPU model. ``progress`` shows a bar while
+    new layers are timed.
     """
 
     def __init__(
@@ -287,7 +272,7 @@ class LatencyTable:
         if self.route != "onnxruntime-int8":
             onnx.save(proto, str(path))
             return path
-        from densemnv3.export.quantize import int8_friendly
+        from densemnv3.export.int8_graph import int8_friendly
 
         int8_friendly(proto)
         onnx.save(proto, str(folder / "fp32.onnx"))
@@ -319,8 +304,7 @@ class LatencyTable:
             else:
                 net, form = exportable(prepare_for_inference(model), outputs="raw")
                 # the exporter of tools/export.py, at the one size timed: a static graph exports
-                # in 2-5 s against 10-23 s for the dynamic one (LR-ASPP 512x1024, SSDLite
-                # 256x512) and runs within a few per cent of it
+                # several times faster than the dynamic one and runs as fast
                 with quiet():
                     export_onnx(net, path, self.size, OUTPUT_NAMES[form], static=True)
             engine = self._engine(path)
@@ -333,7 +317,8 @@ def _quantized_file(
     """``model`` as tools/quantize.py writes its int8 file. Where its percentile calibration
     fails on ``images`` (an activation constant over them: random images on an untrained model),
     the graph is calibrated by min/max instead: the same nodes, so the same speed."""
-    from densemnv3.export.quantize import export_for_quantization, float_nodes, quantize_onnx
+    from densemnv3.export.int8_graph import float_nodes
+    from densemnv3.export.quantize import export_for_quantization, quantize_onnx
 
     prepared = path.with_name("prepared.onnx")
     export_for_quantization(model, prepared, size, static=True)

@@ -1,32 +1,17 @@
 """The width-dependent layers of a model as hashable keys, and each key as a network of its own.
 
 The keys of NetAdapt's latency lookup table (:mod:`.latency`). :func:`model_layers` runs one
-forward of the network an exported file holds (LR-ASPP: the logits; SSDLite and the multi-task
-model: the network before any box decoding or NMS) on a batch of no images (every shape, no
-arithmetic: 25x faster than the ``meta`` device's Python shape functions), with hooks that
-record each unit's input shape:
+forward of the network an exported file holds on a batch of no images (every shape, no
+arithmetic, far cheaper than the ``meta`` device), with hooks that record each unit's input shape.
+A MobileNetV3 block is one :class:`Chain` (one per piece where SSDLite runs it in two), an
+LR-ASPP head an :class:`LRASPPBranch` and a :class:`Chain` of its low classifier, and any other
+convs run in sequence a :class:`Chain`. Keys are blocks rather than single convs because a runtime
+fuses inside a block: a conv timed alone pays for reorders, quantize/dequantize or transposes at
+its edges that the whole model does not. What no key accounts for is the table's ``glue``.
 
-- a MobileNetV3 :class:`~densemnv3.models.backbones.mobilenet_v3.InvertedResidual` block, whole
-  (expansion, depthwise, squeeze-excitation, projection and the residual add) → a :class:`Chain`;
-- an LR-ASPP head (global gate) → an :class:`LRASPPBranch` (the high branch, its gate, classifier
-  and resize) and a :class:`Chain` of its low classifier;
-- any other convs run in sequence (the stem, the last 1×1 conv, SSDLite's extra and prediction
-  blocks, a lone ``Conv2d``) → a :class:`Chain`;
-- a block run in pieces (SSDLite's ``C4_expand`` block: expansion, then the rest) → one
-  :class:`Chain` per piece.
-
-Why blocks rather than single convs: a runtime fuses inside a block (onnxruntime's NCHWc
-layout keeps the block's tensors blocked, folds the activations and the residual add into the
-convs, and reorders only around the squeeze-excitation), so a conv timed alone pays for
-reorders, quantize/dequantize or transposes at its edges that the whole model does not; a block
-pays them once. What no key accounts for (the final resize, SSDLite's flattening and anchors, a
-session's overhead, those edges) is the table's ``glue``, measured once per model.
-
-:func:`torch_module` builds a key as the same PyTorch modules the model uses (BatchNorm already
-folded: convs with a bias); :func:`onnx_model` writes that module as an ONNX graph with the ops
-the dynamo exporter writes for the model (``HardSwish``, ``Clip`` for ReLU6, ``ReduceMean`` for
-the squeeze-excitation's pool, ``Resize`` half-pixel linear), built with ``onnx.helper`` in a
-millisecond instead of an export (30 ms with the TorchScript exporter, seconds with dynamo).
+:func:`torch_module` builds a key as the same PyTorch modules the model uses (BatchNorm folded);
+:func:`onnx_model` writes it with ``onnx.helper`` as the ops the dynamo exporter writes for the
+model, in a millisecond instead of an export.
 """
 
 from __future__ import annotations
@@ -79,7 +64,7 @@ OPSET = 18
 class Conv:
     """A square conv with BatchNorm folded in (so with a bias), then ``act`` (``"none"`` or a
     value of :data:`ACTIVATIONS`). ``keep_float``: a classifier, left in float in the int8 file
-    (:func:`~densemnv3.export.quantize.float_nodes`)."""
+    (:func:`~densemnv3.export.int8_graph.float_nodes`)."""
 
     in_channels: int
     out_channels: int
@@ -106,7 +91,8 @@ Op = Conv | SqueezeExcite
 
 @dataclass(frozen=True)
 class Chain:
-    """``ops`` in sequence on a ``(channels, height, width)`` input; ``residual``: plus the input."""
+    """``ops`` in sequence on a ``(channels, height, width)`` input; ``residual``: plus the
+    input."""
 
     shape: tuple[int, int, int]
     ops: tuple[Op, ...]

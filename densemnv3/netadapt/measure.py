@@ -1,10 +1,10 @@
 """Side-by-side latency: what decides, in a NetAdapt run, whether one model is faster than another.
 
-On a shared machine two measurements taken a minute apart differ by tens of per cent. Two models
-run in turn, round after round, see the same load, and the ratio of their times taken round by
-round holds to a few per cent. So every decision of the search is such a ratio: a proposal is
-kept only if it runs faster than the model it would replace, measured beside it, and the target
-is reached when the kept model runs at most ``target`` × the original's time, measured beside it.
+On a shared machine two measurements taken a minute apart differ widely, while two models run in
+turn, round after round, see the same load, and the ratio of their times taken round by round holds
+steady. So every decision of the search is such a ratio: a proposal is kept only if it runs faster
+than the model it would replace, measured beside it, and the target is reached when the kept model
+runs at most ``target`` × the original's time, measured beside it.
 """
 
 from __future__ import annotations

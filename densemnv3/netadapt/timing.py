@@ -128,9 +128,9 @@ def steady_allocator() -> None:
 
     glibc serves blocks above a threshold (128 KiB at first) from fresh ``mmap``s, page-faulted
     on every call, and raises the threshold to the largest such block freed (up to 32 MiB). A
-    layer timed alone never frees a block larger than its own and stays slow (the stem at
-    512x1024: 5 ms instead of 1); freeing one just under 32 MiB once gives every layer the heap
-    the whole model's steady state gives it.
+    layer timed alone never frees a block larger than its own and stays slow (the stem several
+    times slower than in the whole model); freeing one just under 32 MiB once gives every layer the
+    heap the whole model's steady state gives it.
     """
     torch.empty((32 << 20) - (1 << 16), dtype=torch.uint8)  # allocated and freed at once
 

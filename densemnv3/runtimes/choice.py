@@ -2,12 +2,12 @@
 machine has installed, measured.
 
 ``--runtime auto`` (the default) times every installed engine that reads the file's format (and
-scores it as PyTorch does: :meth:`Engine.inaccurate`) on
-this CPU, with the thread count it will run with, at the size it will see, and takes the fastest;
-the figures and the choice go in the ``inference:`` line, and in a small cache
-(``$XDG_CACHE_HOME/densemnv3/routes.json``, keyed by the file, its size and mtime, the input size,
-the threads and the engines' versions) so the next run starts at once. One engine installed is
-chosen without timing. PyTorch checkpoints run in torch (``--runtime torch``), on any device.
+scores it as PyTorch does: :meth:`Engine.inaccurate`) on this CPU, with the thread count it will run
+with, at the size it will see, and takes the fastest; the figures and the choice go in the
+``inference:`` line, and in a small cache (``$XDG_CACHE_HOME/densemnv3/routes.json``, keyed by the
+file, its size and mtime, the input size, the threads and the engines' versions) so the next run
+starts at once. One engine installed is chosen without timing. PyTorch checkpoints run in torch
+(``--runtime torch``), on any device.
 """
 
 from __future__ import annotations

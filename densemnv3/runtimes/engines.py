@@ -151,8 +151,8 @@ class OnnxRuntimeEngine(Engine):
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         # its workers spin through each run, as by default, but stop when it returns: left
-        # spinning, they take the cores from the post-processing that follows every run (SSDLite
-        # batch 8 end to end 110 -> 86 ms, the network alone unchanged; BENCHMARKS.md)
+        # spinning, they take the cores from the post-processing that follows every run
+        # (BENCHMARKS.md, SSDLite batch 8 end to end)
         options.add_session_config_entry("session.force_spinning_stop", "1")
         return ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
 
@@ -229,7 +229,7 @@ class OpenVINOEngine(Engine):
         self.hint = "f32" if precision == "fp32" or not cpu_has_bf16() else "bf16"
         self.asked = precision
         # streams of one compiled model, not a model per stream: each of those would pin its
-        # threads to the same first cores (SSDLite batch 8, 2 threads: 51 against 102 ms)
+        # threads to the same first cores, and the streams would run no faster than one
         compiled = openvino_core().compile_model(
             str(self.path),
             "CPU",

@@ -1,17 +1,12 @@
 """Exported files behind the interface of the PyTorch models, whichever engine runs them.
 
-- :class:`ExportedSegmenter`: ``model(images)`` returns logits ``(N, C, H, W)``, as :class:`LRASPP`;
-  ``network(images)`` the graph's own, at stride 8 for a file of ``outputs: logits_raw`` (the
-  default export: the labels of their upsampling cost less outside the graph).
-- :class:`ExportedDetector`: ``model(images)`` returns one dict of ``boxes``/``scores``/``labels``
-  per image, as :class:`SSDLite` in eval mode. A graph with raw outputs (``cls_logits``,
-  ``bbox_regression``, ``anchors``: the int8 and ``.pte`` files) is post-processed here in
-  float32 by the same :func:`~densemnv3.models.heads.postprocess.ssd_postprocess` as the PyTorch
-  model; a graph exported with its postprocess inside (``--postprocess``) returns its own detections.
-- :class:`ExportedMultiTask`: ``model(images)`` returns a :class:`MultiTaskOutput`, as
-  :class:`LRASPPSSDLite` in eval mode, from a graph of the raw tensors of one pass (logits at
-  stride 8, ``cls_logits``, ``bbox_regression``, ``anchors``); ``network`` and ``det.postprocess``
-  are the model's too, which is what the Predictor calls.
+:class:`ExportedSegmenter` returns logits ``(N, C, H, W)`` as :class:`LRASPP` does (``network``:
+the graph's own, at stride 8 for ``outputs: logits_raw``); :class:`ExportedDetector` one dict of
+``boxes``/``scores``/``labels`` per image as :class:`SSDLite` in eval mode, post-processing a raw
+graph (the int8 and ``.pte`` files) in float32 with the PyTorch model's
+:func:`~densemnv3.models.heads.postprocess.ssd_postprocess`; :class:`ExportedMultiTask` a
+:class:`MultiTaskOutput` from the raw tensors of one pass, with ``network`` and
+``det.postprocess`` for the Predictor.
 
 The engine (:mod:`.engines`) is made at the first call with ``threads`` intra-op threads (None:
 torch's count, so ``torch.set_num_threads`` and the tools' ``--threads`` apply), and made again
@@ -112,9 +107,9 @@ class ExportedModel(nn.Module):
     def streams(self, batch: int) -> int:
         """Slices a batch of ``batch`` images is run in, side by side, each with its share of the
         threads: ``min(batch, threads)`` for an engine that splits and a file whose outputs are
-        per image or shared (a network's tensors, not a graph's NMS), else 1. A depthwise network
-        on a few cores runs slices side by side faster than the batch on all of them (SSDLite
-        batch 8, 2 threads: int8 onnxruntime 61 -> 54 ms, OpenVINO 63 -> 51; BENCHMARKS.md)."""
+        per image or shared (a network's tensors, not a graph's NMS), else 1: a depthwise network
+        on a few cores runs slices side by side faster than the batch on all of them (BENCHMARKS.md,
+        SSDLite batch 8)."""
         if (
             not self.engine_class.splits
             or self.outputs not in OUTPUT_NAMES
@@ -270,12 +265,14 @@ class ExportedDetector(_SSDSettings, ExportedModel):
         if self.outputs not in ("raw", "detections"):
             raise UserError(
                 f"{path}: an SSDLite file without NMS (outputs boxes and scores), which "
-                f"the tools cannot score; export with --postprocess, or use tools/quantize.py's file"
+                f"the tools cannot score; export with --postprocess, "
+                f"or use tools/quantize.py's file"
             )
         self._take_settings(template)
 
     def predict_raw(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``(cls_logits, bbox_regression, anchors)`` as :meth:`SSDLite.predict_raw` (raw graphs)."""
+        """``(cls_logits, bbox_regression, anchors)`` as :meth:`SSDLite.predict_raw` (raw
+        graphs)."""
         if self.outputs != "raw":
             raise UserError(f"{self.path}: has its postprocess inside; it gives detections only")
         return self.run(images)
@@ -307,7 +304,8 @@ class ExportedMultiTask(ExportedModel):
         if self.outputs != "multitask_raw":
             raise UserError(
                 f"{path}: a multi-task file of decoded boxes and scores without NMS, which the "
-                f"tools do not run; use tools/quantize.py's file or a .pte (--format executorch), or give the tools the "
+                f"tools do not run; use tools/quantize.py's file or a .pte (--format executorch), "
+                f"or give the tools the "
                 f"checkpoint it was exported from"
             )
         self.det = SSDPostprocess(template.det)

@@ -64,7 +64,7 @@ class SegScoring:
             torch.cuda.synchronize(scores.device)
         self.seconds += time.perf_counter() - start
         self.images += len(images)
-        # label_map: argmax(1)'s labels, ~10x faster over NCHW on the CPU (its own argmax otherwise)
+        # label_map: argmax(1)'s labels, much faster over NCHW on the CPU (its own argmax otherwise)
         pred = (
             torch.from_numpy(label_map(scores)) if scores.device.type == "cpu" else scores.argmax(1)
         )
@@ -79,8 +79,9 @@ class SegScoring:
         ids = self.dataset.instance_ids(index)
         if ids.shape != shape:
             raise DataError(
-                f"{self.dataset.instance_path(index)}: instance ids are {ids.shape[1]}x{ids.shape[0]} "
-                f"(WxH) but the label is {shape[1]}x{shape[0]}; regenerate them"
+                f"{self.dataset.instance_path(index)}: instance ids are "
+                f"{ids.shape[1]}x{ids.shape[0]} (WxH) but the label is {shape[1]}x{shape[0]}; "
+                f"regenerate them"
             )
         return torch.from_numpy(ids.astype("int32"))
 
@@ -98,7 +99,10 @@ class SegScoring:
 
 def timing_line(metrics: dict[str, Any]) -> str:
     """``prediction: whole, flip: 123.4 ms per image`` from an evaluation's metrics."""
-    return f"prediction: {metrics['eval_mode']}: {metrics['ms_per_image']:.1f} ms per image (network and scores)"
+    return (
+        f"prediction: {metrics['eval_mode']}: {metrics['ms_per_image']:.1f} ms per image "
+        f"(network and scores)"
+    )
 
 
 @register_task("segmentation")

@@ -8,7 +8,7 @@ __all__ = ["resolve_device"]
 
 
 def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; asking for CUDA without one is an error."""
+    """``auto``: ``cuda`` when available, else ``cpu``; CUDA asked for without one is an error."""
     import torch
 
     if device == "auto":

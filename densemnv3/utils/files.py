@@ -164,8 +164,8 @@ def remove_stale_temps(path: str | os.PathLike, *, any_owner: bool = False) -> l
 
     Only ``.NAME.*.tmp`` beside ``path``, and of those only the ones whose writer (the PID in the
     name) is no longer running on this machine; with ``any_owner`` (a caller that holds the work
-    directory's lock, so no other writer can be at work) every one of them, including those of the
-    older ``mkstemp`` names. Returns the files removed.
+    directory's lock, so no other writer can be at work) every one of them, including those whose
+    name holds no PID (``mkstemp``'s). Returns the files removed.
     """
     path = Path(path)
     removed = []

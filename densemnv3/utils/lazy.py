@@ -14,8 +14,9 @@ __all__ = ["lazy_exports"]
 def lazy_exports(
     package: str, namespace: dict[str, Any], exports: Mapping[str, str]
 ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
-    """``(__getattr__, __dir__)`` for ``package``: ``exports`` maps a name to the submodule
-    (or the module, by its absolute name) that defines it; the value is imported at first access and kept in ``namespace``."""
+    """``(__getattr__, __dir__)`` for ``package``: ``exports`` maps a name to the submodule (or the
+    module, by its absolute name) that defines it; the value is imported at first access and kept in
+    ``namespace``."""
 
     def __getattr__(name: str) -> Any:
         if name not in exports:

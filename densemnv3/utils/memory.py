@@ -1,14 +1,12 @@
 """Keep the memory of freed tensors for the next ones, as torch's own CPU launcher does.
 
 glibc's ``malloc`` maps every allocation above 32 MB afresh from the kernel and unmaps it on
-``free``; the next tensor of that size page-faults on every 4 KB page of its first write. Dense
-prediction allocates such tensors on every call (19-class logits at 1024x2048 are 160 MB, at
-720p 70 MB), so a tool that predicts frame after frame pays for zeroed pages each time:
-LR-ASPP at 1024x2048 on two cores, 366 ms a frame against 286 ms with the memory kept, and
-six-scale TTA 12.5 s against 6.7 s (BENCHMARKS.md). ``torch.backends.xeon.run_cpu`` (and Intel's
-extension) get the same by preloading jemalloc or tcmalloc set never to give memory back; with
-glibc, two ``mallopt`` calls do it in the running process: large blocks come from the heap, and
-the heap is not trimmed, so a freed block serves the next allocation of its size.
+``free``, so the next tensor of that size page-faults on every page of its first write. Dense
+prediction allocates such tensors on every call (19-class logits at 1024x2048 are 160 MB), so a
+tool that predicts frame after frame pays for zeroed pages each time, a large share of a frame
+(BENCHMARKS.md). ``torch.backends.xeon.run_cpu`` preloads an allocator that never gives memory
+back; with glibc, two ``mallopt`` calls do the same in the running process (large blocks from the
+heap, which is never trimmed).
 
 The command-line tools call :func:`keep_freed_memory` first (:func:`densemnv3.cli.entry.run_main`);
 an application of its own calls it once at start. The cost: the process keeps its peak memory

@@ -48,7 +48,7 @@ class Registry(Generic[T]):
         return add
 
     def get(self, name: str) -> T:
-        """The builder registered as ``name``; a :class:`ConfigError` listing the choices if none."""
+        """The builder registered as ``name``; none: a :class:`ConfigError` listing the choices."""
         if name not in self._builders:
             raise ConfigError(
                 f"unknown {self.kind} {name!r}{did_you_mean(name, self._builders)}; "

@@ -30,7 +30,8 @@ def ann(ann_id, image_id, bbox, category_id=26, iscrowd=0):
 
 
 def make_coco(root: Path, annotations=None, images=(1, 2), write=(1, 2)) -> Path:
-    """Images ``img{id}.png`` under root/leftImg8bit/train/x/ and root/annotations/instances_train.json."""
+    """Images ``img{id}.png`` under root/leftImg8bit/train/x/ and
+    root/annotations/instances_train.json."""
     folder = root / "leftImg8bit" / "train" / "x"
     folder.mkdir(parents=True, exist_ok=True)
     for image_id in write:
@@ -193,7 +194,7 @@ def test_cache_serves_decoded_images_after_the_first_read(tiny_synthetic, tmp_pa
         plain[0]
 
 
-# ---------------------------------------------------------------- annotation files that parse but are wrong
+# -------------------------------------------------------- annotation files that parse but are wrong
 
 
 def edited_coco(root: Path, edit) -> Path:

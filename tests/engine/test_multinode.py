@@ -1,5 +1,6 @@
-"""Multi-node training as docs/training.md runs it (``torchrun --nnodes 2 ... --rdzv-backend c10d``),
-with two "nodes" of one process each on this host, on the CPU (gloo).
+"""Multi-node training as docs/training.md runs it
+(``torchrun --nnodes 2 ... --rdzv-backend c10d``), with two "nodes" of one process each on this
+host, on the CPU (gloo).
 
 Each node runs in a folder of its own with the relative ``work_dir=run``, so what a node writes
 shows up under its folder: the run directory must be node 0's alone. A world of 2 shows in what

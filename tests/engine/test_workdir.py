@@ -1,4 +1,5 @@
-"""The work-dir lock: one run per folder, stale locks taken over, temps of interrupted saves removed."""
+"""The work-dir lock: one run per folder, stale locks taken over, temps of interrupted saves
+removed."""
 
 import json
 import os

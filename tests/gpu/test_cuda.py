@@ -363,7 +363,8 @@ def _train_overrides(tool, tiny_synthetic, tiny_overrides, work):
 def test_deterministic_amp_training_on_cuda_is_bit_identical(
     tool, tiny_synthetic, tiny_overrides, run_tool, tmp_path
 ):
-    """train.deterministic=True with AMP on CUDA: it runs, and twice gives the same weights bit for bit."""
+    """train.deterministic=True with AMP on CUDA: it runs, and twice gives the same weights bit for
+    bit."""
     weights = []
     for run in ("a", "b"):
         work = tmp_path / run

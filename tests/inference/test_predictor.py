@@ -334,7 +334,8 @@ def test_from_config_loads_a_checkpoint(tmp_path, seg_model):
     config = tmp_path / "seg.py"
     config.write_text(
         "from densemnv3.config import Config, ModelConfig\n"
-        "cfg = Config(task='segmentation', model=ModelConfig(name='lraspp_mobilenet_v3_small', num_classes=19))\n"
+        "cfg = Config(task='segmentation', "
+        "model=ModelConfig(name='lraspp_mobilenet_v3_small', num_classes=19))\n"
     )
     torch.save({"model": seg_model.state_dict()}, tmp_path / "last.pt")
     predictor = Predictor.from_config(

@@ -68,7 +68,8 @@ def test_source_kind():
         (lambda tmp: "97", "cannot open camera 97"),
         (
             lambda tmp: "rtsp://user:secret@127.0.0.1:1/live",
-            "cannot open stream rtsp://user:***@127.0.0.1:1/live: check the URL and that the stream is live",
+            "cannot open stream rtsp://user:***@127.0.0.1:1/live: check the URL and that the "
+            "stream is live",
         ),
     ],
     ids=["missing", "directory", "empty", "not-a-video", "camera", "stream"],

@@ -154,7 +154,8 @@ def test_mismatched_architecture_names_keys(rand_init):
     backbone = create_backbone("mobilenet_v3_large")
     with pytest.raises(
         CheckpointError,
-        match=r"features\.2\.block\.0\.0\.weight: checkpoint \(72, 16, 1, 1\) vs model \(64, 16, 1, 1\)",
+        match=r"features\.2\.block\.0\.0\.weight: checkpoint \(72, 16, 1, 1\) "
+        r"vs model \(64, 16, 1, 1\)",
     ):
         load_state_dict_checked(backbone, small)
 

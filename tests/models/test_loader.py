@@ -1,4 +1,5 @@
-"""load_model: checkpoints describe themselves; a config beside one is checked, never silently used."""
+"""load_model: checkpoints describe themselves; a config beside one is checked, never silently
+used."""
 
 import dataclasses
 

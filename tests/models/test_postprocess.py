@@ -1,4 +1,4 @@
-"""The batched (device-native) SSD postprocess gives the per-image path's detections, bit for bit."""
+"""The batched (device-native) SSD postprocess gives the per-image path's detections bit for bit."""
 
 import pytest
 import torch
@@ -90,7 +90,7 @@ def test_equals_the_previous_postprocess_on_a_hand_checked_case():
 
 
 def clustered(batch, classes, seed, count=400):
-    """Boxes piled on a few spots, scores for few classes: long suppression chains, few survivors."""
+    """Boxes piled on a few spots, scores for few classes: long suppression chains, few survive."""
     g = torch.Generator().manual_seed(seed)
     centres = torch.rand(3, 2, generator=g) * 200 + 60
     centre = (
@@ -147,7 +147,7 @@ def test_prefix_growth_and_chunking_do_not_change_detections(anchors, monkeypatc
 
 
 def test_ties_break_as_torchvisions_stable_nms():
-    """Equal scores: the candidate of the lower class, then of the lower per-class rank, goes first."""
+    """Equal scores: the lower class's candidate goes first, then the lower per-class rank's."""
     anchors = torch.tensor([[10.0 * i, 0.0, 10.0 * i + 60, 60.0] for i in range(12)])
     cls_logits = torch.zeros(2, 12, 4)
     cls_logits[..., 0] = -1.0  # every class of every anchor: the same score
@@ -167,8 +167,8 @@ def test_ties_break_as_torchvisions_stable_nms():
 
 @pytest.mark.parametrize("nms_prefix", [4, 512])
 def test_ties_at_a_class_cap_keep_the_lowest_anchors(nms_prefix):
-    """Equal scores past ``topk_candidates``: both paths keep the class's lowest anchors, whether the
-    per-image path finds them in a prefix shorter than the class's candidates or not."""
+    """Equal scores past ``topk_candidates``: both paths keep the class's lowest anchors, whether
+    the per-image path finds them in a prefix shorter than the class's candidates or not."""
     anchors = torch.tensor([[30.0 * i, 0.0, 30.0 * i + 20, 20.0] for i in range(10)])  # disjoint
     cls_logits = torch.zeros(1, 10, 3)
     cls_logits[0, :, 2] = -3.0  # class 2 below class 1 everywhere, all its scores equal too

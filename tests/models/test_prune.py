@@ -61,7 +61,7 @@ def _outputs(model, x):
 
 
 def _zero_channels(model, unit, channels):
-    """Every weight producing ``channels`` of ``unit`` set to zero (BatchNorm scale and shift too)."""
+    """Every weight producing ``channels`` of ``unit`` zeroed (BatchNorm scale and shift too)."""
     with torch.no_grad():
         for path, role in unit.members:
             module = model.get_submodule(path)

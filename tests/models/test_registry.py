@@ -72,7 +72,9 @@ def test_model_options_are_checked_through_forwarded_kwargs():
     with pytest.raises(ConfigError, match=r"no option 'nms_tresh' \(did you mean 'nms_thresh'\?\)"):
         build_model(ModelConfig(name="ssdlite320_mobilenet_v3_small", options={"nms_tresh": 0.5}))
     with pytest.raises(
-        ConfigError, match=r"model.name: unknown model 'lraspp_mobilenet_v3_lrge' \(did you mean 'lraspp_mobilenet_v3_large'\?\)"
+        ConfigError,
+        match=r"model.name: unknown model 'lraspp_mobilenet_v3_lrge' \(did you mean "
+        r"'lraspp_mobilenet_v3_large'\?\)",
     ):
         build_model(ModelConfig(name="lraspp_mobilenet_v3_lrge"))
 
@@ -192,7 +194,8 @@ def test_backbone_options_and_missing_backbones_get_one_line():
     assert "--set model.backbone=mobilenet_v3_large" in error(name="lraspp")
     assert "model.backbone names, and none is set" in error(name="ssdlite", num_classes=3)
     assert error(name="lraspp_mobilenet_v3_large", options={"backbone": "mobilenet_v2"}) == (
-        "model.options.backbone: the backbone is model.backbone, e.g. --set model.backbone=mobilenet_v2"
+        "model.options.backbone: the backbone is model.backbone, e.g. --set "
+        "model.backbone=mobilenet_v2"
     )
     assert "a backbone option? give it in model.backbone" in error(
         name="lraspp", backbone="mobilenet_v2", options={"width_mult": 0.5}

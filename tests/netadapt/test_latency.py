@@ -98,7 +98,8 @@ def test_detectors_cover_every_conv(name):
     assert len(classifiers) == 12 + name.startswith(
         "multi"
     )  # 6 maps x (class, box) (+ LR-ASPP's low one)
-    # the block SSDLite taps inside (C4_expand) runs in two pieces: found as its expansion, then the rest
+    # the block SSDLite taps inside (C4_expand) runs in two pieces: found as its expansion, then
+    # the rest
     assert (
         sum(layer.ops == (SqueezeExcite(288, 72),) for layer in layers if isinstance(layer, Chain))
         == 1

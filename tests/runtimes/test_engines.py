@@ -97,14 +97,16 @@ def test_runtime_errors_are_one_line(seg_files, monkeypatch):
     _, path, _ = seg_files
     with pytest.raises(
         UserError,
-        match=r"--runtime torch: .*fp32.onnx is an ONNX file, which runs in openvino or onnxruntime",
+        match=r"--runtime torch: .*fp32.onnx is an ONNX file, which runs in openvino or "
+        r"onnxruntime",
     ):
         check_runtime("torch", "onnx", path)
     with pytest.raises(UserError, match=r"--runtime executorch: .* an ONNX file"):
         check_runtime("executorch", "onnx", path)
     with pytest.raises(
         UserError,
-        match=r"--runtime openvino: best.pt is a PyTorch checkpoint, which runs in torch; export it",
+        match=r"--runtime openvino: best.pt is a PyTorch checkpoint, which runs in torch; "
+        r"export it",
     ):
         check_runtime("openvino", "pytorch", "best.pt")
     with pytest.raises(UserError, match="--runtime must be one of auto, torch"):

@@ -177,7 +177,7 @@ def _bn_calibrated_lraspp(images: list[torch.Tensor]) -> nn.Module:
 @pytest.mark.slow
 def test_xnnpack_fp32_and_int8_stay_close_to_pytorch(tmp_path):
     """The figures behind FP32_TOLERANCE and the int8 check, on a network with spread-out logits."""
-    from densemnv3.export.onnx_export import exportable
+    from densemnv3.export.graphs import exportable
     from densemnv3.export.pte import FP32_TOLERANCE
     from densemnv3.inference.optimize import prepare_for_inference
 

@@ -31,7 +31,9 @@ SCRIPT = textwrap.dedent("""
         return False
 
     path = sys.argv[1]
-    torch.onnx.export(torch.nn.Conv2d(3, 4, 3).eval(), torch.randn(1, 3, 16, 24), path, dynamo=False)
+    torch.onnx.export(
+        torch.nn.Conv2d(3, 4, 3).eval(), torch.randn(1, 3, 16, 24), path, dynamo=False
+    )
     x = torch.zeros(1, 3, 16, 24).numpy()
     first, second = OpenVINOEngine(path, 1, "fp32"), OpenVINOEngine(path, 1, "fp32")
     first.run(x), second.run(x)

@@ -45,7 +45,9 @@ def run_in_process(capsys):
 DET_CONFIG = """
 from densemnv3.config import Config, ModelConfig
 
-cfg = Config(task="detection", model=ModelConfig(name="ssdlite320_mobilenet_v3_small", num_classes=4))
+cfg = Config(
+    task="detection", model=ModelConfig(name="ssdlite320_mobilenet_v3_small", num_classes=4)
+)
 cfg.data.image_size = 128
 """
 

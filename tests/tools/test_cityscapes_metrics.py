@@ -37,7 +37,7 @@ def official(monkeypatch):
 
 
 def _assert_equal_to_official(ours: dict, theirs: dict) -> None:
-    """Every average and every per-class / per-category value within 1e-6; NaN there is None here."""
+    """Every average and per-class / per-category value within 1e-6; NaN there is None here."""
 
     def same(a, b, what):
         if b is None or math.isnan(b):

@@ -18,9 +18,11 @@ ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / "tools" / "demo_video.py"
 CONFIGS = {
     "segmentation": "from densemnv3.config import Config, ModelConfig\n"
-    "cfg = Config(task='segmentation', model=ModelConfig(name='lraspp_mobilenet_v3_small', num_classes=19))\n",
+    "cfg = Config(task='segmentation', "
+    "model=ModelConfig(name='lraspp_mobilenet_v3_small', num_classes=19))\n",
     "detection": "from densemnv3.config import Config, DataConfig, ModelConfig\n"
-    "cfg = Config(task='detection', model=ModelConfig(name='ssdlite320_mobilenet_v3_small', num_classes=9),\n"
+    "cfg = Config(task='detection', "
+    "model=ModelConfig(name='ssdlite320_mobilenet_v3_small', num_classes=9),\n"
     "             data=DataConfig(root='no-data-here', label_mapping='contiguous'))\n",
 }
 

@@ -182,7 +182,7 @@ def test_exported_detector_reproduces_its_postprocess(checkpoints):
     """boxes/scores of the export module + per-class NMS = SSDLite's own detections."""
     from torchvision.ops import batched_nms
 
-    from densemnv3.export.onnx_export import SSDLiteExport
+    from densemnv3.export.graphs import SSDLiteExport
 
     model = ssdlite320_mobilenet_v3_small(num_classes=4, score_thresh=0.3, topk_candidates=10**4)
     model.load_state_dict(torch.load(checkpoints / "det.pt")["model"])
@@ -344,7 +344,7 @@ def test_a_self_describing_checkpoint_exports_without_a_config(tool, tmp_path, c
     )
 
     from densemnv3.errors import UserError
-    from densemnv3.export.onnx_export import dynamic_size
+    from densemnv3.export.sizes import dynamic_size
     from densemnv3.load import load_model
     from densemnv3.runtimes import ExportedSegmenter
 

@@ -139,7 +139,8 @@ def test_evaluating_an_exported_file_keeps_the_runs_metrics(
     fitted_seg_checkpoint, tmp_path, run_in_process
 ):
     """An ONNX file exported into a training run's folder and evaluated without --out: the run's
-    metrics.json stays as training wrote it; the results go to eval/<file>/, which the tool names."""
+    metrics.json stays as training wrote it; the results go to eval/<file>/, which the tool
+    names."""
     pytest.importorskip("onnxruntime")
     from densemnv3.cli.eval_seg import main as eval_main
     from densemnv3.cli.export import main as export_main

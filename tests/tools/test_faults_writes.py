@@ -74,7 +74,7 @@ def run_with_full_disk(
 
 
 def assert_write_error(proc, *needles: str) -> str:
-    """Exit 1, no traceback, and the last stderr line is the one ``error:`` line naming ``needles``."""
+    """Exit 1, no traceback; the last stderr line is the one ``error:`` line naming ``needles``."""
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]

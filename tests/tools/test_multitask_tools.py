@@ -90,7 +90,7 @@ def test_training_logs_and_records_both_tasks(trained):
 
 
 def test_eval_gives_the_numbers_of_training_and_both_tasks_files(trained, evaluated):
-    """The generic eval: the same numbers as the evaluation inside training, and both tasks' files."""
+    """The generic eval: the same numbers as the evaluation in training, and both tasks' files."""
     in_training = json.loads((trained[0] / "metrics.json").read_text())
     metrics, out, proc = evaluated
     metrics = dict(metrics)
@@ -105,7 +105,8 @@ def test_eval_gives_the_numbers_of_training_and_both_tasks_files(trained, evalua
 def test_flip_averages_the_segmentation_and_keeps_the_detections(
     trained, evaluated, run_tool, tmp_path
 ):
-    """Test-time flips: the segmentation averaged over the mirror, the detections of the image as it is."""
+    """Test-time flips: the segmentation averaged over the mirror, the detections of the image as
+    it is."""
     proc = run_tool(
         "eval.py",
         "--weights",

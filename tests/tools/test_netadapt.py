@@ -261,8 +261,8 @@ def test_a_checkpoint_without_its_training_config_is_one_line(export_checkpoints
 def test_a_target_no_width_reaches_is_refused_before_the_search(
     fitted_seg_checkpoint, tmp_path, run_in_process
 ):
-    """Every width at 8 still costs its resolution terms in the analytic latency: 0.01x is refused at
-    once, naming the narrowest model's fraction, and no search state is written."""
+    """Every width at 8 still costs its resolution terms in the analytic latency: 0.01x is refused
+    at once, naming the narrowest model's fraction, and no search state is written."""
     argv = [
         "--weights",
         str(fitted_seg_checkpoint),

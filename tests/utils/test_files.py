@@ -43,7 +43,7 @@ class FullDisk(io.RawIOBase):
 
 @pytest.fixture
 def full_disk(monkeypatch):
-    """Files opened for writing by ``open`` in :mod:`densemnv3.engine.checkpoint` fail after 1 kB."""
+    """Files ``open`` opens for writing in :mod:`densemnv3.engine.checkpoint` fail after 1 kB."""
     import densemnv3.engine.checkpoint as checkpoint
 
     def opener(path, mode="r", *args, **kwargs):

@@ -113,8 +113,9 @@ def check_taps(
     for name in out_features:
         if not isinstance(name, str):
             raise ConfigError(
-                f"out_features takes tap names, got {name!r}; {backbone} offers {valid} (for timm-style "
-                f"level indices use create_backbone(..., features_only=True, out_indices=(...)))"
+                f"out_features takes tap names, got {name!r}; {backbone} offers {valid} (for "
+                f"timm-style level indices use create_backbone(..., features_only=True, "
+                f"out_indices=(...)))"
             )
         if name not in feature_info:
             raise ConfigError(

@@ -3,8 +3,9 @@
 torchvision's ``shufflenet_v2_x*`` builders make the layers (public API, no private module); their
 ``conv1``, ``maxpool``, the blocks of ``stage2``..``stage4`` and ``conv5`` become ``features`` in
 that order, so taps, ``output_stride`` and ``frozen_bn`` work as for the MobileNets. Torchvision's
-checkpoints load by renaming their keys (:meth:`ShuffleNetV2Backbone.convert_torchvision_state_dict`);
-the outputs are then identical to torchvision's.
+checkpoints load by renaming their keys
+(:meth:`ShuffleNetV2Backbone.convert_torchvision_state_dict`); the outputs are then identical to
+torchvision's.
 """
 
 from __future__ import annotations

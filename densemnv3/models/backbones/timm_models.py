@@ -83,7 +83,7 @@ def timm_backbone(
     frozen_bn: bool = False,
     **model_kwargs,
 ) -> TimmBackbone:
-    """``timm.create_model(name, pretrained=False, features_only=True, ...)`` with taps by stride."""
+    """``timm.create_model(name, pretrained=False, features_only=True, ...)``, taps by stride."""
     label = f"{PREFIX}{name}"
     check_adapter_options(
         label,

@@ -7,8 +7,8 @@ result is logits at the low feature's resolution.
 
 Two gates:
 - ``pool="global"`` (torchvision): global average pooling; one gate per channel.
-- ``pool="paper"`` (the paper, mmseg, fastseg): a 49×49 average pool with stride (16, 20) — tuned for
-  1024×2048 input (a 64×128 stride-16 map gives a 1×4 gate grid) — whose gate is bilinearly
+- ``pool="paper"`` (the paper, mmseg, fastseg): a 49×49 average pool with stride (16, 20) — tuned
+  for 1024×2048 input (a 64×128 stride-16 map gives a 1×4 gate grid) — whose gate is bilinearly
   upsampled to the high feature's size. See :func:`clamped_avg_pool2d` for small maps.
 
 Submodule names match torchvision's ``LRASPPHead`` (``cbr``, ``scale``, ``low_classifier``,

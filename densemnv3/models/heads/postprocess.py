@@ -1,24 +1,18 @@
 """SSD detection postprocess for a batch: decode, score threshold, per-class top-k, class-wise NMS.
 
-torchvision's SSD postprocess, made exact and batched. Two implementations give the same
-detections (boxes, scores, labels and their order, bit for bit):
+torchvision's SSD postprocess, made exact and batched, in two implementations that give the same
+detections bit for bit. ``"per_image"`` runs torchvision's ``nms`` once per image on its best
+candidates across classes (more when too few survive), found without a per-class top-k over every
+anchor; torchvision's CPU kernel skips suppressed boxes, so it is the default on CPU.
+``"batched"`` runs greedy NMS of every (image, class) list at once as the fixed point of a
+suppression matrix, with a handful of host synchronisations per batch: the default on GPUs, where
+torchvision's ``batched_nms`` loops over classes and its ``nms`` synchronises per call.
 
-- ``"per_image"``: each image's best candidates across classes through torchvision's ``nms``,
-  one call per image, on more candidates when too few survive; the candidates are found without
-  a per-class top-k over every anchor (16 of the 24 ms for 8 images of 91 classes before).
-  torchvision's CPU kernel skips suppressed boxes, so this is the fastest path on CPU (the
-  default there).
-- ``"batched"``: greedy NMS of every (image, class) list at once, as the fixed point of a
-  suppression matrix, with a handful of host synchronisations per batch whatever its size or
-  number of classes (the default on GPUs, where torchvision's ``batched_nms`` loops over classes
-  and its ``nms`` synchronises per call).
-
-Both order candidates by score, then by class, then by anchor (a total order, so ties break the
-same way on every device and prefix length, at a class's ``topk_candidates``-th score too), and
-run class-wise NMS as torchvision's ``batched_nms`` does on its fast path: on boxes shifted by
+Both order candidates by score, then class, then anchor (a total order, so ties break alike on
+every device), and run class-wise NMS as ``batched_nms`` does on its fast path: boxes shifted by
 ``label * (max(H, W) + 1)``, with its CPU kernel's test ``IoU > nms_thresh`` and IoU float ops
-(the batched path computes the same bits on any device; torchvision's CUDA nms kernel may round
-an IoU differently in the last bit).
+(the batched path computes the same bits on any device; torchvision's CUDA kernel may round an IoU
+differently in the last bit).
 """
 
 from __future__ import annotations
@@ -50,7 +44,8 @@ class Candidates(NamedTuple):
 
     scores: Tensor  # (N, C-1, k) float32, best first within each class
     anchor: Tensor  # (N, C-1, k) int64
-    key: Tensor  # (N, C-1, k) int64: order across classes (score, class, anchor); < 0: below threshold
+    # (N, C-1, k) int64: order across classes (score, class, anchor); < 0: below threshold
+    key: Tensor
     boxes: Tensor  # (N, A, 4) xyxy pixels, clipped to the image
 
 
@@ -331,7 +326,7 @@ def suppression(boxes: Tensor, iou_thresh: float) -> Tensor:
 def pairwise_iou(boxes: Tensor) -> Tensor:
     """``(G, P, P)`` IoUs within each row of ``(G, P, 4)`` xyxy boxes: ``box_iou``'s float ops in
     its order (the same bits, which are also the CPU nms kernel's), without its ``(G, P, P, 2)``
-    temporaries (3x faster on CPU, half the memory traffic)."""
+    temporaries (less memory traffic, so faster on CPU)."""
     x1, y1, x2, y2 = boxes.unbind(-1)
     area = (x2 - x1) * (y2 - y1)
     w = torch.minimum(x2[:, :, None], x2[:, None, :]).sub_(

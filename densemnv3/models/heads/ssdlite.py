@@ -23,7 +23,7 @@ NormLayer = Callable[[int], nn.Module]
 
 
 def normal_init_(module: nn.Module, std: float = 0.03) -> nn.Module:
-    """Every conv below ``module``: weight ~ normal(0, ``std``), bias 0 (torchvision's SSDLite init)."""
+    """Every conv below ``module``: weight ~ N(0, ``std``), bias 0 (torchvision's SSDLite init)."""
     for layer in module.modules():
         if isinstance(layer, nn.Conv2d):
             nn.init.normal_(layer.weight, mean=0.0, std=std)
