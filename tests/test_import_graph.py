@@ -28,8 +28,6 @@ LAYERS = {
     "cli": 10,
     "__main__": 10,
 }
-#: Names kept for one release where they were, each importing (with a warning) from its new home.
-ALIASES = {("densemnv3.models", "densemnv3.load")}
 
 Graph = dict[str, dict[str, tuple[str, int]]]  # module -> imported module -> (file, line)
 
@@ -112,7 +110,7 @@ def upward_imports(graph: Graph) -> list[str]:
     found = []
     for module, edges in sorted(graph.items()):
         for target, (file, line) in sorted(edges.items()):
-            if (module, target) in ALIASES or layer(module) is None:
+            if layer(module) is None:
                 continue
             if (layer(target) or 0) > layer(module):
                 found.append(
@@ -135,8 +133,6 @@ def test_every_package_has_a_layer():
 
 def test_no_import_cycle():
     graph = import_graph()
-    for module, target in ALIASES:
-        graph[module].pop(target, None)
     cycle = find_cycle(graph)
     assert cycle is None, f"import cycle: {describe(cycle, graph)}"
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -112,6 +113,93 @@ def build_pair(
     return tv, ours.to(device).eval(), same_weights
 
 
+def random_pair(
+    case: str, size: tuple[int, int], device: torch.device, gen: torch.Generator, config=None
+) -> tuple[tuple[int, int], nn.Module, nn.Module, bool]:
+    """The size ``case`` runs at (SSDLite: always :data:`DET_SIZE`) and :func:`build_pair`'s
+    (torchvision's model, ours, same_weights), BatchNorm calibrated on two random images drawn
+    from ``gen`` (LR-ASPP's at most 256x512)."""
+    detection = case.startswith("ssdlite")
+    size = DET_SIZE if detection else size
+    calibration = torch.randn(
+        2, 3, *(size if detection else (min(size[0], 256), min(size[1], 512))), generator=gen
+    )
+    return size, *build_pair(case, device, calibration.to(device), config)
+
+
+@dataclass
+class RandomCase:
+    """A model case ready to time, from :func:`random_case`."""
+
+    detection: bool  # an SSDLite case
+    size: tuple[int, int]  # the input's H, W (SSDLite: always DET_SIZE)
+    tv: nn.Module  # torchvision's model, eval mode
+    ours: nn.Module  # ours, eval mode, not yet on the inference path
+    same_weights: bool  # ours holds torchvision's weights
+    x: Tensor  # the batch, normalised
+    images01: Tensor | None  # SSDLite: the same images in [0, 1], as torchvision takes them
+    reference: list[Tensor]  # torchvision fp32 on ``x`` (SSDLite: class logits and box deltas)
+    params: int  # ours'
+    gflops: float  # ours', per image
+    gen: torch.Generator  # where the draws above left it, for any more
+
+
+def random_case(
+    case: str, size: tuple[int, int], batch: int, args, device: torch.device
+) -> RandomCase:
+    """:func:`random_pair`'s models and a random batch of ``batch`` images at ``size`` on
+    ``device``, drawn from one generator seeded 0; SSDLite with ``--det-score-thresh`` and
+    ``--det-nms``."""
+    detection = case.startswith("ssdlite")
+    gen = torch.Generator().manual_seed(0)
+    size, tv, ours, same_weights = random_pair(case, size, device, gen, args.cfg)
+    params = sum(p.numel() for p in ours.parameters())
+    images01 = None
+    if detection:  # torchvision takes [0, 1] images and normalises them itself
+        tv.score_thresh = ours.score_thresh = args.det_score_thresh
+        ours.nms_impl = args.det_nms
+        images01 = torch.rand(batch, 3, *size, generator=gen).to(device)
+        x = (images01 - 0.5) / 0.5
+    else:
+        x = torch.randn(batch, 3, *size, generator=gen).to(device)
+    gflops = gflops_per_image(ours, x[:1])
+    with torch.inference_mode():
+        out = tv_network(tv, x) if detection else tv(x)
+        reference = [out["cls_logits"], out["bbox_regression"]] if detection else [out["out"]]
+    return RandomCase(
+        detection, size, tv, ours, same_weights, x, images01, reference, params, gflops, gen
+    )
+
+
+def add_detection_fields(
+    record: dict, setup: RandomCase, seconds: dict[str, float], args, device: torch.device
+) -> None:
+    """An SSDLite record's fields: the candidates per image (class scores over the threshold, at
+    most torchvision's top-k per class), both models' score threshold, ours' NMS path, and the
+    network-alone times."""
+    probs = setup.reference[0].float().softmax(-1)[..., 1:]
+    per_class = (probs > args.det_score_thresh).sum(1).clamp(max=setup.tv.topk_candidates)
+    record["candidates_per_image"] = float(per_class.sum(-1).float().mean())
+    record["ours_options"]["score_thresh"] = record["tv_options"]["score_thresh"] = (
+        args.det_score_thresh
+    )
+    record["ours_options"]["nms_impl"] = resolved_nms_impl(args.det_nms, device)
+    record.update(
+        ours_net_ms=seconds["ours_net"] * 1e3,
+        tv_net_ms=seconds["tv_net"] * 1e3,
+        net_ratio=seconds["tv_net"] / seconds["ours_net"],
+    )
+
+
+def output_difference(got: list[Tensor], reference: list[Tensor]) -> dict[str, float]:
+    """``max_abs_diff``: the largest absolute difference of ``got`` from ``reference`` (matching
+    lists of outputs), ``ref_max_abs``: the largest magnitude of the reference, and ``rel_diff``:
+    the one over the other."""
+    diff = max(float((g - r.float()).abs().max()) for g, r in zip(got, reference))
+    scale = max(float(r.float().abs().max()) for r in reference)
+    return {"max_abs_diff": diff, "ref_max_abs": scale, "rel_diff": diff / max(scale, 1e-12)}
+
+
 def optimize_ours(ours: nn.Module, x: Tensor, args, dtype: torch.dtype) -> tuple[nn.Module, float]:
     """Ours on the inference path with the options asked for, and the compile time (s)."""
     ours = prepare_for_inference(
@@ -138,29 +226,9 @@ def bench_model(
     case: str, size: tuple[int, int], batch: int, precision: str, args, device: torch.device
 ) -> dict:
     """Params, FLOPs, interleaved latency of ours vs torchvision, and their output difference."""
-    detection = case.startswith("ssdlite")
-    size = DET_SIZE if detection else size
     dtype = DTYPES[precision]
-    gen = torch.Generator().manual_seed(0)
-    calibration = torch.randn(
-        2, 3, *(size if detection else (min(size[0], 256), min(size[1], 512))), generator=gen
-    )
-    tv, ours, same_weights = build_pair(case, device, calibration.to(device), args.cfg)
-    params = sum(p.numel() for p in ours.parameters())
-    if detection:  # torchvision takes [0, 1] images and normalises them itself
-        tv.score_thresh = ours.score_thresh = args.det_score_thresh
-        ours.nms_impl = args.det_nms
-        images01 = torch.rand(batch, 3, *size, generator=gen).to(device)
-        x = (images01 - 0.5) / 0.5
-    else:
-        x = torch.randn(batch, 3, *size, generator=gen).to(device)
-    gflops = gflops_per_image(ours, x[:1])
-    with torch.inference_mode():
-        if detection:
-            out = tv_network(tv, x)
-            reference = [out["cls_logits"], out["bbox_regression"]]
-        else:
-            reference = [tv(x)["out"]]
+    setup = random_case(case, size, batch, args, device)
+    detection, tv, ours, x = setup.detection, setup.tv, setup.ours, setup.x
 
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     x_ours = x.to(dtype=dtype).contiguous(memory_format=memory_format)
@@ -184,7 +252,7 @@ def bench_model(
     if detection and dtype != torch.float32:
         fns["ours"] = stepped(lambda: detect_fp32_postprocess(ours, x_ours), args)
     if detection:
-        tv_images = list(images01.to(dtype=tv_dtype))
+        tv_images = list(setup.images01.to(dtype=tv_dtype))
         fns.update(
             tv=lambda: tv(tv_images),
             ours_net=stepped(lambda: ours.predict_raw(x_ours), args),
@@ -194,18 +262,14 @@ def bench_model(
         fns["tv"] = lambda: tv(x_tv)["out"]
     seconds = time_interleaved(fns, args.iters, args.warmup, device)
 
-    diff = max(float((g - r.float()).abs().max()) for g, r in zip(got, reference))
-    scale = max(float(r.float().abs().max()) for r in reference)
     tolerance = REL_TOLERANCE[precision]
     if precision == "fp32" and device.type == "cuda" and torch.backends.cudnn.allow_tf32:
         tolerance = 5e-3  # cuDNN runs fp32 convolutions in TF32 (10-bit mantissa) by default
-    record = timed_record(case, f"{size[0]}x{size[1]}", batch, precision, seconds)
+    record = timed_record(case, f"{setup.size[0]}x{setup.size[1]}", batch, precision, seconds)
     record.update(
-        params=params,
-        gflops_per_image=gflops,
-        max_abs_diff=diff,
-        ref_max_abs=scale,
-        rel_diff=diff / max(scale, 1e-12),
+        params=setup.params,
+        gflops_per_image=setup.gflops,
+        **output_difference(got, setup.reference),
         tolerance=tolerance,
         compile_seconds=compile_seconds,
         ours_options={
@@ -225,24 +289,13 @@ def bench_model(
     )
     # Only the builders' defaults are torchvision's architecture; a config may change it.
     record["check_ok"] = (
-        record["rel_diff"] <= tolerance if same_weights and args.cfg is None else None
+        record["rel_diff"] <= tolerance if setup.same_weights and args.cfg is None else None
     )
-    record["same_weights"] = same_weights
+    record["same_weights"] = setup.same_weights
     if args.cfg is not None:
         record["ours_options"]["config"] = args.config
     if detection:
-        probs = reference[0].float().softmax(-1)[..., 1:]
-        per_class = (probs > args.det_score_thresh).sum(1).clamp(max=tv.topk_candidates)
-        record["candidates_per_image"] = float(per_class.sum(-1).float().mean())
-        record["ours_options"]["score_thresh"] = record["tv_options"]["score_thresh"] = (
-            args.det_score_thresh
-        )
-        record["ours_options"]["nms_impl"] = resolved_nms_impl(args.det_nms, device)
-        record.update(
-            ours_net_ms=seconds["ours_net"] * 1e3,
-            tv_net_ms=seconds["tv_net"] * 1e3,
-            net_ratio=seconds["tv_net"] / seconds["ours_net"],
-        )
+        add_detection_fields(record, setup, seconds, args, device)
     return record
 
 

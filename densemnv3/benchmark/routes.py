@@ -30,8 +30,8 @@ from densemnv3.inference.optimize import prepare_for_inference
 from densemnv3.inference.upsample import upsampled_labels
 from densemnv3.runtimes import engine_class, engines_for, exported_model, read_metadata
 
-from .models import build_pair
-from .reference import DET_SIZE, tv_network
+from .models import random_pair
+from .reference import tv_network
 from .timing import time_interleaved
 
 __all__ = ["bench_routes", "format_routes", "route_files"]
@@ -139,12 +139,8 @@ def bench_routes(case: str, size: tuple[int, int], batch: int, args, device: tor
     if device.type != "cpu":
         raise SystemExit("--routes times the CPU runtimes; use --device cpu")
     detection = case.startswith("ssdlite")
-    size = DET_SIZE if detection else size
     gen = torch.Generator().manual_seed(0)
-    calibration = torch.randn(
-        2, 3, *(size if detection else (min(size[0], 256), min(size[1], 512))), generator=gen
-    )
-    tv, ours, same_weights = build_pair(case, device, calibration, args.cfg)
+    size, tv, ours, same_weights = random_pair(case, size, device, gen, args.cfg)
     trained = getattr(args, "weights", None) if not detection else None
     if trained:  # ours trained, on frames of the synthetic drive: label maps with real boundaries
         ours, same_weights = _trained(trained, case), False

@@ -59,22 +59,8 @@ def inspect_onnx(path: Path) -> CheckpointInfo:
         remedy="export the checkpoint with tools/export.py or tools/quantize.py",
     )
     check_finite(onnx_float_weights(proto), what=f"{path}: its graph")
-    arch = str(metadata.get("arch"))
     made_by = "tools/quantize.py" if metadata.get("precision") == "int8" else "tools/export.py"
-    what = (
-        f"an {metadata.get('precision', 'fp32')} ONNX {metadata['task']} model of {arch} "
-        f"({made_by})"
-    )
-    return CheckpointInfo(
-        path=path,
-        state=metadata,
-        weights={},
-        task=metadata["task"],
-        arch=arch,
-        backbone=None,
-        description=what,
-        format="onnx",
-    )
+    return _exported_info(path, metadata, "onnx", f"ONNX {{task}} model of {{arch}} ({made_by})")
 
 
 def inspect_pte(path: Path) -> CheckpointInfo:
@@ -105,18 +91,24 @@ def inspect_pte(path: Path) -> CheckpointInfo:
             *signature,
             remedy="export the checkpoint with tools/export.py --format executorch",
         )
-    arch = str(metadata.get("arch"))
-    what = (
-        f"an {metadata.get('precision', 'fp32')} ExecuTorch {metadata['task']} model of {arch} "
-        f"(tools/export.py)"
+    return _exported_info(
+        path, metadata, "pte", "ExecuTorch {task} model of {arch} (tools/export.py)"
     )
+
+
+def _exported_info(path: Path, metadata: dict, fmt: str, what: str) -> CheckpointInfo:
+    """The :class:`CheckpointInfo` of an exported file (``what``: its description after the
+    precision, with ``{task}`` and ``{arch}`` filled in from ``metadata``)."""
+    arch, task = str(metadata.get("arch")), metadata["task"]
+    precision = metadata.get("precision", "fp32")
+    description = f"an {precision} " + what.format(task=task, arch=arch)
     return CheckpointInfo(
         path=path,
         state=metadata,
         weights={},
-        task=metadata["task"],
+        task=task,
         arch=arch,
         backbone=None,
-        description=what,
-        format="pte",
+        description=description,
+        format=fmt,
     )

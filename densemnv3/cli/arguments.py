@@ -1,5 +1,6 @@
-"""Command-line arguments the tools share: ``--set``, ``--runtime`` and the inference options,
-and the settings they ask for (:mod:`densemnv3.inference.settings`)."""
+"""Command-line arguments the tools share: ``CONFIG`` and ``--weights``, ``--set``, ``--runtime``,
+``--threads``, ``--input-size`` and the inference options, the settings they ask for
+(:mod:`densemnv3.inference.settings`) and the model they name."""
 
 from __future__ import annotations
 
@@ -21,12 +22,50 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "CHECKPOINT_HELP",
+    "CONFIG_HELP",
     "add_inference_arguments",
+    "add_input_size_argument",
     "add_runtime_argument",
     "add_set_argument",
+    "add_threads_argument",
+    "load_from_args",
+    "model_parser",
     "settings_from_args",
     "variants_from_args",
 ]
+
+#: ``CONFIG``'s help where a checkpoint records its config.
+CONFIG_HELP = "the config (optional for last.pt / best.pt)"
+#: ``--weights``' help where PyTorch checkpoints are taken.
+CHECKPOINT_HELP = "a checkpoint (last.pt / best.pt / torchvision)"
+
+
+def model_parser(
+    description: str | None, *, weights_help: str, config_help: str = CONFIG_HELP
+) -> argparse.ArgumentParser:
+    """A tool's parser (its description printed as written) starting with the model it takes: an
+    optional ``CONFIG`` and a required ``--weights``; :func:`load_from_args` loads it."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("config", nargs="?", help=config_help)
+    parser.add_argument("--weights", required=True, help=weights_help)
+    return parser
+
+
+def load_from_args(args: argparse.Namespace, **kwargs):
+    """:func:`densemnv3.load.load_model` of ``--weights``, with ``CONFIG`` (when given) and
+    ``--set`` (``kwargs``: its other options)."""
+    from densemnv3.config import load_config
+    from densemnv3.load import load_model
+
+    return load_model(
+        load_config(args.config, args.overrides) if args.config else None,
+        args.weights,
+        overrides=args.overrides,
+        **kwargs,
+    )
 
 
 def add_set_argument(parser: argparse.ArgumentParser) -> None:
@@ -50,6 +89,18 @@ def add_runtime_argument(parser: argparse.ArgumentParser) -> None:
         help="what runs the model: auto (default: torch for a checkpoint; for an exported "
         "file the fastest installed runtime, measured on this CPU and said in the "
         "'inference:' line), torch, onnxruntime / openvino (.onnx), executorch (.pte)",
+    )
+
+
+def add_threads_argument(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--threads N`` (default None: the tool's own choice)."""
+    parser.add_argument("--threads", type=int, default=None, help=help)
+
+
+def add_input_size_argument(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--input-size H W`` (default None: the tool's own choice)."""
+    parser.add_argument(
+        "--input-size", type=int, nargs=2, metavar=("H", "W"), default=None, help=help
     )
 
 

@@ -246,41 +246,25 @@ def main(argv: list[str] | None = None) -> int:
             for batch in args.batch_sizes:
                 for settings in variants:
                     print(settings.describe(), flush=True)
-                    if case in MULTITASK_CASES:
-                        if settings.precision == "int8":
-                            print(
-                                f"  {case}: skipped (int8 is timed for the single-task models)",
-                                flush=True,
-                            )
-                            continue
-                        results.append(
-                            bench_multitask(
-                                case,
-                                size,
-                                batch,
-                                settings.precision,
-                                with_settings(args, settings),
-                                device,
-                            )
+                    multitask, precision = case in MULTITASK_CASES, settings.precision
+                    if multitask and precision == "int8":
+                        print(
+                            f"  {case}: skipped (int8 is timed for the single-task models)",
+                            flush=True,
                         )
-                        print(format_multitask(results[-1]), flush=True)
                         continue
-                    if settings.precision == "int8":
-                        results.append(
-                            bench_int8(case, size, batch, with_settings(args, settings), device)
-                        )
+                    options = with_settings(args, settings)
+                    if precision == "int8":
+                        results.append(bench_int8(case, size, batch, options, device))
                     else:
-                        results.append(
-                            bench_model(
-                                case,
-                                size,
-                                batch,
-                                settings.precision,
-                                with_settings(args, settings),
-                                device,
-                            )
-                        )
-                    print("\n".join(format_table(results[-1:]).splitlines()[2:]), flush=True)
+                        bench = bench_multitask if multitask else bench_model
+                        results.append(bench(case, size, batch, precision, options, device))
+                    print(
+                        format_multitask(results[-1])
+                        if multitask
+                        else "\n".join(format_table(results[-1:]).splitlines()[2:]),
+                        flush=True,
+                    )
     print()
     timed = [
         r for r in results if "routes" not in r and r["case"] not in ("seg_test_time", "label_map")

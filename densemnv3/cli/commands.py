@@ -12,7 +12,12 @@ import json
 import sys
 from pathlib import Path
 
-from densemnv3.cli.arguments import add_runtime_argument, add_set_argument
+from densemnv3.cli.arguments import (
+    add_runtime_argument,
+    add_set_argument,
+    load_from_args,
+    model_parser,
+)
 from densemnv3.config import load_config
 from densemnv3.errors import ConfigError, UserError
 from densemnv3.utils.device import resolve_device
@@ -100,19 +105,11 @@ def train_from_cli(task_name: str | None, description: str, argv: list[str] | No
 
 
 def eval_parser(description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "config",
-        nargs="?",
-        help="the config (optional for last.pt / best.pt, which record theirs; "
+    parser = model_parser(
+        description,
+        config_help="the config (optional for last.pt / best.pt, which record theirs; "
         "needed for a torchvision file)",
-    )
-    parser.add_argument(
-        "--weights",
-        required=True,
-        help="a checkpoint: last.pt / best.pt, a torchvision file, or an exported file "
+        weights_help="a checkpoint: last.pt / best.pt, a torchvision file, or an exported file "
         "(.onnx of tools/export.py / tools/quantize.py, .pte of tools/export.py)",
     )
     add_set_argument(parser)
@@ -138,13 +135,9 @@ def load_for_eval(args: argparse.Namespace):
     and config from ``--weights`` (checked against CONFIG when one is given)."""
     import torch
 
-    from densemnv3.load import load_model
     from densemnv3.tasks import build_task
 
-    cfg = load_config(args.config, args.overrides) if args.config else None
-    loaded = load_model(
-        cfg, args.weights, overrides=args.overrides, runtime=args.runtime, precision=args.precision
-    )
+    loaded = load_from_args(args, runtime=args.runtime, precision=args.precision)
     cfg = loaded.cfg
     if loaded.checkpoint.exported:
         model = loaded.model

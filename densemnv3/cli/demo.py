@@ -27,7 +27,14 @@ import signal
 import sys
 import time
 
-from densemnv3.cli.arguments import add_inference_arguments, add_runtime_argument, add_set_argument
+from densemnv3.cli.arguments import (
+    add_inference_arguments,
+    add_input_size_argument,
+    add_runtime_argument,
+    add_set_argument,
+    add_threads_argument,
+    model_parser,
+)
 from densemnv3.inference.stream import Sink, Timings
 
 WINDOW = "densemnv3 demo"
@@ -39,19 +46,12 @@ class Terminated(Exception):
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "config",
-        nargs="?",
-        help="the model's config, e.g. lraspp_synthetic "
+    parser = model_parser(
+        __doc__,
+        config_help="the model's config, e.g. lraspp_synthetic "
         "(optional for last.pt / best.pt, which record theirs)",
-    )
-    parser.add_argument(
-        "--weights",
-        required=True,
-        help="a checkpoint (last.pt / best.pt / torchvision) or an ONNX file (e.g. best.int8.onnx)",
+        weights_help="a checkpoint (last.pt / best.pt / torchvision) or an ONNX file "
+        "(e.g. best.int8.onnx)",
     )
     parser.add_argument(
         "--source", required=True, help="video file, camera index (0) or stream URL"
@@ -67,19 +67,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     add_inference_arguments(parser)
     add_runtime_argument(parser)
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
+    add_threads_argument(
+        parser,
         help="CPU threads for a frame's work, whichever runtime runs the network "
         "(default: torch's count); 1 is often faster on a busy machine",
     )
-    parser.add_argument(
-        "--input-size",
-        type=int,
-        nargs=2,
-        metavar=("H", "W"),
-        default=None,
+    add_input_size_argument(
+        parser,
         help="segmentation and multi-task: run the network at HxW (e.g. 360 640 for a "
         "720p source) and scale its label map to the frame; default: the "
         "config's eval size, else the frame's",

@@ -45,17 +45,17 @@ error fails); a failed check exits with code 1 and keeps the file.
 import argparse
 from pathlib import Path
 
-from densemnv3.cli.arguments import add_set_argument
+from densemnv3.cli.arguments import (
+    CHECKPOINT_HELP,
+    add_input_size_argument,
+    add_set_argument,
+    load_from_args,
+    model_parser,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("config", nargs="?", help="the config (optional for last.pt / best.pt)")
-    parser.add_argument(
-        "--weights", required=True, help="a checkpoint (last.pt / best.pt / torchvision)"
-    )
+    parser = model_parser(__doc__, weights_help=CHECKPOINT_HELP)
     parser.add_argument("--format", required=True, choices=("onnx", "torchscript", "executorch"))
     parser.add_argument(
         "--out",
@@ -65,11 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         "is an error",
     )
     add_set_argument(parser)
-    parser.add_argument(
-        "--input-size",
-        nargs=2,
-        type=int,
-        metavar=("H", "W"),
+    add_input_size_argument(
+        parser,
         help="input size (default: data.image_size for detection, data.eval_resize or "
         "data.crop_size for segmentation and multi-task; a .pte, which takes this size only, "
         "without data.eval_resize: the val frames' size, which the model is evaluated at)",
@@ -106,13 +103,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import dataclasses
 
-    from densemnv3.config import load_config
     from densemnv3.errors import UserError
     from densemnv3.export.onnx_export import export_model, require_onnx
     from densemnv3.export.paths import output_file
     from densemnv3.export.sizes import min_input_size
     from densemnv3.inference.settings import export_settings
-    from densemnv3.load import load_model
 
     executorch = args.format == "executorch"
     if args.int8 and not executorch:
@@ -141,12 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         from densemnv3.export.pte import require_executorch
 
         require_executorch("--format executorch" + (" --int8" if args.int8 else ""))
-    loaded = load_model(
-        load_config(args.config, args.overrides) if args.config else None,
-        args.weights,
-        overrides=args.overrides,
-        pytorch="export",
-    )
+    loaded = load_from_args(args, pytorch="export")
     cfg, model = loaded.cfg, loaded.model
     if args.full_size_logits and cfg.task != "segmentation":
         raise UserError(
@@ -245,7 +235,6 @@ def _export_executorch(
     on training images as ``tools/quantize.py`` chooses them."""
     import dataclasses
 
-    from densemnv3.errors import UserError
     from densemnv3.export.pte import export_executorch
 
     if cfg.task != "detection":
@@ -258,22 +247,11 @@ def _export_executorch(
     precision = "int8" if args.int8 else "fp32"
     calibration, check, n = None, [], 0
     if args.int8:
-        from densemnv3.cli.quantize import CHECK_IMAGES
-        from densemnv3.export.quantize import calibration_order
-        from densemnv3.tasks import build_task
-        from densemnv3.tasks.common import ensure_synthetic
+        from densemnv3.cli.quantize import calibration_set, check_images
 
-        ensure_synthetic(cfg)
-        task = build_task(cfg)
-        train = task.dataset(cfg.data.train_split, train=False)  # training images, eval transform
-        n = min(args.calib_images, len(train))
-        if n == 0:
-            raise UserError(
-                f"{cfg.data.root}: split {cfg.data.train_split!r} has no images to calibrate on"
-            )
-        calibration = (train[i][0] for i in calibration_order(len(train), n))
-        val = task.dataset(cfg.data.val_split, train=False)
-        check = [val[i][0][None] for i in range(min(CHECK_IMAGES, len(val)))]
+        task, train, order = calibration_set(cfg, args.calib_images)
+        n, calibration = len(order), (train[i][0] for i in order)
+        check = check_images(task, cfg)
         print(
             f"int8: calibrating on {n} images of split {cfg.data.train_split!r} (XNNPACK "
             f"quantizer, per-channel weights), checking on {len(check)} of split "

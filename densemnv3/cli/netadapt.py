@@ -28,24 +28,23 @@ scale) on the first iteration's proposals, and stops there.
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
-from densemnv3.cli.arguments import add_set_argument
+from densemnv3.cli.arguments import (
+    add_input_size_argument,
+    add_set_argument,
+    add_threads_argument,
+    load_from_args,
+    model_parser,
+)
 
 #: Routes NetAdapt measures on (densemnv3.netadapt.latency.ROUTES; here without importing torch).
 ROUTE_HELP = "torch, onnxruntime, onnxruntime-int8 or openvino"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("config", nargs="?", help="the config (optional for last.pt / best.pt)")
-    parser.add_argument(
-        "--weights", required=True, help="the trained checkpoint (last.pt / best.pt)"
-    )
+    parser = model_parser(__doc__, weights_help="the trained checkpoint (last.pt / best.pt)")
     parser.add_argument(
         "--target",
         type=float,
@@ -55,20 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--runtime", default="onnxruntime", help=f"where latency is measured: {ROUTE_HELP}"
     )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="threads the runtime runs with (default: all cores)",
-    )
-    parser.add_argument(
-        "--input-size",
-        type=int,
-        nargs=2,
-        metavar=("H", "W"),
-        default=None,
-        help="the deployment input size latency is measured at",
-    )
+    add_threads_argument(parser, help="threads the runtime runs with (default: all cores)")
+    add_input_size_argument(parser, help="the deployment input size latency is measured at")
     parser.add_argument(
         "--work-dir", help="run folder (default: beside CKPT, netadapt-RUNTIME-TARGET)"
     )
@@ -107,22 +94,15 @@ def main(argv: list[str] | None = None) -> int:
 
     check_route(args.runtime)
 
-    import torch
     import torch.nn.functional as F
 
-    from densemnv3.config import load_config
-    from densemnv3.load import load_model
+    from densemnv3.netadapt.context import RunContext
     from densemnv3.netadapt.run import finish, run_netadapt, run_uniform
     from densemnv3.tasks import build_task
     from densemnv3.tasks.common import ensure_synthetic
     from densemnv3.utils.device import resolve_device
 
-    loaded = load_model(
-        load_config(args.config, args.overrides) if args.config else None,
-        args.weights,
-        overrides=args.overrides,
-        pytorch="NetAdapt",
-    )
+    loaded = load_from_args(args, pytorch="NetAdapt")
     cfg, model = loaded.cfg, loaded.model.eval()
     if target is not None:
         cfg.netadapt.target = target
@@ -154,48 +134,23 @@ def main(argv: list[str] | None = None) -> int:
         f"on {args.runtime} ({threads} threads, {size[0]}x{size[1]}); lookup table {table.path}; "
         f"run in {run_dir}"
     )
+    run = RunContext(
+        cfg, task, table, run_dir, device, calibration=calibration, progress=not args.no_progress
+    )
     if args.compare_importance:
         from densemnv3.netadapt.importance import compare_importance
 
-        compare_importance(
-            model,
-            task,
-            cfg,
-            table,
-            run_dir,
-            torch.device(device),
-            calibration=calibration,
-            progress=not args.no_progress,
-        )
+        compare_importance(model, run)
         print(f"importance study: {run_dir / 'importance.csv'}")
         return 0
     results = {}
-    best = run_netadapt(
-        cfg,
-        model,
-        task,
-        table,
-        run_dir,
-        device,
-        resume=args.resume or args.uniform,
-        calibration=calibration,
-        progress=not args.no_progress,
-    )
+    best = run_netadapt(model, run, resume=args.resume or args.uniform)
     results["NetAdapt"] = best
     if args.uniform:
-        results["uniform"] = run_uniform(
-            cfg,
-            model,
-            table,
-            run_dir,
-            device,
-            resume=args.resume,
-            calibration=calibration,
-            progress=not args.no_progress,
-        )
+        results["uniform"] = run_uniform(model, run, resume=args.resume)
     elif (run_dir / "uniform" / "best.pt").is_file():
         results["uniform"] = run_dir / "uniform" / "best.pt"
-    finish(cfg, model, results, task, table, run_dir, device, calibration=calibration)
+    finish(model, results, run)
     print(
         f"result: {best} (loads in every tool: eval, export, quantize, demo); "
         f"run folder {run_dir} (netadapt.csv, pareto.png, summary.json)"

@@ -19,22 +19,20 @@ Default output: ``CKPT`` with the suffix ``.int8.onnx`` (``best.pt`` -> ``best.i
 ``--out`` name without ``.onnx`` gets it (``model_int8`` -> ``model_int8.onnx``).
 """
 
-import argparse
 from pathlib import Path
 
-from densemnv3.cli.arguments import add_set_argument
+from densemnv3.cli.arguments import (
+    CHECKPOINT_HELP,
+    add_set_argument,
+    load_from_args,
+    model_parser,
+)
 
 CHECK_IMAGES = 4
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("config", nargs="?", help="the config (optional for last.pt / best.pt)")
-    parser.add_argument(
-        "--weights", required=True, help="a checkpoint (last.pt / best.pt / torchvision)"
-    )
+    parser = model_parser(__doc__, weights_help=CHECKPOINT_HELP)
     parser.add_argument(
         "--calib-images",
         type=int,
@@ -59,40 +57,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.calib_images < 1:
         raise UserError(f"--calib-images must be at least 1, got {args.calib_images}")
 
-    from densemnv3.config import load_config
     from densemnv3.export.onnx_export import require_onnx
     from densemnv3.export.paths import output_file
-    from densemnv3.export.quantize import calibration_order, quantize_model
+    from densemnv3.export.quantize import quantize_model
     from densemnv3.export.sizes import min_input_size
-    from densemnv3.load import load_model
-    from densemnv3.tasks import build_task
-    from densemnv3.tasks.common import ensure_synthetic
 
     out = output_file(args.out or Path(args.weights).with_suffix(".int8.onnx"), "onnx")
     if args.out and out != Path(args.out):
         print(f"writing {out} (--out {args.out} does not end in {out.suffix})")
     require_onnx("int8 quantization")
-    loaded = load_model(
-        load_config(args.config, args.overrides) if args.config else None,
-        args.weights,
-        overrides=args.overrides,
-        pytorch="quantization",
-    )
+    loaded = load_from_args(args, pytorch="quantization")
     cfg, model = loaded.cfg, loaded.model
-    ensure_synthetic(cfg)
-    task = build_task(cfg)
-    train = task.dataset(cfg.data.train_split, train=False)  # training images, eval transform
-    n = min(args.calib_images, len(train))
-    if n == 0:
-        raise UserError(
-            f"{cfg.data.root}: split {cfg.data.train_split!r} has no images to calibrate on"
-        )
-    order = calibration_order(len(train), n)
+    task, train, order = calibration_set(cfg, args.calib_images)
+    n = len(order)
     size = tuple(train[order[0]][0].shape[-2:])
     if min_input_size(model, size) is None and cfg.task != "detection":
         cfg.data.eval_resize = size  # a fixed-size file: the tools resize frames to it
-    val = task.dataset(cfg.data.val_split, train=False)
-    check = [val[i][0][None] for i in range(min(CHECK_IMAGES, len(val)))]
+    check = check_images(task, cfg)
 
     print(
         f"quantizing {cfg.model.name} to int8 (onnxruntime QDQ, per-channel weights), calibrating "
@@ -125,3 +106,31 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {report.path} ({report.size_bytes / 2**20:.2f} MiB; input (N, 3, H, W), {shape})")
     print(f"check on {len(check)} images of split {cfg.data.val_split!r}: {report.summary()}")
     return 0
+
+
+def calibration_set(cfg, count: int):
+    """(task, the training split through the eval transform, its calibration images' indices):
+    ``count`` of them, or all where the split has fewer, in the seeded order of
+    :func:`~densemnv3.export.quantize.calibration_order`. A synthetic set the config asks for is
+    made first."""
+    from densemnv3.errors import UserError
+    from densemnv3.export.quantize import calibration_order
+    from densemnv3.tasks import build_task
+    from densemnv3.tasks.common import ensure_synthetic
+
+    ensure_synthetic(cfg)
+    task = build_task(cfg)
+    train = task.dataset(cfg.data.train_split, train=False)  # training images, eval transform
+    n = min(count, len(train))
+    if n == 0:
+        raise UserError(
+            f"{cfg.data.root}: split {cfg.data.train_split!r} has no images to calibrate on"
+        )
+    return task, train, calibration_order(len(train), n)
+
+
+def check_images(task, cfg) -> list:
+    """The first :data:`CHECK_IMAGES` validation images, each a batch of one: the int8 file is
+    compared with PyTorch on them."""
+    val = task.dataset(cfg.data.val_split, train=False)
+    return [val[i][0][None] for i in range(min(CHECK_IMAGES, len(val)))]

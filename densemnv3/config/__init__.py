@@ -15,6 +15,8 @@ field's type. Unknown keys fail with the closest valid key.
 
 from __future__ import annotations
 
+from densemnv3.utils.lazy import moved_names
+
 from .files import (
     SHIPPED_CONFIGS,
     config_from_dict,
@@ -65,3 +67,8 @@ __all__ = [
     "task_tools",
     "validate",
 ]
+
+
+#: Names that moved out of this package, kept for one release with a warning.
+_MOVED = {"backbone_spec": "densemnv3.models.backbones.registry"}
+__getattr__ = moved_names(__name__, _MOVED)

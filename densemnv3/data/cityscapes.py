@@ -15,7 +15,7 @@ from densemnv3.data.cache import DecodedCache
 from densemnv3.data.checks import find_bad_samples
 from densemnv3.data.io import MAX_IMAGE_PIXELS, cached, read_image, read_instance_ids, read_label
 from densemnv3.data.labels import ID_TO_TRAIN_ID, VALID_LABEL_IDS
-from densemnv3.errors import DataError
+from densemnv3.errors import ConfigError, DataError
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_SUFFIX = "_gtFine_labelIds.png"
@@ -43,6 +43,10 @@ class CityscapesSegmentation(Dataset):
     same bytes, read-only, and only the pixels a transform touches are read.
     """
 
+    #: Why this dataset cannot read a ``decoded_cache`` (a subclass that decodes more than the
+    #: cache holds); None: it can.
+    decoded_cache_refused: str | None = None
+
     def __init__(
         self,
         root: str | os.PathLike,
@@ -54,6 +58,8 @@ class CityscapesSegmentation(Dataset):
         decoded_cache: str | os.PathLike | None = None,
         max_pixels: int = MAX_IMAGE_PIXELS,
     ):
+        if decoded_cache is not None and self.decoded_cache_refused is not None:
+            raise ConfigError(f"data.decoded_cache: {self.decoded_cache_refused}; set it to None")
         self.root = Path(root)
         self.split = split
         self.transform = transform

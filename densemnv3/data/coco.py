@@ -110,23 +110,30 @@ def check_coco(data: object, ann_file: str | os.PathLike) -> None:
                 f"{ann_file}: image id {image['id']} ({name}) has width {width!r} and "
                 f"height {height!r}; both must be positive numbers, its size in pixels"
             )
-    unknown = {a["image_id"] for a in annotations} - image_ids
-    if unknown:
-        ann = next(a for a in annotations if a["image_id"] in unknown)
-        raise DataError(
-            f"{ann_file}: annotation id {ann['id']} refers to image id "
-            f"{ann['image_id']!r}, which 'images' does not list{_in_all(unknown)}; "
-            "list the image or remove its annotations"
-        )
-    unknown = {a["category_id"] for a in annotations} - category_ids
-    if unknown:
-        ann = next(a for a in annotations if a["category_id"] in unknown)
-        raise DataError(
-            f"{ann_file}: annotation id {ann['id']} has category id "
-            f"{ann['category_id']!r}, which 'categories' does not list (it lists "
-            f"{sorted(category_ids)}){_in_all(unknown)}; add the category or fix the "
-            "annotation"
-        )
+    references = (  # what an annotation refers to, the ids listed, how an error words it
+        (
+            "image_id",
+            image_ids,
+            "refers to image id",
+            "'images' does not list",
+            "list the image or remove its annotations",
+        ),
+        (
+            "category_id",
+            category_ids,
+            "has category id",
+            f"'categories' does not list (it lists {sorted(category_ids)})",
+            "add the category or fix the annotation",
+        ),
+    )
+    for key, known, has, unlisted, fix in references:
+        unknown = {a[key] for a in annotations} - known
+        if unknown:
+            ann = next(a for a in annotations if a[key] in unknown)
+            raise DataError(
+                f"{ann_file}: annotation id {ann['id']} {has} {ann[key]!r}, which {unlisted}"
+                f"{_in_all(unknown)}; {fix}"
+            )
     for ann in annotations:
         box = ann["bbox"]
         if not (type(box) is list and len(box) == 4 and all(type(v) in _NUMBER for v in box)):

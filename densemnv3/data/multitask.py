@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
-from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -25,9 +23,8 @@ import torch
 from pycocotools.coco import COCO
 
 from densemnv3.data.cityscapes import INSTANCE_SUFFIX, CityscapesSegmentation
-from densemnv3.data.io import MAX_IMAGE_PIXELS
 from densemnv3.data.labels import THING_IDS
-from densemnv3.errors import ConfigError, DataError
+from densemnv3.errors import DataError
 
 __all__ = ["INSTANCE_SUFFIX", "THING_LABEL_IDS", "CityscapesMultiTask", "instance_boxes"]
 
@@ -99,29 +96,23 @@ class CityscapesMultiTask(CityscapesSegmentation):
     included; :attr:`ids` are the COCO image ids of the samples, in order.
     """
 
-    def __init__(
-        self,
-        root: str | os.PathLike,
-        split: str = "train",
-        transform: Callable | None = None,
-        *,
-        skip_bad: bool = False,
-        cache: bool = False,
-        decoded_cache: str | os.PathLike | None = None,
-        max_pixels: int = MAX_IMAGE_PIXELS,
-    ):
-        if decoded_cache is not None:
-            raise ConfigError(
-                "data.decoded_cache: the multi-task dataset reads the PNGs (the cache holds no "
-                "instance ids); set it to None"
-            )
-        super().__init__(
-            root, split, transform, skip_bad=skip_bad, cache=cache, max_pixels=max_pixels
-        )
-        self._boxes_follow = "bboxes" in getattr(transform, "processors", {})
-        self._image_ids = {image: i + 1 for i, (image, _) in enumerate(self.samples)}
-        self.label_to_category_id = {k + 1: label_id for k, label_id in enumerate(THING_LABEL_IDS)}
-        self._coco: COCO | None = None
+    decoded_cache_refused = (
+        "the multi-task dataset reads the PNGs (the cache holds no instance ids)"
+    )
+    #: Detection label -> COCO category id (the Cityscapes label id).
+    label_to_category_id = {k + 1: label_id for k, label_id in enumerate(THING_LABEL_IDS)}
+    _coco: COCO | None = None
+
+    def _scan(self) -> list[tuple[str, str]]:
+        samples = super()._scan()
+        # COCO image ids: positions in the scan, kept when validate() drops samples
+        self._image_ids = {image: i + 1 for i, (image, _) in enumerate(samples)}
+        return samples
+
+    @property
+    def _boxes_follow(self) -> bool:
+        """Whether the transform moves boxes (one built with ``boxes=True``)."""
+        return "bboxes" in getattr(self.transform, "processors", {})
 
     @property
     def ids(self) -> list[int]:

@@ -26,7 +26,18 @@ class LRASPPExport(nn.Module):
         return self.model.network(images)
 
 
-class SSDLiteExport(nn.Module):
+class _DetectorExport(nn.Module):
+    """A model with a detector, exported with ``outputs`` ``"decoded"`` or ``"raw"``."""
+
+    def __init__(self, model: nn.Module, outputs: str = "decoded") -> None:
+        super().__init__()
+        if outputs not in ("decoded", "raw"):
+            raise ValueError(f"outputs must be 'decoded' or 'raw', got {outputs!r}")
+        self.model = model
+        self.outputs = outputs
+
+
+class SSDLiteExport(_DetectorExport):
     """An :class:`~densemnv3.models.SSDLite` network without NMS, for export.
 
     ``outputs="decoded"``: ``forward(images)`` returns ``(boxes, scores)``: every default box
@@ -44,13 +55,6 @@ class SSDLiteExport(nn.Module):
     (``DefaultBoxes.generate``), so one file serves every input size.
     """
 
-    def __init__(self, model: SSDLite, outputs: str = "decoded") -> None:
-        super().__init__()
-        if outputs not in ("decoded", "raw"):
-            raise ValueError(f"outputs must be 'decoded' or 'raw', got {outputs!r}")
-        self.model = model
-        self.outputs = outputs
-
     def forward(self, images: Tensor) -> tuple[Tensor, ...]:
         raw = self.model.predict_raw(images)
         if self.outputs == "raw":
@@ -58,7 +62,7 @@ class SSDLiteExport(nn.Module):
         return boxes_and_scores(self.model, *raw, images.shape[-2:])
 
 
-class MultiTaskExport(nn.Module):
+class MultiTaskExport(_DetectorExport):
     """A multi-task model for export, one backbone pass.
 
     ``outputs="decoded"``: ``(logits, boxes, scores)`` — the logits at the input size, the
@@ -67,13 +71,6 @@ class MultiTaskExport(nn.Module):
     ``LRASPPSSDLite.network`` — the logits at the low tap's stride (8) — the file the tools run
     (:class:`~densemnv3.runtimes.ExportedMultiTask` upsamples and post-processes in PyTorch).
     """
-
-    def __init__(self, model: LRASPPSSDLite, outputs: str = "decoded") -> None:
-        super().__init__()
-        if outputs not in ("decoded", "raw"):
-            raise ValueError(f"outputs must be 'decoded' or 'raw', got {outputs!r}")
-        self.model = model
-        self.outputs = outputs
 
     def forward(self, images: Tensor) -> tuple[Tensor, ...]:
         logits, *raw = self.model.network(images)

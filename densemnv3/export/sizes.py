@@ -8,8 +8,6 @@ from typing import Any
 
 from torch import nn
 
-from densemnv3.models import LRASPP, LRASPPSSDLite
-
 
 def min_input_size(model: nn.Module, input_size: Sequence[int]) -> tuple[int, int] | None:
     """The smallest height and width an ONNX file of ``model`` traced at ``input_size`` takes
@@ -32,14 +30,9 @@ def min_input_size(model: nn.Module, input_size: Sequence[int]) -> tuple[int, in
 def _paper_pool(model: nn.Module) -> tuple[nn.AvgPool2d, int] | None:
     """The paper pool of an LR-ASPP head (alone or in the multi-task model) and the stride of the
     map it pools, or ``None``."""
-    head = (
-        model.head
-        if isinstance(model, LRASPP)
-        else model.seg
-        if isinstance(model, LRASPPSSDLite)
-        else None
-    )
-    if head is None or head.pool != "paper":
+    part = {"segmentation": "head", "multitask": "seg"}.get(getattr(model, "task", None))
+    head = getattr(model, part, None) if part else None
+    if getattr(head, "pool", None) != "paper":
         return None
     return head.scale[0], model.backbone.feature_info[model.high_tap].stride
 

@@ -2,8 +2,6 @@
 backbone pass (the multi-task model). A file to a ready model (a checkpoint or an exported file):
 :func:`densemnv3.load.load_model`."""
 
-import warnings
-
 from densemnv3.checkpoint import (
     CheckpointInfo,
     LoadResult,
@@ -12,6 +10,7 @@ from densemnv3.checkpoint import (
     load_weights,
     read_checkpoint,
 )
+from densemnv3.utils.lazy import moved_names
 
 from .backbones import (
     FeatureBackbone,
@@ -76,17 +75,4 @@ __all__ = [
 
 #: Names that moved out of this package, kept for one release with a warning.
 _MOVED = {"load_model": "densemnv3.load", "LoadedModel": "densemnv3.load"}
-
-
-def __getattr__(name: str):
-    if name not in _MOVED:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    warnings.warn(
-        f"densemnv3.models.{name} moved to {_MOVED[name]}.{name}; the old name goes in the next "
-        f"release",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    return getattr(importlib.import_module(_MOVED[name]), name)
+__getattr__ = moved_names(__name__, _MOVED)

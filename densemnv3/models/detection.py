@@ -8,7 +8,7 @@ takes a normalised ``(N, 3, H, W)`` batch and returns boxes in its pixels.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 import torch
@@ -24,7 +24,7 @@ from .backbones.registry import BackboneSpec, backbone_spec, require_backbone, s
 from .heads.anchors import BoxCoder, DefaultBoxes
 from .heads.postprocess import NMS_IMPLS, Detections, ssd_postprocess
 from .heads.ssdlite import SSDLiteHead, build_extra, normal_init_
-from .registry import register_model
+from .registry import named, register_model
 from .taps import ssdlite_taps
 
 Targets = Sequence[Mapping[str, Tensor]]
@@ -64,6 +64,15 @@ class SSDLite(nn.Module):
     """
 
     task = "detection"
+    #: The attributes :meth:`postprocess` reads, besides ``box_coder``.
+    postprocess_settings = (
+        "score_thresh",
+        "nms_thresh",
+        "detections_per_img",
+        "topk_candidates",
+        "nms_prefix",
+        "nms_impl",
+    )
     cpu_channels_last: bool = True
 
     torchvision_ignored_prefixes: tuple[str, ...] = ()
@@ -388,43 +397,35 @@ def set_bn_momentum_(module: M, momentum: float) -> M:
     return module
 
 
-@register_model(forwards_kwargs_to=(ssdlite, SSDLite.__init__), head="ssdlite")
-def ssdlite320_mobilenet_v3_large(
-    *,
-    num_classes: int = 91,
-    reduced_tail: bool = True,
-    width_mult: float = 1.0,
-    frozen_bn: bool = False,
-    backbone_weights: StateDict | None = None,
-    **kwargs,
-) -> SSDLite:
-    """torchvision's ``ssdlite320_mobilenet_v3_large`` (3,440,060 parameters at 91 classes)."""
-    return ssdlite(
-        {"name": "mobilenet_v3_large", "width_mult": width_mult, "reduced_tail": reduced_tail},
-        num_classes=num_classes,
-        width_mult=width_mult,
-        frozen_bn=frozen_bn,
-        backbone_weights=backbone_weights,
+def _ssdlite320_on(backbone: str, doc: str) -> Callable[..., SSDLite]:
+    """The registered builder ``ssdlite320_<backbone>``: :func:`ssdlite` on that backbone."""
+
+    def builder(
+        *,
+        num_classes: int = 91,
+        reduced_tail: bool = True,
+        width_mult: float = 1.0,
+        frozen_bn: bool = False,
+        backbone_weights: StateDict | None = None,
         **kwargs,
-    )
+    ) -> SSDLite:
+        return ssdlite(
+            {"name": backbone, "width_mult": width_mult, "reduced_tail": reduced_tail},
+            num_classes=num_classes,
+            width_mult=width_mult,
+            frozen_bn=frozen_bn,
+            backbone_weights=backbone_weights,
+            **kwargs,
+        )
+
+    register = register_model(forwards_kwargs_to=(ssdlite, SSDLite.__init__), head="ssdlite")
+    return register(named(builder, f"ssdlite320_{backbone}", doc))
 
 
-@register_model(forwards_kwargs_to=(ssdlite, SSDLite.__init__), head="ssdlite")
-def ssdlite320_mobilenet_v3_small(
-    *,
-    num_classes: int = 91,
-    reduced_tail: bool = True,
-    width_mult: float = 1.0,
-    frozen_bn: bool = False,
-    backbone_weights: StateDict | None = None,
-    **kwargs,
-) -> SSDLite:
-    """SSDLite on MobileNetV3-Small (the paper's V3-Small† detector)."""
-    return ssdlite(
-        {"name": "mobilenet_v3_small", "width_mult": width_mult, "reduced_tail": reduced_tail},
-        num_classes=num_classes,
-        width_mult=width_mult,
-        frozen_bn=frozen_bn,
-        backbone_weights=backbone_weights,
-        **kwargs,
-    )
+ssdlite320_mobilenet_v3_large = _ssdlite320_on(
+    "mobilenet_v3_large",
+    "torchvision's ``ssdlite320_mobilenet_v3_large`` (3,440,060 parameters at 91 classes).",
+)
+ssdlite320_mobilenet_v3_small = _ssdlite320_on(
+    "mobilenet_v3_small", "SSDLite on MobileNetV3-Small (the paper's V3-Small† detector)."
+)

@@ -5,6 +5,7 @@ builders with :func:`register_model` when :mod:`densemnv3.models` is imported, a
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from torch import nn
 
@@ -15,6 +16,8 @@ MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
 #: model name -> the generic builder of its head, used when ``model.backbone`` is set.
 HEADS: dict[str, str] = {}
+
+F = TypeVar("F", bound=Callable)
 
 
 def register_model(
@@ -35,6 +38,15 @@ def register_model(
         return builder
 
     return register
+
+
+def named(builder: F, name: str, doc: str) -> F:
+    """``builder``, made by a factory once per variant (e.g. per backbone), under its public
+    ``name`` and docstring ``doc``: what registries, :mod:`inspect`, pickling and the docs read,
+    as for a builder written out at module level under that name."""
+    builder.__name__ = builder.__qualname__ = name
+    builder.__doc__ = doc
+    return builder
 
 
 def generic(name: str) -> bool:

@@ -10,7 +10,7 @@ in a config, ``model.name = "lraspp"`` and ``model.backbone = ...``.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from torch import Tensor, nn
 
@@ -20,7 +20,7 @@ from densemnv3.errors import ConfigError
 from .backbones import create_backbone
 from .backbones.registry import BackboneSpec, backbone_spec, require_backbone, select_taps
 from .heads.lraspp import LRASPPHead, PoolMode
-from .registry import register_model
+from .registry import named, register_model
 from .resize import resize_bilinear
 from .taps import lraspp_taps
 
@@ -144,54 +144,42 @@ def lraspp(
     return model
 
 
-@register_model(head="lraspp")
-def lraspp_mobilenet_v3_large(
-    *,
-    num_classes: int = 19,
-    pool: PoolMode = "global",
-    width_mult: float = 1.0,
-    reduced_tail: bool = False,
-    output_stride: int = OUTPUT_STRIDE,
-    frozen_bn: bool = False,
-    inter_channels: int = 128,
-    backbone_weights: StateDict | None = None,
-) -> LRASPP:
+def _lraspp_on(backbone: str, doc: str) -> Callable[..., LRASPP]:
+    """The registered builder ``lraspp_<backbone>``: :func:`lraspp` on that backbone, with the
+    backbone's own options (``width_mult``, ``reduced_tail``) in its signature."""
+
+    def builder(
+        *,
+        num_classes: int = 19,
+        pool: PoolMode = "global",
+        width_mult: float = 1.0,
+        reduced_tail: bool = False,
+        output_stride: int = OUTPUT_STRIDE,
+        frozen_bn: bool = False,
+        inter_channels: int = 128,
+        backbone_weights: StateDict | None = None,
+    ) -> LRASPP:
+        return lraspp(
+            backbone,
+            num_classes=num_classes,
+            output_stride=output_stride,
+            pool=pool,
+            inter_channels=inter_channels,
+            frozen_bn=frozen_bn,
+            backbone_weights=backbone_weights,
+            width_mult=width_mult,
+            reduced_tail=reduced_tail,
+        )
+
+    return register_model(head="lraspp")(named(builder, f"lraspp_{backbone}", doc))
+
+
+lraspp_mobilenet_v3_large = _lraspp_on(
+    "mobilenet_v3_large",
     """LR-ASPP on MobileNetV3-Large; with the defaults (and ``num_classes=21``) it matches
-    torchvision's ``lraspp_mobilenet_v3_large`` key for key."""
-    return lraspp(
-        "mobilenet_v3_large",
-        num_classes=num_classes,
-        output_stride=output_stride,
-        pool=pool,
-        inter_channels=inter_channels,
-        frozen_bn=frozen_bn,
-        backbone_weights=backbone_weights,
-        width_mult=width_mult,
-        reduced_tail=reduced_tail,
-    )
-
-
-@register_model(head="lraspp")
-def lraspp_mobilenet_v3_small(
-    *,
-    num_classes: int = 19,
-    pool: PoolMode = "global",
-    width_mult: float = 1.0,
-    reduced_tail: bool = False,
-    output_stride: int = OUTPUT_STRIDE,
-    frozen_bn: bool = False,
-    inter_channels: int = 128,
-    backbone_weights: StateDict | None = None,
-) -> LRASPP:
-    """LR-ASPP on MobileNetV3-Small (torchvision has no pretrained one, but the same layout)."""
-    return lraspp(
-        "mobilenet_v3_small",
-        num_classes=num_classes,
-        output_stride=output_stride,
-        pool=pool,
-        inter_channels=inter_channels,
-        frozen_bn=frozen_bn,
-        backbone_weights=backbone_weights,
-        width_mult=width_mult,
-        reduced_tail=reduced_tail,
-    )
+    torchvision's ``lraspp_mobilenet_v3_large`` key for key.""",
+)
+lraspp_mobilenet_v3_small = _lraspp_on(
+    "mobilenet_v3_small",
+    "LR-ASPP on MobileNetV3-Small (torchvision has no pretrained one, but the same layout).",
+)

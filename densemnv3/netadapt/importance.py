@@ -14,19 +14,17 @@ from __future__ import annotations
 import copy
 import csv
 import statistics
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from densemnv3.config import Config
 from densemnv3.config.schema import IMPORTANCE
 from densemnv3.models.prune import shrink_, width_units
 from densemnv3.utils.files import atomic_write
 
-from .proposals import Batches, fine_tune, first_images, quick_metric, table_proposals
+from .context import RunContext
+from .proposals import Batches, fine_tune, quick_metric, quick_set, table_proposals
 
 __all__ = ["compare_importance", "summarize"]
 
@@ -42,28 +40,17 @@ FIELDS = (
 )
 
 
-def compare_importance(
-    model: nn.Module,
-    task,
-    cfg: Config,
-    table,
-    run_dir: Path,
-    device: torch.device,
-    *,
-    calibration=None,
-    progress: bool = True,
-    log: Callable[[str], None] = print,
-) -> list[dict[str, Any]]:
+def compare_importance(model: nn.Module, run: RunContext) -> list[dict[str, Any]]:
     """Cut every unit of ``cfg.netadapt.kinds`` to the first iteration's proposed width, keeping
-    its channels by each criterion of :data:`IMPORTANCE`; write ``importance.csv`` in ``run_dir``
-    and return its rows."""
+    its channels by each criterion of :data:`IMPORTANCE`; write ``importance.csv`` in the run
+    folder and return its rows."""
     from tqdm import tqdm
 
-    n = cfg.netadapt
-    val = task.val_dataset()
-    quick = first_images(val, n.eval_images) if 0 < n.eval_images < len(val) else val
+    cfg, task, table, progress = run.cfg, run.task, run.table, run.progress
+    device, n = torch.device(run.device), cfg.netadapt
+    quick = quick_set(task, n.eval_images)
     model = model.to(device).eval()
-    table.calibrate(model, calibration)
+    table.calibrate(model, run.calibration)
     current, base = table.predict(model), quick_metric(model, task, quick, device)
     units = [u for u in width_units(model).values() if u.kind in n.kinds and u.width > 8]
     step, proposals = n.step, []
@@ -100,13 +87,13 @@ def compare_importance(
                     "metric_tuned": tuned,
                 }
             )
-    with atomic_write(run_dir / "importance.csv") as tmp, open(tmp, "w", newline="") as f:
+    with atomic_write(run.run_dir / "importance.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=FIELDS)
         writer.writeheader()
         writer.writerows(
             {k: f"{v:.6g}" if isinstance(v, float) else v for k, v in r.items()} for r in rows
         )
-    log(summarize(rows, task.metric, current, base))
+    run.log(summarize(rows, task.metric, current, base))
     return rows
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "first_images",
     "narrowest_proposals",
     "quick_metric",
+    "quick_set",
     "table_proposals",
 ]
 
@@ -89,6 +90,13 @@ def quick_metric(model: nn.Module, task, dataset, device: torch.device) -> float
     """``task.metric`` of ``model`` on ``dataset`` (a fraction), without a progress bar."""
     model.eval()
     return float(task.evaluate(model, dataset, device, progress=False)[task.metric])
+
+
+def quick_set(task, count: int):
+    """The quick evaluation's images: the first ``count`` of the validation split (all of it
+    where ``count`` is 0 or not smaller than the split)."""
+    val = task.val_dataset()
+    return first_images(val, count) if 0 < count < len(val) else val
 
 
 def first_images(dataset, count: int):

@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from densemnv3.load import load_model
 from densemnv3.models.prune import shrink_, width_units, widths_of
 from densemnv3.utils.files import write_text
 
+from .context import RunContext
 from .measure import SIDE_ROUNDS
 from .report import format_table, plot_pareto, write_csv
 from .search import search
@@ -87,21 +87,10 @@ def _result_of(work_dir: Path) -> Path:
     return work_dir / "best.pt" if (work_dir / "best.pt").is_file() else work_dir / "last.pt"
 
 
-def run_netadapt(
-    cfg: Config,
-    model: nn.Module,
-    task,
-    table,
-    run_dir: Path,
-    device: str,
-    *,
-    resume: bool,
-    calibration=None,
-    progress: bool = True,
-    log: Callable[[str], None] = print,
-) -> Path:
+def run_netadapt(model: nn.Module, run: RunContext, *, resume: bool) -> Path:
     """The search (continued from ``search.pt`` with ``resume``) then the long fine-tune; returns
     the fine-tuned checkpoint."""
+    cfg, run_dir, log = run.cfg, run.run_dir, run.log
     state_path = run_dir / STATE_FILE
     state, current = None, None
     if state_path.is_file():
@@ -116,21 +105,8 @@ def run_netadapt(
             f"resuming {run_dir} after iteration {state.iteration} ({state.ratio:.2f}x the "
             f"original, side by side)"
         )
-    torch_device = torch.device(device)
     if state is None or not state.done:
-        model, state = search(
-            model,
-            task,
-            cfg,
-            table,
-            run_dir,
-            torch_device,
-            state=state,
-            current=current,
-            calibration=calibration,
-            log=log,
-            progress=progress,
-        )
+        model, state = search(model, run, state=state, current=current)
     write_csv(run_dir / "netadapt.csv", state.proposals)
     widths = load_model(None, state_path).cfg.model.widths
     if resume and _finished(run_dir / "finetune", cfg.netadapt.long_iters):
@@ -142,9 +118,9 @@ def run_netadapt(
         widths,
         cfg.netadapt.long_iters,
         run_dir / "finetune",
-        device,
+        run.device,
         resume=resume,
-        progress=progress,
+        progress=run.progress,
     )
 
 
@@ -185,23 +161,13 @@ def _uniform_factor(model: nn.Module, table, aim: float, kinds, importance: str)
     return lo
 
 
-def run_uniform(
-    cfg: Config,
-    model: nn.Module,
-    table,
-    run_dir: Path,
-    device: str,
-    *,
-    resume: bool,
-    calibration=None,
-    progress: bool = True,
-    log: Callable[[str], None] = print,
-) -> Path:
+def run_uniform(model: nn.Module, run: RunContext, *, resume: bool) -> Path:
     """The uniform baseline: ``model`` with every prunable width scaled by the one factor that
     reaches the NetAdapt result's latency, fine-tuned as many steps as the NetAdapt model had
     (its short fine-tunes and its long one); returns its checkpoint. The factor is chosen on the
     table, whose goal each trial's ratio to the NetAdapt model, measured side by side, rescales
     (up to 4 trials); of those, the widest within :data:`SLACK` of NetAdapt's time is kept."""
+    cfg, table, run_dir, calibration = run.cfg, run.table, run.run_dir, run.calibration
     summary = _read_summary(run_dir)
     netadapt = next((r for r in summary.get("rows", []) if r["name"] == "NetAdapt"), None)
     if netadapt is None:
@@ -233,7 +199,7 @@ def run_uniform(
     under = [t for t in trials if t[2] <= SLACK]
     best = max(under, key=lambda t: t[0]) if under else min(trials, key=lambda t: t[2])
     chosen, candidate, ratio = best
-    log(
+    run.log(
         f"uniform: every width x{chosen:.3f} -> {ratio:.3f}x the NetAdapt model's time, side by "
         f"side"
     )
@@ -248,7 +214,7 @@ def run_uniform(
         {"model": candidate.state_dict(), "config": asdict(shrunk_cfg), "arch": cfg.model.name},
         start,
     )
-    log(
+    run.log(
         f"uniform fine-tune: {steps} steps (as many as the NetAdapt model had) in "
         f"{run_dir / 'uniform'}"
     )
@@ -258,9 +224,9 @@ def run_uniform(
         shrunk_cfg.model.widths,
         steps,
         run_dir / "uniform",
-        device,
+        run.device,
         resume=resume,
-        progress=progress,
+        progress=run.progress,
     )
 
 
@@ -270,27 +236,18 @@ def _read_summary(run_dir: Path) -> dict[str, Any]:
 
 
 def finish(
-    cfg: Config,
-    original: nn.Module,
-    results: dict[str, Path],
-    task,
-    table,
-    run_dir: Path,
-    device: str,
-    *,
-    calibration=None,
-    rounds: int = SIDE_ROUNDS,
-    log: Callable[[str], None] = print,
+    original: nn.Module, results: dict[str, Path], run: RunContext, *, rounds: int = SIDE_ROUNDS
 ) -> dict[str, Any]:
     """Evaluate every model on the whole validation split and time them side by side (``rounds``
     rounds: each model's median ms, and its ratio to the original's taken round by round); write
     ``summary.json``, ``netadapt.csv``, ``pareto.png``; print and return the table."""
+    cfg, task, table, run_dir, device = run.cfg, run.task, run.table, run.run_dir, run.device
     summary = _read_summary(run_dir)
     known = {r["name"]: r for r in summary.get("rows", [])}
     models = {"original": original.cpu().eval()}
     for name, path in results.items():
         models[name] = load_model(None, path).model.cpu().eval()
-    runners = {name: table.runner(model, calibration) for name, model in models.items()}
+    runners = {name: table.runner(model, run.calibration) for name, model in models.items()}
     times = table.side_by_side(runners, rounds=rounds)
     _, state = load_state(run_dir / STATE_FILE)
     steps = {"original": 0, "NetAdapt": state.steps + cfg.netadapt.long_iters}
@@ -338,5 +295,5 @@ def finish(
             if not math.isnan(r["metric"])
         },
     )
-    log(table_text)
+    run.log(table_text)
     return summary

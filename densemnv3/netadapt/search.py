@@ -33,7 +33,6 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -43,14 +42,15 @@ from densemnv3.config import Config
 from densemnv3.errors import UserError
 from densemnv3.models.prune import shrink_, width_units, widths_of
 
+from .context import RunContext
 from .measure import SIDE_ROUNDS, Judge, Verdict
 from .proposals import (
     Batches,
     Found,
     fine_tune,
-    first_images,
     narrowest_proposals,
     quick_metric,
+    quick_set,
     table_proposals,
 )
 from .state import STATE_FILE, SearchState, save_state
@@ -84,24 +84,17 @@ class Proposal:
 
 def search(
     model: nn.Module,
-    task,
-    cfg: Config,
-    table,
-    run_dir: Path,
-    device: torch.device,
+    run: RunContext,
     *,
     state: SearchState | None = None,
     current: nn.Module | None = None,
-    calibration=None,
-    log: Callable[[str], None] = print,
-    progress: bool = True,
 ) -> tuple[nn.Module, SearchState]:
     """Run the search on the original ``model`` (or continue it from ``state`` and ``current``,
     the model saved with it) until the kept model runs at most ``cfg.netadapt.target`` × the
     original's time, side by side."""
-    n = cfg.netadapt
-    val = task.val_dataset()
-    quick = first_images(val, n.eval_images) if 0 < n.eval_images < len(val) else val
+    cfg, task, table, run_dir = run.cfg, run.task, run.table, run.run_dir
+    device, n, calibration, log = torch.device(run.device), cfg.netadapt, run.calibration, run.log
+    quick = quick_set(task, n.eval_images)
     original = model.to(device).eval()
     if state is None:
         predicted, measured = table.calibrate(original, calibration)
@@ -132,7 +125,7 @@ def search(
     for _ in range(state.iteration):  # a resumed run takes up the batches where it was
         batches.take(n.short_iters)
     c = _Context(
-        task, cfg, table, judge, batches, quick, device, table.predict(original), log, progress
+        task, cfg, table, judge, batches, quick, device, table.predict(original), log, run.progress
     )
     while state.ratio > n.target or not _confirmed(state, c):
         model = _iteration(model, state, c)

@@ -27,7 +27,8 @@ from torch import Tensor, nn
 from densemnv3.checkpoint.metadata import OUTPUT_NAMES
 from densemnv3.checkpoint.signature import output_mismatch
 from densemnv3.errors import UserError
-from densemnv3.models.heads.postprocess import Detections, ssd_postprocess
+from densemnv3.models.detection import SSDLite
+from densemnv3.models.heads.postprocess import Detections
 from densemnv3.models.multitask import MultiTaskOutput
 from densemnv3.models.resize import resize_bilinear
 
@@ -60,6 +61,7 @@ class ExportedModel(nn.Module):
         metadata: Mapping[str, Any],
         engine: type[Engine],
         asked: str | None = None,
+        template: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.path = Path(path)
@@ -79,6 +81,11 @@ class ExportedModel(nn.Module):
         self._engines: dict[int, Engine] = {}  # by stream count, for one thread budget
         self._budget = 0
         self.threads: int | None = None  # the engines' intra-op threads; None: torch's count
+        self.adopt(template)
+
+    def adopt(self, template: nn.Module | None) -> None:
+        """Take what the wrapper needs of ``template``, the PyTorch model the file's config
+        builds (the postprocess settings of a detector), and check the file's outputs."""
 
     def extra_repr(self) -> str:
         size = "x".join(map(str, self.fixed_size)) if self.fixed_size else "dynamic H, W"
@@ -202,43 +209,17 @@ class ExportedSegmenter(ExportedModel):
 
 
 class _SSDSettings:
-    """SSDLite's postprocess with the settings of a template :class:`~densemnv3.models.SSDLite`,
-    changeable as on the model itself (``score_thresh``, ``nms_thresh``, ...)."""
+    """SSDLite's postprocess (the model's own method) with the settings of a template
+    :class:`~densemnv3.models.SSDLite`, changeable as on the model itself (``score_thresh``,
+    ``nms_thresh``, ...)."""
+
+    postprocess = SSDLite.postprocess
 
     def _take_settings(self, template: nn.Module) -> None:
         self.box_coder = template.box_coder
         self.num_classes = template.num_classes
-        for name in (
-            "score_thresh",
-            "nms_thresh",
-            "detections_per_img",
-            "topk_candidates",
-            "nms_prefix",
-            "nms_impl",
-        ):
+        for name in SSDLite.postprocess_settings:
             setattr(self, name, getattr(template, name))
-
-    def postprocess(
-        self,
-        cls_logits: Tensor,
-        bbox_regression: Tensor,
-        anchors: Tensor,
-        image_size: tuple[int, int],
-    ) -> Detections:
-        """:meth:`SSDLite.postprocess`: decode, score threshold, top-k per class, NMS."""
-        return ssd_postprocess(
-            cls_logits,
-            bbox_regression,
-            anchors,
-            image_size,
-            self.box_coder,
-            score_thresh=self.score_thresh,
-            nms_thresh=self.nms_thresh,
-            detections_per_img=self.detections_per_img,
-            topk_candidates=self.topk_candidates,
-            nms_prefix=self.nms_prefix,
-            impl=self.nms_impl,
-        )
 
 
 class SSDPostprocess(_SSDSettings, nn.Module):
@@ -253,18 +234,10 @@ class ExportedDetector(_SSDSettings, ExportedModel):
     """Detections from an exported SSDLite; the postprocess settings are ``template``'s (the
     :class:`~densemnv3.models.SSDLite` its config builds), changeable as on the model itself."""
 
-    def __init__(
-        self,
-        path: str | os.PathLike,
-        metadata: Mapping[str, Any],
-        engine: type[Engine],
-        template: nn.Module,
-        asked: str | None = None,
-    ) -> None:
-        ExportedModel.__init__(self, path, metadata, engine, asked)
+    def adopt(self, template: nn.Module | None) -> None:
         if self.outputs not in ("raw", "detections"):
             raise UserError(
-                f"{path}: an SSDLite file without NMS (outputs boxes and scores), which "
+                f"{self.path}: an SSDLite file without NMS (outputs boxes and scores), which "
                 f"the tools cannot score; export with --postprocess, "
                 f"or use tools/quantize.py's file"
             )
@@ -292,21 +265,12 @@ class ExportedMultiTask(ExportedModel):
     post-processes with ``template.det``'s settings (``template``: the
     :class:`~densemnv3.models.LRASPPSSDLite` its config builds)."""
 
-    def __init__(
-        self,
-        path: str | os.PathLike,
-        metadata: Mapping[str, Any],
-        engine: type[Engine],
-        template: nn.Module,
-        asked: str | None = None,
-    ) -> None:
-        super().__init__(path, metadata, engine, asked)
+    def adopt(self, template: nn.Module | None) -> None:
         if self.outputs != "multitask_raw":
             raise UserError(
-                f"{path}: a multi-task file of decoded boxes and scores without NMS, which the "
-                f"tools do not run; use tools/quantize.py's file or a .pte (--format executorch), "
-                f"or give the tools the "
-                f"checkpoint it was exported from"
+                f"{self.path}: a multi-task file of decoded boxes and scores without NMS, which "
+                f"the tools do not run; use tools/quantize.py's file or a .pte (--format "
+                f"executorch), or give the tools the checkpoint it was exported from"
             )
         self.det = SSDPostprocess(template.det)
         self.num_classes = template.num_classes
@@ -332,8 +296,7 @@ def exported_model(
 ) -> ExportedModel:
     """The wrapper of ``path`` for its task, run by ``engine``; ``template`` is the PyTorch model
     its config builds."""
-    if metadata.get("task") == "detection":
-        return ExportedDetector(path, metadata, engine, template, asked)
-    if metadata.get("task") == "multitask":
-        return ExportedMultiTask(path, metadata, engine, template, asked)
-    return ExportedSegmenter(path, metadata, engine, asked)
+    wrapper = {"detection": ExportedDetector, "multitask": ExportedMultiTask}.get(
+        str(metadata.get("task")), ExportedSegmenter
+    )
+    return wrapper(path, metadata, engine, asked, template)

@@ -5,12 +5,40 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torch import nn
+from torch import Tensor, nn
+from torch.utils.data import Dataset
 
 from densemnv3.config import Config
 from densemnv3.engine import distributed as dist_utils
+from densemnv3.models import build_model
 
-__all__ = ["ensure_synthetic", "eval_progress", "prepare_for_eval"]
+__all__ = ["TaskBase", "ensure_synthetic", "eval_progress", "prepare_for_eval"]
+
+
+class TaskBase:
+    """What every task does alike: the config's model, its two splits, a batch's images on the
+    device in the memory format training uses."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+
+    def build_model(self) -> nn.Module:
+        return build_model(self.cfg.model)
+
+    def dataset(self, split: str, *, train: bool) -> Dataset:
+        raise NotImplementedError
+
+    def train_dataset(self) -> Dataset:
+        return self.dataset(self.cfg.data.train_split, train=True)
+
+    def val_dataset(self) -> Dataset:
+        return self.dataset(self.cfg.data.val_split, train=False)
+
+    def images_on(self, images: Tensor, device: torch.device) -> Tensor:
+        images = images.to(device, non_blocking=True)
+        if self.cfg.train.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images
 
 
 def prepare_for_eval(model: nn.Module, cfg: Config) -> torch.memory_format:

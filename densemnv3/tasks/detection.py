@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Subset
 
 from densemnv3.config import Config
 from densemnv3.data.coco import CocoDetection, detection_collate
@@ -15,9 +15,8 @@ from densemnv3.data.transforms import det_eval_transform, det_train_transform
 from densemnv3.engine import distributed as dist_utils
 from densemnv3.engine.sampler import shard_indices
 from densemnv3.evaluation.coco import CocoEvaluator, DetMetrics, format_ap_table
-from densemnv3.models import build_model
 
-from .common import eval_progress, prepare_for_eval
+from .common import TaskBase, eval_progress, prepare_for_eval
 from .registry import register_task
 
 
@@ -62,17 +61,14 @@ def coco_metrics(
 
 
 @register_task("detection")
-class DetectionTask:
+class DetectionTask(TaskBase):
     """SSD losses for training; COCO AP (pycocotools) for evaluation."""
 
     metric = "AP"
 
     def __init__(self, cfg: Config) -> None:
-        self.cfg = cfg
+        super().__init__(cfg)
         self.last_metrics: DetMetrics | None = None
-
-    def build_model(self) -> nn.Module:
-        return build_model(self.cfg.model)
 
     def dataset(self, split: str, *, train: bool) -> CocoDetection:
         d = self.cfg.data
@@ -94,20 +90,12 @@ class DetectionTask:
             max_pixels=d.max_image_pixels,
         )
 
-    def train_dataset(self) -> Dataset:
-        return self.dataset(self.cfg.data.train_split, train=True)
-
-    def val_dataset(self) -> Dataset:
-        return self.dataset(self.cfg.data.val_split, train=False)
-
     def collate(self, batch: list) -> Any:
         return detection_collate(batch)
 
     def losses(self, model: nn.Module, batch: Any, device: torch.device) -> dict[str, Tensor]:
         images, targets = batch
-        images = images.to(device, non_blocking=True)
-        if self.cfg.train.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
+        images = self.images_on(images, device)
         targets = [
             {"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)} for t in targets
         ]

@@ -20,14 +20,12 @@ from torch.utils.data import DataLoader, Subset
 from densemnv3.config import Config
 from densemnv3.data.coco import detection_collate
 from densemnv3.data.multitask import THING_LABEL_IDS, CityscapesMultiTask
-from densemnv3.data.transforms import seg_eval_transform, seg_train_transform
 from densemnv3.engine import distributed as dist_utils
 from densemnv3.engine.sampler import shard_indices
 from densemnv3.errors import ConfigError
 from densemnv3.evaluation.coco import CocoEvaluator, DetMetrics, format_ap_table
 from densemnv3.evaluation.segmentation import format_iou_table
 from densemnv3.inference.eval_modes import is_plain
-from densemnv3.models import build_model
 
 from .common import eval_progress, prepare_for_eval
 from .detection import add_detections, category_table, coco_metrics
@@ -41,13 +39,15 @@ class MultiTaskTask(SegmentationTask):
     splits, class names and input keys are the segmentation task's."""
 
     metric = "mIoU_AP_mean"
+    dataset_class = CityscapesMultiTask
+    boxes = True
 
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)
         self.last_det: DetMetrics | None = None
 
     def build_model(self) -> nn.Module:
-        model = build_model(self.cfg.model)
+        model = super().build_model()
         needed = len(THING_LABEL_IDS) + 1
         if getattr(model, "det_num_classes", needed) < needed:
             raise ConfigError(
@@ -57,33 +57,13 @@ class MultiTaskTask(SegmentationTask):
         model.seg_loss = self.seg_loss
         return model
 
-    def dataset(self, split: str, *, train: bool) -> CityscapesMultiTask:
-        d = self.cfg.data
-        transform = (
-            seg_train_transform(tuple(d.crop_size), scale_range=tuple(d.scale_range), boxes=True)
-            if train
-            else seg_eval_transform(resize=tuple(d.eval_resize) if d.eval_resize else None)
-        )
-        return CityscapesMultiTask(
-            d.root,
-            split,
-            transform,
-            skip_bad=d.skip_bad,
-            cache=d.cache_images,
-            decoded_cache=d.decoded_cache if train else None,
-            max_pixels=d.max_image_pixels,
-        )
-
     def collate(self, batch: list) -> Any:
         return detection_collate(batch)
 
     def losses(self, model: nn.Module, batch: Any, device: torch.device) -> dict[str, Tensor]:
         images, targets = batch
-        memory_format = (
-            torch.channels_last if self.cfg.train.channels_last else torch.contiguous_format
-        )
         losses = model(
-            images.to(device, non_blocking=True).contiguous(memory_format=memory_format),
+            self.images_on(images, device),
             [{key: t[key].to(device) for key in ("mask", "boxes", "labels")} for t in targets],
         )
         weights = {

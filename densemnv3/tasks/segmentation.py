@@ -21,14 +21,9 @@ from densemnv3.evaluation.cityscapes import InstanceStats
 from densemnv3.evaluation.segmentation import ConfusionMatrix, SegMetrics, format_iou_table
 from densemnv3.inference.argmax import label_map
 from densemnv3.inference.eval_modes import describe, seg_scores
-from densemnv3.models import build_model
-from densemnv3.models.losses import (  # noqa: F401 - also importable from here, their former home
-    cross_entropy_2d,
-    deterministic_cross_entropy,
-    segmentation_loss,
-)
+from densemnv3.models.losses import segmentation_loss
 
-from .common import eval_progress, prepare_for_eval
+from .common import TaskBase, eval_progress, prepare_for_eval
 from .registry import register_task
 
 
@@ -106,29 +101,31 @@ def timing_line(metrics: dict[str, Any]) -> str:
 
 
 @register_task("segmentation")
-class SegmentationTask:
+class SegmentationTask(TaskBase):
     """Cross-entropy training (over the hard pixels only with ``loss.ohem_thresh``) and
     confusion-matrix evaluation (mIoU over the 19 train ids)."""
 
     metric = "mIoU"
     class_names = CLASS_NAMES
 
+    #: The dataset of the Cityscapes layout, and whether its training crops keep instance boxes.
+    dataset_class: type[CityscapesSegmentation] = CityscapesSegmentation
+    boxes = False
+
     def __init__(self, cfg: Config) -> None:
-        self.cfg = cfg
+        super().__init__(cfg)
         self.last_metrics: SegMetrics | None = None
         self.seg_loss = segmentation_loss(cfg.loss)
 
-    def build_model(self) -> nn.Module:
-        return build_model(self.cfg.model)
-
     def dataset(self, split: str, *, train: bool) -> CityscapesSegmentation:
         d = self.cfg.data
+        scales = tuple(d.scale_range)
         transform = (
-            seg_train_transform(tuple(d.crop_size), scale_range=tuple(d.scale_range))
+            seg_train_transform(tuple(d.crop_size), scale_range=scales, boxes=self.boxes)
             if train
             else seg_eval_transform(resize=tuple(d.eval_resize) if d.eval_resize else None)
         )
-        return CityscapesSegmentation(
+        return self.dataset_class(
             d.root,
             split,
             transform,
@@ -138,21 +135,12 @@ class SegmentationTask:
             max_pixels=d.max_image_pixels,
         )
 
-    def train_dataset(self) -> Dataset:
-        return self.dataset(self.cfg.data.train_split, train=True)
-
-    def val_dataset(self) -> Dataset:
-        return self.dataset(self.cfg.data.val_split, train=False)
-
     def collate(self, batch: list) -> Any:
         return default_collate(batch)
 
     def losses(self, model: nn.Module, batch: Any, device: torch.device) -> dict[str, Tensor]:
         images, targets = batch
-        images = images.to(device, non_blocking=True)
-        if self.cfg.train.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        logits = model(images)
+        logits = model(self.images_on(images, device))
         return {"ce": self.seg_loss(logits, targets.to(device).long())}
 
     @torch.inference_mode()

@@ -5,10 +5,11 @@ and a tool reports a bad argument before torch loads."""
 from __future__ import annotations
 
 import importlib
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["lazy_exports"]
+__all__ = ["lazy_exports", "moved_names"]
 
 
 def lazy_exports(
@@ -31,3 +32,21 @@ def lazy_exports(
         return sorted(set(namespace) | set(exports))
 
     return __getattr__, __dir__
+
+
+def moved_names(package: str, moved: Mapping[str, str]) -> Callable[[str], Any]:
+    """``__getattr__`` for ``package`` keeping names that moved (name -> their new module) for
+    one release: each access warns (:class:`DeprecationWarning`) and returns the new object."""
+
+    def __getattr__(name: str) -> Any:
+        if name not in moved:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        warnings.warn(
+            f"{package}.{name} moved to {moved[name]}.{name}; the old name goes in the next "
+            f"release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(moved[name]), name)
+
+    return __getattr__

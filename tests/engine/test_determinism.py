@@ -11,9 +11,12 @@ from densemnv3 import models
 from densemnv3.engine.determinism import nondeterministic_op_is_a_user_error
 from densemnv3.engine.trainer import TrainingError
 from densemnv3.models import losses, resize
-from densemnv3.models.losses import ohem_cross_entropy
+from densemnv3.models.losses import (
+    cross_entropy_2d,
+    deterministic_cross_entropy,
+    ohem_cross_entropy,
+)
 from densemnv3.models.resize import resize_bilinear_matmul
-from densemnv3.tasks.segmentation import cross_entropy_2d, deterministic_cross_entropy
 
 #: aten ops whose CUDA kernels raise under torch.use_deterministic_algorithms(True) (the torch
 #: docs' list, as op names), among those a dense-prediction training step could reach.

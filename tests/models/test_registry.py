@@ -1,12 +1,17 @@
 """The registries: every registered model builds from a config, runs, and reads taps its
 backbone publishes; the Registry class itself."""
 
+import importlib
+import inspect
+import pickle
+
 import pytest
 import torch
 
 from densemnv3.config import Config, ModelConfig
 from densemnv3.errors import ConfigError
 from densemnv3.models import LRASPP, MODELS, LRASPPSSDLite, SSDLite, build_model, list_models
+from densemnv3.models.backbones.registry import BACKBONES
 from densemnv3.tasks import TASKS, build_task, list_tasks
 from densemnv3.utils.registry import Registry
 
@@ -86,6 +91,31 @@ def test_unknown_task_suggests_the_closest():
     ):
         build_task(cfg)
     assert TASKS.get("segmentation").__name__ == "SegmentationTask"
+
+
+#: Builders made by one factory per variant: (registry, name, module, options it must list).
+PER_VARIANT = [
+    (MODELS, "lraspp_mobilenet_v3_large", "segmentation", {"pool", "width_mult", "reduced_tail"}),
+    (MODELS, "lraspp_mobilenet_v3_small", "segmentation", {"pool", "width_mult", "reduced_tail"}),
+    (MODELS, "ssdlite320_mobilenet_v3_large", "detection", {"width_mult", "reduced_tail"}),
+    (MODELS, "ssdlite320_mobilenet_v3_small", "detection", {"width_mult", "reduced_tail"}),
+    (BACKBONES, "mobilenet_v3_large", "backbones.mobilenet_v3", {"width_mult", "reduced_tail"}),
+    (BACKBONES, "mobilenet_v3_small", "backbones.mobilenet_v3", {"width_mult", "reduced_tail"}),
+]
+
+
+@pytest.mark.parametrize(
+    "registry, name, module, options", PER_VARIANT, ids=[v[1] for v in PER_VARIANT]
+)
+def test_builders_made_per_variant_read_as_if_written_out(registry, name, module, options):
+    builder = registry.get(name)
+    module = importlib.import_module(f"densemnv3.models.{module}")
+    assert getattr(module, name) is builder and builder.__module__ == module.__name__
+    assert builder.__name__ == builder.__qualname__ == name and inspect.getdoc(builder)
+    params = inspect.signature(builder).parameters.values()
+    assert all(p.kind in (p.KEYWORD_ONLY, p.VAR_KEYWORD) for p in params)
+    assert options | {"frozen_bn"} <= {p.name for p in params if p.kind is p.KEYWORD_ONLY}
+    assert pickle.loads(pickle.dumps(builder)) is builder
 
 
 def test_registry_register_get_unregister():

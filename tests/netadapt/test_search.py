@@ -12,6 +12,7 @@ from densemnv3.config import Config, ModelConfig
 from densemnv3.errors import UserError
 from densemnv3.models import build_model
 from densemnv3.netadapt import search as search_module
+from densemnv3.netadapt.context import RunContext
 from densemnv3.netadapt.measure import SideBySide
 from densemnv3.netadapt.search import MISSES, search
 from densemnv3.netadapt.state import load_state
@@ -100,18 +101,8 @@ def run_search(monkeypatch, tmp_path):
         cfg.data.batch_size, cfg.data.workers = 2, 0
         lines: list[str] = []
         torch.manual_seed(0)
-        model, state = search(
-            build_model(MODEL).eval(),
-            StubTask(),
-            cfg,
-            table,
-            tmp_path,
-            torch.device("cpu"),
-            state=state,
-            current=current,
-            log=lines.append,
-            progress=False,
-        )
+        run = RunContext(cfg, StubTask(), table, tmp_path, "cpu", progress=False, log=lines.append)
+        model, state = search(build_model(MODEL).eval(), run, state=state, current=current)
         return model, state, lines
 
     return run

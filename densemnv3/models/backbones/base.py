@@ -13,20 +13,24 @@ Taps:
   strided depthwise conv (SSDLite's first map). Only for inverted-residual families.
 - ``features.<i>``: the output of ``features[i]`` (any block; LR-ASPP taps ``features.4``).
 
-:class:`FeatureInfoMap` (every backbone's ``feature_info``) and :func:`check_taps` are shared with
-the adapters of other libraries' models (``torchvision_models.py``, ``timm_models.py``).
+:class:`FeatureInfoMap` (every backbone's ``feature_info``), :func:`check_taps` and
+:func:`probe` are shared with the adapters of other libraries' models (``torchvision_models.py``,
+``timm_models.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch import Tensor, nn
 from torchvision.ops import FrozenBatchNorm2d
 
 from densemnv3.errors import ConfigError, did_you_mean
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,17 @@ def check_adapter_options(label: str, output_stride: int, wants_download: bool) 
             f"backbone {label!r}: weights are never downloaded; give a local file of "
             f"the classification model as model.backbone_weights instead"
         )
+
+
+def probe(forward: Callable[[Tensor], T], size: tuple[int, int], label: str) -> T:
+    """``forward`` of a zero ``(1, 3, *size)`` batch, how the adapters (``tv:``, ``timm:``) measure
+    a library's model; its failure is one :class:`ConfigError` naming backbone ``label``."""
+    try:
+        return forward(torch.zeros(1, 3, *size))
+    except Exception as err:  # noqa: BLE001 - the model's own error, reworded
+        raise ConfigError(
+            f"backbone {label!r} fails on a {size[0]}x{size[1]} input ({type(err).__name__}: {err})"
+        ) from None
 
 
 def describe_taps(feature_info: Mapping[str, FeatureInfo]) -> str:
@@ -284,9 +299,43 @@ class FeatureBackbone(nn.Module):
         return {name: out[name] for name in self.out_features}
 
 
+class InvertedResidualBase(nn.Module):
+    """The forward passes the inverted-residual blocks (MobileNetV2, V3) share: over
+    :attr:`layers` (the block's Sequential, under torchvision's name for it), adding the input
+    when ``use_res_connect``; :meth:`forward_with_expansion` also returns the output of the 1×1
+    expansion (the first layer) where ``has_expansion``."""
+
+    has_expansion: bool
+    use_res_connect: bool
+
+    @property
+    def layers(self) -> nn.Sequential:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.layers(x)
+        return out + x if self.use_res_connect else out
+
+    def forward_with_expansion(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(expansion output, block output)``; the first is SSDLite's ``C4_expand`` map (a
+        :class:`FeatureBackbone`'s ``split_expand``)."""
+        if not self.has_expansion:
+            raise ValueError("this block has no expansion conv")
+        expanded = self.layers[0](x)
+        out = self.layers[1:](expanded)
+        return expanded, out + x if self.use_res_connect else out
+
+
 class LibraryBackbone(nn.Module):
     """Another library's model (``body``) behind the tap interface: the base of the ``tv:`` and
-    ``timm:`` adapters. Subclasses say how ``body`` yields every stage tap (:meth:`stage_maps`)."""
+    ``timm:`` adapters. Subclasses say how ``body`` yields every stage tap (:meth:`stage_maps`).
+
+    ``ignored``: the top-level modules of the library's model that ``body`` leaves out (its
+    classifier); a checkpoint's keys under ``body.<module>.`` go unused. A subclass may name its
+    unused keys as a class attribute instead.
+    """
+
+    torchvision_ignored_prefixes: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -296,12 +345,15 @@ class LibraryBackbone(nn.Module):
         *,
         output_stride: int,
         out_features: Sequence[str] | None,
+        ignored: Sequence[str] = (),
     ) -> None:
         super().__init__()
         self.name = name
         self.body = body
         self.feature_info = feature_info
         self.output_stride = output_stride
+        if ignored:
+            self.torchvision_ignored_prefixes = tuple(f"body.{p}." for p in ignored)
         self.set_out_features(out_features)
 
     def set_out_features(self, out_features: Sequence[str] | None) -> None:

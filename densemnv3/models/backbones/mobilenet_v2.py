@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from torch import Tensor, nn
+from torch import nn
 from torchvision.models import MobileNetV2
 from torchvision.ops import Conv2dNormActivation
 
-from .base import BlockSpec, FeatureBackbone
+from .base import BlockSpec, FeatureBackbone, InvertedResidualBase
 from .registry import register_backbone
 
 
-class InvertedResidual(nn.Module):
+class InvertedResidual(InvertedResidualBase):
     """MobileNetV2 block: 1×1 expand (ReLU6; omitted when ``expand_ratio == 1``) → 3×3 depthwise
     (ReLU6) → 1×1 linear projection, with a shortcut when stride is 1 and the shape is kept."""
 
@@ -55,21 +55,9 @@ class InvertedResidual(nn.Module):
         self.has_expansion = expand_ratio != 1
         self.use_res_connect = stride == 1 and inp == oup
 
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.conv(x)
-        return out + x if self.use_res_connect else out
-
-    def forward_with_expansion(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """``(expansion output, block output)``."""
-        if not self.has_expansion:
-            raise ValueError("this block has no expansion conv")
-        expanded = self.conv[0](x)
-        out = self.conv[1:](expanded)
-        return expanded, out + x if self.use_res_connect else out
-
-
-def _split_expand(block: InvertedResidual, x: Tensor) -> tuple[Tensor, Tensor]:
-    return block.forward_with_expansion(x)
+    @property
+    def layers(self) -> nn.Sequential:
+        return self.conv
 
 
 def _spec(layer: nn.Module) -> BlockSpec:
@@ -94,7 +82,7 @@ def mobilenet_v2(
     return FeatureBackbone(
         features,
         [_spec(layer) for layer in features],
-        split_expand=_split_expand,
+        split_expand=InvertedResidual.forward_with_expansion,
         output_stride=output_stride,
         out_features=out_features,
         frozen_bn=frozen_bn,

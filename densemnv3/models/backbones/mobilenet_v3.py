@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from functools import partial
 
-from torch import Tensor, nn
+from torch import nn
 from torchvision.ops import Conv2dNormActivation, SqueezeExcitation
 
-from .base import BlockSpec, FeatureBackbone, make_divisible
+from ..registry import named
+from .base import BlockSpec, FeatureBackbone, InvertedResidualBase, make_divisible
 from .registry import register_backbone
 
 # (in, kernel, expanded, out, SE, activation, stride) per block: Tables 1 and 2 of the paper.
@@ -63,7 +64,7 @@ def _reduce_tail(table: Sequence[tuple]) -> list[tuple]:
     return [tuple(row) for row in rows]
 
 
-class InvertedResidual(nn.Module):
+class InvertedResidual(InvertedResidualBase):
     """MobileNetV3 block: 1×1 expand (omitted when ``expanded == in``) → k×k depthwise
     (→ squeeze-excitation) → 1×1 linear projection, with a shortcut when shape allows.
 
@@ -113,122 +114,85 @@ class InvertedResidual(nn.Module):
         self.has_expansion = expanded != in_ch
         self.use_res_connect = stride == 1 and in_ch == out_ch
 
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.block(x)
-        return out + x if self.use_res_connect else out
-
-    def forward_with_expansion(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """``(expansion output, block output)``; the first is SSDLite's ``C4_expand`` map."""
-        if not self.has_expansion:
-            raise ValueError("this block has no expansion conv")
-        expanded = self.block[0](x)
-        out = self.block[1:](expanded)
-        return expanded, out + x if self.use_res_connect else out
+    @property
+    def layers(self) -> nn.Sequential:
+        return self.block
 
 
-def _split_expand(block: InvertedResidual, x: Tensor) -> tuple[Tensor, Tensor]:
-    return block.forward_with_expansion(x)
+def _mobilenet_v3(name: str, table: Sequence[tuple], doc: str) -> Callable[..., FeatureBackbone]:
+    """The registered builder ``name``: MobileNetV3 with the blocks of ``table``."""
 
-
-def _build(
-    table: Sequence[tuple],
-    *,
-    width_mult: float,
-    reduced_tail: bool,
-    output_stride: int,
-    out_features: Sequence[str],
-    frozen_bn: bool,
-) -> FeatureBackbone:
-    if reduced_tail:
-        table = _reduce_tail(table)
-    norm_layer = partial(nn.BatchNorm2d, eps=0.001, momentum=0.01)
-    # channels scale with the width (torchvision's adjust_channels); kernel, SE, activation and
-    # stride do not
-    rows = [
-        (
-            make_divisible(i * width_mult),
-            k,
-            make_divisible(e * width_mult),
-            make_divisible(o * width_mult),
-            se,
-            act,
-            s,
+    def builder(
+        *,
+        width_mult: float = 1.0,
+        reduced_tail: bool = False,
+        output_stride: int = 32,
+        out_features: Sequence[str] = ("C4", "C5"),
+        frozen_bn: bool = False,
+    ) -> FeatureBackbone:
+        blocks = _reduce_tail(table) if reduced_tail else table
+        norm_layer = partial(nn.BatchNorm2d, eps=0.001, momentum=0.01)
+        # channels scale with the width (torchvision's adjust_channels); kernel, SE, activation
+        # and stride do not
+        rows = [
+            (
+                make_divisible(i * width_mult),
+                k,
+                make_divisible(e * width_mult),
+                make_divisible(o * width_mult),
+                se,
+                act,
+                s,
+            )
+            for i, k, e, o, se, act, s in blocks
+        ]
+        stem_channels = rows[0][0]
+        last_channels = 6 * rows[-1][3]
+        layers: list[nn.Module] = [
+            Conv2dNormActivation(
+                3,
+                stem_channels,
+                kernel_size=3,
+                stride=2,
+                norm_layer=norm_layer,
+                activation_layer=nn.Hardswish,
+            )
+        ]
+        specs = [BlockSpec(stem_channels, downsamples=True)]
+        for row in rows:
+            in_ch, _, expanded, out_ch, _, _, stride = row
+            layers.append(InvertedResidual(*row, norm_layer=norm_layer))
+            expand = expanded if expanded != in_ch else None
+            specs.append(BlockSpec(out_ch, downsamples=stride == 2, expand_channels=expand))
+        layers.append(
+            Conv2dNormActivation(
+                rows[-1][3],
+                last_channels,
+                kernel_size=1,
+                norm_layer=norm_layer,
+                activation_layer=nn.Hardswish,
+            )
         )
-        for i, k, e, o, se, act, s in table
-    ]
-    stem_channels = rows[0][0]
-    last_channels = 6 * rows[-1][3]
-    layers: list[nn.Module] = [
-        Conv2dNormActivation(
-            3,
-            stem_channels,
-            kernel_size=3,
-            stride=2,
-            norm_layer=norm_layer,
-            activation_layer=nn.Hardswish,
+        specs.append(BlockSpec(last_channels, downsamples=False))
+        return FeatureBackbone(
+            nn.Sequential(*layers),
+            specs,
+            split_expand=InvertedResidual.forward_with_expansion,
+            output_stride=output_stride,
+            out_features=out_features,
+            frozen_bn=frozen_bn,
         )
-    ]
-    specs = [BlockSpec(stem_channels, downsamples=True)]
-    for row in rows:
-        in_ch, _, expanded, out_ch, _, _, stride = row
-        layers.append(InvertedResidual(*row, norm_layer=norm_layer))
-        expand = expanded if expanded != in_ch else None
-        specs.append(BlockSpec(out_ch, downsamples=stride == 2, expand_channels=expand))
-    layers.append(
-        Conv2dNormActivation(
-            rows[-1][3],
-            last_channels,
-            kernel_size=1,
-            norm_layer=norm_layer,
-            activation_layer=nn.Hardswish,
-        )
-    )
-    specs.append(BlockSpec(last_channels, downsamples=False))
-    return FeatureBackbone(
-        nn.Sequential(*layers),
-        specs,
-        split_expand=_split_expand,
-        output_stride=output_stride,
-        out_features=out_features,
-        frozen_bn=frozen_bn,
-    )
+
+    return register_backbone(name, named(builder, name, doc))
 
 
-@register_backbone("mobilenet_v3_large")
-def mobilenet_v3_large(
-    *,
-    width_mult: float = 1.0,
-    reduced_tail: bool = False,
-    output_stride: int = 32,
-    out_features: Sequence[str] = ("C4", "C5"),
-    frozen_bn: bool = False,
-) -> FeatureBackbone:
-    """MobileNetV3-Large (C5: 960 channels at width 1.0, 480 with ``reduced_tail``)."""
-    return _build(
-        LARGE,
-        width_mult=width_mult,
-        reduced_tail=reduced_tail,
-        output_stride=output_stride,
-        out_features=out_features,
-        frozen_bn=frozen_bn,
-    )
-
-
-@register_backbone("mobilenet_v3_small")
-def mobilenet_v3_small(
-    *,
-    width_mult: float = 1.0,
-    reduced_tail: bool = False,
-    output_stride: int = 32,
-    out_features: Sequence[str] = ("C4", "C5"),
-    frozen_bn: bool = False,
-) -> FeatureBackbone:
-    """MobileNetV3-Small (C5: 576 channels at width 1.0, 288 with ``reduced_tail``)."""
-    return _build(
-        SMALL,
-        width_mult=width_mult,
-        reduced_tail=reduced_tail,
-        output_stride=output_stride,
-        out_features=out_features,
-        frozen_bn=frozen_bn,
-    )
+mobilenet_v3_large = _mobilenet_v3(
+    "mobilenet_v3_large",
+    LARGE,
+    "MobileNetV3-Large (C5: 960 channels at width 1.0, 480 with ``reduced_tail``).",
+)
+mobilenet_v3_small = _mobilenet_v3(
+    "mobilenet_v3_small",
+    SMALL,
+    "MobileNetV3-Small (C5: 576 channels at width 1.0, 288 with ``reduced_tail``).",
+)

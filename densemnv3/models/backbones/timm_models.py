@@ -26,6 +26,7 @@ from .base import (
     LibraryBackbone,
     check_adapter_options,
     freeze_batchnorm_,
+    probe,
 )
 
 PREFIX = "timm:"
@@ -121,13 +122,7 @@ def timm_backbone(
 def _feature_info(body: nn.Module, label: str, output_stride: int) -> FeatureInfoMap:
     """One tap per timm level: named by timm's reduction, measured on a probe input."""
     training = body.training
-    try:
-        outputs = body.eval()(torch.zeros(1, 3, *PROBE_SIZE))
-    except Exception as err:  # noqa: BLE001 - the model's own error, reworded
-        raise ConfigError(
-            f"backbone {label!r} fails on a {PROBE_SIZE[0]}x{PROBE_SIZE[1]} input "
-            f"({type(err).__name__}: {err})"
-        ) from None
+    outputs = probe(body.eval(), PROBE_SIZE, label)
     body.train(training)
     reductions = body.feature_info.reduction()
     first = round(math.log2(reductions[0]))  # never dilated: later levels follow it by octaves

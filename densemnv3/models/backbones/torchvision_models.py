@@ -38,6 +38,7 @@ from .base import (
     LibraryBackbone,
     check_adapter_options,
     freeze_batchnorm_,
+    probe,
 )
 
 PREFIX = "tv:"
@@ -49,21 +50,6 @@ _FUNCTIONAL_RESAMPLING = (F.max_pool2d, F.avg_pool2d, F.conv2d, F.interpolate)
 
 class TorchvisionBackbone(LibraryBackbone):
     """A torchvision model's trunk (``body``, an FX graph module) returning taps ``C1``..``C5``."""
-
-    def __init__(
-        self,
-        name: str,
-        body: nn.Module,
-        feature_info: FeatureInfoMap,
-        *,
-        output_stride: int,
-        out_features: Sequence[str] | None,
-        ignored: Sequence[str],
-    ) -> None:
-        super().__init__(
-            name, body, feature_info, output_stride=output_stride, out_features=out_features
-        )
-        self.torchvision_ignored_prefixes = tuple(f"body.{p}." for p in ignored)
 
     def stage_maps(self, x: Tensor) -> dict[str, Tensor]:
         return self.body(x)
@@ -172,16 +158,13 @@ def _prefixes(node: str) -> list[str]:
 def _probe(model: nn.Module, modules: list[str], label: str) -> dict[str, tuple[int, int]]:
     """``(stride, channels)`` of every module in ``modules`` whose output is an (N, C, H, W) map
     at a power-of-two stride, the same at both :data:`PROBE_SIZES`."""
+
+    def forward(x: Tensor) -> dict[str, Tensor]:
+        return create_feature_extractor(model, return_nodes={m: m for m in modules}).eval()(x)
+
     found = []
     for size in PROBE_SIZES:
-        try:
-            extractor = create_feature_extractor(model, return_nodes={m: m for m in modules}).eval()
-            outputs = extractor(torch.zeros(1, 3, *size))
-        except Exception as err:  # noqa: BLE001 - the model's own error, reworded
-            raise ConfigError(
-                f"backbone {label!r} fails on a {size[0]}x{size[1]} input "
-                f"({type(err).__name__}: {err})"
-            ) from None
+        outputs = probe(forward, size, label)
         found.append({m: _stride_and_channels(out, size) for m, out in outputs.items()})
     return {m: v for m, v in found[0].items() if v is not None and all(f[m] == v for f in found)}
 

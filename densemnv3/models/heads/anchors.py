@@ -177,15 +177,8 @@ class BoxCoder:
     def encode(self, boxes: Tensor, anchors: Tensor) -> Tensor:
         """Regression targets of xyxy ``boxes`` (matched ground truth) w.r.t. xyxy ``anchors``."""
         wx, wy, ww, wh = self.weights
-        anchors = anchors.to(boxes.dtype)
-        a_w = anchors[..., 2] - anchors[..., 0]
-        a_h = anchors[..., 3] - anchors[..., 1]
-        a_x = anchors[..., 0] + 0.5 * a_w
-        a_y = anchors[..., 1] + 0.5 * a_h
-        b_w = boxes[..., 2] - boxes[..., 0]
-        b_h = boxes[..., 3] - boxes[..., 1]
-        b_x = boxes[..., 0] + 0.5 * b_w
-        b_y = boxes[..., 1] + 0.5 * b_h
+        a_x, a_y, a_w, a_h = _centers_and_sizes(anchors.to(boxes.dtype))
+        b_x, b_y, b_w, b_h = _centers_and_sizes(boxes)
         return torch.stack(
             (
                 wx * (b_x - a_x) / a_w,
@@ -199,11 +192,7 @@ class BoxCoder:
     def decode(self, rel_codes: Tensor, anchors: Tensor) -> Tensor:
         """xyxy boxes from ``rel_codes`` (``(..., 4)``) applied to xyxy ``anchors``."""
         wx, wy, ww, wh = self.weights
-        anchors = anchors.to(rel_codes.dtype)
-        widths = anchors[..., 2] - anchors[..., 0]
-        heights = anchors[..., 3] - anchors[..., 1]
-        ctr_x = anchors[..., 0] + 0.5 * widths
-        ctr_y = anchors[..., 1] + 0.5 * heights
+        ctr_x, ctr_y, widths, heights = _centers_and_sizes(anchors.to(rel_codes.dtype))
         dx = rel_codes[..., 0] / wx
         dy = rel_codes[..., 1] / wy
         dw = (rel_codes[..., 2] / ww).clamp(max=self.bbox_xform_clip)
@@ -215,3 +204,11 @@ class BoxCoder:
         return torch.stack(
             (pred_x - half_w, pred_y - half_h, pred_x + half_w, pred_y + half_h), dim=-1
         )
+
+
+def _centers_and_sizes(boxes: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Centre x, centre y, width and height of xyxy ``boxes`` (``(..., 4)``), in torchvision's
+    arithmetic."""
+    widths = boxes[..., 2] - boxes[..., 0]
+    heights = boxes[..., 3] - boxes[..., 1]
+    return boxes[..., 0] + 0.5 * widths, boxes[..., 1] + 0.5 * heights, widths, heights
