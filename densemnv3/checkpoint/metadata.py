@@ -4,7 +4,7 @@ graph outputs, its precision and the input sizes it takes.
 ``tools/export.py`` (fp32 ONNX, ExecuTorch ``.pte``) and ``tools/quantize.py`` (int8 ONNX) write it;
 every runtime reads it, so ``--weights model.onnx`` / ``model.pte`` works in the eval tools, the
 Predictor, the demo and the benchmark as a checkpoint does. In an ONNX file it is the model's
-``metadata_props`` under ``densemnv3.*``; in a ``.pte`` (:mod:`.executorch_engine`) the same keys
+``metadata_props`` under ``densemnv3.*``; in a ``.pte`` (:mod:`.pte`) the same keys
 and values, as the JSON a constant method of the program returns.
 """
 

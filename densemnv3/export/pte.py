@@ -129,9 +129,9 @@ def export_executorch(
 
     ``metadata`` (``config``, ``task``, ``arch``) is recorded with ``outputs``, ``precision`` and
     ``input_size``. ``full_size_logits``: an LR-ASPP's logits upsampled in the program (as
-    :func:`~.export.export_model`'s). ``int8``: calibrated on ``num_images`` normalised images from
-    ``calibration`` (``(3, H, W)`` or ``(1, 3, H, W)``, resized to ``input_size`` where they
-    differ), in order.
+    :func:`~.onnx_export.export_model`'s). ``int8``: calibrated on ``num_images`` normalised
+    images from ``calibration`` (``(3, H, W)`` or ``(1, 3, H, W)``, resized to ``input_size``
+    where they differ), in order.
 
     The check runs the written file in ExecuTorch: fp32 on :data:`CHECK_RANDOM` random image-like
     inputs and ``check_images`` against the *unfolded* model, every output within ``tolerance`` of

@@ -168,7 +168,7 @@ def export_for_quantization(
     SSDLite and the multi-task model with raw outputs, dynamic height and width where the model
     allows, rewritten by :func:`int8_friendly`); return what it outputs (``"logits_raw"``, ``"raw"``
     or ``"multitask_raw"``). ``static``: every dimension fixed, batch 1 (a file to time:
-    :func:`~.export.export_onnx`)."""
+    :func:`~.onnx_export.export_onnx`)."""
     if not isinstance(model, (LRASPP, SSDLite, LRASPPSSDLite)):
         raise UserError(
             f"int8 quantization supports LR-ASPP, SSDLite and multi-task models, not "

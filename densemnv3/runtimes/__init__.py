@@ -1,7 +1,7 @@
 """The runtimes that run exported files, as one layer: the engines (:mod:`.engines`: onnxruntime,
 OpenVINO; :mod:`.executorch_engine`: ExecuTorch), the task wrappers that give an exported file the
-interface of the PyTorch model (:mod:`.model`), the metadata every exported file records
-(:mod:`.metadata`) and the choice of engine, asked for or measured (:mod:`.choice`).
+interface of the PyTorch model (:mod:`.model`) and the choice of engine, asked for or measured
+(:mod:`.choice`). The metadata every exported file records: :mod:`densemnv3.checkpoint.metadata`.
 
 :func:`densemnv3.load.load_model` loads exported files through :func:`load_exported`, so the
 Predictor, the eval tools, the demo and the benchmark take ``--weights model.onnx`` /

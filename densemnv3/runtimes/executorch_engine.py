@@ -1,10 +1,9 @@
 """ExecuTorch: runs the ``.pte`` programs of ``tools/export.py --format executorch`` (fp32 or int8,
 lowered to XNNPACK) on the CPU, behind :class:`~densemnv3.runtimes.engines.Engine`.
 
-A ``.pte`` describes itself as an ONNX file does: the same metadata keys and values
-(:mod:`.metadata`), as the JSON string its constant method ``densemnv3_metadata`` returns
-(:func:`pte_metadata_method` makes it, :func:`read_pte_metadata` reads it) — no sidecar file, and
-an app on the phone reads it with the same ``Module.execute("densemnv3_metadata")``.
+A ``.pte`` describes itself as an ONNX file does, with the same metadata: the JSON string its
+constant method ``densemnv3_metadata`` returns (written and read by
+:mod:`densemnv3.checkpoint.pte`).
 
 Threads: ExecuTorch's XNNPACK delegate runs on one process-wide pthreadpool (as many threads as
 cores at first), which Python sizes only through the pybindings' experimental
