@@ -24,6 +24,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "quantize": ("quantize", "quantize a checkpoint to an int8 ONNX file (onnxruntime)"),
     "netadapt": ("netadapt", "shrink a trained model to a latency budget on a runtime (NetAdapt)"),
     "demo": ("demo", "run a model on a video file, camera or stream, with overlays"),
+    "predict": (
+        "predict",
+        "predict a folder, glob, list or video of images: masks, overlays, boxes",
+    ),
     "benchmark": ("benchmark", "time densemnv3 against torchvision, interleaved"),
     "make-synthetic": ("make_synthetic", "write the synthetic street dataset and/or a video"),
     "cache-dataset": ("cache_dataset", "decode a Cityscapes split once into a cache"),
@@ -47,6 +51,7 @@ A CONFIG is a shipped config's name (see `densemnv3 configs`) or a config file's
   densemnv3 train lraspp_cityscapes --set data.root=/data/cityscapes
   densemnv3 eval --weights work_dirs/lraspp_synthetic/best.pt
   densemnv3 demo --weights work_dirs/lraspp_synthetic/best.pt --source 0
+  densemnv3 predict --weights work_dirs/lraspp_synthetic/best.pt --source images/ --out preds/
 """
 
 

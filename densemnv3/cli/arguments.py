@@ -31,6 +31,7 @@ __all__ = [
     "add_threads_argument",
     "load_from_args",
     "model_parser",
+    "predictor_from_args",
     "settings_from_args",
     "variants_from_args",
 ]
@@ -64,6 +65,28 @@ def load_from_args(args: argparse.Namespace, **kwargs):
         load_config(args.config, args.overrides) if args.config else None,
         args.weights,
         overrides=args.overrides,
+        **kwargs,
+    )
+
+
+def predictor_from_args(args: argparse.Namespace, **kwargs):
+    """The :class:`~densemnv3.inference.Predictor` of ``--weights`` (with ``CONFIG`` and
+    ``--set``), ``--device``, ``--runtime``, ``--score-threshold`` and the options of
+    :func:`add_inference_arguments`; ``kwargs``: its other options (``threads``,
+    ``measure_size``, ...)."""
+    from densemnv3.inference.predictor import Predictor
+
+    return Predictor.from_checkpoint(
+        args.weights,
+        args.config,
+        device=args.device,
+        precision=args.precision,
+        memory_format=args.memory_format,
+        compile=args.compile,
+        cuda_graphs=args.cuda_graphs,
+        overrides=args.overrides,
+        score_threshold=args.score_threshold,
+        runtime=args.runtime,
         **kwargs,
     )
 

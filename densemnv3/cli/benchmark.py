@@ -29,6 +29,7 @@ vs torchvision fp32 on the same input (SSDLite: class logits and box deltas).
 ``--routes`` (CPU) times every installed runtime route of each model case, interleaved with
 torchvision eager fp32 (:mod:`densemnv3.benchmark.routes`); ``--model demo`` runs the video demo
 through every route and sets its FPS beside the network's (:mod:`densemnv3.benchmark.demo`);
+``--model predict``: ``densemnv3 predict`` vs a plain loop (:mod:`densemnv3.benchmark.predict`);
 ``--model seg_test_time``: sliding windows and TTA (:mod:`densemnv3.benchmark.eval_modes`);
 ``--model label_map``: the Predictor's label map vs torchvision's
 (:mod:`densemnv3.benchmark.labels`).
@@ -59,6 +60,7 @@ from densemnv3.benchmark.multitask import (
     format_multitask,
     multitask_case_of,
 )
+from densemnv3.benchmark.predict import add_predict_arguments, bench_predict, format_predict
 from densemnv3.benchmark.quantized import bench_int8
 from densemnv3.benchmark.reference import MODEL_CASES
 from densemnv3.benchmark.report import (
@@ -90,6 +92,7 @@ def parse_args(argv: list[str] | None):
             *DATA_CASES,
             *TRAIN_CASES,
             "demo",
+            "predict",
             "seg_test_time",
             "label_map",
             "all",
@@ -99,6 +102,7 @@ def parse_args(argv: list[str] | None):
         "--routes", action="store_true", help="CPU: time every installed runtime route (see above)"
     )
     add_demo_arguments(parser)
+    add_predict_arguments(parser)
     parser.add_argument(
         "--config", help="ours = this config's model (--model then names only data cases)"
     )
@@ -207,15 +211,16 @@ def main(argv: list[str] | None = None) -> int:
     ):  # ours is the config's model: its model case, then the data and train cases asked for
         args.cfg = load_config(args.config, args.overrides)
         case = multitask_case_of(args.cfg.model.name) or case_of(args.cfg.model.name)
-        inference = [] if set(cases) <= {*TRAIN_CASES, "demo"} else [case]
-        cases = inference + [c for c in cases if c in (*DATA_CASES, *TRAIN_CASES, "demo")]
+        apart = (*TRAIN_CASES, "demo", "predict")
+        inference = [] if set(cases) <= set(apart) else [case]
+        cases = inference + [c for c in cases if c in (*DATA_CASES, *apart)]
     info = machine_info(device)
     print(machine_line(info, args), flush=True)
     results = []
     for case in cases:
-        if case == "demo":
-            results.append(bench_demo(args))
-            print(format_demo(results[-1]), flush=True)
+        if case in ("demo", "predict"):
+            results.append(bench_demo(args) if case == "demo" else bench_predict(args))
+            print((format_demo if case == "demo" else format_predict)(results[-1]), flush=True)
             continue
         if case in ("seg_test_time", "label_map"):  # each prints its own tables
             results += (

@@ -34,6 +34,7 @@ from densemnv3.cli.arguments import (
     add_set_argument,
     add_threads_argument,
     model_parser,
+    predictor_from_args,
 )
 from densemnv3.inference.stream import Sink, Timings
 
@@ -143,21 +144,11 @@ def main(argv=None) -> int:
     try:
         import torch
 
-        from densemnv3.inference.predictor import Predictor
         from densemnv3.inference.visualize import draw_detections, draw_fps, overlay_segmentation
 
         threads = args.threads or torch.get_num_threads()
-        predictor = Predictor.from_checkpoint(
-            args.weights,
-            args.config,
-            device=args.device,
-            precision=args.precision,
-            memory_format=args.memory_format,
-            compile=args.compile,
-            cuda_graphs=args.cuda_graphs,
-            overrides=args.overrides,
-            score_threshold=args.score_threshold,
-            runtime=args.runtime,
+        predictor = predictor_from_args(
+            args,
             threads=threads,  # one budget: torch's pool never spins beside a runtime's
             measure_size=tuple(args.input_size) if args.input_size else _frame_size(reader.capture),
         )

@@ -32,7 +32,9 @@ _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _JPEG_STANDALONE = frozenset(range(0xD0, 0xDA)) | {0x01}  # RSTn, SOI, EOI, TEM: no length
 
 
-def _imread(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+def _imread(
+    path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS, hint: str = _BAD_FILE_HINT
+) -> np.ndarray:
     # Decoded from bytes that passed a container check, so that a truncated file gets our message,
     # not libpng's "libpng error: Read Error" on stderr (OpenCV's log level does not reach it).
     if not os.path.isfile(path):
@@ -49,7 +51,7 @@ def _imread(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> np.n
         if array is not None:
             return array
         problem = "not an image, or corrupt"
-    raise DataError(f"{path}: cannot decode image ({problem}); {_BAD_FILE_HINT}")
+    raise DataError(f"{path}: cannot decode image ({problem}){'; ' + hint if hint else ''}")
 
 
 def container_problem(data: bytes) -> str | None:
@@ -152,16 +154,35 @@ def read_image(path: str | os.PathLike, *, max_pixels: int = MAX_IMAGE_PIXELS) -
     Grayscale is expanded to three channels, an alpha channel is dropped and 16-bit images
     are scaled to 8 bits. A header declaring more than ``max_pixels`` is a :class:`DataError`.
     """
-    image = _imread(path, max_pixels)
+    return _eight_bit(path, _imread(path, max_pixels), cv2.COLOR_BGR2RGB)
+
+
+def read_frame(
+    path: str | os.PathLike, *, max_pixels: int = MAX_IMAGE_PIXELS, hint: str = _BAD_FILE_HINT
+) -> np.ndarray:
+    """Decode an image file to an (H, W, 3) uint8 BGR array, as ``cv2.imread`` gives it (what the
+    :class:`~densemnv3.inference.Predictor` takes), with :func:`read_image`'s checks and
+    conversions; ``hint`` ends the message of a file that cannot be decoded."""
+    return _eight_bit(path, _imread(path, max_pixels, hint), None)
+
+
+def _eight_bit(path: str | os.PathLike, image: np.ndarray, colour: int | None) -> np.ndarray:
+    """``image`` as decoded (BGR, BGRA, gray; 8 or 16 bits) -> (H, W, 3) uint8, BGR or, with
+    ``colour`` = ``COLOR_BGR2RGB``, RGB."""
     if image.dtype == np.uint16:
         image = cv2.convertScaleAbs(image, alpha=255.0 / 65535.0)
     elif image.dtype != np.uint8:
         raise DataError(f"{path}: unsupported pixel type {image.dtype}; expected 8- or 16-bit")
     channels = 1 if image.ndim == 2 else image.shape[2]
-    codes = {1: cv2.COLOR_GRAY2RGB, 3: cv2.COLOR_BGR2RGB, 4: cv2.COLOR_BGRA2RGB}
+    rgb = colour == cv2.COLOR_BGR2RGB
+    codes = {
+        1: cv2.COLOR_GRAY2RGB if rgb else cv2.COLOR_GRAY2BGR,
+        3: colour,
+        4: cv2.COLOR_BGRA2RGB if rgb else cv2.COLOR_BGRA2BGR,
+    }
     if channels not in codes:
         raise DataError(f"{path}: unsupported image with {channels} channels; expected 1, 3 or 4")
-    return cv2.cvtColor(image, codes[channels])
+    return image if codes[channels] is None else cv2.cvtColor(image, codes[channels])
 
 
 def read_label(path: str | os.PathLike, *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:

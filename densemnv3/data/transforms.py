@@ -224,6 +224,14 @@ class _ResizeImageOnly(A.ImageOnlyTransform):
         return ("height", "width")
 
 
+def normalize_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """``A.Normalize(mean, std)``'s own float32 result for every uint8 value of every channel, a
+    ``(256, C)`` table: a ``cv2.LUT`` through it gives the values evaluation and training see,
+    bit for bit (the Predictor normalises frames through it too)."""
+    ramp = np.repeat(np.arange(256, dtype=np.uint8)[:, None, None], len(mean), axis=2)
+    return A.Normalize(mean=mean, std=std)(image=ramp)["image"][:, 0, :]
+
+
 class NormalizeToTensor(A.DualTransform):
     """``A.Normalize(mean, std)`` then ``ToTensorV2()``, with the same float32 values, but the
     image comes out as a contiguous CHW tensor: one ``cv2.LUT`` per channel plane instead of a
@@ -238,9 +246,7 @@ class NormalizeToTensor(A.DualTransform):
     ):
         super().__init__(p=p)
         self.mean, self.std = tuple(mean), tuple(std)
-        # albumentations' own result for every uint8 value of every channel: a (256, C) table
-        ramp = np.repeat(np.arange(256, dtype=np.uint8)[:, None, None], len(self.mean), axis=2)
-        self._table = A.Normalize(mean=self.mean, std=self.std)(image=ramp)["image"][:, 0, :]
+        self._table = normalize_table(self.mean, self.std)
 
     def apply(self, img: np.ndarray, **params: Any):
         import torch

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -24,16 +24,21 @@ from torch import Tensor, nn
 
 from densemnv3.config import TASKS, Config, EvalConfig, load_config
 from densemnv3.data.labels import THING_NAMES, detection_class_names
-from densemnv3.data.transforms import IMAGENET_MEAN, IMAGENET_STD, detector_input_size
+from densemnv3.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    detector_input_size,
+    normalize_table,
+)
 from densemnv3.errors import UserError
+from densemnv3.utils.device import torch_threads
 
-from .argmax import label_map
-from .eval_modes import is_plain, seg_scores
+from .eval_modes import is_plain, passes, seg_scores
 from .frames import as_frame_list, normalized_cpu
 from .networks import MultiTaskNetwork, SegmentationLogits, thresholded
 from .optimize import accelerated, prepare_for_inference
+from .results import boxes_in_frame, frame_labels, frame_probabilities
 from .settings import PRECISIONS, InferenceSettings, resolve_inference
-from .upsample import upsampled_labels
 
 __all__ = ["PRECISIONS", "Predictor"]
 
@@ -179,14 +184,12 @@ class Predictor:
             )
         self._mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
-        # CPU: uint8 RGB -> normalised float in one lookup per pixel (OpenCV)
-        levels = np.arange(256, dtype=np.float64)[:, None] / 255
-        self._lut = ((levels - np.array(mean)) / np.array(std)).astype(np.float32)[None]
+        # CPU: uint8 RGB -> normalised float in one lookup per pixel (OpenCV), the values of
+        # evaluation's transform bit for bit
+        self._lut = normalize_table(mean, std)[None]
         self.threads = torch.get_num_threads()  # the CPU budget of a frame: see use_threads
-        #: Label maps of a network run below the frame size: "logits", the scores resized
-        #: bilinearly to the frame, then argmax (what evaluation does); "labels", argmax at the
-        #: network's size, then the label map resized nearest-neighbour (the demo's --input-size:
-        #: ~1 ms against ~60 ms at 360x640 -> 720x1280, at the cost of blockier edges).
+        #: Label maps below the frame size: "logits" (as evaluation) or "labels" (the demo's
+        #: --input-size), see :func:`~densemnv3.inference.results.frame_labels`.
         self.label_upsample = "logits"
         self.test_time = None if test_time is None or is_plain(test_time) else test_time
         self._resize_noted = self.task == "detection"  # a detector resizes frames anyway
@@ -246,28 +249,31 @@ class Predictor:
 
     @classmethod
     def from_config(
-        cls,
-        config_path: str | os.PathLike,
-        weights: str | os.PathLike,
-        *,
-        device: str | torch.device = "auto",
-        overrides: Sequence[str] = (),
-        **kwargs: Any,
+        cls, config_path: str | os.PathLike, weights: str | os.PathLike, **kwargs: Any
     ) -> Predictor:
         """:meth:`from_checkpoint` with the config first, as the tools take them."""
-        return cls.from_checkpoint(
-            weights, config_path, device=device, overrides=overrides, **kwargs
-        )
+        return cls.from_checkpoint(weights, config_path, **kwargs)
 
-    # ------------------------------------------------------------------ public
     @torch.inference_mode()
     def __call__(
-        self, frames: Frame | Sequence[Frame], *, score_threshold: float | None = None
+        self,
+        frames: Frame | Sequence[Frame],
+        *,
+        score_threshold: float | None = None,
+        probabilities: bool = False,
     ) -> SegResult | DetResult | MultiTaskResult | list:
         """Predictions for one frame, or a list for a list / batch of frames;
-        ``score_threshold`` (detection) overrides the predictor's for this call."""
+        ``score_threshold`` (detection) overrides the predictor's for this call.
+        ``probabilities`` (segmentation, multi-task): each result is a dict with the label map
+        under ``"segmentation"`` (and ``"detections"``) and the per-pixel class probabilities
+        ``(C, H, W)`` float16 under ``"probabilities"``.
+
+        Frames of one size run as one batch; on the CPU a segmentation batch runs in up to
+        ``threads`` slices side by side (label maps too), sharing the threads: cores kept busy."""
         batch, single = as_frame_list(frames)
         threshold = self.score_threshold if score_threshold is None else float(score_threshold)
+        if probabilities and self.task == "detection":
+            raise UserError("probabilities: a detection model gives boxes, not per-pixel classes")
         results: list[Any] = [None] * len(batch)
         groups: dict[tuple[int, int], list[int]] = {}
         for i, frame in enumerate(batch):
@@ -278,22 +284,60 @@ class Predictor:
             if note:  # a fixed-size exported file: said once
                 print(note, flush=True)
                 self._resize_noted = True
-            stacked = (
-                batch[indices[0]][None]
-                if len(indices) == 1
-                else np.stack([batch[i] for i in indices])
-            )
-            pixels = torch.from_numpy(stacked).to(self.device, non_blocking=True)
-            with self._autocast():
-                if self.task == "segmentation":
-                    out = self._segment(pixels)
-                elif self.task == "detection":
-                    out = self._detect(pixels, threshold)
-                else:
-                    out = self._segment_and_detect(pixels, threshold)
+            streams = self._streams(len(indices)) if self.task == "segmentation" else 1
+            slices = [list(s) for s in np.array_split(indices, streams)]
+            run = lambda ids: self._run([batch[i] for i in ids], threshold, probabilities)  # noqa: E731
+            if streams == 1:
+                out = run(indices)
+            else:
+                with torch_threads(max(1, self.threads // streams)):
+                    out = [r for part in self._pool().map(run, slices) for r in part]
             for i, result in zip(indices, out):
                 results[i] = result
         return results[0] if single else results
+
+    def predict_files(
+        self,
+        paths: Iterable[str | os.PathLike],
+        *,
+        batch_size: int = 1,
+        workers: int = 2,
+        **kwargs: Any,
+    ) -> Iterator[tuple[str, Any]]:
+        """``(path, result)`` for each image file of ``paths``, in order, decoded by ``workers``
+        threads ahead of the network, ``batch_size`` at a time; an unreadable file raises
+        :class:`~densemnv3.errors.DataError` naming it. ``kwargs`` go to :meth:`__call__`.
+        :func:`densemnv3.inference.batch.predict_files` also gives the frames, the files it could
+        not read and the stage times (``densemnv3 predict`` is made of it)."""
+        from .batch import predict_files
+
+        for item in predict_files(
+            self, paths, batch_size=batch_size, workers=workers, strict=True, **kwargs
+        ):
+            yield item.path, item.result
+
+    def _run(self, frames: list[Frame], threshold: float, probabilities: bool) -> list:
+        """The results of ``frames`` (all of one size), one network batch."""
+        stacked = frames[0][None] if len(frames) == 1 else np.stack(frames)
+        pixels = torch.from_numpy(stacked).to(self.device, non_blocking=True)
+        with torch.inference_mode(), self._autocast():
+            if self.task == "segmentation":
+                return self._segment(pixels, probabilities)
+            if self.task == "detection":
+                return self._detect(pixels, threshold)
+            return self._segment_and_detect(pixels, threshold, probabilities)
+
+    def _streams(self, frames: int, runtime: str = "torch") -> int:
+        """Slices ``frames`` run in side by side on the CPU (segmentation, in PyTorch; an
+        exported file's runtime slices the network itself, its label maps are sliced here)."""
+        cpu = self.device.type == "cpu" and not self.settings.compile
+        split = cpu and self.task != "detection" and self.settings.runtime == runtime
+        return max(1, min(frames, self.threads)) if split else 1
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if getattr(self, "_executor", None) is None or self._executor._max_workers < self.threads:
+            self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="densemnv3-slice")
+        return self._executor
 
     def preprocess(self, pixels: Tensor) -> Tensor:
         """``(N, H, W, 3)`` uint8 BGR on the device → the network's normalized float RGB input
@@ -308,38 +352,40 @@ class Predictor:
         return x.contiguous(memory_format=self.memory_format)
 
     # ------------------------------------------------------------------ tasks
-    def _segment(self, pixels: Tensor) -> list[np.ndarray]:
-        x, frame_size = self.preprocess(pixels), tuple(pixels.shape[1:3])
+    def _segment(self, pixels: Tensor, probabilities: bool = False) -> list:
+        x = self.preprocess(pixels)
+        return self._maps(self._network, x, tuple(pixels.shape[1:3]), probabilities)
+
+    def _maps(
+        self,
+        network: Callable[[Tensor], Tensor],
+        x: Tensor,
+        frame_size: tuple[int, int],
+        probabilities: bool,
+    ) -> list:
+        """The label maps of ``network(x)`` at the frame size (with test-time augmentation when
+        set), with their class probabilities when asked for."""
+        averaged = False
         if self.test_time is not None:
-            return self._test_time_labels(self._network, x, frame_size)
-        return self._label_maps(self._network(x), frame_size)
-
-    def _test_time_labels(
-        self, network: Callable[[Tensor], Tensor], x: Tensor, frame_size: tuple[int, int]
-    ) -> list[np.ndarray]:
-        crop = self.test_time.crop or self.cfg.data.crop_size
-        scores = seg_scores(network, x, frame_size, self.test_time, crop=crop)
-        return list(label_map(scores, threads=self.threads))
-
-    def _label_maps(self, logits: Tensor, frame_size: tuple[int, int]) -> list[np.ndarray]:
-        if tuple(logits.shape[-2:]) != frame_size:
-            labels_first = self.label_upsample == "labels"
-            size = (self.input_size or frame_size) if labels_first else frame_size
-            if (
-                not labels_first
-            ):  # argmax of the bilinearly upsampled scores, without upsampling them
-                return list(upsampled_labels(logits, frame_size, threads=self.threads))
-            # argmax at the network's size (of the scores upsampled to it), then nearest to the
-            # frame
-            labels = (
-                upsampled_labels(logits, size, threads=self.threads)
-                if tuple(logits.shape[-2:]) != size
-                else label_map(logits.contiguous(), threads=self.threads)
-            )
-            return [
-                cv2.resize(lab, frame_size[::-1], interpolation=cv2.INTER_NEAREST) for lab in labels
-            ]
-        return list(label_map(logits, threads=self.threads))  # NCHW, CPU: 10x argmax(1)
+            crop = self.test_time.crop or self.cfg.data.crop_size
+            scores = seg_scores(network, x, frame_size, self.test_time, crop=crop)
+            averaged = passes(self.test_time) > 1
+        else:
+            scores = network(x)
+        upsample = self.label_upsample if self.test_time is None else "logits"
+        labels = lambda s: frame_labels(  # noqa: E731
+            s, frame_size, network_size=self.input_size, upsample=upsample, threads=self.threads
+        )
+        streams = self._streams(len(scores), self.settings.runtime) if len(x) > 1 else 1
+        if streams > 1 and self.settings.runtime != "torch":  # the network ran whole
+            parts = self._pool().map(labels, scores.tensor_split(streams))
+            labels = [lab for part in parts for lab in part]
+        else:
+            labels = labels(scores)
+        if not probabilities:
+            return labels
+        probs = frame_probabilities(scores, frame_size, averaged=averaged)
+        return [{"segmentation": lab, "probabilities": p} for lab, p in zip(labels, probs)]
 
     def _detect(self, pixels: Tensor, threshold: float) -> list[DetResult]:
         x = self.preprocess(pixels)
@@ -347,7 +393,9 @@ class Predictor:
             thresholded(self.model, threshold, lambda: self._network(x)), pixels, x, threshold
         )
 
-    def _segment_and_detect(self, pixels: Tensor, threshold: float) -> list[MultiTaskResult]:
+    def _segment_and_detect(
+        self, pixels: Tensor, threshold: float, probabilities: bool = False
+    ) -> list[MultiTaskResult]:
         x = self.preprocess(pixels)
         logits, cls_logits, bbox_regression, anchors = self._network(x)
         det = self.model.det
@@ -359,39 +407,18 @@ class Predictor:
             ),
         )
         size = tuple(pixels.shape[1:3])
-        label_maps = (
-            self._label_maps(logits, size)
-            if self.test_time is None
-            else self._test_time_labels(lambda images: self._network(images)[0], x, size)
-        )
+        network = (lambda _: logits) if self.test_time is None else lambda i: self._network(i)[0]
+        maps = self._maps(network, x, size, probabilities)
         return [
-            {"segmentation": labels, "detections": boxes}
-            for labels, boxes in zip(label_maps, self._in_frame(detections, pixels, x, threshold))
+            (m if probabilities else {"segmentation": m}) | {"detections": boxes}
+            for m, boxes in zip(maps, self._in_frame(detections, pixels, x, threshold))
         ]
 
     def _in_frame(
         self, detections: list[dict[str, Tensor]], pixels: Tensor, x: Tensor, threshold: float
     ) -> list[DetResult]:
-        """The detections at or above ``threshold``, in frame pixels, with class names."""
-        height, width = pixels.shape[1:3]
-        in_h, in_w = x.shape[-2:]
-        scale = torch.tensor([width / in_w, height / in_h] * 2, device=self.device)
-        limit = torch.tensor([width, height] * 2, device=self.device, dtype=torch.float32)
-        results = []
-        for det in detections:
-            keep = det["scores"] >= threshold
-            boxes = (det["boxes"][keep].float() * scale).clamp_(min=0)
-            boxes = torch.minimum(boxes, limit)
-            labels = det["labels"][keep].cpu().numpy().astype(np.int64)
-            results.append(
-                {
-                    "boxes": boxes.cpu().numpy().astype(np.float32).reshape(-1, 4),
-                    "scores": det["scores"][keep].float().cpu().numpy(),
-                    "labels": labels,
-                    "class_names": [self._name(int(label)) for label in labels],
-                }
-            )
-        return results
+        size = tuple(pixels.shape[1:3])
+        return boxes_in_frame(detections, size, tuple(x.shape[-2:]), threshold, self._name)
 
     def _name(self, label: int) -> str:
         names = self.class_names

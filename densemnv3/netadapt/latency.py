@@ -42,6 +42,7 @@ from densemnv3.export.graphs import exportable
 from densemnv3.export.onnx_export import export_onnx, quiet
 from densemnv3.inference.optimize import prepare_for_inference
 from densemnv3.runtimes.engines import Engine, OnnxRuntimeEngine, OpenVINOEngine, package_version
+from densemnv3.utils.device import torch_threads
 from densemnv3.utils.files import write_text
 
 from .layers import FLOAT_PREFIX, Layer, model_layers, onnx_model, torch_module
@@ -52,7 +53,6 @@ from .timing import (
     profiled_ms,
     steady_allocator,
     torch_call,
-    torch_threads,
 )
 
 __all__ = ["ROUTES", "LatencyTable", "check_route", "default_cache_dir", "model_layers"]

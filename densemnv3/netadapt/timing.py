@@ -12,7 +12,6 @@ what the whole model pays once for its own edges is in the table's glue.
 from __future__ import annotations
 
 import bisect
-import contextlib
 import itertools
 import json
 import statistics
@@ -32,7 +31,6 @@ __all__ = [
     "profiled_ms",
     "steady_allocator",
     "torch_call",
-    "torch_threads",
     "warm_up",
 ]
 
@@ -110,17 +108,6 @@ def torch_call(module: nn.Module, x: Tensor) -> Callable[[], Any]:
             return module(x)
 
     return run
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int) -> Iterator[None]:
-    """Torch's intra-op threads set to ``threads`` inside, restored after."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def steady_allocator() -> None:

@@ -197,6 +197,9 @@ class ExportedModel(nn.Module):
 class ExportedSegmenter(ExportedModel):
     """Segmentation logits ``(N, C, H, W)`` from an exported LR-ASPP."""
 
+    def adopt(self, template: nn.Module | None) -> None:
+        self.num_classes = int(getattr(template, "num_classes", 0))
+
     def network(self, images: Tensor) -> Tensor:
         """The graph's logits: at stride 8 (``outputs: logits_raw``, as :meth:`LRASPP.network`)
         or at the input size (``logits``: a file exported with ``--full-size-logits``)."""

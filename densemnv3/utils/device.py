@@ -1,10 +1,27 @@
-"""Which torch device a ``--device`` / ``train.device`` value means on this machine."""
+"""Which torch device a ``--device`` / ``train.device`` value means on this machine, and torch's
+CPU threads for a block."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from densemnv3.errors import UserError
 
-__all__ = ["resolve_device"]
+__all__ = ["resolve_device", "torch_threads"]
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Torch's intra-op threads set to ``threads`` inside (process-wide), restored after."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def resolve_device(device: str) -> str:

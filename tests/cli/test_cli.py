@@ -25,6 +25,7 @@ TOOLS = {
     "export": "export",
     "quantize": "quantize",
     "demo": "demo_video",
+    "predict": "predict",
     "benchmark": "benchmark",
     "make-synthetic": "make_synthetic",
     "cache-dataset": "cache_dataset",

@@ -410,3 +410,34 @@ def test_draw_fps_writes_in_the_top_left_corner():
     image = np.full((100, 200, 3), 255, np.uint8)
     assert draw_fps(image, 12.34, "cpu fp32") is image
     assert (image[:12, :40] != 255).any() and (image[60:, 150:] == 255).all()
+
+
+def test_a_cpu_batch_runs_in_slices_side_by_side(seg_model, monkeypatch):
+    """On the CPU a segmentation batch runs in slices, one per thread, each with its share of
+    the threads; the label maps are those of the frames one at a time (rounding aside)."""
+    predictor = Predictor(copy.deepcopy(seg_model), seg_config(), device="cpu")
+    predictor.use_threads(2)
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (64, 96, 3), dtype=np.uint8) for _ in range(4)]
+    threads_seen = []
+    network = predictor._network
+    monkeypatch.setattr(
+        predictor, "_network", lambda x: threads_seen.append(torch.get_num_threads()) or network(x)
+    )
+    batch = predictor(frames)
+    assert threads_seen == [1, 1] and torch.get_num_threads() == 2  # two slices, then restored
+    predictor.use_threads(1)
+    one = [predictor(frame) for frame in frames]
+    for a, b in zip(batch, one):
+        assert (a != b).mean() < 1e-3
+
+
+def test_probabilities_come_with_the_labels(seg_model):
+    predictor = Predictor(copy.deepcopy(seg_model), seg_config(), device="cpu")
+    frame = np.random.default_rng(1).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    result = predictor(frame, probabilities=True)
+    probs = result["probabilities"]
+    assert probs.dtype == np.float16 and probs.shape == (predictor.num_classes, 64, 96)
+    np.testing.assert_allclose(probs.astype(np.float32).sum(0), 1.0, atol=1e-2)
+    assert np.array_equal(result["segmentation"], predictor(frame))
+    assert (probs.argmax(0) == result["segmentation"]).mean() > 0.99

@@ -209,3 +209,22 @@ def test_the_int8_file_evaluates_and_the_demo_draws_both(trained, evaluated, run
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert "multitask on" in proc.stdout and "wrote 3 frames" in proc.stdout
+
+
+def test_predict_writes_masks_and_boxes_of_one_pass(trained, run_tool, tiny_synthetic, tmp_path):
+    work = trained[0]
+    source = tiny_synthetic / "leftImg8bit" / "val"
+    proc = run_tool(
+        "predict.py", "--weights", str(work / "last.pt"), "--source", str(source), "--recursive",
+        "--out", str(tmp_path / "out"), "--score-threshold", "0.01", "--no-progress",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    images = sorted(source.glob("*/*.png"))
+    for path in images:
+        name = path.relative_to(source).with_suffix("")
+        assert (tmp_path / "out" / "labels" / f"{name}.png").is_file()
+        assert (tmp_path / "out" / "overlays" / f"{name}.jpg").is_file()
+    detections = json.loads((tmp_path / "out" / "detections.json").read_text())
+    rows = (tmp_path / "out" / "predictions.csv").read_text().splitlines()[1:-1]
+    assert len(rows) == len(images)
+    assert sum(int(row.split(",")[4]) for row in rows) == len(detections)

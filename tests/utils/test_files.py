@@ -141,3 +141,20 @@ def test_temp_name_is_the_documented_pattern(tmp_path):
         assert tmp.exists()
         assert remove_stale_temps(tmp_path / "model[1].onnx") == []  # our own, alive
     assert files._glob_escape("a[1]*.pt") == "a[[]1][*].pt"
+
+
+def test_a_folder_is_listed_once_however_many_files_are_written(tmp_path, monkeypatch):
+    """Writing n files into a folder lists it once (O(n), not O(n^2)); a dead writer's temp of a
+    name written later is still removed."""
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    stale = tmp_path / f".f7.png.{int(dead.stdout)}-0badc0de.tmp"
+    stale.write_bytes(b"x")
+    scans = []
+    real_scandir = os.scandir
+    monkeypatch.setattr(os, "scandir", lambda p: scans.append(p) or real_scandir(p))
+    for i in range(20):
+        write_text(tmp_path / f"f{i}.png", "x", durable=False)
+    assert len(scans) == 1 and not stale.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"f{i}.png" for i in range(20))
