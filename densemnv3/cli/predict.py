@@ -37,6 +37,7 @@ from densemnv3.cli.arguments import (
     model_parser,
     predictor_from_args,
 )
+from densemnv3.data.labels import CLASS_NAMES
 from densemnv3.errors import UserError
 from densemnv3.inference.outputs import SAVE_KINDS
 
@@ -191,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     route = f"{predictor.settings.describe().removeprefix('inference: ')}, {threads} threads"
     counts = outputs.gather(
         names if names is not None else run.names,
-        predictor.class_names if predictor.task == "detection" else _seg_names(predictor),
+        predictor.class_names if predictor.task == "detection" else CLASS_NAMES,
         f"{run.predicted} images, {run.skipped} skipped, {rate:.2f} images/s, {route}",
     )
     print(run.table(elapsed))
@@ -242,12 +243,6 @@ def _predictor(args: argparse.Namespace):
             raise UserError("--match-eval: evaluation runs at the config's size; drop --input-size")
         predictor.label_upsample = "scores"
     return predictor, threads
-
-
-def _seg_names(predictor) -> list[str]:
-    from densemnv3.data.labels import CLASS_NAMES
-
-    return list(CLASS_NAMES)
 
 
 def _coco_ids(path: str | None, cfg):

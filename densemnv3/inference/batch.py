@@ -25,8 +25,7 @@ from densemnv3.errors import DataError
 
 __all__ = ["Prediction", "predict_files"]
 
-#: What a file that cannot be read is told to do (it is listed and the others go on).
-SKIP_HINT = ""
+_END = object()
 
 
 @dataclass
@@ -36,7 +35,6 @@ class Prediction:
     file could not be read; ``frame`` and ``result`` are None then). ``decode_ms``: its decode;
     ``network_ms``: its share of its batch's network (and label maps / boxes)."""
 
-    index: int
     path: Any
     frame: np.ndarray | None = None
     result: Any = None
@@ -68,17 +66,16 @@ def predict_files(
         raise ValueError(f"batch_size and workers must be >= 1, got {batch_size} and {workers}")
     window = 2 * batch_size + workers
     with ThreadPoolExecutor(workers, thread_name_prefix="densemnv3-decode") as pool:
-        pending: collections.deque[tuple[int, Any, Future]] = collections.deque()
-        source = enumerate(items)
+        pending: collections.deque[tuple[Any, Future]] = collections.deque()
+        source = iter(items)
         exhausted = False
         while pending or not exhausted:
             while not exhausted and len(pending) < window:
-                step = next(source, None)
-                if step is None:
+                item = next(source, _END)
+                if item is _END:
                     exhausted = True
                     break
-                index, item = step
-                pending.append((index, item, pool.submit(_decode, item, max_pixels)))
+                pending.append((item, pool.submit(_decode, item, max_pixels)))
             chunk = [pending.popleft() for _ in range(min(batch_size, len(pending)))]
             if chunk:
                 yield from _predict_chunk(predictor, chunk, strict, call_kwargs)
@@ -90,7 +87,7 @@ def _decode(item: Any, max_pixels: int) -> tuple[np.ndarray | None, str | None, 
         return item[1], None, 0.0
     start = time.perf_counter()
     try:
-        frame = read_frame(item, max_pixels=max_pixels, hint=SKIP_HINT)
+        frame = read_frame(item, max_pixels=max_pixels, hint="")  # listed, not a stop
     except DataError as err:
         reason = str(err)
         prefix = f"{os.fspath(item)}: "
@@ -104,12 +101,12 @@ def _predict_chunk(
     predictor: Callable[..., list], chunk: list, strict: bool, call_kwargs: dict
 ) -> Iterator[Prediction]:
     done = []
-    for index, item, future in chunk:
+    for item, future in chunk:
         frame, error, ms = future.result()
         path = item[0] if isinstance(item, tuple) else item
         if error is not None and strict:
             raise DataError(f"{os.fspath(path)}: {error}")
-        done.append(Prediction(index, path, frame, error=error, decode_ms=ms))
+        done.append(Prediction(path, frame, error=error, decode_ms=ms))
     good = [p for p in done if p.error is None]
     if good:
         start = time.perf_counter()

@@ -284,7 +284,8 @@ class Predictor:
             if note:  # a fixed-size exported file: said once
                 print(note, flush=True)
                 self._resize_noted = True
-            streams = self._streams(len(indices)) if self.task == "segmentation" else 1
+            sliced = self.task == "segmentation" and self.settings.runtime == "torch"
+            streams = self._slices(len(indices)) if sliced else 1
             slices = [list(s) for s in np.array_split(indices, streams)]
             run = lambda ids: self._run([batch[i] for i in ids], threshold, probabilities)  # noqa: E731
             if streams == 1:
@@ -327,12 +328,12 @@ class Predictor:
                 return self._detect(pixels, threshold)
             return self._segment_and_detect(pixels, threshold, probabilities)
 
-    def _streams(self, frames: int, runtime: str = "torch") -> int:
-        """Slices ``frames`` run in side by side on the CPU (segmentation, in PyTorch; an
-        exported file's runtime slices the network itself, its label maps are sliced here)."""
+    def _slices(self, frames: int) -> int:
+        """Slices a batch of ``frames`` runs in side by side on the CPU: up to one per thread
+        (PyTorch's segmentation network sliced whole; an exported file's runtime slices its
+        network itself, and its label maps are sliced here)."""
         cpu = self.device.type == "cpu" and not self.settings.compile
-        split = cpu and self.task != "detection" and self.settings.runtime == runtime
-        return max(1, min(frames, self.threads)) if split else 1
+        return max(1, min(frames, self.threads)) if cpu else 1
 
     def _pool(self) -> ThreadPoolExecutor:
         if getattr(self, "_executor", None) is None or self._executor._max_workers < self.threads:
@@ -376,8 +377,8 @@ class Predictor:
         labels = lambda s: frame_labels(  # noqa: E731
             s, frame_size, network_size=self.input_size, upsample=upsample, threads=self.threads
         )
-        streams = self._streams(len(scores), self.settings.runtime) if len(x) > 1 else 1
-        if streams > 1 and self.settings.runtime != "torch":  # the network ran whole
+        streams = self._slices(len(scores)) if self.settings.runtime != "torch" else 1
+        if streams > 1:  # the network ran whole
             parts = self._pool().map(labels, scores.tensor_split(streams))
             labels = [lab for part in parts for lab in part]
         else:
