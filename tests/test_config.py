@@ -205,7 +205,7 @@ def test_shipped_configs_load_by_name_and_an_unknown_name_lists_them(tmp_path, m
     message = str(info.value)
     assert message.startswith(
         "unknown config 'lraspp_synthtic' (did you mean 'lraspp_synthetic'?); "
-        "the shipped configs are lraspp_cityscapes, "
+        "the shipped configs are lraspp_ade20k, lraspp_cityscapes, "
     )
     assert "ssdlite_synthetic" in message and message.endswith("or give a config file's path")
     with pytest.raises(

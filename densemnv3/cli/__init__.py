@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "predict a folder, glob, list or video of images: masks, overlays, boxes",
     ),
     "benchmark": ("benchmark", "time densemnv3 against torchvision, interleaved"),
+    "data": ("data", "check a dataset: counts, class shares, problems, a contact sheet"),
     "make-synthetic": ("make_synthetic", "write the synthetic street dataset and/or a video"),
     "cache-dataset": ("cache_dataset", "decode a Cityscapes split once into a cache"),
     "configs": ("", "list the shipped configs, by name, with what each is"),

@@ -1,4 +1,4 @@
-"""Write the decoded-sample cache of a segmentation config's training split.
+"""Write the decoded-sample cache of a segmentation config's training split (any layout).
 
 ``densemnv3 cache-dataset CONFIG [--split SPLIT] [--out DIR]
 [--set data.root=... data.decoded_cache=DIR]``
@@ -11,6 +11,7 @@ dataset changes (training refuses a stale cache and says so).
 """
 
 import argparse
+import dataclasses
 import time
 
 from densemnv3.cli.arguments import add_set_argument
@@ -19,7 +20,7 @@ from densemnv3.cli.arguments import add_set_argument
 def main(argv: list[str] | None = None) -> int:
     from densemnv3.config import load_config
     from densemnv3.data.cache import write_decoded_cache
-    from densemnv3.data.cityscapes import CityscapesSegmentation
+    from densemnv3.data.formats import segmentation_dataset
     from densemnv3.errors import UserError
     from densemnv3.tasks.common import ensure_synthetic
 
@@ -46,9 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("say where to write the cache: --set data.decoded_cache=DIR (or --out DIR)")
     ensure_synthetic(cfg)
     split = args.split or cfg.data.train_split
-    dataset = CityscapesSegmentation(
-        cfg.data.root, split, skip_bad=cfg.data.skip_bad, max_pixels=cfg.data.max_image_pixels
-    )
+    data = dataclasses.replace(cfg.data, cache_images=False)  # each pair is read once here
+    dataset = segmentation_dataset(data, split, None)
     start = time.perf_counter()
     write_decoded_cache(dataset, out, progress=not args.no_progress, threads=args.threads)
     bad = sum(1 for _ in dataset.bad_files)

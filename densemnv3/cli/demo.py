@@ -144,6 +144,7 @@ def main(argv=None) -> int:
     try:
         import torch
 
+        from densemnv3.data.formats import recorded_classes
         from densemnv3.inference.visualize import draw_detections, draw_fps, overlay_segmentation
 
         threads = args.threads or torch.get_num_threads()
@@ -190,13 +191,18 @@ def main(argv=None) -> int:
         last = last_progress = time.perf_counter()
         timings = Timings(start=last)
 
+        classes = recorded_classes(predictor.cfg.data)
+        colours = dict(palette_rgb=classes.colours(), ignore_index=classes.ignore_index)
+
         def draw(frame, result, fps):
             if predictor.task == "segmentation":
-                drawn = overlay_segmentation(frame, result, alpha=args.alpha)
+                drawn = overlay_segmentation(frame, result, alpha=args.alpha, **colours)
             elif predictor.task == "detection":
                 drawn = draw_detections(frame, result)
             else:  # multitask: the label map under the boxes, from the same pass
-                drawn = overlay_segmentation(frame, result["segmentation"], alpha=args.alpha)
+                drawn = overlay_segmentation(
+                    frame, result["segmentation"], alpha=args.alpha, **colours
+                )
                 draw_detections(drawn, result["detections"])
             return draw_fps(drawn, fps, extra)
 

@@ -2,6 +2,7 @@
 
 densemnv3 make-synthetic --out data/synthetic                   # 200 train / 50 val
 densemnv3 make-synthetic --out /tmp/s --train 8 --val 4 --size 128 256
+densemnv3 make-synthetic --out /tmp/voc --format voc             # or folder, ade20k, yolo, coco
 densemnv3 make-synthetic --video demo.mp4 --frames 120 --fps 10
 """
 
@@ -9,7 +10,8 @@ import argparse
 import time
 from pathlib import Path
 
-from densemnv3.data.synthetic import describe, make_synthetic, make_synthetic_video
+from densemnv3.data.synthetic import FORMATS, describe, make_synthetic, make_synthetic_video
+from densemnv3.data.synthetic.formats import check_format, describe_format
 from densemnv3.errors import UserError
 
 
@@ -32,6 +34,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="cityscapes",
+        help="dataset layout of --out (default cityscapes: Cityscapes PNGs + COCO json)",
+    )
+    parser.add_argument(
         "--video", type=Path, help="also (or only) write a synthetic drive to this .mp4/.avi"
     )
     parser.add_argument("--frames", type=int, default=120, help="video frames (default 120)")
@@ -49,13 +57,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.out is not None:
             start = time.perf_counter()
             out = make_synthetic(
-                args.out, train=args.train, val=args.val, size=size, seed=args.seed
+                args.out,
+                train=args.train,
+                val=args.val,
+                size=size,
+                seed=args.seed,
+                format=args.format,
             )
             elapsed = time.perf_counter() - start
-            for split, info in describe(out).items():
+            layout = check_format(args.format)
+            summary = describe(out) if layout == "cityscapes" else describe_format(out, layout)
+            for split, info in summary.items():
                 counts = ", ".join(f"{name} {n}" for name, n in info["instances"].items())
-                print(f"{split}: {info['images']} images; instances: {counts}")
-            print(f"wrote {out} ({size[0]}x{size[1]}) in {elapsed:.1f} s")
+                line = f"{split}: {info['images']} images"
+                print(f"{line}; instances: {counts}" if counts else line)
+            note = "" if args.format == "cityscapes" else f", {args.format} layout"
+            print(f"wrote {out} ({size[0]}x{size[1]}{note}) in {elapsed:.1f} s")
         if args.video is not None:
             start = time.perf_counter()
             video = make_synthetic_video(

@@ -37,7 +37,8 @@ from densemnv3.cli.arguments import (
     model_parser,
     predictor_from_args,
 )
-from densemnv3.data.labels import CLASS_NAMES
+from densemnv3.data.cityscapes import CITYSCAPES_CLASSES
+from densemnv3.data.formats import recorded_classes
 from densemnv3.errors import UserError
 from densemnv3.inference.outputs import SAVE_KINDS
 
@@ -143,20 +144,22 @@ def main(argv: list[str] | None = None) -> int:
     from densemnv3.inference.outputs import Outputs, default_save
 
     ids, category = _coco_ids(args.coco_ids, predictor.cfg)
+    seg_classes = recorded_classes(predictor.cfg.data)
     outputs = Outputs(
         out,
         args.save or default_save(predictor.task),
         predictor.task,
         label_ids=args.label_ids,
         alpha=args.alpha,
+        classes=seg_classes,
         category=category,
         image_ids=ids,
     )
     classes = predictor.num_classes or predictor.cfg.model.num_classes
-    if outputs.label_ids and classes != 19:
+    if outputs.label_ids and (classes != 19 or seg_classes.names != CITYSCAPES_CLASSES.names):
         raise UserError(
             f"--label-ids maps Cityscapes' 19 train ids to its label ids; this model has "
-            f"{classes} classes"
+            f"{classes} classes ({', '.join(seg_classes.names[:3])}, ...)"
         )
     print(f"{predictor.settings.describe()}, {threads} threads", flush=True)
 
@@ -192,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     route = f"{predictor.settings.describe().removeprefix('inference: ')}, {threads} threads"
     counts = outputs.gather(
         names if names is not None else run.names,
-        predictor.class_names if predictor.task == "detection" else CLASS_NAMES,
+        predictor.class_names if predictor.task == "detection" else seg_classes.names,
         f"{run.predicted} images, {run.skipped} skipped, {rate:.2f} images/s, {route}",
     )
     print(run.table(elapsed))

@@ -60,12 +60,28 @@ class SyntheticConfig:
 
 @dataclass
 class DataConfig:
-    """Dataset location and augmentation. Segmentation reads a Cityscapes layout under ``root``;
-    detection reads COCO json + images (``*_ann``/``*_images`` relative to ``root``); multi-task
-    reads the Cityscapes layout, its boxes from ``gtFine``'s ``_instanceIds``, and takes the
+    """Dataset location, layout and augmentation. ``format`` names the layout under ``root``
+    (docs/data.md): by default segmentation reads a Cityscapes layout and detection COCO json +
+    images (``*_ann``/``*_images`` relative to ``root``); multi-task reads a segmentation layout
+    with its boxes from Cityscapes' ``_instanceIds`` or from ``det_format``, and takes the
     segmentation keys (``crop_size``, ``scale_range``, ``eval_resize``) for its one input."""
 
     root: str = "data/cityscapes"
+    #: The layout under ``root``. Segmentation: ``cityscapes``, ``folder``, ``voc``, ``ade20k``;
+    #: detection: ``coco``, ``yolo`` (``root`` a dataset YAML or its folder), ``voc``;
+    #: None: ``cityscapes`` for segmentation and multi-task, ``coco`` for detection.
+    format: str | None = None
+    #: Multi-task: the layout of the boxes (a detection format over the same images, matched by
+    #: file stem, under ``det_root`` or ``root``); None: Cityscapes' instance ids.
+    det_format: str | None = None
+    det_root: str | None = None
+    #: Class names in label order and their RGB colours; None: from the data (``classes.txt`` /
+    #: ``classes.json`` in ``root``, a YOLO YAML's ``names``) or the format's standard list.
+    classes: tuple[str, ...] | None = None
+    palette: tuple[tuple[int, int, int], ...] | None = None
+    #: The mask value of pixels that are not evaluated (segmentation formats other than
+    #: Cityscapes, whose ignore is fixed by its label table).
+    ignore_index: int = 255
     train_split: str = "train"
     val_split: str = "val"
     synthetic: SyntheticConfig | None = None

@@ -25,6 +25,11 @@ _BAD_FILE_HINT = (
     "re-download or regenerate it, or skip bad files with skip_bad (--set data.skip_bad=True)"
 )
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: The files taken as images (OpenCV decodes them), lower case: a folder's others are left out.
+IMAGE_SUFFIXES = frozenset(
+    ".bmp .dib .jpeg .jpg .jpe .jp2 .png .webp .pbm .pgm .ppm .pnm .pxm .sr .ras .tiff .tif "
+    ".exr .hdr .pic".split()
+)
 #: The readers' default limit: the config's (``data.max_image_pixels``).
 MAX_IMAGE_PIXELS = DataConfig.max_image_pixels
 # JPEG start-of-frame markers (SOF0-SOF15 less DHT, JPG and DAC), which carry the frame size
@@ -33,7 +38,11 @@ _JPEG_STANDALONE = frozenset(range(0xD0, 0xDA)) | {0x01}  # RSTn, SOI, EOI, TEM:
 
 
 def _imread(
-    path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS, hint: str = _BAD_FILE_HINT
+    path: str | os.PathLike,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+    hint: str = _BAD_FILE_HINT,
+    *,
+    palette_indices: bool = False,
 ) -> np.ndarray:
     # Decoded from bytes that passed a container check, so that a truncated file gets our message,
     # not libpng's "libpng error: Read Error" on stderr (OpenCV's log level does not reach it).
@@ -44,6 +53,8 @@ def _imread(
     problem = container_problem(data)
     if problem is None:
         _check_declared_size(path, data, max_pixels)
+        if palette_indices and data.startswith(_PNG_SIGNATURE) and data[25:26] == b"\x03":
+            return _palette_indices(data)
         try:
             array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
         except cv2.error:  # OpenCV asserts on some inputs instead of returning None
@@ -52,6 +63,14 @@ def _imread(
             return array
         problem = "not an image, or corrupt"
     raise DataError(f"{path}: cannot decode image ({problem}){'; ' + hint if hint else ''}")
+
+
+def _palette_indices(data: bytes) -> np.ndarray:
+    """A palette PNG's pixel indices: OpenCV only gives their colours."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("P") if image.mode != "P" else image, dtype=np.uint8)
 
 
 def container_problem(data: bytes) -> str | None:
@@ -135,6 +154,39 @@ def _pil_size(data: bytes) -> tuple[int, int] | int | None:
         return None
 
 
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(width, height)`` of an image file from its header, without decoding: PNG's IHDR, JPEG's
+    frame header, PIL's lazy open for the other formats. A :class:`DataError` naming the file
+    when it cannot be read or its header gives no size."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+            if head.startswith(b"\xff\xd8") and _jpeg_size(head) is None:
+                head += f.read()  # the frame header lies past long APPn segments (EXIF, ICC)
+    except OSError as error:
+        raise DataError(f"{path}: cannot read the image ({error.strerror or error})") from error
+    if head.startswith(_PNG_SIGNATURE):
+        ihdr = head[12:16] == b"IHDR" and len(head) >= 24
+        size = struct.unpack(">II", head[16:24]) if ihdr else None
+    elif head.startswith(b"\xff\xd8"):
+        size = _jpeg_size(head)
+    else:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(path) as image:
+                    size = image.size
+        except Image.DecompressionBombError as error:
+            raise DataError(f"{path}: the image is too large to read ({error})") from error
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+            size = None
+    if size is None or min(size) <= 0:
+        raise DataError(f"{path}: not an image, or its header gives no size; {_BAD_FILE_HINT}")
+    return int(size[0]), int(size[1])
+
+
 def _check_declared_size(path: str | os.PathLike, data: bytes, max_pixels: int) -> None:
     declared = declared_pixels(data)
     if declared is None or declared[0] <= max_pixels:
@@ -197,6 +249,22 @@ def read_label(path: str | os.PathLike, *, max_pixels: int = MAX_IMAGE_PIXELS) -
             f"{label.dtype} image; use the *_gtFine_labelIds.png files, not *_color.png"
         )
     return label
+
+
+def read_mask(path: str | os.PathLike, *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Decode a segmentation mask: (H, W) uint8 values of a single-channel image or of a palette
+    PNG's indices (Pascal VOC's masks: OpenCV alone would give their colours), or (H, W, 3) uint8
+    RGB of a colour mask (alpha dropped)."""
+    mask = _imread(path, max_pixels, palette_indices=True)
+    if mask.ndim == 3 and mask.shape[2] == 1:
+        mask = mask[:, :, 0]
+    if mask.dtype != np.uint8 or (mask.ndim == 3 and mask.shape[2] not in (3, 4)):
+        channels = 1 if mask.ndim == 2 else mask.shape[2]
+        raise DataError(
+            f"{path}: expected an 8-bit mask (class indices, a palette PNG or RGB colours), "
+            f"found a {channels}-channel {mask.dtype} image; write masks as 8-bit PNGs"
+        )
+    return mask if mask.ndim == 2 else _eight_bit(path, mask, cv2.COLOR_BGR2RGB)
 
 
 def read_instance_ids(path: str | os.PathLike, *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:

@@ -211,11 +211,15 @@ COCO_CATEGORY_NAMES: tuple[str, ...] = (
 def detection_class_names(cfg: Config, num_classes: int) -> list[str]:
     """Names of a detector's labels ``0..num_classes-1`` (0 = ``__background__``).
 
-    In order: the categories of the config's COCO annotation file (``data.root`` /
+    In order: ``data.classes`` of a YOLO or VOC config (training writes them there); the
+    categories of the config's COCO annotation file (``data.root`` /
     ``data.val_ann``, then ``train_ann``) numbered by ``data.label_mapping``; else, by
     ``num_classes``, the synthetic set's 8 Cityscapes thing classes (9 contiguous / 34 by
     category id) or COCO's 80 (81 contiguous / 91 by category id); else ``"class <label>"``.
     """
+    if cfg.data.classes is not None and (cfg.data.format or "coco") != "coco":
+        names = ["__background__", *cfg.data.classes]  # a YOLO or VOC set's, in label order
+        return names[:num_classes] + [f"class {i}" for i in range(len(names), num_classes)]
     mapping = cfg.data.label_mapping
     categories = _annotation_categories(cfg)
     if categories is None:
@@ -256,3 +260,32 @@ def _default_categories(num_classes: int, mapping: str) -> dict[int, str]:
         if num_classes == size:
             return categories
     return {}
+
+
+#: Pascal VOC 2012's segmentation classes (label 0 = background; 255 marks object borders).
+VOC_CLASSES: tuple[str, ...] = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
+    "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
+    "sheep", "sofa", "train", "tvmonitor",
+)  # fmt: skip
+#: ADE20K's 150 SceneParsing classes (ADEChallengeData2016), in label order (mask value - 1).
+ADE20K_CLASSES: tuple[str, ...] = (
+    "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane",
+    "grass", "cabinet", "sidewalk", "person", "earth", "door", "table", "mountain", "plant",
+    "curtain", "chair", "car", "water", "painting", "sofa", "shelf", "house", "sea", "mirror",
+    "rug", "field", "armchair", "seat", "fence", "desk", "rock", "wardrobe", "lamp", "bathtub",
+    "railing", "cushion", "base", "box", "column", "signboard", "chest of drawers", "counter",
+    "sand", "sink", "skyscraper", "fireplace", "refrigerator", "grandstand", "path", "stairs",
+    "runway", "case", "pool table", "pillow", "screen door", "stairway", "river", "bridge",
+    "bookcase", "blind", "coffee table", "toilet", "flower", "book", "hill", "bench",
+    "countertop", "stove", "palm", "kitchen island", "computer", "swivel chair", "boat", "bar",
+    "arcade machine", "hovel", "bus", "towel", "light", "truck", "tower", "chandelier",
+    "awning", "streetlight", "booth", "television receiver", "airplane", "dirt track",
+    "apparel", "pole", "land", "bannister", "escalator", "ottoman", "bottle", "buffet",
+    "poster", "stage", "van", "ship", "fountain", "conveyer belt", "canopy", "washer",
+    "plaything", "swimming pool", "stool", "barrel", "basket", "waterfall", "tent", "bag",
+    "minibike", "cradle", "oven", "ball", "food", "step", "tank", "trade name", "microwave",
+    "pot", "animal", "bicycle", "lake", "dishwasher", "screen", "blanket", "sculpture", "hood",
+    "sconce", "vase", "traffic light", "tray", "ashcan", "fan", "pier", "crt screen", "plate",
+    "monitor", "bulletin board", "shower", "radiator", "glass", "clock", "flag",
+)  # fmt: skip

@@ -30,6 +30,7 @@ __all__ = ["INSTANCE_SUFFIX", "THING_LABEL_IDS", "CityscapesMultiTask", "instanc
 
 #: Label ids (= COCO category ids) of the classes with boxes; detection label k + 1 is entry k.
 THING_LABEL_IDS: tuple[int, ...] = tuple(sorted(THING_IDS.values()))
+_NAME_OF_ID = {label_id: name for name, label_id in THING_IDS.items()}
 _LABEL_OF_ID = np.zeros(256, dtype=np.int64)
 _LABEL_OF_ID[list(THING_LABEL_IDS)] = np.arange(1, len(THING_LABEL_IDS) + 1)
 
@@ -101,13 +102,15 @@ class CityscapesMultiTask(CityscapesSegmentation):
     )
     #: Detection label -> COCO category id (the Cityscapes label id).
     label_to_category_id = {k + 1: label_id for k, label_id in enumerate(THING_LABEL_IDS)}
+    #: Detection label -> name (0: the background).
+    class_names = ("__background__", *(_NAME_OF_ID[i] for i in THING_LABEL_IDS))
     _coco: COCO | None = None
 
-    def _scan(self) -> list[tuple[str, str]]:
-        samples = super()._scan()
+    def _scan(self) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        samples, unpaired = super()._scan()
         # COCO image ids: positions in the scan, kept when validate() drops samples
         self._image_ids = {image: i + 1 for i, (image, _) in enumerate(samples)}
-        return samples
+        return samples, unpaired
 
     @property
     def _boxes_follow(self) -> bool:
@@ -174,12 +177,11 @@ class CityscapesMultiTask(CityscapesSegmentation):
                             "iscrowd": int(is_crowd),
                         }
                     )
-            names = {label_id: name for name, label_id in THING_IDS.items()}
             coco = COCO()
             coco.dataset = {
                 "images": images,
                 "annotations": annotations,
-                "categories": [{"id": i, "name": names[i]} for i in THING_LABEL_IDS],
+                "categories": [{"id": i, "name": _NAME_OF_ID[i]} for i in THING_LABEL_IDS],
             }
             with contextlib.redirect_stdout(io.StringIO()):
                 coco.createIndex()

@@ -115,10 +115,15 @@ class ConfusionMatrix:
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(self.mat, op=dist.ReduceOp.SUM)
 
-    def compute(self, instances: InstanceStats | None = None) -> SegMetrics:
+    def compute(
+        self, instances: InstanceStats | None = None, *, official: bool | None = None
+    ) -> SegMetrics:
         """IoU per class, mIoU over classes in GT or prediction, pixel and mean class accuracy;
         for the 19 Cityscapes classes also the official category IoU, and with ``instances`` (the
-        ground truth's, see :class:`InstanceStats`) iIoU."""
+        ground truth's, see :class:`InstanceStats`) iIoU. ``official``: whether the classes are
+        Cityscapes' (None: when there are 19; a dataset says it, see ``official_scores``)."""
+        if official is None:
+            official = self.num_classes == NUM_CLASSES
         mat = self.mat.detach().cpu().to(torch.float64)
         tp = mat.diag()
         gt = mat.sum(dim=1)
@@ -133,9 +138,7 @@ class ConfusionMatrix:
             pixel_accuracy=float(tp.sum()) / total if total > 0 else math.nan,
             mean_accuracy=_mean(acc),
             class_accuracy=acc,
-            official=official_scores(self.mat, instances)
-            if self.num_classes == NUM_CLASSES
-            else None,
+            official=official_scores(self.mat, instances) if official else None,
         )
 
     def __repr__(self) -> str:

@@ -32,6 +32,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from densemnv3.data.classes import ClassList
 from densemnv3.errors import UserError
 from densemnv3.evaluation.segmentation import label_ids_from_train_ids
 from densemnv3.utils.files import atomic_write, write_image, write_text
@@ -82,6 +83,7 @@ def image_id(name: str, path: str, coco_ids: dict[str, int] | None) -> int | str
 class Outputs:
     """The outputs of ``save`` for a ``task`` under ``folder``, one image at a time.
 
+    ``classes``: the segmentation classes, whose colours the overlays use (None: Cityscapes').
     ``label_ids``: label PNGs in the dataset's label ids (Cityscapes: what its official script
     reads), as ``eval_seg --save-predictions`` writes them. ``category``: a model label -> the
     COCO ``category_id`` of ``detections.json``. ``image_ids``: an image's (name, path) -> its
@@ -96,6 +98,7 @@ class Outputs:
         *,
         label_ids: bool = False,
         alpha: float = 0.5,
+        classes: ClassList | None = None,
         category: Callable[[int], int] = int,
         image_ids: Callable[[str, str], int | str] = lambda name, path: image_id(name, path, None),
     ) -> None:
@@ -112,8 +115,16 @@ class Outputs:
             what = "label map" if wrong[0] in ("labels", "probs") else "boxes"
             raise UserError(f"--save {wrong[0]}: a {task} model has no {what} to save")
         self.task, self.label_ids, self.alpha = task, label_ids, alpha
+        self.classes = classes
         self.category, self.image_ids = category, image_ids
         self.probabilities = "probs" in self.save
+
+    def overlay(self, frame, labels):
+        """``frame`` under the colours of ``labels`` (the classes' palette, else Cityscapes')."""
+        if self.classes is None:
+            return overlay_segmentation(frame, labels, self.alpha)
+        c = self.classes
+        return overlay_segmentation(frame, labels, self.alpha, c.colours(), c.ignore_index)
 
     def path(self, kind: str, name: str) -> Path:
         """Where output ``kind`` of image ``name`` goes."""
@@ -152,9 +163,7 @@ class Outputs:
         if "labels" in self.save:
             files["labels"] = label_ids_from_train_ids(labels) if self.label_ids else labels
         if "overlays" in self.save:
-            drawn = (
-                frame.copy() if labels is None else overlay_segmentation(frame, labels, self.alpha)
-            )
+            drawn = frame.copy() if labels is None else self.overlay(frame, labels)
             files["overlays"] = drawn if detections is None else draw_detections(drawn, detections)
         if "txt" in self.save:
             files["txt"] = _yolo_lines(detections, width, height)

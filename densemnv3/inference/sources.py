@@ -17,15 +17,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from densemnv3.data.io import IMAGE_SUFFIXES
 from densemnv3.errors import UserError
 
-__all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "Images", "images_of", "parse_shard", "shard"]
+__all__ = ["VIDEO_SUFFIXES", "Images", "images_of", "parse_shard", "shard"]
 
-#: The files of a folder or glob taken as images (OpenCV decodes them); others are left out.
-IMAGE_SUFFIXES = frozenset(
-    ".bmp .dib .jpeg .jpg .jpe .jp2 .png .webp .pbm .pgm .ppm .pnm .pxm .sr .ras .tiff .tif "
-    ".exr .hdr .pic".split()
-)
 #: A source file with one of these suffixes is a video: each frame an image.
 VIDEO_SUFFIXES = frozenset(".mp4 .avi .mov .mkv .webm .m4v .mpg .mpeg .wmv .flv .ts .mts".split())
 #: A source file with one of these suffixes lists image paths, one per line.

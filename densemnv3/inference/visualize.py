@@ -17,6 +17,7 @@ from densemnv3.data.labels import IGNORE_INDEX, TRAIN_ID_PALETTE
 
 __all__ = [
     "class_color",
+    "contact_sheet",
     "draw_detections",
     "draw_fps",
     "draw_label",
@@ -31,9 +32,11 @@ def overlay_segmentation(
     label_map: np.ndarray,
     alpha: float = 0.5,
     palette_rgb: np.ndarray = TRAIN_ID_PALETTE,
+    ignore_index: int = IGNORE_INDEX,
 ) -> np.ndarray:
     """``frame_bgr`` blended with the colours of ``label_map`` (train ids, Cityscapes palette by
-    default); ignored pixels (255) keep the frame's colour. Returns a new uint8 BGR frame."""
+    default); ignored pixels (``ignore_index``) keep the frame's colour. Returns a new uint8 BGR
+    frame."""
     if label_map.shape != frame_bgr.shape[:2]:
         raise ValueError(
             f"label map {label_map.shape} does not match the frame {frame_bgr.shape[:2]}"
@@ -44,7 +47,7 @@ def overlay_segmentation(
     labels = label_map if label_map.dtype == np.uint8 else label_map.astype(np.uint8)
     colours = cv2.LUT(cv2.merge([labels, labels, labels]), lut)
     out = cv2.addWeighted(frame_bgr, 1.0 - alpha, colours, alpha, 0.0)
-    ignored = label_map == IGNORE_INDEX
+    ignored = label_map == ignore_index
     if ignored.any():
         out[ignored] = frame_bgr[ignored]
     return out
@@ -147,3 +150,40 @@ def draw_fps(frame: np.ndarray, fps: float, extra: str = "") -> np.ndarray:
     """``"12.3 FPS  <extra>"`` in the top-left corner, on a dark box; in place."""
     text = f"{fps:.1f} FPS" + (f"  {extra}" if extra else "")
     return draw_label(frame, text, (0, 0), (32, 32, 32), above=False)
+
+
+def contact_sheet(
+    tiles: Sequence[tuple[np.ndarray, str]],
+    *,
+    columns: int = 4,
+    width: int = 320,
+    legend: Sequence[tuple[str, tuple[int, int, int]]] = (),
+) -> np.ndarray:
+    """One BGR image of ``tiles`` (BGR frames, each scaled to ``width`` pixels wide, with its
+    caption under it) on a grid of ``columns``, and under it a ``legend`` of (name, RGB colour)
+    swatches, so that a wrong palette or a swapped class list shows at a glance."""
+    if not tiles:
+        raise ValueError("contact_sheet needs at least one tile")
+    caption_h = 22
+    scaled = [
+        cv2.resize(t, (width, max(1, round(t.shape[0] * width / t.shape[1]))), cv2.INTER_AREA)
+        for t, _ in tiles
+    ]
+    cell_h = max(t.shape[0] for t in scaled) + caption_h
+    rows = -(-len(tiles) // columns)
+    sheet = np.full((rows * cell_h, columns * width, 3), 255, np.uint8)
+    for i, (tile, (_, caption)) in enumerate(zip(scaled, tiles, strict=True)):
+        y, x = (i // columns) * cell_h, (i % columns) * width
+        sheet[y : y + tile.shape[0], x : x + width] = tile
+        cv2.putText(
+            sheet, caption[-40:], (x + 4, y + cell_h - 7), _FONT, 0.42, (0, 0, 0), 1, cv2.LINE_AA
+        )
+    if not legend:
+        return sheet
+    per_row = max(1, columns * width // 160)
+    strip = np.full((-(-len(legend) // per_row) * 20 + 6, sheet.shape[1], 3), 255, np.uint8)
+    for i, (name, rgb) in enumerate(legend):
+        y, x = (i // per_row) * 20 + 4, (i % per_row) * 160 + 4
+        cv2.rectangle(strip, (x, y), (x + 14, y + 14), tuple(int(c) for c in rgb[::-1]), -1)
+        cv2.putText(strip, name[:20], (x + 20, y + 12), _FONT, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([sheet, strip])

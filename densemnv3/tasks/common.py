@@ -69,7 +69,13 @@ def ensure_synthetic(cfg: Config) -> None:
     from densemnv3.data.synthetic import make_synthetic, synthetic_exists
 
     root = Path(cfg.data.root)
-    kwargs = dict(train=spec.train, val=spec.val, size=tuple(spec.size), seed=spec.seed)
+    kwargs = dict(
+        train=spec.train,
+        val=spec.val,
+        size=tuple(spec.size),
+        seed=spec.seed,
+        format=cfg.data.format or "cityscapes",
+    )
     if dist_utils.is_main_process() and not synthetic_exists(root, **kwargs):
         print(f"generating the synthetic dataset at {root} (first use) ...", flush=True)
         make_synthetic(root, **kwargs)

@@ -11,13 +11,29 @@ from torch.utils.data import DataLoader, Subset
 
 from densemnv3.config import Config
 from densemnv3.data.coco import CocoDetection, detection_collate
+from densemnv3.data.formats import detection_dataset
 from densemnv3.data.transforms import det_eval_transform, det_train_transform
 from densemnv3.engine import distributed as dist_utils
 from densemnv3.engine.sampler import shard_indices
+from densemnv3.errors import ConfigError
 from densemnv3.evaluation.coco import CocoEvaluator, DetMetrics, format_ap_table
 
 from .common import TaskBase, eval_progress, prepare_for_eval
 from .registry import register_task
+
+
+def check_detection_classes(cfg: Config, dataset: CocoDetection) -> None:
+    """A ConfigError when the model has fewer outputs than the dataset's labels; the names of a
+    YOLO or VOC dataset are written into the config (``data.classes``), so that its checkpoints
+    name them."""
+    needed = dataset.num_classes
+    if cfg.model.num_classes < needed:
+        raise ConfigError(
+            f"model.num_classes is {cfg.model.num_classes} but {dataset.ann_file} has "
+            f"{needed - 1} classes plus the background; set cfg.model.num_classes = {needed}"
+        )
+    if cfg.data.classes is None and (cfg.data.format or "coco") != "coco":
+        cfg.data.classes = tuple(dataset.class_names[1:])
 
 
 def category_table(dataset) -> Tensor:
@@ -72,23 +88,13 @@ class DetectionTask(TaskBase):
 
     def dataset(self, split: str, *, train: bool) -> CocoDetection:
         d = self.cfg.data
-        images, ann = (
-            (d.train_images, d.train_ann) if split == d.train_split else (d.val_images, d.val_ann)
-        )
-        root = Path(d.root)
         if train:
             transform = det_train_transform(d.image_size, zoom_out=d.zoom_out, iou_crop=d.iou_crop)
         else:
             transform = det_eval_transform(d.image_size)
-        return CocoDetection(
-            root / images,
-            root / ann,
-            transform,
-            label_mapping=d.label_mapping,
-            skip_bad=d.skip_bad,
-            cache=d.cache_images,
-            max_pixels=d.max_image_pixels,
-        )
+        dataset = detection_dataset(d, split, transform)
+        check_detection_classes(self.cfg, dataset)
+        return dataset
 
     def collate(self, batch: list) -> Any:
         return detection_collate(batch)

@@ -1,7 +1,9 @@
 """Segmentation and detection of the same frames with one multi-task model (LR-ASPP + SSDLite).
 
 Data: a Cityscapes layout, masks from ``_labelIds`` and boxes from ``_instanceIds``
-(:class:`~densemnv3.data.multitask.CityscapesMultiTask`), one albumentations pipeline for both.
+(:class:`~densemnv3.data.multitask.CityscapesMultiTask`), or any segmentation layout with a
+detection layout of the same images (``data.det_format``,
+:class:`~densemnv3.data.multitask_pairs.PairedMultiTask`); one albumentations pipeline for both.
 Training: ``loss.seg_weight`` × cross entropy + ``loss.det_weight`` × the SSD losses, each
 logged. Evaluation: one pass gives the per-class IoU (the segmentation task's confusion matrix)
 and pycocotools' AP (the detection task's evaluator); ``best.pt`` follows
@@ -10,6 +12,7 @@ and pycocotools' AP (the detection task's evaluator); ``best.pt`` follows
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,9 @@ from torch.utils.data import DataLoader, Subset
 
 from densemnv3.config import Config
 from densemnv3.data.coco import detection_collate
+from densemnv3.data.formats import detection_dataset, segmentation_dataset
 from densemnv3.data.multitask import THING_LABEL_IDS, CityscapesMultiTask
+from densemnv3.data.multitask_pairs import PairedMultiTask
 from densemnv3.engine import distributed as dist_utils
 from densemnv3.engine.sampler import shard_indices
 from densemnv3.errors import ConfigError
@@ -31,6 +36,17 @@ from .common import eval_progress, prepare_for_eval
 from .detection import add_detections, category_table, coco_metrics
 from .registry import register_task
 from .segmentation import SegmentationTask, SegScoring, timing_line
+
+#: The detection outputs of the multi-task builders by default: the 8 Cityscapes things + 1.
+CITYSCAPES_DET_CLASSES = len(THING_LABEL_IDS) + 1
+
+
+def _check_det_classes(have: int, needed: int, source: str) -> None:
+    if have < needed:
+        raise ConfigError(
+            f"model.options.det_num_classes: {source} has {needed - 1} classes with boxes "
+            f"plus the background; set it to {needed}"
+        )
 
 
 @register_task("multitask")
@@ -48,14 +64,25 @@ class MultiTaskTask(SegmentationTask):
 
     def build_model(self) -> nn.Module:
         model = super().build_model()
-        needed = len(THING_LABEL_IDS) + 1
-        if getattr(model, "det_num_classes", needed) < needed:
-            raise ConfigError(
-                f"model.options.det_num_classes: the multi-task data has {needed - 1} thing "
-                f"classes plus the background; set it to {needed}"
-            )
+        if self.cfg.data.det_format is None:  # Cityscapes' instance boxes
+            have = getattr(model, "det_num_classes", CITYSCAPES_DET_CLASSES)
+            _check_det_classes(have, CITYSCAPES_DET_CLASSES, "the multi-task data")
         model.seg_loss = self.seg_loss
         return model
+
+    def dataset(self, split: str, *, train: bool):
+        """Cityscapes' masks and instance boxes, or (``data.det_format``) a segmentation layout
+        and a detection layout of the same images, paired by file name."""
+        d = self.cfg.data
+        if d.det_format is None:
+            return super().dataset(split, train=train)
+        seg = segmentation_dataset(d, split, None, classes=self.checked_classes())
+        det = detection_dataset(
+            dataclasses.replace(d, format=d.det_format), split, None, root=d.det_root
+        )
+        have = self.cfg.model.options.get("det_num_classes", CITYSCAPES_DET_CLASSES)
+        _check_det_classes(have, det.num_classes, str(det.ann_file))
+        return PairedMultiTask(seg, det, self.transform(train), skip_bad=d.skip_bad)
 
     def collate(self, batch: list) -> Any:
         return detection_collate(batch)

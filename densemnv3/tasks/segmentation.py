@@ -1,7 +1,8 @@
-"""Semantic segmentation on a Cityscapes-layout dataset with an LR-ASPP model."""
+"""Semantic segmentation with an LR-ASPP model on a dataset of any layout (``data.format``)."""
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -11,12 +12,13 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
 from densemnv3.config import Config
-from densemnv3.data.cityscapes import CityscapesSegmentation
-from densemnv3.data.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
+from densemnv3.data.classes import ClassList
+from densemnv3.data.formats import segmentation_classes, segmentation_dataset
+from densemnv3.data.segmentation import SegmentationDataset
 from densemnv3.data.transforms import seg_eval_transform, seg_train_transform
 from densemnv3.engine import distributed as dist_utils
 from densemnv3.engine.sampler import shard_indices
-from densemnv3.errors import DataError
+from densemnv3.errors import ConfigError, DataError
 from densemnv3.evaluation.cityscapes import InstanceStats
 from densemnv3.evaluation.segmentation import ConfusionMatrix, SegMetrics, format_iou_table
 from densemnv3.inference.argmax import label_map
@@ -36,9 +38,15 @@ class SegScoring:
 
     def __init__(self, cfg: Config, dataset: Dataset, device: torch.device) -> None:
         self.cfg, self.dataset = cfg, dataset
-        self.confmat = ConfusionMatrix(NUM_CLASSES, IGNORE_INDEX, device=device)
+        classes = dataset.classes
+        self.confmat = ConfusionMatrix(len(classes), classes.ignore_index, device=device)
+        self.official = dataset.official_scores
         find_missing = getattr(dataset, "missing_instance_ids", None)  # a Cityscapes layout's
-        self.instances = InstanceStats(device) if find_missing and find_missing() is None else None
+        self.instances = (
+            InstanceStats(device)
+            if self.official and find_missing and find_missing() is None
+            else None
+        )
         self.crop = tuple(cfg.eval.crop or cfg.data.crop_size)
         self.seconds, self.images = 0.0, 0
 
@@ -89,7 +97,7 @@ class SegScoring:
             "eval_mode": describe(self.cfg.eval, crop=self.crop),
             "ms_per_image": 1000 * self.seconds / max(self.images, 1),
         }
-        return self.confmat.compute(self.instances), timing
+        return self.confmat.compute(self.instances, official=self.official), timing
 
 
 def timing_line(metrics: dict[str, Any]) -> str:
@@ -103,13 +111,14 @@ def timing_line(metrics: dict[str, Any]) -> str:
 @register_task("segmentation")
 class SegmentationTask(TaskBase):
     """Cross-entropy training (over the hard pixels only with ``loss.ohem_thresh``) and
-    confusion-matrix evaluation (mIoU over the 19 train ids)."""
+    confusion-matrix evaluation (mIoU over the dataset's classes; Cityscapes' official
+    category and instance scores on its layout)."""
 
     metric = "mIoU"
-    class_names = CLASS_NAMES
 
-    #: The dataset of the Cityscapes layout, and whether its training crops keep instance boxes.
-    dataset_class: type[CityscapesSegmentation] = CityscapesSegmentation
+    #: The dataset class when not the format's own (the multi-task one), and whether training
+    #: crops keep instance boxes.
+    dataset_class: type[SegmentationDataset] | None = None
     boxes = False
 
     def __init__(self, cfg: Config) -> None:
@@ -117,23 +126,52 @@ class SegmentationTask(TaskBase):
         self.last_metrics: SegMetrics | None = None
         self.seg_loss = segmentation_loss(cfg.loss)
 
-    def dataset(self, split: str, *, train: bool) -> CityscapesSegmentation:
+    @functools.cached_property
+    def classes(self) -> ClassList:
+        """The dataset's classes (``data.format``'s rule: config, ``classes.txt``, standard).
+        Read from the data, they are written into the config, so that checkpoints and the
+        tools that read them (the Predictor, ``predict``, the demo) name and colour them."""
         d = self.cfg.data
-        scales = tuple(d.scale_range)
-        transform = (
-            seg_train_transform(tuple(d.crop_size), scale_range=scales, boxes=self.boxes)
-            if train
-            else seg_eval_transform(resize=tuple(d.eval_resize) if d.eval_resize else None)
-        )
-        return self.dataset_class(
-            d.root,
+        classes = segmentation_classes(d)
+        if d.classes is None and (d.format or "cityscapes") != "cityscapes":
+            d.classes = classes.names
+            if classes.palette is not None and d.palette is None:
+                d.palette = tuple(tuple(int(v) for v in c) for c in classes.palette)
+        return classes
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.classes.names
+
+    def dataset(self, split: str, *, train: bool) -> SegmentationDataset:
+        d = self.cfg.data
+        return segmentation_dataset(
+            d,
             split,
-            transform,
-            skip_bad=d.skip_bad,
-            cache=d.cache_images,
+            self.transform(train),
+            classes=self.checked_classes(),
+            dataset_class=self.dataset_class,
             decoded_cache=d.decoded_cache if train else None,
-            max_pixels=d.max_image_pixels,
         )
+
+    def checked_classes(self) -> ClassList:
+        """:attr:`classes`, or a ConfigError when the model has another number of classes."""
+        classes = self.classes
+        if self.cfg.model.num_classes != len(classes):
+            raise ConfigError(
+                f"model.num_classes is {self.cfg.model.num_classes} but the dataset has "
+                f"{len(classes)} classes ({classes.source}); set cfg.model.num_classes = "
+                f"{len(classes)} (or --set model.num_classes={len(classes)})"
+            )
+        return classes
+
+    def transform(self, train: bool):
+        """The albumentations pipeline of training (random scale, crop, flip) or evaluation."""
+        d = self.cfg.data
+        if train:
+            scales = tuple(d.scale_range)
+            return seg_train_transform(tuple(d.crop_size), scale_range=scales, boxes=self.boxes)
+        return seg_eval_transform(resize=tuple(d.eval_resize) if d.eval_resize else None)
 
     def collate(self, batch: list) -> Any:
         return default_collate(batch)

@@ -29,6 +29,7 @@ TOOLS = {
     "benchmark": "benchmark",
     "make-synthetic": "make_synthetic",
     "cache-dataset": "cache_dataset",
+    "data": "data",
     "netadapt": "netadapt",
 }
 

@@ -168,12 +168,12 @@ def test_layout_errors(tmp_path):
         CityscapesSegmentation(tmp_path, "test")
     _, label_path = write_pair(tmp_path, "b_000000_000000", rgb_image(), quadrant_label())
     label_path.unlink()
-    with pytest.raises(DataError, match="image without a label") as info:
+    with pytest.raises(DataError, match="image without a mask") as info:
         CityscapesSegmentation(tmp_path, "train")
     assert str(label_path) in str(info.value)
     image_path, label_path = write_pair(tmp_path, "b_000000_000000", rgb_image(), quadrant_label())
     image_path.unlink()
-    with pytest.raises(DataError, match="label without an image") as info:
+    with pytest.raises(DataError, match="mask without an image") as info:
         CityscapesSegmentation(tmp_path, "train")
     assert str(label_path) in str(info.value) and str(image_path) in str(info.value)
 
@@ -207,8 +207,8 @@ def test_skip_bad_drops_images_without_labels(tmp_path):
     dataset = CityscapesSegmentation(tmp_path, "train", skip_bad=True)
     assert len(dataset) == 1
     assert [path for path, _ in dataset.bad_files] == [str(image_path), str(lone_label)]
-    assert "image without a label" in dataset.bad_files[0][1]
-    assert "label without an image" in dataset.bad_files[1][1]
+    assert "image without a mask" in dataset.bad_files[0][1]
+    assert "mask without an image" in dataset.bad_files[1][1]
 
 
 def test_cache_serves_decoded_pairs_after_the_first_read(tiny_synthetic, tmp_path):

@@ -40,6 +40,6 @@ def test_a_detector_too_small_for_the_things_is_a_config_error(tiny_synthetic):
     )
     cfg.data.root = str(tiny_synthetic)
     with pytest.raises(
-        ConfigError, match="model.options.det_num_classes: .* 8 thing classes .* set it to 9"
+        ConfigError, match="model.options.det_num_classes: .* 8 classes with boxes .* set it to 9"
     ):
         build_task(cfg).build_model()

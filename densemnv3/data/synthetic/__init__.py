@@ -6,6 +6,8 @@ vanishing point, sidewalks, poles, signs and traffic lights) with things at many
 occlusions: cars, trucks, buses, trams, pedestrians, cyclists and motorcyclists.
 
 - ``writer``: this public API; the Cityscapes PNGs, COCO json and videos on disk.
+- ``formats``: :func:`write_format` converts a written set into the other layouts (:data:`FORMATS`:
+  folder, Pascal VOC, ADE20K, YOLO); ``make_synthetic(..., format=...)`` uses it.
 - ``scene``: the typed description of a street; ``street`` and ``things`` draw one at random.
 - ``render``: paints a scene at time t (``draw_street``, ``draw_things``) on the ``camera``'s
   canvas, in the colours of ``palette``.
@@ -13,6 +15,7 @@ occlusions: cars, trucks, buses, trams, pedestrians, cyclists and motorcyclists.
 
 from densemnv3.data.labels import THING_IDS
 
+from .formats import FORMATS, write_format
 from .writer import (
     CITIES,
     MIN_AREA,
@@ -25,6 +28,7 @@ from .writer import (
 
 __all__ = [
     "CITIES",
+    "FORMATS",
     "MIN_AREA",
     "THING_IDS",
     "describe",
@@ -32,4 +36,5 @@ __all__ = [
     "make_synthetic_video",
     "synthetic_exists",
     "synthetic_video_frames",
+    "write_format",
 ]

@@ -10,8 +10,8 @@ import json
 import multiprocessing as mp
 import numbers
 import os
-import shutil
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -23,6 +23,7 @@ from densemnv3.data.labels import ID_PALETTE, LABELS, THING_NAMES
 from densemnv3.errors import DataError, UserError
 from densemnv3.utils.files import WriteError, disk_error, storage_problem, write_image, write_text
 
+from .formats import FORMATS, check_format, convert_generated, layout_files, remove_layout
 from .render import render
 from .street import MAX_SPEED, make_scene
 
@@ -39,7 +40,6 @@ _VIDEO_KEY = 2
 _FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG"}
 _COMPLETE = ".complete"
 _IN_PROGRESS = ".in_progress"
-_OWN_DIRS = ("leftImg8bit", "gtFine", "annotations")
 _UNFINISHED = (
     f"the files of the unfinished set were removed (it has no {_COMPLETE}, so no run "
     "takes it as complete); free some space and run again"
@@ -60,6 +60,7 @@ def make_synthetic(
     seed: int = 0,
     progress: bool = True,
     workers: int | None = None,
+    format: str = "cityscapes",
 ) -> Path:
     """Write ``train`` + ``val`` synthetic street images of ``size`` (H, W) under ``out``.
 
@@ -67,11 +68,20 @@ def make_synthetic(
     ``annotations/instances_{split}.json``; ``out/.complete`` is written last. ``out`` must be new,
     empty or an earlier synthetic set (which is replaced). ``workers`` defaults to up to 2
     processes (a plain loop for a handful of images); it does not change the output. A full disk
-    is a :class:`WriteError`, after the files written so far are removed.
+    is a :class:`WriteError`, after the files written so far are removed. Another ``format`` (see
+    :mod:`.formats`) is generated in a temporary sibling of ``out``, then converted into ``out``.
     """
-    marker = _marker(train=train, val=val, size=size, seed=seed)
+    marker = _marker(train=train, val=val, size=size, seed=seed, format=format)
     out = Path(out)
     _prepare(out, marker)
+    if "format" in marker:
+        kwargs = dict(
+            train=train, val=val, size=size, seed=seed, progress=progress, workers=workers
+        )
+        convert_generated(out, marker["format"], partial(make_synthetic, **kwargs), _UNFINISHED)
+        _write_json(out / _COMPLETE, marker, _UNFINISHED)
+        (out / _IN_PROGRESS).unlink()
+        return out
     tasks = [
         (str(out), split, index, tuple(marker["size"]), marker["seed"])
         for split in ("train", "val")
@@ -85,8 +95,7 @@ def make_synthetic(
         storage = disk_error(err)
         if storage is None and not isinstance(err, WriteError):
             raise
-        for name in _OWN_DIRS:  # the workers are stopped by now; the marker stays: the dir is ours
-            shutil.rmtree(out / name, ignore_errors=True)
+        remove_layout(out, "cityscapes")  # the workers are stopped; the marker stays: it is ours
         if isinstance(err, WriteError):
             raise
         raise WriteError(
@@ -115,13 +124,14 @@ def synthetic_exists(
     val: int = 50,
     size: tuple[int, int] = (256, 512),
     seed: int = 0,
+    format: str = "cityscapes",
 ) -> bool:
-    """True when ``out`` holds a complete synthetic set made with these arguments."""
+    """True when ``out`` holds a complete synthetic set made with these arguments and layout."""
     try:
         found = json.loads((Path(out) / _COMPLETE).read_text())
     except (OSError, ValueError):
         return False
-    return found == _marker(train=train, val=val, size=size, seed=seed)
+    return found == _marker(train=train, val=val, size=size, seed=seed, format=format)
 
 
 def describe(out: str | os.PathLike) -> dict:
@@ -191,12 +201,15 @@ def make_synthetic_video(
     return path
 
 
-def _marker(*, train: int, val: int, size: tuple[int, int], seed: int) -> dict:
+def _marker(
+    *, train: int, val: int, size: tuple[int, int], seed: int, format: str = "cityscapes"
+) -> dict:
+    layout = check_format(format)  # "coco" is the Cityscapes tree: no key, as before formats
     for name, count in (("train", train), ("val", val)):
         if not isinstance(count, numbers.Integral) or count < 0:
             raise UserError(f"{name} must be a non-negative integer, got {count!r}")
     height, width = _check_size(size)
-    return {
+    marker = {
         "generator": "densemnv3.data.synthetic",
         "version": _VERSION,
         "train": int(train),
@@ -204,6 +217,7 @@ def _marker(*, train: int, val: int, size: tuple[int, int], seed: int) -> dict:
         "size": [height, width],
         "seed": _check_seed(seed),
     }
+    return marker if layout == "cityscapes" else {**marker, "format": layout}
 
 
 def _check_size(size: tuple[int, int]) -> tuple[int, int]:
@@ -238,8 +252,7 @@ def _prepare(out: Path, marker: dict) -> None:
             )
         _write_json(out / _IN_PROGRESS, marker)
         (out / _COMPLETE).unlink(missing_ok=True)
-        for name in _OWN_DIRS:
-            shutil.rmtree(out / name, ignore_errors=True)
+        remove_layout(out, earlier.get("format", "cityscapes"))
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / _IN_PROGRESS, marker)
 
@@ -255,17 +268,13 @@ def _read_marker(path: Path) -> dict | None:
 def _foreign_files(out: Path, marker: dict) -> list[Path]:
     """Files under ``out`` that the set ``marker`` describes does not have (a user's own data
     put there, or a set of other counts), which regenerating it must not delete."""
-    own = {out / _COMPLETE, out / _IN_PROGRESS}
-    own |= {out / "annotations" / f"instances_{split}.json" for split in _SPLIT_KEYS}
-    for split in _SPLIT_KEYS:
-        count = marker.get(split)
-        for index in range(count if isinstance(count, int) else 0):
-            city, stem = _stem(split, index)
-            own.add(out / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png")
-            own |= {
-                out / "gtFine" / split / city / f"{stem}_gtFine_{kind}.png"
-                for kind in ("labelIds", "instanceIds", "color")
-            }
+    counts = {split: marker.get(split) for split in _SPLIT_KEYS}
+    stems = {
+        s: [_stem(s, i) for i in range(n if isinstance(n, int) else 0)] for s, n in counts.items()
+    }
+    layout = marker.get("format", "cityscapes")  # one this version does not know: none is ours
+    own = {out / name for name in layout_files(layout, stems)} if layout in FORMATS else set()
+    own |= {out / _COMPLETE, out / _IN_PROGRESS}
     return sorted(
         p
         for p in out.rglob("*")
