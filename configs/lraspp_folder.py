@@ -20,7 +20,7 @@ colours ``cfg.data.palette``). Look at the data before training:
 from densemnv3.config import DataConfig, ScheduleConfig
 from densemnv3.configs.lraspp_cityscapes import cfg
 
-cfg.model.num_classes = 2  # the number of classes in classes.txt (the tools say if it differs)
+cfg.model.num_classes = None  # the dataset's: as many as classes.txt names
 cfg.model.options = {"pool": "global"}
 cfg.model.backbone_weights = None  # a local torchvision ImageNet checkpoint: worth it on small sets
 cfg.data = DataConfig(

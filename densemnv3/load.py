@@ -94,6 +94,8 @@ def reconcile_config(
         return cfg
     if cfg.model.widths is None:  # a NetAdapt checkpoint describes its widths; a config cannot
         cfg.model.widths = saved.model.widths
+    if cfg.model.num_classes is None:  # the dataset's: what training read and recorded
+        cfg.model.num_classes = saved.model.num_classes
     differ = [
         f"model.{k} {getattr(saved.model, k)!r} (config: {getattr(cfg.model, k)!r})"
         for k in _MODEL_KEYS
@@ -171,8 +173,11 @@ def load_model(
                 f"config it was trained with; give that config too "
                 f"(CONFIG --weights {info.path})"
             )
+        recorded = cfg.model.num_classes
         for override in overrides:
             apply_override(cfg, override)
+        if cfg.model.num_classes is None:  # the dataset's: what training read and recorded
+            cfg.model.num_classes = recorded
         validate(cfg)
     else:
         chosen = [o.partition("=")[0].strip() for o in overrides]

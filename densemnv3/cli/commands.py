@@ -268,17 +268,15 @@ def _note_resized_frames(model, dataset) -> None:
 
 
 def _png_writer(folder: Path, dataset):
-    """``on_prediction(index, pred)`` writing each prediction as a label-id PNG named as the
-    official Cityscapes evaluation expects; each file is whole or absent, and a full disk stops
-    the evaluation with one line."""
+    """``on_prediction(index, pred)`` writing each prediction as a PNG of the values the
+    dataset's masks hold (Cityscapes: label ids, named as its official evaluation expects); each
+    file is whole or absent, and a full disk stops the evaluation with one line."""
     import torch
-
-    from densemnv3.evaluation.segmentation import label_ids_from_train_ids
 
     folder.mkdir(parents=True, exist_ok=True)
 
     def on_prediction(index: int, pred: torch.Tensor) -> None:
-        ids = label_ids_from_train_ids(pred.to(torch.uint8).cpu().numpy())
+        ids = dataset.stored_values(pred.to(torch.uint8).cpu().numpy())
         write_image(
             folder / f"{dataset.sample_id(index)}.png",
             ids,

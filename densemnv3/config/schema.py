@@ -30,7 +30,10 @@ class ModelConfig:
     """Which model to build: ``name`` is a builder in :mod:`densemnv3.models`."""
 
     name: str = "lraspp_mobilenet_v3_large"
-    num_classes: int = 19
+    #: Classifier outputs (detection: the classes + the background); None: the dataset's,
+    #: read when a task builds its data or model (training writes the number into the run's
+    #: config and checkpoints).
+    num_classes: int | None = 19
     #: Extra keyword arguments of the builder (``pool``, ``width_mult``, ``output_stride``, ...).
     options: dict[str, Any] = field(default_factory=dict)
     #: The backbone, replacing the one ``name`` fixes: a registry name (``"mobilenet_v2"``,
@@ -75,6 +78,9 @@ class DataConfig:
     #: file stem, under ``det_root`` or ``root``); None: Cityscapes' instance ids.
     det_format: str | None = None
     det_root: str | None = None
+    #: Multi-task with ``det_format``: the detection class names (as ``classes``; training
+    #: writes those it read here).
+    det_classes: tuple[str, ...] | None = None
     #: Class names in label order and their RGB colours; None: from the data (``classes.txt`` /
     #: ``classes.json`` in ``root``, a YOLO YAML's ``names``) or the format's standard list.
     classes: tuple[str, ...] | None = None

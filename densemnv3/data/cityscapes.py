@@ -10,7 +10,13 @@ import numpy as np
 from densemnv3.config import DataConfig
 from densemnv3.data.classes import ClassList
 from densemnv3.data.io import read_instance_ids
-from densemnv3.data.labels import CLASS_NAMES, ID_TO_TRAIN_ID, TRAIN_ID_PALETTE, VALID_LABEL_IDS
+from densemnv3.data.labels import (
+    CLASS_NAMES,
+    ID_TO_TRAIN_ID,
+    TRAIN_ID_PALETTE,
+    TRAIN_ID_TO_ID,
+    VALID_LABEL_IDS,
+)
 from densemnv3.data.segmentation import MaskTable, SegmentationDataset, pair_by_key
 from densemnv3.errors import DataError
 
@@ -94,6 +100,10 @@ class CityscapesSegmentation(SegmentationDataset):
     @staticmethod
     def _key(path: Path, suffix: str) -> tuple[str, str]:
         return path.parent.name, path.name[: -len(suffix)]
+
+    def stored_values(self, labels: np.ndarray) -> np.ndarray:
+        """Train ids as label ids: what the official evaluation script reads."""
+        return TRAIN_ID_TO_ID[labels]
 
     def sample_id(self, index: int) -> str:
         """``{city}_{seq}_{frame}`` of a sample, as the official evaluation's file names hold it."""

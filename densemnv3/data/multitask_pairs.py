@@ -81,6 +81,9 @@ class PairedMultiTask(Dataset):
     def __len__(self) -> int:
         return len(self._pairs)
 
+    def stored_values(self, labels: np.ndarray) -> np.ndarray:
+        return self.seg.stored_values(labels)
+
     def sample_id(self, index: int) -> str:
         return self.seg.sample_id(self._pairs[index][0])
 

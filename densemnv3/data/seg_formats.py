@@ -203,6 +203,10 @@ class ADE20K(SegmentationDataset):
         )
         return MaskTable(lut, valid, fix)
 
+    def stored_values(self, labels: np.ndarray) -> np.ndarray:
+        """Class k as k+1, ignored pixels as 0 ("other")."""
+        return np.where(labels == self.classes.ignore_index, 0, labels + 1).astype(np.uint8)
+
     def _scan(self):
         folder = ADE20K_SPLITS.get(self.split, self.split)
         images_dir = self.root / "images" / folder

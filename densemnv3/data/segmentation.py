@@ -162,6 +162,11 @@ class SegmentationDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def stored_values(self, labels: np.ndarray) -> np.ndarray:
+        """Labels (H, W) as this layout's masks store them: a prediction saved that way reads
+        back as a mask (``eval --save-predictions``)."""
+        return labels.astype(np.uint8, copy=False)
+
     def sample_id(self, index: int) -> str:
         """The sample's name: its image's file name without the extension."""
         return Path(self.samples[index][0]).stem

@@ -188,10 +188,13 @@ class CocoEvaluator:
         )
 
     def write_results(self, path: str | Path) -> Path:
-        """Write the results JSON (the file COCO's tools and ``COCO.loadRes`` read)."""
+        """Write the results JSON (the file COCO's tools and ``COCO.loadRes`` read), each result
+        with its image's ``file_name`` too (the ids of a YOLO or VOC set are made in memory)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.results))
+        images = self.coco_gt.imgs
+        named = [r | {"file_name": images[r["image_id"]]["file_name"]} for r in self.results]
+        path.write_text(json.dumps(named))
         return path
 
     def reset(self) -> None:

@@ -172,8 +172,8 @@ class Predictor:
             self.input_size = tuple(int(s) for s in resize) if resize else None
             mean, std = IMAGENET_MEAN, IMAGENET_STD
             self.class_names = list(class_names) if class_names is not None else None
-            if self.task == "multitask" and class_names is None:
-                self.class_names = ["__background__", *THING_NAMES]  # CityscapesMultiTask's labels
+            if self.task == "multitask" and class_names is None:  # det_format's, or Cityscapes'
+                self.class_names = ["__background__", *(cfg.data.det_classes or THING_NAMES)]
         else:
             self.input_size = detector_input_size(cfg.data.image_size)
             mean, std = _DET_MEAN, _DET_STD

@@ -32,6 +32,11 @@ def build_model(cfg: ModelConfig) -> nn.Module:
         MODELS.get(cfg.name)
     except ConfigError as err:
         raise ConfigError(f"model.name: {err}") from None
+    if cfg.num_classes is None:
+        raise ConfigError(
+            "model.num_classes is None (the dataset's): the tools read it from the data; to "
+            "build the model alone, give the number (--set model.num_classes=N)"
+        )
     spec = backbone_spec(cfg.backbone)
     builder_name = HEADS.get(cfg.name, cfg.name) if spec is not None else cfg.name
     if spec is not None and not generic(builder_name):

@@ -23,10 +23,13 @@ from .registry import register_task
 
 
 def check_detection_classes(cfg: Config, dataset: CocoDetection) -> None:
-    """A ConfigError when the model has fewer outputs than the dataset's labels; the names of a
+    """A ConfigError when the model has fewer outputs than the dataset's labels (None: it gets
+    as many); the names of a
     YOLO or VOC dataset are written into the config (``data.classes``), so that its checkpoints
     name them."""
     needed = dataset.num_classes
+    if cfg.model.num_classes is None:
+        cfg.model.num_classes = needed
     if cfg.model.num_classes < needed:
         raise ConfigError(
             f"model.num_classes is {cfg.model.num_classes} but {dataset.ann_file} has "
@@ -95,6 +98,11 @@ class DetectionTask(TaskBase):
         dataset = detection_dataset(d, split, transform)
         check_detection_classes(self.cfg, dataset)
         return dataset
+
+    def build_model(self) -> nn.Module:
+        if self.cfg.model.num_classes is None:  # the dataset's: its labels say how many
+            self.val_dataset()
+        return super().build_model()
 
     def collate(self, batch: list) -> Any:
         return detection_collate(batch)

@@ -77,11 +77,12 @@ class MultiTaskTask(SegmentationTask):
         if d.det_format is None:
             return super().dataset(split, train=train)
         seg = segmentation_dataset(d, split, None, classes=self.checked_classes())
-        det = detection_dataset(
-            dataclasses.replace(d, format=d.det_format), split, None, root=d.det_root
-        )
+        boxes = dataclasses.replace(d, format=d.det_format, classes=d.det_classes)
+        det = detection_dataset(boxes, split, None, root=d.det_root)
         have = self.cfg.model.options.get("det_num_classes", CITYSCAPES_DET_CLASSES)
         _check_det_classes(have, det.num_classes, str(det.ann_file))
+        if d.det_classes is None:  # recorded, so that the checkpoint names its boxes
+            d.det_classes = tuple(det.class_names[1:])
         return PairedMultiTask(seg, det, self.transform(train), skip_bad=d.skip_bad)
 
     def collate(self, batch: list) -> Any:

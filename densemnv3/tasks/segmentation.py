@@ -154,9 +154,17 @@ class SegmentationTask(TaskBase):
             decoded_cache=d.decoded_cache if train else None,
         )
 
+    def build_model(self) -> nn.Module:
+        if self.cfg.model.num_classes is None:
+            self.checked_classes()
+        return super().build_model()
+
     def checked_classes(self) -> ClassList:
-        """:attr:`classes`, or a ConfigError when the model has another number of classes."""
+        """:attr:`classes`, or a ConfigError when the model has another number of classes
+        (``model.num_classes`` None: it becomes theirs)."""
         classes = self.classes
+        if self.cfg.model.num_classes is None:
+            self.cfg.model.num_classes = len(classes)
         if self.cfg.model.num_classes != len(classes):
             raise ConfigError(
                 f"model.num_classes is {self.cfg.model.num_classes} but the dataset has "

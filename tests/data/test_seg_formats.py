@@ -5,6 +5,7 @@ import json
 import cv2
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from densemnv3.config import DataConfig, load_config
@@ -12,6 +13,7 @@ from densemnv3.data.classes import default_palette, read_classes
 from densemnv3.data.formats import segmentation_classes, segmentation_dataset
 from densemnv3.data.summary import summarize
 from densemnv3.errors import ConfigError, DataError
+from densemnv3.models import build_model
 from densemnv3.tasks import build_task
 
 H, W = 6, 8
@@ -164,3 +166,15 @@ def test_cityscapes_refuses_other_classes_and_the_model_must_match(tmp_path):
     assert len(task.dataset("train", train=False)) == 1
     assert cfg.data.classes == ("a", "b", "c")  # recorded for the checkpoint
     assert task.class_names == ("a", "b", "c")
+
+
+def test_num_classes_none_is_the_datasets(tmp_path):
+    folder_set(tmp_path, {"a": labels(0, 2)}, classes="a\nb\nc\nd\n")
+    cfg = load_config(
+        "lraspp_folder", [f"data.root={tmp_path}", "model.name=lraspp_mobilenet_v3_small"]
+    )
+    assert cfg.model.num_classes is None
+    with pytest.raises(ConfigError, match="model.num_classes is None .* give the number"):
+        build_model(cfg.model)  # alone, nothing says how many
+    model = build_task(cfg).build_model()
+    assert cfg.model.num_classes == 4 and model(torch.zeros(1, 3, 64, 64)).shape[1] == 4

@@ -125,9 +125,12 @@ def test_results_and_write_results(coco_gt, tmp_path):
     ev.add(3, np.array([[100.004, 20.0, 130.0, 80.0]]), np.array([0.5]), np.array([PERSON]))
     path = ev.write_results(tmp_path / "out" / "detections.json")
     data = json.loads(path.read_text())
-    assert data == [
-        {"image_id": 1, "category_id": PERSON, "bbox": [10.0, 10.0, 20.0, 40.0], "score": 0.12346},
-        {"image_id": 3, "category_id": PERSON, "bbox": [100.0, 20.0, 30.0, 60.0], "score": 0.5},
+    names = [coco_gt.imgs[i]["file_name"] for i in (1, 3)]
+    assert data == [  # with each image's file name: the ids of a YOLO or VOC set are made here
+        {"image_id": 1, "category_id": PERSON, "bbox": [10.0, 10.0, 20.0, 40.0], "score": 0.12346}
+        | {"file_name": names[0]},
+        {"image_id": 3, "category_id": PERSON, "bbox": [100.0, 20.0, 30.0, 60.0], "score": 0.5}
+        | {"file_name": names[1]},
     ]
     assert all(type(v) is float for v in data[0]["bbox"])
     assert coco_gt.loadRes(str(path)).getAnnIds() == [1, 2]  # pycocotools reads it back

@@ -76,8 +76,23 @@ def fitted(tiny_synthetic, tmp_path_factory) -> Path:
     return path
 
 
+def _saved_as_labels(folder: Path, fmt: str) -> dict[str, np.ndarray]:
+    """``--save-predictions`` PNGs read back as labels: each layout saves its masks' values."""
+    from densemnv3.data.labels import ID_TO_TRAIN_ID
+
+    out = {}
+    for path in sorted(folder.glob("*.png")):
+        values = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        name = path.stem.removesuffix("_leftImg8bit")
+        out[name] = {
+            "cityscapes": lambda v: ID_TO_TRAIN_ID[v],
+            "ade20k": lambda v: np.where(v == 0, 255, v - 1),
+        }.get(fmt, lambda v: v)(values)
+    return out
+
+
 def test_same_masks_give_the_same_metrics_in_every_layout(run_tool, fitted, layouts, tmp_path):
-    metrics = {}
+    metrics, saved = {}, {}
     for fmt in SEG_LAYOUTS:
         proc = run_tool(
             "eval_seg.py",
@@ -85,12 +100,15 @@ def test_same_masks_give_the_same_metrics_in_every_layout(run_tool, fitted, layo
             str(fitted),
             "--out",
             str(tmp_path / fmt),
+            "--save-predictions",
+            str(tmp_path / fmt / "pred"),
             "--set",
             f"data.root={layouts[fmt]}",
             f"data.format={fmt}",
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
         metrics[fmt] = json.loads((tmp_path / fmt / "metrics.json").read_text())
+        saved[fmt] = _saved_as_labels(tmp_path / fmt / "pred", fmt)
     base = metrics["cityscapes"]
     assert 0.2 < base["mIoU"] < 1 and base["images_evaluated"] == 2
     assert sum(1 for v in base["per_class_iou"].values() if v) >= 5
@@ -105,6 +123,9 @@ def test_same_masks_give_the_same_metrics_in_every_layout(run_tool, fitted, layo
                 assert m["per_class_iou"][name] == pytest.approx(iou, abs=1e-6), (fmt, name)
         # Cityscapes' category and instance scores belong to its layout only
         assert "mIoU_category" in base and "mIoU_category" not in m
+        assert saved[fmt].keys() == saved["cityscapes"].keys() and len(saved[fmt]) == 2
+        for name, labels in saved["cityscapes"].items():
+            np.testing.assert_array_equal(saved[fmt][name], labels, err_msg=f"{fmt} {name}")
 
 
 def test_coco_json_and_yolo_txt_give_the_same_12_stats(tiny_synthetic, layouts):
@@ -213,7 +234,7 @@ DET_OVERRIDES = ["model.name=ssdlite320_mobilenet_v3_small", *SHORT]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fmt, classes", [("yolo", 9), ("voc", 20)])
+@pytest.mark.parametrize("fmt, classes", [("yolo", "None"), ("voc", 20)])  # None: the data's
 def test_detection_layout_trains_evaluates_exports_and_predicts(
     fmt, classes, run_tool, layouts, tmp_path
 ):
@@ -229,6 +250,7 @@ def test_detection_layout_trains_evaluates_exports_and_predicts(
         run_tool, DET, "train_det.py", overrides, source, tmp_path, det=True
     )
     config = (work / "config.py").read_text()
+    assert f"num_classes={9 if fmt == 'yolo' else 20}," in config
     assert "classes=('person', 'rider', 'car'" in config or "classes=('road'" in config
     detections = json.loads((tmp_path / "ev" / "detections.json").read_text())
     # the dataset's own class ids: YOLO's 0-7, VOC's positions in its class list (1-19)
@@ -252,6 +274,8 @@ def test_multitask_from_voc_masks_and_voc_boxes(run_tool, layouts, tmp_path):
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["mIoU"] is not None and metrics["AP"] >= 0
     assert len(metrics["per_class_iou"]) == 19
+    # the boxes' class names are in the checkpoint, for the Predictor
+    assert "det_classes=('road', 'sidewalk'" in (tmp_path / "run" / "config.py").read_text()
 
 
 def _broken_sets(layouts, tmp_path) -> tuple[Path, Path]:
