@@ -11,16 +11,14 @@ from xml.etree import ElementTree
 from densemnv3.data.classes import ClassList, read_classes
 from densemnv3.data.detection_formats import BuiltCocoDetection, SampleFault
 from densemnv3.data.io import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS
+from densemnv3.data.labels import VOC_CLASSES
 from densemnv3.errors import DataError, did_you_mean
 
 __all__ = ["VOC_DETECTION_CLASSES", "VOC_DETECTION_CLASSES_LIST", "VocDetection"]
 
-#: Pascal VOC's 20 detection classes; category id = position + 1.
-VOC_DETECTION_CLASSES: tuple[str, ...] = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
-    "train", "tvmonitor",
-)  # fmt: skip
+#: Pascal VOC's 20 detection classes (its segmentation classes less the background);
+#: category id = position + 1.
+VOC_DETECTION_CLASSES: tuple[str, ...] = VOC_CLASSES[1:]
 VOC_DETECTION_CLASSES_LIST = ClassList(VOC_DETECTION_CLASSES, None, "Pascal VOC's 20 classes")
 
 
