@@ -76,6 +76,7 @@ def contact_sheet(dataset, indices: list[int]) -> np.ndarray:
     """BGR sheet of up to 16 samples (evenly spread over ``indices``) with masks and boxes."""
     import cv2
 
+    from densemnv3.data.summary import dataset_file
     from densemnv3.inference.visualize import contact_sheet as grid
     from densemnv3.inference.visualize import draw_detections, overlay_segmentation
 
@@ -93,19 +94,13 @@ def contact_sheet(dataset, indices: list[int]) -> np.ndarray:
         boxes = _boxes(dataset, index, item)
         if boxes is not None:
             draw_detections(frame, boxes, class_names=getattr(dataset, "class_names", None))
-        tiles.append((frame, Path(_file(dataset, index)).name))
+        tiles.append((frame, Path(dataset_file(dataset, index)).name))
     legend = (
         [(n, tuple(int(v) for v in c)) for n, c in zip(classes.names, classes.colours())]
         if classes is not None
         else []
     )
     return grid(tiles, legend=legend)
-
-
-def _file(dataset, index: int) -> str:
-    from densemnv3.data.summary import dataset_file
-
-    return dataset_file(dataset, index)
 
 
 def _boxes(dataset, index: int, item) -> dict | None:

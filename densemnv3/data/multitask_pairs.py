@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from densemnv3.data.checks import find_bad_samples
 from densemnv3.data.coco import CocoDetection
 from densemnv3.data.segmentation import SegmentationDataset
 from densemnv3.errors import DataError
@@ -121,8 +122,6 @@ class PairedMultiTask(Dataset):
 
     def validate(self, progress: bool = True) -> list[tuple[str, str]]:
         """Decode and check every pair (see :meth:`SegmentationDataset.validate`)."""
-        from densemnv3.data.checks import find_bad_samples
-
         found = find_bad_samples(self.load, len(self), desc="checking", progress=progress)
         bad = [(self.samples[i][0], reason) for i, reason in found]
         if len(found) == len(self):
