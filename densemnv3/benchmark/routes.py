@@ -34,7 +34,14 @@ from .models import random_pair
 from .reference import tv_network
 from .timing import time_interleaved
 
-__all__ = ["bench_routes", "format_routes", "route_files"]
+__all__ = [
+    "bench_routes",
+    "drive_frames",
+    "file_metadata",
+    "format_routes",
+    "route_files",
+    "trained_model",
+]
 
 CALIBRATION_IMAGES = 4
 
@@ -46,9 +53,11 @@ def route_files(
     task: str,
     metadata: dict | None = None,
     images: torch.Tensor | None = None,
+    pte: bool = True,
 ) -> dict[str, Path]:
     """The exported files of ``ours`` (a ``task`` model) at ``size`` in ``folder``, by name
-    (``fp32.onnx``, ``int8.onnx``, and with ExecuTorch installed ``fp32.pte``, ``int8.pte``),
+    (``fp32.onnx``, ``int8.onnx``; with OpenVINO installed ``int8_openvino.onnx``, the int8 graph
+    shaped for it; with ExecuTorch installed and ``pte``, ``fp32.pte``, ``int8.pte``),
     recording ``metadata`` (``config`` and ``arch`` make them loadable with ``--weights``); the int8
     files calibrated on ``images`` (default: random ones)."""
     metadata = {**(metadata or {}), "task": task}
@@ -73,16 +82,21 @@ def route_files(
             metadata=metadata,
             check_batches=(1,),
         )
-    quantize_model(
-        ours,
-        files["int8.onnx"],
-        calibration=iter(calibration),
-        num_images=CALIBRATION_IMAGES,
-        input_size=size,
-        progress=False,
-        metadata=metadata,
-    )
-    if engine_class("executorch").installed():
+    forms = ["onnxruntime"] + (["openvino"] if engine_class("openvino").installed() else [])
+    for form in forms:  # int8.onnx: onnxruntime's graph; int8_openvino.onnx: OpenVINO's
+        name = "int8.onnx" if form == "onnxruntime" else f"int8_{form}.onnx"
+        files[name] = folder / name
+        quantize_model(
+            ours,
+            files[name],
+            calibration=iter(calibration),
+            num_images=CALIBRATION_IMAGES,
+            input_size=size,
+            progress=False,
+            metadata=metadata,
+            runtime=form,
+        )
+    if pte and engine_class("executorch").installed():
         from densemnv3.export.pte import export_executorch
 
         for precision in ("fp32", "int8"):
@@ -119,7 +133,9 @@ def _with_metadata(
     onnx.save(proto, str(path))
 
 
-def _metadata(path: Path, detection: bool) -> dict:
+def file_metadata(path: Path, detection: bool) -> dict:
+    """The metadata an exported ``.onnx`` or ``.pte`` file records, over what its name and task
+    say."""
     if path.suffix == ".pte":
         from densemnv3.checkpoint.pte import read_pte_metadata
 
@@ -143,7 +159,7 @@ def bench_routes(case: str, size: tuple[int, int], batch: int, args, device: tor
     size, tv, ours, same_weights = random_pair(case, size, device, gen, args.cfg)
     trained = getattr(args, "weights", None) if not detection else None
     if trained:  # ours trained, on frames of the synthetic drive: label maps with real boundaries
-        ours, same_weights = _trained(trained, case), False
+        ours, same_weights = trained_model(trained, case), False
     if detection:
         tv.score_thresh = ours.score_thresh = args.det_score_thresh
         images01 = torch.rand(batch, 3, *size, generator=gen)
@@ -151,7 +167,7 @@ def bench_routes(case: str, size: tuple[int, int], batch: int, args, device: tor
         tv_images = list(images01)
         fns = {"torchvision eager fp32": (lambda: tv_network(tv, x), lambda: tv(tv_images))}
     else:
-        x = _drive_frames(size, batch) if trained else torch.randn(batch, 3, *size, generator=gen)
+        x = drive_frames(size, batch) if trained else torch.randn(batch, 3, *size, generator=gen)
         fns = {"torchvision eager fp32": (lambda: tv(x)["out"], lambda: tv(x)["out"].argmax(1))}
     torch_path = prepare_for_inference(copy.deepcopy(ours), channels_last=True)
     x_cl = x.contiguous(memory_format=torch.channels_last)
@@ -180,7 +196,7 @@ def bench_routes(case: str, size: tuple[int, int], batch: int, args, device: tor
                 if path.suffix == ".pte" and batch != 1:
                     skipped.append(f"{route} (a .pte takes batch 1)")
                     continue
-                meta = _metadata(path, detection)
+                meta = file_metadata(path, detection)
                 model = exported_model(path, meta, ours, engine)
                 if not engine.inaccurate(
                     meta
@@ -226,7 +242,7 @@ def bench_routes(case: str, size: tuple[int, int], batch: int, args, device: tor
     }
 
 
-def _trained(weights: str, case: str) -> torch.nn.Module:
+def trained_model(weights: str, case: str) -> torch.nn.Module:
     """The segmentation checkpoint ``weights`` as ours (its model must be the ``case``'s)."""
     from densemnv3.errors import UserError
     from densemnv3.load import load_model
@@ -242,7 +258,7 @@ def _trained(weights: str, case: str) -> torch.nn.Module:
     return loaded.model.eval()
 
 
-def _drive_frames(size: tuple[int, int], batch: int) -> torch.Tensor:
+def drive_frames(size: tuple[int, int], batch: int) -> torch.Tensor:
     """``batch`` frames of the synthetic drive at ``size``, normalised as by the eval transform."""
     import cv2
 

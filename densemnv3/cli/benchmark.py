@@ -2,7 +2,8 @@
 
 ``densemnv3 benchmark [--model lraspp_large|lraspp_small|ssdlite_large|ssdlite_small|
 data_seg|data_det|demo|seg_test_time|label_map|all] [--routes] [--device cpu|cuda]
-[--batch-sizes 1 8] [--sizes 512x1024 1024x2048] [--precision fp32 fp16 bf16] [--threads 2]
+[--profile [--runtime R ...]] [--batch-sizes 1 8] [--sizes 512x1024 1024x2048]
+[--precision fp32 fp16 bf16] [--threads 2]
 [--iters N] [--warmup N] [--json out.json] [--memory-format nchw|channels_last]
 [--compile [--compile-mode MODE]] [--cuda-graphs] [--variants default fp16+graphs bf16+compile ...]
 [--tv-same-options] [--quick] [--det-score-thresh T] [--det-nms auto|per_image|batched]``
@@ -27,8 +28,10 @@ network alone is timed too. Every case prints the max abs difference of ours (in
 vs torchvision fp32 on the same input (SSDLite: class logits and box deltas).
 
 ``--routes`` (CPU) times every installed runtime route of each model case, interleaved with
-torchvision eager fp32 (:mod:`densemnv3.benchmark.routes`); ``--model demo`` runs the video demo
-through every route and sets its FPS beside the network's (:mod:`densemnv3.benchmark.demo`);
+torchvision eager fp32 (:mod:`densemnv3.benchmark.routes`); ``--profile [--runtime R ...]``
+(CPU) profiles the same exported files, per operator, kernel and the precision it ran in, with
+each runtime's own profiler (:mod:`densemnv3.benchmark.profile`); ``--model demo`` runs the video
+demo through every route and sets its FPS beside the network's (:mod:`densemnv3.benchmark.demo`);
 ``--model predict``: ``densemnv3 predict`` vs a plain loop (:mod:`densemnv3.benchmark.predict`);
 ``--model seg_test_time``: sliding windows and TTA (:mod:`densemnv3.benchmark.eval_modes`);
 ``--model label_map``: the Predictor's label map vs torchvision's
@@ -61,6 +64,7 @@ from densemnv3.benchmark.multitask import (
     multitask_case_of,
 )
 from densemnv3.benchmark.predict import add_predict_arguments, bench_predict, format_predict
+from densemnv3.benchmark.profile import add_profile_arguments, bench_profile, format_profiles
 from densemnv3.benchmark.quantized import bench_int8
 from densemnv3.benchmark.reference import MODEL_CASES
 from densemnv3.benchmark.report import (
@@ -101,6 +105,7 @@ def parse_args(argv: list[str] | None):
     parser.add_argument(
         "--routes", action="store_true", help="CPU: time every installed runtime route (see above)"
     )
+    add_profile_arguments(parser)
     add_demo_arguments(parser)
     add_predict_arguments(parser)
     parser.add_argument(
@@ -229,6 +234,11 @@ def main(argv: list[str] | None = None) -> int:
                 else bench_label_map(sizes, args)
             )
             continue
+        if args.profile and case in MODEL_CASES:
+            for size in sizes if case.startswith("lraspp") else sizes[:1]:
+                results.append(bench_profile(case, size, args, device))
+                print(format_profiles(results[-1]), flush=True)
+            continue
         if args.routes and case in MODEL_CASES:
             for size in sizes if case.startswith("lraspp") else sizes[:1]:
                 for batch in args.batch_sizes:
@@ -271,9 +281,8 @@ def main(argv: list[str] | None = None) -> int:
                         flush=True,
                     )
     print()
-    timed = [
-        r for r in results if "routes" not in r and r["case"] not in ("seg_test_time", "label_map")
-    ]  # own tables
+    timed = [r for r in results if not {"routes", "profiles"} & r.keys()]  # own tables
+    timed = [r for r in timed if r["case"] not in ("seg_test_time", "label_map")]
     if timed:
         print(format_summary(timed))
     if args.json:

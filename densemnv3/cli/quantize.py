@@ -1,6 +1,16 @@
-"""Quantize a checkpoint to int8 (post-training, static) as an ONNX QDQ file run by onnxruntime.
+"""Quantize a checkpoint to int8 (post-training, static) as an ONNX QDQ file.
 
-``densemnv3 quantize [CONFIG] --weights CKPT [--calib-images N] [--out FILE] [--set KEY=VALUE ...]``
+``densemnv3 quantize [CONFIG] --weights CKPT [--runtime onnxruntime|openvino] [--calib-images N]
+[--out FILE] [--set KEY=VALUE ...]``
+
+``--runtime`` shapes the graph for the runtime that will run it (any ONNX runtime runs either
+file, at its own speed): ``onnxruntime`` (default) rewrites hard-swish and the squeeze-excitation
+pool into operators onnxruntime has int8 kernels for; ``openvino`` keeps the graph as exported and
+leaves no quantize/dequantize pair between a convolution and its activation, so OpenVINO's CPU
+plugin fuses them into one int8 kernel (on a 2-core AVX2 CPU: 0.52-0.60x its fp32 time, against
+0.75-0.89x for the onnxruntime-shaped file; ``BENCHMARKS.md``, where int8's time goes).
+``--runtime auto`` in the tools that run the file then measures which installed engine is fastest
+for it.
 
 CONFIG may be left out for ``last.pt`` / ``best.pt``, which record the config they were trained
 with. Weights are quantized per output channel, activations per tensor from their range on N
@@ -15,7 +25,8 @@ box deltas and default boxes), which the tools upsample and post-process as the 
 
 The file is compared with the fp32 model on 4 validation images; below 0.9 pixel agreement or
 above 0.35 relative RMS error the tool exits with code 1 (the file is kept, for inspection).
-Default output: ``CKPT`` with the suffix ``.int8.onnx`` (``best.pt`` -> ``best.int8.onnx``); an
+Default output: ``CKPT`` with the suffix ``.int8.onnx`` (``best.pt`` -> ``best.int8.onnx``;
+``--runtime openvino``: ``best.int8.openvino.onnx``); an
 ``--out`` name without ``.onnx`` gets it (``model_int8`` -> ``model_int8.onnx``).
 """
 
@@ -29,6 +40,7 @@ from densemnv3.cli.arguments import (
 )
 
 CHECK_IMAGES = 4
+FORMS = ("onnxruntime", "openvino")  # densemnv3.export.int8_graph.FORMS, without importing torch
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,9 +54,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--out",
-        help="file to write (default: CKPT with the suffix .int8.onnx); a name "
+        help="file to write (default: CKPT with the suffix .int8.onnx, --runtime openvino: "
+        ".int8.openvino.onnx); a name "
         "without .onnx gets it (model_int8 -> model_int8.onnx), one ending "
         "in another model format's suffix (.pt) is an error",
+    )
+    parser.add_argument(
+        "--runtime",
+        choices=FORMS,
+        default="onnxruntime",
+        help="the runtime the file's graph is shaped for (default onnxruntime); any ONNX "
+        "runtime runs either, at its own speed (BENCHMARKS.md, where int8's time goes)",
     )
     add_set_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -62,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     from densemnv3.export.quantize import quantize_model
     from densemnv3.export.sizes import min_input_size
 
-    out = output_file(args.out or Path(args.weights).with_suffix(".int8.onnx"), "onnx")
+    suffix = ".int8.onnx" if args.runtime == "onnxruntime" else f".int8.{args.runtime}.onnx"
+    out = output_file(args.out or Path(args.weights).with_suffix(suffix), "onnx")
     if args.out and out != Path(args.out):
         print(f"writing {out} (--out {args.out} does not end in {out.suffix})")
     require_onnx("int8 quantization")
@@ -76,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     check = check_images(task, cfg)
 
     print(
-        f"quantizing {cfg.model.name} to int8 (onnxruntime QDQ, per-channel weights), calibrating "
+        f"quantizing {cfg.model.name} to int8 (QDQ for {args.runtime}, per-channel weights), "
+        "calibrating "
         f"on {n} images of split {cfg.data.train_split!r} at {size[0]}x{size[1]} ..."
     )
     metadata = {
@@ -94,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         check_images=check,
         metadata=metadata,
         progress=not args.no_progress,
+        runtime=args.runtime,
     )
     low = report.min_size
     shape = (

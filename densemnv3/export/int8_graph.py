@@ -1,5 +1,8 @@
 """The rewrites that keep an exported ONNX graph in int8 kernels, each exact in real arithmetic,
-and the nodes that stay in float.
+and the nodes that stay in float. The two runtimes want different graphs (BENCHMARKS.md, where
+int8's time goes), so an int8 file is shaped for one (:data:`FORMS`):
+
+onnxruntime (:func:`int8_friendly`, before quantization):
 
 - ``HardSwish(x)`` -> ``x * Clip(DepthwiseConv1x1(x; 1/6, 0.5), 0, 1)``: onnxruntime has no
   quantized hard-swish, so it would run in float, between a dequantize and a quantize, on the
@@ -7,12 +10,21 @@ and the nodes that stay in float.
   it stays in int8.
 - ``ReduceMean`` over H, W (squeeze-excitation's pool, as the exporter writes
   ``AdaptiveAvgPool2d(1)``) -> ``GlobalAveragePool``, which has an int8 kernel.
+
+OpenVINO (:func:`fuse_activations`, after quantization): the graph as exported, less the
+quantize/dequantize pair the quantizer puts between each convolution and the ``HardSwish`` or
+``HardSigmoid`` after it. OpenVINO's CPU plugin then runs convolution + activation + the next
+quantization as one int8 kernel; with the pair left in it converts and subtracts a zero point in
+reference code between them, and the rewrite above costs it a grouped convolution per block.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+#: The runtimes an int8 file's graph is shaped for (``tools/quantize.py --runtime``).
+FORMS = ("onnxruntime", "openvino")
 
 
 def int8_friendly(proto: Any) -> None:
@@ -66,6 +78,38 @@ def int8_friendly(proto: Any) -> None:
             nodes.append(node)
     del graph.node[:]
     graph.node.extend(nodes)
+
+
+def fuse_activations(proto: Any, ops: Sequence[str] = ("HardSwish", "HardSigmoid")) -> int:
+    """Remove, in place, the ``QuantizeLinear`` -> ``DequantizeLinear`` pair between a ``Conv``
+    and the activation of ``ops`` it alone feeds (the convolution's output then is quantized
+    once, after the activation); return how many pairs went."""
+    graph = proto.graph
+    producer = {out: node for node in graph.node for out in node.output}
+    readers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    dropped: set[str] = set()
+
+    def made_by(name: str, op_type: str) -> Any:
+        node = producer.get(name)
+        return node if node is not None and node.op_type == op_type else None
+
+    for node in graph.node:
+        dq = made_by(node.input[0], "DequantizeLinear") if node.op_type in ops else None
+        q = made_by(dq.input[0], "QuantizeLinear") if dq is not None else None
+        conv = made_by(q.input[0], "Conv") if q is not None else None
+        if conv is None:
+            continue
+        if any(readers.get(n.output[0], 0) != 1 for n in (conv, q, dq)):
+            continue  # the quantized tensor is read elsewhere too
+        node.input[0] = conv.output[0]
+        dropped |= {id(q), id(dq)}
+    kept = [node for node in graph.node if id(node) not in dropped]
+    del graph.node[:]
+    graph.node.extend(kept)
+    return len(dropped) // 2
 
 
 def _pools_spatially(node: Any, constants: Mapping[str, Any]) -> bool:

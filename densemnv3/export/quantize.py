@@ -43,7 +43,7 @@ from densemnv3.utils.files import atomic_write
 
 from .check import quiet
 from .graphs import exportable
-from .int8_graph import float_nodes, int8_friendly
+from .int8_graph import FORMS, float_nodes, fuse_activations, int8_friendly
 from .onnx_export import export_onnx, require_onnx
 from .paths import check_output_path
 from .sizes import min_input_size, size_metadata
@@ -101,6 +101,7 @@ def quantize_model(
     check_images: Sequence[Tensor] = (),
     metadata: Mapping[str, Any] | None = None,
     progress: bool = True,
+    runtime: str = "onnxruntime",
 ) -> QuantizeReport:
     """Quantize ``model`` (an LR-ASPP, SSDLite or multi-task model in PyTorch, fp32) to an int8 ONNX
     file at ``path``.
@@ -112,8 +113,12 @@ def quantize_model(
     :func:`~densemnv3.export.sizes.min_input_size`). ``check_images`` (``(1, 3, H, W)``) are
     run through the int8 file and the fp32 model and compared (:func:`agreement`); outside the
     tolerance :class:`ExportCheckError` is raised after the file is written. ``metadata`` (config,
-    task, arch) is recorded so the tools load the file with ``--weights``.
+    task, arch) is recorded so the tools load the file with ``--weights``. ``runtime``: the
+    runtime the graph is shaped for (:data:`~.int8_graph.FORMS`; any ONNX runtime runs either),
+    recorded as ``int8_form``; the check runs the file there (onnxruntime where it is missing).
     """
+    if runtime not in FORMS:
+        raise UserError(f"int8 files are shaped for one of {', '.join(FORMS)}, not {runtime!r}")
     if num_images < 1:
         raise UserError(f"--calib-images must be at least 1, got {num_images}")
     path = check_output_path(path)
@@ -127,8 +132,8 @@ def quantize_model(
         )
     with tempfile.TemporaryDirectory(prefix="densemnv3-quantize-") as tmp:
         prepared, int8 = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
-        form = export_for_quantization(reference, prepared, input_size)
-        quantize_onnx(prepared, int8, calibration, num_images, progress=progress)
+        form = export_for_quantization(reference, prepared, input_size, runtime=runtime)
+        quantize_onnx(prepared, int8, calibration, num_images, progress=progress, runtime=runtime)
         import onnx
 
         proto = onnx.load(str(int8))
@@ -141,17 +146,19 @@ def quantize_model(
                 "precision": "int8",
                 **size_metadata(input_size, min_size),
                 "calibration_images": num_images,
+                "int8_form": runtime,
             },
         )
         with atomic_write(path) as out:
             onnx.save(proto, str(out))
     report = QuantizeReport(path, path.stat().st_size, num_images, min_size)
     if check_images:
+        engine = engine_class(runtime)
         quantized = exported_model(
             path,
             {"task": TASK_OF_OUTPUTS[form], **read_metadata(path)},
             reference,
-            engine_class("onnxruntime"),
+            engine if engine.installed() else engine_class("onnxruntime"),
         )
         report.check = agreement(quantized, reference, check_images)
         if not report.ok:
@@ -162,13 +169,18 @@ def quantize_model(
 
 
 def export_for_quantization(
-    model: nn.Module, path: str | os.PathLike, input_size: Sequence[int], *, static: bool = False
+    model: nn.Module,
+    path: str | os.PathLike,
+    input_size: Sequence[int],
+    *,
+    static: bool = False,
+    runtime: str = "onnxruntime",
 ) -> str:
     """Write ``model``'s fp32 graph to ``path`` as :func:`quantize_onnx` takes it (BatchNorm folded,
     SSDLite and the multi-task model with raw outputs, dynamic height and width where the model
-    allows, rewritten by :func:`int8_friendly`); return what it outputs (``"logits_raw"``, ``"raw"``
-    or ``"multitask_raw"``). ``static``: every dimension fixed, batch 1 (a file to time:
-    :func:`~.onnx_export.export_onnx`)."""
+    allows; for onnxruntime rewritten by :func:`int8_friendly`); return what it outputs
+    (``"logits_raw"``, ``"raw"`` or ``"multitask_raw"``). ``static``: every dimension fixed,
+    batch 1 (a file to time: :func:`~.onnx_export.export_onnx`)."""
     if not isinstance(model, (LRASPP, SSDLite, LRASPPSSDLite)):
         raise UserError(
             f"int8 quantization supports LR-ASPP, SSDLite and multi-task models, not "
@@ -187,9 +199,10 @@ def export_for_quantization(
             static=static,
             min_size=None if static else min_input_size(model, input_size),
         )
-    proto = onnx.load(str(path))
-    int8_friendly(proto)
-    onnx.save(proto, str(path))
+    if runtime == "onnxruntime":
+        proto = onnx.load(str(path))
+        int8_friendly(proto)
+        onnx.save(proto, str(path))
     return form
 
 
@@ -200,17 +213,23 @@ def quantize_onnx(
     num_images: int,
     *,
     progress: bool = True,
+    runtime: str = "onnxruntime",
 ) -> None:
     """Quantize the fp32 graph at ``source`` (from :func:`export_for_quantization`) to ``target``:
     QDQ, int8 weights per channel, uint8 activations with ranges from ``num_images`` images of
     ``calibration`` (the same images in the same order give the same file); the nodes of
-    :func:`float_nodes` stay in float."""
+    :func:`float_nodes` stay in float. ``runtime`` ``"openvino"``: each convolution's activation
+    fused (:func:`~.int8_graph.fuse_activations`)."""
     import onnx
 
     keep_float = float_nodes(onnx.load(str(source), load_external_data=False))
     _quantize_static(
         Path(source), Path(target), _Reader(calibration, num_images, progress), keep_float
     )
+    if runtime == "openvino":
+        proto = onnx.load(str(target))
+        fuse_activations(proto)
+        onnx.save(proto, str(target))
 
 
 class _Reader:

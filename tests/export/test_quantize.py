@@ -123,6 +123,66 @@ def test_the_classifiers_stay_in_float_and_the_graph_ends_at_stride_8(seg):
     )  # float weights, no DequantizeLinear
 
 
+def _conv_activation_pairs(graph) -> int:
+    """Q/DQ pairs between a Conv and the HardSwish / HardSigmoid after it."""
+    producer = {out: node for node in graph.node for out in node.output}
+
+    def chain(name, *types):
+        node = producer.get(name)
+        if not types:
+            return True
+        return node is not None and node.op_type == types[0] and chain(node.input[0], *types[1:])
+
+    return sum(
+        chain(node.input[0], "DequantizeLinear", "QuantizeLinear", "Conv")
+        for node in graph.node
+        if node.op_type in ("HardSwish", "HardSigmoid")
+    )
+
+
+def test_the_openvino_form_fuses_each_activation_into_its_convolution(seg, tmp_path):
+    """``runtime="openvino"``: the graph as exported (HardSwish, ReduceMean), quantized the same
+    way, less the Q/DQ pair between each convolution and its activation; it computes what the
+    onnxruntime form computes, in both runtimes, and records its form."""
+    from densemnv3.export.int8_graph import fuse_activations
+    from densemnv3.export.quantize import quantize_model
+    from densemnv3.runtimes import read_metadata
+
+    model, _, int8, images = seg
+    path = tmp_path / "int8_openvino.onnx"
+    report = quantize_model(
+        model,
+        path,
+        calibration=iter(images[:4]),
+        num_images=4,
+        input_size=SEG_SIZE,
+        check_images=images[4:],
+        progress=False,
+        runtime="openvino",
+    )
+    assert report.ok and read_metadata(path)["int8_form"] == "openvino"
+    graph = onnx.load(str(path)).graph
+    ops = [node.op_type for node in graph.node]
+    assert ops.count("HardSwish") == 18 and "GlobalAveragePool" not in ops  # not rewritten
+    assert _conv_activation_pairs(graph) == 0
+    # the pairs it removed: quantizing the exported graph as it is leaves one per activation
+    raw = tmp_path / "raw.onnx"
+    export_for_quantization(model, raw, SEG_SIZE, runtime="openvino")
+    quantize_onnx(raw, tmp_path / "unfused.onnx", iter(images[:4]), 4, progress=False)
+    unfused = onnx.load(str(tmp_path / "unfused.onnx"))
+    pairs = _conv_activation_pairs(unfused.graph)
+    assert pairs == ops.count("HardSwish") + ops.count("HardSigmoid")  # each follows a Conv
+    assert fuse_activations(unfused) == pairs and _conv_activation_pairs(unfused.graph) == 0
+    meta = {"task": "segmentation", "outputs": "logits_raw", "precision": "int8"}
+    ours = exported_model(path, meta, model, ORT)
+    check = agreement(ours, model, images[4:])
+    assert check["pixel_agreement"] > 0.93 and check["rel_rms"] < 0.12, check
+    if engine_class("openvino").installed():
+        in_openvino = exported_model(path, meta, model, engine_class("openvino"))
+        x = images[5]
+        assert torch.allclose(in_openvino(x), ours(x), atol=0.05 * float(ours(x).abs().max()))
+
+
 @pytest.mark.slow
 def test_int8_detector_postprocesses_in_float(tmp_path):
     images = fixed_images(6, DET_SIZE, seed=3)

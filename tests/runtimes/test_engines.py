@@ -285,8 +285,8 @@ def test_a_batch_is_split_into_streams_that_share_the_thread_budget(tmp_path, mo
 def test_auto_leaves_out_a_runtime_that_scores_the_file_below_pytorch(
     seg_files, monkeypatch, capsys
 ):
-    """OpenVINO loses 4 AP50 points on int8 SSDLite files (BENCHMARKS.md): auto never takes it,
-    and asking for it warns."""
+    """OpenVINO loses 2.5-4 AP50 points on onnxruntime-shaped int8 SSDLite files (BENCHMARKS.md):
+    auto never takes it for them, and asking for it warns; the OpenVINO-shaped file is its own."""
     from types import SimpleNamespace
 
     model, path, _ = seg_files
@@ -300,6 +300,7 @@ def test_auto_leaves_out_a_runtime_that_scores_the_file_below_pytorch(
     assert engine_class("openvino").inaccurate(int8_det) and not engine_class(
         "openvino"
     ).inaccurate(META)
+    assert engine_class("openvino").inaccurate({**int8_det, "int8_form": "openvino"}) is None
     assert engine_class("onnxruntime").inaccurate(int8_det) is None
     chosen = choice_module.load_exported(path, "onnx", int8_det, model)
     assert (
@@ -309,4 +310,5 @@ def test_auto_leaves_out_a_runtime_that_scores_the_file_below_pytorch(
     asked = choice_module.load_exported(path, "onnx", int8_det, model, runtime="openvino")
     assert asked.runtime == "openvino"
     err = capsys.readouterr().err
-    assert err.startswith("warning: ") and "4 AP50 points below PyTorch" in err
+    assert err.startswith("warning: ") and "AP50 points below PyTorch" in err
+    assert "--runtime openvino loses 1.25" in err

@@ -103,6 +103,35 @@ def test_eval_seg_scores_the_int8_file(int8_file, run_tool, tmp_path):
     assert metrics["images_evaluated"] == 2 and 0 <= metrics["mIoU"] <= 1
 
 
+@pytest.mark.slow
+def test_the_openvino_shaped_file_runs_in_every_tool(checkpoint, run_tool, tmp_path, capsys):
+    """``--runtime openvino``: ``best.int8.openvino.onnx``, checked and scored as the default
+    file is, by the eval tool in either runtime (the same graph, so nearly the same score)."""
+    pytest.importorskip("openvino")
+    from densemnv3.runtimes import read_metadata
+    from tools.quantize import main
+
+    torch.set_num_threads(1)
+    args = ["--weights", str(checkpoint), "--calib-images", "3", "--no-progress"]
+    assert main([*args, "--runtime", "openvino"]) == 0
+    out = checkpoint.with_suffix(".int8.openvino.onnx")
+    printed = capsys.readouterr().out
+    assert "QDQ for openvino" in printed and f"wrote {out}" in printed and "-> OK" in printed
+    assert read_metadata(out)["int8_form"] == "openvino"
+    ops = {node.op_type for node in onnx.load(str(out)).graph.node}
+    assert "HardSwish" in ops and "GlobalAveragePool" not in ops
+    scores = {}
+    for runtime in ("openvino", "onnxruntime"):
+        folder = tmp_path / runtime
+        proc = run_tool(
+            "eval_seg.py", "--weights", str(out), "--runtime", runtime, "--out", str(folder)
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert f"inference: cpu, int8, {runtime}" in proc.stdout
+        scores[runtime] = json.loads((folder / "metrics.json").read_text())["mIoU"]
+    assert abs(scores["openvino"] - scores["onnxruntime"]) < 0.01, scores
+
+
 def assert_one_line_error(code, stderr, *needles):
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), stderr
